@@ -1,0 +1,148 @@
+"""How a party executes each command kind: local arithmetic on its shares, or a protocol.
+
+Local kinds are plain functions; interactive kinds are coroutines over a PartyContext.
+Command parameters are public (JSON): public tensors travel encoded as integers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import torch
+
+import protocols as P
+from protocols import PartyContext, Share
+
+
+def public_tensor(spec: dict[str, Any]) -> torch.Tensor:
+    return torch.tensor(spec["data"], dtype=torch.int64).reshape(spec["shape"])
+
+
+def encode_public(t: torch.Tensor) -> dict[str, Any]:
+    return {"shape": list(t.shape), "data": t.reshape(-1).tolist()}
+
+
+def _d(xs: Sequence[Share]) -> int:
+    return max(x.depth for x in xs)
+
+
+Local = Callable[[int, Sequence[Share], dict[str, Any]], list[Share]]
+Interactive = Callable[[PartyContext, Sequence[Share], dict[str, Any]], Awaitable[list[Share]]]
+
+
+def _add(rank: int, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+    return [Share(x[0].value + x[1].value, _d(x))]
+
+
+def _sub(rank: int, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+    return [Share(x[0].value - x[1].value, _d(x))]
+
+
+def _neg(rank: int, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+    return [Share(-x[0].value, x[0].depth)]
+
+
+def _add_pub(rank: int, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+    v = x[0].value
+    pub = public_tensor(p["pub"])
+    out = v + pub if rank == 0 else v.expand(torch.broadcast_shapes(v.shape, pub.shape)).clone()
+    return [Share(out, x[0].depth)]
+
+
+def _mul_pub(rank: int, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+    return [Share(x[0].value * public_tensor(p["pub"]), x[0].depth)]
+
+
+def _sum(rank: int, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+    v = x[0].value
+    dims = p.get("dims")
+    out = v.sum() if dims is None else v.sum(dim=tuple(dims), keepdim=bool(p.get("keepdim")))
+    return [Share(out, x[0].depth)]
+
+
+def _transpose(rank: int, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+    return [Share(x[0].value.transpose(p["d0"], p["d1"]).contiguous(), x[0].depth)]
+
+
+def _reshape(rank: int, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+    return [Share(x[0].value.reshape(p["shape"]), x[0].depth)]
+
+
+def _expand(rank: int, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+    return [Share(x[0].value.expand(p["shape"]).contiguous(), x[0].depth)]
+
+
+LOCAL: dict[str, Local] = {
+    "add": _add,
+    "sub": _sub,
+    "neg": _neg,
+    "add_pub": _add_pub,
+    "mul_pub": _mul_pub,
+    "sum": _sum,
+    "transpose": _transpose,
+    "reshape": _reshape,
+    "expand": _expand,
+}
+
+
+async def _mul(ctx: PartyContext, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+    return [await P.truncate(ctx, await P.mul(ctx, x[0], x[1]), p["d"], sub=1)]
+
+
+async def _square(ctx: PartyContext, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+    return [await P.truncate(ctx, await P.square(ctx, x[0]), p["d"], sub=1)]
+
+
+async def _matmul(ctx: PartyContext, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+    return [await P.truncate(ctx, await P.matmul(ctx, x[0], x[1]), p["d"], sub=1)]
+
+
+async def _scale(ctx: PartyContext, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+    pub = public_tensor(p["pub"])
+    prod = x[0].value * pub
+    return [await P.truncate(ctx, Share(prod, x[0].depth), p["d"], sub=1)]
+
+
+async def _matmul_pub(ctx: PartyContext, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+    pub = public_tensor(p["pub"])
+    v = x[0].value
+    prod = torch.matmul(pub, v) if p.get("left") else torch.matmul(v, pub)
+    return [await P.truncate(ctx, Share(prod, x[0].depth), p["d"], sub=1)]
+
+
+async def _trunc(ctx: PartyContext, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+    return [await P.truncate(ctx, x[0], p["d"], sub=1)]
+
+
+async def _drelu(ctx: PartyContext, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+    return [await P.drelu(ctx, x[0])]
+
+
+async def _relu(ctx: PartyContext, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+    y, bit = await P.relu(ctx, x[0])
+    return [y, bit]
+
+
+INTERACTIVE: dict[str, Interactive] = {
+    "mul": _mul,
+    "square": _square,
+    "matmul": _matmul,
+    "scale": _scale,
+    "matmul_pub": _matmul_pub,
+    "trunc": _trunc,
+    "drelu": _drelu,
+    "relu": _relu,
+}
+
+DEALER_KIND = {
+    "mul": "mul",
+    "square": "square",
+    "matmul": "matmul",
+    "scale": "trunc",
+    "matmul_pub": "trunc",
+    "trunc": "trunc",
+    "drelu": "drelu",
+    "relu": "relu",
+}
+"""Command kind -> dealer material kind (see protocols.registry)."""

@@ -1,0 +1,224 @@
+"""Links between actors, mailboxes, simulated latency and bandwidth, and the meter.
+
+There is one link per ordered pair of actors. A link without a profile hands a message
+straight to the receiver's mailbox; a link with a :class:`NetworkProfile` runs a trio
+memory channel and a pump task that holds each message until its delivery time
+(``latency + bytes / bandwidth``, with the link busy while it transmits), so simulated
+delays really delay. The mailbox matches messages by ``(sender, tag)``, so arrival order
+never matters, and every wait on it has a bound.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import trio
+
+from protocols.errors import ActorTimeout, ProtocolError
+
+from .envelope import Envelope
+from .stats import Meter
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkProfile:
+    """Delay model of one link."""
+
+    latency: float = 0.0
+    """Seconds from send to delivery for every message."""
+    bandwidth: float | None = None
+    """Bits per second, or None for unlimited."""
+
+    def __post_init__(self) -> None:
+        if not (self.latency >= 0 and math.isfinite(self.latency)):
+            raise ValueError(f"latency must be a finite number >= 0, got {self.latency!r}")
+        if self.bandwidth is not None and not self.bandwidth > 0:
+            raise ValueError(f"bandwidth must be > 0 bits/s, got {self.bandwidth!r}")
+
+    def transmit_seconds(self, nbytes: int) -> float:
+        return 0.0 if self.bandwidth is None else 8 * nbytes / self.bandwidth
+
+    @property
+    def delays(self) -> bool:
+        return self.latency > 0 or self.bandwidth is not None
+
+
+def op_of(tag: str) -> int | None:
+    head, _, _ = tag.partition("/")
+    return int(head) if head.isdigit() else None
+
+
+class Mailbox:
+    """An actor's inbox: messages wait here until the actor asks for ``(sender, tag)``."""
+
+    def __init__(self, owner: str, timeout: float) -> None:
+        self.owner = owner
+        self.timeout = timeout
+        self._ready: dict[tuple[str, str], Envelope] = {}
+        self._waiting: dict[tuple[str, str], trio.Event] = {}
+        self._pending_ops: dict[int, int] = defaultdict(int)
+        self._fault: ProtocolError | None = None
+        self._fault_event = trio.Event()
+        self.is_finished: Callable[[int], bool] = lambda op: False
+
+    def fail(self, error: ProtocolError) -> None:
+        if self._fault is None:
+            self._fault = error
+            self._fault_event.set()
+            for ev in self._waiting.values():
+                ev.set()
+
+    def deliver(self, env: Envelope) -> None:
+        """Called by the network; never raises into the sender. A bad message poisons the
+        mailbox and the owner's next wait raises ProtocolError."""
+        key = (env.sender, env.tag)
+        op = op_of(env.tag)
+        if key in self._ready:
+            self.fail(
+                ProtocolError(f"{self.owner} got a duplicate message {env.tag!r} from {env.sender}")
+            )
+            return
+        if op is not None and self.is_finished(op):
+            self.fail(
+                ProtocolError(
+                    f"{self.owner} got an unexpected message {env.tag!r} from {env.sender} "
+                    f"for operation {op}, which has already finished"
+                )
+            )
+            return
+        self._ready[key] = env
+        if op is not None:
+            self._pending_ops[op] += 1
+        ev = self._waiting.get(key)
+        if ev is not None:
+            ev.set()
+
+    async def recv(self, sender: str, tag: str, timeout: float | None = -1.0) -> Envelope:
+        """The message ``tag`` from ``sender``; waits at most ``timeout`` seconds (the
+        mailbox default when omitted, forever when None)."""
+        key = (sender, tag)
+        if self._fault is not None:
+            raise self._fault
+        env = self._ready.pop(key, None)
+        if env is None:
+            limit = self.timeout if timeout is not None and timeout < 0 else timeout
+            ev = self._waiting[key] = trio.Event()
+            try:
+                with trio.move_on_after(math.inf if limit is None else limit) as scope:
+                    await ev.wait()
+            finally:
+                del self._waiting[key]
+            if self._fault is not None:
+                raise self._fault
+            if scope.cancelled_caught:
+                raise ActorTimeout(self.owner, sender, repr(tag), float(limit or 0))
+            env = self._ready.pop(key)
+        op = op_of(tag)
+        if op is not None:
+            left = self._pending_ops[op] - 1
+            if left:
+                self._pending_ops[op] = left
+            else:
+                del self._pending_ops[op]
+        return env
+
+    def leftovers(self, op: int) -> list[tuple[str, str]]:
+        """Messages of ``op`` that arrived but were never asked for."""
+        if not self._pending_ops.get(op):
+            return []
+        return [k for k in self._ready if op_of(k[1]) == op]
+
+    async def wait_fault(self) -> ProtocolError:
+        await self._fault_event.wait()
+        if self._fault is None:  # pragma: no cover - the event is set only with a fault
+            raise AssertionError("fault event without fault")
+        return self._fault
+
+    def __len__(self) -> int:
+        return len(self._ready)
+
+
+class _Link:
+    __slots__ = ("busy_until", "profile", "recv_ch", "send_ch")
+
+    def __init__(self, profile: NetworkProfile | None) -> None:
+        self.profile = profile
+        self.busy_until = 0.0
+        if profile is not None and profile.delays:
+            self.send_ch, self.recv_ch = trio.open_memory_channel[tuple[float, Envelope]](math.inf)
+        else:
+            self.send_ch = self.recv_ch = None  # type: ignore[assignment]
+
+
+Interceptor = Callable[[Envelope], Envelope | None]
+
+
+class Network:
+    """All links of one cluster, the mailboxes they feed and the meter that counts them."""
+
+    def __init__(
+        self,
+        actors: list[str],
+        *,
+        timeout: float,
+        default: NetworkProfile | None = None,
+        default_pairs: set[tuple[str, str]] | None = None,
+        links: Mapping[tuple[str, str], NetworkProfile] | None = None,
+    ) -> None:
+        self.meter = Meter(actors)
+        self.mailboxes = {a: Mailbox(a, timeout) for a in actors}
+        self.interceptor: Interceptor | None = None
+        self._links: dict[tuple[str, str], _Link] = {}
+        links = dict(links or {})
+        for a, b in links:
+            if a not in self.mailboxes or b not in self.mailboxes:
+                raise ValueError(f"network profile for unknown link {a!r} -> {b!r}")
+        for a in actors:
+            for b in actors:
+                if a != b:
+                    prof = links.get((a, b))
+                    if (
+                        prof is None
+                        and default is not None
+                        and (default_pairs is None or (a, b) in default_pairs)
+                    ):
+                        prof = default
+                    self._links[(a, b)] = _Link(prof)
+
+    def send(self, env: Envelope) -> None:
+        """Meter and deliver (or schedule) one envelope. Never blocks."""
+        link = self._links.get((env.sender, env.receiver))
+        if link is None:
+            raise ProtocolError(f"no link from {env.sender!r} to {env.receiver!r}")
+        if self.interceptor is not None:
+            maybe = self.interceptor(env)
+            if maybe is None:
+                return
+            env = maybe
+        self.meter.record(env)
+        if link.send_ch is None:
+            self.mailboxes[env.receiver].deliver(env)
+            return
+        prof = link.profile
+        assert prof is not None
+        now = trio.current_time()
+        start = max(now, link.busy_until)
+        link.busy_until = start + prof.transmit_seconds(env.payload_bytes + env.header_bytes)
+        link.send_ch.send_nowait((link.busy_until + prof.latency, env))
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Pump delayed links until cancelled."""
+        async with trio.open_nursery() as nursery:
+            for link in self._links.values():
+                if link.recv_ch is not None:
+                    nursery.start_soon(self._pump, link)
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def _pump(self, link: _Link) -> None:
+        async for deliver_at, env in link.recv_ch:
+            await trio.sleep_until(deliver_at)
+            self.mailboxes[env.receiver].deliver(env)

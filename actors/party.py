@@ -1,0 +1,314 @@
+"""The party actor: holds shares, executes commands, runs protocols with its peers.
+
+A party receives numbered command batches from the coordinator, always in the same order
+as every other party, so the op ids in message tags agree without coordination. Each
+command starts as soon as its inputs exist (a local op whose inputs are ready runs
+inline), so independent ops overlap and share rounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import trio
+
+from protocols import Prg, Share, party_material
+from protocols.context import Expect, Received
+from protocols.errors import (
+    AccessDenied,
+    ActorTimeout,
+    PartyFailure,
+    ProtocolError,
+    UnknownTensorError,
+)
+from protocols.material import MaterialSpec
+
+from .envelope import Envelope, Phase, encode_control, encode_tensors
+from .executor import INTERACTIVE, LOCAL
+from .log import get_logger
+from .network import Network
+
+
+class Slot:
+    """A value a party holds or will hold."""
+
+    __slots__ = ("event", "owner", "share")
+
+    def __init__(self, owner: str) -> None:
+        self.event = trio.Event()
+        self.share: Share | None = None
+        self.owner = owner
+
+    def set(self, share: Share) -> None:
+        self.share = share
+        self.event.set()
+
+    async def get(self) -> Share:
+        if not self.event.is_set():
+            await self.event.wait()
+        assert self.share is not None
+        return self.share
+
+
+def check_expect(tensors: Sequence[torch.Tensor], expect: Expect, what: str) -> None:
+    if len(tensors) != len(expect):
+        raise ProtocolError(f"{what}: expected {len(expect)} tensors, got {len(tensors)}")
+    for t, (shape, dtype) in zip(tensors, expect, strict=True):
+        if tuple(t.shape) != tuple(shape) or t.dtype != dtype:
+            raise ProtocolError(
+                f"{what}: expected {dtype} {tuple(shape)}, got {t.dtype} {tuple(t.shape)}"
+            )
+
+
+def first_error(exc: BaseException) -> BaseException:
+    """The most informative leaf of a (possibly nested) exception group."""
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = [first_error(e) for e in exc.exceptions]
+        for kind in (PartyFailure, ActorTimeout):
+            for leaf in leaves:
+                if isinstance(leaf, kind):
+                    return leaf
+        for leaf in leaves:
+            if not isinstance(leaf, trio.Cancelled):
+                return leaf
+        return leaves[0]
+    return exc
+
+
+class OpContext:
+    """The :class:`protocols.PartyContext` of one party for one op."""
+
+    __slots__ = ("_party", "bytes_sent", "op_id")
+
+    def __init__(self, party: Party, op_id: int) -> None:
+        self._party = party
+        self.op_id = op_id
+        self.bytes_sent = 0
+
+    @property
+    def rank(self) -> int:
+        return self._party.rank
+
+    @property
+    def n_parties(self) -> int:
+        return len(self._party.parties)
+
+    async def send(self, peer: int, step: str, tensors: Sequence[torch.Tensor], depth: int) -> None:
+        p = self._party
+        body, payload = encode_tensors(tensors)
+        self.bytes_sent += payload
+        p.network.send(
+            Envelope(
+                p.name, p.parties[peer], f"{self.op_id}/{step}", Phase.ONLINE, depth, body, payload
+            )
+        )
+
+    async def recv(self, peer: int, step: str, expect: Expect) -> Received:
+        p = self._party
+        env = await p.mailbox.recv(p.parties[peer], f"{self.op_id}/{step}")
+        if env.phase != Phase.ONLINE:
+            raise ProtocolError(f"{p.name}: {env.tag!r} from {env.sender} is not an online message")
+        tensors = env.tensors()
+        check_expect(tensors, expect, f"{p.name}: {env.tag!r} from {env.sender}")
+        return Received(tensors, env.depth)
+
+    async def material(self, spec: MaterialSpec) -> dict[str, torch.Tensor]:
+        p = self._party
+        fixes: tuple[torch.Tensor, ...] = ()
+        if self.rank == self.n_parties - 1 and spec.corrections:
+            env = await p.mailbox.recv(p.provider, f"{self.op_id}/{spec.step()}")
+            if env.phase != Phase.OFFLINE:
+                raise ProtocolError(f"{p.name}: dealer message {env.tag!r} in wrong phase")
+            fixes = env.tensors()
+            expect = [(i.shape, i.dtype) for i in spec.corrections]
+            check_expect(fixes, expect, f"{p.name}: dealer material {env.tag!r}")
+        assert p.prg is not None
+        return party_material(spec, self.rank, self.n_parties, p.prg, self.op_id, fixes)
+
+
+class Party:
+    """One secret-sharing party."""
+
+    def __init__(
+        self,
+        name: str,
+        parties: Sequence[str],
+        provider: str,
+        coordinator: str,
+        network: Network,
+    ) -> None:
+        self.name = name
+        self.parties = list(parties)
+        self.rank = self.parties.index(name)
+        self.provider = provider
+        self.coordinator = coordinator
+        self.network = network
+        self.mailbox = network.mailboxes[name]
+        self.mailbox.is_finished = self._is_finished
+        self.store: dict[int, Slot] = {}
+        self.prg: Prg | None = None
+        self._done_below = 0
+        self._done: set[int] = set()
+        self._running: dict[int, trio.Event] = {}
+        self._nursery: trio.Nursery | None = None
+        self._log = get_logger(actor=name)
+
+    # -- bookkeeping ------------------------------------------------------------------
+    def _is_finished(self, op: int) -> bool:
+        return op < self._done_below or op in self._done
+
+    def _finish(self, op: int) -> None:
+        self._done.add(op)
+        while self._done_below in self._done:
+            self._done.remove(self._done_below)
+            self._done_below += 1
+        left = self.mailbox.leftovers(op)
+        if left:
+            raise ProtocolError(
+                f"{self.name}: operation {op} ended with unexpected messages left: "
+                + ", ".join(f"{tag!r} from {s}" for s, tag in left)
+            )
+
+    def _slot(self, tid: int, op: int) -> Slot:
+        try:
+            return self.store[tid]
+        except KeyError:
+            raise UnknownTensorError(
+                f"{self.name}: operation {op} refers to tensor {tid}, which it does not hold"
+            ) from None
+
+    # -- main loop --------------------------------------------------------------------
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            env = await self.mailbox.recv(self.provider, "setup/key")
+            (key,) = env.tensors()
+            self.prg = Prg(bytes(key.numpy().tobytes()))
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                seq = 0
+                while True:
+                    env = await self.mailbox.recv(self.coordinator, f"cmd/{seq}", timeout=None)
+                    seq += 1
+                    if env.phase != Phase.CONTROL:
+                        raise ProtocolError(f"{self.name}: command batch in phase {env.phase.name}")
+                    for cmd in env.control():
+                        self._dispatch(cmd, env.sender)
+        except Exception as exc:  # noqa: BLE001 - every failure is reported, named
+            err = first_error(exc)
+            if isinstance(err, ActorTimeout | PartyFailure):
+                raise err from None
+            raise PartyFailure(self.name, err) from err
+
+    def _dispatch(self, cmd: dict[str, Any], sender: str) -> None:
+        kind, op = cmd["k"], cmd["op"]
+        assert self._nursery is not None
+        if kind == "free":
+            for tid in cmd["in"]:
+                self.store.pop(tid, None)
+            self._finish(op)
+            return
+        if kind == "barrier":
+            self._nursery.start_soon(self._barrier, op, list(self._running.values()))
+            return
+        ins = [self._slot(t, op) for t in cmd["in"]]
+        outs = []
+        for tid in cmd["out"]:
+            if tid in self.store:
+                raise ProtocolError(f"{self.name}: operation {op} would overwrite tensor {tid}")
+            outs.append(self.store.setdefault(tid, Slot(sender)))
+        params = cmd.get("p", {})
+        if kind == "input":
+            self._start(op, self._input(op, outs[0], params))
+        elif kind == "reveal":
+            self._start(op, self._reveal(op, ins[0], params, sender))
+        elif kind in LOCAL and all(s.event.is_set() for s in ins):
+            shares = [s.share for s in ins]
+            for slot, share in zip(outs, LOCAL[kind](self.rank, shares, params), strict=True):  # type: ignore[arg-type]
+                slot.set(share)
+            self._finish(op)
+        elif kind in LOCAL or kind in INTERACTIVE:
+            self._start(op, self._run_op(op, kind, ins, outs, params, cmd.get("label")))
+        else:
+            raise ProtocolError(f"{self.name}: unknown command kind {kind!r} in operation {op}")
+
+    def _start(self, op: int, coro: Any) -> None:
+        done = self._running[op] = trio.Event()
+
+        async def runner() -> None:
+            await coro
+            del self._running[op]
+            done.set()
+            self._finish(op)
+
+        assert self._nursery is not None
+        self._nursery.start_soon(runner)
+
+    # -- command kinds ----------------------------------------------------------------
+    async def _run_op(
+        self,
+        op: int,
+        kind: str,
+        ins: list[Slot],
+        outs: list[Slot],
+        params: dict[str, Any],
+        label: str | None,
+    ) -> None:
+        shares = [await s.get() for s in ins]
+        if kind in LOCAL:
+            results = LOCAL[kind](self.rank, shares, params)
+            for slot, share in zip(outs, results, strict=True):
+                slot.set(share)
+            return
+        ctx = OpContext(self, op)
+        start = max((s.depth for s in shares), default=0)
+        results = await INTERACTIVE[kind](ctx, shares, params)
+        for slot, share in zip(outs, results, strict=True):
+            slot.set(share)
+        self._log.debug(
+            "protocol_run",
+            op_id=op,
+            kind=kind,
+            label=label,
+            shapes=[list(s.value.shape) for s in shares],
+            rounds=max(r.depth for r in results) - start,
+            depth=max(r.depth for r in results),
+            bytes_sent=ctx.bytes_sent,
+        )
+
+    async def _input(self, op: int, out: Slot, params: dict[str, Any]) -> None:
+        env = await self.mailbox.recv(self.coordinator, f"{op}/in")
+        if env.phase != Phase.INPUT:
+            raise ProtocolError(f"{self.name}: input {op} arrived in phase {env.phase.name}")
+        tensors = env.tensors()
+        check_expect(tensors, [(tuple(params["shape"]), torch.int64)], f"{self.name}: input {op}")
+        out.set(Share(tensors[0], 0))
+
+    async def _reveal(self, op: int, slot: Slot, params: dict[str, Any], sender: str) -> None:
+        to = params["to"]
+        share = await slot.get()
+        if to != slot.owner or sender != slot.owner:
+            reason = (
+                f"{self.name} refused to reveal to {to!r}: the value is owned by {slot.owner!r}"
+            )
+            self._log.warning("reveal_refused", op_id=op, to=to, owner=slot.owner)
+            body, n = encode_control({"denied": reason})
+            self.network.send(Envelope(self.name, sender, f"{op}/out", Phase.CONTROL, 0, body, n))
+            return
+        body, n = encode_tensors([share.value])
+        self.network.send(Envelope(self.name, to, f"{op}/out", Phase.OUTPUT, 0, body, n))
+
+    async def _barrier(self, op: int, running: list[trio.Event]) -> None:
+        for ev in running:
+            await ev.wait()
+        body, n = encode_control({"barrier": op})
+        self.network.send(
+            Envelope(self.name, self.coordinator, f"{op}/done", Phase.CONTROL, 0, body, n)
+        )
+        self._finish(op)
+
+
+def access_denied(env: Envelope) -> AccessDenied:
+    return AccessDenied(env.control().get("denied", "access denied"))

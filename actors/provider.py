@@ -1,0 +1,74 @@
+"""The crypto provider (dealer): deals correlated randomness, learns only metadata.
+
+At start it draws one ChaCha20 key per party (from the OS, or from the seed in the
+insecure deterministic mode) and sends it to that party (32 offline bytes each). After
+that it receives only dealer requests ``(op id, kind, shapes, divisor)`` from the
+coordinator and sends the last party the corrections of the derived items
+(:mod:`protocols.material`). It never receives anything computed from secret data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import trio
+
+from protocols import Prg, dealer_corrections, dealer_specs
+from protocols.errors import ActorTimeout, PartyFailure, ProtocolError
+
+from .envelope import Envelope, Phase, encode_tensors
+from .log import get_logger
+from .network import Network
+from .party import first_error
+
+
+class CryptoProvider:
+    """The dealer actor."""
+
+    def __init__(
+        self,
+        name: str,
+        parties: Sequence[str],
+        coordinator: str,
+        network: Network,
+        seed: int | None,
+    ) -> None:
+        self.name = name
+        self.parties = list(parties)
+        self.coordinator = coordinator
+        self.network = network
+        self.mailbox = network.mailboxes[name]
+        self.prgs = [
+            Prg.fresh() if seed is None else Prg.from_seed(seed, f"dealer/{p}") for p in parties
+        ]
+        self._log = get_logger(actor=name)
+
+    def _send(self, to: str, tag: str, tensors: list[torch.Tensor]) -> None:
+        body, n = encode_tensors(tensors)
+        self.network.send(Envelope(self.name, to, tag, Phase.OFFLINE, 0, body, n))
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            for party, prg in zip(self.parties, self.prgs, strict=True):
+                key = torch.frombuffer(bytearray(prg.key), dtype=torch.uint8)
+                self._send(party, "setup/key", [key])
+            task_status.started()
+            last = self.parties[-1]
+            seq = 0
+            while True:
+                env = await self.mailbox.recv(self.coordinator, f"req/{seq}", timeout=None)
+                seq += 1
+                if env.phase != Phase.CONTROL:
+                    raise ProtocolError(f"{self.name}: request batch in phase {env.phase.name}")
+                for req in env.control():
+                    op = int(req["op"])
+                    for spec in dealer_specs(req["k"], req["s"], int(req["d"]), len(self.parties)):
+                        fixes = dealer_corrections(spec, self.prgs, op)
+                        if fixes:
+                            self._send(last, f"{op}/{spec.step()}", fixes)
+        except Exception as exc:  # noqa: BLE001
+            err = first_error(exc)
+            if isinstance(err, ActorTimeout | PartyFailure):
+                raise err from None
+            raise PartyFailure(self.name, err) from err

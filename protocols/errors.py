@@ -1,0 +1,76 @@
+"""The project's exception hierarchy, in one place.
+
+Every error the tool raises on purpose derives from :class:`SmpcError`, so callers can
+catch the whole family; each subclass says when it is raised and how it differs from its
+neighbours. Validation never uses ``assert``.
+"""
+
+from __future__ import annotations
+
+
+class SmpcError(Exception):
+    """Base class of every error raised on purpose by this project."""
+
+
+class EncodingError(SmpcError, ValueError):
+    """A plaintext value cannot be encoded in fixed point: NaN, +-inf, or a magnitude whose
+    encoding would leave the documented safe range (it would wrap around the ring).
+
+    Raised before anything is shared or sent; contrast :class:`ShapeError` (the values are
+    fine, their shapes are not).
+    """
+
+
+class ShapeError(SmpcError, ValueError):
+    """Operand shapes do not fit the operation (broadcast or matmul mismatch, empty or
+    wrong-rank tensor where one is not allowed). Raised by the coordinator before any
+    command is sent."""
+
+
+class UnknownTensorError(SmpcError, KeyError):
+    """A command names a tensor id that the actor does not hold (never shared, already
+    freed, or belonging to another cluster)."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else "unknown tensor"
+
+
+class ProtocolError(SmpcError):
+    """A message broke the protocol: unexpected sender or tag, a duplicate, a payload of the
+    wrong dtype, shape or size, or a message left unconsumed when its operation ended.
+    Contrast :class:`ActorTimeout` (nothing arrived at all)."""
+
+
+class UnsupportedOperation(SmpcError, NotImplementedError):
+    """A torch function or operator that has no secure implementation was called on a
+    SharedTensor; the message names the function."""
+
+
+class AccessDenied(SmpcError, PermissionError):
+    """A reveal was requested by, or for, an actor that does not own the value. Nothing is
+    sent when this is raised."""
+
+
+class ActorTimeout(SmpcError, TimeoutError):
+    """An actor waited longer than its bound for a message from another actor, which is
+    alive but silent. Names both actors and what was awaited. Contrast
+    :class:`PartyFailure` (the other actor crashed)."""
+
+    def __init__(self, waiter: str, awaited: str, what: str, seconds: float) -> None:
+        super().__init__(
+            f"{waiter} waited {seconds:g}s for {what} from {awaited}, which stayed silent"
+        )
+        self.waiter = waiter
+        self.awaited = awaited
+        self.what = what
+        self.seconds = seconds
+
+
+class PartyFailure(SmpcError):
+    """An actor (party, crypto provider or coordinator task) raised. Every other actor is
+    cancelled and the cluster re-raises this error, naming the actor and the cause."""
+
+    def __init__(self, actor: str, cause: BaseException) -> None:
+        super().__init__(f"actor {actor!r} failed: {type(cause).__name__}: {cause}")
+        self.actor = actor
+        self.cause = cause

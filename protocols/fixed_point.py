@@ -1,0 +1,78 @@
+"""Fixed-point encoding of real numbers into Z_2^64.
+
+A real ``v`` is stored as the integer ``round(v * base**precision)`` (round to nearest,
+ties to even). The default, base 10 and precision 3, is the seed tutorial's.
+
+Safe range: an encoding must satisfy ``|e| < 2**31`` (:data:`ENCODED_LIMIT_BITS`), so the
+product of two encoded values stays below 2**62 and never wraps in the 64-bit ring. For
+base 10 / precision 3 that is ``|v| < 2147483.647``; for base 2 / 16 bits ``|v| < 32768``.
+NaN, infinities and values outside the range are refused with :class:`EncodingError`,
+never wrapped silently. See :mod:`protocols.truncate` for the truncation error bound,
+which depends on the magnitude of the product being truncated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import EncodingError
+
+ENCODED_LIMIT_BITS = 31
+
+
+@dataclass(frozen=True, slots=True)
+class FixedPoint:
+    """Encoding parameters. ``scale = base**precision``."""
+
+    base: int = 10
+    """Radix of the fractional digits (10 as in the seed, 2 as in CrypTen)."""
+    precision: int = 3
+    """Number of fractional digits in ``base``."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.base, int) or self.base < 2:
+            raise EncodingError(f"fixed-point base must be an integer >= 2, got {self.base!r}")
+        if not isinstance(self.precision, int) or self.precision < 0:
+            raise EncodingError(
+                f"fixed-point precision must be an integer >= 0, got {self.precision!r}"
+            )
+        if self.scale >= 2**ENCODED_LIMIT_BITS:
+            raise EncodingError(
+                f"scale {self.base}**{self.precision} leaves no integer part below 2**31"
+            )
+
+    @property
+    def scale(self) -> int:
+        return int(self.base**self.precision)
+
+    @property
+    def max_value(self) -> float:
+        """Largest magnitude that encodes without leaving the safe range."""
+        return (2**ENCODED_LIMIT_BITS - 1) / self.scale
+
+    def with_precision(self, precision: int) -> FixedPoint:
+        return FixedPoint(self.base, precision)
+
+    def encode(self, values: torch.Tensor | float | int) -> torch.Tensor:
+        """Encode a real tensor into ring elements; refuses NaN, inf and out-of-range values."""
+        t = torch.as_tensor(values)
+        if t.is_complex():
+            raise EncodingError("complex values cannot be encoded in fixed point")
+        t = t.to(torch.float64)
+        if not bool(torch.isfinite(t).all()):
+            bad = "NaN" if bool(torch.isnan(t).any()) else "an infinite value"
+            raise EncodingError(f"cannot encode {bad} in fixed point")
+        e = torch.round(t * self.scale)
+        if t.numel() and float(e.abs().max()) >= 2**ENCODED_LIMIT_BITS:
+            worst = float(t.abs().max())
+            raise EncodingError(
+                f"value {worst:g} is outside the safe fixed-point range "
+                f"|v| <= {self.max_value:g} (base {self.base}, precision {self.precision})"
+            )
+        return e.to(torch.int64)
+
+    def decode(self, encoded: torch.Tensor) -> torch.Tensor:
+        """Ring elements (read as signed) back to float32 reals."""
+        return (encoded.to(torch.float64) / self.scale).to(torch.float32)

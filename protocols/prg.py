@@ -1,0 +1,73 @@
+"""A cryptographic pseudo-random generator: ChaCha20 from the ``cryptography`` package.
+
+torch's generator is not cryptographic, so every share and every piece of dealer material
+comes from here. A :class:`Prg` is a 256-bit key; each draw names a *label* (an operation
+id and a stream number), which becomes the ChaCha20 nonce, so two holders of the same key
+derive the same stream for the same label without talking, and different labels give
+independent streams. :meth:`Prg.fresh` draws the key from the OS; :meth:`Prg.from_seed`
+derives it from an integer and is deterministic, which is for tests and reproducible runs
+only and is **insecure**.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from math import prod
+
+import numpy as np
+import torch
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+KEY_BYTES = 32
+
+
+class Prg:
+    """ChaCha20 keystream generator addressed by ``(op_id, stream)`` labels."""
+
+    __slots__ = ("_counter", "_key")
+
+    def __init__(self, key: bytes) -> None:
+        if not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES:
+            raise ValueError(f"a PRG key is {KEY_BYTES} bytes, got {key!r:.40}")
+        self._key = bytes(key)
+        self._counter = 0
+
+    @classmethod
+    def fresh(cls) -> Prg:
+        """A key from the operating system's CSPRNG."""
+        return cls(os.urandom(KEY_BYTES))
+
+    @classmethod
+    def from_seed(cls, seed: int, purpose: str) -> Prg:
+        """Deterministic and INSECURE: anyone who knows ``seed`` knows every draw."""
+        return cls(hashlib.sha256(f"smpc-seed:{seed}:{purpose}".encode()).digest())
+
+    @property
+    def key(self) -> bytes:
+        return self._key
+
+    def random_bytes(self, n: int, label: tuple[int, int]) -> bytes:
+        op_id, stream = label
+        # ChaCha20 in `cryptography` takes a 16-byte nonce: 4-byte block counter, 12-byte nonce.
+        nonce = struct.pack("<IQI", 0, op_id & 0xFFFFFFFFFFFFFFFF, stream & 0xFFFFFFFF)
+        enc = Cipher(algorithms.ChaCha20(self._key, nonce), mode=None).encryptor()
+        return enc.update(bytes(n))
+
+    def next_label(self) -> tuple[int, int]:
+        """A label never used before by this generator, for fresh (uncorrelated) draws."""
+        self._counter += 1
+        return (self._counter, 0xFFFFFFFF)
+
+    def ring(self, shape: tuple[int, ...], label: tuple[int, int] | None = None) -> torch.Tensor:
+        """Uniform elements of Z_2^64 as int64."""
+        n = prod(shape)
+        raw = self.random_bytes(8 * n, label or self.next_label())
+        return torch.frombuffer(bytearray(raw), dtype=torch.int64).reshape(shape)
+
+    def bits(self, shape: tuple[int, ...], label: tuple[int, int] | None = None) -> torch.Tensor:
+        """Uniform bits as a bool tensor."""
+        n = prod(shape)
+        raw = np.frombuffer(self.random_bytes((n + 7) // 8, label or self.next_label()), np.uint8)
+        return torch.from_numpy(np.unpackbits(raw)[:n].astype(np.bool_)).reshape(shape)

@@ -1,0 +1,78 @@
+"""Reverse-mode autograd over SharedTensors (micrograd style).
+
+Each op records its parents and a backward rule next to its forward (see
+:mod:`training.tensor`). A gradient is either a SharedTensor or a public torch tensor
+(the seed of ``loss.backward()`` is the public 1), and the helpers here do arithmetic on
+either, so public gradients stay public and cost nothing until they meet a secret.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from .tensor import SharedTensor
+
+Value = Any  # SharedTensor | torch.Tensor
+
+
+def is_shared(v: Value) -> bool:
+    from .tensor import SharedTensor
+
+    return isinstance(v, SharedTensor)
+
+
+def unbroadcast(grad: Value, shape: tuple[int, ...]) -> Value:
+    """Sum ``grad`` down to ``shape`` (the inverse of broadcasting)."""
+    gshape = tuple(grad.shape)
+    if gshape == shape:
+        return grad
+    lead = len(gshape) - len(shape)
+    dims = list(range(lead)) + [
+        lead + i for i, n in enumerate(shape) if n == 1 and gshape[lead + i] != 1
+    ]
+    out = grad.sum(dim=tuple(dims), keepdim=True) if dims else grad
+    return out.reshape(shape)
+
+
+def backward(root: SharedTensor, gradient: Value | None = None) -> None:
+    """Accumulate d(root)/d(leaf) into ``leaf.grad`` for every leaf that requires grad."""
+    if gradient is None:
+        if root.numel() != 1:
+            raise RuntimeError("grad can be implicitly created only for scalar outputs")
+        gradient = torch.ones(root.shape)
+    order: list[SharedTensor] = []
+    seen: set[int] = set()
+    stack: list[tuple[SharedTensor, bool]] = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.append((node, True))
+        for parent in node._parents:
+            if parent.requires_grad and id(parent) not in seen:
+                stack.append((parent, False))
+    grads: dict[int, Value] = {id(root): gradient}
+    with torch.no_grad():
+        for node in reversed(order):
+            g = grads.pop(id(node), None)
+            if g is None:
+                continue
+            rule = node._backward
+            if rule is None:
+                if node.requires_grad:
+                    node.grad = g if node.grad is None else node.grad + g
+                continue
+            for parent, pg in zip(node._parents, rule(g), strict=True):
+                if pg is None or not parent.requires_grad:
+                    continue
+                key = id(parent)
+                grads[key] = pg if key not in grads else grads[key] + pg
+            node._backward = None
+            node._parents = ()

@@ -1,0 +1,527 @@
+"""SharedTensor: a handle to a secret-shared tensor living at the parties.
+
+Every operation returns a new handle at once and queues a command (asynchronous
+dispatch); the parties run it as soon as its inputs exist. Operators and
+``__torch_function__`` make ``F.linear``, ``F.relu``, ``torch.matmul`` and friends work in
+an unmodified ``nn.Module.forward``; anything else raises
+:class:`protocols.UnsupportedOperation` naming the function.
+
+Fixed point: a handle stores integers at precision ``prec`` of its encoding ``fp`` (the
+base is fixed per handle). Products are truncated once, by ``base**min(p, q)``, so their
+precision is ``max(p, q)``; a comparison bit has precision 0, so ``x * bit`` needs no
+truncation at all. Public operands are encoded at the handle's precision; public integers
+multiply without truncation.
+
+Autograd: an op records its parents and its backward rule beside its forward.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from protocols import FixedPoint
+from protocols.errors import EncodingError, ShapeError, UnsupportedOperation
+
+from . import autograd
+from .autograd import Value, unbroadcast
+
+_INT_LIMIT = 2**31
+
+
+class _Ref:
+    """Owns one tensor id; when the last handle using it is collected, the parties free it."""
+
+    __slots__ = ("__weakref__", "tid")
+
+    def __init__(self, cluster: Any, tid: int) -> None:
+        self.tid = tid
+        cluster.track(self, tid)
+
+
+def _meta(shape: Sequence[int]) -> torch.Tensor:
+    return torch.empty(tuple(shape), device="meta")
+
+
+def _shape_of(
+    kind: str, fn: Callable[..., torch.Tensor], *shapes: Sequence[int]
+) -> tuple[int, ...]:
+    try:
+        return tuple(fn(*[_meta(s) for s in shapes]).shape)
+    except RuntimeError as exc:
+        raise ShapeError(f"{kind}: shapes {[tuple(s) for s in shapes]} do not fit: {exc}") from None
+
+
+def _as_public(v: Any) -> torch.Tensor:
+    if isinstance(v, torch.Tensor):
+        return v.detach()
+    if isinstance(v, numbers.Number) and not isinstance(v, bool | complex):
+        return torch.tensor(v, dtype=torch.float64)
+    raise UnsupportedOperation(f"cannot combine a SharedTensor with {type(v).__name__}")
+
+
+def _integral(t: torch.Tensor) -> bool:
+    if t.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
+        ok = True
+    elif t.is_floating_point():
+        finite = bool(torch.isfinite(t).all())
+        ok = finite and bool((t == torch.round(t)).all())
+    else:
+        return False
+    if ok and t.numel() and float(t.abs().max()) >= _INT_LIMIT:
+        raise EncodingError(
+            f"public integer factor {float(t.abs().max()):g} is too large (>= 2**31)"
+        )
+    return ok
+
+
+class SharedTensor:
+    """A secret-shared tensor (see module doc)."""
+
+    __slots__ = (
+        "__weakref__",
+        "_backward",
+        "_bit",
+        "_parents",
+        "_ref",
+        "cluster",
+        "fp",
+        "grad",
+        "prec",
+        "requires_grad",
+        "shape",
+    )
+
+    def __init__(
+        self,
+        cluster: Any,
+        tid: int,
+        shape: Sequence[int],
+        fp: FixedPoint,
+        prec: int | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self._ref = _Ref(cluster, tid)
+        self.shape = torch.Size(shape)
+        self.fp = fp
+        self.prec = fp.precision if prec is None else prec
+        self.requires_grad = False
+        self.grad: Value | None = None
+        self._parents: tuple[SharedTensor, ...] = ()
+        self._backward: Callable[[Value], Sequence[Value | None]] | None = None
+        self._bit: SharedTensor | None = None
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_plain(
+        cls, cluster: Any, tensor: Any, fp: FixedPoint, *, requires_grad: bool = False
+    ) -> SharedTensor:
+        if isinstance(tensor, SharedTensor):
+            raise TypeError("this value is already shared")
+        if not isinstance(tensor, torch.Tensor):
+            try:
+                tensor = torch.as_tensor(tensor)
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise TypeError(f"cannot share a {type(tensor).__name__}: {exc}") from None
+        if tensor.is_complex() or tensor.dtype == torch.bool:
+            raise EncodingError(f"cannot share a tensor of dtype {tensor.dtype}")
+        if tensor.numel() == 0:
+            raise ShapeError(f"cannot share an empty tensor (shape {tuple(tensor.shape)})")
+        tid = cluster.input(fp.encode(tensor))
+        out = cls(cluster, tid, tensor.shape, fp)
+        out.requires_grad = bool(requires_grad)
+        return out
+
+    @property
+    def tid(self) -> int:
+        return self._ref.tid
+
+    @property
+    def scale(self) -> int:
+        return int(self.fp.base**self.prec)
+
+    def numel(self) -> int:
+        return int(self.shape.numel())
+
+    def dim(self) -> int:
+        return len(self.shape)
+
+    def size(self, dim: int | None = None) -> Any:
+        return self.shape if dim is None else self.shape[dim]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._backward is None
+
+    def __repr__(self) -> str:
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return (
+            f"SharedTensor(shape={tuple(self.shape)}, base={self.fp.base}, "
+            f"precision={self.prec}, id={self.tid}{grad})"
+        )
+
+    def __bool__(self) -> bool:
+        raise UnsupportedOperation(
+            "the truth value of a SharedTensor is secret; reveal it with `await x.get()`"
+        )
+
+    def __len__(self) -> int:
+        return int(self.shape[0]) if self.shape else 0
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def _new(self, tid: int, shape: Sequence[int], prec: int | None = None) -> SharedTensor:
+        return SharedTensor(self.cluster, tid, shape, self.fp, self.prec if prec is None else prec)
+
+    def _op(
+        self,
+        kind: str,
+        others: Sequence[SharedTensor],
+        shape: Sequence[int],
+        params: dict[str, Any] | None = None,
+        dealer: Sequence[Sequence[int]] | None = None,
+        prec: int | None = None,
+    ) -> SharedTensor:
+        for o in others:
+            if o.cluster is not self.cluster:
+                raise ValueError("cannot combine SharedTensors of different clusters")
+        (tid,) = self.cluster.submit(kind, [self.tid, *(o.tid for o in others)], 1, params, dealer)
+        return self._new(tid, shape, prec)
+
+    def _record(
+        self,
+        out: SharedTensor,
+        parents: Sequence[SharedTensor],
+        rule: Callable[[Value], Sequence[Value | None]],
+    ) -> SharedTensor:
+        if torch.is_grad_enabled() and any(p.requires_grad for p in parents):
+            out.requires_grad = True
+            out._parents = tuple(parents)
+            out._backward = rule
+        return out
+
+    # -- in-place assignment used by optimisers ----------------------------------------------
+    def _assign(self, other: SharedTensor) -> None:
+        if other.shape != self.shape:
+            raise ShapeError(f"cannot assign shape {tuple(other.shape)} to {tuple(self.shape)}")
+        self._ref = other._ref
+        self.prec = other.prec
+        self.fp = other.fp
+
+    def detach(self) -> SharedTensor:
+        out = self._new(self.tid, self.shape)
+        out._ref = self._ref
+        return out
+
+    def requires_grad_(self, flag: bool = True) -> SharedTensor:
+        if not self.is_leaf:
+            raise RuntimeError("requires_grad can be changed only on leaf SharedTensors")
+        self.requires_grad = flag
+        return self
+
+    def backward(self, gradient: Value | None = None) -> None:
+        autograd.backward(self, gradient)
+
+    # -- reveal ---------------------------------------------------------------------------------
+    async def get(self) -> torch.Tensor:
+        """Reveal to the coordinator that owns the value; returns a float32 tensor."""
+        raw = await self.cluster.reveal(self.tid, self.shape)
+        return self.fp.with_precision(self.prec).decode(raw)
+
+    async def reveal_to(self, actor: str) -> torch.Tensor:
+        """Reveal to ``actor``; refused with AccessDenied unless it owns the value."""
+        raw = await self.cluster.reveal(self.tid, self.shape, to=actor)
+        return self.fp.with_precision(self.prec).decode(raw)
+
+    # -- precision alignment -------------------------------------------------------------------
+    def _at_prec(self, prec: int) -> SharedTensor:
+        if prec == self.prec:
+            return self
+        if prec < self.prec:
+            raise EncodingError("cannot lower precision implicitly")
+        factor = self.fp.base ** (prec - self.prec)
+        pub = {"shape": [], "data": [factor]}
+        out = self._op("mul_pub", [], self.shape, {"pub": pub}, prec=prec)
+        return self._record(out, [self], lambda g: (g * factor,))
+
+    def _encode_public(self, t: torch.Tensor, prec: int) -> dict[str, Any]:
+        enc = self.fp.with_precision(prec).encode(t)
+        return {"shape": list(enc.shape), "data": enc.reshape(-1).tolist()}
+
+    # -- arithmetic -----------------------------------------------------------------------------
+    def __add__(self, other: Any) -> SharedTensor:
+        if isinstance(other, SharedTensor):
+            p = max(self.prec, other.prec)
+            a, b = self._at_prec(p), other._at_prec(p)
+            shape = _shape_of("add", torch.add, a.shape, b.shape)
+            out = a._op("add", [b], shape)
+            return out._record_binary(a, b, lambda g: (g, g))
+        pub = _as_public(other)
+        shape = _shape_of("add", torch.add, self.shape, pub.shape)
+        out = self._op("add_pub", [], shape, {"pub": self._encode_public(pub, self.prec)})
+        return self._record(out, [self], lambda g: (unbroadcast(g, tuple(self.shape)),))
+
+    __radd__ = __add__
+
+    def _record_binary(
+        self, a: SharedTensor, b: SharedTensor, rule: Callable[[Value], tuple[Value, Value]]
+    ) -> SharedTensor:
+        sa, sb = tuple(a.shape), tuple(b.shape)
+
+        def back(g: Value) -> tuple[Value, Value]:
+            ga, gb = rule(g)
+            return unbroadcast(ga, sa), unbroadcast(gb, sb)
+
+        return a._record(self, [a, b], back)
+
+    def __neg__(self) -> SharedTensor:
+        out = self._op("neg", [], self.shape)
+        return self._record(out, [self], lambda g: (-g,))
+
+    def __sub__(self, other: Any) -> SharedTensor:
+        if isinstance(other, SharedTensor):
+            p = max(self.prec, other.prec)
+            a, b = self._at_prec(p), other._at_prec(p)
+            shape = _shape_of("sub", torch.sub, a.shape, b.shape)
+            out = a._op("sub", [b], shape)
+            return out._record_binary(a, b, lambda g: (g, -g))
+        return self + (-_as_public(other))
+
+    def __rsub__(self, other: Any) -> SharedTensor:
+        return (-self) + other
+
+    def __mul__(self, other: Any) -> SharedTensor:
+        if isinstance(other, SharedTensor):
+            return self._mul_shared(other)
+        pub = _as_public(other)
+        shape = _shape_of("mul", torch.mul, self.shape, pub.shape)
+        if _integral(pub):
+            enc = {"shape": list(pub.shape), "data": pub.to(torch.int64).reshape(-1).tolist()}
+            out = self._op("mul_pub", [], shape, {"pub": enc})
+        else:
+            p = self.fp.precision
+            prec, d = max(self.prec, p), self.fp.base ** min(self.prec, p)
+            params = {"pub": self._encode_public(pub, p), "d": d}
+            out = self._op("scale", [], shape, params, dealer=[shape], prec=prec)
+        sshape = tuple(self.shape)
+        return self._record(out, [self], lambda g: (unbroadcast(g * pub, sshape),))
+
+    __rmul__ = __mul__
+
+    def _mul_shared(self, other: SharedTensor) -> SharedTensor:
+        shape = _shape_of("mul", torch.mul, self.shape, other.shape)
+        prec, d = max(self.prec, other.prec), self.fp.base ** min(self.prec, other.prec)
+        out = self._op("mul", [other], shape, {"d": d}, dealer=[self.shape, other.shape], prec=prec)
+        return out._record_binary(self, other, lambda g: (g * other, g * self))
+
+    def __truediv__(self, other: Any) -> SharedTensor:
+        if isinstance(other, SharedTensor):
+            raise UnsupportedOperation("division by a SharedTensor is not supported")
+        pub = _as_public(other)
+        if bool((pub == 0).any()):
+            raise ZeroDivisionError("division of a SharedTensor by zero")
+        return self * (1.0 / pub.to(torch.float64))
+
+    def __pow__(self, exponent: Any) -> SharedTensor:
+        if not isinstance(exponent, int) or isinstance(exponent, bool) or exponent < 1:
+            raise UnsupportedOperation(f"SharedTensor ** {exponent!r}: only integer powers >= 1")
+        if exponent == 1:
+            return self
+        if exponent == 2:
+            d = self.fp.base**self.prec
+            out = self._op("square", [], self.shape, {"d": d}, dealer=[self.shape])
+            return self._record(out, [self], lambda g: (g * (self * 2),))
+        half = self ** (exponent // 2)
+        sq = half**2
+        return sq * self if exponent % 2 else sq
+
+    def __matmul__(self, other: Any) -> SharedTensor:
+        if isinstance(other, SharedTensor):
+            shape = _shape_of("matmul", torch.matmul, self.shape, other.shape)
+            prec, d = max(self.prec, other.prec), self.fp.base ** min(self.prec, other.prec)
+            out = self._op(
+                "matmul", [other], shape, {"d": d}, dealer=[self.shape, other.shape], prec=prec
+            )
+            a, b = self, other
+            return out._record(out, [a, b], lambda g: (g @ b.t(), a.t() @ g))
+        return self._matmul_public(_as_public(other), left=False)
+
+    def __rmatmul__(self, other: Any) -> SharedTensor:
+        return self._matmul_public(_as_public(other), left=True)
+
+    def _matmul_public(self, pub: torch.Tensor, *, left: bool) -> SharedTensor:
+        shapes = (pub.shape, self.shape) if left else (self.shape, pub.shape)
+        shape = _shape_of("matmul", torch.matmul, *shapes)
+        p = self.fp.precision
+        prec, d = max(self.prec, p), self.fp.base ** min(self.prec, p)
+        params = {"pub": self._encode_public(pub, p), "d": d, "left": left}
+        out = self._op("matmul_pub", [], shape, params, dealer=[shape], prec=prec)
+        pt = pub.t() if pub.dim() == 2 else pub
+        return self._record(out, [self], lambda g: ((pt @ g) if left else (g @ pt),))
+
+    # -- shape ops ---------------------------------------------------------------------------
+    def sum(self, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> SharedTensor:
+        if dim is None:
+            dims = None
+            shape: tuple[int, ...] = ()
+        else:
+            dims = [dim] if isinstance(dim, int) else list(dim)
+            shape = _shape_of("sum", lambda t: t.sum(dim=tuple(dims), keepdim=keepdim), self.shape)
+        params = {"dims": dims, "keepdim": keepdim}
+        out = self._op("sum", [], shape, params)
+        in_shape = tuple(self.shape)
+        nd = len(in_shape)
+
+        def back(g: Value) -> tuple[Value]:
+            if dims is not None and not keepdim:
+                kshape = [1 if (i in dims or i - nd in dims) else n for i, n in enumerate(in_shape)]
+                g = g.reshape(kshape)
+            elif dims is None:
+                g = g.reshape([1] * nd)
+            return (g.expand(in_shape),)
+
+        return self._record(out, [self], back)
+
+    def mean(self, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> SharedTensor:
+        total = self.sum(dim, keepdim)
+        count = self.numel() // max(total.numel(), 1)
+        return total * (1.0 / count)
+
+    def transpose(self, d0: int, d1: int) -> SharedTensor:
+        shape = _shape_of("transpose", lambda t: t.transpose(d0, d1), self.shape)
+        out = self._op("transpose", [], shape, {"d0": d0, "d1": d1})
+        return self._record(out, [self], lambda g: (g.transpose(d0, d1),))
+
+    def t(self) -> SharedTensor:
+        if self.dim() > 2:
+            raise ShapeError(f"t() expects a tensor with <= 2 dimensions, got {self.dim()}")
+        return self if self.dim() < 2 else self.transpose(0, 1)
+
+    @property
+    def T(self) -> SharedTensor:  # noqa: N802 - torch's name
+        return self.t()
+
+    def reshape(self, *shape: Any) -> SharedTensor:
+        target = (
+            tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], Sequence) else tuple(shape)
+        )
+        new = _shape_of("reshape", lambda t: t.reshape(target), self.shape)
+        if new == tuple(self.shape):
+            return self
+        out = self._op("reshape", [], new, {"shape": list(new)})
+        old = tuple(self.shape)
+        return self._record(out, [self], lambda g: (g.reshape(old),))
+
+    view = reshape
+
+    def expand(self, *shape: Any) -> SharedTensor:
+        target = (
+            tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], Sequence) else tuple(shape)
+        )
+        new = _shape_of("expand", lambda t: t.expand(target), self.shape)
+        if new == tuple(self.shape):
+            return self
+        out = self._op("expand", [], new, {"shape": list(new)})
+        old = tuple(self.shape)
+        return self._record(out, [self], lambda g: (unbroadcast(g, old),))
+
+    # -- comparisons and ReLU ------------------------------------------------------------------
+    def drelu(self) -> SharedTensor:
+        """Shared bit ``[self >= 0]`` (precision 0: multiplying by it needs no truncation)."""
+        return self._op("drelu", [], self.shape, dealer=[self.shape], prec=0)
+
+    def relu(self) -> SharedTensor:
+        y_tid, bit_tid = self.cluster.submit("relu", [self.tid], 2, None, [self.shape])
+        out, bit = self._new(y_tid, self.shape), self._new(bit_tid, self.shape, prec=0)
+        out._bit = bit
+        return self._record(out, [self], lambda g: (g * bit,))
+
+    def _diff(self, other: Any) -> SharedTensor:
+        with torch.no_grad():
+            return self - other
+
+    def __ge__(self, other: Any) -> SharedTensor:
+        return self._diff(other).drelu()
+
+    def __lt__(self, other: Any) -> SharedTensor:
+        return 1 - (self >= other)
+
+    def __le__(self, other: Any) -> SharedTensor:
+        with torch.no_grad():
+            return (-self._diff(other)).drelu()
+
+    def __gt__(self, other: Any) -> SharedTensor:
+        return 1 - (self <= other)
+
+    # -- torch interoperability -------------------------------------------------------------------
+    @classmethod
+    def __torch_function__(
+        cls, func: Any, types: Any, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        impl = _TORCH.get(func)
+        if impl is None:
+            name = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
+            module = getattr(func, "__module__", None) or "torch"
+            raise UnsupportedOperation(f"{module}.{name} is not supported on SharedTensor")
+        return impl(*args, **(kwargs or {}))
+
+
+def _linear(x: Any, weight: Any, bias: Any = None) -> Any:
+    out = x @ weight.t()
+    return out if bias is None else out + bias
+
+
+def _relu(x: Any, inplace: bool = False) -> Any:
+    if inplace:
+        raise UnsupportedOperation("in-place relu is not supported on SharedTensor")
+    return x.relu()
+
+
+def _sum(x: Any, dim: Any = None, keepdim: bool = False, **kw: Any) -> Any:
+    return x.sum(dim, keepdim)
+
+
+def _mean(x: Any, dim: Any = None, keepdim: bool = False, **kw: Any) -> Any:
+    return x.mean(dim, keepdim)
+
+
+def _swap(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    return lambda a, b: fn(b, a)
+
+
+_TORCH: dict[Any, Callable[..., Any]] = {
+    torch.matmul: lambda a, b: a @ b if isinstance(a, SharedTensor) else b.__rmatmul__(a),
+    torch.mm: lambda a, b: a @ b if isinstance(a, SharedTensor) else b.__rmatmul__(a),
+    F.linear: _linear,
+    F.relu: _relu,
+    torch.relu: lambda x: x.relu(),
+    torch.add: lambda a, b: a + b if isinstance(a, SharedTensor) else b + a,
+    torch.sub: lambda a, b: a - b if isinstance(a, SharedTensor) else b.__rsub__(a),
+    torch.mul: lambda a, b: a * b if isinstance(a, SharedTensor) else b * a,
+    torch.neg: lambda a: -a,
+    torch.sum: _sum,
+    torch.mean: _mean,
+    torch.t: lambda a: a.t(),
+    torch.transpose: lambda a, d0, d1: a.transpose(d0, d1),
+    torch.reshape: lambda a, shape: a.reshape(shape),
+    torch.Tensor.__add__: lambda a, b: b + a,
+    torch.Tensor.__radd__: lambda a, b: b + a,
+    torch.Tensor.add: lambda a, b: b + a,
+    torch.Tensor.__sub__: lambda a, b: b.__rsub__(a),
+    torch.Tensor.__rsub__: lambda a, b: b - a,
+    torch.Tensor.sub: lambda a, b: b.__rsub__(a),
+    torch.Tensor.__mul__: lambda a, b: b * a,
+    torch.Tensor.__rmul__: lambda a, b: b * a,
+    torch.Tensor.mul: lambda a, b: b * a,
+    torch.Tensor.__matmul__: lambda a, b: b.__rmatmul__(a),
+    torch.Tensor.matmul: lambda a, b: b.__rmatmul__(a),
+}
