@@ -239,6 +239,9 @@ class Cluster:
         finally:
             _label.reset(token)
 
+    def current_label(self) -> str | None:
+        return _label.get()
+
     async def reveal(self, tid: int, shape: Sequence[int], to: str | None = None) -> torch.Tensor:
         """Reveal a value to its owner (this coordinator) as the raw ring tensor."""
         self._check_open()

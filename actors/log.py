@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import IO, Any
+from typing import IO, Any, TextIO
 
 import structlog
 
@@ -20,7 +20,7 @@ _sink: IO[str] | None = None
 
 
 def configure_logging(
-    *, json_path: str | None = None, level: str = "info", stream: IO[str] | None = None
+    *, json_path: str | None = None, level: str = "info", stream: TextIO | None = None
 ) -> None:
     """(Re)configure structlog for the whole process."""
     global _configured, _sink

@@ -1,5 +1,16 @@
 """Training frontend: SharedTensor handles, autograd, module sharing, SGD, coordinator."""
 
+from .coordinator import IterationRecord, PhaseCost, TrainingCoordinator
+from .module import reveal_module, share_module
+from .optim import SGD
 from .tensor import SharedTensor
 
-__all__ = ["SharedTensor"]
+__all__ = [
+    "SGD",
+    "IterationRecord",
+    "PhaseCost",
+    "SharedTensor",
+    "TrainingCoordinator",
+    "reveal_module",
+    "share_module",
+]

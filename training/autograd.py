@@ -69,7 +69,11 @@ def backward(root: SharedTensor, gradient: Value | None = None) -> None:
                 if node.requires_grad:
                     node.grad = g if node.grad is None else node.grad + g
                 continue
-            for parent, pg in zip(node._parents, rule(g), strict=True):
+            label = node._label or ""
+            label = label.removeprefix("forward").removeprefix("/")
+            with node.cluster.label(f"backward/{label}" if label else "backward"):
+                parent_grads = rule(g)
+            for parent, pg in zip(node._parents, parent_grads, strict=True):
                 if pg is None or not parent.requires_grad:
                     continue
                 key = id(parent)

@@ -86,6 +86,7 @@ class SharedTensor:
         "__weakref__",
         "_backward",
         "_bit",
+        "_label",
         "_parents",
         "_ref",
         "cluster",
@@ -114,6 +115,7 @@ class SharedTensor:
         self._parents: tuple[SharedTensor, ...] = ()
         self._backward: Callable[[Value], Sequence[Value | None]] | None = None
         self._bit: SharedTensor | None = None
+        self._label: str | None = None
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -207,6 +209,7 @@ class SharedTensor:
             out.requires_grad = True
             out._parents = tuple(parents)
             out._backward = rule
+            out._label = self.cluster.current_label()
         return out
 
     # -- in-place assignment used by optimisers ----------------------------------------------

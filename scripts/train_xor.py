@@ -1,0 +1,137 @@
+"""The seed experiment: train the seed's Net on secret-shared data with a crypto provider.
+
+Prints, per iteration, the encrypted loss beside the plaintext loss (same init, same
+data, plain PyTorch in this process), the measured online rounds, online and offline
+bytes and time; then a summary. Run with --help for the flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import trio
+from seed_net import DATA, TARGET, loss_fn, make_net, plaintext_losses
+
+from actors import Cluster, NetworkProfile, configure_logging
+from training import SGD, TrainingCoordinator
+
+PARTY_NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--precision", type=int, default=3, help="fractional digits (default 3)")
+    ap.add_argument("--base", type=int, default=10, help="fixed-point base (default 10)")
+    ap.add_argument("--parties", type=int, default=2, help="number of parties >= 2 (default 2)")
+    ap.add_argument("--iterations", type=int, default=20, help="SGD iterations (default 20)")
+    ap.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
+    ap.add_argument(
+        "--latency-ms", type=float, default=0.0, help="simulated party-to-party latency"
+    )
+    ap.add_argument("--log-json", metavar="PATH", help="write structlog JSON lines to PATH")
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed for --random-init and for the cluster's PRGs (deterministic, INSECURE)",
+    )
+    ap.add_argument(
+        "--random-init", action="store_true", help="torch's random init, not the seed's"
+    )
+    ap.add_argument("--quiet", action="store_true", help="only the summary")
+    args = ap.parse_args(argv)
+    if not 2 <= args.parties <= len(PARTY_NAMES):
+        ap.error(f"--parties must be between 2 and {len(PARTY_NAMES)}")
+    if args.iterations < 1:
+        ap.error("--iterations must be >= 1")
+    if args.latency_ms < 0:
+        ap.error("--latency-ms must be >= 0")
+    return args
+
+
+async def train(args: argparse.Namespace) -> dict[str, object]:
+    net = make_net(args.random_init, args.seed)
+    plain = plaintext_losses(net, args.iterations, args.lr)
+    profile = NetworkProfile(latency=args.latency_ms / 1000) if args.latency_ms else None
+    names = PARTY_NAMES[: args.parties]
+    show_progress = not args.quiet and args.iterations > 50
+    async with Cluster.start(names, provider="james", seed=args.seed, network=profile) as cluster:
+        x = cluster.share(DATA, precision=args.precision, base=args.base)
+        y = cluster.share(TARGET, precision=args.precision, base=args.base)
+        model = cluster.share_module(net, precision=args.precision, base=args.base)
+        opt = SGD(model.parameters(), lr=args.lr)
+        coord = TrainingCoordinator(cluster, model, opt, loss_fn)
+        await cluster.flush()
+        setup = cluster.stats()
+        if not args.quiet and not show_progress:
+            print(
+                f"{'iter':>4} {'encrypted':>10} {'plaintext':>10} {'|gap|':>8} "
+                f"{'rounds':>6} {'online B':>9} {'offline B':>9} {'ms':>7}"
+            )
+        records = []
+        t0 = time.perf_counter()
+        progress = None
+        if show_progress:
+            from rich.progress import Progress
+
+            progress = Progress(transient=True)
+            task = progress.add_task("encrypted SGD", total=args.iterations)
+            progress.start()
+        try:
+            for i in range(args.iterations):
+                last = i == args.iterations - 1
+                rec = await coord.step(x, y, reveal_predictions=last)
+                records.append(rec)
+                gap = abs(rec.loss - plain[i])
+                if progress is not None:
+                    progress.update(task, advance=1, description=f"loss {rec.loss:.4f}")
+                elif not args.quiet:
+                    print(
+                        f"{i:>4} {rec.loss:>10.4f} {plain[i]:>10.4f} {gap:>8.4f} "
+                        f"{rec.online_rounds:>6} {rec.online_bytes:>9} {rec.offline_bytes:>9} "
+                        f"{rec.seconds * 1000:>7.1f}"
+                    )
+        finally:
+            if progress is not None:
+                progress.stop()
+        elapsed = time.perf_counter() - t0
+        total = cluster.stats() - setup
+    gaps = [abs(r.loss - p) for r, p in zip(records, plain, strict=True)]
+    worst = max(range(len(gaps)), key=gaps.__getitem__)
+    phases = records[-1].phases
+    preds = records[-1].predictions
+    print()
+    print(f"parties {args.parties}, base {args.base}, precision {args.precision}, lr {args.lr}")
+    print(f"final loss        {records[-1].loss:.4f} (plaintext {plain[-1]:.4f})")
+    print(f"largest |gap|     {gaps[worst]:.4f} at iteration {worst}")
+    print(
+        f"per iteration     {records[-1].online_rounds} online rounds "
+        + "("
+        + ", ".join(f"{k} {v.online_rounds}" for k, v in phases.items())
+        + f"), {records[-1].online_bytes} online bytes, {records[-1].offline_bytes} offline bytes"
+    )
+    print(
+        f"totals            {total.online_rounds} rounds, {total.online_bytes} online B, "
+        f"{total.offline_bytes} offline B, {total.output_bytes} output B, "
+        f"{total.control_bytes} control B, {total.messages} messages"
+    )
+    print(
+        f"time              {1000 * elapsed / len(records):.1f} ms per iteration (incl. phase barriers)"
+    )
+    if preds is not None:
+        shown = ", ".join(f"{v:.3f}" for v in preds.reshape(-1).tolist())
+        print(f"predictions       [{shown}] for targets {TARGET.reshape(-1).tolist()}")
+    return {"records": records, "plain": plain, "max_gap": gaps[worst]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_logging(json_path=args.log_json, level="warning" if not args.log_json else "info")
+    trio.run(train, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Share an ordinary ``torch.nn.Module`` so that its unmodified ``forward`` runs on shares."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from protocols import FixedPoint
+from protocols.errors import UnsupportedOperation
+
+from .tensor import SharedTensor
+
+
+def share_module(
+    cluster: Any, module: nn.Module, *, requires_grad: bool = True, fp: FixedPoint
+) -> nn.Module:
+    """A deep copy of ``module`` whose parameters are SharedTensors.
+
+    The copy's ``forward`` is the user's, unchanged: ``F.linear``, ``F.relu`` and the
+    operators dispatch to SharedTensor through ``__torch_function__``. ``parameters()``,
+    ``zero_grad()`` and attribute access work as usual. Buffers (BatchNorm statistics and
+    the like) have no secure implementation here and are refused by name.
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"share_module expects a torch.nn.Module, got {type(module).__name__}")
+    for name, _ in module.named_buffers():
+        raise UnsupportedOperation(
+            f"module buffer {name!r} cannot be shared (buffers are not supported)"
+        )
+    shared = copy.deepcopy(module)
+    for sub in shared.modules():
+        for pname, p in list(sub._parameters.items()):
+            if p is None:
+                continue
+            sub._parameters[pname] = SharedTensor.from_plain(  # type: ignore[assignment]
+                cluster, p.detach(), fp, requires_grad=requires_grad
+            )
+    return shared
+
+
+async def reveal_module(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Reveal every shared parameter to the coordinator (the owner), by name."""
+    out: dict[str, torch.Tensor] = {}
+    for name, p in module.named_parameters():
+        if isinstance(p, SharedTensor):
+            out[name] = await p.get()
+    return out
