@@ -4,7 +4,7 @@ A :class:`MaterialSpec` lists *items*: uniformly random values (arithmetic ring 
 XOR-shared bits) and *derived* values the dealer computes from them (a Beaver product, the
 bits of a mask, ...). Every party shares a ChaCha20 key with the dealer, set up once when
 the cluster starts. For each item, parties ``0 .. n-2`` draw their share from that key
-under the label ``(op_id, stream)``; the last party does the same for random items, and for
+(one keystream per spec, labelled ``(op_id, sub)``); the last party does the same for random items, and for
 derived items receives a *correction* from the dealer, the only material sent per op. This
 is CrypTen's trusted-third-party trick generalised to n parties: with 2 parties a Beaver
 triple costs 8 bytes per element of the product, sent to one party.
@@ -19,8 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import reduce
+from math import prod
 from operator import add, xor
 
+import numpy as np
 import torch
 
 from .prg import Prg
@@ -62,12 +64,31 @@ class MaterialSpec:
     def step(self) -> str:
         return f"dealer{self.sub}"
 
-    def label(self, op_id: int, index: int) -> tuple[int, int]:
-        return (op_id, (self.sub << 16) | index)
+
+def _nbytes(item: Item) -> int:
+    n = prod(item.shape)
+    return (n + 7) // 8 if item.bits else 8 * n
 
 
-def _draw(prg: Prg, item: Item, label: tuple[int, int]) -> torch.Tensor:
-    return prg.bits(item.shape, label) if item.bits else prg.ring(item.shape, label)
+def draw_all(prg: Prg, spec: MaterialSpec, op_id: int) -> list[torch.Tensor]:
+    """Every item of ``spec`` drawn from one ChaCha20 stream labelled ``(op_id, sub)``.
+
+    One keystream per spec (not per item) keeps the cost of a draw at one cipher setup;
+    the layout is the same for every holder of the key, so the dealer and the party agree.
+    """
+    sizes = [_nbytes(i) for i in spec.items]
+    raw = prg.random_bytes(sum(sizes), (op_id, spec.sub))
+    out: list[torch.Tensor] = []
+    pos = 0
+    for item, size in zip(spec.items, sizes, strict=True):
+        chunk = raw[pos : pos + size]
+        pos += size
+        if item.bits:
+            bits = np.unpackbits(np.frombuffer(chunk, np.uint8))[: prod(item.shape)]
+            out.append(torch.from_numpy(bits.astype(np.bool_)).reshape(item.shape))
+        else:
+            out.append(torch.frombuffer(bytearray(chunk), dtype=DTYPE).reshape(item.shape))
+    return out
 
 
 def party_material(
@@ -81,34 +102,29 @@ def party_material(
     """A party's share of ``spec``; the last party passes the dealer's corrections."""
     out: dict[str, torch.Tensor] = {}
     fixes = iter(corrections)
-    for index, item in enumerate(spec.items):
+    for item, drawn in zip(spec.items, draw_all(prg, spec, op_id), strict=True):
         if item.derived and rank == n_parties - 1:
             out[item.name] = next(fixes)
         else:
-            out[item.name] = _draw(prg, item, spec.label(op_id, index))
+            out[item.name] = drawn
     return out
 
 
 def dealer_corrections(spec: MaterialSpec, prgs: Sequence[Prg], op_id: int) -> list[torch.Tensor]:
     """What the dealer sends the last party: for each derived item, the derived secret minus
     (or XOR) the other parties' PRG shares."""
+    draws = [draw_all(p, spec, op_id) for p in prgs]
     secrets: dict[str, torch.Tensor] = {}
     for index, item in enumerate(spec.items):
         if not item.derived:
             combine = xor if item.bits else add
-            shares = [_draw(p, item, spec.label(op_id, index)) for p in prgs]
-            secrets[item.name] = reduce(combine, shares)
+            secrets[item.name] = reduce(combine, [d[index] for d in draws])
     derived = spec.derive(secrets)
     fixes = []
     for index, item in enumerate(spec.items):
         if item.derived:
-            combine = xor if item.bits else add
-            others = [_draw(p, item, spec.label(op_id, index)) for p in prgs[:-1]]
-            value = derived[item.name]
-            if others:
-                if item.bits:
-                    value = value ^ reduce(combine, others)
-                else:
-                    value = value - reduce(combine, others)
-            fixes.append(value.to(item.dtype).contiguous())
+            value = derived[item.name].to(item.dtype)
+            for d in draws[:-1]:
+                value = value ^ d[index] if item.bits else value - d[index]
+            fixes.append(value.contiguous())
     return fixes

@@ -276,13 +276,19 @@ class SharedTensor:
     __radd__ = __add__
 
     def _record_binary(
-        self, a: SharedTensor, b: SharedTensor, rule: Callable[[Value], tuple[Value, Value]]
+        self,
+        a: SharedTensor,
+        b: SharedTensor,
+        rule: Callable[[Value], tuple[Value | None, Value | None]],
     ) -> SharedTensor:
         sa, sb = tuple(a.shape), tuple(b.shape)
 
-        def back(g: Value) -> tuple[Value, Value]:
+        def back(g: Value) -> tuple[Value | None, Value | None]:
             ga, gb = rule(g)
-            return unbroadcast(ga, sa), unbroadcast(gb, sb)
+            return (
+                None if ga is None else unbroadcast(ga, sa),
+                None if gb is None else unbroadcast(gb, sb),
+            )
 
         return a._record(self, [a, b], back)
 
@@ -324,7 +330,12 @@ class SharedTensor:
         shape = _shape_of("mul", torch.mul, self.shape, other.shape)
         prec, d = max(self.prec, other.prec), self.fp.base ** min(self.prec, other.prec)
         out = self._op("mul", [other], shape, {"d": d}, dealer=[self.shape, other.shape], prec=prec)
-        return out._record_binary(self, other, lambda g: (g * other, g * self))
+        a, b = self, other
+        return out._record_binary(
+            a,
+            b,
+            lambda g: (g * b if a.requires_grad else None, g * a if b.requires_grad else None),
+        )
 
     def __truediv__(self, other: Any) -> SharedTensor:
         if isinstance(other, SharedTensor):
@@ -355,7 +366,14 @@ class SharedTensor:
                 "matmul", [other], shape, {"d": d}, dealer=[self.shape, other.shape], prec=prec
             )
             a, b = self, other
-            return out._record(out, [a, b], lambda g: (g @ b.t(), a.t() @ g))
+            return out._record(
+                out,
+                [a, b],
+                lambda g: (
+                    g @ b.t() if a.requires_grad else None,
+                    a.t() @ g if b.requires_grad else None,
+                ),
+            )
         return self._matmul_public(_as_public(other), left=False)
 
     def __rmatmul__(self, other: Any) -> SharedTensor:
