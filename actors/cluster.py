@@ -30,7 +30,7 @@ from protocols.errors import AccessDenied, ProtocolError, ShapeError
 from .envelope import Envelope, Phase, encode_control, encode_tensors
 from .executor import DEALER_KIND
 from .log import get_logger
-from .network import Network, NetworkProfile
+from .network import Chaos, Network, NetworkProfile
 from .party import Party, access_denied, check_expect, first_error
 from .provider import CryptoProvider
 from .stats import CommStats
@@ -82,6 +82,7 @@ class Cluster:
         network: NetworkProfile | None = None,
         links: Mapping[tuple[str, str], NetworkProfile] | None = None,
         timeout: float = 30.0,
+        chaos: Chaos | None = None,
         frontend: str = "training",
     ) -> AsyncIterator[Cluster]:
         """Start a cluster.
@@ -91,7 +92,8 @@ class Cluster:
         ``network`` is the delay profile of every party-to-party link; ``links`` overrides
         single ordered links (provider and coordinator links are instantaneous unless
         listed, modelling offline preprocessing and a local coordinator). ``timeout``
-        bounds every wait on another actor.
+        bounds every wait on another actor. ``chaos`` injects faults (see
+        :class:`actors.network.Chaos`).
         """
         names = list(parties)
         if len(names) < 2:
@@ -105,6 +107,7 @@ class Cluster:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         pairs = {(a, b) for a in names for b in names if a != b}
         net = Network(everyone, timeout=timeout, default=network, default_pairs=pairs, links=links)
+        net.set_chaos(chaos)
         cluster = Cluster(names, provider, coordinator, net, seed, frontend)
         dealer = CryptoProvider(provider, names, coordinator, net, seed)
         actors = [Party(n, names, provider, coordinator, net) for n in names]

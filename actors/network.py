@@ -11,6 +11,7 @@ never matters, and every wait on it has a bound.
 from __future__ import annotations
 
 import math
+import random
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -156,6 +157,31 @@ class _Link:
 Interceptor = Callable[[Envelope], Envelope | None]
 
 
+class InjectedCrash(RuntimeError):
+    """Raised inside an actor by :class:`Chaos` to simulate that actor crashing."""
+
+
+@dataclass(frozen=True, slots=True)
+class Chaos:
+    """Fault injection on the network, for reliability tests.
+
+    ``crash=(actor, k)`` makes ``actor`` raise :class:`InjectedCrash` when it sends its
+    k-th message (1-based). ``max_delay`` holds every message for a random time in
+    ``[0, max_delay]`` seconds, independently, so messages are also reordered, within and
+    across links. Draws come from ``random.Random(seed)``: a chaos run is reproducible.
+    """
+
+    seed: int = 0
+    crash: tuple[str, int] | None = None
+    max_delay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (self.max_delay >= 0 and math.isfinite(self.max_delay)):
+            raise ValueError(f"max_delay must be a finite number >= 0, got {self.max_delay!r}")
+        if self.crash is not None and self.crash[1] < 1:
+            raise ValueError(f"crash index is 1-based, got {self.crash[1]}")
+
+
 class Network:
     """All links of one cluster, the mailboxes they feed and the meter that counts them."""
 
@@ -171,6 +197,10 @@ class Network:
         self.meter = Meter(actors)
         self.mailboxes = {a: Mailbox(a, timeout) for a in actors}
         self.interceptor: Interceptor | None = None
+        self.chaos: Chaos | None = None
+        self._chaos_rng = random.Random(0)
+        self._sent_count: dict[str, int] = dict.fromkeys(actors, 0)
+        self._nursery: trio.Nursery | None = None
         self._links: dict[tuple[str, str], _Link] = {}
         links = dict(links or {})
         for a, b in links:
@@ -198,7 +228,21 @@ class Network:
             if maybe is None:
                 return
             env = maybe
+        chaos = self.chaos
+        if chaos is not None:
+            self._sent_count[env.sender] += 1
+            if chaos.crash is not None and chaos.crash == (
+                env.sender,
+                self._sent_count[env.sender],
+            ):
+                raise InjectedCrash(
+                    f"chaos: {env.sender} crashed sending its message #{chaos.crash[1]} ({env.tag!r})"
+                )
         self.meter.record(env)
+        if chaos is not None and chaos.max_delay > 0 and self._nursery is not None:
+            delay = self._chaos_rng.uniform(0, chaos.max_delay)
+            self._nursery.start_soon(self._deliver_later, delay, env)
+            return
         if link.send_ch is None:
             self.mailboxes[env.receiver].deliver(env)
             return
@@ -209,9 +253,19 @@ class Network:
         link.busy_until = start + prof.transmit_seconds(env.payload_bytes + env.header_bytes)
         link.send_ch.send_nowait((link.busy_until + prof.latency, env))
 
+    def set_chaos(self, chaos: Chaos | None) -> None:
+        self.chaos = chaos
+        self._chaos_rng = random.Random(chaos.seed if chaos else 0)
+        self._sent_count = dict.fromkeys(self._sent_count, 0)
+
+    async def _deliver_later(self, delay: float, env: Envelope) -> None:
+        await trio.sleep(delay)
+        self.mailboxes[env.receiver].deliver(env)
+
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Pump delayed links until cancelled."""
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             for link in self._links.values():
                 if link.recv_ch is not None:
                     nursery.start_soon(self._pump, link)
