@@ -13,6 +13,7 @@ import torch
 
 import protocols as P
 from protocols import PartyContext, Share
+from protocols.shapes import broadcast
 
 
 def public_tensor(spec: dict[str, Any]) -> torch.Tensor:
@@ -46,7 +47,7 @@ def _neg(rank: int, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
 def _add_pub(rank: int, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
     v = x[0].value
     pub = public_tensor(p["pub"])
-    out = v + pub if rank == 0 else v.expand(torch.broadcast_shapes(v.shape, pub.shape)).clone()
+    out = v + pub if rank == 0 else v.expand(broadcast("add", v.shape, pub.shape)).clone()
     return [Share(out, x[0].depth)]
 
 

@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import torch
 
+from . import shapes
 from .context import PartyContext, Share
 from .material import Item, MaterialSpec
 from .sharing import open_ring
 
 
 def mul_spec(x_shape: tuple[int, ...], y_shape: tuple[int, ...], sub: int = 0) -> MaterialSpec:
-    out = tuple(torch.broadcast_shapes(x_shape, y_shape))
+    out = shapes.broadcast("mul", x_shape, y_shape)
     return MaterialSpec(
         "mul",
         sub,
@@ -46,9 +47,7 @@ def mul_spec(x_shape: tuple[int, ...], y_shape: tuple[int, ...], sub: int = 0) -
 
 
 def matmul_spec(x_shape: tuple[int, ...], y_shape: tuple[int, ...], sub: int = 0) -> MaterialSpec:
-    out = tuple(
-        torch.matmul(torch.empty(x_shape, device="meta"), torch.empty(y_shape, device="meta")).shape
-    )
+    out = shapes.matmul(x_shape, y_shape)
     return MaterialSpec(
         "matmul",
         sub,

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import torch
-
 from .beaver import matmul_spec, mul_spec, square_spec
 from .compare import drelu_spec
 from .material import MaterialSpec
+from .shapes import broadcast
+from .shapes import matmul as matmul_shape
 from .truncate import needs_dealer, trunc_spec
 
 Shape = tuple[int, ...]
@@ -21,10 +21,9 @@ Shape = tuple[int, ...]
 
 def _out_shape(kind: str, shapes: Sequence[Shape]) -> Shape:
     if kind == "matmul":
-        meta = [torch.empty(s, device="meta") for s in shapes]
-        return tuple(torch.matmul(meta[0], meta[1]).shape)
+        return matmul_shape(shapes[0], shapes[1])
     if kind == "mul":
-        return tuple(torch.broadcast_shapes(*shapes))
+        return broadcast(kind, *shapes)
     return tuple(shapes[0])
 
 

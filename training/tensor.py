@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from protocols import FixedPoint
+from protocols import shapes as S
 from protocols.errors import EncodingError, ShapeError, UnsupportedOperation
 
 from . import autograd
@@ -41,19 +42,6 @@ class _Ref:
     def __init__(self, cluster: Any, tid: int) -> None:
         self.tid = tid
         cluster.track(self, tid)
-
-
-def _meta(shape: Sequence[int]) -> torch.Tensor:
-    return torch.empty(tuple(shape), device="meta")
-
-
-def _shape_of(
-    kind: str, fn: Callable[..., torch.Tensor], *shapes: Sequence[int]
-) -> tuple[int, ...]:
-    try:
-        return tuple(fn(*[_meta(s) for s in shapes]).shape)
-    except RuntimeError as exc:
-        raise ShapeError(f"{kind}: shapes {[tuple(s) for s in shapes]} do not fit: {exc}") from None
 
 
 def _as_public(v: Any) -> torch.Tensor:
@@ -265,11 +253,11 @@ class SharedTensor:
         if isinstance(other, SharedTensor):
             p = max(self.prec, other.prec)
             a, b = self._at_prec(p), other._at_prec(p)
-            shape = _shape_of("add", torch.add, a.shape, b.shape)
+            shape = S.broadcast("add", a.shape, b.shape)
             out = a._op("add", [b], shape)
             return out._record_binary(a, b, lambda g: (g, g))
         pub = _as_public(other)
-        shape = _shape_of("add", torch.add, self.shape, pub.shape)
+        shape = S.broadcast("add", self.shape, pub.shape)
         out = self._op("add_pub", [], shape, {"pub": self._encode_public(pub, self.prec)})
         return self._record(out, [self], lambda g: (unbroadcast(g, tuple(self.shape)),))
 
@@ -300,7 +288,7 @@ class SharedTensor:
         if isinstance(other, SharedTensor):
             p = max(self.prec, other.prec)
             a, b = self._at_prec(p), other._at_prec(p)
-            shape = _shape_of("sub", torch.sub, a.shape, b.shape)
+            shape = S.broadcast("sub", a.shape, b.shape)
             out = a._op("sub", [b], shape)
             return out._record_binary(a, b, lambda g: (g, -g))
         return self + (-_as_public(other))
@@ -312,7 +300,7 @@ class SharedTensor:
         if isinstance(other, SharedTensor):
             return self._mul_shared(other)
         pub = _as_public(other)
-        shape = _shape_of("mul", torch.mul, self.shape, pub.shape)
+        shape = S.broadcast("mul", self.shape, pub.shape)
         if _integral(pub):
             enc = {"shape": list(pub.shape), "data": pub.to(torch.int64).reshape(-1).tolist()}
             out = self._op("mul_pub", [], shape, {"pub": enc})
@@ -327,7 +315,7 @@ class SharedTensor:
     __rmul__ = __mul__
 
     def _mul_shared(self, other: SharedTensor) -> SharedTensor:
-        shape = _shape_of("mul", torch.mul, self.shape, other.shape)
+        shape = S.broadcast("mul", self.shape, other.shape)
         prec, d = max(self.prec, other.prec), self.fp.base ** min(self.prec, other.prec)
         out = self._op("mul", [other], shape, {"d": d}, dealer=[self.shape, other.shape], prec=prec)
         a, b = self, other
@@ -360,7 +348,7 @@ class SharedTensor:
 
     def __matmul__(self, other: Any) -> SharedTensor:
         if isinstance(other, SharedTensor):
-            shape = _shape_of("matmul", torch.matmul, self.shape, other.shape)
+            shape = S.matmul(self.shape, other.shape)
             prec, d = max(self.prec, other.prec), self.fp.base ** min(self.prec, other.prec)
             out = self._op(
                 "matmul", [other], shape, {"d": d}, dealer=[self.shape, other.shape], prec=prec
@@ -381,7 +369,7 @@ class SharedTensor:
 
     def _matmul_public(self, pub: torch.Tensor, *, left: bool) -> SharedTensor:
         shapes = (pub.shape, self.shape) if left else (self.shape, pub.shape)
-        shape = _shape_of("matmul", torch.matmul, *shapes)
+        shape = S.matmul(*shapes)
         p = self.fp.precision
         prec, d = max(self.prec, p), self.fp.base ** min(self.prec, p)
         params = {"pub": self._encode_public(pub, p), "d": d, "left": left}
@@ -396,7 +384,7 @@ class SharedTensor:
             shape: tuple[int, ...] = ()
         else:
             dims = [dim] if isinstance(dim, int) else list(dim)
-            shape = _shape_of("sum", lambda t: t.sum(dim=tuple(dims), keepdim=keepdim), self.shape)
+            shape = S.reduce("sum", self.shape, dims, keepdim)
         params = {"dims": dims, "keepdim": keepdim}
         out = self._op("sum", [], shape, params)
         in_shape = tuple(self.shape)
@@ -418,7 +406,7 @@ class SharedTensor:
         return total * (1.0 / count)
 
     def transpose(self, d0: int, d1: int) -> SharedTensor:
-        shape = _shape_of("transpose", lambda t: t.transpose(d0, d1), self.shape)
+        shape = S.transpose(self.shape, d0, d1)
         out = self._op("transpose", [], shape, {"d0": d0, "d1": d1})
         return self._record(out, [self], lambda g: (g.transpose(d0, d1),))
 
@@ -435,7 +423,7 @@ class SharedTensor:
         target = (
             tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], Sequence) else tuple(shape)
         )
-        new = _shape_of("reshape", lambda t: t.reshape(target), self.shape)
+        new = S.reshape(self.shape, target)
         if new == tuple(self.shape):
             return self
         out = self._op("reshape", [], new, {"shape": list(new)})
@@ -448,7 +436,7 @@ class SharedTensor:
         target = (
             tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], Sequence) else tuple(shape)
         )
-        new = _shape_of("expand", lambda t: t.expand(target), self.shape)
+        new = S.expand(self.shape, target)
         if new == tuple(self.shape):
             return self
         out = self._op("expand", [], new, {"shape": list(new)})
