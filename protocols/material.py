@@ -65,29 +65,36 @@ class MaterialSpec:
         return f"dealer{self.sub}"
 
 
-def _nbytes(item: Item) -> int:
-    n = prod(item.shape)
-    return (n + 7) // 8 if item.bits else 8 * n
-
-
 def draw_all(prg: Prg, spec: MaterialSpec, op_id: int) -> list[torch.Tensor]:
     """Every item of ``spec`` drawn from one ChaCha20 stream labelled ``(op_id, sub)``.
 
-    One keystream per spec (not per item) keeps the cost of a draw at one cipher setup;
-    the layout is the same for every holder of the key, so the dealer and the party agree.
+    One keystream per spec (not per item) keeps the cost of a draw at one cipher setup:
+    first all ring items (8 bytes per element), then all bit items packed together. The
+    layout is the same for every holder of the key, so the dealer and the party agree.
     """
-    sizes = [_nbytes(i) for i in spec.items]
-    raw = prg.random_bytes(sum(sizes), (op_id, spec.sub))
+    ring = [prod(i.shape) if not i.bits else 0 for i in spec.items]
+    bits = [prod(i.shape) if i.bits else 0 for i in spec.items]
+    n_ring, n_bits = sum(ring), sum(bits)
+    raw = prg.random_bytes(8 * n_ring + (n_bits + 7) // 8, (op_id, spec.sub))
+    ring_all = torch.frombuffer(bytearray(raw[: 8 * n_ring]), dtype=DTYPE) if n_ring else None
+    bits_all = (
+        torch.from_numpy(
+            np.unpackbits(np.frombuffer(raw, np.uint8, offset=8 * n_ring))[:n_bits].view(np.bool_)
+        )
+        if n_bits
+        else None
+    )
     out: list[torch.Tensor] = []
-    pos = 0
-    for item, size in zip(spec.items, sizes, strict=True):
-        chunk = raw[pos : pos + size]
-        pos += size
+    r = b = 0
+    for item, nr, nb in zip(spec.items, ring, bits, strict=True):
         if item.bits:
-            bits = np.unpackbits(np.frombuffer(chunk, np.uint8))[: prod(item.shape)]
-            out.append(torch.from_numpy(bits.astype(np.bool_)).reshape(item.shape))
+            assert bits_all is not None
+            out.append(bits_all[b : b + nb].reshape(item.shape))
+            b += nb
         else:
-            out.append(torch.frombuffer(bytearray(chunk), dtype=DTYPE).reshape(item.shape))
+            assert ring_all is not None
+            out.append(ring_all[r : r + nr].reshape(item.shape))
+            r += nr
     return out
 
 
