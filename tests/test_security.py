@@ -1,0 +1,65 @@
+"""Access control and randomness."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from actors import Cluster, Phase
+from protocols.errors import AccessDenied
+
+
+async def test_reveal_only_to_owner_nothing_sent() -> None:
+    async with Cluster.start(["alice", "bob"], provider="james") as c:
+        x = c.share(torch.tensor([1.0, -2.0]))
+        await c.flush()
+        before = c.stats()
+        for other in ("james", "alice", "bob", "mallory"):
+            with pytest.raises(AccessDenied, match="owner"):
+                await x.reveal_to(other)
+        after = c.stats()
+        assert after.messages == before.messages
+        assert after.output_bytes == before.output_bytes
+        assert torch.equal(await x.reveal_to("coordinator"), torch.tensor([1.0, -2.0]))
+
+
+async def test_party_refuses_a_reveal_for_someone_else() -> None:
+    """Defence in depth: even a command that reached the parties is refused there."""
+    async with Cluster.start(["alice", "bob"], provider="james") as c:
+        x = c.share(torch.tensor([3.0]))
+        await c.flush()
+        seen: list = []
+        c.network.interceptor = lambda env: (seen.append(env), env)[1]
+        op = c._op_id()
+        c._command({"k": "reveal", "op": op, "in": [x.tid], "out": [], "p": {"to": "james"}})
+        await c.flush()
+        for party in ("alice", "bob"):
+            env = await c._mailbox.recv(party, f"{op}/out")
+            assert env.phase == Phase.CONTROL
+            assert "refused" in env.control()["denied"]
+        assert not [e for e in seen if e.phase == Phase.OUTPUT]
+        assert not [e for e in seen if e.receiver == "james" and e.phase != Phase.CONTROL]
+
+
+async def _alice_view(seed: int | None) -> list[torch.Tensor]:
+    got: list[torch.Tensor] = []
+    async with Cluster.start(["alice", "bob"], provider="james", seed=seed) as c:
+        c.network.interceptor = lambda env: (
+            got.extend(env.tensors())
+            if env.receiver == "alice" and env.phase != Phase.CONTROL
+            else None,
+            env,
+        )[1]
+        x, y = c.share(torch.ones(8)), c.share(torch.ones(8))
+        await (x * y).relu().get()
+    return got
+
+
+async def test_unseeded_runs_differ_seeded_runs_agree() -> None:
+    a, b = await _alice_view(None), await _alice_view(None)
+    assert len(a) == len(b)
+    assert any(not torch.equal(u, v) for u, v in zip(a, b, strict=True))
+    c1, c2 = await _alice_view(7), await _alice_view(7)
+    assert all(torch.equal(u, v) for u, v in zip(c1, c2, strict=True))
+    d = await _alice_view(8)
+    assert any(not torch.equal(u, v) for u, v in zip(c1, d, strict=True))
