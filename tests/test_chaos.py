@@ -20,7 +20,7 @@ from protocols.errors import PartyFailure
 from training import SGD, TrainingCoordinator, reveal_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from seed_net import DATA, TARGET, loss_fn, make_net  # noqa: E402
+from seed_net import DATA, TARGET, loss_fn, make_net
 
 SEED = 11
 STEPS = 1
