@@ -87,6 +87,29 @@ LOCAL: dict[str, Local] = {
 }
 
 
+def _scale_local(rank: int, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+    prod = Share(x[0].value * public_tensor(p["pub"]), x[0].depth)
+    return [P.truncate_local(prod, p["d"], rank)]
+
+
+def _matmul_pub_local(rank: int, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+    pub, v = public_tensor(p["pub"]), x[0].value
+    prod = torch.matmul(pub, v) if p.get("left") else torch.matmul(v, pub)
+    return [P.truncate_local(Share(prod, x[0].depth), p["d"], rank)]
+
+
+def _trunc_local(rank: int, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+    return [P.truncate_local(x[0], p["d"], rank)]
+
+
+def local_table(n_parties: int) -> dict[str, Local]:
+    """Kinds a party runs without communication: with 2 parties, truncation is local
+    (SecureML), so multiplying by a public fixed-point value is too."""
+    if n_parties != 2:
+        return LOCAL
+    return {**LOCAL, "scale": _scale_local, "matmul_pub": _matmul_pub_local, "trunc": _trunc_local}
+
+
 async def _mul(ctx: PartyContext, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
     return [await P.truncate(ctx, await P.mul(ctx, x[0], x[1]), p["d"], sub=1)]
 

@@ -8,7 +8,7 @@ inline), so independent ops overlap and share rounds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -26,7 +26,7 @@ from protocols.errors import (
 from protocols.material import MaterialSpec
 
 from .envelope import Envelope, Phase, encode_control, encode_tensors
-from .executor import INTERACTIVE, LOCAL
+from .executor import INTERACTIVE, local_table
 from .log import get_logger
 from .network import Network
 
@@ -34,16 +34,20 @@ from .network import Network
 class Slot:
     """A value a party holds or will hold."""
 
-    __slots__ = ("event", "owner", "share")
+    __slots__ = ("callbacks", "event", "owner", "share")
 
     def __init__(self, owner: str) -> None:
         self.event = trio.Event()
         self.share: Share | None = None
         self.owner = owner
+        self.callbacks: list[Callable[[], None]] = []
 
     def set(self, share: Share) -> None:
         self.share = share
         self.event.set()
+        callbacks, self.callbacks = self.callbacks, []
+        for cb in callbacks:
+            cb()
 
     async def get(self) -> Share:
         if not self.event.is_set():
@@ -148,6 +152,7 @@ class Party:
         self.mailbox = network.mailboxes[name]
         self.mailbox.is_finished = self._is_finished
         self.store: dict[int, Slot] = {}
+        self._local = local_table(len(self.parties))
         self.prg: Prg | None = None
         self._done_below = 0
         self._done: set[int] = set()
@@ -224,15 +229,43 @@ class Party:
             self._start(op, self._input(op, outs[0], params))
         elif kind == "reveal":
             self._start(op, self._reveal(op, ins[0], params, sender))
-        elif kind in LOCAL and all(s.event.is_set() for s in ins):
-            shares = [s.share for s in ins]
-            for slot, share in zip(outs, LOCAL[kind](self.rank, shares, params), strict=True):  # type: ignore[arg-type]
-                slot.set(share)
-            self._finish(op)
-        elif kind in LOCAL or kind in INTERACTIVE:
+        elif kind in self._local:
+            self._local_when_ready(op, kind, ins, outs, params)
+        elif kind in INTERACTIVE:
             self._start(op, self._run_op(op, kind, ins, outs, params, cmd.get("label")))
         else:
             raise ProtocolError(f"{self.name}: unknown command kind {kind!r} in operation {op}")
+
+    def _local_when_ready(
+        self, op: int, kind: str, ins: list[Slot], outs: list[Slot], params: dict[str, Any]
+    ) -> None:
+        """Run a local op now if its inputs exist, else as soon as the last one is set
+        (a callback, not a task: local ops need no scheduling of their own)."""
+        missing = [s for s in ins if not s.event.is_set()]
+        done = trio.Event()
+
+        def run() -> None:
+            shares = [s.share for s in ins]
+            results = self._local[kind](self.rank, shares, params)  # type: ignore[arg-type]
+            for slot, share in zip(outs, results, strict=True):
+                slot.set(share)
+            self._running.pop(op, None)
+            done.set()
+            self._finish(op)
+
+        if not missing:
+            run()
+            return
+        self._running[op] = done
+        count = [len(missing)]
+
+        def arrived() -> None:
+            count[0] -= 1
+            if count[0] == 0:
+                run()
+
+        for slot in missing:
+            slot.callbacks.append(arrived)
 
     def _start(self, op: int, coro: Any) -> None:
         done = self._running[op] = trio.Event()
@@ -257,11 +290,6 @@ class Party:
         label: str | None,
     ) -> None:
         shares = [await s.get() for s in ins]
-        if kind in LOCAL:
-            results = LOCAL[kind](self.rank, shares, params)
-            for slot, share in zip(outs, results, strict=True):
-                slot.set(share)
-            return
         ctx = OpContext(self, op)
         start = max((s.depth for s in shares), default=0)
         results = await INTERACTIVE[kind](ctx, shares, params)
