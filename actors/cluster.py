@@ -25,7 +25,7 @@ import torch
 import trio
 
 from protocols import FixedPoint, Prg, needs_material, share
-from protocols.errors import AccessDenied, ProtocolError, ShapeError
+from protocols.errors import AccessDenied, PartyFailure, ProtocolError, ShapeError
 
 from .envelope import Envelope, Phase, encode_control, encode_tensors
 from .executor import DEALER_KIND
@@ -121,12 +121,27 @@ class Cluster:
                 try:
                     yield cluster
                     await cluster.flush()
+                    cluster._check_quiet()
                     cluster._log_summary()
                 finally:
                     cluster._closed = True
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             raise first_error(group) from None
+
+    def _check_quiet(self) -> None:
+        """After the final barrier no message may be left unclaimed anywhere: one that
+        is names a tag or sender that no operation expected."""
+        for name, box in self.network.mailboxes.items():
+            left = box.unclaimed()
+            if left:
+                raise PartyFailure(
+                    name,
+                    ProtocolError(
+                        f"{name} received messages no operation asked for: "
+                        + ", ".join(f"{tag!r} from {sender}" for sender, tag in left[:5])
+                    ),
+                )
 
     def _log_summary(self) -> None:
         stats = self.stats()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -47,6 +48,9 @@ class NetworkProfile:
         return self.latency > 0 or self.bandwidth is not None
 
 
+_CONTROL_TAG = re.compile(r"(cmd|req)/\d+|setup/key")
+
+
 def op_of(tag: str) -> int | None:
     head, _, _ = tag.partition("/")
     return int(head) if head.isdigit() else None
@@ -60,10 +64,28 @@ class Mailbox:
         self.timeout = timeout
         self._ready: dict[tuple[str, str], Envelope] = {}
         self._waiting: dict[tuple[str, str], trio.Event] = {}
+        self._blocked: dict[tuple[str, str], str] = {}
         self._pending_ops: dict[int, int] = defaultdict(int)
         self._fault: ProtocolError | None = None
         self._fault_event = trio.Event()
         self.is_finished: Callable[[int], bool] = lambda op: False
+        self.lookup: Callable[[str], Mailbox | None] = lambda name: None
+
+    def waiting_for(self) -> str | None:
+        """An actor this mailbox's owner is blocked on right now (a bounded wait), if any.
+        Idle waits (for the next command) do not count."""
+        for sender in self._blocked.values():
+            return sender
+        return None
+
+    def _wait_chain(self, sender: str) -> tuple[str, ...]:
+        chain = [self.owner, sender]
+        while True:
+            box = self.lookup(chain[-1])
+            nxt = box.waiting_for() if box is not None else None
+            if nxt is None or nxt in chain:
+                return tuple(chain)
+            chain.append(nxt)
 
     def fail(self, error: ProtocolError) -> None:
         if self._fault is None:
@@ -77,6 +99,13 @@ class Mailbox:
         mailbox and the owner's next wait raises ProtocolError."""
         key = (env.sender, env.tag)
         op = op_of(env.tag)
+        if op is None and not _CONTROL_TAG.fullmatch(env.tag):
+            self.fail(
+                ProtocolError(
+                    f"{self.owner} got a message with a malformed tag {env.tag!r} from {env.sender}"
+                )
+            )
+            return
         if key in self._ready:
             self.fail(
                 ProtocolError(f"{self.owner} got a duplicate message {env.tag!r} from {env.sender}")
@@ -107,15 +136,20 @@ class Mailbox:
         if env is None:
             limit = self.timeout if timeout is not None and timeout < 0 else timeout
             ev = self._waiting[key] = trio.Event()
+            if limit is not None:
+                self._blocked[key] = sender
             try:
                 with trio.move_on_after(math.inf if limit is None else limit) as scope:
                     await ev.wait()
             finally:
                 del self._waiting[key]
+                self._blocked.pop(key, None)
             if self._fault is not None:
                 raise self._fault
             if scope.cancelled_caught:
-                raise ActorTimeout(self.owner, sender, repr(tag), float(limit or 0))
+                raise ActorTimeout(
+                    self.owner, sender, repr(tag), float(limit or 0), self._wait_chain(sender)
+                )
             env = self._ready.pop(key)
         op = op_of(tag)
         if op is not None:
@@ -140,6 +174,10 @@ class Mailbox:
 
     def __len__(self) -> int:
         return len(self._ready)
+
+    def unclaimed(self) -> list[tuple[str, str]]:
+        """(sender, tag) of every message that arrived and was never asked for."""
+        return list(self._ready)
 
 
 class _Link:
@@ -196,6 +234,8 @@ class Network:
     ) -> None:
         self.meter = Meter(actors)
         self.mailboxes = {a: Mailbox(a, timeout) for a in actors}
+        for box in self.mailboxes.values():
+            box.lookup = self.mailboxes.get
         self.interceptor: Interceptor | None = None
         self.chaos: Chaos | None = None
         self._chaos_rng = random.Random(0)

@@ -70,10 +70,16 @@ def first_error(exc: BaseException) -> BaseException:
     """The most informative leaf of a (possibly nested) exception group."""
     if isinstance(exc, BaseExceptionGroup):
         leaves = [first_error(e) for e in exc.exceptions]
-        for kind in (PartyFailure, ActorTimeout):
-            for leaf in leaves:
-                if isinstance(leaf, kind):
-                    return leaf
+        for leaf in leaves:
+            if isinstance(leaf, PartyFailure):
+                return leaf
+        timeouts = [leaf for leaf in leaves if isinstance(leaf, ActorTimeout)]
+        if timeouts:
+            # Several actors may time out in the same instant along one wait chain; the
+            # root cause is the timeout whose silent actor did not itself time out.
+            noticed = {t.noticed_by for t in timeouts}
+            roots = [t for t in timeouts if t.awaited not in noticed]
+            return max(roots or timeouts, key=lambda t: len(t.chain))
         for leaf in leaves:
             if not isinstance(leaf, trio.Cancelled):
                 return leaf

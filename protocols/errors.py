@@ -53,17 +53,33 @@ class AccessDenied(SmpcError, PermissionError):
 
 class ActorTimeout(SmpcError, TimeoutError):
     """An actor waited longer than its bound for a message from another actor, which is
-    alive but silent. Names both actors and what was awaited. Contrast
-    :class:`PartyFailure` (the other actor crashed)."""
+    alive but silent. ``awaited`` names the silent actor: when the actor waited on was
+    itself blocked waiting for a third, the wait chain is followed to its end (``chain``
+    lists it), so the error blames the actor that stopped talking, not a bystander.
+    Contrast :class:`PartyFailure` (the other actor crashed)."""
 
-    def __init__(self, waiter: str, awaited: str, what: str, seconds: float) -> None:
-        super().__init__(
-            f"{waiter} waited {seconds:g}s for {what} from {awaited}, which stayed silent"
-        )
-        self.waiter = waiter
-        self.awaited = awaited
+    def __init__(
+        self, waiter: str, awaited: str, what: str, seconds: float, chain: tuple[str, ...] = ()
+    ) -> None:
+        chain = chain or (waiter, awaited)
+        message = f"{chain[-2]} waited for a message from {chain[-1]}, which stayed silent"
+        if len(chain) > 2:
+            message += (
+                f" (noticed after {seconds:g}s by {waiter}, waiting for {what} from {chain[1]}; "
+                f"wait chain {' -> '.join(chain)})"
+            )
+        else:
+            message += f" for {seconds:g}s (waiting for {what})"
+        super().__init__(message)
+        self.noticed_by = waiter
+        """The actor whose bound ran out first."""
+        self.waiter = chain[-2]
+        """The actor blocked directly on the silent one."""
+        self.awaited = chain[-1]
+        """The silent actor."""
         self.what = what
         self.seconds = seconds
+        self.chain = chain
 
 
 class PartyFailure(SmpcError):

@@ -57,7 +57,12 @@ class FixedPoint:
 
     def encode(self, values: torch.Tensor | float | int) -> torch.Tensor:
         """Encode a real tensor into ring elements; refuses NaN, inf and out-of-range values."""
-        t = torch.as_tensor(values)
+        # Python floats are doubles: keep them doubles (as_tensor would make float32).
+        t = (
+            values
+            if isinstance(values, torch.Tensor)
+            else torch.as_tensor(values, dtype=torch.float64)
+        )
         if t.is_complex():
             raise EncodingError("complex values cannot be encoded in fixed point")
         t = t.to(torch.float64)
@@ -68,8 +73,8 @@ class FixedPoint:
         if t.numel() and float(e.abs().max()) >= 2**ENCODED_LIMIT_BITS:
             worst = float(t.abs().max())
             raise EncodingError(
-                f"value {worst:g} is outside the safe fixed-point range "
-                f"|v| <= {self.max_value:g} (base {self.base}, precision {self.precision})"
+                f"value {worst!r} is outside the safe fixed-point range "
+                f"|v| <= {self.max_value!r} (base {self.base}, precision {self.precision})"
             )
         return e.to(torch.int64)
 

@@ -22,11 +22,11 @@ class Tap:
         self.envelopes.append(env)
         return None if self._drop is not None and self._drop(env) else env
 
-    def commands(self) -> list[str]:
-        """Kinds of every command the coordinator sent to any party."""
+    def commands(self, party: str = "alice") -> list[str]:
+        """Kinds of the commands the coordinator sent to ``party``."""
         return [
             cmd["k"]
             for env in self.envelopes
-            if env.tag.startswith("cmd/")
+            if env.receiver == party and env.tag.startswith("cmd/")
             for cmd in env.control()
         ]

@@ -114,7 +114,8 @@ class SharedTensor:
             raise TypeError("this value is already shared")
         if not isinstance(tensor, torch.Tensor):
             try:
-                tensor = torch.as_tensor(tensor)
+                # Python floats are doubles; as_tensor alone would round them to float32.
+                tensor = torch.as_tensor(tensor, dtype=torch.float64)
             except (TypeError, ValueError, RuntimeError) as exc:
                 raise TypeError(f"cannot share a {type(tensor).__name__}: {exc}") from None
         if tensor.is_complex() or tensor.dtype == torch.bool:

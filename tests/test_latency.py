@@ -1,0 +1,68 @@
+"""Cross-check of the round count with wall time: a sequential computation over links with
+a simulated per-message latency L takes about rounds x L (DESIGN: metering)."""
+
+from __future__ import annotations
+
+import torch
+import trio
+from conftest import PARTIES, PROVIDER
+
+from actors import Cluster, NetworkProfile
+
+L = 0.02
+K = 5
+
+
+async def timed_chain(c: Cluster, k: int) -> tuple[float, int]:
+    """Wall time and measured rounds of k dependent multiplications (shares in place)."""
+    x = c.share(torch.full((8,), 1.001))
+    await c.flush()
+    before = c.stats()
+    start = trio.current_time()
+    z = x
+    for _ in range(k):
+        z = z * x
+    await c.flush()
+    elapsed = trio.current_time() - start
+    return elapsed, (c.stats() - before).online_rounds
+
+
+async def warm_up() -> None:
+    """torch's first int64 kernels take seconds to load; pay that outside the timing."""
+    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=0) as c:
+        await timed_chain(c, 1)
+
+
+async def test_dependent_chain_takes_rounds_times_latency() -> None:
+    await warm_up()
+    async with Cluster.start(
+        PARTIES[2], provider=PROVIDER, seed=1, network=NetworkProfile(latency=L)
+    ) as c:
+        elapsed, rounds = await timed_chain(c, K)
+    assert rounds == K
+    # Each round waits for one message delivery; provider and coordinator links are
+    # instantaneous, so the chain cannot be faster than K x L, and local work is small.
+    assert 4.5 * L <= elapsed < K * L + 0.15, elapsed
+
+
+async def test_independent_muls_take_one_latency() -> None:
+    await warm_up()
+    async with Cluster.start(
+        PARTIES[2], provider=PROVIDER, seed=1, network=NetworkProfile(latency=L)
+    ) as c:
+        xs = [c.share(torch.rand(4)) for _ in range(K)]
+        await c.flush()
+        start = trio.current_time()
+        for x in xs:
+            x * x
+        await c.flush()
+        elapsed = trio.current_time() - start
+    assert 0.9 * L <= elapsed < L + 0.1, elapsed
+
+
+async def test_no_latency_is_fast() -> None:
+    await warm_up()
+    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
+        elapsed, rounds = await timed_chain(c, K)
+    assert rounds == K
+    assert elapsed < 0.05, elapsed
