@@ -61,7 +61,11 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]
 
 def test_help() -> None:
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, str(SCRIPT), "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     for flag in ("--out", "--log", "--batches", "--widths", "--sweep-step", "--quick"):
@@ -71,10 +75,20 @@ def test_help() -> None:
 def test_tiny_run_writes_markdown_json_and_png(tiny: tuple[Path, dict[str, Any]]) -> None:
     out, report = tiny
     md = (out / "report.md").read_text()
-    for heading in ("## 1. Protocols", "## 2. One training iteration", "## 3. How cost grows", "## 4. Projected"):
+    for heading in (
+        "## 1. Protocols",
+        "## 2. One training iteration",
+        "## 3. How cost grows",
+        "## 4. Projected",
+    ):
         assert heading in md
     pngs = sorted(out.glob("*.png"))
-    assert {p.name for p in pngs} >= {"protocols.png", "breakdown.png", "sweep_batch.png", "projection.png"}
+    assert {p.name for p in pngs} >= {
+        "protocols.png",
+        "breakdown.png",
+        "sweep_batch.png",
+        "projection.png",
+    }
     for p in pngs:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"({p.name})" in md
@@ -106,7 +120,11 @@ def expected(protocol: str, n: int) -> tuple[int, int, int]:
         return trunc_rounds, trunc_bytes, trunc_dealer
     if protocol in ("drelu", "relu"):
         r = protocol == "relu"
-        return DRELU_ROUNDS, drelu_online_bytes(N, n, with_relu=r), drelu_offline_bytes(N, with_relu=r)
+        return (
+            DRELU_ROUNDS,
+            drelu_online_bytes(N, n, with_relu=r),
+            drelu_offline_bytes(N, with_relu=r),
+        )
     raise AssertionError(protocol)
 
 
@@ -136,7 +154,9 @@ def test_projection_for_20ms_is_within_15_percent(tiny: tuple[Path, dict[str, An
     checks = [
         c
         for c in report["projection"]["checks"]
-        if c["latency"] == pytest.approx(0.02) and c["bandwidth"] is None and not c["measure_phases"]
+        if c["latency"] == pytest.approx(0.02)
+        and c["bandwidth"] is None
+        and not c["measure_phases"]
     ]
     assert len(checks) == 1
     c = checks[0]
@@ -166,7 +186,14 @@ def test_training_breakdown_adds_up(tiny: tuple[Path, dict[str, Any]]) -> None:
     assert all(t["checks"].values()), t["checks"]
     assert sum(p["rounds"] for p in t["critical_path"]) == t["rounds"]
     labels = {g["label"] for g in t["by_label"]}
-    assert {"forward/fc1", "forward/fc2", "loss", "backward/fc1", "backward/fc2", "update"} <= labels
+    assert {
+        "forward/fc1",
+        "forward/fc2",
+        "loss",
+        "backward/fc1",
+        "backward/fc2",
+        "update",
+    } <= labels
     assert sum(g["online_bytes"] for g in t["by_label"]) == t["online_bytes"]
     assert sum(g["offline_bytes"] for g in t["by_label"]) == t["offline_bytes"]
     assert sum(v["rounds"] for v in t["phases"].values()) == t["rounds"]
