@@ -68,6 +68,7 @@ class Cluster:
         self._flush_scheduled = False
         self._nursery: trio.Nursery | None = None
         self._closed = False
+        self._op_labels: dict[int, str | None] | None = None
         self._log = get_logger(actor=coordinator)
 
     # -- life cycle ---------------------------------------------------------------------
@@ -229,6 +230,8 @@ class Cluster:
         label = _label.get()
         if label is not None:
             cmd["label"] = label
+        if self._op_labels is not None:
+            self._op_labels[op] = label
         dealer_kind = DEALER_KIND.get(kind)
         divisor = int((params or {}).get("d", 1))
         if dealer_kind is not None and needs_material(dealer_kind, divisor, len(self.parties)):
@@ -256,6 +259,22 @@ class Cluster:
             yield
         finally:
             _label.reset(token)
+
+    def track_op_costs(self) -> None:
+        """Start recording each op's online/offline bytes and depth (see take_op_costs)."""
+        self.network.meter.track_ops = True
+        if self._op_labels is None:
+            self._op_labels = {}
+
+    def take_op_costs(self) -> list[tuple[int, str | None, int, int, int]]:
+        """``(op id, label, online bytes, offline bytes, largest depth)`` of every op issued
+        since the last call (call after ``await flush()``), and forget them."""
+        labels, self._op_labels = self._op_labels or {}, {}
+        costs, self.network.meter.op_costs = self.network.meter.op_costs, {}
+        return [
+            (op, label, *costs.get(op, (0, 0, 0)))  # type: ignore[misc]
+            for op, label in sorted(labels.items())
+        ]
 
     def current_label(self) -> str | None:
         return _label.get()

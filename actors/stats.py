@@ -97,6 +97,9 @@ class Meter:
         self._msent = dict.fromkeys(actors, 0)
         self._mrecv = dict.fromkeys(actors, 0)
         self._depth = dict.fromkeys(actors, 0)
+        self.track_ops = False
+        self.op_costs: dict[int, list[int]] = {}
+        """With ``track_ops``: op id -> [online bytes, offline bytes, largest online depth]."""
 
     def record(self, env: Envelope) -> None:
         n = env.payload_bytes
@@ -107,6 +110,15 @@ class Meter:
         self._recv[env.receiver][env.phase] += n
         self._msent[env.sender] += 1
         self._mrecv[env.receiver] += 1
+        if self.track_ops and env.phase in (Phase.ONLINE, Phase.OFFLINE):
+            head = env.tag.partition("/")[0]
+            if head.isdigit():
+                cost = self.op_costs.setdefault(int(head), [0, 0, 0])
+                if env.phase == Phase.ONLINE:
+                    cost[0] += n
+                    cost[2] = max(cost[2], env.depth)
+                else:
+                    cost[1] += n
         if env.phase == Phase.ONLINE:
             self._online_messages += 1
             if env.depth > self._rounds:

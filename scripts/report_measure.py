@@ -360,7 +360,7 @@ async def timed_runs(
             x, y = c.share(data), c.share(target)
             model = c.share_module(net)
             coord = TrainingCoordinator(
-                c, model, SGD(model.parameters(), lr=lr), mse_sum, measure_phases=phases
+                c, model, SGD(model.parameters(), lr=lr), mse_sum, phase_barriers=phases
             )
             runs.append((coord, x, y, rec))
         samples: list[list[tuple[float, int, int, int]]] = [[] for _ in configs]

@@ -118,7 +118,7 @@ async def train(args: argparse.Namespace) -> dict[str, object]:
         f"{total.control_bytes} control B, {total.messages} messages"
     )
     print(
-        f"time              {1000 * elapsed / len(records):.1f} ms per iteration (incl. phase barriers)"
+        f"time              {1000 * elapsed / len(records):.1f} ms per iteration"
     )
     if preds is not None:
         shown = ", ".join(f"{v:.3f}" for v in preds.reshape(-1).tolist())

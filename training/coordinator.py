@@ -3,7 +3,10 @@
 It reveals only the loss (and, on request, the predictions) to itself, the owner, and
 logs one structlog ``train_iteration`` event per step with the measured online rounds,
 online bytes, offline bytes and seconds, plus where the rounds and bytes went (forward,
-loss, backward, update), measured by letting each phase settle before the next starts.
+loss, backward, update). The phases are attributed from the ops' labels and the depths
+the meter saw, without stopping the pipeline: phases overlap as the dependencies allow
+(the backward pass does not wait for the loss's square). ``phase_barriers=True`` instead
+lets each phase settle before the next starts, which costs extra waiting.
 """
 
 from __future__ import annotations
@@ -46,9 +49,23 @@ class IterationRecord:
     offline_bytes: int
     seconds: float
     phases: dict[str, PhaseCost] = field(default_factory=dict)
-    """Per phase, when measured (``measure_phases=True``)."""
+    """Per phase (rounds: growth of the largest depth by the end of the phase's ops)."""
     predictions: torch.Tensor | None = None
     """Revealed predictions, only when requested."""
+
+
+def _phases_from_ops(
+    costs: list[tuple[int, str | None, int, int, int]], start_depth: int
+) -> dict[str, PhaseCost]:
+    """Rounds, online and offline bytes per phase from per-op costs and depths."""
+    out: dict[str, PhaseCost] = {}
+    reached = start_depth
+    for phase in PHASES:
+        ops = [c for c in costs if (c[1] or "").split("/")[0] == phase]
+        top = max([reached, *(c[4] for c in ops)])
+        out[phase] = PhaseCost(top - reached, sum(c[2] for c in ops), sum(c[3] for c in ops))
+        reached = top
+    return out
 
 
 def _cost(delta: CommStats) -> PhaseCost:
@@ -94,12 +111,16 @@ class TrainingCoordinator:
         loss_fn: Callable[[Any, Any], SharedTensor],
         *,
         measure_phases: bool = True,
+        phase_barriers: bool = False,
     ) -> None:
         self.cluster = cluster
         self.model = model
         self.optimizer = optimizer
         self.loss_fn = loss_fn
         self.measure_phases = measure_phases
+        self.phase_barriers = phase_barriers
+        if measure_phases:
+            cluster.track_op_costs()
         self.iteration = 0
         self._log = get_logger(actor=cluster.coordinator)
 
@@ -115,7 +136,7 @@ class TrainingCoordinator:
 
         async def settle(name: str) -> None:
             nonlocal mark
-            if self.measure_phases:
+            if self.phase_barriers:
                 await c.flush()
                 now = c.stats()
                 phases[name] = _cost(now - mark)
@@ -138,6 +159,8 @@ class TrainingCoordinator:
         await c.flush()
         seconds = time.perf_counter() - t0
         delta = c.stats() - start_stats
+        if self.measure_phases and not self.phase_barriers:
+            phases = _phases_from_ops(c.take_op_costs(), start_stats.online_rounds)
         record = IterationRecord(
             self.iteration,
             loss_value,
