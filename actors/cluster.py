@@ -36,6 +36,7 @@ from .provider import CryptoProvider
 from .stats import CommStats
 
 _label: contextvars.ContextVar[str | None] = contextvars.ContextVar("smpc_label", default=None)
+_iteration: contextvars.ContextVar[int | None] = contextvars.ContextVar("smpc_iter", default=None)
 
 
 class Cluster:
@@ -230,6 +231,9 @@ class Cluster:
         label = _label.get()
         if label is not None:
             cmd["label"] = label
+        iteration = _iteration.get()
+        if iteration is not None:
+            cmd["it"] = iteration
         if self._op_labels is not None:
             self._op_labels[op] = label
         dealer_kind = DEALER_KIND.get(kind)
@@ -259,6 +263,15 @@ class Cluster:
             yield
         finally:
             _label.reset(token)
+
+    @contextmanager
+    def iteration(self, index: int) -> Iterator[None]:
+        """Tag the ops issued inside with a training iteration (logged with each op)."""
+        token = _iteration.set(index)
+        try:
+            yield
+        finally:
+            _iteration.reset(token)
 
     def track_op_costs(self) -> None:
         """Start recording each op's online/offline bytes and depth (see take_op_costs)."""

@@ -90,12 +90,13 @@ def first_error(exc: BaseException) -> BaseException:
 class OpContext:
     """The :class:`protocols.PartyContext` of one party for one op."""
 
-    __slots__ = ("_party", "bytes_sent", "op_id")
+    __slots__ = ("_party", "bytes_sent", "dealer_bytes", "op_id")
 
     def __init__(self, party: Party, op_id: int) -> None:
         self._party = party
         self.op_id = op_id
         self.bytes_sent = 0
+        self.dealer_bytes = 0
 
     @property
     def rank(self) -> int:
@@ -132,6 +133,7 @@ class OpContext:
             if env.phase != Phase.OFFLINE:
                 raise ProtocolError(f"{p.name}: dealer message {env.tag!r} in wrong phase")
             fixes = env.tensors()
+            self.dealer_bytes += env.payload_bytes
             expect = [(i.shape, i.dtype) for i in spec.corrections]
             check_expect(fixes, expect, f"{p.name}: dealer material {env.tag!r}")
         assert p.prg is not None
@@ -238,7 +240,7 @@ class Party:
         elif kind in self._local:
             self._local_when_ready(op, kind, ins, outs, params)
         elif kind in INTERACTIVE:
-            self._start(op, self._run_op(op, kind, ins, outs, params, cmd.get("label")))
+            self._start(op, self._run_op(op, kind, ins, outs, params, cmd))
         else:
             raise ProtocolError(f"{self.name}: unknown command kind {kind!r} in operation {op}")
 
@@ -293,7 +295,7 @@ class Party:
         ins: list[Slot],
         outs: list[Slot],
         params: dict[str, Any],
-        label: str | None,
+        cmd: dict[str, Any],
     ) -> None:
         shares = [await s.get() for s in ins]
         ctx = OpContext(self, op)
@@ -305,11 +307,15 @@ class Party:
             "protocol_run",
             op_id=op,
             kind=kind,
-            label=label,
+            label=cmd.get("label"),
+            iteration=cmd.get("it"),
+            inputs=cmd["in"],
+            outputs=cmd["out"],
             shapes=[list(s.value.shape) for s in shares],
             rounds=max(r.depth for r in results) - start,
             depth=max(r.depth for r in results),
             bytes_sent=ctx.bytes_sent,
+            dealer_bytes=ctx.dealer_bytes,
         )
 
     async def _input(self, op: int, out: Slot, params: dict[str, Any]) -> None:

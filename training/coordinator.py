@@ -127,6 +127,13 @@ class TrainingCoordinator:
     async def step(
         self, data: SharedTensor, target: Any, *, reveal_predictions: bool = False
     ) -> IterationRecord:
+        """One SGD iteration on shares; every op it issues is tagged with the iteration."""
+        with self.cluster.iteration(self.iteration):
+            return await self._step(data, target, reveal_predictions)
+
+    async def _step(
+        self, data: SharedTensor, target: Any, reveal_predictions: bool
+    ) -> IterationRecord:
         c = self.cluster
         if self.iteration == 0:
             await c.flush()  # later steps start settled: each ends with a barrier

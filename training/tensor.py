@@ -450,10 +450,12 @@ class SharedTensor:
         return self._op("drelu", [], self.shape, dealer=[self.shape], prec=0)
 
     def relu(self) -> SharedTensor:
-        y_tid, bit_tid = self.cluster.submit("relu", [self.tid], 2, None, [self.shape])
-        out, bit = self._new(y_tid, self.shape), self._new(bit_tid, self.shape, prec=0)
-        out._bit = bit
-        return self._record(out, [self], lambda g: (g * bit,))
+        label = self.cluster.current_label()
+        with self.cluster.label(f"{label}/relu" if label else "relu"):
+            y_tid, bit_tid = self.cluster.submit("relu", [self.tid], 2, None, [self.shape])
+            out, bit = self._new(y_tid, self.shape), self._new(bit_tid, self.shape, prec=0)
+            out._bit = bit
+            return self._record(out, [self], lambda g: (g * bit,))
 
     def _diff(self, other: Any) -> SharedTensor:
         with torch.no_grad():
