@@ -27,11 +27,12 @@ import trio
 from protocols import FixedPoint, Prg, needs_material, share
 from protocols.errors import AccessDenied, PartyFailure, ProtocolError, ShapeError
 
+from .actor import first_error
 from .envelope import Envelope, Phase, encode_control, encode_tensors
 from .executor import DEALER_KIND
 from .log import get_logger
 from .network import Chaos, Network, NetworkProfile
-from .party import Party, access_denied, check_expect, first_error
+from .party import Party, access_denied, check_expect
 from .provider import CryptoProvider
 from .stats import CommStats
 

@@ -18,13 +18,12 @@ from protocols import Prg, Share, party_material
 from protocols.context import Expect, Received
 from protocols.errors import (
     AccessDenied,
-    ActorTimeout,
-    PartyFailure,
     ProtocolError,
     UnknownTensorError,
 )
 from protocols.material import MaterialSpec
 
+from .actor import control_batches, failures_named
 from .envelope import Envelope, Phase, encode_control, encode_tensors
 from .executor import INTERACTIVE, local_table
 from .log import get_logger
@@ -64,27 +63,6 @@ def check_expect(tensors: Sequence[torch.Tensor], expect: Expect, what: str) -> 
             raise ProtocolError(
                 f"{what}: expected {dtype} {tuple(shape)}, got {t.dtype} {tuple(t.shape)}"
             )
-
-
-def first_error(exc: BaseException) -> BaseException:
-    """The most informative leaf of a (possibly nested) exception group."""
-    if isinstance(exc, BaseExceptionGroup):
-        leaves = [first_error(e) for e in exc.exceptions]
-        for leaf in leaves:
-            if isinstance(leaf, PartyFailure):
-                return leaf
-        timeouts = [leaf for leaf in leaves if isinstance(leaf, ActorTimeout)]
-        if timeouts:
-            # Several actors may time out in the same instant along one wait chain; the
-            # root cause is the timeout whose silent actor did not itself time out.
-            noticed = {t.noticed_by for t in timeouts}
-            roots = [t for t in timeouts if t.awaited not in noticed]
-            return max(roots or timeouts, key=lambda t: len(t.chain))
-        for leaf in leaves:
-            if not isinstance(leaf, trio.Cancelled):
-                return leaf
-        return leaves[0]
-    return exc
 
 
 class OpContext:
@@ -194,26 +172,16 @@ class Party:
 
     # -- main loop --------------------------------------------------------------------
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        try:
+        with failures_named(self.name):
             env = await self.mailbox.recv(self.provider, "setup/key")
             (key,) = env.tensors()
             self.prg = Prg(bytes(key.numpy().tobytes()))
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 task_status.started()
-                seq = 0
-                while True:
-                    env = await self.mailbox.recv(self.coordinator, f"cmd/{seq}", timeout=None)
-                    seq += 1
-                    if env.phase != Phase.CONTROL:
-                        raise ProtocolError(f"{self.name}: command batch in phase {env.phase.name}")
-                    for cmd in env.control():
-                        self._dispatch(cmd, env.sender)
-        except Exception as exc:  # noqa: BLE001 - every failure is reported, named
-            err = first_error(exc)
-            if isinstance(err, ActorTimeout | PartyFailure):
-                raise err from None
-            raise PartyFailure(self.name, err) from err
+                async for batch in control_batches(self.mailbox, self.coordinator, "cmd"):
+                    for cmd in batch:
+                        self._dispatch(cmd, self.coordinator)
 
     def _dispatch(self, cmd: dict[str, Any], sender: str) -> None:
         kind, op = cmd["k"], cmd["op"]

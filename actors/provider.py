@@ -15,12 +15,11 @@ import torch
 import trio
 
 from protocols import Prg, dealer_corrections, dealer_specs
-from protocols.errors import ActorTimeout, PartyFailure, ProtocolError
 
+from .actor import control_batches, failures_named
 from .envelope import Envelope, Phase, encode_tensors
 from .log import get_logger
 from .network import Network
-from .party import first_error
 
 
 class CryptoProvider:
@@ -49,26 +48,16 @@ class CryptoProvider:
         self.network.send(Envelope(self.name, to, tag, Phase.OFFLINE, 0, body, n))
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        try:
+        with failures_named(self.name):
             for party, prg in zip(self.parties, self.prgs, strict=True):
                 key = torch.frombuffer(bytearray(prg.key), dtype=torch.uint8)
                 self._send(party, "setup/key", [key])
             task_status.started()
             last = self.parties[-1]
-            seq = 0
-            while True:
-                env = await self.mailbox.recv(self.coordinator, f"req/{seq}", timeout=None)
-                seq += 1
-                if env.phase != Phase.CONTROL:
-                    raise ProtocolError(f"{self.name}: request batch in phase {env.phase.name}")
-                for req in env.control():
+            async for batch in control_batches(self.mailbox, self.coordinator, "req"):
+                for req in batch:
                     op = int(req["op"])
                     for spec in dealer_specs(req["k"], req["s"], int(req["d"]), len(self.parties)):
                         fixes = dealer_corrections(spec, self.prgs, op)
                         if fixes:
                             self._send(last, f"{op}/{spec.step()}", fixes)
-        except Exception as exc:  # noqa: BLE001
-            err = first_error(exc)
-            if isinstance(err, ActorTimeout | PartyFailure):
-                raise err from None
-            raise PartyFailure(self.name, err) from err

@@ -1,0 +1,59 @@
+"""What every actor shares: numbered control batches and named failures."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import trio
+
+from protocols.errors import ActorTimeout, PartyFailure, ProtocolError
+
+from .envelope import Phase
+from .network import Mailbox
+
+
+def first_error(exc: BaseException) -> BaseException:
+    """The most informative leaf of a (possibly nested) exception group."""
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = [first_error(e) for e in exc.exceptions]
+        for leaf in leaves:
+            if isinstance(leaf, PartyFailure):
+                return leaf
+        timeouts = [leaf for leaf in leaves if isinstance(leaf, ActorTimeout)]
+        if timeouts:
+            # Several actors may time out in the same instant along one wait chain; the
+            # root cause is the timeout whose silent actor did not itself time out.
+            noticed = {t.noticed_by for t in timeouts}
+            roots = [t for t in timeouts if t.awaited not in noticed]
+            return max(roots or timeouts, key=lambda t: len(t.chain))
+        for leaf in leaves:
+            if not isinstance(leaf, trio.Cancelled):
+                return leaf
+        return leaves[0]
+    return exc
+
+
+@contextmanager
+def failures_named(actor: str) -> Iterator[None]:
+    """Re-raise any failure inside as PartyFailure naming ``actor`` (timeouts and failures
+    of other actors pass through: they already name the one to blame)."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - every failure is reported, named
+        err = first_error(exc)
+        if isinstance(err, ActorTimeout | PartyFailure):
+            raise err from None
+        raise PartyFailure(actor, err) from err
+
+
+async def control_batches(mailbox: Mailbox, sender: str, prefix: str) -> AsyncIterator[list[Any]]:
+    """The batches ``<prefix>/0``, ``<prefix>/1``, ... from ``sender``, in order, forever."""
+    seq = 0
+    while True:
+        env = await mailbox.recv(sender, f"{prefix}/{seq}", timeout=None)
+        seq += 1
+        if env.phase != Phase.CONTROL:
+            raise ProtocolError(f"{mailbox.owner}: {prefix} batch in phase {env.phase.name}")
+        yield env.control()
