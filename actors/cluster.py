@@ -18,7 +18,7 @@ import importlib
 import math
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from typing import Any
 
 import torch
@@ -38,6 +38,15 @@ from .stats import CommStats
 
 _label: contextvars.ContextVar[str | None] = contextvars.ContextVar("smpc_label", default=None)
 _iteration: contextvars.ContextVar[int | None] = contextvars.ContextVar("smpc_iter", default=None)
+
+
+@contextmanager
+def _scoped(var: contextvars.ContextVar[Any], value: Any) -> Iterator[None]:
+    token = var.set(value)
+    try:
+        yield
+    finally:
+        var.reset(token)
 
 
 class Cluster:
@@ -256,23 +265,13 @@ class Cluster:
     def track(self, handle: object, tid: int) -> None:
         weakref.finalize(handle, self.release, tid)
 
-    @contextmanager
-    def label(self, name: str) -> Iterator[None]:
+    def label(self, name: str) -> AbstractContextManager[None]:
         """Label the ops issued inside (e.g. ``"forward/fc1"``); logs and reports group by it."""
-        token = _label.set(name)
-        try:
-            yield
-        finally:
-            _label.reset(token)
+        return _scoped(_label, name)
 
-    @contextmanager
-    def iteration(self, index: int) -> Iterator[None]:
+    def iteration(self, index: int) -> AbstractContextManager[None]:
         """Tag the ops issued inside with a training iteration (logged with each op)."""
-        token = _iteration.set(index)
-        try:
-            yield
-        finally:
-            _iteration.reset(token)
+        return _scoped(_iteration, index)
 
     def track_op_costs(self) -> None:
         """Start recording each op's online/offline bytes and depth (see take_op_costs)."""

@@ -44,6 +44,13 @@ class _Ref:
         cluster.track(self, tid)
 
 
+def _shape_arg(shape: tuple[Any, ...]) -> tuple[int, ...]:
+    """``t.reshape(2, 3)`` and ``t.reshape((2, 3))`` both mean (2, 3)."""
+    if len(shape) == 1 and isinstance(shape[0], Sequence):
+        return tuple(shape[0])
+    return tuple(shape)
+
+
 def _as_public(v: Any) -> torch.Tensor:
     if isinstance(v, torch.Tensor):
         return v.detach()
@@ -420,29 +427,23 @@ class SharedTensor:
     def T(self) -> SharedTensor:  # noqa: N802 - torch's name
         return self.t()
 
-    def reshape(self, *shape: Any) -> SharedTensor:
-        target = (
-            tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], Sequence) else tuple(shape)
-        )
-        new = S.reshape(self.shape, target)
+    def _view(
+        self, kind: str, new: tuple[int, ...], back: Callable[[Value], Value]
+    ) -> SharedTensor:
         if new == tuple(self.shape):
             return self
-        out = self._op("reshape", [], new, {"shape": list(new)})
+        out = self._op(kind, [], new, {"shape": list(new)})
+        return self._record(out, [self], lambda g: (back(g),))
+
+    def reshape(self, *shape: Any) -> SharedTensor:
         old = tuple(self.shape)
-        return self._record(out, [self], lambda g: (g.reshape(old),))
+        return self._view("reshape", S.reshape(old, _shape_arg(shape)), lambda g: g.reshape(old))
 
     view = reshape
 
     def expand(self, *shape: Any) -> SharedTensor:
-        target = (
-            tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], Sequence) else tuple(shape)
-        )
-        new = S.expand(self.shape, target)
-        if new == tuple(self.shape):
-            return self
-        out = self._op("expand", [], new, {"shape": list(new)})
         old = tuple(self.shape)
-        return self._record(out, [self], lambda g: (unbroadcast(g, old),))
+        return self._view("expand", S.expand(old, _shape_arg(shape)), lambda g: unbroadcast(g, old))
 
     # -- comparisons and ReLU ------------------------------------------------------------------
     def drelu(self) -> SharedTensor:
