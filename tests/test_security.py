@@ -63,3 +63,20 @@ async def test_unseeded_runs_differ_seeded_runs_agree() -> None:
     assert all(torch.equal(u, v) for u, v in zip(c1, c2, strict=True))
     d = await _alice_view(8)
     assert any(not torch.equal(u, v) for u, v in zip(c1, d, strict=True))
+
+
+async def test_mixed_bases_are_refused_and_mixed_precisions_align() -> None:
+    from protocols.errors import EncodingError
+
+    async with Cluster.start(["alice", "bob"], provider="james") as c:
+        a = c.share(torch.tensor([1.5]), precision=3, base=10)
+        b = c.share(torch.tensor([0.25]), precision=16, base=2)
+        before = c.stats().messages
+        with pytest.raises(EncodingError, match="bases 10 and 2"):
+            a + b
+        with pytest.raises(EncodingError, match="bases"):
+            a * b
+        assert c.stats().messages == before
+        d = c.share(torch.tensor([0.125]), precision=4, base=10)
+        assert torch.allclose(await (a + d).get(), torch.tensor([1.625]))
+        assert torch.allclose(await (a * d).get(), torch.tensor([0.1875]), atol=2e-4)

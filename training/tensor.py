@@ -192,6 +192,11 @@ class SharedTensor:
         for o in others:
             if o.cluster is not self.cluster:
                 raise ValueError("cannot combine SharedTensors of different clusters")
+            if o.fp.base != self.fp.base:
+                raise EncodingError(
+                    f"cannot combine fixed-point bases {self.fp.base} and {o.fp.base}; "
+                    "share both with the same base"
+                )
         (tid,) = self.cluster.submit(kind, [self.tid, *(o.tid for o in others)], 1, params, dealer)
         return self._new(tid, shape, prec)
 
