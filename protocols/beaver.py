@@ -28,6 +28,8 @@ the scale and must be truncated once (:mod:`protocols.truncate`).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 
 from . import shapes
@@ -36,6 +38,7 @@ from .material import Item, MaterialSpec
 from .sharing import open_ring
 
 
+@lru_cache(maxsize=256)
 def mul_spec(x_shape: tuple[int, ...], y_shape: tuple[int, ...], sub: int = 0) -> MaterialSpec:
     out = shapes.broadcast("mul", x_shape, y_shape)
     return MaterialSpec(
@@ -46,6 +49,7 @@ def mul_spec(x_shape: tuple[int, ...], y_shape: tuple[int, ...], sub: int = 0) -
     )
 
 
+@lru_cache(maxsize=256)
 def matmul_spec(x_shape: tuple[int, ...], y_shape: tuple[int, ...], sub: int = 0) -> MaterialSpec:
     out = shapes.matmul(x_shape, y_shape)
     return MaterialSpec(
@@ -56,6 +60,7 @@ def matmul_spec(x_shape: tuple[int, ...], y_shape: tuple[int, ...], sub: int = 0
     )
 
 
+@lru_cache(maxsize=256)
 def square_spec(x_shape: tuple[int, ...], sub: int = 0) -> MaterialSpec:
     return MaterialSpec(
         "square",

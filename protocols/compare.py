@@ -51,6 +51,7 @@ integer: ``c`` is uniform and the circuit computes the top bit of ``c - r`` exac
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from math import ceil
 
 import torch
@@ -77,6 +78,7 @@ def _levels() -> list[int]:
     return tree_pairs()[:-1]
 
 
+@lru_cache(maxsize=256)
 def drelu_spec(shape: tuple[int, ...], *, with_relu: bool, sub: int = 0) -> MaterialSpec:
     items = [Item("r", shape), Item("rbits", (*shape, RING_BITS), bits=True, derived=True)]
     for lvl, q in enumerate(_levels()):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import reduce
+from functools import lru_cache, reduce
 from math import prod
 from operator import add, xor
 
@@ -65,6 +65,14 @@ class MaterialSpec:
         return f"dealer{self.sub}"
 
 
+@lru_cache(maxsize=1024)
+def _layout(spec: MaterialSpec) -> tuple[int, int, list[int], list[int]]:
+    """Element counts of the ring items and of the bit items, in item order."""
+    ring = [prod(i.shape) for i in spec.items if not i.bits]
+    bits = [prod(i.shape) for i in spec.items if i.bits]
+    return sum(ring), sum(bits), ring, bits
+
+
 def draw_all(prg: Prg, spec: MaterialSpec, op_id: int) -> list[torch.Tensor]:
     """Every item of ``spec`` drawn from one ChaCha20 stream labelled ``(op_id, sub)``.
 
@@ -72,30 +80,18 @@ def draw_all(prg: Prg, spec: MaterialSpec, op_id: int) -> list[torch.Tensor]:
     first all ring items (8 bytes per element), then all bit items packed together. The
     layout is the same for every holder of the key, so the dealer and the party agree.
     """
-    ring = [prod(i.shape) if not i.bits else 0 for i in spec.items]
-    bits = [prod(i.shape) if i.bits else 0 for i in spec.items]
-    n_ring, n_bits = sum(ring), sum(bits)
+    n_ring, n_bits, ring, bits = _layout(spec)
     raw = prg.random_bytes(8 * n_ring + (n_bits + 7) // 8, (op_id, spec.sub))
-    ring_all = torch.frombuffer(bytearray(raw[: 8 * n_ring]), dtype=DTYPE) if n_ring else None
-    bits_all = (
-        torch.from_numpy(
-            np.unpackbits(np.frombuffer(raw, np.uint8, offset=8 * n_ring))[:n_bits].view(np.bool_)
-        )
-        if n_bits
-        else None
+    rings = iter(
+        torch.frombuffer(bytearray(raw[: 8 * n_ring]), dtype=DTYPE).split(ring) if n_ring else ()
     )
-    out: list[torch.Tensor] = []
-    r = b = 0
-    for item, nr, nb in zip(spec.items, ring, bits, strict=True):
-        if item.bits:
-            assert bits_all is not None
-            out.append(bits_all[b : b + nb].reshape(item.shape))
-            b += nb
-        else:
-            assert ring_all is not None
-            out.append(ring_all[r : r + nr].reshape(item.shape))
-            r += nr
-    return out
+    packed = np.frombuffer(raw, np.uint8, offset=8 * n_ring)
+    bools = iter(
+        torch.from_numpy(np.unpackbits(packed)[:n_bits].view(np.bool_)).split(bits)
+        if n_bits
+        else ()
+    )
+    return [next(bools if i.bits else rings).view(i.shape) for i in spec.items]
 
 
 def party_material(

@@ -31,12 +31,15 @@ for ``r'``). Fails when ``c + r`` wraps as signed integers: probability ``|x| / 
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from .context import PartyContext, Share
 from .material import Item, MaterialSpec
 from .ring import floor_div
 from .sharing import open_ring
 
 
+@lru_cache(maxsize=256)
 def trunc_spec(shape: tuple[int, ...], divisor: int, sub: int = 0) -> MaterialSpec:
     return MaterialSpec(
         "trunc",
