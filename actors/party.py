@@ -33,24 +33,31 @@ from .network import Network
 class Slot:
     """A value a party holds or will hold."""
 
-    __slots__ = ("callbacks", "event", "owner", "share")
+    __slots__ = ("_event", "callbacks", "owner", "share")
 
     def __init__(self, owner: str) -> None:
-        self.event = trio.Event()
         self.share: Share | None = None
         self.owner = owner
         self.callbacks: list[Callable[[], None]] = []
+        self._event: trio.Event | None = None  # made only if a task has to wait
+
+    @property
+    def ready(self) -> bool:
+        return self.share is not None
 
     def set(self, share: Share) -> None:
         self.share = share
-        self.event.set()
+        if self._event is not None:
+            self._event.set()
         callbacks, self.callbacks = self.callbacks, []
         for cb in callbacks:
             cb()
 
     async def get(self) -> Share:
-        if not self.event.is_set():
-            await self.event.wait()
+        if self.share is None:
+            if self._event is None:
+                self._event = trio.Event()
+            await self._event.wait()
         assert self.share is not None
         return self.share
 
@@ -217,22 +224,22 @@ class Party:
     ) -> None:
         """Run a local op now if its inputs exist, else as soon as the last one is set
         (a callback, not a task: local ops need no scheduling of their own)."""
-        missing = [s for s in ins if not s.event.is_set()]
-        done = trio.Event()
+        missing = [s for s in ins if not s.ready]
 
         def run() -> None:
             shares = [s.share for s in ins]
             results = self._local[kind](self.rank, shares, params)  # type: ignore[arg-type]
             for slot, share in zip(outs, results, strict=True):
                 slot.set(share)
-            self._running.pop(op, None)
-            done.set()
+            done = self._running.pop(op, None)
+            if done is not None:
+                done.set()
             self._finish(op)
 
         if not missing:
             run()
             return
-        self._running[op] = done
+        self._running[op] = trio.Event()
         count = [len(missing)]
 
         def arrived() -> None:
