@@ -23,7 +23,13 @@ from typing import Any
 
 import torch
 import trio
-from report_analysis import iterations_from_log, read_log
+from report_analysis import (
+    LoggedIteration,
+    iterations_from_log,
+    log_has_dealer_bytes,
+    log_has_tensor_ids,
+    read_log,
+)
 from report_costs import LAN, WAN, Profile
 from report_measure import (
     PARTY_NAMES,
@@ -46,6 +52,40 @@ from actors import NetworkProfile, configure_logging
 
 DEFAULT_BATCHES = [2**i for i in range(10)]  # 1 .. 512
 DEFAULT_WIDTHS = [2**i for i in range(1, 10)]  # 2 .. 512
+BARRIERS = "optional phase_barriers=True"
+"""Names the timing runs in the coordinator's optional mode (not train_xor.py's default)."""
+
+
+def _one(values: list[int], name: str) -> int:
+    if len(values) != 1:
+        raise ValueError(f"{name}: timed iterations differ in rounds waited: {values}")
+    return values[0]
+
+
+def _log_notes(log_iters: list[LoggedIteration]) -> list[str]:
+    """What a log-only training section cannot show, given the fields the log has."""
+    ops = [o for it in log_iters for o in it.ops]
+    notes = [
+        "Training section read from a log: it has no local ops, no dealer requests and no "
+        "input/output/control traffic, so closed forms per op, local-op counts and the traffic "
+        "tables are missing, and wire bytes exclude message headers."
+    ]
+    if log_has_tensor_ids(ops):
+        notes.append(
+            "Critical path from the log: linked by tensor ids where an op consumes another "
+            "logged op's output, by depths where local ops (not logged) sit in between (certain "
+            "when one op ended at that depth, a pick among equals otherwise; rounds exact)."
+        )
+    else:
+        notes.append(
+            "This log has no input/output tensor ids: the critical path is a chain linked by "
+            "depths (exact in rounds, a pick among ops of equal depth)."
+        )
+    if not log_has_dealer_bytes(ops):
+        notes.append("This log has no dealer bytes per op: dealer bytes are given per phase only.")
+    if not all(it.by_field for it in log_iters):
+        notes.append("Some ops carry no iteration field: those were assigned by file order.")
+    return notes
 
 
 def _ints(text: str) -> list[int]:
@@ -231,12 +271,7 @@ async def build(args: argparse.Namespace) -> dict[str, Any]:
         log_iters = iterations_from_log(events)
         actors = {a for it in log_iters for o in it.ops for a in o.bytes_sent}
         n_train = len(actors) if actors else args.train_parties
-        notes.append(
-            "Training section read from a log: it has no dealer bytes per op, no input/output/"
-            "control traffic and no command graph, so dealer bytes are given per phase only, the "
-            "critical path is a chain linked by depths (exact in rounds, a guess among ops of "
-            "equal depth) and wire bytes exclude message headers."
-        )
+        notes += _log_notes(log_iters)
     else:
         n_train = args.train_parties
         log_path = out / "train_xor.jsonl"
@@ -250,31 +285,34 @@ async def build(args: argparse.Namespace) -> dict[str, Any]:
     training = training_section(log_iters, events, run, source)
 
     lat = args.latency_ms / 1000
-    walls = training.get("wall_rounds_with_barriers")
     sims: list[tuple[str, Profile, bool]] = [
         (f"{args.latency_ms:g} ms latency", Profile("sim", lat, None), False),
-        (f"{args.latency_ms:g} ms latency, phase barriers", Profile("sim", lat, None), True),
+        (f"{args.latency_ms:g} ms latency, {BARRIERS}", Profile("sim", lat, None), True),
         ("LAN profile (0.2 ms, 10 Gbit/s)", LAN, False),
         ("WAN profile (40 ms, 100 Mbit/s)", WAN, False),
     ]
-    if not walls:
-        sims = [s for s in sims if not s[2]]
     configs: list[tuple[str, NetworkProfile | None, bool]] = [
         ("compute", None, False),
-        ("compute, phase barriers", None, True),
+        (f"compute, {BARRIERS}", None, True),
     ]
     configs += [
         (name, NetworkProfile(latency=p.latency, bandwidth=p.bandwidth), b) for name, p, b in sims
     ]
     timing = await timed_runs(n_train, configs, args.timing_warmup, args.timing_iterations)
+    barrier_run = timing[f"compute, {BARRIERS}"]
+    training["optional_phase_barriers"] = {
+        "run": f"compute, {BARRIERS}",
+        "rounds_waited": _one(barrier_run["rounds_waited"], BARRIERS),
+        "by_phase": barrier_run["rounds_waited_by_phase"],
+    }
     simulated: list[dict[str, Any]] = [
         {
             "name": name,
             "workload": "train_xor",
             "profile": prof,
             "run": timing[name],
-            "base": timing["compute, phase barriers" if b else "compute"],
-            "rounds_waited": sum(walls.values()) if b and walls else training["rounds"],
+            "base": timing[f"compute, {BARRIERS}" if b else "compute"],
+            "rounds_waited": _one(timing[name]["rounds_waited"], name),
         }
         for name, prof, b in sims
     ]
@@ -296,7 +334,7 @@ async def build(args: argparse.Namespace) -> dict[str, Any]:
             "profile": bw_prof,
             "run": bw[bw_name],
             "base": bw["compute"],
-            "rounds_waited": bw["compute"]["rounds"][0],
+            "rounds_waited": _one(bw[bw_name]["rounds_waited"], bw_name),
         }
     )
     timing |= {f"{k} [{bw_name}]": v for k, v in bw.items()}

@@ -3,14 +3,18 @@
 Two sources, one result type:
 
 * the structlog JSON lines of a run (``train_xor.py --log-json``): one ``protocol_run``
-  event per interactive op per party (op id, kind, label, shapes, rounds, depth, bytes
-  sent) and one ``train_iteration`` event per iteration. An op's events come before the
-  ``train_iteration`` event of its iteration (the coordinator flushes before it logs), so
-  the file order assigns ops to iterations. The log has no inputs per op, so its critical
-  path is *a* chain of ops whose depths link up (see :func:`chain_by_depth`);
-* the envelopes a :class:`report_measure.Recorder` saw: the coordinator's commands (with
-  input and output tensor ids, so the exact dependency graph), its dealer requests and
-  every online and offline message per op. :func:`dag` walks that graph.
+  event per interactive op per party (op id, kind, label, training iteration, input and
+  output tensor ids, shapes, rounds, depth, online bytes sent, dealer bytes received) and
+  one ``train_iteration`` event per iteration. Ops are assigned to iterations by their
+  ``iteration`` field (by file order for ops logged without one: an op's events come
+  before the ``train_iteration`` event of its iteration, as the coordinator flushes before
+  it logs). Local ops (add, sub, transpose, ...) are not logged, so the log's dependency
+  graph has gaps: :func:`chain_by_tensors` follows tensor ids where one logged op consumes
+  another's output and falls back to depths where local ops sit in between;
+* the envelopes a :class:`report_measure.Recorder` saw: the coordinator's commands (every
+  op, local ones included, with input and output tensor ids, so the complete dependency
+  graph), its dealer requests and every online and offline message per op. :func:`dag`
+  walks that graph.
 
 Nothing here runs a cluster; everything is arithmetic on measured records.
 """
@@ -26,6 +30,9 @@ from typing import Any
 
 from report_costs import ZERO, OpCost, closed_form
 
+PHASES = ("forward", "loss", "backward", "update")
+"""The coordinator's phases, in the order it issues them (training/coordinator.py)."""
+
 
 # -- the log ---------------------------------------------------------------------------------
 @dataclass(slots=True)
@@ -38,8 +45,17 @@ class LoggedOp:
     shapes: list[list[int]]
     rounds: int
     depth: int
+    """Largest depth among the op's outputs."""
     bytes_sent: dict[str, int] = field(default_factory=dict)
     """Online bytes each party logged as sent."""
+    dealer_bytes: dict[str, int] | None = None
+    """Dealer bytes each party logged as received (None: a log without the field)."""
+    iteration: int | None = None
+    """The training iteration that issued the op (None: not logged)."""
+    inputs: list[int] | None = None
+    """Input tensor ids (None: not logged)."""
+    outputs: list[int] | None = None
+    """Output tensor ids (None: not logged)."""
 
     @property
     def start(self) -> int:
@@ -49,15 +65,21 @@ class LoggedOp:
     def online_bytes(self) -> int:
         return sum(self.bytes_sent.values())
 
+    @property
+    def offline_bytes(self) -> int | None:
+        return None if self.dealer_bytes is None else sum(self.dealer_bytes.values())
+
 
 @dataclass(slots=True)
 class LoggedIteration:
-    """One ``train_iteration`` event and the ops logged before it."""
+    """One ``train_iteration`` event and the ops logged for it."""
 
     event: dict[str, Any]
     ops: list[LoggedOp]
     start_depth: int
-    """Largest depth of any op logged before this iteration (0 for the first)."""
+    """Largest depth of any op of an earlier iteration (0 for the first)."""
+    by_field: bool = False
+    """Every op was assigned by its ``iteration`` field (not by file order)."""
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
@@ -75,56 +97,163 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
     return events
 
 
+def _ids(value: Any) -> list[int] | None:
+    return None if value is None else [int(v) for v in value]
+
+
 def iterations_from_log(events: Iterable[Mapping[str, Any]]) -> list[LoggedIteration]:
-    """Group ``protocol_run`` events by op and assign them to iterations by file order."""
-    out: list[LoggedIteration] = []
-    pending: dict[int, LoggedOp] = {}
-    max_depth = 0
+    """Group ``protocol_run`` events by op and assign ops to iterations: by the event's
+    ``iteration`` field, or (ops logged without one) by file order."""
+    merged: dict[int, LoggedOp] = {}
+    untagged: list[int] = []
+    order: list[tuple[dict[str, Any], list[int]]] = []
     for ev in events:
         name = ev.get("event")
         if name == "protocol_run":
             op = int(ev["op_id"])
-            rec = pending.get(op)
+            rec = merged.get(op)
             if rec is None:
-                rec = pending[op] = LoggedOp(
+                it = ev.get("iteration")
+                rec = merged[op] = LoggedOp(
                     op,
                     str(ev["kind"]),
                     ev.get("label"),
                     [list(s) for s in ev.get("shapes", [])],
                     int(ev["rounds"]),
                     int(ev["depth"]),
+                    iteration=None if it is None else int(it),
+                    inputs=_ids(ev.get("inputs")),
+                    outputs=_ids(ev.get("outputs")),
                 )
+                if rec.iteration is None:
+                    untagged.append(op)
             rec.rounds = max(rec.rounds, int(ev["rounds"]))
             rec.depth = max(rec.depth, int(ev["depth"]))
-            rec.bytes_sent[str(ev.get("actor"))] = int(ev.get("bytes_sent", 0))
+            actor = str(ev.get("actor"))
+            rec.bytes_sent[actor] = int(ev.get("bytes_sent", 0))
+            if "dealer_bytes" in ev:
+                if rec.dealer_bytes is None:
+                    rec.dealer_bytes = {}
+                rec.dealer_bytes[actor] = int(ev["dealer_bytes"])
         elif name == "train_iteration":
-            ops = sorted(pending.values(), key=lambda o: o.op)
-            out.append(LoggedIteration(dict(ev), ops, max_depth))
-            max_depth = max([max_depth, *(o.depth for o in ops)])
-            pending = {}
+            order.append((dict(ev), untagged))
+            untagged = []
+    tagged: dict[int, list[LoggedOp]] = defaultdict(list)
+    for rec in merged.values():
+        if rec.iteration is not None:
+            tagged[rec.iteration].append(rec)
+    out: list[LoggedIteration] = []
+    max_depth = 0
+    for ev, file_order in order:
+        ops = tagged.pop(int(ev["iteration"]), []) if "iteration" in ev else []
+        ops += [merged[op] for op in file_order]
+        ops.sort(key=lambda o: o.op)
+        by_field = not file_order
+        out.append(LoggedIteration(ev, ops, max_depth, by_field))
+        max_depth = max([max_depth, *(o.depth for o in ops)])
     return out
 
 
-def chain_by_depth(ops: Sequence[LoggedOp], start_depth: int) -> list[LoggedOp]:
-    """A chain of ops whose rounds add up to the iteration's rounds, from depths alone.
+def log_has_dealer_bytes(ops: Iterable[LoggedOp]) -> bool:
+    return all(o.dealer_bytes is not None for o in ops)
 
-    Start at the op that reached the largest depth; its predecessor is an earlier op
-    whose depth equals this op's start depth (the most recent such op: the log does not
-    say which input it waited for, so among equals this is a guess, but the depths, and
-    so the rounds per link, are exact). Stop at the iteration's starting depth.
+
+def log_has_tensor_ids(ops: Iterable[LoggedOp]) -> bool:
+    return all(o.inputs is not None and o.outputs is not None for o in ops)
+
+
+def chain_by_depth(ops: Sequence[LoggedOp], start_depth: int) -> list[LoggedOp]:
+    """A chain of ops whose rounds add up to the iteration's rounds, from depths alone
+    (for logs without tensor ids; see :func:`chain_by_tensors`)."""
+    return [o for o, _ in chain_by_tensors(ops, start_depth, use_ids=False)]
+
+
+def chain_by_tensors(
+    ops: Sequence[LoggedOp], start_depth: int, *, use_ids: bool = True
+) -> list[tuple[LoggedOp, str]]:
+    """The critical path of an iteration from the log, first op first, each op with how
+    the log ties it to its predecessor on the path ("" for the first).
+
+    Start at the op that reached the largest depth. Its predecessor produced the value
+    that set its start depth (the largest depth among its inputs), so it reached exactly
+    that depth. Where one of the op's input tensor ids is the output of a logged op of
+    that depth, that op is the predecessor: a data dependency the log states. Where the
+    inputs come from local ops (not logged: add, transpose, ...), the log cannot say
+    which value they consumed, so the predecessor is an earlier op whose depth equals the
+    start depth: certain when only one op reached that depth, otherwise the most recent
+    of them (a pick among equals; the rounds per link are exact either way). Stop at the
+    iteration's starting depth. Assumes, as the log does, that an op's outputs all have
+    the op's logged depth.
     """
     talking = [o for o in ops if o.rounds > 0]
     if not talking:
         return []
+    producer: dict[int, LoggedOp] = {}
+    if use_ids:
+        for o in talking:
+            for tid in o.outputs or []:
+                producer[tid] = o
     cur = max(talking, key=lambda o: (o.depth, o.op))
-    chain = [cur]
-    while cur.start > start_depth:
-        prev = [o for o in talking if o.depth == cur.start and o.op < cur.op]
-        if not prev:
+    chain: list[tuple[LoggedOp, str]] = []
+    while True:
+        prev: LoggedOp | None = None
+        link = ""
+        if cur.start > start_depth:
+            by_id = [
+                (tid, producer[tid])
+                for tid in (cur.inputs or [])
+                if tid in producer and producer[tid].depth == cur.start
+            ]
+            same = [o for o in talking if o.depth == cur.start and o.op < cur.op]
+            if by_id:
+                tid, prev = max(by_id, key=lambda p: p[1].op)
+                link = f"tensor id: input {tid} is op {prev.op}'s output"
+            elif same:
+                prev = max(same, key=lambda o: o.op)
+                link = (
+                    f"depth: op {prev.op} is the only op ending at depth {cur.start}"
+                    if len(same) == 1
+                    else f"depth: op {prev.op} picked among {len(same)} ops ending at depth "
+                    f"{cur.start}"
+                )
+        chain.append((cur, link))
+        if prev is None:
             break
-        cur = max(prev, key=lambda o: o.op)
-        chain.append(cur)
+        cur = prev
     return chain[::-1]
+
+
+def link_kind(link: str) -> str:
+    """``tensor id``, ``depth, only op`` or ``depth, picked`` for a link of
+    :func:`chain_by_tensors` (``""`` for the first op of a path)."""
+    if not link:
+        return ""
+    if link.startswith("tensor id"):
+        return "tensor id"
+    return "depth, picked" if " picked " in link else "depth, only op"
+
+
+def phases_from_log(ops: Sequence[LoggedOp], start_depth: int) -> dict[str, dict[str, Any]]:
+    """Per phase (label prefix), from the logged ops alone: the depths its ops span, the
+    growth of the largest depth it adds beyond the phases issued before it (the rule the
+    coordinator logs its phase rounds by), and its online and dealer bytes."""
+    out: dict[str, dict[str, Any]] = {}
+    reached = start_depth
+    for phase in PHASES:
+        mine = [o for o in ops if phase_of(o.label) == phase]
+        talking = [o for o in mine if o.rounds > 0]
+        top = max([reached, *(o.depth for o in mine)])
+        dealer = [o.offline_bytes for o in mine]
+        out[phase] = {
+            "ops": len(mine),
+            "first_start": min((o.start for o in talking), default=None),
+            "last_end": max((o.depth for o in talking), default=None),
+            "rounds": top - reached,
+            "online_bytes": sum(o.online_bytes for o in mine),
+            "offline_bytes": None if None in dealer else sum(d or 0 for d in dealer),
+        }
+        reached = top
+    return out
 
 
 # -- the wire (commands, requests, envelopes per op) -------------------------------------------
@@ -174,6 +303,8 @@ class PathOp:
     end: int
     rounds: int
     """Rounds it adds above the iteration's starting depth."""
+    link: str = ""
+    """How it is tied to its predecessor on the path (log-derived paths only)."""
 
 
 @dataclass(slots=True)
@@ -251,10 +382,10 @@ def dag_path(
     return chain[::-1]
 
 
-def path_from_log(chain: Sequence[LoggedOp], start_depth: int) -> list[PathOp]:
+def path_from_log(chain: Sequence[tuple[LoggedOp, str]], start_depth: int) -> list[PathOp]:
     return [
-        PathOp(o.op, o.kind, o.label, o.start, o.depth, o.depth - max(o.start, start_depth))
-        for o in chain
+        PathOp(o.op, o.kind, o.label, o.start, o.depth, o.depth - max(o.start, start_depth), link)
+        for o, link in chain
     ]
 
 

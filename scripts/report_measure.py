@@ -3,10 +3,14 @@
 * :func:`measure_protocols`: each protocol alone in a fresh cluster, ``cluster.stats()``
   after minus before (with ``await cluster.flush()`` on both sides);
 * :func:`measure_training`: the train_xor.py loop (same network, data, init, loss, SGD,
-  TrainingCoordinator with per-phase barriers), writing the structlog JSON lines that the
-  report then reads, with a :class:`Recorder` on the network for what the log lacks
-  (dealer bytes per op, the command graph, header bytes);
-* :func:`timed_training`: the same loop timed, with or without a simulated network;
+  TrainingCoordinator with its defaults: phases attributed from op labels and depths, no
+  barriers between them), writing the structlog JSON lines that the report then reads,
+  with a :class:`Recorder` on the network for what the log lacks (local ops and so the
+  complete command graph, the dealer requests behind the closed forms, message headers,
+  input/output/control traffic);
+* :func:`timed_runs`: the same loop timed, with or without a simulated network, and
+  optionally with ``phase_barriers=True`` (the coordinator's optional mode that settles
+  each phase before the next starts);
 * :func:`sweep_point`: one iteration-cost sample of a two-layer MLP.
 """
 
@@ -23,12 +27,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from report_analysis import OpWire, dag, request_costs
+from report_analysis import OpWire, dag, request_costs, wall_rounds
 from report_costs import ZERO, OpCost, closed_form
 from seed_net import DATA, TARGET, make_net
 from torch import nn
 
 from actors import Cluster, CommStats, Envelope, NetworkProfile, Phase, configure_logging
+from actors.executor import INTERACTIVE
 from actors.network import op_of
 from protocols import FixedPoint
 from training import SGD, TrainingCoordinator
@@ -279,9 +284,10 @@ class TrainingRun:
 async def measure_training(
     n: int, iterations: int, log_path: Path, lr: float = 0.1, seed: int | None = None
 ) -> TrainingRun:
-    """Run train_xor.py's loop (its Net, data, init, loss, SGD and coordinator with phase
-    barriers; predictions revealed on the last iteration as it does), logging structlog
-    JSON lines to ``log_path``, with a :class:`Recorder` on the network."""
+    """Run train_xor.py's loop (its Net, data, init, loss, SGD and TrainingCoordinator
+    with the defaults train_xor.py uses: ``measure_phases=True, phase_barriers=False``;
+    predictions revealed on the last iteration as it does), logging structlog JSON lines
+    to ``log_path``, with a :class:`Recorder` on the network."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     configure_logging(json_path=str(log_path))
     try:
@@ -336,6 +342,17 @@ def mlp_workload(
 Workload = Callable[[], tuple[nn.Module, torch.Tensor, torch.Tensor, float]]
 
 
+def _rounds_waited(rec: Recorder, c0: int, c1: int) -> dict[str, int]:
+    """Rounds waited per barrier-separated segment of the commands ``c0:c1`` (one
+    iteration), keyed by the phase of the segment's ops (see report_analysis.wall_rounds)."""
+    ops = [int(c["op"]) for c in rec.commands[c0:c1] if c["k"] in INTERACTIVE]
+
+    def rounds_of(op: int) -> int:
+        return rec.ops[op].rounds if op in rec.ops else 0
+
+    return wall_rounds(rec.commands, rounds_of, ops)
+
+
 async def timed_runs(
     n: int,
     configs: Sequence[tuple[str, NetworkProfile | None, bool]],
@@ -345,10 +362,13 @@ async def timed_runs(
     seed: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Seconds per training iteration of ``workload`` for each ``(name, profile on every
-    party-to-party link, phase barriers)``: all clusters run at once and take turns, one
+    party-to-party link, phase_barriers)``: all clusters run at once and take turns, one
     iteration each, so that load from other processes hits every configuration alike
-    (medians over ``iterations`` after ``warmup``). Each cluster's rounds and online wire
-    bytes (payload + headers) of the busiest party are measured alongside."""
+    (medians over ``iterations`` after ``warmup``). Measured alongside, per cluster: its
+    rounds (depth growth), the online wire bytes (payload + headers) of the busiest party,
+    and the rounds the parties wait for (:func:`report_analysis.wall_rounds` on the
+    iteration's recorded commands: the depth growth between consecutive barriers, summed;
+    more than the depth growth when ``phase_barriers=True`` serialises the phases)."""
     async with AsyncExitStack() as stack:
         runs = []
         for _, profile, phases in configs:
@@ -363,28 +383,34 @@ async def timed_runs(
                 c, model, SGD(model.parameters(), lr=lr), mse_sum, phase_barriers=phases
             )
             runs.append((coord, x, y, rec))
-        samples: list[list[tuple[float, int, int, int]]] = [[] for _ in configs]
+        samples: list[list[tuple[float, int, int, int, tuple[int, int]]]] = [[] for _ in configs]
         for i in range(warmup + iterations):
             for k, (coord, x, y, rec) in enumerate(runs):
-                w0 = rec.wire_snapshot()
+                w0, m0 = rec.wire_snapshot(), rec.mark()[0]
                 r = await coord.step(x, y)
-                w1 = rec.wire_snapshot()
+                w1, m1 = rec.wire_snapshot(), rec.mark()[0]
                 wire = max(w1[p] - w0[p] for p in w1)
                 if i >= warmup:
-                    samples[k].append((r.seconds, r.online_rounds, r.online_bytes, wire))
+                    samples[k].append((r.seconds, r.online_rounds, r.online_bytes, wire, (m0, m1)))
+        waited = [
+            [_rounds_waited(rec, *s[4]) for s in got]
+            for (*_, rec), got in zip(runs, samples, strict=True)
+        ]
     out = {}
-    for (name, profile, phases), got in zip(configs, samples, strict=True):
+    for (name, profile, phases), got, walls in zip(configs, samples, waited, strict=True):
         seconds = [s[0] for s in got]
         out[name] = {
             "latency": None if profile is None else profile.latency,
             "bandwidth": None if profile is None else profile.bandwidth,
-            "measure_phases": phases,
+            "phase_barriers": phases,
             "warmup": warmup,
             "seconds": seconds,
             "median_s": statistics.median(seconds),
             "rounds": sorted({s[1] for s in got}),
             "online_bytes": sorted({s[2] for s in got}),
             "wire_per_party": max(s[3] for s in got),
+            "rounds_waited": sorted({sum(w.values()) for w in walls}),
+            "rounds_waited_by_phase": walls[-1] if phases else None,
         }
     return out
 

@@ -101,27 +101,33 @@ def anchor_table(section: Mapping[str, Any]) -> str:
     )
 
 
-def training_md(t: Mapping[str, Any], proj: Mapping[str, Any] | None) -> list[str]:
-    out: list[str] = []
+def phases_md(t: Mapping[str, Any], barriers: Mapping[str, Any] | None) -> list[str]:
+    """The by-phase table and what it means (phases overlap; the optional barrier mode)."""
     rounds, online, offline = t["rounds"], t["online_bytes"], t["offline_bytes"]
-    its = t["iterations"]
+    spans = t.get("phases_from_log") or {}
+    out = ["### By phase (train_iteration events: phases attributed from op labels and depths)"]
+    out.append("")
     out.append(
-        f"Source: {t['source']}. {len(its)} iterations, {t['parties']} parties "
-        f"({', '.join(t['party_names'])}); shown: iteration {t['shown_iteration']} "
-        f"(all iterations identical in rounds and bytes: {OK if t['iterations_identical'] else BAD}). "
-        f"Per iteration: **{rounds} online rounds, {num(online)} online bytes, "
-        f"{num(offline)} dealer bytes**; loss {its[0]['loss']:.4f} -> {its[-1]['loss']:.4f}."
+        "train_xor.py runs the TrainingCoordinator with its defaults (`measure_phases=True, "
+        "phase_barriers=False`): nothing waits between phases, and each op counts for the "
+        "phase its label starts with. A phase's rounds are the growth of the largest depth "
+        "its ops add beyond what the phases issued before it reached, so they add up to the "
+        "iteration's rounds; the depths column shows where its interactive ops ran (first "
+        "start -> last end, from the protocol_run events)."
     )
     out.append("")
-    out.append("### By phase (train_iteration events; phases separated by barriers)")
-    walls = t.get("wall_rounds_with_barriers") or {}
     rows = []
     for name, ph in t["phases"].items():
+        sp = spans.get(name, {})
+        span = (
+            f"{sp['first_start']} -> {sp['last_end']}" if sp.get("first_start") is not None else "-"
+        )
         rows.append(
             [
                 name,
+                num(sp.get("ops")),
+                span,
                 ph["rounds"],
-                walls.get(name, 0) if walls else "n/a",
                 num(ph["online_bytes"]),
                 pct(ph["online_bytes"], online),
                 num(ph["offline_bytes"]),
@@ -132,8 +138,9 @@ def training_md(t: Mapping[str, Any], proj: Mapping[str, Any] | None) -> list[st
         table(
             [
                 "phase",
-                "rounds (depth growth)",
-                "rounds waited with barriers",
+                "interactive ops",
+                "depths its ops span",
+                "rounds (growth of the largest depth)",
                 "online B",
                 "share",
                 "dealer B",
@@ -142,15 +149,65 @@ def training_md(t: Mapping[str, Any], proj: Mapping[str, Any] | None) -> list[st
             rows,
         )
     )
-    if walls:
-        total = sum(walls.values())
+    overlaps = []
+    for name, ph in t["phases"].items():
+        sp = spans.get(name, {})
+        if sp.get("first_start") is None:
+            continue
+        own = sp["last_end"] - sp["first_start"]
+        if own > ph["rounds"]:
+            overlaps.append(
+                f"`{name}` ops span depths {sp['first_start']} -> {sp['last_end']} ({own} "
+                f"rounds) and are credited with {ph['rounds']}"
+            )
+    if overlaps:
+        out.append("")
+        text = "Phases overlap where the dependencies allow: " + "; ".join(overlaps) + "."
+        bwd, loss = spans.get("backward", {}), spans.get("loss", {})
+        if (
+            bwd.get("first_start") is not None
+            and loss.get("last_end") is not None
+            and bwd["first_start"] < loss["last_end"]
+        ):
+            text += (
+                f" The backward pass starts at depth {bwd['first_start']}, before the loss's "
+                f"ops end at {loss['last_end']}: it needs `pred - y`, not the loss's square."
+            )
+        out.append(text)
+    if barriers and barriers.get("by_phase") is not None:
+        waited = barriers["rounds_waited"]
+        by = ", ".join(f"{ph} {barriers['by_phase'].get(ph, 0)}" for ph in t["phases"])
         out.append("")
         out.append(
-            f"With a barrier after each phase (as train_xor.py runs, to attribute costs) the "
-            f"parties wait for {total} rounds, not {rounds}: a phase cannot start its chain "
-            f"before the previous phase has settled, even where it depends only on older "
-            f"values (the backward pass needs `pred - y`, not the loss's square)."
+            f"With the coordinator's optional `phase_barriers=True` (a flush after each "
+            f"phase; not how train_xor.py runs) the parties wait for {waited} rounds per "
+            f"iteration, not {rounds} ({by}; the depth growth between barriers in the "
+            f"recorded commands of the timing run `{barriers['run']}`, section 4): a phase "
+            f"cannot start before the previous phase has settled, even where it depends only "
+            f"on older values."
         )
+    return out
+
+
+def training_md(t: Mapping[str, Any], barriers: Mapping[str, Any] | None) -> list[str]:
+    out: list[str] = []
+    rounds, online, offline = t["rounds"], t["online_bytes"], t["offline_bytes"]
+    its = t["iterations"]
+    out.append(
+        f"Source: {t['source']}. {len(its)} iterations, {t['parties']} parties "
+        f"({', '.join(t['party_names'])}); shown: iteration {t['shown_iteration']} "
+        f"(all iterations identical in rounds and bytes: {OK if t['iterations_identical'] else BAD}). "
+        f"Per iteration: **{rounds} online rounds, {num(online)} online bytes, "
+        f"{num(offline)} dealer bytes**; loss {its[0]['loss']:.4f} -> {its[-1]['loss']:.4f}."
+    )
+    fields = t.get("log_fields") or {}
+    if fields.get("iteration"):
+        out.append("")
+        out.append(
+            "Ops are assigned to iterations by the `iteration` field of their protocol_run events."
+        )
+    out.append("")
+    out += phases_md(t, barriers)
     out.append("")
     out.append("### By label (forward by layer, loss, backward by layer, update)")
     rows = []
@@ -186,14 +243,26 @@ def training_md(t: Mapping[str, Any], proj: Mapping[str, Any] | None) -> list[st
         )
     )
     out.append("")
+    dealer_src = (
+        "the dealer messages on the wire (equal per op to the log's `dealer_bytes`)"
+        if "ops" in t
+        else "the log's `dealer_bytes`"
+    )
     out.append(
-        "Labels are the coordinator's: leaf modules get `forward/<name>`; `F.relu` is not a "
-        "module, so the ReLU appears as `forward` and its backward product as `backward`."
+        "Labels: the coordinator gives leaf modules `forward/<name>` and the phases `loss` and "
+        "`update`; an op's backward products get `backward/` plus its label without "
+        "`forward/`; ReLU ops are labelled `<current label>/relu`, so `F.relu` (not a module) "
+        "appears as `forward/relu` and its backward product as `backward/relu`. Dealer bytes "
+        f"per label come from {dealer_src}."
     )
     out.append("")
     out.append(f"### Critical path of rounds ({t['critical_path_source']})")
-    rows = [
-        [
+    log_path = t.get("path_from_log") or []
+    same = [p["op"] for p in log_path] == [p["op"] for p in t["critical_path"]]
+    links = [p.get("link") or "-" for p in log_path] if same and log_path else None
+    rows = []
+    for k, p in enumerate(t["critical_path"]):
+        row = [
             p["op"],
             p["kind"],
             p["label"],
@@ -201,15 +270,44 @@ def training_md(t: Mapping[str, Any], proj: Mapping[str, Any] | None) -> list[st
             f"{p['start']} -> {p['end']}",
             p["rounds"],
         ]
-        for p in t["critical_path"]
-    ]
-    out.append(table(["op id", "kind", "label", "input shapes", "depth", "rounds"], rows))
+        if links is not None:
+            row.append(links[k])
+        rows.append(row)
+    header = ["op id", "kind", "label", "input shapes", "depth", "rounds"]
+    if links is not None:
+        header.append("tied to the previous op by the log alone")
+    out.append(table(header, rows))
     out.append("")
     out.append(
         f"The rounds on the path add up to {sum(p['rounds'] for p in t['critical_path'])} "
         f"= the iteration's {rounds} (depth {t['start_depth']} -> "
         f"{t['start_depth'] + rounds}). Every other interactive op overlaps with it."
     )
+    n = t.get("path_from_log_links") or {}
+    if log_path and fields.get("tensor_ids"):
+        out.append("")
+        lead = (
+            "From the log alone (protocol_run events) the same path follows"
+            if same and "ops" in t
+            else "This path comes from the log alone"
+            if same
+            else "From the log alone a different chain with the same rounds follows "
+            "(report.json: path_from_log)"
+        )
+        by_depth = n.get("depth, only op", 0) + n.get("depth, picked", 0)
+        certain = (
+            "certain here for every such link (one op ends at that depth)"
+            if not n.get("depth, picked")
+            else f"certain for {n.get('depth, only op', 0)} of them (one op ends at that "
+            f"depth), a pick among ops of equal depth for {n['depth, picked']} (rounds exact)"
+        )
+        out.append(
+            f"{lead}: {n.get('tensor id', 0)} link(s) by tensor id, where an op's input is "
+            f"the previous op's output, and {by_depth} by depth, where local ops (add, sub, "
+            f"transpose, ...), which the log does not record, sit between the two: there the "
+            f"previous op is the one that ended at the depth the next op started from, "
+            f"{certain}."
+        )
     out.append("")
     if "traffic" in t:
         out += traffic_md(t)
@@ -394,7 +492,8 @@ def projection_md(p: Mapping[str, Any]) -> list[str]:
         f"Inputs, all measured in this run: {i['rounds']} rounds per iteration, "
         f"{num(i['wire_bytes_per_party'])} online bytes on the wire for the busiest party "
         f"(payload + headers), local compute {ms(i['compute_s'])} per iteration (median of "
-        f"{len(i['compute_runs_s'])} iterations without latency and without phase barriers), "
+        f"{len(i['compute_runs_s'])} iterations without latency, coordinator defaults as "
+        f"train_xor.py runs them), "
         f"{num(i['offline_bytes'])} dealer bytes per iteration.",
         "",
         "time = rounds x latency + wire bytes per party / bandwidth + compute",
@@ -431,7 +530,11 @@ def projection_md(p: Mapping[str, Any]) -> list[str]:
         "Checked against runs on the simulated network (every party-to-party link delayed by "
         "the latency, and busy for bytes / bandwidth per message). Each simulated run takes "
         "turns, iteration by iteration, with a run without latency of the same workload, "
-        "whose median is the compute term, so that load from other processes affects both:"
+        "whose median is the compute term, so that load from other processes affects both. "
+        "*Rounds waited* is the depth growth between consecutive barriers in the run's "
+        "recorded commands, summed over the iteration: the online rounds with the "
+        "coordinator's defaults, more with the optional `phase_barriers=True` (paired with a "
+        "run without latency in the same mode):"
     )
     out.append("")
     rows = []
@@ -440,7 +543,7 @@ def projection_md(p: Mapping[str, Any]) -> list[str]:
             [
                 c["name"],
                 c["workload"],
-                "yes" if c["measure_phases"] else "no",
+                "`phase_barriers=True` (optional)" if c["phase_barriers"] else "default",
                 c["rounds_waited"],
                 num(c["wire_bytes_per_party"]),
                 f"{ms(c['latency_s'])} + {ms(c['bandwidth_s'])} + {ms(c['compute_s'])} "
@@ -454,7 +557,7 @@ def projection_md(p: Mapping[str, Any]) -> list[str]:
             [
                 "simulated run",
                 "workload",
-                "phase barriers",
+                "coordinator mode",
                 "rounds waited",
                 "wire B per party",
                 "projected: latency + bandwidth + compute",
@@ -592,7 +695,7 @@ def render_markdown(r: Mapping[str, Any], plots: Sequence[str]) -> str:
     if "protocols.png" in plots:
         lines += ["![protocols](protocols.png)", ""]
     lines += ["## 2. One training iteration of train_xor.py", ""]
-    lines += training_md(r["training"], r.get("projection"))
+    lines += training_md(r["training"], r["training"].get("optional_phase_barriers"))
     if "breakdown.png" in plots:
         lines += ["![breakdown](breakdown.png)", ""]
     if r.get("sweeps"):

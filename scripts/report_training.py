@@ -16,13 +16,16 @@ from typing import Any
 from report_analysis import (
     LoggedIteration,
     PathOp,
-    chain_by_depth,
+    chain_by_tensors,
     dag,
     dag_path,
+    link_kind,
+    log_has_dealer_bytes,
+    log_has_tensor_ids,
     path_from_log,
     phase_of,
+    phases_from_log,
     request_costs,
-    wall_rounds,
 )
 from report_costs import ANCHORS, LAN, WAN, ZERO, Fit, fit, matmul_anchor, project
 from report_measure import TrainingRun
@@ -92,6 +95,7 @@ def _path_json(path: Sequence[PathOp], shapes: Mapping[int, Any]) -> list[dict[s
             "start": p.start,
             "end": p.end,
             "rounds": p.rounds,
+            "link": p.link,
         }
         for p in path
     ]
@@ -141,7 +145,17 @@ def training_section(
     ]
     key = [(i["online_rounds"], i["online_bytes"], i["offline_bytes"]) for i in iters]
     shapes = {o.op: o.shapes for o in it.ops}
-    log_path = path_from_log(chain_by_depth(it.ops, it.start_depth), it.start_depth)
+    with_ids = log_has_tensor_ids(it.ops)
+    with_dealer = log_has_dealer_bytes(it.ops)
+    log_path = path_from_log(
+        chain_by_tensors(it.ops, it.start_depth, use_ids=with_ids), it.start_depth
+    )
+    links = Counter(link_kind(p.link) for p in log_path[1:])
+    log_phases = phases_from_log(it.ops, it.start_depth)
+    event_phases = {
+        k: {"rounds": v[0], "online_bytes": v[1], "offline_bytes": v[2]}
+        for k, v in (ev.get("phases") or {}).items()
+    }
     sec: dict[str, Any] = {
         "source": source,
         "parties": n,
@@ -154,21 +168,37 @@ def training_section(
         "online_bytes": int(ev["online_bytes"]),
         "offline_bytes": int(ev["offline_bytes"]),
         "seconds": float(ev["seconds"]),
-        "phases": {
-            k: {"rounds": v[0], "online_bytes": v[1], "offline_bytes": v[2]}
-            for k, v in (ev.get("phases") or {}).items()
+        "phases": event_phases,
+        "phases_from_log": log_phases,
+        "log_fields": {
+            "iteration": it.by_field,
+            "tensor_ids": with_ids,
+            "dealer_bytes": with_dealer,
         },
         "path_from_log": _path_json(log_path, shapes),
+        "path_from_log_links": {
+            k: links.get(k, 0) for k in ("tensor id", "depth, only op", "depth, picked")
+        },
         "actor_totals": _actor_totals(events),
     }
     checks: dict[str, bool] = {
-        "log chain rounds add up to the iteration's rounds": sum(p.rounds for p in log_path)
+        "log path rounds add up to the iteration's rounds": sum(p.rounds for p in log_path)
         == rounds,
         "sum of protocol_run bytes_sent = train_iteration online_bytes": sum(
             o.online_bytes for o in it.ops
         )
         == int(ev["online_bytes"]),
     }
+    if with_dealer:
+        checks["sum of protocol_run dealer_bytes = train_iteration offline_bytes"] = sum(
+            o.offline_bytes or 0 for o in it.ops
+        ) == int(ev["offline_bytes"])
+    if event_phases:
+        keys = ("rounds", "online_bytes", *(("offline_bytes",) if with_dealer else ()))
+        checks["phases from protocol_run labels and depths = train_iteration phases"] = all(
+            {k: event_phases.get(ph, {}).get(k) for k in keys} == {k: v[k] for k in keys}
+            for ph, v in log_phases.items()
+        )
     offline_of: dict[int, int] = {}
     closed_of = {}
     path = log_path
@@ -206,12 +236,14 @@ def training_section(
         logged = {o.op: o for o in it.ops}
         per_op_ok = True
         wire_ok = True
+        dealer_ok = True
         for op in op_ids:
             w = rec.ops.get(op)
             c = closed_of[op]
             lo = logged.get(op)
             sent = dict(w.online_sent) if w is not None else {}
             if lo is not None:
+                dealer_ok &= lo.offline_bytes == offline_of[op]
                 wire_ok &= lo.rounds == (w.rounds if w else 0)
                 wire_ok &= all(lo.bytes_sent.get(p, 0) == sent.get(p, 0) for p in run.names)
                 if w is not None and w.max_depth is not None:
@@ -222,10 +254,6 @@ def training_section(
             per_op_ok &= all(sent.get(p, 0) == c.online_per_party for p in run.names)
             per_op_ok &= offline_of[op] == c.offline
         stats = ri["stats"]
-        walls = wall_rounds(
-            rec.commands, lambda op: rec.ops[op].rounds if op in rec.ops else 0, op_ids
-        )
-        sec["wall_rounds_with_barriers"] = walls
         sec["closed_rounds"] = closed_rounds
         sec["closed_online_bytes"] = n * sum(c.online_per_party for c in closed_of.values())
         sec["closed_offline_bytes"] = sum(c.offline for c in closed_of.values())
@@ -256,6 +284,11 @@ def training_section(
         ]
         checks |= {
             "log and wire agree per op (rounds, depth, bytes per party)": wire_ok,
+            "log dealer_bytes per op = dealer bytes on the wire per op": with_dealer and dealer_ok,
+            "critical path from the log alone = command-graph critical path": [
+                (p.op, p.start, p.end) for p in log_path
+            ]
+            == [(p.op, p.start, p.end) for p in path],
             "every op's measured cost = its closed form (from the dealer request)": per_op_ok,
             "command-graph critical path adds up to the iteration's rounds": sum(
                 p.rounds for p in path
@@ -269,7 +302,13 @@ def training_section(
             == int(ev["online_bytes"]),
         }
     sec["critical_path"] = _path_json(path, shapes)
-    sec["critical_path_source"] = "command graph" if run is not None else "log depths"
+    sec["critical_path_source"] = (
+        "command graph"
+        if run is not None
+        else "the log: tensor ids, depths across local ops"
+        if with_ids
+        else "the log: depths"
+    )
     on_path = Counter[int]()
     for p in path:
         on_path[p.op] += p.rounds
@@ -281,7 +320,7 @@ def training_section(
             key,
             {"label": key, "phase": phase_of(label), "first_op": op, "kinds": Counter[str](),
              "ops": 0, "local_ops": 0 if run else None, "rounds_on_path": 0, "online_bytes": 0,
-             "offline_bytes": 0 if run else None},
+             "offline_bytes": 0 if run is not None or with_dealer else None},
         )  # fmt: skip
         g["first_op"] = min(g["first_op"], op)
         return g
@@ -294,6 +333,8 @@ def training_section(
         g["online_bytes"] += o.online_bytes
         if run is not None:
             g["offline_bytes"] += offline_of.get(o.op, 0)
+        elif with_dealer:
+            g["offline_bytes"] += o.offline_bytes or 0
     if run is not None:
         logged_ops = {o.op for o in it.ops}
         c0, c1 = run.iterations[idx]["commands"]
@@ -413,8 +454,8 @@ def projection_section(
     ``base`` is the timed run without latency (its rounds, wire bytes and compute time
     feed the projection); each of ``simulated`` holds ``name``, ``workload``, ``profile``,
     the timed ``run`` on the simulated network, the ``base`` run without latency it pairs
-    with, and ``rounds_waited`` (the rounds the run waits for: more than the depth growth
-    when phase barriers serialise phases)."""
+    with, and ``rounds_waited`` (the rounds the run waits for, from its own commands: more
+    than the depth growth when ``phase_barriers=True`` serialises the phases)."""
     rounds, wire, c = _rounds(base), int(base["wire_per_party"]), float(base["median_s"])
     out: dict[str, Any] = {
         "inputs": {
@@ -451,7 +492,7 @@ def projection_section(
                 "workload": sim["workload"],
                 "latency": prof.latency,
                 "bandwidth": prof.bandwidth,
-                "measure_phases": run["measure_phases"],
+                "phase_barriers": run["phase_barriers"],
                 "rounds_waited": int(sim["rounds_waited"]),
                 "rounds_measured": run["rounds"],
                 "wire_bytes_per_party": int(b["wire_per_party"]),

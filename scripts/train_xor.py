@@ -117,9 +117,7 @@ async def train(args: argparse.Namespace) -> dict[str, object]:
         f"{total.offline_bytes} offline B, {total.output_bytes} output B, "
         f"{total.control_bytes} control B, {total.messages} messages"
     )
-    print(
-        f"time              {1000 * elapsed / len(records):.1f} ms per iteration"
-    )
+    print(f"time              {1000 * elapsed / len(records):.1f} ms per iteration")
     if preds is not None:
         shown = ", ".join(f"{v:.3f}" for v in preds.reshape(-1).tolist())
         print(f"predictions       [{shown}] for targets {TARGET.reshape(-1).tolist()}")

@@ -18,9 +18,11 @@ import pytest
 from report_analysis import (
     LoggedOp,
     chain_by_depth,
+    chain_by_tensors,
     dag,
     dag_path,
     iterations_from_log,
+    phases_from_log,
     read_log,
 )
 from report_costs import fit
@@ -156,7 +158,7 @@ def test_projection_for_20ms_is_within_15_percent(tiny: tuple[Path, dict[str, An
         for c in report["projection"]["checks"]
         if c["latency"] == pytest.approx(0.02)
         and c["bandwidth"] is None
-        and not c["measure_phases"]
+        and not c["phase_barriers"]
     ]
     assert len(checks) == 1
     c = checks[0]
@@ -164,6 +166,25 @@ def test_projection_for_20ms_is_within_15_percent(tiny: tuple[Path, dict[str, An
     assert c["rounds_measured"] == [rounds]
     assert c["measured_s"] >= 0.9 * rounds * 0.02  # the latency really delayed the run
     assert abs(c["rel_error"]) <= 0.15, c
+
+
+def test_phase_barriers_are_an_optional_mode_that_waits_longer(
+    tiny: tuple[Path, dict[str, Any]],
+) -> None:
+    _, report = tiny
+    rounds = report["training"]["rounds"]
+    by_mode = {c["phase_barriers"]: c for c in report["projection"]["checks"] if c["latency"]}
+    # train_xor.py's default: no barriers, so the parties wait for the depth growth only.
+    assert by_mode[False]["rounds_waited"] == rounds
+    # The optional mode serialises the phases: same depth growth, more rounds waited.
+    barriers = by_mode[True]
+    assert barriers["rounds_measured"] == [rounds]
+    assert barriers["rounds_waited"] > rounds
+    opt = report["training"]["optional_phase_barriers"]
+    assert opt["rounds_waited"] == barriers["rounds_waited"] == sum(opt["by_phase"].values())
+    md = (tiny[0] / "report.md").read_text()
+    for stale in ("(as train_xor.py runs", "separated by barriers", "waited with barriers"):
+        assert stale not in md
 
 
 def test_growth_exponents_agree_with_closed_forms(tiny: tuple[Path, dict[str, Any]]) -> None:
@@ -188,15 +209,23 @@ def test_training_breakdown_adds_up(tiny: tuple[Path, dict[str, Any]]) -> None:
     labels = {g["label"] for g in t["by_label"]}
     assert {
         "forward/fc1",
+        "forward/relu",
         "forward/fc2",
         "loss",
         "backward/fc1",
+        "backward/relu",
         "backward/fc2",
         "update",
     } <= labels
+    assert not labels & {"forward", "backward", "(unlabelled)"}
+    kinds = {g["label"]: g["kinds"] for g in t["by_label"]}
+    assert kinds["forward/relu"] == {"relu": 1} and kinds["backward/relu"] == {"mul": 1}
     assert sum(g["online_bytes"] for g in t["by_label"]) == t["online_bytes"]
     assert sum(g["offline_bytes"] for g in t["by_label"]) == t["offline_bytes"]
     assert sum(v["rounds"] for v in t["phases"].values()) == t["rounds"]
+    # Phases overlap without barriers: the backward pass starts before the loss ends.
+    spans = t["phases_from_log"]
+    assert spans["backward"]["first_start"] < spans["loss"]["last_end"]
     traffic = t["traffic"]
     assert traffic["setup"]["input_bytes"] > 0 and traffic["iteration"]["input_bytes"] == 0
     assert traffic["iteration"]["output_bytes"] == 8 * t["parties"]  # the revealed loss
@@ -214,9 +243,17 @@ def test_log_alone_gives_the_same_breakdown(tiny: tuple[Path, dict[str, Any]]) -
         t["offline_bytes"],
     )
     assert sum(p["rounds"] for p in sec["critical_path"]) == t["rounds"]
-    by_log = {g["label"]: g["online_bytes"] for g in sec["by_label"]}
-    by_run = {g["label"]: g["online_bytes"] for g in t["by_label"] if g["ops"]}
-    assert by_log == by_run
+    by_log = {g["label"]: (g["online_bytes"], g["offline_bytes"]) for g in sec["by_label"]}
+    by_run = {
+        g["label"]: (g["online_bytes"], g["offline_bytes"]) for g in t["by_label"] if g["ops"]
+    }
+    assert by_log == by_run  # dealer bytes per label too, from the log's dealer_bytes
+    # Every op of an iteration carries its iteration index.
+    assert all(it.by_field for it in iters)
+    assert all(o.iteration == it.event["iteration"] for it in iters for o in it.ops)
+    # The log's path (tensor ids, depths across local ops) is the command graph's.
+    assert [p["op"] for p in sec["critical_path"]] == [p["op"] for p in t["critical_path"]]
+    assert sec["path_from_log_links"]["tensor id"] >= 1
     assert sec["actor_totals"]  # whole-run totals from the actor_summary events
 
 
@@ -252,3 +289,46 @@ def test_critical_path_from_depths_and_from_the_graph() -> None:
         LoggedOp(5, "mul", None, [], 1, 5),
     ]
     assert [o.op for o in chain_by_depth(logged, 0)] == [1, 2, 5]
+
+
+def test_log_path_follows_tensor_ids_and_falls_back_to_depths() -> None:
+    # Ops 2 and 3 both end at depth 2; op 4 consumes op 2's output directly, so its
+    # predecessor is op 2 (by depth alone: the most recent one, op 3). Op 2's input came
+    # through a local op (tensor 11, not logged): linked by depth, the only op at depth 1.
+    def op(i: int, d: int, r: int, ins: list[int], outs: list[int]) -> LoggedOp:
+        return LoggedOp(i, "mul", None, [], r, d, inputs=ins, outputs=outs)
+
+    logged = [
+        op(1, 1, 1, [1], [10]),
+        op(2, 2, 1, [11], [20]),
+        op(3, 2, 2, [1], [30]),
+        op(4, 3, 1, [20, 5], [40]),
+    ]
+    chain = chain_by_tensors(logged, 0)
+    assert [o.op for o, _ in chain] == [1, 2, 4]
+    assert [link.split(":")[0] for _, link in chain] == ["", "depth", "tensor id"]
+    assert [o.op for o in chain_by_depth(logged, 0)] == [3, 4]
+
+
+def test_log_iterations_and_phases_from_fields() -> None:
+    def run(op: int, it: int, label: str, depth: int, actor: str) -> dict[str, Any]:
+        return {"event": "protocol_run", "actor": actor, "op_id": op, "kind": "mul",
+                "label": label, "iteration": it, "inputs": [], "outputs": [op],
+                "shapes": [[1]], "rounds": 1, "depth": depth, "bytes_sent": 16,
+                "dealer_bytes": 8 if actor == "bob" else 0}  # fmt: skip
+
+    events = [
+        *(run(1, 0, "forward/fc", 1, a) for a in ("alice", "bob")),
+        {"event": "train_iteration", "iteration": 0},
+        *(run(2, 1, "forward/fc", 2, a) for a in ("alice", "bob")),
+        *(run(3, 1, "backward/fc", 3, a) for a in ("alice", "bob")),
+        *(run(4, 1, "loss", 3, a) for a in ("alice", "bob")),
+        {"event": "train_iteration", "iteration": 1},
+    ]
+    iters = iterations_from_log(events)
+    assert [[o.op for o in it.ops] for it in iters] == [[1], [2, 3, 4]]
+    assert [it.start_depth for it in iters] == [0, 1]
+    assert iters[1].ops[0].offline_bytes == 8 and iters[1].ops[0].online_bytes == 32
+    ph = phases_from_log(iters[1].ops, iters[1].start_depth)
+    assert [ph[p]["rounds"] for p in ("forward", "loss", "backward", "update")] == [1, 1, 0, 0]
+    assert (ph["backward"]["first_start"], ph["backward"]["last_end"]) == (2, 3)
