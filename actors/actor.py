@@ -8,7 +8,7 @@ from typing import Any
 
 import trio
 
-from protocols.errors import ActorTimeout, PartyFailure, ProtocolError
+from protocols.errors import ActorTimeout, PartyFailure, ProtocolError, SmpcError
 
 from .envelope import Phase
 from .network import Mailbox
@@ -56,4 +56,20 @@ async def control_batches(mailbox: Mailbox, sender: str, prefix: str) -> AsyncIt
         seq += 1
         if env.phase != Phase.CONTROL:
             raise ProtocolError(f"{mailbox.owner}: {prefix} batch in phase {env.phase.name}")
-        yield env.control()
+        batch = env.control()
+        if not isinstance(batch, list) or not all(isinstance(c, dict) for c in batch):
+            raise ProtocolError(f"{mailbox.owner}: {prefix}/{seq - 1} is not a list of objects")
+        yield batch
+
+
+@contextmanager
+def malformed(actor: str, what: str, item: Any) -> Iterator[None]:
+    """Turn the lookup and type errors of a malformed command into a ProtocolError."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        if isinstance(exc, ProtocolError | SmpcError):
+            raise
+        raise ProtocolError(
+            f"{actor}: malformed {what} {str(item)[:120]}: {type(exc).__name__}: {exc}"
+        ) from None

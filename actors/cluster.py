@@ -31,7 +31,7 @@ from .actor import first_error
 from .envelope import Envelope, Phase, encode_control, encode_tensors
 from .executor import DEALER_KIND
 from .log import get_logger
-from .network import Chaos, Network, NetworkProfile
+from .network import Chaos, Network, NetworkProfile, Roles
 from .party import Party, access_denied, check_expect
 from .provider import CryptoProvider
 from .stats import CommStats
@@ -118,7 +118,15 @@ class Cluster:
         if not (timeout > 0 and math.isfinite(timeout)):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         pairs = {(a, b) for a in names for b in names if a != b}
-        net = Network(everyone, timeout=timeout, default=network, default_pairs=pairs, links=links)
+        roles = Roles(coordinator, provider, frozenset(names))
+        net = Network(
+            everyone,
+            timeout=timeout,
+            default=network,
+            default_pairs=pairs,
+            links=links,
+            roles=roles,
+        )
         net.set_chaos(chaos)
         cluster = Cluster(names, provider, coordinator, net, seed, frontend)
         dealer = CryptoProvider(provider, names, coordinator, net, seed)

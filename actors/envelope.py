@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,7 +76,22 @@ class Envelope:
         return decode_tensors(self.body)
 
     def control(self) -> Any:
-        return json.loads(self.body)
+        """The JSON body of a control message; ProtocolError when it is not JSON."""
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ProtocolError(
+                f"{self.tag!r} from {self.sender}: body is not JSON: {exc}"
+            ) from None
+
+
+_OP_TAG = re.compile(r"([0-9]+)/.+")
+
+
+def op_of(tag: str) -> int | None:
+    """The op id of a protocol tag ``"<op>/<step>"`` (ASCII digits only), else None."""
+    m = _OP_TAG.fullmatch(tag)
+    return int(m.group(1)) if m else None
 
 
 def encode_tensors(tensors: Sequence[torch.Tensor]) -> tuple[bytes, int]:
@@ -108,25 +124,24 @@ def decode_tensors(body: bytes) -> tuple[torch.Tensor, ...]:
             pos += 4 * ndim
             dtype = _CODES[code]
             n = prod(shape)
+            size = (n + 7) // 8 if dtype == torch.bool else n * (8 if dtype == torch.int64 else 1)
+            if size > len(view) - pos:
+                raise ProtocolError(
+                    f"tensor record claims shape {tuple(shape)} but only {len(view) - pos} bytes follow"
+                )
             if dtype == torch.bool:
-                size = (n + 7) // 8
                 raw = np.frombuffer(view[pos : pos + size], np.uint8)
-                if raw.size != size:
-                    raise ProtocolError("truncated bit tensor")
                 bits = np.unpackbits(raw)[:n].astype(np.bool_)
                 out.append(torch.from_numpy(bits).reshape(shape))
             else:
-                size = n * (8 if dtype == torch.int64 else 1)
                 chunk = bytearray(view[pos : pos + size])
-                if len(chunk) != size:
-                    raise ProtocolError("truncated tensor")
                 out.append(
                     torch.frombuffer(chunk, dtype=dtype).reshape(shape)
                     if n
                     else torch.empty(shape, dtype=dtype)
                 )
             pos += size
-    except (struct.error, KeyError) as exc:
+    except (struct.error, KeyError, RuntimeError, ValueError) as exc:
         raise ProtocolError(f"malformed tensor body: {exc}") from None
     return tuple(out)
 

@@ -16,12 +16,13 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 
 import trio
 
 from protocols.errors import ActorTimeout, ProtocolError
 
-from .envelope import Envelope
+from .envelope import Envelope, op_of
 from .stats import Meter
 
 
@@ -51,9 +52,32 @@ class NetworkProfile:
 _CONTROL_TAG = re.compile(r"(cmd|req)/\d+|setup/key")
 
 
-def op_of(tag: str) -> int | None:
-    head, _, _ = tag.partition("/")
-    return int(head) if head.isdigit() else None
+@dataclass(frozen=True, slots=True)
+class Roles:
+    """Who may send which tags to whom; the mailbox refuses anything else on arrival."""
+
+    coordinator: str
+    provider: str
+    parties: frozenset[str]
+
+    def wrong_sender(self, receiver: str, sender: str, tag: str) -> str | None:
+        """Why ``sender`` may not send ``tag`` to ``receiver``, or None if it may."""
+        if sender == receiver:
+            return "an actor does not message itself"
+        head, _, step = tag.partition("/")
+        if head in ("cmd", "req") or step == "in":
+            allowed = {self.coordinator}
+        elif tag == "setup/key" or step.startswith("dealer"):
+            allowed = {self.provider}
+        else:
+            allowed = set(self.parties)
+        if receiver == self.provider and head != "req":
+            return "the provider accepts only dealer requests"
+        if receiver == self.coordinator and step not in ("out", "done"):
+            return "the coordinator accepts only outputs and barrier replies"
+        if sender not in allowed:
+            return f"only {sorted(allowed)} may send it"
+        return None
 
 
 class Mailbox:
@@ -70,6 +94,7 @@ class Mailbox:
         self._fault_event = trio.Event()
         self.is_finished: Callable[[int], bool] = lambda op: False
         self.lookup: Callable[[str], Mailbox | None] = lambda name: None
+        self.roles: Roles | None = None
 
     def waiting_for(self) -> str | None:
         """An actor this mailbox's owner is blocked on right now (a bounded wait), if any.
@@ -78,12 +103,27 @@ class Mailbox:
             return sender
         return None
 
+    def holds_from(self, sender: str) -> bool:
+        """Whether unclaimed messages from ``sender`` are waiting here."""
+        return any(s == sender for s, _ in self._ready)
+
     def _wait_chain(self, sender: str) -> tuple[str, ...]:
+        """Who waits for whom, from this owner to an actor that waits for nobody. When the
+        waits close a cycle (a deadlock: a message went astray), the blame goes to the
+        first actor in it whose waiter holds other, unclaimed messages from it: it sent
+        something, but not what was awaited."""
         chain = [self.owner, sender]
         while True:
             box = self.lookup(chain[-1])
             nxt = box.waiting_for() if box is not None else None
-            if nxt is None or nxt in chain:
+            if nxt is None:
+                return tuple(chain)
+            if nxt in chain:
+                cycle = [*chain[chain.index(nxt) :], nxt]
+                for waiter, awaited in pairwise(cycle):
+                    wbox = self.lookup(waiter)
+                    if wbox is not None and wbox.holds_from(awaited):
+                        return (*chain[: chain.index(waiter) + 1], awaited)
                 return tuple(chain)
             chain.append(nxt)
 
@@ -106,6 +146,11 @@ class Mailbox:
                 )
             )
             return
+        if self.roles is not None:
+            wrong = self.roles.wrong_sender(self.owner, env.sender, env.tag)
+            if wrong is not None:
+                self.fail(ProtocolError(f"{self.owner} got {env.tag!r} from {env.sender}: {wrong}"))
+                return
         if key in self._ready:
             self.fail(
                 ProtocolError(f"{self.owner} got a duplicate message {env.tag!r} from {env.sender}")
@@ -231,11 +276,15 @@ class Network:
         default: NetworkProfile | None = None,
         default_pairs: set[tuple[str, str]] | None = None,
         links: Mapping[tuple[str, str], NetworkProfile] | None = None,
+        roles: Roles | None = None,
     ) -> None:
         self.meter = Meter(actors)
         self.mailboxes = {a: Mailbox(a, timeout) for a in actors}
         for box in self.mailboxes.values():
             box.lookup = self.mailboxes.get
+        if roles is not None:
+            for box in self.mailboxes.values():
+                box.roles = roles
         self.interceptor: Interceptor | None = None
         self.chaos: Chaos | None = None
         self._chaos_rng = random.Random(0)

@@ -22,8 +22,9 @@ from protocols.errors import (
     UnknownTensorError,
 )
 from protocols.material import MaterialSpec
+from protocols.prg import KEY_BYTES
 
-from .actor import control_batches, failures_named
+from .actor import control_batches, failures_named, malformed
 from .envelope import Envelope, Phase, encode_control, encode_tensors
 from .executor import INTERACTIVE, local_table
 from .log import get_logger
@@ -181,14 +182,18 @@ class Party:
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with failures_named(self.name):
             env = await self.mailbox.recv(self.provider, "setup/key")
-            (key,) = env.tensors()
-            self.prg = Prg(bytes(key.numpy().tobytes()))
+            if env.phase != Phase.OFFLINE:
+                raise ProtocolError(f"{self.name}: key message in phase {env.phase.name}")
+            keys = env.tensors()
+            check_expect(keys, [((KEY_BYTES,), torch.uint8)], f"{self.name}: key message")
+            self.prg = Prg(bytes(keys[0].numpy().tobytes()))
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 task_status.started()
                 async for batch in control_batches(self.mailbox, self.coordinator, "cmd"):
                     for cmd in batch:
-                        self._dispatch(cmd, self.coordinator)
+                        with malformed(self.name, "command", cmd):
+                            self._dispatch(cmd, self.coordinator)
 
     def _dispatch(self, cmd: dict[str, Any], sender: str) -> None:
         kind, op = cmd["k"], cmd["op"]
@@ -326,4 +331,10 @@ class Party:
 
 
 def access_denied(env: Envelope) -> AccessDenied:
-    return AccessDenied(env.control().get("denied", "access denied"))
+    """The refusal a party sent instead of a share (ProtocolError if it is not one)."""
+    body = env.control()
+    if not isinstance(body, dict) or not isinstance(body.get("denied"), str):
+        raise ProtocolError(
+            f"{env.sender} answered {env.tag!r} with a control message that is not a refusal"
+        )
+    return AccessDenied(body["denied"])

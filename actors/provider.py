@@ -16,7 +16,7 @@ import trio
 
 from protocols import Prg, dealer_corrections, dealer_specs
 
-from .actor import control_batches, failures_named
+from .actor import control_batches, failures_named, malformed
 from .envelope import Envelope, Phase, encode_tensors
 from .log import get_logger
 from .network import Network
@@ -56,8 +56,15 @@ class CryptoProvider:
             last = self.parties[-1]
             async for batch in control_batches(self.mailbox, self.coordinator, "req"):
                 for req in batch:
-                    op = int(req["op"])
-                    for spec in dealer_specs(req["k"], req["s"], int(req["d"]), len(self.parties)):
+                    with malformed(self.name, "dealer request", req):
+                        op = int(req["op"])
+                        shapes = [tuple(int(n) for n in s) for s in req["s"]]
+                        if any(n < 0 for s in shapes for n in s):
+                            raise ValueError(f"negative size in {shapes}")
+                        specs = dealer_specs(
+                            str(req["k"]), shapes, int(req["d"]), len(self.parties)
+                        )
+                    for spec in specs:
                         fixes = dealer_corrections(spec, self.prgs, op)
                         if fixes:
                             self._send(last, f"{op}/{spec.step()}", fixes)

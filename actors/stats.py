@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from .envelope import Envelope, Phase
+from .envelope import Envelope, Phase, op_of
 
 _EMPTY: Mapping[str, ActorStats] = MappingProxyType({})
 
@@ -111,9 +111,9 @@ class Meter:
         self._msent[env.sender] += 1
         self._mrecv[env.receiver] += 1
         if self.track_ops and env.phase in (Phase.ONLINE, Phase.OFFLINE):
-            head = env.tag.partition("/")[0]
-            if head.isdigit():
-                cost = self.op_costs.setdefault(int(head), [0, 0, 0])
+            op = op_of(env.tag)
+            if op is not None:
+                cost = self.op_costs.setdefault(op, [0, 0, 0])
                 if env.phase == Phase.ONLINE:
                     cost[0] += n
                     cost[2] = max(cost[2], env.depth)

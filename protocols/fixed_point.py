@@ -13,6 +13,7 @@ which depends on the magnitude of the product being truncated.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -38,7 +39,10 @@ class FixedPoint:
             raise EncodingError(
                 f"fixed-point precision must be an integer >= 0, got {self.precision!r}"
             )
-        if self.scale >= 2**ENCODED_LIMIT_BITS:
+        # Compare logarithms first: base**precision of a huge precision would never finish.
+        if self.precision * math.log2(self.base) >= ENCODED_LIMIT_BITS or (
+            self.scale >= 2**ENCODED_LIMIT_BITS
+        ):
             raise EncodingError(
                 f"scale {self.base}**{self.precision} leaves no integer part below 2**31"
             )

@@ -51,6 +51,8 @@ def matmul(a: Sequence[int], b: Sequence[int]) -> Shape:
 
 
 def norm_dim(op: str, d: int, ndim: int) -> int:
+    if not isinstance(d, int) or isinstance(d, bool):
+        raise ShapeError(f"{op}: a dimension must be an int, got {d!r}")
     if not -max(ndim, 1) <= d < max(ndim, 1):
         raise ShapeError(f"{op}: dimension {d} out of range for a {ndim}-d tensor")
     return d % max(ndim, 1)
@@ -58,7 +60,11 @@ def norm_dim(op: str, d: int, ndim: int) -> int:
 
 def reduce(op: str, shape: Sequence[int], dims: Sequence[int], keepdim: bool) -> Shape:
     nd = len(shape)
+    if not dims:
+        raise ShapeError(f"{op}: an empty list of dimensions is ambiguous; pass dim=None")
     ds = {norm_dim(op, d, nd) for d in dims}
+    if len(ds) != len(dims):
+        raise ShapeError(f"{op}: dimension {list(dims)} repeats a dimension")
     if keepdim:
         return tuple(1 if i in ds else n for i, n in enumerate(shape))
     return tuple(n for i, n in enumerate(shape) if i not in ds)
@@ -67,6 +73,8 @@ def reduce(op: str, shape: Sequence[int], dims: Sequence[int], keepdim: bool) ->
 def transpose(shape: Sequence[int], d0: int, d1: int) -> Shape:
     nd = len(shape)
     i, j = norm_dim("transpose", d0, nd), norm_dim("transpose", d1, nd)
+    if nd == 0:
+        return ()
     out = list(shape)
     out[i], out[j] = out[j], out[i]
     return tuple(out)
@@ -93,6 +101,8 @@ def expand(shape: Sequence[int], target: Sequence[int]) -> Shape:
             f"expand: cannot expand {tuple(shape)} to fewer dimensions {tuple(target)}"
         )
     lead = len(target) - len(shape)
+    if any(t < 0 for t in target[:lead]) or any(t < -1 for t in target):
+        raise ShapeError(f"expand: invalid target shape {tuple(target)} for {tuple(shape)}")
     out = list(target[:lead])
     for n, t in zip(shape, target[lead:], strict=True):
         if t == -1:

@@ -41,6 +41,8 @@ class SGD:
         for i, p in enumerate(self.params):
             if not isinstance(p, SharedTensor):
                 raise TypeError(f"parameter {i} is a {type(p).__name__}, not a SharedTensor")
+            for v in (lr, momentum, weight_decay):
+                p.fp.encode(torch.tensor(float(v)))  # EncodingError now, not mid-step
         self.lr = float(lr)
         self.momentum = float(momentum)
         self.weight_decay = float(weight_decay)

@@ -17,10 +17,12 @@ Autograd: an op records its parents and its backward rule beside its forward.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -53,10 +55,33 @@ def _shape_arg(shape: tuple[Any, ...]) -> tuple[int, ...]:
 
 def _as_public(v: Any) -> torch.Tensor:
     if isinstance(v, torch.Tensor):
-        return v.detach()
+        if v.is_complex():
+            raise EncodingError("complex public operands cannot be encoded in fixed point")
+        return v.detach().to(torch.float64) if v.dtype == torch.bool else v.detach()
+    if isinstance(v, np.ndarray):
+        raise UnsupportedOperation(
+            "cannot combine a SharedTensor with a numpy array; convert it with torch.as_tensor"
+        )
     if isinstance(v, numbers.Number) and not isinstance(v, bool | complex):
         return torch.tensor(v, dtype=torch.float64)
     raise UnsupportedOperation(f"cannot combine a SharedTensor with {type(v).__name__}")
+
+
+_PUBLIC_BITS = 20
+
+
+def _public_precision(fp: FixedPoint, pub: torch.Tensor) -> int:
+    """Fractional digits for a public real factor: at least ``fp.precision``, and more
+    while its encoding stays below 2**20, so small factors (1/3000, a learning rate) keep
+    their significant digits instead of rounding to a few units or to zero."""
+    top = float(pub.abs().max()) if pub.numel() else 0.0
+    if not math.isfinite(top):
+        return fp.precision  # encode() will refuse it with a clear message
+    extra = int(_PUBLIC_BITS / math.log2(fp.base))
+    q = fp.precision
+    while q < fp.precision + extra and top * fp.base ** (q + 1) < 2**_PUBLIC_BITS:
+        q += 1
+    return q
 
 
 def _integral(t: torch.Tensor) -> bool:
@@ -91,6 +116,8 @@ class SharedTensor:
         "requires_grad",
         "shape",
     )
+
+    __array_ufunc__ = None  # numpy defers to our reflected operators
 
     def __init__(
         self,
@@ -270,11 +297,14 @@ class SharedTensor:
             out = a._op("add", [b], shape)
             return out._record_binary(a, b, lambda g: (g, g))
         pub = _as_public(other)
-        shape = S.broadcast("add", self.shape, pub.shape)
-        out = self._op("add_pub", [], shape, {"pub": self._encode_public(pub, self.prec)})
-        return self._record(out, [self], lambda g: (unbroadcast(g, tuple(self.shape)),))
+        return self._add_encoded(pub, self._encode_public(pub, self.prec))
 
     __radd__ = __add__
+
+    def _add_encoded(self, pub: torch.Tensor, enc: dict[str, Any]) -> SharedTensor:
+        shape = S.broadcast("add", self.shape, pub.shape)
+        out = self._op("add_pub", [], shape, {"pub": enc})
+        return self._record(out, [self], lambda g: (unbroadcast(g, tuple(self.shape)),))
 
     def _record_binary(
         self,
@@ -307,7 +337,10 @@ class SharedTensor:
         return self + (-_as_public(other))
 
     def __rsub__(self, other: Any) -> SharedTensor:
-        return (-self) + other
+        pub = _as_public(other)
+        enc = self._encode_public(pub, self.prec)  # refuse bad input before queueing -x
+        S.broadcast("sub", self.shape, pub.shape)
+        return (-self)._add_encoded(pub, enc)
 
     def __mul__(self, other: Any) -> SharedTensor:
         if isinstance(other, SharedTensor):
@@ -318,14 +351,19 @@ class SharedTensor:
             enc = {"shape": list(pub.shape), "data": pub.to(torch.int64).reshape(-1).tolist()}
             out = self._op("mul_pub", [], shape, {"pub": enc})
         else:
-            p = self.fp.precision
-            prec, d = max(self.prec, p), self.fp.base ** min(self.prec, p)
-            params = {"pub": self._encode_public(pub, p), "d": d}
+            prec, q, d = self._public_scaling(pub)
+            params = {"pub": self._encode_public(pub, q), "d": d}
             out = self._op("scale", [], shape, params, dealer=[shape], prec=prec)
         sshape = tuple(self.shape)
         return self._record(out, [self], lambda g: (unbroadcast(g * pub, sshape),))
 
     __rmul__ = __mul__
+
+    def _public_scaling(self, pub: torch.Tensor) -> tuple[int, int, int]:
+        """(result precision, the public factor's precision, truncation divisor)."""
+        q = _public_precision(self.fp, pub)
+        prec = max(self.prec, self.fp.precision)
+        return prec, q, self.fp.base ** (self.prec + q - prec)
 
     def _mul_shared(self, other: SharedTensor) -> SharedTensor:
         shape = S.broadcast("mul", self.shape, other.shape)
@@ -344,6 +382,13 @@ class SharedTensor:
         pub = _as_public(other)
         if bool((pub == 0).any()):
             raise ZeroDivisionError("division of a SharedTensor by zero")
+        if pub.numel() == 1 and _integral(pub):
+            # Division by a public integer is a truncation by it: one local op (2
+            # parties), error below one unit in the last place.
+            d = int(pub.reshape(()).item())
+            out = self._op("trunc", [], self.shape, {"d": abs(d)}, dealer=[self.shape])
+            out = self._record(out, [self], lambda g: (g / abs(d),))
+            return -out if d < 0 else out
         return self * (1.0 / pub.to(torch.float64))
 
     def __pow__(self, exponent: Any) -> SharedTensor:
@@ -383,9 +428,8 @@ class SharedTensor:
     def _matmul_public(self, pub: torch.Tensor, *, left: bool) -> SharedTensor:
         shapes = (pub.shape, self.shape) if left else (self.shape, pub.shape)
         shape = S.matmul(*shapes)
-        p = self.fp.precision
-        prec, d = max(self.prec, p), self.fp.base ** min(self.prec, p)
-        params = {"pub": self._encode_public(pub, p), "d": d, "left": left}
+        prec, q, d = self._public_scaling(pub)
+        params = {"pub": self._encode_public(pub, q), "d": d, "left": left}
         out = self._op("matmul_pub", [], shape, params, dealer=[shape], prec=prec)
         pt = pub.t() if pub.dim() == 2 else pub
         return self._record(out, [self], lambda g: ((pt @ g) if left else (g @ pt),))
@@ -415,8 +459,7 @@ class SharedTensor:
 
     def mean(self, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> SharedTensor:
         total = self.sum(dim, keepdim)
-        count = self.numel() // max(total.numel(), 1)
-        return total * (1.0 / count)
+        return total / (self.numel() // max(total.numel(), 1))
 
     def transpose(self, d0: int, d1: int) -> SharedTensor:
         shape = S.transpose(self.shape, d0, d1)
@@ -494,6 +537,12 @@ class SharedTensor:
 
 
 def _linear(x: Any, weight: Any, bias: Any = None) -> Any:
+    wshape = tuple(weight.shape)
+    if len(wshape) != 2:
+        raise ShapeError(f"linear: weight must be 2-d, got shape {wshape}")
+    out_shape = S.matmul(tuple(x.shape), wshape[::-1])  # refuse before queueing weight.t()
+    if bias is not None:
+        S.broadcast("linear", out_shape, tuple(bias.shape))
     out = x @ weight.t()
     return out if bias is None else out + bias
 

@@ -1,0 +1,1410 @@
+"""Hypothesis fuzzing: malformed messages and malformed tensors get typed errors, never a
+hang, never a wrong result.
+
+Invariants checked on every generated case:
+
+* **no hang**: cluster work runs under ``trio.fail_after`` (on trio's autojumping mock
+  clock, so a deadlocked cluster reaches its timeouts at once instead of after seconds);
+* **typed errors only**: a misbehaving message ends the run with :class:`PartyFailure`
+  (naming an actor involved in the corruption, with an :class:`SmpcError` cause),
+  :class:`ProtocolError` (when the coordinator itself received it) or
+  :class:`ActorTimeout` (naming an involved actor). A bad argument at a public entry point
+  raises an :class:`SmpcError`, or a ``TypeError``/``ValueError`` raised on purpose by
+  project code, *before* anything is sent or queued. Anything else (``KeyError``,
+  ``IndexError``, a ``RuntimeError`` from torch, ``AssertionError``, ...) is a failure;
+* **no wrong result**: when no error is raised, every revealed value equals plaintext
+  torch within the fixed-point tolerance.
+
+Part A corrupts the messages of a running cluster (through ``network.interceptor``):
+dtype, shape, tensor count, truncated / garbage / extended bodies, tags (malformed,
+finished op, future op, unknown step), senders (another party, the provider, the
+coordinator), phases and duplicates; and fuzzes the pure pieces (``decode_tensors``,
+``Mailbox.deliver``) with many more cases. Part B feeds malformed values to every public
+entry point. The last test prints how many cases were generated and checks there were at
+least 1,000.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import multiprocessing
+import struct
+import traceback
+import warnings
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import trio
+import trio.testing
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import Phase as HPhase
+from hypothesis import strategies as st
+
+import actors.cluster as cluster_module
+from actors import (
+    Chaos,
+    Cluster,
+    Envelope,
+    InjectedCrash,
+    Mailbox,
+    Network,
+    NetworkProfile,
+    Phase,
+    configure_logging,
+)
+from actors.envelope import decode_tensors, encode_control, encode_tensors
+from protocols import FixedPoint
+from protocols.errors import (
+    ActorTimeout,
+    PartyFailure,
+    ProtocolError,
+    SmpcError,
+)
+from training import SGD, SharedTensor
+from training.tensor import _public_precision
+
+PROVIDER = "james"
+COORD = "coordinator"
+PARTIES = {2: ["alice", "bob"], 3: ["alice", "bob", "carol"]}
+TIMEOUT = 1.0  # virtual seconds (mock clock) every wait on another actor may last
+BOUND = 30.0  # virtual seconds within which every run must end, error or not
+CASES: Counter[str] = Counter()
+"""Generated cases per test (a mutation applied, a body decoded, an entry point called)."""
+
+PROJECT = Path(__file__).resolve().parent.parent
+PROJECT_DIRS = tuple(str(PROJECT / d) + "/" for d in ("actors", "protocols", "training"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _quiet_single_thread() -> Iterator[None]:
+    """One torch thread (the machine is shared) and no per-cluster log summaries."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    configure_logging(level="critical")
+    yield
+    torch.set_num_threads(before)
+    configure_logging()
+
+
+FUZZ = settings(
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+    database=None,
+)
+NO_SHRINK = settings(FUZZ, phases=[HPhase.explicit, HPhase.reuse, HPhase.generate])
+"""For cluster runs: shrinking a failure would rerun clusters for minutes; the first
+failing example is reported as found."""
+
+
+def deliberate(exc: BaseException) -> bool:
+    """A typed error: an SmpcError, or a plain TypeError/ValueError (or the
+    ZeroDivisionError of ``x / 0``) that a ``raise`` statement in project code raised on
+    purpose, not one escaping from torch, numpy, json or an accidental unpacking."""
+    if isinstance(exc, SmpcError):
+        return True
+    if type(exc) not in (TypeError, ValueError, ZeroDivisionError):
+        return False
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return False
+    last = frames[-1]
+    return last.filename.startswith(PROJECT_DIRS) and (last.line or "").lstrip().startswith("raise")
+
+
+def describe(exc: BaseException) -> str:
+    """The tail of the traceback (of the cause, for a PartyFailure)."""
+    inner = exc.cause if isinstance(exc, PartyFailure) else exc
+    text = "".join(traceback.format_exception(inner)[-8:])
+    return f"{type(exc).__name__}: {exc}\n{text}"
+
+
+# =========================================================================================
+# Part A: malformed messages
+# =========================================================================================
+
+# -- the workload -------------------------------------------------------------------------
+
+X = torch.tensor([[0.5, -1.25, 2.0], [3.0, -0.001, 7.5]], dtype=torch.float64)
+Y = torch.tensor([[1.5, 2.0, -0.75], [-4.0, 10.0, 0.125]], dtype=torch.float64)
+W = torch.tensor([[0.25, -1.0], [2.0, 0.5], [-3.0, 1.5]], dtype=torch.float64)
+
+
+def q(t: torch.Tensor) -> torch.Tensor:
+    """The fixed-point value that is actually shared (base 10, precision 3)."""
+    return torch.round(t * 1000) / 1000
+
+
+EXPECTED = {
+    "mul": q(X) * q(Y),
+    "matmul": q(X) @ q(W),
+    "square": q(X) ** 2,
+    "relu": torch.relu(q(X)),
+    "scale": q(X) * 0.5,
+}
+
+
+def close(got: torch.Tensor, want: torch.Tensor, ulps: float = 2.0) -> bool:
+    """Equal within the fixed-point tolerance: a truncation is off by at most one unit in
+    the last place (1e-3), plus float32 rounding of the decoded value."""
+    if tuple(got.shape) != tuple(want.shape):
+        return False
+    err = (got.to(torch.float64) - want.to(torch.float64)).abs()
+    tol = ulps * 1e-3 + 1e-6 * want.to(torch.float64).abs()
+    return bool((err <= tol).all())
+
+
+async def workload(c: Cluster) -> dict[str, torch.Tensor]:
+    x, y, w = c.share(X), c.share(Y), c.share(W)
+    outs = {"mul": x * y, "matmul": x @ w, "square": x**2, "relu": x.relu(), "scale": x * 0.5}
+    return {k: await v.get() for k, v in outs.items()}
+
+
+def check_results(got: dict[str, torch.Tensor]) -> None:
+    assert sorted(got) == sorted(EXPECTED)
+    for k, want in EXPECTED.items():
+        assert close(got[k], want), (k, got[k], want)
+
+
+Key = tuple[str, str, str]
+
+
+def everyone(n: int) -> list[str]:
+    return [*PARTIES[n], PROVIDER, COORD]
+
+
+async def clean_run(n: int) -> list[tuple[Key, Phase]]:
+    seen: list[tuple[Key, Phase]] = []
+    async with Cluster.start(PARTIES[n], provider=PROVIDER, seed=None, timeout=TIMEOUT) as c:
+
+        def tap(env: Envelope) -> Envelope:
+            seen.append(((env.sender, env.receiver, env.tag), env.phase))
+            return env
+
+        c.network.interceptor = tap
+        check_results(await workload(c))
+    return seen
+
+
+_REFERENCE: dict[int, list[tuple[Key, Phase]]] = {}
+
+
+def reference(n: int) -> list[tuple[Key, Phase]]:
+    """Every message of a clean run (sender, receiver, tag) and its phase, in order."""
+    if n not in _REFERENCE:
+        _REFERENCE[n] = trio.run(clean_run, n, clock=trio.testing.MockClock(autojump_threshold=0))
+    return _REFERENCE[n]
+
+
+def targets(n: int, phase: Phase) -> list[Key]:
+    return [k for k, p in reference(n) if p == phase]
+
+
+# -- mutations ---------------------------------------------------------------------------
+
+DTYPES = (torch.int64, torch.bool, torch.uint8)
+STEPS = ("mul0", "mul1", "mm0", "sq0", "tr1", "cmp", "and0", "fin", "dealer0", "dealer1", "in")
+FAMILIES = {
+    "payload": ("dtype", "shape", "count"),
+    "body": ("truncate", "garbage", "extend", "json"),
+    "tag": ("tag_malformed", "tag_finished", "tag_future", "tag_step"),
+    "sender": ("sender",),
+    "phase": ("phase",),
+    "duplicate": ("duplicate",),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutation:
+    target: int
+    """Index into the clean run's messages of the chosen kind (modulo their number)."""
+    kind: str
+    arg: int
+    blob: bytes
+    text: str
+    value: Any
+    """A JSON value, for the ``json`` kind."""
+
+
+def json_values() -> st.SearchStrategy[Any]:
+    scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=8)
+    return st.recursive(
+        scalars,
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(
+                st.sampled_from(["k", "op", "in", "out", "p", "x"]), inner, max_size=4
+            )
+        ),
+        max_leaves=8,
+    )
+
+
+def mutations(family: str) -> st.SearchStrategy[Mutation]:
+    return st.builds(
+        Mutation,
+        target=st.integers(0, 10**6),
+        kind=st.sampled_from(FAMILIES[family]),
+        arg=st.integers(0, 2**16),
+        blob=st.binary(min_size=1, max_size=48),
+        text=st.text(st.characters(codec="ascii"), max_size=12),
+        value=json_values(),
+    )
+
+
+def try_tensors(env: Envelope) -> list[torch.Tensor] | None:
+    try:
+        return list(env.tensors())
+    except ProtocolError:
+        return None
+
+
+def random_tensor(arg: int) -> torch.Tensor:
+    dtype = DTYPES[arg % 3]
+    shape = [(2, 3), (3,), (), (1, 64), (0,)][arg // 3 % 5]
+    return torch.zeros(shape, dtype=torch.int64).add(arg).to(dtype)
+
+
+def with_tensors(env: Envelope, tensors: Sequence[torch.Tensor]) -> Envelope:
+    body, n = encode_tensors(tensors)
+    return dataclasses.replace(env, body=body, payload_bytes=n)
+
+
+def with_body(env: Envelope, body: bytes) -> Envelope:
+    return dataclasses.replace(env, body=body, payload_bytes=len(body))
+
+
+def new_shape(t: torch.Tensor, arg: int) -> torch.Tensor:
+    flat = t.reshape(-1)
+    choice = arg % 4
+    if choice == 0 or (choice == 1 and flat.numel() == 0):
+        return torch.cat([flat, flat[:1] if flat.numel() else torch.zeros(1, dtype=t.dtype)])
+    if choice == 1:
+        return flat[:-1].clone()
+    if choice == 2:
+        return t.unsqueeze(arg % (t.dim() + 1))
+    out = flat.clone()
+    return out if tuple(out.shape) != tuple(t.shape) else t.unsqueeze(0)
+
+
+def mutate(env: Envelope, m: Mutation, actors: Sequence[str]) -> Envelope:
+    """The corrupted envelope (never equal to ``env``)."""
+    kind, arg = m.kind, m.arg
+    if kind in ("dtype", "shape", "count"):
+        tensors = try_tensors(env)
+        if tensors is None or (not tensors and kind != "count"):
+            return with_tensors(env, [random_tensor(arg)])  # tensors where JSON was expected
+        if kind == "dtype":
+            i = arg % len(tensors)
+            choices = [d for d in DTYPES if d != tensors[i].dtype]
+            tensors[i] = tensors[i].to(choices[arg // 3 % len(choices)])
+        elif kind == "shape":
+            i = arg % len(tensors)
+            tensors[i] = new_shape(tensors[i], arg // 7)
+        elif tensors and arg % 3 == 0:
+            del tensors[arg // 3 % len(tensors)]
+        elif tensors and arg % 3 == 1:
+            tensors.append(tensors[arg // 3 % len(tensors)])
+        else:
+            tensors.append(random_tensor(arg // 3))
+        return with_tensors(env, tensors)
+    if kind == "truncate":
+        return with_body(env, env.body[: arg % len(env.body)] if env.body else b"\x01")
+    if kind == "garbage":
+        return with_body(env, m.blob if m.blob != env.body else m.blob + b"\x00")
+    if kind == "extend":
+        return with_body(env, env.body + m.blob)
+    if kind == "json":
+        body, _ = encode_control(m.value)
+        return with_body(env, body if body != env.body else body + b" ")
+    op, _, step = env.tag.partition("/")
+    if kind == "tag_malformed":
+        tag = m.text if m.text != env.tag else m.text + "?"
+    elif kind == "tag_finished":
+        tag = f"0/{step or 'x'}"
+    elif kind == "tag_future":
+        tag = f"{int(op) + 1000 + arg if op.isdigit() else 10**6 + arg}/{step or 'x'}"
+    else:  # tag_step
+        steps = [s for s in (*STEPS, m.text) if s != step]
+        tag = f"{op}/{steps[arg % len(steps)]}"
+    if kind.startswith("tag"):
+        return dataclasses.replace(env, tag=tag if tag != env.tag else tag + "x")
+    if kind == "sender":
+        others = [a for a in actors if a != env.sender]
+        return dataclasses.replace(env, sender=others[arg % len(others)])
+    if kind == "phase":
+        others_p = [p for p in Phase if p != env.phase]
+        return dataclasses.replace(env, phase=others_p[arg % len(others_p)])
+    raise AssertionError(kind)  # pragma: no cover - duplicates are handled by the caller
+
+
+class Corrupter:
+    """Interceptor that corrupts the chosen messages (each once) and remembers the actors
+    involved: the original sender, the receiver and any impersonated sender."""
+
+    def __init__(
+        self, net: Network, actors: Sequence[str], keys: Sequence[Key], muts: Sequence[Mutation]
+    ) -> None:
+        self.net = net
+        self.actors = list(actors)
+        self.pending: dict[Key, list[Mutation]] = {}
+        for m in muts:
+            self.pending.setdefault(keys[m.target % len(keys)], []).append(m)
+        self.applied: list[tuple[Key, Mutation]] = []
+        self.involved: set[str] = set()
+        self._resending = False
+        net.interceptor = self
+
+    def __call__(self, env: Envelope) -> Envelope | None:
+        if self._resending:
+            return env
+        key = (env.sender, env.receiver, env.tag)
+        muts = self.pending.pop(key, [])
+        changed = False
+        for m in muts:
+            if m.kind != "duplicate" and changed:
+                continue  # one corruption per message: a second could undo the first
+            changed = changed or m.kind != "duplicate"
+            self.applied.append((key, m))
+            self.involved |= {env.sender, env.receiver}
+            if m.kind == "duplicate":
+                self._resending = True
+                try:
+                    self.net.send(env)
+                finally:
+                    self._resending = False
+                continue
+            new = mutate(env, m, self.actors)
+            assert new != env, (m, env)
+            self.involved.add(new.sender)
+            env = new
+        return env
+
+
+def acceptable(exc: BaseException, involved: set[str]) -> str | None:
+    """None if ``exc`` is an allowed outcome of corrupting messages between ``involved``
+    actors; otherwise why not."""
+    if isinstance(exc, PartyFailure):
+        if exc.actor not in involved:
+            return f"PartyFailure names {exc.actor!r}, not one of {sorted(involved)}"
+        if not isinstance(exc.cause, SmpcError) or isinstance(exc.cause, PartyFailure):
+            return f"PartyFailure cause is {type(exc.cause).__name__}, not an SmpcError"
+        return None
+    if isinstance(exc, ActorTimeout):
+        if exc.awaited not in involved:
+            return f"ActorTimeout blames {exc.awaited!r}, not one of {sorted(involved)}"
+        return None
+    if isinstance(exc, ProtocolError):
+        if COORD not in involved:
+            return "the coordinator raised ProtocolError for messages it had no part in"
+        return None
+    return f"untyped error {type(exc).__name__}"
+
+
+async def corrupted_run(n: int, keys: Sequence[Key], muts: Sequence[Mutation]) -> dict[str, Any]:
+    out: dict[str, Any] = {"results": None, "error": None, "applied": [], "involved": set()}
+    start = trio.current_time()
+    try:
+        with trio.fail_after(BOUND):
+            async with Cluster.start(
+                PARTIES[n], provider=PROVIDER, seed=None, timeout=TIMEOUT
+            ) as c:
+                corrupter = Corrupter(c.network, everyone(n), keys, muts)
+                out["corrupter"] = corrupter
+                out["results"] = await workload(c)
+    except trio.TooSlowError as exc:
+        out["error"] = exc
+    except Exception as exc:
+        out["error"] = exc
+    out["elapsed"] = trio.current_time() - start
+    corrupter = out.pop("corrupter", None)
+    if corrupter is not None:
+        out["applied"] = corrupter.applied
+        out["involved"] = corrupter.involved
+    return out
+
+
+def run_corrupted(n: int, phase: Phase, muts: Sequence[Mutation], test: str) -> None:
+    keys = targets(n, phase)
+    out = trio.run(corrupted_run, n, keys, muts, clock=trio.testing.MockClock(autojump_threshold=0))
+    applied, err = out["applied"], out["error"]
+    CASES[test] += len(applied)
+    where = f"n={n} applied={[(k, m.kind, m.arg) for k, m in applied]}"
+    if isinstance(err, trio.TooSlowError):
+        pytest.fail(f"hang: no outcome within {BOUND} s; {where}")
+    if err is None:
+        # nothing noticed: only acceptable if every result is right, and only for control
+        # messages whose content nobody checks (the barrier acknowledgements)
+        check_results(out["results"])
+        for (sender, receiver, tag), m in applied:
+            assert phase == Phase.CONTROL and tag.endswith("/done"), (
+                f"corrupted {tag!r} {sender}->{receiver} ({m.kind}) went unnoticed; {where}"
+            )
+        return
+    assert applied, f"error without any corruption: {describe(err)}"
+    why = acceptable(err, out["involved"])
+    assert why is None, f"{why}; {where}\n{describe(err)}"
+    # bounded: at most a few timeouts' worth of (virtual) time
+    assert out["elapsed"] <= 4 * TIMEOUT, (out["elapsed"], where)
+
+
+TARGET_PHASES = ("INPUT", "ONLINE", "OFFLINE", "OUTPUT", "CONTROL")
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("phase", TARGET_PHASES)
+def test_corrupted_messages(phase: str, family: str) -> None:
+    """Corrupt 1-3 messages of one phase (input shares, online openings, dealer material,
+    revealed shares, or commands / dealer requests / barrier acknowledgements) in a
+    running 2- or 3-party cluster."""
+
+    @settings(NO_SHRINK, max_examples=12)
+    @given(n=st.sampled_from([2, 3]), muts=st.lists(mutations(family), min_size=1, max_size=3))
+    def run(n: int, muts: list[Mutation]) -> None:
+        run_corrupted(n, Phase[phase], muts, "corrupted messages")
+
+    for n, muts in KNOWN_CASES.get((phase, family), []):
+        run = example(n=n, muts=muts)(run)
+    run()
+
+
+def _known(target: int, kind: str, arg: int) -> Mutation:
+    return Mutation(target, kind, arg, b"\x00", "", None)
+
+
+KNOWN_CASES: dict[tuple[str, str], list[tuple[int, list[Mutation]]]] = {
+    # a revealed share relabelled CONTROL: the coordinator reads it as a refusal
+    ("OUTPUT", "phase"): [(2, [_known(0, "phase", 3)])],
+    # carol's input share of W claims to come from bob: carol waits for the coordinator,
+    # the coordinator for alice's reveal, alice for carol (a cycle)
+    ("INPUT", "sender"): [(3, [_known(8, "sender", 1)])],
+    # a command batch that is not JSON
+    ("CONTROL", "body"): [(2, [_known(0, "truncate", 5)])],
+}
+"""Examples always run (besides the generated ones) because they once failed."""
+
+
+# -- the key set-up, before the cluster block starts ---------------------------------------
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_corrupted_key_setup(family: str) -> None:
+    """The provider's ``setup/key`` messages (sent inside ``Cluster.start``): a network
+    subclass installs the corrupter before the actors start."""
+
+    @settings(NO_SHRINK, max_examples=8)
+    @given(n=st.sampled_from([2, 3]), muts=st.lists(mutations(family), min_size=1, max_size=2))
+    def run(n: int, muts: list[Mutation]) -> None:
+        keys = [(PROVIDER, p, "setup/key") for p in PARTIES[n]]
+        box: dict[str, Corrupter] = {}
+
+        class CorruptingNetwork(Network):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                box["c"] = Corrupter(self, everyone(n), keys, muts)
+
+        async def go() -> dict[str, Any]:
+            out: dict[str, Any] = {"results": None, "error": None}
+            try:
+                with trio.fail_after(BOUND):
+                    async with Cluster.start(
+                        PARTIES[n], provider=PROVIDER, seed=None, timeout=TIMEOUT
+                    ) as c:
+                        out["results"] = await workload(c)
+            except Exception as exc:
+                out["error"] = exc
+            return out
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(cluster_module, "Network", CorruptingNetwork)
+            out = trio.run(go, clock=trio.testing.MockClock(autojump_threshold=0))
+        corrupter = box["c"]
+        CASES["corrupted key setup"] += len(corrupter.applied)
+        where = f"n={n} applied={[(k, m.kind, m.arg) for k, m in corrupter.applied]}"
+        err = out["error"]
+        if isinstance(err, trio.TooSlowError):
+            pytest.fail(f"hang; {where}")
+        if err is None:
+            try:
+                check_results(out["results"])
+            except AssertionError as exc:
+                raise AssertionError(f"silently wrong results: {exc}; {where}") from None
+            pytest.fail(f"corrupted key set-up went unnoticed; {where}")
+        why = acceptable(err, corrupter.involved)
+        assert why is None, f"{why}; {where}\n{describe(err)}"
+
+    if family == "payload":
+        # alice's key arrives as 32 bools: accepted, and every later result is garbage
+        run = example(n=2, muts=[_known(0, "dtype", 3)])(run)
+    run()
+
+
+# -- pure pieces: the wire format and the mailbox ------------------------------------------
+
+RECORD_DIMS = st.one_of(
+    st.integers(0, 4), st.integers(0, 2**32 - 1), st.sampled_from([2**31, 2**32 - 1, 65536])
+)
+
+
+@st.composite
+def record_bodies(draw: st.DrawFn) -> bytes:
+    """Bodies that look like tensor records: a plausible header, then data of a length
+    near (or exactly) what the header announces; several records; trailing junk."""
+    parts = []
+    for _ in range(draw(st.integers(1, 3))):
+        code = draw(st.sampled_from([0, 1, 2, 3, 4, 255]))
+        ndim = draw(st.one_of(st.integers(0, 4), st.sampled_from([8, 65, 255])))
+        dims = draw(st.lists(RECORD_DIMS, min_size=min(ndim, 6), max_size=min(ndim, 6)))
+        dims += [1] * (ndim - len(dims))
+        n = math.prod(dims)
+        size = {1: 8 * n, 2: (n + 7) // 8, 3: n}.get(code, 8)
+        size = min(size, 4096) + draw(st.integers(-3, 3))
+        head = bytes([code, ndim]) + struct.pack(f"<{ndim}I", *dims)
+        parts.append(head[: len(head) - draw(st.integers(0, 2))] + b"\x5a" * max(size, 0))
+    return b"".join(parts) + draw(st.binary(max_size=3))
+
+
+def check_decoded(body: bytes) -> None:
+    try:
+        out = decode_tensors(body)
+    except ProtocolError:
+        return
+    except Exception as exc:
+        raise AssertionError(
+            f"decode_tensors({body[:40]!r}...) raised {type(exc).__name__}: {exc}"
+        ) from exc
+    assert isinstance(out, tuple)
+    for t in out:
+        assert isinstance(t, torch.Tensor) and t.dtype in DTYPES
+
+
+@settings(FUZZ, max_examples=600)
+@given(body=st.binary(max_size=96))
+def test_decode_random_bytes(body: bytes) -> None:
+    """Any byte string decodes to tensors or raises ProtocolError, nothing else."""
+    CASES["decode_tensors"] += 1
+    check_decoded(body)
+
+
+@settings(FUZZ, max_examples=600)
+@given(body=record_bodies())
+@example(body=bytes([1, 4]) + struct.pack("<4I", 0, 2**32 - 1, 2**32 - 1, 2**32 - 1))
+def test_decode_record_like_bytes(body: bytes) -> None:
+    """Near-valid records (wrong codes, huge or zero dims, short or long data)."""
+    CASES["decode_tensors"] += 1
+    check_decoded(body)
+
+
+TENSORS = st.builds(
+    lambda dtype, shape, seed: (
+        torch.randint(-(2**63), 2**63 - 1, shape, generator=torch.Generator().manual_seed(seed))
+        .to(dtype)
+        .clone()
+    ),
+    st.sampled_from(DTYPES),
+    st.lists(st.integers(0, 5), max_size=3).map(tuple),
+    st.integers(0, 2**31),
+)
+
+
+@settings(FUZZ, max_examples=200)
+@given(tensors=st.lists(TENSORS, max_size=4))
+def test_encode_decode_round_trip(tensors: list[torch.Tensor]) -> None:
+    CASES["decode_tensors"] += 1
+    body, payload = encode_tensors(tensors)
+    out = decode_tensors(body)
+    assert len(out) == len(tensors)
+    for a, b in zip(tensors, out, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    assert payload <= len(body)
+
+
+SENDERS = st.sampled_from(["alice", "bob", PROVIDER, COORD])
+TAGS = st.one_of(
+    st.text(max_size=8),  # anything at all, any unicode
+    st.builds(
+        lambda op, step: f"{op}/{step}", st.integers(0, 12), st.sampled_from(["mul0", "in", ""])
+    ),
+    st.builds(lambda k, i: f"{k}/{i}", st.sampled_from(["cmd", "req", "setup"]), st.integers(0, 3)),
+    st.sampled_from(["setup/key", "cmd/x", "/1", "1/", "01/mul0", "-1/mul0", " 1/a"]),
+    # digits that are not ASCII: str.isdigit() accepts some that int() does not
+    st.builds(
+        lambda head, step: f"{head}/{step}" if step else head,
+        st.text(st.characters(categories=("Nd", "No")), min_size=1, max_size=3),
+        st.sampled_from(["mul0", ""]),
+    ),
+)
+
+
+@settings(FUZZ, max_examples=400)
+@given(
+    msgs=st.lists(st.tuples(SENDERS, TAGS, st.sampled_from(list(Phase))), max_size=8),
+    finished_below=st.integers(0, 8),
+)
+@example(msgs=[("alice", "\u00b2/mul0", Phase.ONLINE)], finished_below=0)
+def test_mailbox_deliver_never_raises(
+    msgs: list[tuple[str, str, Phase]], finished_below: int
+) -> None:
+    """``Mailbox.deliver`` never raises into the sender, whatever arrives; afterwards the
+    owner either gets each message it asks for, or a ProtocolError (poisoned mailbox), or
+    an ActorTimeout for what never came. Duplicates and messages for finished ops poison."""
+    CASES["mailbox"] += len(msgs) + 1
+
+    async def go() -> None:
+        box = Mailbox("bob", timeout=0.01)
+        box.is_finished = lambda op: op < finished_below
+        delivered: dict[tuple[str, str], Envelope] = {}
+        poison = False
+        for sender, tag, phase in msgs:
+            env = Envelope(sender, "bob", tag, phase, 0, b"", 0)
+            try:
+                box.deliver(env)
+            except Exception as exc:
+                raise AssertionError(
+                    f"Mailbox.deliver raised {type(exc).__name__}: {exc} for tag {tag!r}"
+                ) from exc
+            head = tag.partition("/")[0]
+            ascii_op = head.isascii() and head.isdigit()
+            if (sender, tag) in delivered or (ascii_op and int(head) < finished_below):
+                poison = True
+            delivered.setdefault((sender, tag), env)
+        for (sender, tag), env in delivered.items():
+            try:
+                got = await box.recv(sender, tag, timeout=0.01)
+            except ProtocolError:
+                continue
+            except ActorTimeout as exc:
+                raise AssertionError(f"delivered {tag!r} from {sender} was lost") from exc
+            assert not poison, f"a duplicate or finished-op message did not poison: {msgs}"
+            assert got is env
+
+    trio.run(go, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+# =========================================================================================
+# Part B: malformed values at the public entry points
+# =========================================================================================
+
+
+def queued(c: Cluster) -> tuple[int, int, int]:
+    """What the coordinator has sent or queued for its next checkpoint (commands and dealer
+    requests are batched, so a command can be 'sent' before any message leaves)."""
+    return (c.stats().messages, len(c._cmds), len(c._reqs))
+
+
+class Findings:
+    """Failures seen while fuzzing inside one cluster, grouped by kind, with the shortest
+    example of each (the cluster must keep running, so nothing is raised on the spot)."""
+
+    def __init__(self) -> None:
+        self.by_kind: dict[str, str] = {}
+        self.count: Counter[str] = Counter()
+
+    def add(self, kind: str, example: str) -> None:
+        self.count[kind] += 1
+        if kind not in self.by_kind or len(example) < len(self.by_kind[kind]):
+            self.by_kind[kind] = example
+
+    @contextlib.contextmanager
+    def cluster_errors(self) -> Iterator[None]:
+        """A cluster killed by an accepted bad op fails at its next checkpoint; that is a
+        consequence of a finding already recorded, so report the findings first."""
+        try:
+            yield
+        except SmpcError as exc:
+            if not self.by_kind:
+                raise
+            self.add(f"cluster then failed: {type(exc).__name__}", str(exc)[:200])
+
+    def report(self) -> str:
+        return "\n".join(
+            f"[{self.count[k]}x] {k}\n    e.g. {v}" for k, v in sorted(self.by_kind.items())
+        )
+
+
+def short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 120 else r[:117] + "..."
+
+
+# -- share ---------------------------------------------------------------------------------
+
+FLOATS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(-1e4, 1e4),
+    st.sampled_from([2147483.647, -2147483.647, 2147483.6475, 2147483.648, 1e-4, 5e-4, -0.0]),
+)
+SCALARS = st.one_of(
+    FLOATS,
+    st.integers(-(2**70), 2**70),
+    st.booleans(),
+    st.complex_numbers(max_magnitude=10),
+    st.none(),
+    st.text(max_size=3),
+)
+TENSOR_DTYPES = [
+    torch.float64,
+    torch.float32,
+    torch.float16,
+    torch.bfloat16,
+    torch.int64,
+    torch.int32,
+    torch.int8,
+    torch.uint8,
+    torch.bool,
+    torch.complex64,
+]
+SHAPES = st.sampled_from([(), (1,), (3,), (2, 3), (3, 2), (2, 1, 3), (0,), (2, 0), (4,), (2, 1)])
+
+
+@st.composite
+def plain_tensors(draw: st.DrawFn, finite: bool = False) -> torch.Tensor:
+    shape = draw(SHAPES)
+    dtype = draw(st.sampled_from(TENSOR_DTYPES))
+    elems = st.floats(-1e3, 1e3) if finite else FLOATS
+    values = draw(st.lists(elems, min_size=math.prod(shape), max_size=math.prod(shape)))
+    t = torch.tensor(values, dtype=torch.float64).reshape(shape)
+    with np.errstate(all="ignore"):
+        return t.to(dtype)
+
+
+SHARE_VALUES = st.one_of(
+    SCALARS,
+    plain_tensors(),
+    st.lists(FLOATS, max_size=4),
+    st.lists(st.lists(FLOATS, max_size=3), max_size=3),  # ragged or not
+    st.lists(st.one_of(FLOATS, st.text(max_size=2), st.none()), min_size=1, max_size=3),
+    st.builds(np.array, st.lists(FLOATS, min_size=1, max_size=4)),
+)
+PRECISIONS = st.one_of(
+    st.integers(-3, 12), st.sampled_from([2.0, None, "3", True]), st.integers(10, 2000)
+)
+BASES = st.one_of(st.integers(-2, 17), st.sampled_from([10.0, None, "10", True, 2**40]))
+
+
+def as_plain(value: Any) -> torch.Tensor | None:
+    """torch's own reading of ``value`` as a float64 tensor, or None if torch refuses."""
+    try:
+        if isinstance(value, torch.Tensor):
+            return value.to(torch.float64) if not value.is_complex() else None
+        return torch.as_tensor(value, dtype=torch.float64)
+    except Exception:
+        return None
+
+
+async def test_share_malformed_values() -> None:
+    """``cluster.share`` with NaN, inf, overflow, empty, complex, bool, strings, None,
+    ragged and nested lists, numpy arrays, and bad precision/base: a typed error before
+    anything is sent, or a share that reveals to the encoded value."""
+    findings = Findings()
+    accepted: list[tuple[SharedTensor, torch.Tensor, FixedPoint, str]] = []
+    with trio.fail_after(120), findings.cluster_errors():
+        async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=7) as c:
+            await c.flush()
+
+            @settings(FUZZ, max_examples=500)
+            @given(value=SHARE_VALUES, precision=PRECISIONS, base=BASES)
+            def run(value: Any, precision: Any, base: Any) -> None:
+                CASES["share"] += 1
+                example = f"share({short(value)}, precision={precision!r}, base={base!r})"
+                before = queued(c)
+                try:
+                    t = c.share(value, precision=precision, base=base)
+                except Exception as exc:
+                    if not deliberate(exc):
+                        findings.add(f"untyped {type(exc).__name__}: {exc}"[:100], example)
+                    elif queued(c) != before:
+                        findings.add("typed error after sending", example)
+                    return
+                plain = as_plain(value)
+                fp = FixedPoint(base, precision)
+                if plain is None or plain.numel() == 0:
+                    findings.add("accepted a value torch cannot read as real", example)
+                    return
+                if not bool(torch.isfinite(plain).all()) or (
+                    plain.numel() and float(plain.abs().max()) > fp.max_value
+                ):
+                    findings.add("accepted NaN, inf or a value beyond max_value", example)
+                    return
+                accepted.append((t, plain, fp, example))
+
+            run()
+            for t, plain, fp, example in accepted:
+                got = await t.get()
+                want = torch.round(plain * fp.scale) / fp.scale
+                tol = 1e-6 * want.abs() + 1e-9
+                if got.shape != want.shape or not bool(((got.double() - want).abs() <= tol).all()):
+                    findings.add("revealed value differs from the encoded input", example)
+    assert len(accepted) > 20, "too few valid values to check the results"
+    assert not findings.by_kind, "share() misbehaved:\n" + findings.report()
+
+
+# -- operations on shared tensors ------------------------------------------------------------
+
+_G = torch.Generator().manual_seed(3)
+POOL_SHAPES = {"s": (), "v3": (3,), "m23": (2, 3), "m32": (3, 2), "t213": (2, 1, 3), "v4": (4,)}
+POOL = {
+    k: q((torch.rand(s, generator=_G, dtype=torch.float64) - 0.5) * 20)
+    for k, s in POOL_SHAPES.items()
+}
+"""Plaintexts of the shared operands (|v| <= 10, already on the fixed-point grid)."""
+
+PUBLIC = st.one_of(
+    SCALARS,
+    st.floats(-1e3, 1e3),
+    st.integers(-5, 5),
+    plain_tensors(finite=True),
+    plain_tensors(),
+    st.builds(np.float64, st.floats(-100, 100)),
+    st.builds(np.ones, st.sampled_from([(3,), (2, 3)])),
+)
+OPERANDS = st.one_of(
+    st.tuples(st.just("shared"), st.sampled_from(list(POOL))), st.tuples(st.just("public"), PUBLIC)
+)
+
+ARITH = {
+    "add": lambda a, b: a + b,
+    "sub": lambda a, b: a - b,
+    "mul": lambda a, b: a * b,
+    "matmul": lambda a, b: a @ b,
+    "radd": lambda a, b: b + a,
+    "rsub": lambda a, b: b - a,
+    "rmul": lambda a, b: b * a,
+    "rmatmul": lambda a, b: b @ a,
+    "div": lambda a, b: a / b,
+    "torch.matmul": lambda a, b: torch.matmul(a, b),
+    "torch.mul": lambda a, b: torch.mul(a, b),
+    "torch.add": lambda a, b: torch.add(a, b),
+    "F.linear": lambda a, b: torch.nn.functional.linear(a, b),
+}
+UNARY = {
+    "neg": lambda a, k: -a,
+    "pow": lambda a, k: a**k,
+    "relu": lambda a, k: torch.relu(a) if isinstance(a, torch.Tensor) else a.relu(),
+    "mean": lambda a, k: a.mean(k) if k is not None else a.mean(),
+    "exp": lambda a, k: torch.exp(a),
+}
+POW_ARGS = st.one_of(st.integers(-1, 3), st.sampled_from([2.0, 0.5, True, None, "2"]))
+
+
+def library_value(op: str, b: Any) -> Any:
+    """The public operand's value as the library documents using it, as float64: public
+    addends are encoded at the tensor's precision; public factors (mul, matmul) get extra
+    fractional digits up to a 2**20 encoding, and division is by the exact number, so for
+    those the exact value is the reference (the tolerance covers the rest)."""
+    if isinstance(b, bool | str | complex) or b is None:
+        return b
+    t = (b if isinstance(b, torch.Tensor) else torch.as_tensor(b, dtype=torch.float64)).to(
+        torch.float64
+    )
+    if op in ("add", "radd", "sub", "rsub", "torch.add", "torch.sub"):
+        t = torch.round(t * 1000) / 1000
+    elif op != "div" and bool(torch.isfinite(t).all()) and not bool((t == torch.round(t)).all()):
+        q = _public_precision(FixedPoint(10, 3), t)  # the digits the library keeps
+        t = torch.round(t * 10**q) / 10**q
+    return t if isinstance(b, torch.Tensor | np.ndarray) else float(t)
+
+
+def same_type_error(exc: Exception, ref_error: Exception | None) -> bool:
+    """A TypeError for an argument of the wrong type, which plaintext torch refuses with a
+    TypeError too (torch's own argument parser raises it before dispatching to
+    ``__torch_function__``): torch's behaviour, not a crash."""
+    return type(exc) is TypeError and type(ref_error) is TypeError
+
+
+def tolerance(op: str, want: torch.Tensor, a: torch.Tensor, k: Any = None) -> torch.Tensor:
+    ulp = 1e-3
+    extra = 0.0
+    if op == "pow" and k == 3:
+        extra = 2 * float(a.abs().max())  # (a^2 +- 1 ulp) * a +- 1 ulp
+    return (2 + extra) * ulp + 1e-6 * want.abs()
+
+
+async def test_arithmetic_with_malformed_operands() -> None:
+    """``+ - * @ /``, ``**``, neg, relu, mean and torch functions on SharedTensors with
+    shared or public operands: NaN/inf/huge/tiny scalars, complex, bool, str, None, numpy,
+    tensors of every dtype and of mismatched shapes. A typed error before anything is sent
+    or queued, or a result equal to plaintext torch within the fixed-point tolerance."""
+    findings = Findings()
+    checks: list[tuple[SharedTensor, torch.Tensor, torch.Tensor, str, str]] = []
+    poisoned: list[str] = []  # accepted ops the parties may fail on: no reveals then
+    with trio.fail_after(120), findings.cluster_errors():
+        async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=8) as c:
+            shared = {k: c.share(v) for k, v in POOL.items()}
+            await c.flush()
+
+            @settings(FUZZ, max_examples=400)
+            @given(
+                op=st.sampled_from([*ARITH, *UNARY]),
+                a=st.sampled_from(list(POOL)),
+                operand=OPERANDS,
+                k=st.one_of(POW_ARGS.filter(lambda v: not isinstance(v, bool)), st.integers(-3, 3)),
+            )
+            def run(op: str, a: str, operand: tuple[str, Any], k: Any) -> None:
+                CASES["arithmetic"] += 1
+                kind, b = operand
+                if op == "pow":
+                    k = k if not isinstance(k, int) or isinstance(k, bool) else max(-1, min(k, 3))
+                if op in UNARY:
+                    example = f"{op}(x{tuple(POOL[a].shape)}, {k!r})"
+                    lib = lambda: UNARY[op](shared[a], k)  # noqa: E731
+                    ref = lambda: UNARY[op](POOL[a], k)  # noqa: E731
+                elif kind == "shared":
+                    example = f"{op}(x{tuple(POOL[a].shape)}, shared y{tuple(POOL[b].shape)})"
+                    lib = lambda: ARITH[op](shared[a], shared[b])  # noqa: E731
+                    ref = lambda: ARITH[op](POOL[a], POOL[b])  # noqa: E731
+                else:
+                    example = f"{op}(x{tuple(POOL[a].shape)}, {short(b)})"
+                    lib = lambda: ARITH[op](shared[a], b)  # noqa: E731
+
+                    def ref() -> Any:
+                        # the operand as given decides whether torch accepts it at all
+                        # (a real tensor as float64: torch's refusal to mix dtypes in
+                        # F.linear or matmul is no reason for the library to refuse)
+                        real = isinstance(b, torch.Tensor) and not b.is_complex()
+                        ARITH[op](POOL[a], b.to(torch.float64) if real else b)
+                        return ARITH[op](POOL[a], library_value(op, b))
+
+                ref_error: Exception | None = None
+                try:
+                    with np.errstate(all="ignore"), warnings.catch_warnings():
+                        warnings.simplefilter("ignore")  # torch/numpy deprecations
+                        want = ref()
+                    want = want if isinstance(want, torch.Tensor) else None
+                except Exception as exc:
+                    want, ref_error = None, exc
+                before = queued(c)
+                try:
+                    got = lib()
+                except Exception as exc:
+                    if not (deliberate(exc) or same_type_error(exc, ref_error)):
+                        findings.add(f"untyped {type(exc).__name__}: {exc}"[:100], example)
+                    elif queued(c) != before:
+                        findings.add("typed error raised after a command was queued", example)
+                    return
+                if not isinstance(got, SharedTensor):
+                    findings.add(f"returned a {type(got).__name__}, not a SharedTensor", example)
+                    return
+                if want is None:
+                    findings.add("accepted an operation that plaintext torch refuses", example)
+                    poisoned.append(example)
+                    return
+                if tuple(got.shape) != tuple(want.shape):
+                    findings.add("result shape differs from torch", example)
+                    return
+                if want.is_complex() or not bool(torch.isfinite(want).all()):
+                    findings.add("accepted an operation whose plaintext is not finite", example)
+                    return
+                want = want.to(torch.float64)
+                checks.append((got, want, tolerance(op, want, POOL[a], k), op, example))
+
+            run()
+            if not poisoned:  # an accepted bad op would have killed the parties
+                for got, want, tol, op, example in checks:
+                    value = (await got.get()).to(torch.float64)
+                    err = (value - want).abs()
+                    if not bool((err <= tol).all()):
+                        worst = int(torch.argmax(err - tol).item()) if err.dim() else 0
+                        findings.add(
+                            f"wrong result ({op})",
+                            f"{example}: got {value.reshape(-1)[worst].item():.6g}, "
+                            f"torch {want.reshape(-1)[worst].item():.6g}",
+                        )
+    assert len(checks) > 20, "too few valid operations to check the results"
+    assert not findings.by_kind, "operations misbehaved:\n" + findings.report()
+
+
+# -- shape operations ------------------------------------------------------------------------
+
+DIMS = st.one_of(st.none(), st.integers(-5, 5), st.lists(st.integers(-4, 4), max_size=3))
+TARGETS = st.lists(st.integers(-3, 7), max_size=4).map(tuple)
+SHAPE_OPS = {
+    "reshape": (TARGETS, lambda a, v: a.reshape(v)),
+    "view": (TARGETS, lambda a, v: a.view(v)),
+    "expand": (TARGETS, lambda a, v: a.expand(v)),
+    "transpose": (st.tuples(st.integers(-4, 4), st.integers(-4, 4)), lambda a, v: a.transpose(*v)),
+    "t": (st.none(), lambda a, v: a.t()),
+    "T": (st.none(), lambda a, v: a.T),
+    "sum": (
+        st.tuples(DIMS, st.booleans()),
+        lambda a, v: a.sum(v[0], keepdim=v[1]) if v[0] is not None else a.sum(),
+    ),
+    "torch.sum": (DIMS, lambda a, v: torch.sum(a, v) if v is not None else torch.sum(a)),
+    "mean": (
+        st.tuples(DIMS, st.booleans()),
+        lambda a, v: a.mean(v[0], keepdim=v[1]) if v[0] is not None else a.mean(),
+    ),
+    "torch.transpose": (
+        st.tuples(st.integers(-4, 4), st.integers(-4, 4)),
+        lambda a, v: torch.transpose(a, *v),
+    ),
+    "torch.reshape": (TARGETS, lambda a, v: torch.reshape(a, v)),
+}
+
+
+async def test_shape_operations_with_bad_arguments() -> None:
+    """reshape/view/expand to bad shapes, transpose of bad dims, sum and mean over bad or
+    repeated dims, on every operand rank: a typed error before anything is queued, or the
+    shape and values of plaintext torch."""
+    findings = Findings()
+    checks: list[tuple[SharedTensor, torch.Tensor, str, str]] = []
+    poisoned: list[str] = []
+    with trio.fail_after(120), findings.cluster_errors():
+        async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=9) as c:
+            shared = {k: c.share(v) for k, v in POOL.items()}
+            await c.flush()
+
+            @settings(FUZZ, max_examples=400)
+            @given(
+                op=st.sampled_from(list(SHAPE_OPS)), a=st.sampled_from(list(POOL)), data=st.data()
+            )
+            def run(op: str, a: str, data: st.DataObject) -> None:
+                CASES["shape ops"] += 1
+                strategy, fn = SHAPE_OPS[op]
+                arg = data.draw(strategy, label="argument")
+                example = f"{op}(x{tuple(POOL[a].shape)}, {arg!r})"
+                ref_error: Exception | None = None
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")  # x.T on non-2-d tensors
+                        want = fn(POOL[a], arg).to(torch.float64)
+                except Exception as exc:
+                    want, ref_error = None, exc
+                before = queued(c)
+                try:
+                    got = fn(shared[a], arg)
+                except Exception as exc:
+                    if not (deliberate(exc) or same_type_error(exc, ref_error)):
+                        findings.add(f"untyped {type(exc).__name__}: {exc}"[:100], example)
+                    elif queued(c) != before:
+                        findings.add("typed error raised after a command was queued", example)
+                    return
+                if want is None:
+                    findings.add(
+                        f"accepted what torch refuses ({type(ref_error).__name__}: "
+                        f"{str(ref_error)[:60]})",
+                        example,
+                    )
+                    poisoned.append(example)
+                    return
+                if tuple(got.shape) != tuple(want.shape):
+                    findings.add("result shape differs from torch", example)
+                    poisoned.append(example)
+                    return
+                checks.append((got, want, op, example))
+
+            run()
+            if not poisoned:
+                for got, want, op, example in checks:
+                    value = (await got.get()).to(torch.float64)
+                    tol = 2e-3 + 1e-6 * want.abs()
+                    if value.shape != want.shape or not bool(((value - want).abs() <= tol).all()):
+                        findings.add(f"wrong result ({op})", f"{example}: {value} vs {want}")
+    assert len(checks) > 20, "too few valid operations to check the results"
+    assert not findings.by_kind, "shape operations misbehaved:\n" + findings.report()
+
+
+# -- fixed point ---------------------------------------------------------------------------
+
+
+@settings(FUZZ, max_examples=300)
+@given(
+    base=st.one_of(
+        st.integers(-3, 40),
+        st.integers(2**20, 2**40),
+        st.sampled_from([10.0, "10", None, True, np.int64(10)]),
+    ),
+    precision=st.one_of(
+        st.integers(-3, 40),
+        st.integers(100, 3000),
+        st.sampled_from([3.0, "3", None, False, np.int64(3)]),
+    ),
+    values=st.lists(FLOATS, min_size=1, max_size=6),
+)
+def test_fixed_point_arguments(base: Any, precision: Any, values: list[float]) -> None:
+    """``FixedPoint(base, precision)``: EncodingError for a bad base or precision (a
+    ValueError), or a usable encoding: scale below 2**31, encode refuses NaN/inf/out of
+    range with EncodingError and round-trips every value it accepts to half an ulp."""
+    CASES["fixed point"] += 1
+    try:
+        fp = FixedPoint(base, precision)
+    except Exception as exc:
+        assert deliberate(exc), describe(exc)
+        return
+    assert isinstance(fp.base, int) and fp.base >= 2, fp
+    assert isinstance(fp.precision, int) and fp.precision >= 0, fp
+    assert 1 <= fp.scale < 2**31
+    t = torch.tensor(values, dtype=torch.float64)
+    try:
+        e = fp.encode(t)
+    except Exception as exc:
+        assert deliberate(exc), describe(exc)
+        ok = bool(torch.isfinite(t).all()) and float(t.abs().max()) * fp.scale < 2**31 - 1
+        assert not ok, f"refused in-range values {values} at {fp}"
+        return
+    assert e.dtype == torch.int64 and bool((e.abs() < 2**31).all())
+    back = fp.decode(e).to(torch.float64)
+    assert bool(((back - t).abs() <= 0.5 / fp.scale + 1e-6 * t.abs()).all()), (values, back)
+
+
+def _fixed_point_in_child(precision: int) -> None:
+    with contextlib.suppress(Exception):
+        FixedPoint(10, precision)
+
+
+@pytest.mark.parametrize("precision", [10**9])
+def test_fixed_point_huge_precision_is_refused_at_once(precision: int) -> None:
+    """A precision far too large must be refused at once, not after computing
+    ``10**precision`` (minutes of CPU, or memory exhaustion: a hang). Run in a forked
+    child so that a hang fails this test instead of the whole run."""
+    CASES["fixed point"] += 1
+    child = multiprocessing.get_context("fork").Process(
+        target=_fixed_point_in_child, args=(precision,), daemon=True
+    )
+    child.start()
+    child.join(2.0)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+        child.join()
+    assert not alive, f"FixedPoint(10, {precision}) did not return within 2 s"
+
+
+# -- cluster, network profile, chaos, optimiser --------------------------------------------
+
+NAMES = st.sampled_from(["alice", "bob", "carol", "dave", PROVIDER, COORD, "", "a/b", "ü"])
+ODD_NAMES = st.one_of(NAMES, st.sampled_from([None, 1, b"bob"]))
+TIMEOUTS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.integers(-2, 100), st.booleans()
+)
+
+
+@settings(NO_SHRINK, max_examples=60)
+@given(
+    parties=st.lists(ODD_NAMES, max_size=4),
+    provider=ODD_NAMES,
+    coordinator=ODD_NAMES,
+    timeout=TIMEOUTS,
+)
+def test_cluster_start_arguments(
+    parties: list[Any], provider: Any, coordinator: Any, timeout: Any
+) -> None:
+    """``Cluster.start`` refuses fewer than 2 parties, duplicate, empty or non-string
+    names and a timeout that is not a positive finite number, with a ValueError before any
+    actor starts; any configuration it accepts computes correctly."""
+    CASES["cluster start"] += 1
+    everyone = [*parties, provider, coordinator]
+    valid = (
+        len(parties) >= 2
+        and all(isinstance(n, str) and n for n in everyone)
+        and len(set(everyone)) == len(everyone)
+        and isinstance(timeout, int | float)
+        and timeout > 0
+        and math.isfinite(timeout)
+    )
+
+    async def go() -> None:
+        with trio.fail_after(BOUND):
+            async with Cluster.start(
+                parties, provider=provider, coordinator=coordinator, timeout=timeout
+            ) as c:
+                x = c.share(torch.tensor([1.5, -2.0]))
+                got = await (x * x).get()
+                assert got.tolist() == [2.25, 4.0]
+
+    try:
+        trio.run(go, clock=trio.testing.MockClock(autojump_threshold=0))
+    except Exception as exc:
+        assert deliberate(exc), describe(exc)
+        assert not valid, f"refused a valid configuration: {describe(exc)}"
+        return
+    assert valid, (
+        f"accepted parties={parties} provider={provider!r} coordinator={coordinator!r} timeout={timeout!r}"
+    )
+
+
+@settings(NO_SHRINK, max_examples=60)
+@given(
+    latency=st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True), st.floats(0, 0.5), st.integers(-3, 3)
+    ),
+    bandwidth=st.one_of(
+        st.none(),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.floats(1e3, 1e9),
+        st.integers(-2, 2),
+    ),
+)
+def test_network_profile_values(latency: Any, bandwidth: Any) -> None:
+    """NetworkProfile refuses negative, NaN or infinite latency and a bandwidth that is not
+    > 0 with a ValueError; a profile it accepts gives a cluster that computes correctly (on
+    the mock clock, so long latencies cost no real time)."""
+    CASES["network profile"] += 1
+    try:
+        prof = NetworkProfile(latency=latency, bandwidth=bandwidth)
+    except Exception as exc:
+        assert deliberate(exc), describe(exc)
+        return
+    assert math.isfinite(prof.latency) and prof.latency >= 0, prof
+    assert prof.bandwidth is None or prof.bandwidth > 0, prof
+    assert prof.transmit_seconds(10**6) >= 0  # inf for an absurdly small bandwidth
+
+    async def go() -> None:
+        with trio.fail_after(10**6):
+            async with Cluster.start(
+                PARTIES[2], provider=PROVIDER, network=prof, timeout=10**5
+            ) as c:
+                x = c.share(torch.tensor([1.5, -2.0]))
+                assert (await (x * x).relu().get()).tolist() == [2.25, 4.0]
+
+    if prof.latency < 1e3 and (prof.bandwidth is None or prof.bandwidth > 1):
+        trio.run(go, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+@settings(NO_SHRINK, max_examples=60)
+@given(
+    seed=st.integers(-5, 2**70),
+    crash=st.one_of(
+        st.none(),
+        st.tuples(
+            st.sampled_from(["alice", "bob", PROVIDER, COORD, "nobody"]),
+            st.one_of(st.integers(-2, 12), st.sampled_from([1.5, float("nan"), float("inf")])),
+        ),
+    ),
+    max_delay=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(0, 0.01)),
+)
+def test_chaos_values(seed: int, crash: Any, max_delay: float) -> None:
+    """Chaos refuses a negative, NaN or infinite max_delay and a crash index below 1 with
+    a ValueError; a Chaos it accepts either leaves results bit-exact or ends the run with
+    PartyFailure naming the crashed actor (cause InjectedCrash), within a bound."""
+    CASES["chaos"] += 1
+    try:
+        chaos = Chaos(seed=seed, crash=crash, max_delay=max_delay)
+    except Exception as exc:
+        assert deliberate(exc), describe(exc)
+        return
+    assert math.isfinite(chaos.max_delay) and chaos.max_delay >= 0
+
+    async def go() -> None:
+        with trio.fail_after(10**6):
+            async with Cluster.start(
+                PARTIES[2], provider=PROVIDER, chaos=chaos, timeout=10**5
+            ) as c:
+                x = c.share(torch.tensor([1.5, -2.0]))
+                assert (await (x * x).get()).tolist() == [2.25, 4.0]
+
+    if chaos.max_delay > 1e3:
+        return
+    try:
+        trio.run(go, clock=trio.testing.MockClock(autojump_threshold=0))
+    except PartyFailure as exc:
+        assert crash is not None and exc.actor == crash[0], describe(exc)
+        assert isinstance(exc.cause, InjectedCrash), describe(exc)
+    except InjectedCrash:
+        # the coordinator is the caller: its own crash reaches the caller as it is
+        assert crash is not None and crash[0] == COORD
+
+
+LRS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(1e-4, 10),
+    st.integers(-2, 5),
+    st.sampled_from([True, None, "0.1", 1j, 0.0]),
+)
+
+
+async def test_sgd_arguments() -> None:
+    """``SGD`` refuses a learning rate, momentum or weight decay that is not a finite
+    number >= 0 (lr > 0) with a ValueError; with values it accepts, one step equals
+    plaintext torch SGD (lr and weight decay are public fixed-point values, as documented),
+    or raises a typed error before queuing anything."""
+    findings = Findings()
+    checks: list[tuple[SharedTensor, torch.Tensor, str]] = []
+    p0 = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    with trio.fail_after(120), findings.cluster_errors():
+        async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=10) as c:
+
+            @settings(FUZZ, max_examples=150)
+            @given(lr=LRS, momentum=LRS, weight_decay=LRS)
+            def run(lr: Any, momentum: Any, weight_decay: Any) -> None:
+                CASES["sgd"] += 1
+                example = f"SGD(lr={lr!r}, momentum={momentum!r}, weight_decay={weight_decay!r})"
+                p = c.share(p0, requires_grad=True)
+                (p * p).sum().backward()  # grad = 2 p
+                try:
+                    opt = SGD([p], lr=lr, momentum=momentum, weight_decay=weight_decay)
+                except Exception as exc:
+                    if not deliberate(exc):
+                        findings.add(f"untyped {type(exc).__name__}", example)
+                    return
+                for name, v in (("lr", lr), ("momentum", momentum), ("wd", weight_decay)):
+                    if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
+                        findings.add(f"accepted a bad {name}", example)
+                        return
+                before = queued(c)
+                try:
+                    opt.step()
+                except Exception as exc:
+                    if not deliberate(exc):
+                        findings.add(f"untyped {type(exc).__name__} in step()", example)
+                    elif queued(c) != before:
+                        findings.add("step() raised after queuing part of the update", example)
+                    return
+
+                # public factors keep the digits _public_precision gives them
+                def digits(v: float) -> float:
+                    q = _public_precision(FixedPoint(10, 3), torch.tensor(float(v)))
+                    return round(v * 10**q) / 10**q
+
+                ql, qw = digits(lr), digits(weight_decay)
+                want = p0 - ql * (2 * p0 + qw * p0)
+                tol = 1e-3 * (3 + 2 * abs(ql)) + 1e-6 * want.abs()
+                checks.append((p, want, tol, example))
+
+            run()
+            for p, want, tol, example in checks:
+                got = (await p.get()).to(torch.float64)
+                if not bool(((got - want).abs() <= tol).all()):
+                    findings.add("wrong result", f"{example}: {got.tolist()} vs {want.tolist()}")
+    assert len(checks) > 10
+    assert not findings.by_kind, "SGD misbehaved:\n" + findings.report()
+
+
+# -- the count -----------------------------------------------------------------------------
+
+CONTRIBUTORS = {
+    "corrupted messages",
+    "corrupted key setup",
+    "decode_tensors",
+    "mailbox",
+    "share",
+    "arithmetic",
+    "shape ops",
+    "fixed point",
+    "cluster start",
+    "network profile",
+    "chaos",
+    "sgd",
+}
+
+
+def test_zz_generated_case_count() -> None:
+    """Runs last (file order): how many cases the fuzz tests generated."""
+    total = sum(CASES.values())
+    print(
+        f"\nfuzz cases generated: {total} "
+        + ", ".join(f"{k} {v}" for k, v in sorted(CASES.items()))
+    )
+    if not set(CASES) >= CONTRIBUTORS:
+        pytest.skip(f"only part of the file ran ({sorted(set(CASES))})")
+    assert total >= 1000, CASES

@@ -1,0 +1,350 @@
+"""Every protocol's messages are distributed independently of the secret inputs.
+
+Semi-honest security: what an actor sees must not depend on the secrets. For each
+protocol (input sharing, Beaver mul, square, matmul, the 3-party dealer truncation pair,
+DReLU, ReLU) this file runs the operation on secret A and, in a fresh cluster, on secret
+B (unseeded clusters: fresh OS keys), records every message with the network's
+interceptor, and compares, per actor:
+
+* every tensor it receives: input shares, online openings from each peer, dealer
+  material (decoded with ``Envelope.tensors()``);
+* every value it opens: its own share of a masked value (what it sends, identical to each
+  peer) combined with the peers' shares.
+
+Ring tensors get a two-sample Kolmogorov-Smirnov test on their low and high 16-bit slices
+and a two-proportion test per bit; bool tensors a two-proportion test per bit position.
+Each tensor holds 1,000-2,000 independent instances of the protocol (one run per secret).
+Bonferroni: the family-wise false-alarm rate over the whole file is below ``FWER``.
+
+The provider must receive only CONTROL messages from the coordinator, byte-identical for
+A and B (op ids, kinds, shapes, divisors). The same analysis must flag deliberately leaky
+variants of mul, matmul and truncation, which still compute the right result.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from scipy import special, stats
+
+import actors.executor as executor
+import protocols as P
+from actors import Cluster, Envelope, Phase, configure_logging
+from protocols import FixedPoint, Share
+from protocols.beaver import matmul_spec, mul_spec
+from protocols.ring import floor_div
+from protocols.truncate import trunc_spec
+from training import SharedTensor
+
+PARTIES = {2: ["alice", "bob"], 3: ["alice", "bob", "carol"]}
+PROVIDER = "james"
+COORD = "coordinator"
+FWER = 1e-6  # family-wise false-alarm rate of all the independence tests in this file
+NUMEL = 2000
+RAW = FixedPoint(10, 0)  # ring integers as they are (for the truncation protocol)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _quiet_single_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    configure_logging(level="critical")
+    yield
+    torch.set_num_threads(before)
+    configure_logging()
+
+
+# ---------------------------------------------------------------------------------------
+# The protocols and their secrets
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Protocol:
+    n: int
+    secrets: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]
+    """Plaintext inputs for secret A and for secret B (same names and shapes)."""
+    run: Callable[[Cluster, dict[str, Any]], Any]
+    """Issues the operation on the shared inputs; returns the handle to reveal."""
+    check: Callable[[dict[str, torch.Tensor], torch.Tensor], None]
+    """Asserts that the revealed result is right."""
+    raw: bool = False
+    """Inputs are ring integers shared as they are (no fixed-point encoding)."""
+
+
+def full(shape: Sequence[int], v: float) -> torch.Tensor:
+    return torch.full(tuple(shape), v, dtype=torch.float64)
+
+
+def near(tol: float, fn: Callable[..., torch.Tensor]) -> Callable[[dict, torch.Tensor], None]:
+    def check(x: dict[str, torch.Tensor], got: torch.Tensor) -> None:
+        want = fn(**x)
+        err = float((got.to(torch.float64) - want).abs().max())
+        assert err <= tol + 1e-6 * float(want.abs().max()), err
+
+    return check
+
+
+def trunc_check(x: dict[str, torch.Tensor], got: torch.Tensor) -> None:
+    want = floor_div(x["x"].to(torch.int64), 1000)
+    assert bool(((got - want) >= -1).all() and ((got - want) <= 1).all())
+
+
+def run_trunc(c: Cluster, xs: dict[str, Any]) -> Any:
+    (tid,) = c.submit("trunc", [xs["x"].tid], 1, {"d": 1000}, [xs["x"].shape])
+    return SharedTensor(c, tid, xs["x"].shape, RAW)
+
+
+M, K, N = 40, 25, 40  # matmul (M, K) @ (K, N): 1,000 + 1,000 opened, 1,600 dealt
+VEC = (NUMEL,)
+A_MUL = {"x": full(VEC, 1.5), "y": full(VEC, 2.0)}
+B_MUL = {"x": full(VEC, -250.25), "y": full(VEC, 0.125)}
+A_MM = {"x": full((M, K), 1.5), "w": full((K, N), -0.5)}
+B_MM = {"x": full((M, K), -30.75), "w": full((K, N), 4.0)}
+A_TR = {"x": full(VEC, 1_234_567_891.0)}
+B_TR = {"x": full(VEC, -987_654.0)}
+A_CMP = {"x": full(VEC, 5.0)}
+B_CMP = {"x": full(VEC, -5.0)}
+
+PROTOCOLS: dict[str, Protocol] = {
+    "input-2": Protocol(2, (A_MUL, B_MUL), lambda c, xs: xs["x"], near(0, lambda x, y: x)),
+    "input-3": Protocol(3, (A_MUL, B_MUL), lambda c, xs: xs["x"], near(0, lambda x, y: x)),
+    "mul-2": Protocol(
+        2, (A_MUL, B_MUL), lambda c, xs: xs["x"] * xs["y"], near(2e-3, lambda x, y: x * y)
+    ),
+    "mul-3": Protocol(
+        3, (A_MUL, B_MUL), lambda c, xs: xs["x"] * xs["y"], near(2e-3, lambda x, y: x * y)
+    ),
+    "square-2": Protocol(
+        2, (A_MUL, B_MUL), lambda c, xs: xs["x"] ** 2, near(2e-3, lambda x, y: x * x)
+    ),
+    "matmul-2": Protocol(
+        2, (A_MM, B_MM), lambda c, xs: xs["x"] @ xs["w"], near(2e-3, lambda x, w: x @ w)
+    ),
+    "truncation-3": Protocol(3, (A_TR, B_TR), run_trunc, trunc_check, raw=True),
+    "drelu-2": Protocol(
+        2, (A_CMP, B_CMP), lambda c, xs: xs["x"].drelu(), near(0, lambda x: (x >= 0).double())
+    ),
+    "relu-2": Protocol(2, (A_CMP, B_CMP), lambda c, xs: xs["x"].relu(), near(0, torch.relu)),
+}
+REAL_TESTS = len(PROTOCOLS)
+
+
+# ---------------------------------------------------------------------------------------
+# Recording
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Transcript:
+    envs: list[Envelope]
+    parties: list[str]
+
+    def received(self, actor: str) -> list[Envelope]:
+        return [e for e in self.envs if e.receiver == actor]
+
+
+async def record(proto: Protocol, secret: dict[str, torch.Tensor]) -> Transcript:
+    """Share ``secret``, run the protocol, reveal and check; every message from the first
+    input share to the last protocol message is recorded."""
+    log: list[Envelope] = []
+    async with Cluster.start(PARTIES[proto.n], provider=PROVIDER, seed=None) as c:
+        c.network.interceptor = lambda env: (log.append(env), env)[1]
+        if proto.raw:
+            xs = {
+                k: SharedTensor(c, c.input(v.to(torch.int64)), v.shape, RAW)
+                for k, v in secret.items()
+            }
+        else:
+            xs = {k: c.share(v) for k, v in secret.items()}
+        out = proto.run(c, xs)
+        await c.flush()
+        c.network.interceptor = None
+        raw = await c.reveal(out.tid, out.shape)
+        got = raw if proto.raw else out.fp.with_precision(out.prec).decode(raw)
+        proto.check(secret, got)
+    return Transcript(log, PARTIES[proto.n])
+
+
+# ---------------------------------------------------------------------------------------
+# Views and two-sample tests
+# ---------------------------------------------------------------------------------------
+
+
+def view_of(t: Transcript, actor: str) -> dict[str, torch.Tensor]:
+    """Named samples: what ``actor`` receives (input, online, offline) and what it opens."""
+    view: dict[str, torch.Tensor] = {}
+    got = [e for e in t.received(actor) if e.phase in (Phase.INPUT, Phase.ONLINE, Phase.OFFLINE)]
+    for e in got:
+        for i, tensor in enumerate(e.tensors()):
+            view[f"recv {e.sender} {e.tag}[{i}]"] = tensor
+    opened: dict[str, list[torch.Tensor]] = {}
+    for e in t.envs:
+        if e.sender == actor and e.phase == Phase.ONLINE and e.tag not in opened:
+            opened[e.tag] = list(e.tensors())
+    for e in got:
+        if e.phase == Phase.ONLINE:
+            acc = opened[e.tag]
+            for i, tensor in enumerate(e.tensors()):
+                acc[i] = acc[i] ^ tensor if tensor.dtype == torch.bool else acc[i] + tensor
+    for tag, tensors in opened.items():
+        for i, tensor in enumerate(tensors):
+            view[f"open {tag}[{i}]"] = tensor
+    return view
+
+
+def bit_columns(t: torch.Tensor) -> np.ndarray:
+    """0/1 matrix (samples, features): a ring element's 64 bits, or a bool tensor's bits
+    per position after the leading (element) dimension."""
+    if t.dtype == torch.int64:
+        raw = t.reshape(-1).numpy().astype("<i8").view(np.uint8).reshape(-1, 8)
+        return np.unpackbits(raw, axis=1, bitorder="little")
+    arr = t.numpy().astype(np.uint8)
+    return arr.reshape(arr.shape[0], -1) if arr.ndim > 1 else arr.reshape(-1, 1)
+
+
+def two_sample(name: str, a: torch.Tensor, b: torch.Tensor) -> list[tuple[str, float]]:
+    """p-values: per-bit two-proportion z tests; KS on the low and high 16-bit slices of
+    ring values."""
+    assert a.dtype == b.dtype and a.shape == b.shape, name
+    ma, mb = bit_columns(a), bit_columns(b)
+    n1, n2 = ma.shape[0], mb.shape[0]
+    p1, p2 = ma.mean(0, dtype=np.float64), mb.mean(0, dtype=np.float64)
+    pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
+    var = pooled * (1 - pooled) * (1 / n1 + 1 / n2)
+    z = np.where(var > 0, np.abs(p1 - p2) / np.sqrt(np.maximum(var, 1e-300)), 0.0)
+    pv = special.erfc(z / math.sqrt(2))
+    out = [(f"{name} bit{j} ({p1[j]:.3f} vs {p2[j]:.3f})", float(pv[j])) for j in range(len(pv))]
+    if a.dtype == torch.int64:
+        for label, shift in (("low16", 0), ("high16", 48)):
+            sa = ((a.reshape(-1) >> shift) & 0xFFFF).numpy()
+            sb = ((b.reshape(-1) >> shift) & 0xFFFF).numpy()
+            out.append((f"{name} KS {label}", float(stats.ks_2samp(sa, sb).pvalue)))
+    return out
+
+
+def analyse(ta: Transcript, tb: Transcript) -> list[tuple[str, float]]:
+    pvalues: list[tuple[str, float]] = []
+    for party in ta.parties:
+        va, vb = view_of(ta, party), view_of(tb, party)
+        assert va.keys() == vb.keys(), party
+        assert va, f"{party} saw nothing"
+        for key in sorted(va):
+            pvalues += two_sample(f"{party}: {key}", va[key], vb[key])
+    return pvalues
+
+
+def metadata(t: Transcript) -> list[tuple[Any, ...]]:
+    rows = []
+    for e in t.envs:
+        if e.phase == Phase.CONTROL:
+            continue
+        shapes = tuple((tuple(x.shape), x.dtype) for x in e.tensors())
+        rows.append((e.sender, e.receiver, e.tag, e.phase, e.depth, e.payload_bytes, shapes))
+    return sorted(rows, key=repr)
+
+
+def provider_inbox(t: Transcript) -> list[tuple[str, str, Phase, bytes]]:
+    return [(e.sender, e.tag, e.phase, e.body) for e in t.received(PROVIDER)]
+
+
+async def transcripts(proto: Protocol) -> tuple[Transcript, Transcript]:
+    ta = await record(proto, proto.secrets[0])
+    tb = await record(proto, proto.secrets[1])
+    assert metadata(ta) == metadata(tb), "message pattern depends on the secret"
+    return ta, tb
+
+
+# ---------------------------------------------------------------------------------------
+# The real protocols
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(PROTOCOLS))
+async def test_views_independent_of_secret(name: str) -> None:
+    proto = PROTOCOLS[name]
+    ta, tb = await transcripts(proto)
+    pvalues = analyse(ta, tb)
+    alpha = FWER / REAL_TESTS / len(pvalues)
+    bad = [f"{k}: p={p:.3g}" for k, p in pvalues if p < alpha]
+    assert not bad, f"views depend on the secret (alpha {alpha:.2g}):\n" + "\n".join(bad[:20])
+    # every party hears from every peer, or (input sharing) from the coordinator
+    for party in ta.parties:
+        senders = {e.sender for e in ta.received(party) if e.phase != Phase.CONTROL}
+        want = {COORD} if name.startswith("input") else {p for p in ta.parties if p != party}
+        assert want <= senders, (party, senders)
+    # the provider: control messages from the coordinator only, identical for A and B
+    inbox_a, inbox_b = provider_inbox(ta), provider_inbox(tb)
+    assert all(s == COORD and ph == Phase.CONTROL for s, _, ph, _ in inbox_a), inbox_a
+    assert inbox_a == inbox_b
+    if not name.startswith("input"):
+        assert inbox_a, "the provider received no dealer request"
+    print(
+        f"\n{name}: {len(pvalues)} two-sample tests, alpha {alpha:.2g}, min p "
+        f"{min(p for _, p in pvalues):.3g}"
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Leaky variants: the same analysis must see the leak
+# ---------------------------------------------------------------------------------------
+
+
+async def leaky_mul(ctx: P.PartyContext, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+    """BROKEN on purpose: opens x and y themselves instead of x - a and y - b (it still
+    takes its Beaver triple, so the dealer traffic is unchanged)."""
+    await ctx.material(mul_spec(tuple(x[0].value.shape), tuple(x[1].value.shape)))
+    (xo, yo), depth = await P.open_ring(ctx, "mul0", [x[0].value, x[1].value], x[0].depth)
+    z = xo * yo if ctx.rank == 0 else torch.zeros_like(xo * yo)
+    return [await P.truncate(ctx, Share(z, depth), p["d"], sub=1)]
+
+
+async def leaky_matmul(ctx: P.PartyContext, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+    """BROKEN on purpose: opens both matrices unmasked."""
+    await ctx.material(matmul_spec(tuple(x[0].value.shape), tuple(x[1].value.shape)))
+    (xo, wo), depth = await P.open_ring(ctx, "mm0", [x[0].value, x[1].value], x[0].depth)
+    z = xo @ wo if ctx.rank == 0 else torch.zeros_like(xo @ wo)
+    return [await P.truncate(ctx, Share(z, depth), p["d"], sub=1)]
+
+
+async def leaky_trunc(ctx: P.PartyContext, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+    """BROKEN on purpose: the truncation mask r is tiny (0..15, party 0 only) instead of
+    uniform in the ring, so the opened ``c = x - r`` is x give or take 15. The result is
+    still floor(x/d) or one less."""
+    shape, d = tuple(x[0].value.shape), p["d"]
+    await ctx.material(trunc_spec(shape, d, sub=1))  # consume the dealer's (real) pair
+    r = torch.randint(0, 16, shape) if ctx.rank == 0 else torch.zeros(shape, dtype=torch.int64)
+    (c,), depth = await P.open_ring(ctx, "tr1", [x[0].value - r], x[0].depth)
+    z = floor_div(c, d) if ctx.rank == 0 else torch.zeros_like(c)
+    return [Share(z, depth)]
+
+
+LEAKY = {
+    "mul-2": ("mul", leaky_mul),
+    "mul-3": ("mul", leaky_mul),
+    "matmul-2": ("matmul", leaky_matmul),
+    "truncation-3": ("trunc", leaky_trunc),
+}
+
+
+@pytest.mark.parametrize("name", list(LEAKY))
+async def test_analysis_detects_leaky_variant(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    kind, fn = LEAKY[name]
+    monkeypatch.setitem(executor.INTERACTIVE, kind, fn)
+    proto = PROTOCOLS[name]
+    ta, tb = await transcripts(proto)  # the leaky variants still compute the right result
+    pvalues = analyse(ta, tb)
+    alpha = FWER / REAL_TESTS / len(pvalues)  # the very threshold of the real test
+    bad = [k for k, p in pvalues if p < alpha]
+    assert bad, f"{name}: the two-sample tests missed the leak"
+    # every party opens the leaked values, so every party's view gives it away; what it
+    # receives alone is a peer's share, still uniform
+    for party in ta.parties:
+        assert any(k.startswith(f"{party}: open") for k in bad), (party, bad[:5])
+    assert not [k for k in bad if ": recv " in k], bad[:5]
