@@ -89,6 +89,7 @@ class Mailbox:
         self._ready: dict[tuple[str, str], Envelope] = {}
         self._waiting: dict[tuple[str, str], trio.Event] = {}
         self._blocked: dict[tuple[str, str], str] = {}
+        self._timed_out_on: str | None = None
         self._pending_ops: dict[int, int] = defaultdict(int)
         self._fault: ProtocolError | None = None
         self._fault_event = trio.Event()
@@ -101,7 +102,9 @@ class Mailbox:
         Idle waits (for the next command) do not count."""
         for sender in self._blocked.values():
             return sender
-        return None
+        # An actor whose own bound just ran out (in the same instant) still counts as
+        # blocked on what it waited for.
+        return self._timed_out_on
 
     def holds_from(self, sender: str) -> bool:
         """Whether unclaimed messages from ``sender`` are waiting here."""
@@ -192,6 +195,7 @@ class Mailbox:
             if self._fault is not None:
                 raise self._fault
             if scope.cancelled_caught:
+                self._timed_out_on = sender
                 raise ActorTimeout(
                     self.owner, sender, repr(tag), float(limit or 0), self._wait_chain(sender)
                 )

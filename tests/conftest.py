@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-from actors import Envelope
+import pytest
+import torch
+
+from actors import Envelope, configure_logging
 
 PARTIES: dict[int, list[str]] = {2: ["alice", "bob"], 3: ["alice", "bob", "carol"]}
 PROVIDER = "james"
@@ -30,3 +33,21 @@ class Tap:
             if env.receiver == party and env.tag.startswith("cmd/")
             for cmd in env.control()
         ]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> Iterator[None]:
+    """The tensors here are small: torch's thread pool only adds contention when other
+    processes share the CPUs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def quiet_logs() -> Iterator[None]:
+    """No per-cluster log summaries from modules that start hundreds of clusters."""
+    configure_logging(level="critical")
+    yield
+    configure_logging()

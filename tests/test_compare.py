@@ -18,7 +18,7 @@ encoded integers.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from math import ceil
 from typing import Any
 
@@ -101,16 +101,6 @@ def sign_bits(x: torch.Tensor) -> torch.Tensor:
 
 def relu_ring(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 0, x, torch.zeros_like(x))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """The tensors here are small: torch's thread pool only adds contention when other
-    processes share the CPUs. Restored when this module's tests are done."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------------

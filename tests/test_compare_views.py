@@ -23,7 +23,7 @@ kinds, shapes and divisors, identical for A and B.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,16 +41,6 @@ PARTIES = {2: ["alice", "bob"], 3: ["alice", "bob", "carol"]}
 NUMEL = 2000
 FWER = 1e-6
 RAW = FixedPoint(10, 0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """The tensors here are small: torch's thread pool only adds contention when other
-    processes share the CPUs. Restored when this module's tests are done."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------------

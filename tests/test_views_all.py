@@ -24,7 +24,7 @@ variants of mul, matmul and truncation, which still compute the right result.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,7 @@ from scipy import special, stats
 
 import actors.executor as executor
 import protocols as P
-from actors import Cluster, Envelope, Phase, configure_logging
+from actors import Cluster, Envelope, Phase
 from protocols import FixedPoint, Share
 from protocols.beaver import matmul_spec, mul_spec
 from protocols.ring import floor_div
@@ -50,14 +50,7 @@ NUMEL = 2000
 RAW = FixedPoint(10, 0)  # ring integers as they are (for the truncation protocol)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _quiet_single_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    configure_logging(level="critical")
-    yield
-    torch.set_num_threads(before)
-    configure_logging()
+pytestmark = pytest.mark.usefixtures("quiet_logs")
 
 
 # ---------------------------------------------------------------------------------------
