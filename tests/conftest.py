@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
 import torch
+from hypothesis import settings
 
 from actors import Envelope, configure_logging
+
+# Property tests draw the same cases on every run, so a red build means a bug, not bad
+# luck; HYPOTHESIS_PROFILE=explore draws fresh ones.
+settings.register_profile("repeatable", derandomize=True, deadline=None)
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
+
 
 PARTIES: dict[int, list[str]] = {2: ["alice", "bob"], 3: ["alice", "bob", "carol"]}
 PROVIDER = "james"
