@@ -383,7 +383,3 @@ class Cluster:
                 )
             self._cmd_seq += 1
             self._cmds = []
-
-
-def plain_shape(t: torch.Tensor) -> tuple[int, ...]:
-    return tuple(t.shape)

@@ -92,7 +92,6 @@ class Mailbox:
         self._timed_out_on: str | None = None
         self._pending_ops: dict[int, int] = defaultdict(int)
         self._fault: ProtocolError | None = None
-        self._fault_event = trio.Event()
         self.is_finished: Callable[[int], bool] = lambda op: False
         self.lookup: Callable[[str], Mailbox | None] = lambda name: None
         self.roles: Roles | None = None
@@ -133,7 +132,6 @@ class Mailbox:
     def fail(self, error: ProtocolError) -> None:
         if self._fault is None:
             self._fault = error
-            self._fault_event.set()
             for ev in self._waiting.values():
                 ev.set()
 
@@ -214,12 +212,6 @@ class Mailbox:
         if not self._pending_ops.get(op):
             return []
         return [k for k in self._ready if op_of(k[1]) == op]
-
-    async def wait_fault(self) -> ProtocolError:
-        await self._fault_event.wait()
-        if self._fault is None:  # pragma: no cover - the event is set only with a fault
-            raise AssertionError("fault event without fault")
-        return self._fault
 
     def __len__(self) -> int:
         return len(self._ready)

@@ -22,7 +22,3 @@ def to_bits(x: torch.Tensor) -> torch.Tensor:
 def floor_div(x: torch.Tensor, d: int) -> torch.Tensor:
     """Signed floor division of ring elements (read as int64) by a positive public integer."""
     return torch.div(x, d, rounding_mode="floor")
-
-
-def bit_to_ring(b: torch.Tensor) -> torch.Tensor:
-    return b.to(DTYPE)

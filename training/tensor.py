@@ -561,10 +561,6 @@ def _mean(x: Any, dim: Any = None, keepdim: bool = False, **kw: Any) -> Any:
     return x.mean(dim, keepdim)
 
 
-def _swap(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
-    return lambda a, b: fn(b, a)
-
-
 _TORCH: dict[Any, Callable[..., Any]] = {
     torch.matmul: lambda a, b: a @ b if isinstance(a, SharedTensor) else b.__rmatmul__(a),
     torch.mm: lambda a, b: a @ b if isinstance(a, SharedTensor) else b.__rmatmul__(a),
