@@ -68,7 +68,7 @@ def malformed(actor: str, what: str, item: Any) -> Iterator[None]:
     try:
         yield
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-        if isinstance(exc, ProtocolError | SmpcError):
+        if isinstance(exc, SmpcError):
             raise
         raise ProtocolError(
             f"{actor}: malformed {what} {str(item)[:120]}: {type(exc).__name__}: {exc}"
