@@ -87,19 +87,36 @@ LOCAL: dict[str, Local] = {
 }
 
 
-def _scale_local(rank: int, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
-    prod = Share(x[0].value * public_tensor(p["pub"]), x[0].depth)
-    return [P.truncate_local(prod, p["d"], rank)]
+def _scale_product(x: Sequence[Share], p: dict[str, Any]) -> Share:
+    return Share(x[0].value * public_tensor(p["pub"]), x[0].depth)
 
 
-def _matmul_pub_local(rank: int, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+def _matmul_product(x: Sequence[Share], p: dict[str, Any]) -> Share:
     pub, v = public_tensor(p["pub"]), x[0].value
-    prod = torch.matmul(pub, v) if p.get("left") else torch.matmul(v, pub)
-    return [P.truncate_local(Share(prod, x[0].depth), p["d"], rank)]
+    return Share(torch.matmul(pub, v) if p.get("left") else torch.matmul(v, pub), x[0].depth)
 
 
-def _trunc_local(rank: int, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
-    return [P.truncate_local(x[0], p["d"], rank)]
+def _as_is(x: Sequence[Share], p: dict[str, Any]) -> Share:
+    return x[0]
+
+
+PUBLIC_PRODUCTS: dict[str, Callable[[Sequence[Share], dict[str, Any]], Share]] = {
+    "scale": _scale_product,
+    "matmul_pub": _matmul_product,
+    "trunc": _as_is,
+}
+"""Kinds that compute a product with a public value locally and then truncate it once."""
+
+
+def _truncating_local(product: Callable[[Sequence[Share], dict[str, Any]], Share]) -> Local:
+    return lambda rank, x, p: [P.truncate_local(product(x, p), p["d"], rank)]
+
+
+def _truncating(product: Callable[[Sequence[Share], dict[str, Any]], Share]) -> Interactive:
+    async def run(ctx: PartyContext, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+        return [await P.truncate(ctx, product(x, p), p["d"], sub=1)]
+
+    return run
 
 
 def local_table(n_parties: int) -> dict[str, Local]:
@@ -107,7 +124,7 @@ def local_table(n_parties: int) -> dict[str, Local]:
     (SecureML), so multiplying by a public fixed-point value is too."""
     if n_parties != 2:
         return LOCAL
-    return {**LOCAL, "scale": _scale_local, "matmul_pub": _matmul_pub_local, "trunc": _trunc_local}
+    return {**LOCAL, **{k: _truncating_local(f) for k, f in PUBLIC_PRODUCTS.items()}}
 
 
 async def _mul(ctx: PartyContext, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
@@ -120,23 +137,6 @@ async def _square(ctx: PartyContext, x: Sequence[Share], p: dict[str, Any]) -> l
 
 async def _matmul(ctx: PartyContext, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
     return [await P.truncate(ctx, await P.matmul(ctx, x[0], x[1]), p["d"], sub=1)]
-
-
-async def _scale(ctx: PartyContext, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
-    pub = public_tensor(p["pub"])
-    prod = x[0].value * pub
-    return [await P.truncate(ctx, Share(prod, x[0].depth), p["d"], sub=1)]
-
-
-async def _matmul_pub(ctx: PartyContext, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
-    pub = public_tensor(p["pub"])
-    v = x[0].value
-    prod = torch.matmul(pub, v) if p.get("left") else torch.matmul(v, pub)
-    return [await P.truncate(ctx, Share(prod, x[0].depth), p["d"], sub=1)]
-
-
-async def _trunc(ctx: PartyContext, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
-    return [await P.truncate(ctx, x[0], p["d"], sub=1)]
 
 
 async def _drelu(ctx: PartyContext, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
@@ -152,9 +152,7 @@ INTERACTIVE: dict[str, Interactive] = {
     "mul": _mul,
     "square": _square,
     "matmul": _matmul,
-    "scale": _scale,
-    "matmul_pub": _matmul_pub,
-    "trunc": _trunc,
+    **{k: _truncating(f) for k, f in PUBLIC_PRODUCTS.items()},
     "drelu": _drelu,
     "relu": _relu,
 }

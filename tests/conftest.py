@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import pytest
 import torch
 from hypothesis import settings
 
-from actors import Envelope, configure_logging
+from actors import Envelope, Phase, configure_logging
 
 # Property tests draw the same cases on every run, so a red build means a bug, not bad
 # luck; HYPOTHESIS_PROFILE=explore draws fresh ones.
@@ -60,3 +61,15 @@ def quiet_logs() -> Iterator[None]:
     configure_logging(level="critical")
     yield
     configure_logging()
+
+
+def envelope_metadata(envs: Iterable[Envelope]) -> list[tuple[Any, ...]]:
+    """Everything but the payload values of the messages that are not commands, sorted:
+    equal for two secrets when the message pattern does not depend on them."""
+    rows = []
+    for e in envs:
+        if e.phase == Phase.CONTROL:
+            continue
+        shapes = tuple((tuple(t.shape), t.dtype) for t in e.tensors())
+        rows.append((e.sender, e.receiver, e.tag, e.phase, e.depth, e.payload_bytes, shapes))
+    return sorted(rows, key=repr)

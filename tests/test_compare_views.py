@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import envelope_metadata
 from scipy import special, stats
 
 from actors import Cluster, Envelope, Phase, executor
@@ -58,13 +59,7 @@ class Transcript:
 
     def metadata(self) -> list[tuple[Any, ...]]:
         """Everything but the payload values, for messages that are not commands."""
-        rows = []
-        for e in self.envs:
-            if e.phase == Phase.CONTROL:
-                continue
-            shapes = tuple((tuple(t.shape), t.dtype) for t in e.tensors())
-            rows.append((e.sender, e.receiver, e.tag, e.phase, e.depth, e.payload_bytes, shapes))
-        return sorted(rows, key=repr)
+        return envelope_metadata(self.envs)
 
 
 async def record(

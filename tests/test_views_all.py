@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import envelope_metadata
 from scipy import special, stats
 
 import actors.executor as executor
@@ -234,13 +235,7 @@ def analyse(ta: Transcript, tb: Transcript) -> list[tuple[str, float]]:
 
 
 def metadata(t: Transcript) -> list[tuple[Any, ...]]:
-    rows = []
-    for e in t.envs:
-        if e.phase == Phase.CONTROL:
-            continue
-        shapes = tuple((tuple(x.shape), x.dtype) for x in e.tensors())
-        rows.append((e.sender, e.receiver, e.tag, e.phase, e.depth, e.payload_bytes, shapes))
-    return sorted(rows, key=repr)
+    return envelope_metadata(t.envs)
 
 
 def provider_inbox(t: Transcript) -> list[tuple[str, str, Phase, bytes]]:
