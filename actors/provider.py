@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 import trio
 
-from protocols import Prg, dealer_corrections, dealer_specs
+from protocols import Prg, dealer_messages, dealer_specs
 
 from .actor import control_batches, failures_named, malformed
 from .envelope import Envelope, Phase, encode_tensors
@@ -41,6 +41,8 @@ class CryptoProvider:
         self.prgs = [
             Prg.fresh() if seed is None else Prg.from_seed(seed, f"dealer/{p}") for p in parties
         ]
+        self.own_prg = Prg.fresh() if seed is None else Prg.from_seed(seed, "dealer/own")
+        """The dealer's private randomness (key generation), shared with nobody."""
         self._log = get_logger(actor=name)
 
     def _send(self, to: str, tag: str, tensors: list[torch.Tensor]) -> None:
@@ -53,7 +55,6 @@ class CryptoProvider:
                 key = torch.frombuffer(bytearray(prg.key), dtype=torch.uint8)
                 self._send(party, "setup/key", [key])
             task_status.started()
-            last = self.parties[-1]
             async for batch in control_batches(self.mailbox, self.coordinator, "req"):
                 for req in batch:
                     with malformed(self.name, "dealer request", req):
@@ -65,6 +66,7 @@ class CryptoProvider:
                             str(req["k"]), shapes, int(req["d"]), len(self.parties)
                         )
                     for spec in specs:
-                        fixes = dealer_corrections(spec, self.prgs, op)
-                        if fixes:
-                            self._send(last, f"{op}/{spec.step()}", fixes)
+                        messages = dealer_messages(spec, self.prgs, op, self.own_prg)
+                        for party, tensors in zip(self.parties, messages, strict=True):
+                            if tensors:
+                                self._send(party, f"{op}/{spec.step()}", tensors)

@@ -15,7 +15,7 @@ from .errors import (
     UnsupportedOperation,
 )
 from .fixed_point import ENCODED_LIMIT_BITS, FixedPoint
-from .material import Item, MaterialSpec, dealer_corrections, party_material
+from .material import Item, Kind, MaterialSpec, dealer_messages, party_material
 from .prg import Prg
 from .registry import dealer_specs, needs_material
 from .sharing import open_bits, open_ring, reconstruct, share
@@ -28,6 +28,7 @@ __all__ = [
     "EncodingError",
     "FixedPoint",
     "Item",
+    "Kind",
     "MaterialSpec",
     "PartyContext",
     "PartyFailure",
@@ -39,7 +40,7 @@ __all__ = [
     "SmpcError",
     "UnknownTensorError",
     "UnsupportedOperation",
-    "dealer_corrections",
+    "dealer_messages",
     "dealer_specs",
     "drelu",
     "drelu_offline_bytes",

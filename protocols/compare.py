@@ -57,7 +57,7 @@ from math import ceil
 import torch
 
 from .context import PartyContext, Share
-from .material import Item, MaterialSpec
+from .material import Item, Kind, MaterialSpec
 from .ring import RING_BITS, to_bits
 from .sharing import open_bits, open_ring
 
@@ -80,11 +80,11 @@ def _levels() -> list[int]:
 
 @lru_cache(maxsize=256)
 def drelu_spec(shape: tuple[int, ...], *, with_relu: bool, sub: int = 0) -> MaterialSpec:
-    items = [Item("r", shape), Item("rbits", (*shape, RING_BITS), bits=True, derived=True)]
+    items = [Item("r", shape), Item("rbits", (*shape, RING_BITS), kind=Kind.BITS, derived=True)]
     for lvl, q in enumerate(_levels()):
-        items += [Item(f"{n}{lvl}", (*shape, q), bits=True) for n in ("a", "b", "bb")]
-        items += [Item(f"{n}{lvl}", (*shape, q), bits=True, derived=True) for n in ("c", "cc")]
-    items += [Item(f"f{n}", shape, bits=True) for n in "abg"]
+        items += [Item(f"{n}{lvl}", (*shape, q), kind=Kind.BITS) for n in ("a", "b", "bb")]
+        items += [Item(f"{n}{lvl}", (*shape, q), kind=Kind.BITS, derived=True) for n in ("c", "cc")]
+    items += [Item(f"f{n}", shape, kind=Kind.BITS) for n in "abg"]
     items += [Item(f"m_{m}", shape, derived=True) for m in MONOMIALS]
     if with_relu:
         items.append(Item("ax", shape))

@@ -1,0 +1,233 @@
+"""An in-memory harness for protocol coroutines: no actors, no network, exact accounting.
+
+Every protocol test and view test runs protocols through :func:`run_protocol` (or
+:func:`run_parties` for several ops in a row): ``n`` tasks, one per party, each with a
+:class:`LocalContext` over a shared :class:`Board`. The board is the message board and an
+independent dealer (it shares every item itself, so a test can fix the secret value of a
+random item with ``overrides`` to aim at edge cases) and records, per party, what that
+party knows: its material, everything it received and the depth of every message, which
+is what the security harness analyses.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import trio
+
+from .context import Received, Share
+from .material import Kind, MaterialSpec, deal
+from .prg import Prg
+from .sharing import share
+
+
+@dataclass
+class View:
+    """What one party saw during a run, in order."""
+
+    material: list[tuple[int, str, torch.Tensor]] = field(default_factory=list)
+    """``(op id, item name, this party's share or key)``."""
+    received: list[tuple[int, str, int, tuple[torch.Tensor, ...]]] = field(default_factory=list)
+    """``(op id, step, sender rank, tensors)``."""
+    sent: list[tuple[int, str, int, tuple[torch.Tensor, ...]]] = field(default_factory=list)
+    """``(op id, step, receiver rank, tensors)``."""
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return (t.numel() + 7) // 8 if t.dtype == torch.bool else t.numel() * t.element_size()
+
+
+class Board:
+    """Message board, dealer and per-party views for one in-memory run."""
+
+    def __init__(
+        self, n: int, seed: int = 0, overrides: dict[str, torch.Tensor] | None = None
+    ) -> None:
+        if n < 2:
+            raise ValueError(f"a run needs at least 2 parties, got {n}")
+        self.n = n
+        self.prg = Prg.from_seed(seed, "testing-dealer")
+        self.overrides = overrides or {}
+        self.msgs: dict[tuple[int, int, int, str], tuple[tuple[torch.Tensor, ...], int]] = {}
+        self.events: defaultdict[tuple[int, int, int, str], trio.Event] = defaultdict(trio.Event)
+        self.dealt: dict[tuple[int, str, int], list[dict[str, torch.Tensor]]] = {}
+        self.sent = [0] * n
+        """Online bytes each party sent."""
+        self.dealer_bytes = 0
+        """Bytes the dealer would send (corrections to the last party, keys to every party)."""
+        self.rounds = 0
+        """Largest depth stamped on any message."""
+        self.views = [View() for _ in range(n)]
+
+    def _share(self, value: torch.Tensor, xor: bool) -> list[torch.Tensor]:
+        if not xor:
+            return share(value, self.n, self.prg)
+        parts = [self._random(tuple(value.shape), value.dtype) for _ in range(self.n - 1)]
+        last = value.clone()
+        for p in parts:
+            last = last ^ p
+        return [*parts, last]
+
+    def _random(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        return self.prg.bits(shape) if dtype == torch.bool else self.prg.ring(shape)
+
+    def deal(self, op_id: int, spec: MaterialSpec) -> list[dict[str, torch.Tensor]]:
+        key = (op_id, spec.kind, spec.sub)
+        if key not in self.dealt:
+            secrets: dict[str, torch.Tensor] = {}
+            for item in spec.items:
+                if item.shared and not item.derived:
+                    v = self.overrides.get(item.name)
+                    secrets[item.name] = (
+                        self._random(item.shape, item.dtype) if v is None else v.to(item.dtype)
+                    )
+            values = deal(secrets, spec)
+            out: list[dict[str, torch.Tensor]] = [{} for _ in range(self.n)]
+            for item in spec.items:
+                if not item.shared:
+                    continue
+                v = values[item.name]
+                if tuple(v.shape) != item.shape or v.dtype != item.dtype:
+                    raise AssertionError(
+                        f"{spec.kind}: item {item} derived as {v.dtype} {tuple(v.shape)}"
+                    )
+                for rank, s in enumerate(self._share(v, item.xor)):
+                    out[rank][item.name] = s
+            self.dealer_bytes += sum(i.nbytes() for i in spec.corrections)
+            if spec.keys:
+                assert spec.keygen is not None
+                keys = spec.keygen(values, self.n, self.prg, (op_id, spec.sub))
+                for rank in range(self.n):
+                    for item in spec.keys:
+                        k = keys[rank][item.name]
+                        if tuple(k.shape) != item.shape or k.dtype != item.dtype:
+                            raise AssertionError(
+                                f"{spec.kind}: key {item} is {k.dtype} {tuple(k.shape)}"
+                            )
+                        out[rank][item.name] = k
+                        self.dealer_bytes += item.nbytes()
+            for rank in range(self.n):
+                self.views[rank].material += [(op_id, k, v) for k, v in out[rank].items()]
+            self.dealt[key] = out
+        return self.dealt[key]
+
+
+class LocalContext:
+    """A :class:`protocols.PartyContext` over a :class:`Board`."""
+
+    def __init__(self, board: Board, rank: int, op_id: int = 5) -> None:
+        self.board = board
+        self._rank = rank
+        self._op_id = op_id
+
+    @property
+    def rank(self) -> int:
+        return self._rank
+
+    @property
+    def n_parties(self) -> int:
+        return self.board.n
+
+    @property
+    def op_id(self) -> int:
+        return self._op_id
+
+    async def send(self, peer: int, step: str, tensors: Sequence[torch.Tensor], depth: int) -> None:
+        key = (self._op_id, self._rank, peer, step)
+        if key in self.board.msgs or peer == self._rank or not 0 <= peer < self.board.n:
+            raise AssertionError(f"bad or duplicate message {key}")
+        copies = tuple(t.clone() for t in tensors)
+        self.board.sent[self._rank] += sum(_nbytes(t) for t in copies)
+        self.board.rounds = max(self.board.rounds, depth)
+        self.board.msgs[key] = (copies, depth)
+        self.board.views[self._rank].sent.append((self._op_id, step, peer, copies))
+        self.board.events[key].set()
+
+    async def recv(self, peer: int, step: str, expect: Any) -> Received:
+        key = (self._op_id, peer, self._rank, step)
+        await self.board.events[key].wait()
+        tensors, depth = self.board.msgs.pop(key)
+        got = [(tuple(t.shape), t.dtype) for t in tensors]
+        want = [(tuple(s), d) for s, d in expect]
+        if got != want:
+            raise AssertionError(f"{key}: expected {want}, got {got}")
+        self.board.views[self._rank].received.append((self._op_id, step, peer, tensors))
+        return Received(tensors, depth)
+
+    async def material(self, spec: MaterialSpec) -> dict[str, torch.Tensor]:
+        return self.board.deal(self._op_id, spec)[self._rank]
+
+
+async def run_parties(
+    n: int,
+    body: Callable[[int, Callable[[int], LocalContext]], Awaitable[Any]],
+    *,
+    seed: int = 0,
+    overrides: dict[str, torch.Tensor] | None = None,
+    timeout: float = 60.0,
+) -> tuple[list[Any], Board]:
+    """Run ``body(rank, ctx_for)`` for every party at once; ``ctx_for(op_id)`` gives the
+    party's context for one op (use a new op id per protocol call, as the runtime does)."""
+    board = Board(n, seed, overrides)
+    results: list[Any] = [None] * n
+
+    async def one(rank: int) -> None:
+        results[rank] = await body(rank, lambda op: LocalContext(board, rank, op))
+
+    with trio.fail_after(timeout):
+        async with trio.open_nursery() as nursery:
+            for rank in range(n):
+                nursery.start_soon(one, rank)
+    if board.msgs:
+        raise AssertionError(f"messages never received: {list(board.msgs)}")
+    return results, board
+
+
+def share_inputs(xs: Sequence[torch.Tensor], n: int, seed: int = 0) -> list[list[Share]]:
+    """``shares[rank][i]``: party ``rank``'s share of input ``i`` (depth 0)."""
+    prg = Prg.from_seed(seed, "testing-input")
+    per_input = [share(x.to(torch.int64), n, prg) for x in xs]
+    return [[Share(s[rank], 0) for s in per_input] for rank in range(n)]
+
+
+async def run_protocol(
+    fn: Callable[..., Awaitable[Any]],
+    *xs: torch.Tensor,
+    n: int = 2,
+    seed: int = 0,
+    overrides: dict[str, torch.Tensor] | None = None,
+    op_id: int = 5,
+    **kwargs: Any,
+) -> tuple[list[Any], Board]:
+    """Share ``xs``, run ``fn(ctx, *shares, **kwargs)`` at every party; returns each party's
+    result and the board (bytes, rounds, views)."""
+    shares = share_inputs(xs, n, seed)
+
+    async def body(rank: int, ctx_for: Callable[[int], LocalContext]) -> Any:
+        return await fn(ctx_for(op_id), *shares[rank], **kwargs)
+
+    return await run_parties(n, body, seed=seed, overrides=overrides)
+
+
+def reveal(results: Sequence[Share]) -> torch.Tensor:
+    """The secret from every party's additive share."""
+    total = results[0].value.clone()
+    for s in results[1:]:
+        total += s.value
+    return total
+
+
+__all__ = [
+    "Board",
+    "Kind",
+    "LocalContext",
+    "View",
+    "reveal",
+    "run_parties",
+    "run_protocol",
+    "share_inputs",
+]
