@@ -17,9 +17,7 @@ encoded integers.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
-from math import ceil
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -31,9 +29,9 @@ from hypothesis import strategies as st
 
 import protocols
 from actors import Cluster, NetworkProfile, Phase
-from protocols import FixedPoint, Prg, Received, Share
+from protocols import FixedPoint, Share
 from protocols.compare import DRELU_ROUNDS
-from protocols.material import MaterialSpec
+from protocols.testing import Board, run_protocol
 from training import SharedTensor
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -170,126 +168,15 @@ async def test_drelu_shapes(shape: tuple[int, ...]) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-class _Hub:
-    """Message board and an independent dealer for in-process protocol runs."""
-
-    def __init__(self, n: int, seed: int, overrides: dict[str, torch.Tensor] | None) -> None:
-        self.n = n
-        self.prg = Prg.from_seed(seed, "test-dealer")
-        self.overrides = overrides or {}
-        self.msgs: dict[tuple[int, int, str], tuple[list[torch.Tensor], int]] = {}
-        self.events: defaultdict[tuple[int, int, str], trio.Event] = defaultdict(trio.Event)
-        self.dealt: dict[tuple[int, str, int], list[dict[str, torch.Tensor]]] = {}
-        self.sent = [0] * n
-        self.rounds = 0
-
-    def _share(self, value: torch.Tensor, bits: bool) -> list[torch.Tensor]:
-        shape = tuple(value.shape)
-        if bits:
-            parts = [self.prg.bits(shape) for _ in range(self.n - 1)]
-            last = value.clone()
-            for p in parts:
-                last = last ^ p
-        else:
-            parts = [self.prg.ring(shape) for _ in range(self.n - 1)]
-            last = value.clone()
-            for p in parts:
-                last = last - p
-        return [*parts, last]
-
-    def deal(self, op_id: int, spec: MaterialSpec) -> list[dict[str, torch.Tensor]]:
-        key = (op_id, spec.kind, spec.sub)
-        if key not in self.dealt:
-            secrets: dict[str, torch.Tensor] = {}
-            for item in spec.items:
-                if item.derived:
-                    continue
-                if item.name in self.overrides:
-                    secrets[item.name] = self.overrides[item.name].to(item.dtype)
-                elif item.bits:
-                    secrets[item.name] = self.prg.bits(item.shape)
-                else:
-                    secrets[item.name] = self.prg.ring(item.shape)
-            values = {**secrets, **spec.derive(dict(secrets))}
-            out: list[dict[str, torch.Tensor]] = [{} for _ in range(self.n)]
-            for item in spec.items:
-                v = values[item.name]
-                assert tuple(v.shape) == item.shape and v.dtype == item.dtype, item
-                for rank, s in enumerate(self._share(v, item.bits)):
-                    out[rank][item.name] = s
-            self.dealt[key] = out
-        return self.dealt[key]
-
-
-class LocalContext:
-    """A :class:`protocols.PartyContext` over an in-memory board (no actor code)."""
-
-    def __init__(self, hub: _Hub, rank: int, op_id: int = 5) -> None:
-        self.hub = hub
-        self._rank = rank
-        self._op_id = op_id
-
-    @property
-    def rank(self) -> int:
-        return self._rank
-
-    @property
-    def n_parties(self) -> int:
-        return self.hub.n
-
-    @property
-    def op_id(self) -> int:
-        return self._op_id
-
-    async def send(self, peer: int, step: str, tensors: Sequence[torch.Tensor], depth: int) -> None:
-        key = (self._rank, peer, step)
-        assert key not in self.hub.msgs, f"duplicate message {key}"
-        assert peer != self._rank
-        for t in tensors:
-            self.hub.sent[self._rank] += (
-                ceil(t.numel() / 8) if t.dtype == torch.bool else 8 * t.numel()
-            )
-        self.hub.rounds = max(self.hub.rounds, depth)
-        self.hub.msgs[key] = ([t.clone() for t in tensors], depth)
-        self.hub.events[key].set()
-
-    async def recv(self, peer: int, step: str, expect: Any) -> Received:
-        key = (peer, self._rank, step)
-        await self.hub.events[key].wait()
-        tensors, depth = self.hub.msgs.pop(key)
-        assert [(tuple(t.shape), t.dtype) for t in tensors] == [(tuple(s), d) for s, d in expect], (
-            f"{key}: unexpected shapes"
-        )
-        return Received(tuple(tensors), depth)
-
-    async def material(self, spec: MaterialSpec) -> dict[str, torch.Tensor]:
-        return self.hub.deal(self._op_id, spec)[self._rank]
-
-
-Protocol = Callable[[Any, Share], Awaitable[Any]]
-
-
 async def run_local(
-    fn: Protocol,
+    fn: Callable[[Any, Share], Awaitable[Any]],
     x: torch.Tensor,
     n: int,
     *,
     seed: int = 0,
     overrides: dict[str, torch.Tensor] | None = None,
-) -> tuple[list[Any], _Hub]:
-    hub = _Hub(n, seed, overrides)
-    shares = protocols.share(x, n, Prg.from_seed(seed, "test-input"))
-    results: list[Any] = [None] * n
-
-    async def one(rank: int) -> None:
-        results[rank] = await fn(LocalContext(hub, rank), Share(shares[rank], 0))
-
-    with trio.fail_after(20):
-        async with trio.open_nursery() as nursery:
-            for rank in range(n):
-                nursery.start_soon(one, rank)
-    assert not hub.msgs, f"messages never received: {list(hub.msgs)}"
-    return results, hub
+) -> tuple[list[Any], Board]:
+    return await run_protocol(fn, x, n=n, seed=seed, overrides=overrides)
 
 
 async def check_local(x: torch.Tensor, r: torch.Tensor | None, n: int, seed: int = 0) -> None:
