@@ -1,9 +1,9 @@
 """Actors: parties, crypto provider, cluster, network, meter."""
 
-from .cluster import Cluster
+from .cluster import Cluster, OpRecord
 from .envelope import Envelope, Phase
 from .log import configure_logging, get_logger
-from .network import Chaos, InjectedCrash, Mailbox, Network, NetworkProfile
+from .network import Chaos, Endpoint, InjectedCrash, Mailbox, Network, NetworkProfile
 from .stats import ActorStats, CommStats
 
 __all__ = [
@@ -11,11 +11,13 @@ __all__ = [
     "Chaos",
     "Cluster",
     "CommStats",
+    "Endpoint",
     "Envelope",
     "InjectedCrash",
     "Mailbox",
     "Network",
     "NetworkProfile",
+    "OpRecord",
     "Phase",
     "configure_logging",
     "get_logger",

@@ -12,6 +12,7 @@ from protocols.errors import ActorTimeout, PartyFailure, ProtocolError, SmpcErro
 
 from .envelope import Phase
 from .network import Mailbox
+from .wire import Batch, Requests
 
 
 def first_error(exc: BaseException) -> BaseException:
@@ -48,18 +49,26 @@ def failures_named(actor: str) -> Iterator[None]:
         raise PartyFailure(actor, err) from err
 
 
-async def control_batches(mailbox: Mailbox, sender: str, prefix: str) -> AsyncIterator[list[Any]]:
-    """The batches ``<prefix>/0``, ``<prefix>/1``, ... from ``sender``, in order, forever."""
+async def control_batches(mailbox: Mailbox, sender: str) -> AsyncIterator[Batch]:
+    """The command batches ``cmd/0``, ``cmd/1``, ... from ``sender``, in order, forever."""
     seq = 0
     while True:
-        env = await mailbox.recv(sender, f"{prefix}/{seq}", timeout=None)
+        env = await mailbox.recv(sender, f"cmd/{seq}", timeout=None)
         seq += 1
         if env.phase != Phase.CONTROL:
-            raise ProtocolError(f"{mailbox.owner}: {prefix} batch in phase {env.phase.name}")
-        batch = env.control()
-        if not isinstance(batch, list) or not all(isinstance(c, dict) for c in batch):
-            raise ProtocolError(f"{mailbox.owner}: {prefix}/{seq - 1} is not a list of objects")
-        yield batch
+            raise ProtocolError(f"{mailbox.owner}: command batch in phase {env.phase.name}")
+        yield env.control(Batch)
+
+
+async def request_batches(mailbox: Mailbox, sender: str) -> AsyncIterator[Requests]:
+    """The dealer request batches ``req/0``, ``req/1``, ... from ``sender``, in order."""
+    seq = 0
+    while True:
+        env = await mailbox.recv(sender, f"req/{seq}", timeout=None)
+        seq += 1
+        if env.phase != Phase.CONTROL:
+            raise ProtocolError(f"{mailbox.owner}: request batch in phase {env.phase.name}")
+        yield env.control(Requests)
 
 
 @contextmanager

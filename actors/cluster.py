@@ -1,43 +1,57 @@
-"""The cluster: parties, crypto provider and the coordinator's side of the runtime.
+"""The cluster runtime: parties, crypto provider and the coordinator's side of the protocol.
 
-``Cluster.start`` starts the network, the provider and every party under one trio nursery;
-one failure cancels the rest and the ``async with`` block raises a single clear error
-(:class:`PartyFailure` naming the actor, or :class:`ActorTimeout` naming the silent one).
+``Cluster.start`` starts the transport, the provider and every party under one trio
+nursery; one failure cancels the rest and the ``async with`` block raises a single clear
+error (:class:`PartyFailure` naming the actor, or :class:`ActorTimeout` naming the silent
+one). The user-facing frontend (``training.Cluster``) subclasses this class and adds
+``share`` and ``share_module``; this layer knows nothing of autograd.
 
-The coordinator (the code inside the block) never holds a share: it sends commands, input
-shares and dealer requests, and receives only the shares of values it asks to reveal and
-owns. Commands are queued and sent in one batch at the coordinator's next checkpoint, so
-a sequence of operations costs one control message per party, and the parties start each
-op as soon as its inputs exist.
+Trust model as built: the coordinator is the data and model owner and is trusted. It makes
+every input's shares itself (so for a moment it holds all of them), sends commands and
+dealer requests, and receives only the shares of values it asks to reveal and owns. The
+parties and the provider never see an unmasked value. Commands are queued and sent in one
+batch at the coordinator's next checkpoint, so a sequence of operations costs one control
+message per party, and the parties start each op as soon as its inputs exist.
+
+Op log: the coordinator records every op it issues, local ones too (kind, label,
+iteration, operand and result shapes, and the suite's closed-form cost); with
+``track_op_costs`` each op's measured bytes and depth are collected from the actors'
+meters. The communication report is built from these two sources.
 """
 
 from __future__ import annotations
 
 import contextvars
-import importlib
 import math
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import trio
 
-from protocols import FixedPoint, Prg, needs_material, share
+from protocols import share
 from protocols.errors import AccessDenied, PartyFailure, ProtocolError, ShapeError
+from protocols.params import Params
+from protocols.prg import Prg
+from protocols.suite import Cost, Suite, get_suite
 
 from .actor import first_error
-from .envelope import Envelope, Phase, encode_control, encode_tensors
-from .executor import DEALER_KIND
+from .envelope import Envelope, Phase
 from .log import get_logger
 from .network import Chaos, Network, NetworkProfile, Roles
-from .party import Party, access_denied, check_expect
+from .party import Party, check_expect
 from .provider import CryptoProvider
-from .stats import CommStats
+from .stats import CommStats, combine_meters
+from .wire import Batch, Command, DealerRequest, Reply, Requests, encode_control
 
 _label: contextvars.ContextVar[str | None] = contextvars.ContextVar("smpc_label", default=None)
 _iteration: contextvars.ContextVar[int | None] = contextvars.ContextVar("smpc_iter", default=None)
+
+C = TypeVar("C", bound="Cluster")
+Shape = tuple[int, ...]
 
 
 @contextmanager
@@ -47,6 +61,30 @@ def _scoped(var: contextvars.ContextVar[Any], value: Any) -> Iterator[None]:
         yield
     finally:
         var.reset(token)
+
+
+@dataclass(frozen=True, slots=True)
+class OpRecord:
+    """One op the coordinator issued (the op log)."""
+
+    op: int
+    kind: str
+    label: str | None
+    iteration: int | None
+    shapes: tuple[Shape, ...]
+    out: tuple[Shape, ...]
+    divisor: int
+    interactive: bool
+    cost: Cost
+    """The suite's closed form for this op (rounds, online bytes per party, dealer bytes)."""
+
+
+def access_denied(env: Envelope) -> AccessDenied:
+    """The refusal a party sent instead of a share (ProtocolError if it is not one)."""
+    reply = env.control(Reply)
+    if reply.denied is None:
+        raise ProtocolError(f"{env.sender} answered {env.tag!r} with a reply that is not a refusal")
+    return AccessDenied(reply.denied)
 
 
 class Cluster:
@@ -59,53 +97,59 @@ class Cluster:
         coordinator: str,
         network: Network,
         seed: int | None,
-        frontend: str,
+        suite: Suite,
     ) -> None:
         self.parties = list(parties)
         self.provider = provider
         self.coordinator = coordinator
         self.network = network
         self.seed = seed
-        self._frontend_name = frontend
+        self.suite = suite
         self._prg = Prg.fresh() if seed is None else Prg.from_seed(seed, "coordinator")
-        self._mailbox = network.mailboxes[coordinator]
+        self._endpoint = network.endpoints[coordinator]
+        self._mailbox = self._endpoint.mailbox
         self._next_tid = 0
         self._next_op = 0
-        self._cmds: list[dict[str, Any]] = []
-        self._reqs: list[dict[str, Any]] = []
+        self._cmds: list[Command] = []
+        self._reqs: list[DealerRequest] = []
         self._to_free: list[int] = []
         self._cmd_seq = 0
         self._req_seq = 0
+        self._floor = 0
         self._flush_scheduled = False
         self._nursery: trio.Nursery | None = None
         self._closed = False
-        self._op_labels: dict[int, str | None] | None = None
+        self._op_log: list[OpRecord] | None = None
+        self._waits = 0
+        self._endpoint.busy = lambda: self._waits
         self._log = get_logger(actor=coordinator)
 
     # -- life cycle ---------------------------------------------------------------------
-    @staticmethod
+    @classmethod
     @asynccontextmanager
     async def start(
+        cls: type[C],
         parties: Sequence[str] = ("alice", "bob"),
         provider: str = "james",
         seed: int | None = None,
         *,
+        protocols: str | Suite | None = None,
         coordinator: str = "coordinator",
         network: NetworkProfile | None = None,
         links: Mapping[tuple[str, str], NetworkProfile] | None = None,
         timeout: float = 30.0,
         chaos: Chaos | None = None,
-        frontend: str = "training",
-    ) -> AsyncIterator[Cluster]:
+    ) -> AsyncIterator[C]:
         """Start a cluster.
 
-        ``seed=None`` draws every key from the OS (secure). An integer seed makes shares
-        and dealer material reproducible and is INSECURE: for tests and reproducible runs.
-        ``network`` is the delay profile of every party-to-party link; ``links`` overrides
-        single ordered links (provider and coordinator links are instantaneous unless
-        listed, modelling offline preprocessing and a local coordinator). ``timeout``
-        bounds every wait on another actor. ``chaos`` injects faults (see
-        :class:`actors.network.Chaos`).
+        ``protocols`` names the protocol suite (``"default"``, ``"fss"``) or is a
+        :class:`protocols.suite.Suite`. ``seed=None`` draws every key from the OS (secure).
+        An integer seed makes shares and dealer material reproducible and is INSECURE: for
+        tests and reproducible runs. ``network`` is the delay profile of every
+        party-to-party link; ``links`` overrides single ordered links (provider and
+        coordinator links are instantaneous unless listed, modelling offline preprocessing
+        and a local coordinator). ``timeout`` bounds every wait on an actor that has
+        stopped (one that is still computing gets more time). ``chaos`` injects faults.
         """
         names = list(parties)
         if len(names) < 2:
@@ -117,6 +161,7 @@ class Cluster:
             raise ValueError(f"actor names must be distinct non-empty strings, got {everyone}")
         if not (timeout > 0 and math.isfinite(timeout)):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        suite = get_suite(protocols)
         pairs = {(a, b) for a in names for b in names if a != b}
         roles = Roles(coordinator, provider, frozenset(names))
         net = Network(
@@ -128,9 +173,9 @@ class Cluster:
             roles=roles,
         )
         net.set_chaos(chaos)
-        cluster = Cluster(names, provider, coordinator, net, seed, frontend)
-        dealer = CryptoProvider(provider, names, coordinator, net, seed)
-        actors = [Party(n, names, provider, coordinator, net) for n in names]
+        cluster = cls(names, provider, coordinator, net, seed, suite)
+        dealer = CryptoProvider(provider, names, coordinator, net.endpoints[provider], seed, suite)
+        actors = [Party(n, names, provider, coordinator, net.endpoints[n], suite) for n in names]
         try:
             async with trio.open_nursery() as nursery:
                 cluster._nursery = nursery
@@ -166,7 +211,7 @@ class Cluster:
     def _log_summary(self) -> None:
         stats = self.stats()
         for name, a in stats.per_actor.items():
-            self._log.info(
+            self._log.debug(
                 "actor_summary",
                 summary_of=name,
                 sent={p.name.lower(): v for p, v in a.sent.items() if v},
@@ -174,32 +219,6 @@ class Cluster:
                 messages_sent=a.messages_sent,
                 messages_received=a.messages_received,
             )
-
-    # -- frontend entry points --------------------------------------------------------------
-    def _frontend(self) -> Any:
-        # Resolved by name so the runtime never imports the autograd frontend statically.
-        return importlib.import_module(self._frontend_name)
-
-    def share(
-        self,
-        tensor: Any,
-        precision: int = 3,
-        base: int = 10,
-        *,
-        requires_grad: bool = False,
-    ) -> Any:
-        """Secret-share a plaintext tensor among the parties; returns a SharedTensor."""
-        return self._frontend().SharedTensor.from_plain(
-            self, tensor, FixedPoint(base, precision), requires_grad=requires_grad
-        )
-
-    def share_module(
-        self, module: Any, requires_grad: bool = True, precision: int = 3, base: int = 10
-    ) -> Any:
-        """A copy of ``module`` whose parameters are SharedTensors (see training.module)."""
-        return self._frontend().share_module(
-            self, module, requires_grad=requires_grad, fp=FixedPoint(base, precision)
-        )
 
     # -- runtime used by the frontend ---------------------------------------------------------
     def _check_open(self) -> None:
@@ -222,48 +241,76 @@ class Cluster:
         for party, piece in zip(
             self.parties, share(encoded, len(self.parties), self._prg), strict=True
         ):
-            body, n = encode_tensors([piece])
-            self.network.send(
-                Envelope(self.coordinator, party, f"{op}/in", Phase.INPUT, 0, body, n)
-            )
-        self._command(
-            {"k": "input", "op": op, "in": [], "out": [tid], "p": {"shape": list(encoded.shape)}}
-        )
+            self._endpoint.send_nowait(party, f"{op}/in", Phase.INPUT, tensors=[piece])
+        shape = tuple(encoded.shape)
+        self._command(Command("input", op, (), (tid,), Params(shape=shape)))
+        self._record(op, "input", (), (shape,), 1, False, Cost(0, 0, 0))
         return tid
 
     def submit(
         self,
         kind: str,
         inputs: Sequence[int],
-        n_out: int = 1,
-        params: dict[str, Any] | None = None,
-        dealer_shapes: Sequence[Sequence[int]] | None = None,
+        shapes: Sequence[Sequence[int]],
+        out: Sequence[Sequence[int]],
+        params: Params | None = None,
     ) -> list[int]:
-        """Queue one op; returns the ids of its outputs at once (asynchronous dispatch)."""
+        """Queue one op; returns the ids of its outputs at once (asynchronous dispatch).
+
+        ``shapes`` are the shared operands' shapes, ``out`` the results' shapes; the suite
+        decides from them (and the divisor) which dealer material the op needs."""
         self._check_open()
-        op = self._op_id()
-        outs = [self.new_tid() for _ in range(n_out)]
-        cmd: dict[str, Any] = {"k": kind, "op": op, "in": list(inputs), "out": outs}
-        if params:
-            cmd["p"] = params
-        label = _label.get()
-        if label is not None:
-            cmd["label"] = label
-        iteration = _iteration.get()
-        if iteration is not None:
-            cmd["it"] = iteration
-        if self._op_labels is not None:
-            self._op_labels[op] = label
-        dealer_kind = DEALER_KIND.get(kind)
-        divisor = int((params or {}).get("d", 1))
-        if dealer_kind is not None and needs_material(dealer_kind, divisor, len(self.parties)):
-            if dealer_shapes is None:
-                raise ValueError(f"op kind {kind!r} needs dealer shapes")
-            self._reqs.append(
-                {"op": op, "k": dealer_kind, "s": [list(s) for s in dealer_shapes], "d": divisor}
+        n = len(self.parties)
+        impl = self.suite.kind(kind, n)
+        if len(inputs) != impl.n_in or len(out) != impl.n_out:
+            raise ValueError(
+                f"op kind {kind!r} takes {impl.n_in} inputs and {impl.n_out} outputs, "
+                f"got {len(inputs)} and {len(out)}"
             )
-        self._command(cmd)
+        in_shapes = tuple(tuple(int(d) for d in s) for s in shapes)
+        out_shapes = tuple(tuple(int(d) for d in s) for s in out)
+        divisor = 1 if params is None else params.d
+        specs = impl.specs(in_shapes, out_shapes[0], divisor, n)
+        op = self._op_id()
+        outs = [self.new_tid() for _ in out_shapes]
+        if specs:
+            self._reqs.append(DealerRequest(op, kind, list(in_shapes), out_shapes[0], divisor))
+        self._command(Command(kind, op, tuple(inputs), tuple(outs), params))
+        if self._op_log is not None:
+            cost = self.suite.cost(kind, in_shapes, out_shapes[0], divisor, n)
+            self._record(op, kind, in_shapes, out_shapes, divisor, impl.interactive, cost)
         return outs
+
+    def _record(
+        self,
+        op: int,
+        kind: str,
+        shapes: tuple[Shape, ...],
+        out: tuple[Shape, ...],
+        divisor: int,
+        interactive: bool,
+        cost: Cost,
+    ) -> None:
+        if self._op_log is None:
+            return
+        rec = OpRecord(
+            op, kind, _label.get(), _iteration.get(), shapes, out, divisor, interactive, cost
+        )
+        self._op_log.append(rec)
+        self._log.debug(
+            "op_issued",
+            op_id=op,
+            kind=kind,
+            label=rec.label,
+            iteration=rec.iteration,
+            shapes=[list(s) for s in shapes],
+            out=[list(s) for s in out],
+            divisor=divisor,
+            interactive=interactive,
+            rounds=cost.rounds,
+            online_bytes=cost.online_bytes,
+            dealer_bytes=cost.dealer_bytes,
+        )
 
     def release(self, tid: int) -> None:
         """Forget a tensor at the parties (called when its handle is garbage collected)."""
@@ -281,24 +328,28 @@ class Cluster:
         """Tag the ops issued inside with a training iteration (logged with each op)."""
         return _scoped(_iteration, index)
 
-    def track_op_costs(self) -> None:
-        """Start recording each op's online/offline bytes and depth (see take_op_costs)."""
-        self.network.meter.track_ops = True
-        if self._op_labels is None:
-            self._op_labels = {}
-
-    def take_op_costs(self) -> list[tuple[int, str | None, int, int, int]]:
-        """``(op id, label, online bytes, offline bytes, largest depth)`` of every op issued
-        since the last call (call after ``await flush()``), and forget them."""
-        labels, self._op_labels = self._op_labels or {}, {}
-        costs, self.network.meter.op_costs = self.network.meter.op_costs, {}
-        return [
-            (op, label, *costs.get(op, (0, 0, 0)))  # type: ignore[misc]
-            for op, label in sorted(labels.items())
-        ]
-
     def current_label(self) -> str | None:
         return _label.get()
+
+    def track_op_costs(self) -> None:
+        """Start the op log and per-op metering (see :meth:`take_op_costs`)."""
+        for ep in self.network.endpoints.values():
+            ep.meter.track_ops = True
+        if self._op_log is None:
+            self._op_log = []
+
+    def take_op_costs(self) -> list[tuple[OpRecord, int, int, int]]:
+        """``(record, online bytes, offline bytes, largest depth)`` of every op issued since
+        the last call (call after ``await flush()``), measured, and forget them."""
+        log, self._op_log = self._op_log or [], []
+        measured: dict[int, list[int]] = {}
+        for ep in self.network.endpoints.values():
+            for op, (on, off, depth) in ep.meter.take_ops().items():
+                m = measured.setdefault(op, [0, 0, 0])
+                m[0] += on
+                m[1] += off
+                m[2] = max(m[2], depth)
+        return [(rec, *measured.get(rec.op, (0, 0, 0))) for rec in log]  # type: ignore[misc]
 
     async def reveal(self, tid: int, shape: Sequence[int], to: str | None = None) -> torch.Tensor:
         """Reveal a value to its owner (this coordinator) as the raw ring tensor."""
@@ -310,18 +361,23 @@ class Cluster:
                 f"{self.coordinator!r}; nothing was sent"
             )
         op = self._op_id()
-        self._command({"k": "reveal", "op": op, "in": [tid], "out": [], "p": {"to": to}})
+        self._command(Command("reveal", op, (tid,), (), None, to))
         self._send_pending()
         total: torch.Tensor | None = None
-        for party in self.parties:
-            env = await self._mailbox.recv(party, f"{op}/out")
-            if env.phase == Phase.CONTROL:
-                raise access_denied(env)
-            if env.phase != Phase.OUTPUT:
-                raise ProtocolError(f"reveal {op}: {party} answered in phase {env.phase.name}")
-            tensors = env.tensors()
-            check_expect(tensors, [(tuple(shape), torch.int64)], f"reveal {op} from {party}")
-            total = tensors[0] if total is None else total + tensors[0]
+        self._waits += 1
+        try:
+            for party in self.parties:
+                env = await self._mailbox.recv(party, f"{op}/out")
+                if env.phase == Phase.CONTROL:
+                    raise access_denied(env)
+                if env.phase != Phase.OUTPUT:
+                    raise ProtocolError(f"reveal {op}: {party} answered in phase {env.phase.name}")
+                tensors = env.tensors()
+                check_expect(tensors, [(tuple(shape), torch.int64)], f"reveal {op} from {party}")
+                total = tensors[0] if total is None else total + tensors[0]
+                self._floor = max(self._floor, env.depth)
+        finally:
+            self._waits -= 1
         assert total is not None
         return total
 
@@ -329,14 +385,23 @@ class Cluster:
         """Wait until every op issued so far has finished at every party."""
         self._check_open()
         op = self._op_id()
-        self._command({"k": "barrier", "op": op, "in": [], "out": []})
+        self._command(Command("barrier", op))
         self._send_pending()
-        for party in self.parties:
-            await self._mailbox.recv(party, f"{op}/done")
+        self._waits += 1
+        try:
+            for party in self.parties:
+                env = await self._mailbox.recv(party, f"{op}/done")
+                self._floor = max(self._floor, env.control(Reply).depth)
+        finally:
+            self._waits -= 1
 
     def stats(self) -> CommStats:
-        """Measured communication so far (call after ``await flush()`` for settled numbers)."""
-        return self.network.meter.snapshot()
+        """Measured communication so far (call after ``await flush()`` for settled numbers).
+
+        Rounds are the largest depth reached, where every op issued after the coordinator
+        synchronised (a reveal or a flush) starts no earlier than the depth reached then:
+        the difference of two snapshots is what a network would spend in between."""
+        return combine_meters((ep.meter for ep in self.network.endpoints.values()), self._floor)
 
     # -- command batching ---------------------------------------------------------------------
     def _op_id(self) -> int:
@@ -344,7 +409,7 @@ class Cluster:
         self._next_op += 1
         return op
 
-    def _command(self, cmd: dict[str, Any]) -> None:
+    def _command(self, cmd: Command) -> None:
         self._cmds.append(cmd)
         if not self._flush_scheduled and self._nursery is not None:
             self._flush_scheduled = True
@@ -356,30 +421,20 @@ class Cluster:
     def _send_pending(self) -> None:
         self._flush_scheduled = False
         if self._to_free and not self._closed:
-            self._cmds.append({"k": "free", "op": self._op_id(), "in": self._to_free, "out": []})
+            self._cmds.append(Command("free", self._op_id(), tuple(self._to_free)))
             self._to_free = []
         if self._reqs:
-            body, n = encode_control(self._reqs)
-            self.network.send(
-                Envelope(
-                    self.coordinator,
-                    self.provider,
-                    f"req/{self._req_seq}",
-                    Phase.CONTROL,
-                    0,
-                    body,
-                    n,
-                )
+            body = encode_control(Requests(self._reqs))
+            self._endpoint.send_nowait(
+                self.provider, f"req/{self._req_seq}", Phase.CONTROL, control=body
             )
             self._req_seq += 1
             self._reqs = []
         if self._cmds:
-            body, n = encode_control(self._cmds)
+            body = encode_control(Batch(self._floor, self._cmds))
             for party in self.parties:
-                self.network.send(
-                    Envelope(
-                        self.coordinator, party, f"cmd/{self._cmd_seq}", Phase.CONTROL, 0, body, n
-                    )
+                self._endpoint.send_nowait(
+                    party, f"cmd/{self._cmd_seq}", Phase.CONTROL, control=body
                 )
             self._cmd_seq += 1
             self._cmds = []

@@ -1,11 +1,24 @@
-"""Links between actors, mailboxes, simulated latency and bandwidth, and the meter.
+"""The transport seam: per-actor endpoints, the in-memory network, mailboxes, observers.
 
-There is one link per ordered pair of actors. A link without a profile hands a message
-straight to the receiver's mailbox; a link with a :class:`NetworkProfile` runs a trio
-memory channel and a pump task that holds each message until its delivery time
-(``latency + bytes / bandwidth``, with the link busy while it transmits), so simulated
-delays really delay. The mailbox matches messages by ``(sender, tag)``, so arrival order
-never matters, and every wait on it has a bound.
+Every actor owns an :class:`Endpoint`: it packs what the actor sends into frames
+(:mod:`actors.wire`), meters them (each actor meters what it sends and receives; the
+coordinator combines the meters), and hands them to a transport. The transport delivers
+frames to the receiver's endpoint, which unpacks them with the sender *the link* vouches
+for and files them in the receiver's :class:`Mailbox`. This module's :class:`Network` is
+the in-memory transport: one link per ordered pair of actors; a link without a
+:class:`NetworkProfile` delivers at once, a link with one holds each frame until its
+delivery time (``latency + bytes / bandwidth``, the link busy while it transmits).
+
+Middleware: ``network.observers`` is a list of callables that see every envelope on its
+way to a mailbox and may pass it on, change it or drop it (return None). Taps, fault
+injection (:class:`Chaos`) and the fuzz tests are observers.
+
+Liveness: every endpoint sends each peer a small heartbeat (metered apart) every quarter
+of the timeout, carrying whether its actor is busy and whom it is blocked on. A wait that
+runs past its bound blames the awaited peer only if that peer really stopped: nothing at
+all heard from it (not even a heartbeat), or it is idle, or blocked in a cycle; a peer that
+is computing, or waiting on one that is, gets more time. No endpoint ever reads another
+actor's mailbox: what it knows of a peer is what the peer's heartbeats said.
 """
 
 from __future__ import annotations
@@ -14,16 +27,19 @@ import math
 import random
 import re
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
+import msgspec
+import torch
 import trio
 
 from protocols.errors import ActorTimeout, ProtocolError
 
-from .envelope import Envelope, op_of
+from .envelope import Envelope, Phase, op_of
 from .stats import Meter
+from .wire import pack_frame, unpack_frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +65,7 @@ class NetworkProfile:
         return self.latency > 0 or self.bandwidth is not None
 
 
-_CONTROL_TAG = re.compile(r"(cmd|req)/\d+|setup/key")
+_CONTROL_TAG = re.compile(r"(cmd|req)/\d+|setup/key|hb")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +96,21 @@ class Roles:
         return None
 
 
+class Heartbeat(msgspec.Struct, frozen=True, array_like=True):
+    """What an endpoint tells its peers about its actor, a few times per timeout."""
+
+    busy: int
+    """Operations the actor is running (0: idle)."""
+    waiting: list[str]
+    """Actors it is blocked on right now (bounded waits only)."""
+    stray: list[str]
+    """Senders of messages that arrived and were not asked for (yet)."""
+
+
+_HB_DEC = msgspec.msgpack.Decoder(Heartbeat)
+_HB_ENC = msgspec.msgpack.Encoder()
+
+
 class Mailbox:
     """An actor's inbox: messages wait here until the actor asks for ``(sender, tag)``."""
 
@@ -89,45 +120,22 @@ class Mailbox:
         self._ready: dict[tuple[str, str], Envelope] = {}
         self._waiting: dict[tuple[str, str], trio.Event] = {}
         self._blocked: dict[tuple[str, str], str] = {}
-        self._timed_out_on: str | None = None
         self._pending_ops: dict[int, int] = defaultdict(int)
         self._fault: ProtocolError | None = None
         self.is_finished: Callable[[int], bool] = lambda op: False
-        self.lookup: Callable[[str], Mailbox | None] = lambda name: None
         self.roles: Roles | None = None
+        self.judge: Callable[[str, float], tuple[str, ...] | None] = lambda s, waited: (
+            self.owner,
+            s,
+        )
+        """At a bound: the wait chain to blame, or None to keep waiting (set by the endpoint)."""
 
-    def waiting_for(self) -> str | None:
-        """An actor this mailbox's owner is blocked on right now (a bounded wait), if any.
-        Idle waits (for the next command) do not count."""
-        for sender in self._blocked.values():
-            return sender
-        # An actor whose own bound just ran out (in the same instant) still counts as
-        # blocked on what it waited for.
-        return self._timed_out_on
+    def waiting_for(self) -> list[str]:
+        """Actors this mailbox's owner is blocked on right now (bounded waits only)."""
+        return sorted(set(self._blocked.values()))
 
-    def holds_from(self, sender: str) -> bool:
-        """Whether unclaimed messages from ``sender`` are waiting here."""
-        return any(s == sender for s, _ in self._ready)
-
-    def _wait_chain(self, sender: str) -> tuple[str, ...]:
-        """Who waits for whom, from this owner to an actor that waits for nobody. When the
-        waits close a cycle (a deadlock: a message went astray), the blame goes to the
-        first actor in it whose waiter holds other, unclaimed messages from it: it sent
-        something, but not what was awaited."""
-        chain = [self.owner, sender]
-        while True:
-            box = self.lookup(chain[-1])
-            nxt = box.waiting_for() if box is not None else None
-            if nxt is None:
-                return tuple(chain)
-            if nxt in chain:
-                cycle = [*chain[chain.index(nxt) :], nxt]
-                for waiter, awaited in pairwise(cycle):
-                    wbox = self.lookup(waiter)
-                    if wbox is not None and wbox.holds_from(awaited):
-                        return (*chain[: chain.index(waiter) + 1], awaited)
-                return tuple(chain)
-            chain.append(nxt)
+    def stray_senders(self) -> list[str]:
+        return sorted({s for s, _ in self._ready})
 
     def fail(self, error: ProtocolError) -> None:
         if self._fault is None:
@@ -136,7 +144,7 @@ class Mailbox:
                 ev.set()
 
     def deliver(self, env: Envelope) -> None:
-        """Called by the network; never raises into the sender. A bad message poisons the
+        """Called by the transport; never raises into the sender. A bad message poisons the
         mailbox and the owner's next wait raises ProtocolError."""
         key = (env.sender, env.tag)
         op = op_of(env.tag)
@@ -174,7 +182,8 @@ class Mailbox:
 
     async def recv(self, sender: str, tag: str, timeout: float | None = -1.0) -> Envelope:
         """The message ``tag`` from ``sender``; waits at most ``timeout`` seconds (the
-        mailbox default when omitted, forever when None)."""
+        mailbox default when omitted, forever when None) unless the sender is known to be
+        working (see the module doc)."""
         key = (sender, tag)
         if self._fault is not None:
             raise self._fault
@@ -184,19 +193,23 @@ class Mailbox:
             ev = self._waiting[key] = trio.Event()
             if limit is not None:
                 self._blocked[key] = sender
+            waited = 0.0
             try:
-                with trio.move_on_after(math.inf if limit is None else limit) as scope:
-                    await ev.wait()
+                while True:
+                    bound = math.inf if limit is None else limit
+                    with trio.move_on_after(bound) as scope:
+                        await ev.wait()
+                    if not scope.cancelled_caught or limit is None:
+                        break
+                    waited += bound
+                    chain = self.judge(sender, waited)
+                    if chain is not None:
+                        raise ActorTimeout(self.owner, sender, repr(tag), waited, chain)
             finally:
                 del self._waiting[key]
                 self._blocked.pop(key, None)
             if self._fault is not None:
                 raise self._fault
-            if scope.cancelled_caught:
-                self._timed_out_on = sender
-                raise ActorTimeout(
-                    self.owner, sender, repr(tag), float(limit or 0), self._wait_chain(sender)
-                )
             env = self._ready.pop(key)
         op = op_of(tag)
         if op is not None:
@@ -221,33 +234,19 @@ class Mailbox:
         return list(self._ready)
 
 
-class _Link:
-    __slots__ = ("busy_until", "profile", "recv_ch", "send_ch")
-
-    def __init__(self, profile: NetworkProfile | None) -> None:
-        self.profile = profile
-        self.busy_until = 0.0
-        if profile is not None and profile.delays:
-            self.send_ch, self.recv_ch = trio.open_memory_channel[tuple[float, Envelope]](math.inf)
-        else:
-            self.send_ch = self.recv_ch = None  # type: ignore[assignment]
-
-
-Interceptor = Callable[[Envelope], Envelope | None]
-
-
 class InjectedCrash(RuntimeError):
     """Raised inside an actor by :class:`Chaos` to simulate that actor crashing."""
 
 
 @dataclass(frozen=True, slots=True)
 class Chaos:
-    """Fault injection on the network, for reliability tests.
+    """Fault injection, for reliability tests.
 
     ``crash=(actor, k)`` makes ``actor`` raise :class:`InjectedCrash` when it sends its
-    k-th message (1-based). ``max_delay`` holds every message for a random time in
-    ``[0, max_delay]`` seconds, independently, so messages are also reordered, within and
-    across links. Draws come from ``random.Random(seed)``: a chaos run is reproducible.
+    k-th message (1-based, heartbeats not counted). ``max_delay`` holds every message for
+    a random time in ``[0, max_delay]`` seconds, independently, so messages are also
+    reordered, within and across links. Draws come from ``random.Random(seed)``: a chaos
+    run is reproducible.
     """
 
     seed: int = 0
@@ -261,8 +260,132 @@ class Chaos:
             raise ValueError(f"crash index is 1-based, got {self.crash[1]}")
 
 
+Observer = Callable[[Envelope], Envelope | None]
+"""Middleware: sees each envelope before delivery; returns it (maybe changed) or None."""
+
+
+class Endpoint:
+    """One actor's end of the transport: frames out, envelopes in, its own meter."""
+
+    def __init__(self, name: str, network: Network, timeout: float) -> None:
+        self.name = name
+        self.network = network
+        self.timeout = timeout
+        self.mailbox = Mailbox(name, timeout)
+        self.mailbox.judge = self._judge
+        self.meter = Meter(name)
+        self.busy: Callable[[], int] = lambda: 0
+        """Set by the actor: how many operations it is running."""
+        self._heard: dict[str, float] = {}
+        self._states: dict[str, Heartbeat] = {}
+
+    # -- sending ---------------------------------------------------------------------------
+    def send_nowait(
+        self,
+        receiver: str,
+        tag: str,
+        phase: Phase,
+        depth: int = 0,
+        *,
+        tensors: Sequence[torch.Tensor] | None = None,
+        control: bytes | None = None,
+    ) -> int:
+        """Frame, meter and hand over one message; returns its payload bytes."""
+        frame, payload = pack_frame(tag, phase, depth, tensors=tensors, control=control)
+        if phase != Phase.HEARTBEAT:
+            self.network.before_send(self.name)
+        self.meter.sent(phase, payload, len(frame), depth, tag)
+        self.network.carry(self.name, receiver, frame)
+        return payload
+
+    async def send(
+        self,
+        receiver: str,
+        tag: str,
+        phase: Phase,
+        depth: int = 0,
+        *,
+        tensors: Sequence[torch.Tensor] | None = None,
+        control: bytes | None = None,
+    ) -> int:
+        """As :meth:`send_nowait`, waiting while the link is full (back-pressure)."""
+        await self.network.capacity(self.name, receiver)
+        return self.send_nowait(receiver, tag, phase, depth, tensors=tensors, control=control)
+
+    # -- receiving -------------------------------------------------------------------------
+    def receive(self, env: Envelope) -> None:
+        """Called by the transport with an envelope whose sender it vouches for."""
+        self._heard[env.sender] = trio.current_time()
+        if env.phase == Phase.HEARTBEAT:
+            try:
+                self._states[env.sender] = _HB_DEC.decode(env.body)
+            except msgspec.DecodeError:
+                self.mailbox.fail(
+                    ProtocolError(f"{self.name}: malformed heartbeat from {env.sender}")
+                )
+            return
+        self.meter.received(env.phase, env.payload_bytes, env.frame_bytes)
+        self.mailbox.deliver(env)
+
+    # -- liveness --------------------------------------------------------------------------
+    def heartbeat(self) -> bytes:
+        return _HB_ENC.encode(
+            Heartbeat(self.busy(), self.mailbox.waiting_for(), self.mailbox.stray_senders())
+        )
+
+    async def run_heartbeats(self, peers: Sequence[str]) -> None:
+        interval = self.timeout / 4
+        while True:
+            body = self.heartbeat()
+            for p in peers:
+                self.send_nowait(p, "hb", Phase.HEARTBEAT, control=body)
+            await trio.sleep(interval)
+
+    def _silent(self, peer: str, waited: float) -> bool:
+        heard = self._heard.get(peer)
+        now = trio.current_time()
+        return (heard is None and waited >= self.timeout) or (
+            heard is not None and now - heard > self.timeout
+        )
+
+    def _judge(self, sender: str, waited: float) -> tuple[str, ...] | None:
+        """The wait chain to blame after waiting ``waited`` s for ``sender``, or None if
+        ``sender`` (or whoever it waits for) is still working."""
+        chain = [self.name, sender]
+        while True:
+            peer = chain[-1]
+            if self._silent(peer, waited):
+                return tuple(chain)
+            st = self._states.get(peer)
+            if st is None:
+                return None  # heard from it but no state yet: give it time
+            nxt = st.waiting[0] if st.waiting else None
+            if nxt is None:
+                return None if st.busy else tuple(chain)
+            if nxt == self.name or nxt in chain:
+                cycle = [*chain[chain.index(nxt) :], nxt] if nxt in chain else [*chain, nxt]
+                for waiter, awaited in pairwise(cycle):
+                    wst = self._states.get(waiter)
+                    if wst is not None and awaited in wst.stray:
+                        return (*chain[: chain.index(waiter) + 1], awaited)
+                return tuple(chain)
+            chain.append(nxt)
+
+
+class _Link:
+    __slots__ = ("busy_until", "profile", "recv_ch", "send_ch")
+
+    def __init__(self, profile: NetworkProfile | None) -> None:
+        self.profile = profile
+        self.busy_until = 0.0
+        if profile is not None and profile.delays:
+            self.send_ch, self.recv_ch = trio.open_memory_channel[tuple[float, bytearray]](math.inf)
+        else:
+            self.send_ch = self.recv_ch = None  # type: ignore[assignment]
+
+
 class Network:
-    """All links of one cluster, the mailboxes they feed and the meter that counts them."""
+    """The in-memory transport of one cluster: links, endpoints, observers."""
 
     def __init__(
         self,
@@ -273,23 +396,22 @@ class Network:
         default_pairs: set[tuple[str, str]] | None = None,
         links: Mapping[tuple[str, str], NetworkProfile] | None = None,
         roles: Roles | None = None,
+        heartbeats: bool = True,
     ) -> None:
-        self.meter = Meter(actors)
-        self.mailboxes = {a: Mailbox(a, timeout) for a in actors}
-        for box in self.mailboxes.values():
-            box.lookup = self.mailboxes.get
+        self.endpoints = {a: Endpoint(a, self, timeout) for a in actors}
         if roles is not None:
-            for box in self.mailboxes.values():
-                box.roles = roles
-        self.interceptor: Interceptor | None = None
+            for ep in self.endpoints.values():
+                ep.mailbox.roles = roles
+        self.observers: list[Observer] = []
         self.chaos: Chaos | None = None
+        self.heartbeats = heartbeats
         self._chaos_rng = random.Random(0)
         self._sent_count: dict[str, int] = dict.fromkeys(actors, 0)
         self._nursery: trio.Nursery | None = None
         self._links: dict[tuple[str, str], _Link] = {}
         links = dict(links or {})
         for a, b in links:
-            if a not in self.mailboxes or b not in self.mailboxes:
+            if a not in self.endpoints or b not in self.endpoints:
                 raise ValueError(f"network profile for unknown link {a!r} -> {b!r}")
         for a in actors:
             for b in actors:
@@ -303,61 +425,89 @@ class Network:
                         prof = default
                     self._links[(a, b)] = _Link(prof)
 
-    def send(self, env: Envelope) -> None:
-        """Meter and deliver (or schedule) one envelope. Never blocks."""
-        link = self._links.get((env.sender, env.receiver))
-        if link is None:
-            raise ProtocolError(f"no link from {env.sender!r} to {env.receiver!r}")
-        if self.interceptor is not None:
-            maybe = self.interceptor(env)
-            if maybe is None:
-                return
-            env = maybe
-        chaos = self.chaos
-        if chaos is not None:
-            self._sent_count[env.sender] += 1
-            if chaos.crash is not None and chaos.crash == (
-                env.sender,
-                self._sent_count[env.sender],
-            ):
-                raise InjectedCrash(
-                    f"chaos: {env.sender} crashed sending its message #{chaos.crash[1]} ({env.tag!r})"
-                )
-        self.meter.record(env)
-        if chaos is not None and chaos.max_delay > 0 and self._nursery is not None:
-            delay = self._chaos_rng.uniform(0, chaos.max_delay)
-            self._nursery.start_soon(self._deliver_later, delay, env)
-            return
-        if link.send_ch is None:
-            self.mailboxes[env.receiver].deliver(env)
-            return
-        prof = link.profile
-        assert prof is not None
-        now = trio.current_time()
-        start = max(now, link.busy_until)
-        link.busy_until = start + prof.transmit_seconds(env.payload_bytes + env.header_bytes)
-        link.send_ch.send_nowait((link.busy_until + prof.latency, env))
+    @property
+    def mailboxes(self) -> dict[str, Mailbox]:
+        return {a: ep.mailbox for a, ep in self.endpoints.items()}
+
+    def observe(self, observer: Observer) -> Callable[[], None]:
+        """Add middleware; returns a function that removes it."""
+        self.observers.append(observer)
+        return lambda: self.observers.remove(observer) if observer in self.observers else None
 
     def set_chaos(self, chaos: Chaos | None) -> None:
         self.chaos = chaos
         self._chaos_rng = random.Random(chaos.seed if chaos else 0)
         self._sent_count = dict.fromkeys(self._sent_count, 0)
 
-    async def _deliver_later(self, delay: float, env: Envelope) -> None:
+    def before_send(self, sender: str) -> None:
+        """Runs in the sender: fault injection happens here, inside the crashing actor."""
+        chaos = self.chaos
+        if chaos is not None and chaos.crash is not None and chaos.crash[0] == sender:
+            self._sent_count[sender] += 1
+            if chaos.crash[1] == self._sent_count[sender]:
+                raise InjectedCrash(
+                    f"chaos: {sender} crashed sending its message #{chaos.crash[1]}"
+                )
+
+    async def capacity(self, sender: str, receiver: str) -> None:
+        await trio.lowlevel.checkpoint()
+
+    def carry(self, sender: str, receiver: str, frame: bytearray) -> None:
+        """Move one frame over the link ``sender -> receiver``."""
+        link = self._links.get((sender, receiver))
+        if link is None:
+            raise ProtocolError(f"no link from {sender!r} to {receiver!r}")
+        chaos = self.chaos
+        if chaos is not None and chaos.max_delay > 0 and self._nursery is not None:
+            delay = self._chaos_rng.uniform(0, chaos.max_delay)
+            self._nursery.start_soon(self._deliver_later, delay, sender, receiver, frame)
+            return
+        if link.send_ch is None:
+            self._deliver(sender, receiver, frame)
+            return
+        prof = link.profile
+        assert prof is not None
+        now = trio.current_time()
+        start = max(now, link.busy_until)
+        link.busy_until = start + prof.transmit_seconds(len(frame))
+        link.send_ch.send_nowait((link.busy_until + prof.latency, frame))
+
+    def _deliver(self, sender: str, receiver: str, frame: bytearray) -> None:
+        ep = self.endpoints[receiver]
+        try:
+            env: Envelope | None = unpack_frame(frame, sender, receiver)
+        except ProtocolError as exc:
+            ep.mailbox.fail(exc)
+            return
+        assert env is not None
+        if env.phase != Phase.HEARTBEAT:
+            for obs in list(self.observers):
+                env = obs(env)
+                if env is None:
+                    return
+        ep.receive(env)
+
+    async def _deliver_later(
+        self, delay: float, sender: str, receiver: str, frame: bytearray
+    ) -> None:
         await trio.sleep(delay)
-        self.mailboxes[env.receiver].deliver(env)
+        self._deliver(sender, receiver, frame)
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Pump delayed links until cancelled."""
+        """Pump delayed links and heartbeats until cancelled."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            for link in self._links.values():
+            for (a, b), link in self._links.items():
                 if link.recv_ch is not None:
-                    nursery.start_soon(self._pump, link)
+                    nursery.start_soon(self._pump, a, b, link)
+            if self.heartbeats:
+                for name, ep in self.endpoints.items():
+                    peers = [p for p in self.endpoints if p != name]
+                    nursery.start_soon(ep.run_heartbeats, peers)
             task_status.started()
             await trio.sleep_forever()
 
-    async def _pump(self, link: _Link) -> None:
-        async for deliver_at, env in link.recv_ch:
+    async def _pump(self, sender: str, receiver: str, link: _Link) -> None:
+        async for deliver_at, frame in link.recv_ch:
             await trio.sleep_until(deliver_at)
-            self.mailboxes[env.receiver].deliver(env)
+            self._deliver(sender, receiver, frame)

@@ -3,7 +3,9 @@
 A party receives numbered command batches from the coordinator, always in the same order
 as every other party, so the op ids in message tags agree without coordination. Each
 command starts as soon as its inputs exist (a local op whose inputs are ready runs
-inline), so independent ops overlap and share rounds.
+inline), so independent ops overlap and share rounds. How each kind runs comes from the
+cluster's protocol suite (:mod:`protocols.suite`); the runtime kinds ``input``,
+``reveal``, ``free`` and ``barrier`` are this module's own.
 """
 
 from __future__ import annotations
@@ -16,19 +18,19 @@ import trio
 
 from protocols import Prg, Share, party_material
 from protocols.context import Expect, Received
-from protocols.errors import (
-    AccessDenied,
-    ProtocolError,
-    UnknownTensorError,
-)
+from protocols.errors import ProtocolError, UnknownTensorError
 from protocols.material import MaterialSpec
+from protocols.params import NO_PARAMS
 from protocols.prg import KEY_BYTES
+from protocols.suite import OpKind, Suite
 
 from .actor import control_batches, failures_named, malformed
-from .envelope import Envelope, Phase, encode_control, encode_tensors
-from .executor import INTERACTIVE, local_table
+from .envelope import Phase
 from .log import get_logger
-from .network import Network
+from .network import Endpoint
+from .wire import Command, Reply, encode_control
+
+RUNTIME_KINDS = frozenset({"input", "reveal", "free", "barrier"})
 
 
 class Slot:
@@ -94,12 +96,8 @@ class OpContext:
 
     async def send(self, peer: int, step: str, tensors: Sequence[torch.Tensor], depth: int) -> None:
         p = self._party
-        body, payload = encode_tensors(tensors)
-        self.bytes_sent += payload
-        p.network.send(
-            Envelope(
-                p.name, p.parties[peer], f"{self.op_id}/{step}", Phase.ONLINE, depth, body, payload
-            )
+        self.bytes_sent += await p.endpoint.send(
+            p.parties[peer], f"{self.op_id}/{step}", Phase.ONLINE, depth, tensors=tensors
         )
 
     async def recv(self, peer: int, step: str, expect: Expect) -> Received:
@@ -136,19 +134,24 @@ class Party:
         parties: Sequence[str],
         provider: str,
         coordinator: str,
-        network: Network,
+        endpoint: Endpoint,
+        suite: Suite,
     ) -> None:
         self.name = name
         self.parties = list(parties)
         self.rank = self.parties.index(name)
         self.provider = provider
         self.coordinator = coordinator
-        self.network = network
-        self.mailbox = network.mailboxes[name]
+        self.endpoint = endpoint
+        self.mailbox = endpoint.mailbox
         self.mailbox.is_finished = self._is_finished
+        endpoint.busy = lambda: len(self._running)
+        self.suite = suite
         self.store: dict[int, Slot] = {}
-        self._local = local_table(len(self.parties))
         self.prg: Prg | None = None
+        self.depth = 0
+        """Largest depth of any share this party produced or received."""
+        self._floor = 0
         self._done_below = 0
         self._done: set[int] = set()
         self._running: dict[int, trio.Event] = {}
@@ -179,6 +182,11 @@ class Party:
                 f"{self.name}: operation {op} refers to tensor {tid}, which it does not hold"
             ) from None
 
+    def _kind(self, kind: str) -> OpKind:
+        if kind not in self.suite:
+            raise ProtocolError(f"{self.name}: unknown command kind {kind!r}")
+        return self.suite.kind(kind, len(self.parties))
+
     # -- main loop --------------------------------------------------------------------
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with failures_named(self.name):
@@ -191,50 +199,58 @@ class Party:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 task_status.started()
-                async for batch in control_batches(self.mailbox, self.coordinator, "cmd"):
-                    for cmd in batch:
+                async for batch in control_batches(self.mailbox, self.coordinator):
+                    self._floor = max(self._floor, batch.floor)
+                    for cmd in batch.ops:
                         with malformed(self.name, "command", cmd):
                             self._dispatch(cmd, self.coordinator)
 
-    def _dispatch(self, cmd: dict[str, Any], sender: str) -> None:
-        kind, op = cmd["k"], cmd["op"]
+    def _dispatch(self, cmd: Command, sender: str) -> None:
+        kind, op = cmd.kind, cmd.op
         assert self._nursery is not None
         if kind == "free":
-            for tid in cmd["in"]:
+            for tid in cmd.ins:
                 self.store.pop(tid, None)
             self._finish(op)
             return
         if kind == "barrier":
             self._nursery.start_soon(self._barrier, op, list(self._running.values()))
             return
-        ins = [self._slot(t, op) for t in cmd["in"]]
+        ins = [self._slot(t, op) for t in cmd.ins]
+        impl = None if kind in RUNTIME_KINDS else self._kind(kind)
+        if impl is not None and (len(ins) != impl.n_in or len(cmd.outs) != impl.n_out):
+            raise ProtocolError(
+                f"{self.name}: {kind} takes {impl.n_in} inputs and {impl.n_out} outputs, "
+                f"operation {op} names {len(ins)} and {len(cmd.outs)}"
+            )
         outs = []
-        for tid in cmd["out"]:
+        for tid in cmd.outs:
             if tid in self.store:
                 raise ProtocolError(f"{self.name}: operation {op} would overwrite tensor {tid}")
             outs.append(self.store.setdefault(tid, Slot(sender)))
-        params = cmd.get("p", {})
         if kind == "input":
-            self._start(op, self._input(op, outs[0], params))
+            self._start(op, self._input(op, outs[0], cmd))
         elif kind == "reveal":
-            self._start(op, self._reveal(op, ins[0], params, sender))
-        elif kind in self._local:
-            self._local_when_ready(op, kind, ins, outs, params)
-        elif kind in INTERACTIVE:
-            self._start(op, self._run_op(op, kind, ins, outs, params, cmd))
+            self._start(op, self._reveal(op, ins[0], cmd, sender))
+        elif impl is not None and impl.local is not None:
+            self._local_when_ready(op, impl, ins, outs, cmd)
         else:
-            raise ProtocolError(f"{self.name}: unknown command kind {kind!r} in operation {op}")
+            assert impl is not None
+            self._start(op, self._run_op(op, impl, ins, outs, cmd, self._floor))
 
     def _local_when_ready(
-        self, op: int, kind: str, ins: list[Slot], outs: list[Slot], params: dict[str, Any]
+        self, op: int, impl: OpKind, ins: list[Slot], outs: list[Slot], cmd: Command
     ) -> None:
         """Run a local op now if its inputs exist, else as soon as the last one is set
         (a callback, not a task: local ops need no scheduling of their own)."""
         missing = [s for s in ins if not s.ready]
+        fn = impl.local
+        assert fn is not None
+        params = cmd.params or NO_PARAMS
 
         def run() -> None:
             shares = [s.share for s in ins]
-            results = self._local[kind](self.rank, shares, params)  # type: ignore[arg-type]
+            results = fn(self.rank, shares, params)  # type: ignore[arg-type]
             for slot, share in zip(outs, results, strict=True):
                 slot.set(share)
             done = self._running.pop(op, None)
@@ -251,7 +267,8 @@ class Party:
         def arrived() -> None:
             count[0] -= 1
             if count[0] == 0:
-                run()
+                with malformed(self.name, "command", cmd):
+                    run()
 
         for slot in missing:
             slot.callbacks.append(arrived)
@@ -270,72 +287,62 @@ class Party:
 
     # -- command kinds ----------------------------------------------------------------
     async def _run_op(
-        self,
-        op: int,
-        kind: str,
-        ins: list[Slot],
-        outs: list[Slot],
-        params: dict[str, Any],
-        cmd: dict[str, Any],
+        self, op: int, impl: OpKind, ins: list[Slot], outs: list[Slot], cmd: Command, floor: int
     ) -> None:
         shares = [await s.get() for s in ins]
+        # An op issued after the coordinator synchronised cannot start before that point.
+        start = max([floor, *(s.depth for s in shares)])
+        shares = [s if s.depth >= start else Share(s.value, start) for s in shares]
         ctx = OpContext(self, op)
-        start = max((s.depth for s in shares), default=0)
-        results = await INTERACTIVE[kind](ctx, shares, params)
+        assert impl.run is not None
+        with malformed(self.name, "command", cmd):
+            results = await impl.run(ctx, shares, cmd.params or NO_PARAMS)
         for slot, share in zip(outs, results, strict=True):
             slot.set(share)
+        depth = max(r.depth for r in results)
+        self.depth = max(self.depth, depth)
         self._log.debug(
             "protocol_run",
             op_id=op,
-            kind=kind,
-            label=cmd.get("label"),
-            iteration=cmd.get("it"),
-            inputs=cmd["in"],
-            outputs=cmd["out"],
+            kind=cmd.kind,
+            inputs=list(cmd.ins),
+            outputs=list(cmd.outs),
             shapes=[list(s.value.shape) for s in shares],
-            rounds=max(r.depth for r in results) - start,
-            depth=max(r.depth for r in results),
+            rounds=depth - start,
+            depth=depth,
             bytes_sent=ctx.bytes_sent,
             dealer_bytes=ctx.dealer_bytes,
         )
 
-    async def _input(self, op: int, out: Slot, params: dict[str, Any]) -> None:
+    async def _input(self, op: int, out: Slot, cmd: Command) -> None:
         env = await self.mailbox.recv(self.coordinator, f"{op}/in")
         if env.phase != Phase.INPUT:
             raise ProtocolError(f"{self.name}: input {op} arrived in phase {env.phase.name}")
         tensors = env.tensors()
-        check_expect(tensors, [(tuple(params["shape"]), torch.int64)], f"{self.name}: input {op}")
+        shape = cmd.params.shape if cmd.params is not None else None
+        if shape is None:
+            raise ProtocolError(f"{self.name}: input {op} names no shape")
+        check_expect(tensors, [(tuple(shape), torch.int64)], f"{self.name}: input {op}")
         out.set(Share(tensors[0], 0))
 
-    async def _reveal(self, op: int, slot: Slot, params: dict[str, Any], sender: str) -> None:
-        to = params["to"]
+    async def _reveal(self, op: int, slot: Slot, cmd: Command, sender: str) -> None:
+        to = cmd.to
         share = await slot.get()
+        self.depth = max(self.depth, share.depth)
         if to != slot.owner or sender != slot.owner:
             reason = (
                 f"{self.name} refused to reveal to {to!r}: the value is owned by {slot.owner!r}"
             )
             self._log.warning("reveal_refused", op_id=op, to=to, owner=slot.owner)
-            body, n = encode_control({"denied": reason})
-            self.network.send(Envelope(self.name, sender, f"{op}/out", Phase.CONTROL, 0, body, n))
+            await self.endpoint.send(
+                sender, f"{op}/out", Phase.CONTROL, control=encode_control(Reply(denied=reason))
+            )
             return
-        body, n = encode_tensors([share.value])
-        self.network.send(Envelope(self.name, to, f"{op}/out", Phase.OUTPUT, 0, body, n))
+        await self.endpoint.send(to, f"{op}/out", Phase.OUTPUT, self.depth, tensors=[share.value])
 
     async def _barrier(self, op: int, running: list[trio.Event]) -> None:
         for ev in running:
             await ev.wait()
-        body, n = encode_control({"barrier": op})
-        self.network.send(
-            Envelope(self.name, self.coordinator, f"{op}/done", Phase.CONTROL, 0, body, n)
-        )
+        reply = encode_control(Reply(depth=max(self.depth, self.endpoint.meter.depth)))
+        await self.endpoint.send(self.coordinator, f"{op}/done", Phase.CONTROL, control=reply)
         self._finish(op)
-
-
-def access_denied(env: Envelope) -> AccessDenied:
-    """The refusal a party sent instead of a share (ProtocolError if it is not one)."""
-    body = env.control()
-    if not isinstance(body, dict) or not isinstance(body.get("denied"), str):
-        raise ProtocolError(
-            f"{env.sender} answered {env.tag!r} with a control message that is not a refusal"
-        )
-    return AccessDenied(body["denied"])

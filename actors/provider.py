@@ -3,8 +3,10 @@
 At start it draws one ChaCha20 key per party (from the OS, or from the seed in the
 insecure deterministic mode) and sends it to that party (32 offline bytes each). After
 that it receives only dealer requests ``(op id, kind, shapes, divisor)`` from the
-coordinator and sends the last party the corrections of the derived items
-(:mod:`protocols.material`). It never receives anything computed from secret data.
+coordinator, builds the op's material specs from the cluster's protocol suite, and sends
+each party what it must receive (:func:`protocols.material.dealer_messages`: corrections
+to the last party, per-party keys to everyone). It never receives anything computed from
+secret data.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from collections.abc import Sequence
 import torch
 import trio
 
-from protocols import Prg, dealer_messages, dealer_specs
+from protocols import Prg, dealer_messages
+from protocols.suite import Suite
 
-from .actor import control_batches, failures_named, malformed
-from .envelope import Envelope, Phase, encode_tensors
+from .actor import failures_named, malformed, request_batches
+from .envelope import Phase
 from .log import get_logger
-from .network import Network
+from .network import Endpoint
 
 
 class CryptoProvider:
@@ -30,43 +33,51 @@ class CryptoProvider:
         name: str,
         parties: Sequence[str],
         coordinator: str,
-        network: Network,
+        endpoint: Endpoint,
         seed: int | None,
+        suite: Suite,
     ) -> None:
         self.name = name
         self.parties = list(parties)
         self.coordinator = coordinator
-        self.network = network
-        self.mailbox = network.mailboxes[name]
+        self.endpoint = endpoint
+        self.mailbox = endpoint.mailbox
+        self.suite = suite
         self.prgs = [
             Prg.fresh() if seed is None else Prg.from_seed(seed, f"dealer/{p}") for p in parties
         ]
         self.own_prg = Prg.fresh() if seed is None else Prg.from_seed(seed, "dealer/own")
         """The dealer's private randomness (key generation), shared with nobody."""
+        self._busy = 0
+        endpoint.busy = lambda: self._busy
         self._log = get_logger(actor=name)
-
-    def _send(self, to: str, tag: str, tensors: list[torch.Tensor]) -> None:
-        body, n = encode_tensors(tensors)
-        self.network.send(Envelope(self.name, to, tag, Phase.OFFLINE, 0, body, n))
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with failures_named(self.name):
             for party, prg in zip(self.parties, self.prgs, strict=True):
                 key = torch.frombuffer(bytearray(prg.key), dtype=torch.uint8)
-                self._send(party, "setup/key", [key])
+                await self.endpoint.send(party, "setup/key", Phase.OFFLINE, tensors=[key])
             task_status.started()
-            async for batch in control_batches(self.mailbox, self.coordinator, "req"):
-                for req in batch:
+            n = len(self.parties)
+            async for batch in request_batches(self.mailbox, self.coordinator):
+                for req in batch.items:
                     with malformed(self.name, "dealer request", req):
-                        op = int(req["op"])
-                        shapes = [tuple(int(n) for n in s) for s in req["s"]]
-                        if any(n < 0 for s in shapes for n in s):
-                            raise ValueError(f"negative size in {shapes}")
-                        specs = dealer_specs(
-                            str(req["k"]), shapes, int(req["d"]), len(self.parties)
-                        )
-                    for spec in specs:
-                        messages = dealer_messages(spec, self.prgs, op, self.own_prg)
-                        for party, tensors in zip(self.parties, messages, strict=True):
-                            if tensors:
-                                self._send(party, f"{op}/{spec.step()}", tensors)
+                        if any(s < 0 for shape in [*req.shapes, req.out] for s in shape):
+                            raise ValueError(f"negative size in {req.shapes} -> {req.out}")
+                        if req.d < 1:
+                            raise ValueError(f"divisor {req.d} is not a positive integer")
+                        specs = self.suite.specs(req.kind, req.shapes, req.out, req.d, n)
+                    self._busy += 1
+                    try:
+                        for spec in specs:
+                            messages = dealer_messages(spec, self.prgs, req.op, self.own_prg)
+                            for party, tensors in zip(self.parties, messages, strict=True):
+                                if tensors:
+                                    await self.endpoint.send(
+                                        party,
+                                        f"{req.op}/{spec.step()}",
+                                        Phase.OFFLINE,
+                                        tensors=tensors,
+                                    )
+                    finally:
+                        self._busy -= 1

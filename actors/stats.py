@@ -1,14 +1,17 @@
-"""Communication statistics: measured from every message the network carried."""
+"""Communication statistics: each actor meters the frames it sends and receives; the
+coordinator combines the meters (in one process it reads them, across processes it asks
+for them)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from .envelope import Envelope, Phase, op_of
+from .envelope import Phase, op_of
 
 _EMPTY: Mapping[str, ActorStats] = MappingProxyType({})
+_METERED = tuple(p for p in Phase if p != Phase.HEARTBEAT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +26,11 @@ class ActorStats:
     messages_received: int
     online_depth: int
     """Largest dependency depth stamped on an online message this actor sent."""
+    header_bytes: int = 0
+    """Frame bytes sent beyond the payload (frame header, tag, tensor record headers)."""
+    heartbeat_bytes: int = 0
+    """Frame bytes of heartbeats sent (liveness, not part of any other figure)."""
+    online_messages: int = 0
 
     def __sub__(self, other: ActorStats) -> ActorStats:
         return ActorStats(
@@ -33,6 +41,9 @@ class ActorStats:
             self.messages_sent - other.messages_sent,
             self.messages_received - other.messages_received,
             self.online_depth - other.online_depth,
+            self.header_bytes - other.header_bytes,
+            self.heartbeat_bytes - other.heartbeat_bytes,
+            self.online_messages - other.online_messages,
         )
 
 
@@ -53,9 +64,9 @@ class CommStats:
     control_bytes: int
     """Commands, dealer requests and barriers (public metadata)."""
     header_bytes: int
-    """Envelope and tensor-record headers of all messages, counted apart."""
+    """Frame bytes beyond the payloads, measured from the frames sent."""
     messages: int
-    """Number of messages of every phase."""
+    """Number of messages of every phase (heartbeats not counted)."""
     online_messages: int
     per_actor: Mapping[str, ActorStats] = field(default_factory=lambda: _EMPTY)
     """Detail per actor name."""
@@ -82,71 +93,109 @@ class CommStats:
     def sent_by(self, actor: str, phase: Phase = Phase.ONLINE) -> int:
         return self.per_actor[actor].sent.get(phase, 0) if actor in self.per_actor else 0
 
+    @classmethod
+    def combine(cls, actors: Mapping[str, ActorStats], floor: int = 0) -> CommStats:
+        """Cluster totals from every actor's own meter; ``floor`` is the depth every op
+        issued from now on starts at (the coordinator's last synchronisation)."""
+        total = dict.fromkeys(Phase, 0)
+        for a in actors.values():
+            for p in _METERED:
+                total[p] += a.sent.get(p, 0)
+        return cls(
+            max([floor, *(a.online_depth for a in actors.values())]),
+            total[Phase.ONLINE],
+            total[Phase.OFFLINE],
+            total[Phase.INPUT],
+            total[Phase.OUTPUT],
+            total[Phase.CONTROL],
+            sum(a.header_bytes for a in actors.values()),
+            sum(a.messages_sent for a in actors.values()),
+            sum(a.online_messages for a in actors.values()),
+            MappingProxyType(dict(actors)),
+        )
+
+    def table(self) -> str:
+        """A readable summary (also what ``print(stats)`` shows)."""
+        rows = [
+            ("online rounds", f"{self.online_rounds:,}"),
+            ("online bytes", f"{self.online_bytes:,}"),
+            ("offline (dealer) bytes", f"{self.offline_bytes:,}"),
+            ("input bytes", f"{self.input_bytes:,}"),
+            ("output bytes", f"{self.output_bytes:,}"),
+            ("control bytes", f"{self.control_bytes:,}"),
+            ("frame header bytes", f"{self.header_bytes:,}"),
+            ("messages", f"{self.messages:,} ({self.online_messages:,} online)"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v:>14}" for k, v in rows)
+
+    def __str__(self) -> str:
+        return self.table()
+
 
 class Meter:
-    """Counts every envelope the network accepts. Owned by the network, not by any actor."""
+    """Counts the frames one actor sends and receives."""
 
-    def __init__(self, actors: list[str]) -> None:
-        self._by_phase = dict.fromkeys(Phase, 0)
+    def __init__(self, actor: str) -> None:
+        self.actor = actor
+        self._sent = dict.fromkeys(Phase, 0)
+        self._recv = dict.fromkeys(Phase, 0)
+        self._msent = 0
+        self._mrecv = 0
+        self._online_sent = 0
         self._header = 0
-        self._messages = 0
-        self._online_messages = 0
-        self._rounds = 0
-        self._sent = {a: dict.fromkeys(Phase, 0) for a in actors}
-        self._recv = {a: dict.fromkeys(Phase, 0) for a in actors}
-        self._msent = dict.fromkeys(actors, 0)
-        self._mrecv = dict.fromkeys(actors, 0)
-        self._depth = dict.fromkeys(actors, 0)
+        self._heartbeat = 0
+        self.depth = 0
+        """Largest depth stamped on an online message this actor sent."""
         self.track_ops = False
-        self.op_costs: dict[int, list[int]] = {}
-        """With ``track_ops``: op id -> [online bytes, offline bytes, largest online depth]."""
+        self._ops: dict[int, list[int]] = {}
 
-    def record(self, env: Envelope) -> None:
-        n = env.payload_bytes
-        self._by_phase[env.phase] += n
-        self._header += env.header_bytes
-        self._messages += 1
-        self._sent[env.sender][env.phase] += n
-        self._recv[env.receiver][env.phase] += n
-        self._msent[env.sender] += 1
-        self._mrecv[env.receiver] += 1
-        if self.track_ops and env.phase in (Phase.ONLINE, Phase.OFFLINE):
-            op = op_of(env.tag)
+    def sent(self, phase: Phase, payload: int, frame: int, depth: int, tag: str = "") -> None:
+        if phase == Phase.HEARTBEAT:
+            self._heartbeat += frame
+            return
+        if self.track_ops and phase in (Phase.ONLINE, Phase.OFFLINE):
+            op = op_of(tag)
             if op is not None:
-                cost = self.op_costs.setdefault(op, [0, 0, 0])
-                if env.phase == Phase.ONLINE:
-                    cost[0] += n
-                    cost[2] = max(cost[2], env.depth)
+                cost = self._ops.setdefault(op, [0, 0, 0])
+                if phase == Phase.ONLINE:
+                    cost[0] += payload
+                    cost[2] = max(cost[2], depth)
                 else:
-                    cost[1] += n
-        if env.phase == Phase.ONLINE:
-            self._online_messages += 1
-            if env.depth > self._rounds:
-                self._rounds = env.depth
-            if env.depth > self._depth[env.sender]:
-                self._depth[env.sender] = env.depth
+                    cost[1] += payload
+        self._sent[phase] += payload
+        self._header += frame - payload
+        self._msent += 1
+        if phase == Phase.ONLINE:
+            self._online_sent += 1
+            if depth > self.depth:
+                self.depth = depth
 
-    def snapshot(self) -> CommStats:
-        per_actor = {
-            a: ActorStats(
-                MappingProxyType(dict(self._sent[a])),
-                MappingProxyType(dict(self._recv[a])),
-                self._msent[a],
-                self._mrecv[a],
-                self._depth[a],
-            )
-            for a in self._sent
-        }
-        p = self._by_phase
-        return CommStats(
-            self._rounds,
-            p[Phase.ONLINE],
-            p[Phase.OFFLINE],
-            p[Phase.INPUT],
-            p[Phase.OUTPUT],
-            p[Phase.CONTROL],
+    def received(self, phase: Phase, payload: int, frame: int) -> None:
+        self._recv[phase] += payload
+        self._mrecv += 1
+
+    def take_ops(self) -> dict[int, list[int]]:
+        """Op id -> [online bytes, offline bytes, largest depth] sent since the last call."""
+        ops, self._ops = self._ops, {}
+        return ops
+
+    @property
+    def online_messages(self) -> int:
+        return self._online_sent
+
+    def snapshot(self) -> ActorStats:
+        return ActorStats(
+            MappingProxyType(dict(self._sent)),
+            MappingProxyType(dict(self._recv)),
+            self._msent,
+            self._mrecv,
+            self.depth,
             self._header,
-            self._messages,
-            self._online_messages,
-            MappingProxyType(per_actor),
+            self._heartbeat,
+            self._online_sent,
         )
+
+
+def combine_meters(meters: Iterable[Meter], floor: int = 0) -> CommStats:
+    return CommStats.combine({m.actor: m.snapshot() for m in meters}, floor)

@@ -56,17 +56,19 @@ def truncate_local(x: Share, divisor: int, rank: int) -> Share:
     return Share(-floor_div(-x.value, divisor), x.depth)
 
 
-async def truncate(ctx: PartyContext, x: Share, divisor: int, *, sub: int = 0) -> Share:
-    """Divide a shared value by the public positive integer ``divisor`` (see module doc)."""
+async def truncate_pair(ctx: PartyContext, x: Share, divisor: int, *, sub: int = 0) -> Share:
+    """The dealer truncation pair (any number of parties; see module doc)."""
     if divisor == 1:
         return x
-    if ctx.n_parties == 2:
-        return truncate_local(x, divisor, ctx.rank)
     t = await ctx.material(trunc_spec(tuple(x.value.shape), divisor, sub))
     (c,), depth = await open_ring(ctx, f"tr{sub}", [x.value - t["r"]], x.depth)
     z = t["rt"] + floor_div(c, divisor) + 1 if ctx.rank == 0 else t["rt"]
     return Share(z, depth)
 
 
-def needs_dealer(n_parties: int, divisor: int) -> bool:
-    return n_parties > 2 and divisor != 1
+async def truncate(ctx: PartyContext, x: Share, divisor: int, *, sub: int = 0) -> Share:
+    """Local truncation with 2 parties, the dealer pair with more (the default suite's
+    choice; the runtime takes it from the suite)."""
+    if ctx.n_parties == 2:
+        return truncate_local(x, divisor, ctx.rank)
+    return await truncate_pair(ctx, x, divisor, sub=sub)

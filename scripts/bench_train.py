@@ -16,8 +16,8 @@ import torch
 import trio
 from seed_net import DATA, TARGET, loss_fn, make_net
 
-from actors import Cluster, configure_logging
-from training import SGD, TrainingCoordinator
+from actors import configure_logging
+from training import SGD, Cluster, TrainingCoordinator
 
 NAMES = ["alice", "bob", "carol", "dave"]
 

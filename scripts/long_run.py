@@ -15,8 +15,8 @@ import time
 import trio
 from seed_net import DATA, TARGET, loss_fn, make_net
 
-from actors import Cluster, configure_logging
-from training import SGD, TrainingCoordinator
+from actors import configure_logging
+from training import SGD, Cluster, TrainingCoordinator
 
 
 def rss_mib() -> float:

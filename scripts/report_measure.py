@@ -27,16 +27,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from actors.executor import INTERACTIVE
 from report_analysis import OpWire, dag, request_costs, wall_rounds
 from report_costs import ZERO, OpCost, closed_form
 from seed_net import DATA, TARGET, make_net
 from torch import nn
 
-from actors import Cluster, CommStats, Envelope, NetworkProfile, Phase, configure_logging
-from actors.executor import INTERACTIVE
+from actors import CommStats, Envelope, NetworkProfile, Phase, configure_logging
 from actors.network import op_of
 from protocols import FixedPoint
-from training import SGD, TrainingCoordinator
+from training import SGD, Cluster, TrainingCoordinator
 
 PARTY_NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
 """As in scripts/train_xor.py."""

@@ -14,8 +14,8 @@ import time
 import trio
 from seed_net import DATA, TARGET, loss_fn, make_net, plaintext_losses
 
-from actors import Cluster, NetworkProfile, configure_logging
-from training import SGD, TrainingCoordinator
+from actors import NetworkProfile, configure_logging
+from training import SGD, Cluster, TrainingCoordinator
 
 PARTY_NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
 

@@ -33,8 +33,8 @@ from conftest import PARTIES, PROVIDER
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from actors import Cluster
 from protocols import FixedPoint
+from training import Cluster
 
 CONFIGS = [FixedPoint(10, 3), FixedPoint(2, 16)]
 F32 = 2.0**-24

@@ -35,9 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from actors import Cluster
 from protocols.errors import UnsupportedOperation
-from training import SharedTensor
+from training import Cluster, SharedTensor
 
 PARTIES = {2: ["alice", "bob"], 3: ["alice", "bob", "carol"]}
 PROVIDER = "james"

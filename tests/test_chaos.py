@@ -15,9 +15,9 @@ import pytest
 import torch
 import trio
 
-from actors import Chaos, Cluster, configure_logging
+from actors import Chaos, configure_logging
 from protocols.errors import PartyFailure
-from training import SGD, TrainingCoordinator, reveal_module
+from training import SGD, Cluster, TrainingCoordinator, reveal_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from seed_net import DATA, TARGET, loss_fn, make_net

@@ -28,11 +28,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import protocols
-from actors import Cluster, NetworkProfile, Phase
+from actors import NetworkProfile, Phase
 from protocols import FixedPoint, Share
 from protocols.compare import DRELU_ROUNDS
 from protocols.testing import Board, run_protocol
-from training import SharedTensor
+from training import Cluster, SharedTensor
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 PARTIES = {2: ["alice", "bob"], 3: ["alice", "bob", "carol"]}

@@ -32,11 +32,11 @@ import torch
 from conftest import envelope_metadata
 from scipy import special, stats
 
-from actors import Cluster, Envelope, Phase, executor
+from actors import Envelope, Phase, executor
 from protocols import FixedPoint, Share
 from protocols.compare import DRELU_ROUNDS, MONOMIALS
 from protocols.ring import to_bits
-from training import SharedTensor
+from training import Cluster, SharedTensor
 
 PARTIES = {2: ["alice", "bob"], 3: ["alice", "bob", "carol"]}
 NUMEL = 2000

@@ -19,7 +19,8 @@ import pytest
 import torch
 from conftest import PARTIES, PROVIDER, Tap
 
-from actors import Cluster, CommStats, Phase
+from actors import CommStats, Phase
+from training import Cluster
 
 SHAPES = {
     "mul": [((3, 4), (3, 4)), ((2, 3, 4), (4,)), ((1,), (5, 1))],

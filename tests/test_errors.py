@@ -6,15 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import actors.executor as executor
 import pytest
 import torch
 import trio
 import trio.testing
 from conftest import PARTIES, PROVIDER, Tap
 
-import actors.executor as executor
 import actors.provider as provider_module
-from actors import Cluster, Envelope, Phase
+from actors import Envelope, Phase
 from actors.envelope import encode_tensors
 from protocols.errors import (
     AccessDenied,
@@ -26,6 +26,7 @@ from protocols.errors import (
     UnknownTensorError,
     UnsupportedOperation,
 )
+from training import Cluster
 
 BOUND = 5.0  # seconds within which every failure must reach the caller
 

@@ -7,7 +7,8 @@ import torch
 import trio
 from conftest import PARTIES, PROVIDER
 
-from actors import Cluster, NetworkProfile
+from actors import NetworkProfile
+from training import Cluster
 
 L = 0.02
 K = 5

@@ -11,8 +11,9 @@ import pytest
 import structlog
 import torch
 
-from actors import Cluster, configure_logging
+from actors import configure_logging
 from protocols import drelu_online_bytes
+from training import Cluster
 
 
 @pytest.fixture

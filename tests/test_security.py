@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from actors import Cluster, Phase
+from actors import Phase
 from protocols.errors import AccessDenied
+from training import Cluster
 
 
 async def test_reveal_only_to_owner_nothing_sent() -> None:

@@ -13,9 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from actors import Cluster
 from protocols.compare import DRELU_ROUNDS
-from training import SGD, TrainingCoordinator, reveal_module
+from training import SGD, Cluster, TrainingCoordinator, reveal_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 

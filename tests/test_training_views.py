@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from actors import Cluster, Envelope, Phase
+from actors import Envelope, Phase
 from protocols import FixedPoint
-from training import SGD, TrainingCoordinator
+from training import SGD, Cluster, TrainingCoordinator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 

@@ -13,8 +13,9 @@ import pytest
 import torch
 from conftest import PARTIES, PROVIDER
 
-from actors import Cluster, Phase
+from actors import Phase
 from protocols import Prg, Share, reconstruct, share, truncate_local
+from training import Cluster
 
 D = 1000  # base 10, precision 3
 LX = 36  # documented range of products in these checks: |x| < 2**36

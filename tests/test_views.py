@@ -19,15 +19,16 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+import actors.executor as executor
 import numpy as np
 import pytest
 import torch
 from conftest import PARTIES, PROVIDER, Tap
 from scipy import stats
 
-import actors.executor as executor
-from actors import Cluster, Phase
+from actors import Phase
 from protocols import PartyContext, Share, open_ring
+from training import Cluster
 
 ALPHA = 1e-4  # per comparison; a real leak gives p-values around 1e-100
 N = 20_000  # elements per run: each is an independent instance of the protocol

@@ -28,20 +28,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import actors.executor as executor
 import numpy as np
 import pytest
 import torch
 from conftest import envelope_metadata
 from scipy import special, stats
 
-import actors.executor as executor
 import protocols as P
-from actors import Cluster, Envelope, Phase
+from actors import Envelope, Phase
 from protocols import FixedPoint, Share
 from protocols.beaver import matmul_spec, mul_spec
 from protocols.ring import floor_div
 from protocols.truncate import trunc_spec
-from training import SharedTensor
+from training import Cluster, SharedTensor
 
 PARTIES = {2: ["alice", "bob"], 3: ["alice", "bob", "carol"]}
 PROVIDER = "james"

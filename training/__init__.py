@@ -1,5 +1,6 @@
 """Training frontend: SharedTensor handles, autograd, module sharing, SGD, coordinator."""
 
+from .cluster import Cluster
 from .coordinator import IterationRecord, PhaseCost, TrainingCoordinator
 from .module import reveal_module, share_module
 from .optim import SGD
@@ -7,6 +8,7 @@ from .tensor import SharedTensor
 
 __all__ = [
     "SGD",
+    "Cluster",
     "IterationRecord",
     "PhaseCost",
     "SharedTensor",

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from actors import CommStats, get_logger
+from actors import CommStats, OpRecord, get_logger
 
 from .optim import SGD
 from .tensor import SharedTensor
@@ -55,15 +55,15 @@ class IterationRecord:
 
 
 def _phases_from_ops(
-    costs: list[tuple[int, str | None, int, int, int]], start_depth: int
+    costs: list[tuple[OpRecord, int, int, int]], start_depth: int
 ) -> dict[str, PhaseCost]:
     """Rounds, online and offline bytes per phase from per-op costs and depths."""
     out: dict[str, PhaseCost] = {}
     reached = start_depth
     for phase in PHASES:
-        ops = [c for c in costs if (c[1] or "").split("/")[0] == phase]
-        top = max([reached, *(c[4] for c in ops)])
-        out[phase] = PhaseCost(top - reached, sum(c[2] for c in ops), sum(c[3] for c in ops))
+        ops = [c for c in costs if (c[0].label or "").split("/")[0] == phase]
+        top = max([reached, *(c[3] for c in ops)])
+        out[phase] = PhaseCost(top - reached, sum(c[1] for c in ops), sum(c[2] for c in ops))
         reached = top
     return out
 

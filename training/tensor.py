@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from protocols import FixedPoint
 from protocols import shapes as S
 from protocols.errors import EncodingError, ShapeError, UnsupportedOperation
+from protocols.params import Params, Pub
 
 from . import autograd
 from .autograd import Value, unbroadcast
@@ -212,8 +213,7 @@ class SharedTensor:
         kind: str,
         others: Sequence[SharedTensor],
         shape: Sequence[int],
-        params: dict[str, Any] | None = None,
-        dealer: Sequence[Sequence[int]] | None = None,
+        params: Params | None = None,
         prec: int | None = None,
     ) -> SharedTensor:
         for o in others:
@@ -224,7 +224,14 @@ class SharedTensor:
                     f"cannot combine fixed-point bases {self.fp.base} and {o.fp.base}; "
                     "share both with the same base"
                 )
-        (tid,) = self.cluster.submit(kind, [self.tid, *(o.tid for o in others)], 1, params, dealer)
+        operands = [self, *others]
+        (tid,) = self.cluster.submit(
+            kind,
+            [o.tid for o in operands],
+            [tuple(o.shape) for o in operands],
+            [tuple(shape)],
+            params,
+        )
         return self._new(tid, shape, prec)
 
     def _record(
@@ -280,13 +287,12 @@ class SharedTensor:
         if prec < self.prec:
             raise EncodingError("cannot lower precision implicitly")
         factor = self.fp.base ** (prec - self.prec)
-        pub = {"shape": [], "data": [factor]}
-        out = self._op("mul_pub", [], self.shape, {"pub": pub}, prec=prec)
+        pub = Pub.of(torch.tensor(factor, dtype=torch.int64))
+        out = self._op("mul_pub", [], self.shape, Params(pub=pub), prec=prec)
         return self._record(out, [self], lambda g: (g * factor,))
 
-    def _encode_public(self, t: torch.Tensor, prec: int) -> dict[str, Any]:
-        enc = self.fp.with_precision(prec).encode(t)
-        return {"shape": list(enc.shape), "data": enc.reshape(-1).tolist()}
+    def _encode_public(self, t: torch.Tensor, prec: int) -> Pub:
+        return Pub.of(self.fp.with_precision(prec).encode(t))
 
     # -- arithmetic -----------------------------------------------------------------------------
     def __add__(self, other: Any) -> SharedTensor:
@@ -301,9 +307,9 @@ class SharedTensor:
 
     __radd__ = __add__
 
-    def _add_encoded(self, pub: torch.Tensor, enc: dict[str, Any]) -> SharedTensor:
+    def _add_encoded(self, pub: torch.Tensor, enc: Pub) -> SharedTensor:
         shape = S.broadcast("add", self.shape, pub.shape)
-        out = self._op("add_pub", [], shape, {"pub": enc})
+        out = self._op("add_pub", [], shape, Params(pub=enc))
         return self._record(out, [self], lambda g: (unbroadcast(g, tuple(self.shape)),))
 
     def _record_binary(
@@ -348,12 +354,11 @@ class SharedTensor:
         pub = _as_public(other)
         shape = S.broadcast("mul", self.shape, pub.shape)
         if _integral(pub):
-            enc = {"shape": list(pub.shape), "data": pub.to(torch.int64).reshape(-1).tolist()}
-            out = self._op("mul_pub", [], shape, {"pub": enc})
+            out = self._op("mul_pub", [], shape, Params(pub=Pub.of(pub.to(torch.int64))))
         else:
             prec, q, d = self._public_scaling(pub)
-            params = {"pub": self._encode_public(pub, q), "d": d}
-            out = self._op("scale", [], shape, params, dealer=[shape], prec=prec)
+            params = Params(pub=self._encode_public(pub, q), d=d)
+            out = self._op("scale", [], shape, params, prec=prec)
         sshape = tuple(self.shape)
         return self._record(out, [self], lambda g: (unbroadcast(g * pub, sshape),))
 
@@ -368,7 +373,7 @@ class SharedTensor:
     def _mul_shared(self, other: SharedTensor) -> SharedTensor:
         shape = S.broadcast("mul", self.shape, other.shape)
         prec, d = max(self.prec, other.prec), self.fp.base ** min(self.prec, other.prec)
-        out = self._op("mul", [other], shape, {"d": d}, dealer=[self.shape, other.shape], prec=prec)
+        out = self._op("mul", [other], shape, Params(d=d), prec=prec)
         a, b = self, other
         return out._record_binary(
             a,
@@ -386,7 +391,7 @@ class SharedTensor:
             # Division by a public integer is a truncation by it: one local op (2
             # parties), error below one unit in the last place.
             d = int(pub.reshape(()).item())
-            out = self._op("trunc", [], self.shape, {"d": abs(d)}, dealer=[self.shape])
+            out = self._op("trunc", [], self.shape, Params(d=abs(d)))
             out = self._record(out, [self], lambda g: (g / abs(d),))
             return -out if d < 0 else out
         return self * (1.0 / pub.to(torch.float64))
@@ -398,7 +403,7 @@ class SharedTensor:
             return self
         if exponent == 2:
             d = self.fp.base**self.prec
-            out = self._op("square", [], self.shape, {"d": d}, dealer=[self.shape])
+            out = self._op("square", [], self.shape, Params(d=d))
             return self._record(out, [self], lambda g: (g * (self * 2),))
         half = self ** (exponent // 2)
         sq = half**2
@@ -408,9 +413,7 @@ class SharedTensor:
         if isinstance(other, SharedTensor):
             shape = S.matmul(self.shape, other.shape)
             prec, d = max(self.prec, other.prec), self.fp.base ** min(self.prec, other.prec)
-            out = self._op(
-                "matmul", [other], shape, {"d": d}, dealer=[self.shape, other.shape], prec=prec
-            )
+            out = self._op("matmul", [other], shape, Params(d=d), prec=prec)
             a, b = self, other
             return out._record(
                 out,
@@ -429,8 +432,8 @@ class SharedTensor:
         shapes = (pub.shape, self.shape) if left else (self.shape, pub.shape)
         shape = S.matmul(*shapes)
         prec, q, d = self._public_scaling(pub)
-        params = {"pub": self._encode_public(pub, q), "d": d, "left": left}
-        out = self._op("matmul_pub", [], shape, params, dealer=[shape], prec=prec)
+        params = Params(pub=self._encode_public(pub, q), d=d, left=left)
+        out = self._op("matmul_pub", [], shape, params, prec=prec)
         pt = pub.t() if pub.dim() == 2 else pub
         return self._record(out, [self], lambda g: ((pt @ g) if left else (g @ pt),))
 
@@ -442,7 +445,7 @@ class SharedTensor:
         else:
             dims = [dim] if isinstance(dim, int) else list(dim)
             shape = S.reduce("sum", self.shape, dims, keepdim)
-        params = {"dims": dims, "keepdim": keepdim}
+        params = Params(dims=None if dims is None else tuple(dims), keepdim=keepdim)
         out = self._op("sum", [], shape, params)
         in_shape = tuple(self.shape)
         nd = len(in_shape)
@@ -463,7 +466,7 @@ class SharedTensor:
 
     def transpose(self, d0: int, d1: int) -> SharedTensor:
         shape = S.transpose(self.shape, d0, d1)
-        out = self._op("transpose", [], shape, {"d0": d0, "d1": d1})
+        out = self._op("transpose", [], shape, Params(d0=d0, d1=d1))
         return self._record(out, [self], lambda g: (g.transpose(d0, d1),))
 
     def t(self) -> SharedTensor:
@@ -480,7 +483,7 @@ class SharedTensor:
     ) -> SharedTensor:
         if new == tuple(self.shape):
             return self
-        out = self._op(kind, [], new, {"shape": list(new)})
+        out = self._op(kind, [], new, Params(shape=new))
         return self._record(out, [self], lambda g: (back(g),))
 
     def reshape(self, *shape: Any) -> SharedTensor:
@@ -496,12 +499,13 @@ class SharedTensor:
     # -- comparisons and ReLU ------------------------------------------------------------------
     def drelu(self) -> SharedTensor:
         """Shared bit ``[self >= 0]`` (precision 0: multiplying by it needs no truncation)."""
-        return self._op("drelu", [], self.shape, dealer=[self.shape], prec=0)
+        return self._op("drelu", [], self.shape, prec=0)
 
     def relu(self) -> SharedTensor:
         label = self.cluster.current_label()
         with self.cluster.label(f"{label}/relu" if label else "relu"):
-            y_tid, bit_tid = self.cluster.submit("relu", [self.tid], 2, None, [self.shape])
+            shape = tuple(self.shape)
+            y_tid, bit_tid = self.cluster.submit("relu", [self.tid], [shape], [shape, shape])
             out, bit = self._new(y_tid, self.shape), self._new(bit_tid, self.shape, prec=0)
             out._bit = bit
             return self._record(out, [self], lambda g: (g * bit,))

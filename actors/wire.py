@@ -1,0 +1,274 @@
+"""The wire: typed control messages (msgspec over msgpack) and the binary frame.
+
+**Frame.** Every message on every transport is one frame::
+
+    header  <BBBBIQI  version, phase, tag form, step length, depth, op, body length  (20 B)
+    step    UTF-8, at most 255 bytes
+    body    tensor records, or a msgpack control message
+
+A tensor record is ``dtype(1) ndim(1) dims(4 each)`` followed by the data: int64 at 8 bytes
+an element, bool packed 8 to a byte, uint8 as is. The frame names neither sender nor
+receiver: the transport knows the link a frame came over and sets the sender from it (the
+TLS transport from the peer's certificate), so a message cannot claim to be from someone
+else. The meter counts the frame's length as sent: payload bytes (tensor data, or the
+whole control body) and header bytes (the rest) are both measured, not estimated.
+
+**Control messages** are msgspec structs encoded as msgpack arrays: a command batch is
+``[floor, [[kind, op, ins, outs, params, to], ...]]``; a decoding error names the field
+that is wrong (``Expected `int`, got `str` - at `$[1][0][1]```). Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from math import prod
+from typing import Any, TypeVar
+
+import msgspec
+import numpy as np
+import torch
+
+from protocols.errors import ProtocolError
+from protocols.params import Params
+
+from .envelope import Envelope, Phase
+
+VERSION = 1
+HEADER = struct.Struct("<BBBBIQI")
+_REC = struct.Struct("<BB")
+_DTYPES: dict[torch.dtype, int] = {torch.int64: 1, torch.bool: 2, torch.uint8: 3}
+_CODES = {v: k for k, v in _DTYPES.items()}
+
+# Tag forms: "<op>/<step>" (protocol messages), "<step>/<seq>" (command and request
+# batches), or a literal tag such as "setup/key".
+_OP_TAG, _SEQ_TAG, _LITERAL = 0, 1, 2
+_SEQ_STEPS = frozenset({"cmd", "req"})
+
+
+# -- control messages ---------------------------------------------------------------------
+
+
+class Command(msgspec.Struct, frozen=True, array_like=True):
+    """One operation for a party: run ``kind`` on tensors ``ins``, store ``outs``."""
+
+    kind: str
+    op: int
+    ins: tuple[int, ...] = ()
+    outs: tuple[int, ...] = ()
+    params: Params | None = None
+    to: str | None = None
+    """reveal: the recipient."""
+
+
+class Batch(msgspec.Struct, frozen=True, array_like=True):
+    """Commands sent together, with the depth floor they start from (see the meter)."""
+
+    floor: int
+    ops: list[Command]
+
+
+class DealerRequest(msgspec.Struct, frozen=True, array_like=True):
+    """What the dealer learns of an op: its id, kind, operand and result shapes, divisor."""
+
+    op: int
+    kind: str
+    shapes: list[tuple[int, ...]]
+    out: tuple[int, ...]
+    d: int = 1
+
+
+class Requests(msgspec.Struct, frozen=True, array_like=True):
+    items: list[DealerRequest]
+
+
+class Reply(msgspec.Struct, frozen=True, array_like=True):
+    """A party's control answer: a barrier reached (with the largest depth it has seen),
+    or a refused reveal."""
+
+    depth: int = 0
+    denied: str | None = None
+
+
+_ENC = msgspec.msgpack.Encoder()
+T = TypeVar("T")
+_DECODERS: dict[type, msgspec.msgpack.Decoder[Any]] = {}
+
+
+def encode_control(obj: msgspec.Struct) -> bytes:
+    return _ENC.encode(obj)
+
+
+def decode_control(body: bytes, kind: type[T], what: str) -> T:
+    """Decode and validate; ProtocolError naming the field that is wrong."""
+    dec = _DECODERS.get(kind)
+    if dec is None:
+        dec = _DECODERS[kind] = msgspec.msgpack.Decoder(kind)
+    try:
+        return dec.decode(body)  # type: ignore[no-any-return]
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"{what}: malformed {kind.__name__}: {exc}") from None
+
+
+# -- tensors ------------------------------------------------------------------------------
+
+
+def _records(tensors: Sequence[torch.Tensor]) -> tuple[list[tuple[bytes, np.ndarray]], int, int]:
+    out = []
+    size = payload = 0
+    for t in tensors:
+        code = _DTYPES.get(t.dtype)
+        if code is None:
+            raise ProtocolError(f"cannot send a tensor of dtype {t.dtype}")
+        shape = tuple(t.shape)
+        head = _REC.pack(code, len(shape)) + struct.pack(f"<{len(shape)}I", *shape)
+        arr = t.detach().contiguous().numpy().reshape(-1)
+        data = np.packbits(arr) if t.dtype == torch.bool else arr.view(np.uint8)
+        out.append((head, data))
+        size += len(head) + data.nbytes
+        payload += data.nbytes
+    return out, size, payload
+
+
+def decode_tensors(body: memoryview | bytes) -> tuple[torch.Tensor, ...]:
+    """Tensor records back to tensors; malformed bodies raise ProtocolError."""
+    out: list[torch.Tensor] = []
+    view = memoryview(body)
+    pos = 0
+    try:
+        while pos < len(view):
+            code, ndim = _REC.unpack_from(view, pos)
+            pos += _REC.size
+            shape = struct.unpack_from(f"<{ndim}I", view, pos)
+            pos += 4 * ndim
+            dtype = _CODES[code]
+            n = prod(shape)
+            size = (n + 7) // 8 if dtype == torch.bool else n * (8 if dtype == torch.int64 else 1)
+            if size > len(view) - pos:
+                raise ProtocolError(
+                    f"tensor record claims shape {tuple(shape)} but only {len(view) - pos} bytes follow"
+                )
+            if dtype == torch.bool:
+                raw = np.frombuffer(view[pos : pos + size], np.uint8)
+                bits = np.unpackbits(raw)[:n].astype(np.bool_)
+                out.append(torch.from_numpy(bits).reshape(shape))
+            elif n:
+                chunk = bytearray(view[pos : pos + size])
+                out.append(torch.frombuffer(chunk, dtype=dtype).reshape(shape))
+            else:
+                out.append(torch.empty(shape, dtype=dtype))
+            pos += size
+    except (struct.error, KeyError, RuntimeError, ValueError) as exc:
+        raise ProtocolError(f"malformed tensor body: {exc}") from None
+    return tuple(out)
+
+
+# -- frames -------------------------------------------------------------------------------
+
+
+def _split_tag(tag: str) -> tuple[int, int, str]:
+    head, sep, rest = tag.partition("/")
+    if sep and head.isascii() and head.isdigit():
+        return _OP_TAG, int(head), rest
+    if sep and head in _SEQ_STEPS and rest.isascii() and rest.isdigit():
+        return _SEQ_TAG, int(rest), head
+    return _LITERAL, 0, tag
+
+
+def _join_tag(form: int, op: int, step: str) -> str:
+    if form == _OP_TAG:
+        return f"{op}/{step}"
+    if form == _SEQ_TAG:
+        return f"{step}/{op}"
+    return step
+
+
+def pack_frame(
+    tag: str,
+    phase: Phase,
+    depth: int,
+    *,
+    tensors: Sequence[torch.Tensor] | None = None,
+    control: bytes | None = None,
+) -> tuple[bytearray, int]:
+    """One frame, built with a single copy of each tensor's bytes; returns ``(frame,
+    payload bytes)``."""
+    form, op, step = _split_tag(tag)
+    step_b = step.encode()
+    if len(step_b) > 255:
+        raise ProtocolError(f"tag step {step!r} is longer than 255 bytes")
+    if not 0 <= op < 2**64 or not 0 <= depth < 2**32:
+        raise ProtocolError(f"op {op} or depth {depth} does not fit the frame header")
+    if control is not None:
+        records: list[tuple[bytes, np.ndarray]] = []
+        size = payload = len(control)
+    else:
+        records, size, payload = _records(tensors or ())
+    start = HEADER.size + len(step_b)
+    frame = bytearray(start + size)
+    HEADER.pack_into(frame, 0, VERSION, int(phase), form, len(step_b), depth, op, size)
+    frame[HEADER.size : start] = step_b
+    pos = start
+    if control is not None:
+        frame[pos:] = control
+        return frame, payload
+    view = memoryview(frame)
+    for head, data in records:
+        view[pos : pos + len(head)] = head
+        pos += len(head)
+        view[pos : pos + data.nbytes] = data  # type: ignore[call-overload]
+        pos += data.nbytes
+    return frame, payload
+
+
+def unpack_frame(frame: bytes | bytearray, sender: str, receiver: str) -> Envelope:
+    """The envelope a frame carries, with the sender the transport vouches for."""
+    if len(frame) < HEADER.size:
+        raise ProtocolError(f"frame from {sender} is {len(frame)} bytes, shorter than a header")
+    version, phase, form, step_len, depth, op, size = HEADER.unpack_from(frame, 0)
+    if version != VERSION:
+        raise ProtocolError(f"frame from {sender} has version {version}, expected {VERSION}")
+    start = HEADER.size + step_len
+    if len(frame) != start + size:
+        raise ProtocolError(
+            f"frame from {sender} is {len(frame)} bytes, its header says {start + size}"
+        )
+    try:
+        ph = Phase(phase)
+        step = bytes(frame[HEADER.size : start]).decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"frame from {sender} has a bad header: {exc}") from None
+    if form not in (_OP_TAG, _SEQ_TAG, _LITERAL):
+        raise ProtocolError(f"frame from {sender} has an unknown tag form {form}")
+    body = bytes(memoryview(frame)[start:])
+    return Envelope(
+        sender,
+        receiver,
+        _join_tag(form, op, step),
+        ph,
+        depth,
+        body,
+        _payload(ph, body),
+        frame_bytes=len(frame),
+    )
+
+
+def _payload(phase: Phase, body: bytes) -> int:
+    if phase in (Phase.CONTROL, Phase.HEARTBEAT):
+        return len(body)
+    total = 0
+    view = memoryview(body)
+    pos = 0
+    try:
+        while pos < len(view):
+            code, ndim = _REC.unpack_from(view, pos)
+            pos += _REC.size + 4 * ndim
+            shape = struct.unpack_from(f"<{ndim}I", view, pos - 4 * ndim)
+            n = prod(shape)
+            dtype = _CODES.get(code, torch.uint8)
+            size = (n + 7) // 8 if dtype == torch.bool else n * (8 if dtype == torch.int64 else 1)
+            total += min(size, len(view) - pos)
+            pos += size
+    except struct.error:
+        pass
+    return total

@@ -1,0 +1,78 @@
+"""Local operations on additive shares: no communication, no dealer material.
+
+Each is ``(rank, shares, params) -> [share]``. Adding a public value is done by party 0
+alone; everything else is linear and every party applies it to its own share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .context import Share
+from .params import Params
+from .shapes import broadcast
+
+
+def _d(xs: Sequence[Share]) -> int:
+    return max(x.depth for x in xs)
+
+
+def add(rank: int, x: Sequence[Share], p: Params) -> list[Share]:
+    return [Share(x[0].value + x[1].value, _d(x))]
+
+
+def sub(rank: int, x: Sequence[Share], p: Params) -> list[Share]:
+    return [Share(x[0].value - x[1].value, _d(x))]
+
+
+def neg(rank: int, x: Sequence[Share], p: Params) -> list[Share]:
+    return [Share(-x[0].value, x[0].depth)]
+
+
+def add_pub(rank: int, x: Sequence[Share], p: Params) -> list[Share]:
+    v, pub = x[0].value, p.public()
+    out = v + pub if rank == 0 else v.expand(broadcast("add", v.shape, pub.shape)).clone()
+    return [Share(out, x[0].depth)]
+
+
+def mul_pub(rank: int, x: Sequence[Share], p: Params) -> list[Share]:
+    return [Share(x[0].value * p.public(), x[0].depth)]
+
+
+def sum_(rank: int, x: Sequence[Share], p: Params) -> list[Share]:
+    v = x[0].value
+    out = v.sum() if p.dims is None else v.sum(dim=tuple(p.dims), keepdim=p.keepdim)
+    return [Share(out, x[0].depth)]
+
+
+def transpose(rank: int, x: Sequence[Share], p: Params) -> list[Share]:
+    return [Share(x[0].value.transpose(p.d0, p.d1).contiguous(), x[0].depth)]
+
+
+def reshape(rank: int, x: Sequence[Share], p: Params) -> list[Share]:
+    if p.shape is None:
+        raise ValueError("reshape needs a target shape")
+    return [Share(x[0].value.reshape(p.shape), x[0].depth)]
+
+
+def expand(rank: int, x: Sequence[Share], p: Params) -> list[Share]:
+    if p.shape is None:
+        raise ValueError("expand needs a target shape")
+    return [Share(x[0].value.expand(p.shape).contiguous(), x[0].depth)]
+
+
+def public_product(x: Sequence[Share], p: Params) -> Share:
+    """``x * pub`` or ``x @ pub`` / ``pub @ x`` (before truncation)."""
+    v, pub = x[0].value, p.public()
+    return Share(v * pub, x[0].depth)
+
+
+def public_matmul(x: Sequence[Share], p: Params) -> Share:
+    v, pub = x[0].value, p.public()
+    return Share(torch.matmul(pub, v) if p.left else torch.matmul(v, pub), x[0].depth)
+
+
+def identity(x: Sequence[Share], p: Params) -> Share:
+    return x[0]

@@ -1,0 +1,333 @@
+"""The protocol suite: every op kind registered once, chosen by name.
+
+An :class:`OpKind` is everything the runtime needs to know about one kind of operation:
+
+* how a party runs it: ``local(rank, shares, params)`` or ``run(ctx, shares, params)``
+  (a coroutine over a :class:`~protocols.context.PartyContext`);
+* the dealer material it needs, from public facts alone: ``specs(in_shapes, out_shape,
+  divisor, n_parties)`` (the coordinator decides from it whether to ask the dealer, and the
+  dealer builds the same specs);
+* its closed-form cost: ``cost(in_shapes, out_shape, divisor, n_parties)`` gives online
+  rounds and the online bytes each party sends; the dealer bytes follow from the specs.
+
+A :class:`Suite` maps names to *builders* ``(suite, n_parties) -> OpKind``, so a kind can
+depend on the number of parties and on other kinds of the same suite: the products
+(``mul``, ``matmul``, ``scale``...) truncate with whatever the suite's ``trunc`` is, and
+the choice "with 2 parties truncation is local" is made once, in ``trunc``'s builder.
+``Cluster.start(..., protocols="fss")`` hands a suite to the parties and the provider; a
+test swaps one entry with :meth:`Suite.replace`, never by patching a module.
+
+Built-in suites (:data:`SUITES`): ``"default"`` (Beaver products, SecureML local
+truncation for 2 parties and the ABY3 truncation pair for 3+, the carry-tree comparison)
+and ``"fss"`` when :mod:`protocols.fss` is present (2-party function secret sharing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from math import prod
+
+from . import local as L
+from .beaver import matmul, matmul_spec, mul, mul_spec, square, square_spec
+from .compare import DRELU_ROUNDS, drelu, drelu_online_bytes, drelu_spec, relu
+from .context import PartyContext, Share
+from .errors import UnsupportedOperation
+from .material import MaterialSpec
+from .params import Params
+from .truncate import trunc_spec, truncate_local, truncate_pair
+
+Shape = tuple[int, ...]
+LocalRun = Callable[[int, Sequence[Share], Params], list[Share]]
+InteractiveRun = Callable[[PartyContext, Sequence[Share], Params], Awaitable[list[Share]]]
+SpecFn = Callable[[Sequence[Shape], Shape, int, int], list[MaterialSpec]]
+CostFn = Callable[[Sequence[Shape], Shape, int, int], "Cost"]
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """Closed-form cost of one op."""
+
+    rounds: int
+    """Online rounds (dependency depth it adds)."""
+    online_bytes: int
+    """Payload bytes each party sends to its peers (summed over peers)."""
+    dealer_bytes: int = 0
+    """Payload bytes of dealer material, summed over the parties that receive it."""
+
+    def then(self, other: Cost) -> Cost:
+        """This op followed by a dependent one."""
+        return Cost(
+            self.rounds + other.rounds,
+            self.online_bytes + other.online_bytes,
+            self.dealer_bytes + other.dealer_bytes,
+        )
+
+
+FREE = Cost(0, 0, 0)
+
+
+def _no_specs(shapes: Sequence[Shape], out: Shape, d: int, n: int) -> list[MaterialSpec]:
+    return []
+
+
+def _free(shapes: Sequence[Shape], out: Shape, d: int, n: int) -> Cost:
+    return FREE
+
+
+@dataclass(frozen=True, slots=True)
+class OpKind:
+    """One registered kind of operation (see module doc)."""
+
+    name: str
+    local: LocalRun | None = None
+    run: InteractiveRun | None = None
+    specs: SpecFn = field(default=_no_specs)
+    cost: CostFn = field(default=_free)
+    """Rounds and online bytes; :meth:`Suite.cost` adds the dealer bytes from ``specs``."""
+    n_out: int = 1
+    n_in: int = 1
+
+    def __post_init__(self) -> None:
+        if (self.local is None) == (self.run is None):
+            raise ValueError(f"op kind {self.name!r} needs exactly one of local= and run=")
+
+    @property
+    def interactive(self) -> bool:
+        return self.run is not None
+
+
+Builder = Callable[["Suite", int], OpKind]
+
+
+def _constant(kind: OpKind) -> Builder:
+    return lambda suite, n: kind
+
+
+class Suite:
+    """A named set of op kinds (see module doc)."""
+
+    def __init__(self, name: str, builders: Mapping[str, Builder | OpKind]) -> None:
+        self.name = name
+        self._builders: dict[str, Builder] = {
+            k: _constant(b) if isinstance(b, OpKind) else b for k, b in builders.items()
+        }
+        self._cache: dict[tuple[str, int], OpKind] = {}
+
+    def __repr__(self) -> str:
+        return f"Suite({self.name!r}, {len(self._builders)} kinds)"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(sorted(self._builders))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._builders
+
+    def kind(self, name: str, n_parties: int) -> OpKind:
+        """The op kind ``name`` for ``n_parties`` parties; UnsupportedOperation if unknown."""
+        key = (name, n_parties)
+        op = self._cache.get(key)
+        if op is None:
+            build = self._builders.get(name)
+            if build is None:
+                raise UnsupportedOperation(
+                    f"protocol suite {self.name!r} has no op kind {name!r} "
+                    f"(it has: {', '.join(self.names)})"
+                )
+            op = self._cache[key] = build(self, n_parties)
+        return op
+
+    def replace(self, name: str | None = None, **builders: Builder | OpKind) -> Suite:
+        """A new suite with some entries replaced or added (for tests and experiments)."""
+        return Suite(name or f"{self.name}+{'+'.join(builders)}", {**self._builders, **builders})
+
+    def specs(
+        self, kind: str, shapes: Sequence[Shape], out: Shape, divisor: int, n_parties: int
+    ) -> list[MaterialSpec]:
+        return self.kind(kind, n_parties).specs(
+            [tuple(s) for s in shapes], tuple(out), divisor, n_parties
+        )
+
+    def cost(
+        self, kind: str, shapes: Sequence[Shape], out: Shape, divisor: int, n_parties: int
+    ) -> Cost:
+        """Closed-form rounds, online bytes per party and dealer bytes of one op."""
+        op = self.kind(kind, n_parties)
+        shapes = [tuple(s) for s in shapes]
+        base = op.cost(shapes, tuple(out), divisor, n_parties)
+        dealer = sum(
+            s.dealer_bytes(n_parties) for s in op.specs(shapes, tuple(out), divisor, n_parties)
+        )
+        return replace(base, dealer_bytes=dealer)
+
+
+# -- registrations -------------------------------------------------------------------------
+
+
+def _numel(s: Shape) -> int:
+    return prod(s)
+
+
+def _local(name: str, fn: LocalRun, n_in: int = 1) -> Builder:
+    return lambda suite, n: OpKind(name, local=fn, n_in=n_in)
+
+
+def _trunc_default(suite: Suite, n: int) -> OpKind:
+    """SecureML local truncation with 2 parties, the ABY3 truncation pair with 3+."""
+    if n == 2:
+        return OpKind("trunc", local=lambda rank, x, p: [truncate_local(x[0], p.d, rank)])
+
+    async def run(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
+        return [await truncate_pair(ctx, x[0], p.d, sub=1)]
+
+    return OpKind(
+        "trunc",
+        run=run,
+        specs=lambda s, out, d, n: [trunc_spec(out, d, sub=1)] if d != 1 else [],
+        cost=lambda s, out, d, n: Cost(1, 8 * _numel(out) * (n - 1)) if d != 1 else FREE,
+    )
+
+
+Product = Callable[[PartyContext, Sequence[Share]], Awaitable[Share]]
+
+
+def _truncated_product(
+    name: str,
+    product: Product,
+    spec: Callable[[Sequence[Shape]], MaterialSpec],
+    online: Callable[[Sequence[Shape], int], int],
+    n_in: int,
+) -> Builder:
+    """An interactive Beaver product followed by the suite's truncation."""
+
+    def build(suite: Suite, n: int) -> OpKind:
+        t = suite.kind("trunc", n)
+
+        async def run(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
+            z = await product(ctx, x)
+            if t.local is not None:
+                return t.local(ctx.rank, [z], p)
+            assert t.run is not None
+            return await t.run(ctx, [z], p)
+
+        return OpKind(
+            name,
+            run=run,
+            specs=lambda s, out, d, n: [spec(s), *t.specs([out], out, d, n)],
+            cost=lambda s, out, d, n: Cost(1, online(s, n)).then(t.cost([out], out, d, n)),
+            n_in=n_in,
+        )
+
+    return build
+
+
+def _public_then_trunc(name: str, product: Callable[[Sequence[Share], Params], Share]) -> Builder:
+    """A local product with a public operand, then the suite's truncation: local when the
+    truncation is."""
+
+    def build(suite: Suite, n: int) -> OpKind:
+        t = suite.kind("trunc", n)
+        if t.local is not None:
+            fn = t.local
+            return OpKind(name, local=lambda rank, x, p: fn(rank, [product(x, p)], p))
+        assert t.run is not None
+        tr = t.run
+
+        async def run(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
+            return await tr(ctx, [product(x, p)], p)
+
+        return OpKind(name, run=run, specs=t.specs, cost=t.cost)
+
+    return build
+
+
+async def _mul(ctx: PartyContext, x: Sequence[Share]) -> Share:
+    return await mul(ctx, x[0], x[1])
+
+
+async def _square(ctx: PartyContext, x: Sequence[Share]) -> Share:
+    return await square(ctx, x[0])
+
+
+async def _matmul(ctx: PartyContext, x: Sequence[Share]) -> Share:
+    return await matmul(ctx, x[0], x[1])
+
+
+async def _drelu(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
+    return [await drelu(ctx, x[0])]
+
+
+async def _relu(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
+    return list(await relu(ctx, x[0]))
+
+
+def _comparison(name: str, fn: InteractiveRun, with_relu: bool) -> Builder:
+    return lambda suite, n: OpKind(
+        name,
+        run=fn,
+        specs=lambda s, out, d, n: [drelu_spec(s[0], with_relu=with_relu)],
+        cost=lambda s, out, d, n: Cost(
+            DRELU_ROUNDS, drelu_online_bytes(_numel(s[0]), n, with_relu=with_relu)
+        ),
+        n_out=2 if with_relu else 1,
+    )
+
+
+DEFAULT_KINDS: dict[str, Builder | OpKind] = {
+    "add": _local("add", L.add, 2),
+    "sub": _local("sub", L.sub, 2),
+    "neg": _local("neg", L.neg),
+    "add_pub": _local("add_pub", L.add_pub),
+    "mul_pub": _local("mul_pub", L.mul_pub),
+    "sum": _local("sum", L.sum_),
+    "transpose": _local("transpose", L.transpose),
+    "reshape": _local("reshape", L.reshape),
+    "expand": _local("expand", L.expand),
+    "trunc": _trunc_default,
+    "scale": _public_then_trunc("scale", L.public_product),
+    "matmul_pub": _public_then_trunc("matmul_pub", L.public_matmul),
+    "mul": _truncated_product(
+        "mul",
+        _mul,
+        lambda s: mul_spec(s[0], s[1]),
+        lambda s, n: 8 * (_numel(s[0]) + _numel(s[1])) * (n - 1),
+        2,
+    ),
+    "square": _truncated_product(
+        "square", _square, lambda s: square_spec(s[0]), lambda s, n: 8 * _numel(s[0]) * (n - 1), 1
+    ),
+    "matmul": _truncated_product(
+        "matmul",
+        _matmul,
+        lambda s: matmul_spec(s[0], s[1]),
+        lambda s, n: 8 * (_numel(s[0]) + _numel(s[1])) * (n - 1),
+        2,
+    ),
+    "drelu": _comparison("drelu", _drelu, False),
+    "relu": _comparison("relu", _relu, True),
+}
+
+DEFAULT = Suite("default", DEFAULT_KINDS)
+
+SUITES: dict[str, Suite] = {"default": DEFAULT}
+
+
+def register_suite(suite: Suite) -> Suite:
+    """Make ``suite`` selectable by name (``Cluster.start(..., protocols=name)``)."""
+    SUITES[suite.name] = suite
+    return suite
+
+
+def get_suite(choice: str | Suite | None) -> Suite:
+    """A suite from its name (or the suite itself); ValueError names the known ones."""
+    if choice is None:
+        return DEFAULT
+    if isinstance(choice, Suite):
+        return choice
+    suite = SUITES.get(choice) if isinstance(choice, str) else None
+    if suite is None:
+        raise ValueError(
+            f"unknown protocol suite {choice!r}; known suites: {', '.join(sorted(SUITES))}"
+        )
+    return suite
