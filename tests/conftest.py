@@ -11,6 +11,7 @@ import torch
 from hypothesis import settings
 
 from actors import Envelope, Phase, configure_logging
+from actors.wire import Batch
 
 # Property tests draw the same cases on every run, so a red build means a bug, not bad
 # luck; HYPOTHESIS_PROFILE=explore draws fresh ones.
@@ -29,7 +30,7 @@ class Tap:
     def __init__(self, cluster: object, drop: Callable[[Envelope], bool] | None = None) -> None:
         self.envelopes: list[Envelope] = []
         self._drop = drop
-        cluster.network.interceptor = self  # type: ignore[attr-defined]
+        self.remove = cluster.network.observe(self)  # type: ignore[attr-defined]
 
     def __call__(self, env: Envelope) -> Envelope | None:
         self.envelopes.append(env)
@@ -38,10 +39,10 @@ class Tap:
     def commands(self, party: str = "alice") -> list[str]:
         """Kinds of the commands the coordinator sent to ``party``."""
         return [
-            cmd["k"]
+            cmd.kind
             for env in self.envelopes
             if env.receiver == party and env.tag.startswith("cmd/")
-            for cmd in env.control()
+            for cmd in env.control(Batch).ops
         ]
 
 

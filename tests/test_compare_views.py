@@ -22,6 +22,7 @@ kinds, shapes and divisors, identical for A and B.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,10 +33,12 @@ import torch
 from conftest import envelope_metadata
 from scipy import special, stats
 
-from actors import Envelope, Phase, executor
+from actors import Envelope, Phase
+from actors.wire import Requests
 from protocols import FixedPoint, Share
 from protocols.compare import DRELU_ROUNDS, MONOMIALS
 from protocols.ring import to_bits
+from protocols.suite import DEFAULT, OpKind, Suite
 from training import Cluster, SharedTensor
 
 PARTIES = {2: ["alice", "bob"], 3: ["alice", "bob", "carol"]}
@@ -63,18 +66,22 @@ class Transcript:
 
 
 async def record(
-    value: int, n: int, *, check: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
+    value: int,
+    n: int,
+    *,
+    check: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None],
+    suite: Suite = DEFAULT,
 ) -> Transcript:
     """Run drelu and relu on a tensor of NUMEL copies of the ring integer ``value``."""
     x = torch.full((NUMEL,), value, dtype=torch.int64)
     log: list[Envelope] = []
-    async with Cluster.start(PARTIES[n], provider="james", seed=None) as c:
+    async with Cluster.start(PARTIES[n], provider="james", seed=None, protocols=suite) as c:
         xs = SharedTensor(c, c.input(x), x.shape, RAW)
         await c.flush()
-        c.network.interceptor = lambda env: (log.append(env), env)[1]
+        stop = c.network.observe(lambda env: (log.append(env), env)[1])
         bit, y = xs.drelu(), xs.relu()
         await c.flush()
-        c.network.interceptor = None
+        stop()
         check(x, await c.reveal(bit.tid, bit.shape), await c.reveal(y.tid, y.shape))
         totals = c.stats()
     # who may receive what, over the cluster's whole life
@@ -248,12 +255,10 @@ def provider_requests(t: Transcript) -> list[Any]:
     out = []
     for e in envs:
         assert e.phase == Phase.CONTROL and e.sender == "coordinator", e
-        reqs = e.control()
-        assert isinstance(reqs, list)
+        reqs = e.control(Requests).items
         for req in reqs:
-            assert set(req) == {"op", "k", "s", "d"}, req
-            assert isinstance(req["op"], int) and req["k"] in {"drelu", "relu"}
-            assert req["s"] == [[NUMEL]] and req["d"] == 1, req
+            assert req.kind in {"drelu", "relu"}, req
+            assert req.shapes == [(NUMEL,)] and req.out == (NUMEL,) and req.d == 1, req
         out.append(reqs)
     return out
 
@@ -354,13 +359,23 @@ def unmasked_and(rank: int, m: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return {**m, **{k: torch.zeros_like(m[k]) for k in ("a0", "c0", "cc0")}}
 
 
-def leaky(kind: str, tamper: Tamper) -> Any:
-    real = executor.INTERACTIVE[kind]
+def leaky(tamper: Tamper) -> Suite:
+    """The default suite with drelu and relu running over a tampering context."""
 
-    async def run(ctx: Any, xs: Sequence[Share], params: dict[str, Any]) -> list[Share]:
-        return await real(_TamperedContext(ctx, tamper), xs, params)
+    def wrap(kind: str) -> Any:
+        def build(suite: Suite, n: int) -> OpKind:
+            real = DEFAULT.kind(kind, n)
+            assert real.run is not None
+            inner = real.run
 
-    return run
+            async def run(ctx: Any, xs: Sequence[Share], params: Any) -> list[Share]:
+                return await inner(_TamperedContext(ctx, tamper), xs, params)
+
+            return dataclasses.replace(real, run=run)
+
+        return build
+
+    return DEFAULT.replace(f"leaky-{tamper.__name__}", drelu=wrap("drelu"), relu=wrap("relu"))
 
 
 @pytest.mark.parametrize(
@@ -370,13 +385,12 @@ def leaky(kind: str, tamper: Tamper) -> Any:
 )
 @pytest.mark.parametrize("n", [2, 3])
 async def test_analysis_detects_leaky_variants(
-    n: int, tamper: Tamper, pair: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+    n: int, tamper: Tamper, pair: tuple[int, int]
 ) -> None:
-    for kind in ("drelu", "relu"):
-        monkeypatch.setitem(executor.INTERACTIVE, kind, leaky(kind, tamper))
+    suite = leaky(tamper)
     # the leaky variants still compute the right answer: only the views give them away
-    ta = await record(pair[0], n, check=correct)
-    tb = await record(pair[1], n, check=correct)
+    ta = await record(pair[0], n, check=correct, suite=suite)
+    tb = await record(pair[1], n, check=correct, suite=suite)
     assert ta.metadata() == tb.metadata()
     results, alpha = analyse(ta, tb)
     bad = results.failures(alpha)

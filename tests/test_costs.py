@@ -20,6 +20,7 @@ import torch
 from conftest import PARTIES, PROVIDER, Tap
 
 from actors import CommStats, Phase
+from protocols.suite import DEFAULT
 from training import Cluster
 
 SHAPES = {
@@ -36,17 +37,25 @@ def out_shape(kind: str, shapes: tuple[tuple[int, ...], ...]) -> tuple[int, ...]
 
 
 def expected(kind: str, shapes: tuple[tuple[int, ...], ...], n: int) -> tuple[int, int, int]:
-    """(rounds, online bytes sent by each party, dealer bytes) for one op."""
-    n_out = prod(out_shape(kind, shapes))
-    opened = sum(prod(s) for s in shapes)  # square opens x - a only; mul/matmul both
-    online = 8 * opened * (n - 1)
-    offline = 8 * n_out
-    rounds = 1
-    if n >= 3:
-        online += 8 * n_out * (n - 1)
-        offline += 8 * n_out
-        rounds += 1
-    return rounds, online, offline
+    """(rounds, online bytes sent by each party, dealer bytes) for one op, from the suite's
+    closed form (fixed-point inputs: one truncation by the scale 1000)."""
+    cost = DEFAULT.cost(kind, shapes, out_shape(kind, shapes), 1000, n)
+    return cost.rounds, cost.online_bytes, cost.dealer_bytes
+
+
+def test_suite_closed_forms_match_the_papers_formulas() -> None:
+    """The suite's costs against the formulas of the module doc, written out once here."""
+    for n in (2, 3):
+        for kind, cases in SHAPES.items():
+            for shapes in cases:
+                n_out = prod(out_shape(kind, shapes))
+                online = 8 * sum(prod(s) for s in shapes) * (n - 1)
+                offline, rounds = 8 * n_out, 1
+                if n >= 3:
+                    online += 8 * n_out * (n - 1)
+                    offline += 8 * n_out
+                    rounds += 1
+                assert expected(kind, shapes, n) == (rounds, online, offline), (kind, shapes, n)
 
 
 def run(kind: str, xs: list) -> object:

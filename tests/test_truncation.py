@@ -15,6 +15,7 @@ from conftest import PARTIES, PROVIDER
 
 from actors import Phase
 from protocols import Prg, Share, reconstruct, share, truncate_local
+from protocols.params import Params
 from training import Cluster
 
 D = 1000  # base 10, precision 3
@@ -49,7 +50,7 @@ async def cluster_truncate(
         tid = c.input(x)
         await c.flush()
         before = c.stats()
-        (out,) = c.submit("trunc", [tid], 1, {"d": D}, [list(x.shape)])
+        (out,) = c.submit("trunc", [tid], [x.shape], [x.shape], Params(d=D))
         await c.flush()
         cost = c.stats() - before
         return await c.reveal(out, tuple(x.shape)), cost
@@ -105,7 +106,7 @@ async def test_other_divisors(divisor: int) -> None:
     for n_parties in (2, 3):
         x = values(2000, LX, seed=divisor)
         async with Cluster.start(PARTIES[n_parties], provider=PROVIDER, seed=5) as c:
-            (out,) = c.submit("trunc", [c.input(x)], 1, {"d": divisor}, [list(x.shape)])
+            (out,) = c.submit("trunc", [c.input(x)], [x.shape], [x.shape], Params(d=divisor))
             got = await c.reveal(out, tuple(x.shape))
         err = errors(got, x, divisor)
         assert bool(((err == 0) | (err == 1)).all()), (n_parties, divisor)

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
 
-import actors.executor as executor
 import numpy as np
 import pytest
 import torch
@@ -28,6 +26,8 @@ from scipy import stats
 
 from actors import Phase
 from protocols import PartyContext, Share, open_ring
+from protocols.params import Params
+from protocols.suite import DEFAULT, OpKind
 from training import Cluster
 
 ALPHA = 1e-4  # per comparison; a real leak gives p-values around 1e-100
@@ -108,19 +108,23 @@ async def test_unseeded_clusters_draw_fresh_shares() -> None:
 # -- online view ---------------------------------------------------------------------------
 
 
-async def leaky_mul(ctx: PartyContext, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+async def leaky_mul(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
     """BROKEN on purpose: opens x and y themselves instead of x - a and y - b."""
     (xo, yo), depth = await open_ring(
         ctx, "leak", [x[0].value, x[1].value], max(x[0].depth, x[1].depth)
     )
-    prod = torch.div(xo * yo, p["d"], rounding_mode="floor")
+    prod = torch.div(xo * yo, p.d, rounding_mode="floor")
     return [Share(prod if ctx.rank == 0 else torch.zeros_like(prod), depth)]
+
+
+LEAKY = DEFAULT.replace("leaky", leaky_mul=OpKind("leaky_mul", run=leaky_mul, n_in=2))
 
 
 async def bob_view(n: int, x: float, y: float, seed: int, kind: str) -> dict[str, np.ndarray]:
     """What bob receives online, per (step, sender, tensor), and what he opens from it
     together with his own messages, per (step, tensor)."""
-    async with Cluster.start(PARTIES[n], provider=PROVIDER, seed=seed) as c:
+    suite = LEAKY if kind == "leaky_mul" else DEFAULT
+    async with Cluster.start(PARTIES[n], provider=PROVIDER, seed=seed, protocols=suite) as c:
         X = c.share(torch.full((N,), x))
         Y = c.share(torch.full((N,), y))
         await c.flush()
@@ -128,7 +132,7 @@ async def bob_view(n: int, x: float, y: float, seed: int, kind: str) -> dict[str
         if kind == "mul":
             Z = X * Y
         else:
-            (tid,) = c.submit(kind, [X.tid, Y.tid], 1, {"d": 1000})
+            (tid,) = c.submit(kind, [X.tid, Y.tid], [(N,), (N,)], [(N,)], Params(d=1000))
             Z = None
         await c.flush()
         got = await (Z.get() if Z is not None else c.reveal(tid, (N,)))
@@ -193,8 +197,7 @@ async def test_online_view_is_independent_of_the_secret(n: int) -> None:
     assert pvalues[worst] > ALPHA, (worst, pvalues[worst])
 
 
-async def test_view_test_rejects_unmasked_opening(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(executor.INTERACTIVE, "leaky_mul", leaky_mul)
+async def test_view_test_rejects_unmasked_opening() -> None:
     a = await collect(2, *SECRET_A, range(10, 10 + RUNS), "leaky_mul")
     b = await collect(2, *SECRET_B, range(20, 20 + RUNS), "leaky_mul")
     pvalues = ks_pvalues(a, b)

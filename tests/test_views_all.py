@@ -23,12 +23,12 @@ variants of mul, matmul and truncation, which still compute the right result.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import actors.executor as executor
 import numpy as np
 import pytest
 import torch
@@ -39,7 +39,9 @@ import protocols as P
 from actors import Envelope, Phase
 from protocols import FixedPoint, Share
 from protocols.beaver import matmul_spec, mul_spec
+from protocols.params import Params
 from protocols.ring import floor_div
+from protocols.suite import DEFAULT, OpKind, Suite
 from protocols.truncate import trunc_spec
 from training import Cluster, SharedTensor
 
@@ -91,7 +93,8 @@ def trunc_check(x: dict[str, torch.Tensor], got: torch.Tensor) -> None:
 
 
 def run_trunc(c: Cluster, xs: dict[str, Any]) -> Any:
-    (tid,) = c.submit("trunc", [xs["x"].tid], 1, {"d": 1000}, [xs["x"].shape])
+    shape = tuple(xs["x"].shape)
+    (tid,) = c.submit("trunc", [xs["x"].tid], [shape], [shape], Params(d=1000))
     return SharedTensor(c, tid, xs["x"].shape, RAW)
 
 
@@ -144,12 +147,14 @@ class Transcript:
         return [e for e in self.envs if e.receiver == actor]
 
 
-async def record(proto: Protocol, secret: dict[str, torch.Tensor]) -> Transcript:
+async def record(
+    proto: Protocol, secret: dict[str, torch.Tensor], suite: Suite = DEFAULT
+) -> Transcript:
     """Share ``secret``, run the protocol, reveal and check; every message from the first
     input share to the last protocol message is recorded."""
     log: list[Envelope] = []
-    async with Cluster.start(PARTIES[proto.n], provider=PROVIDER, seed=None) as c:
-        c.network.interceptor = lambda env: (log.append(env), env)[1]
+    async with Cluster.start(PARTIES[proto.n], provider=PROVIDER, seed=None, protocols=suite) as c:
+        stop = c.network.observe(lambda env: (log.append(env), env)[1])
         if proto.raw:
             xs = {
                 k: SharedTensor(c, c.input(v.to(torch.int64)), v.shape, RAW)
@@ -159,7 +164,7 @@ async def record(proto: Protocol, secret: dict[str, torch.Tensor]) -> Transcript
             xs = {k: c.share(v) for k, v in secret.items()}
         out = proto.run(c, xs)
         await c.flush()
-        c.network.interceptor = None
+        stop()
         raw = await c.reveal(out.tid, out.shape)
         got = raw if proto.raw else out.fp.with_precision(out.prec).decode(raw)
         proto.check(secret, got)
@@ -242,9 +247,9 @@ def provider_inbox(t: Transcript) -> list[tuple[str, str, Phase, bytes]]:
     return [(e.sender, e.tag, e.phase, e.body) for e in t.received(PROVIDER)]
 
 
-async def transcripts(proto: Protocol) -> tuple[Transcript, Transcript]:
-    ta = await record(proto, proto.secrets[0])
-    tb = await record(proto, proto.secrets[1])
+async def transcripts(proto: Protocol, suite: Suite = DEFAULT) -> tuple[Transcript, Transcript]:
+    ta = await record(proto, proto.secrets[0], suite)
+    tb = await record(proto, proto.secrets[1], suite)
     assert metadata(ta) == metadata(tb), "message pattern depends on the secret"
     return ta, tb
 
@@ -284,28 +289,28 @@ async def test_views_independent_of_secret(name: str) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-async def leaky_mul(ctx: P.PartyContext, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+async def leaky_mul(ctx: P.PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
     """BROKEN on purpose: opens x and y themselves instead of x - a and y - b (it still
     takes its Beaver triple, so the dealer traffic is unchanged)."""
     await ctx.material(mul_spec(tuple(x[0].value.shape), tuple(x[1].value.shape)))
     (xo, yo), depth = await P.open_ring(ctx, "mul0", [x[0].value, x[1].value], x[0].depth)
     z = xo * yo if ctx.rank == 0 else torch.zeros_like(xo * yo)
-    return [await P.truncate(ctx, Share(z, depth), p["d"], sub=1)]
+    return [await P.truncate(ctx, Share(z, depth), p.d, sub=1)]
 
 
-async def leaky_matmul(ctx: P.PartyContext, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+async def leaky_matmul(ctx: P.PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
     """BROKEN on purpose: opens both matrices unmasked."""
     await ctx.material(matmul_spec(tuple(x[0].value.shape), tuple(x[1].value.shape)))
     (xo, wo), depth = await P.open_ring(ctx, "mm0", [x[0].value, x[1].value], x[0].depth)
     z = xo @ wo if ctx.rank == 0 else torch.zeros_like(xo @ wo)
-    return [await P.truncate(ctx, Share(z, depth), p["d"], sub=1)]
+    return [await P.truncate(ctx, Share(z, depth), p.d, sub=1)]
 
 
-async def leaky_trunc(ctx: P.PartyContext, x: Sequence[Share], p: dict[str, Any]) -> list[Share]:
+async def leaky_trunc(ctx: P.PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
     """BROKEN on purpose: the truncation mask r is tiny (0..15, party 0 only) instead of
     uniform in the ring, so the opened ``c = x - r`` is x give or take 15. The result is
     still floor(x/d) or one less."""
-    shape, d = tuple(x[0].value.shape), p["d"]
+    shape, d = tuple(x[0].value.shape), p.d
     await ctx.material(trunc_spec(shape, d, sub=1))  # consume the dealer's (real) pair
     r = torch.randint(0, 16, shape) if ctx.rank == 0 else torch.zeros(shape, dtype=torch.int64)
     (c,), depth = await P.open_ring(ctx, "tr1", [x[0].value - r], x[0].depth)
@@ -322,11 +327,16 @@ LEAKY = {
 
 
 @pytest.mark.parametrize("name", list(LEAKY))
-async def test_analysis_detects_leaky_variant(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_analysis_detects_leaky_variant(name: str) -> None:
     kind, fn = LEAKY[name]
-    monkeypatch.setitem(executor.INTERACTIVE, kind, fn)
     proto = PROTOCOLS[name]
-    ta, tb = await transcripts(proto)  # the leaky variants still compute the right result
+
+    def build(suite: Suite, n: int) -> OpKind:
+        return dataclasses.replace(DEFAULT.kind(kind, n), run=fn, local=None)
+
+    ta, tb = await transcripts(
+        proto, DEFAULT.replace(f"leaky-{name}", **{kind: build})
+    )  # the leaky variants still compute the right result
     pvalues = analyse(ta, tb)
     alpha = FWER / REAL_TESTS / len(pvalues)  # the very threshold of the real test
     bad = [k for k, p in pvalues if p < alpha]
