@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -49,7 +49,7 @@ def failures_named(actor: str) -> Iterator[None]:
         raise PartyFailure(actor, err) from err
 
 
-async def control_batches(mailbox: Mailbox, sender: str) -> AsyncIterator[Batch]:
+async def control_batches(mailbox: Mailbox, sender: str) -> AsyncGenerator[Batch, None]:
     """The command batches ``cmd/0``, ``cmd/1``, ... from ``sender``, in order, forever."""
     seq = 0
     while True:
@@ -60,7 +60,7 @@ async def control_batches(mailbox: Mailbox, sender: str) -> AsyncIterator[Batch]
         yield env.control(Batch)
 
 
-async def request_batches(mailbox: Mailbox, sender: str) -> AsyncIterator[Requests]:
+async def request_batches(mailbox: Mailbox, sender: str) -> AsyncGenerator[Requests, None]:
     """The dealer request batches ``req/0``, ``req/1``, ... from ``sender``, in order."""
     seq = 0
     while True:

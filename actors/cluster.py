@@ -40,7 +40,7 @@ from protocols.suite import Cost, Suite, get_suite
 
 from .actor import first_error
 from .envelope import Envelope, Phase
-from .log import get_logger
+from .log import debug_enabled, get_logger
 from .network import Chaos, Network, NetworkProfile, Roles
 from .party import Party, check_expect
 from .provider import CryptoProvider
@@ -276,7 +276,7 @@ class Cluster:
         if specs:
             self._reqs.append(DealerRequest(op, kind, list(in_shapes), out_shapes[0], divisor))
         self._command(Command(kind, op, tuple(inputs), tuple(outs), params))
-        if self._op_log is not None:
+        if self._op_log is not None or debug_enabled():
             cost = self.suite.cost(kind, in_shapes, out_shapes[0], divisor, n)
             self._record(op, kind, in_shapes, out_shapes, divisor, impl.interactive, cost)
         return outs
@@ -291,12 +291,11 @@ class Cluster:
         interactive: bool,
         cost: Cost,
     ) -> None:
-        if self._op_log is None:
-            return
         rec = OpRecord(
             op, kind, _label.get(), _iteration.get(), shapes, out, divisor, interactive, cost
         )
-        self._op_log.append(rec)
+        if self._op_log is not None:
+            self._op_log.append(rec)
         self._log.debug(
             "op_issued",
             op_id=op,

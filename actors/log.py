@@ -17,13 +17,14 @@ import structlog
 
 _configured = False
 _sink: IO[str] | None = None
+_debug = False
 
 
 def configure_logging(
     *, json_path: str | None = None, level: str = "info", stream: TextIO | None = None
 ) -> None:
     """(Re)configure structlog for the whole process."""
-    global _configured, _sink
+    global _configured, _sink, _debug
     if _sink is not None:
         _sink.close()
         _sink = None
@@ -47,6 +48,12 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     _configured = True
+    _debug = logging.getLevelName(level.upper()) <= logging.DEBUG
+
+
+def debug_enabled() -> bool:
+    """Whether ``debug`` events are recorded (JSON logs or ``level="debug"``)."""
+    return _debug
 
 
 def get_logger(**bind: Any) -> Any:

@@ -11,6 +11,7 @@ cluster's protocol suite (:mod:`protocols.suite`); the runtime kinds ``input``,
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import aclosing
 from typing import Any
 
 import torch
@@ -199,11 +200,12 @@ class Party:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 task_status.started()
-                async for batch in control_batches(self.mailbox, self.coordinator):
-                    self._floor = max(self._floor, batch.floor)
-                    for cmd in batch.ops:
-                        with malformed(self.name, "command", cmd):
-                            self._dispatch(cmd, self.coordinator)
+                async with aclosing(control_batches(self.mailbox, self.coordinator)) as batches:
+                    async for batch in batches:
+                        self._floor = max(self._floor, batch.floor)
+                        for cmd in batch.ops:
+                            with malformed(self.name, "command", cmd):
+                                self._dispatch(cmd, self.coordinator)
 
     def _dispatch(self, cmd: Command, sender: str) -> None:
         kind, op = cmd.kind, cmd.op

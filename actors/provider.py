@@ -12,6 +12,7 @@ secret data.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import aclosing
 
 import torch
 import trio
@@ -23,6 +24,7 @@ from .actor import failures_named, malformed, request_batches
 from .envelope import Phase
 from .log import get_logger
 from .network import Endpoint
+from .wire import Requests
 
 
 class CryptoProvider:
@@ -59,25 +61,30 @@ class CryptoProvider:
                 await self.endpoint.send(party, "setup/key", Phase.OFFLINE, tensors=[key])
             task_status.started()
             n = len(self.parties)
-            async for batch in request_batches(self.mailbox, self.coordinator):
-                for req in batch.items:
-                    with malformed(self.name, "dealer request", req):
-                        if any(s < 0 for shape in [*req.shapes, req.out] for s in shape):
-                            raise ValueError(f"negative size in {req.shapes} -> {req.out}")
-                        if req.d < 1:
-                            raise ValueError(f"divisor {req.d} is not a positive integer")
-                        specs = self.suite.specs(req.kind, req.shapes, req.out, req.d, n)
-                    self._busy += 1
-                    try:
-                        for spec in specs:
-                            messages = dealer_messages(spec, self.prgs, req.op, self.own_prg)
-                            for party, tensors in zip(self.parties, messages, strict=True):
-                                if tensors:
-                                    await self.endpoint.send(
-                                        party,
-                                        f"{req.op}/{spec.step()}",
-                                        Phase.OFFLINE,
-                                        tensors=tensors,
-                                    )
-                    finally:
-                        self._busy -= 1
+            async with aclosing(request_batches(self.mailbox, self.coordinator)) as batches:
+                async for batch in batches:
+                    await self._serve(batch, n)
+
+    async def _serve(self, batch: Requests, n: int) -> None:
+        """Build and send the material of one batch of requests."""
+        for req in batch.items:
+            with malformed(self.name, "dealer request", req):
+                if any(s < 0 for shape in [*req.shapes, req.out] for s in shape):
+                    raise ValueError(f"negative size in {req.shapes} -> {req.out}")
+                if req.d < 1:
+                    raise ValueError(f"divisor {req.d} is not a positive integer")
+                specs = self.suite.specs(req.kind, req.shapes, req.out, req.d, n)
+            self._busy += 1
+            try:
+                for spec in specs:
+                    messages = dealer_messages(spec, self.prgs, req.op, self.own_prg)
+                    for party, tensors in zip(self.parties, messages, strict=True):
+                        if tensors:
+                            await self.endpoint.send(
+                                party,
+                                f"{req.op}/{spec.step()}",
+                                Phase.OFFLINE,
+                                tensors=tensors,
+                            )
+            finally:
+                self._busy -= 1

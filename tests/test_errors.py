@@ -207,7 +207,7 @@ async def test_tampered_message_is_a_protocol_error(case: str) -> None:
         async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1, timeout=BOUND) as c:
             x = c.share(torch.ones(2))
             await c.flush()
-            c.network.interceptor = lambda env: reshaped(env, make)
+            c.network.observe(lambda env: reshaped(env, make))
             x * x
             await c.flush()
     assert info.value.actor == "bob"

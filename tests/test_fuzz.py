@@ -185,7 +185,7 @@ async def clean_run(n: int) -> list[tuple[Key, Phase]]:
             seen.append(((env.sender, env.receiver, env.tag), env.phase))
             return env
 
-        c.network.interceptor = tap
+        c.network.observe(tap)
         check_results(await workload(c))
     return seen
 

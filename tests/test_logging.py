@@ -38,8 +38,15 @@ async def test_protocol_runs_and_actor_summaries(debug_logs: None) -> None:
         ("bob", "relu"),
     ]
     for e in runs:
-        assert e["label"] in ("demo", "demo/relu")
         assert {"op_id", "shapes", "rounds", "depth", "bytes_sent", "dealer_bytes"} <= set(e)
+    # the coordinator logs every op it issues, with its label and the suite's closed form
+    issued = {e["op_id"]: e for e in events if e["event"] == "op_issued"}
+    assert [e["kind"] for e in issued.values()] == ["input", "input", "matmul", "relu"]
+    labels = {e["kind"]: e["label"] for e in issued.values()}
+    assert labels["matmul"] == "demo" and labels["relu"] == "demo/relu"
+    for e in runs:
+        op = issued[e["op_id"]]
+        assert e["rounds"] == op["rounds"] and e["bytes_sent"] == op["online_bytes"], (e, op)
     mm = next(e for e in runs if e["kind"] == "matmul" and e["actor"] == "alice")
     assert mm["shapes"] == [[2, 3], [3, 4]]
     assert mm["rounds"] == 1 and mm["bytes_sent"] == 8 * (6 + 12)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from actors import Phase
+from actors.wire import Command, Reply
 from protocols.errors import AccessDenied
 from training import Cluster
 
@@ -30,14 +31,14 @@ async def test_party_refuses_a_reveal_for_someone_else() -> None:
         x = c.share(torch.tensor([3.0]))
         await c.flush()
         seen: list = []
-        c.network.interceptor = lambda env: (seen.append(env), env)[1]
+        c.network.observe(lambda env: (seen.append(env), env)[1])
         op = c._op_id()
-        c._command({"k": "reveal", "op": op, "in": [x.tid], "out": [], "p": {"to": "james"}})
+        c._command(Command("reveal", op, (x.tid,), (), None, "james"))
         await c.flush()
         for party in ("alice", "bob"):
             env = await c._mailbox.recv(party, f"{op}/out")
             assert env.phase == Phase.CONTROL
-            assert "refused" in env.control()["denied"]
+            assert "refused" in env.control(Reply).denied
         assert not [e for e in seen if e.phase == Phase.OUTPUT]
         assert not [e for e in seen if e.receiver == "james" and e.phase != Phase.CONTROL]
 
@@ -45,12 +46,14 @@ async def test_party_refuses_a_reveal_for_someone_else() -> None:
 async def _alice_view(seed: int | None) -> list[torch.Tensor]:
     got: list[torch.Tensor] = []
     async with Cluster.start(["alice", "bob"], provider="james", seed=seed) as c:
-        c.network.interceptor = lambda env: (
-            got.extend(env.tensors())
-            if env.receiver == "alice" and env.phase != Phase.CONTROL
-            else None,
-            env,
-        )[1]
+        c.network.observe(
+            lambda env: (
+                got.extend(env.tensors())
+                if env.receiver == "alice" and env.phase != Phase.CONTROL
+                else None,
+                env,
+            )[1]
+        )
         x, y = c.share(torch.ones(8)), c.share(torch.ones(8))
         await (x * y).relu().get()
     return got

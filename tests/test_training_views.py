@@ -17,10 +17,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 import torch
 
 from actors import Envelope, Phase
+from actors.wire import Reply, Requests
 from protocols import FixedPoint
 from training import SGD, Cluster, TrainingCoordinator
 
@@ -45,7 +47,7 @@ async def _run(
     iteration records."""
     log: list[Envelope] = []
     async with Cluster.start(PARTIES[n], provider=PROVIDER, seed=seed) as c:
-        c.network.interceptor = lambda env: (log.append(env), env)[1]
+        c.network.observe(lambda env: (log.append(env), env)[1])
         x, y = c.share(data), c.share(target)
         model = c.share_module(net, requires_grad=True)
         coord = TrainingCoordinator(c, model, SGD(model.parameters(), lr=0.1), loss_fn)
@@ -72,11 +74,12 @@ async def test_coordinator_sees_only_what_was_revealed(n: int) -> None:
         assert not [e for e in received if e.phase == forbidden], forbidden.name
     assert {e.sender for e in received} <= set(PARTIES[n])
 
-    # CONTROL: barrier replies only, carrying nothing but their op id.
+    # CONTROL: barrier replies only, carrying nothing but the depth the party reached.
     for e in received:
         if e.phase == Phase.CONTROL:
             assert e.tag.endswith("/done"), e.tag
-            assert e.control() == {"barrier": _op(e.tag)}
+            reply = e.control(Reply)
+            assert reply.denied is None and reply.depth == e.control()[0] >= 0
 
     # OUTPUT: one share per party per reveal: the losses, and the predictions once.
     outputs = [e for e in received if e.phase == Phase.OUTPUT]
@@ -119,19 +122,11 @@ def _check_requests(view: list[Envelope]) -> int:
         assert e.sender == COORDINATOR, e.sender
         assert e.phase == Phase.CONTROL, e.phase.name
         assert e.tag.startswith("req/"), e.tag
-        body = e.control()
-        assert isinstance(body, list) and body
+        body = e.control(Requests).items
+        assert body
         for req in body:
-            assert isinstance(req, dict)
-            assert set(req) <= {"op", "k", "s", "d"}, sorted(req)
-            assert type(req["op"]) is int
-            assert isinstance(req["k"], str)
-            assert type(req.get("d", 1)) is int
-            shapes = req["s"]
-            assert isinstance(shapes, list)
-            for shape in shapes:
-                assert isinstance(shape, list)
-                assert all(type(dim) is int and dim >= 0 for dim in shape), shape
+            assert set(msgspec.structs.asdict(req)) == {"op", "kind", "shapes", "out", "d"}
+            assert all(dim >= 0 for shape in [*req.shapes, req.out] for dim in shape), req
             count += 1
     return count
 
