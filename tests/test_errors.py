@@ -3,19 +3,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-import actors.executor as executor
 import pytest
 import torch
 import trio
 import trio.testing
 from conftest import PARTIES, PROVIDER, Tap
 
-import actors.provider as provider_module
 from actors import Envelope, Phase
-from actors.envelope import encode_tensors
+from actors.wire import encode_tensors
 from protocols.errors import (
     AccessDenied,
     ActorTimeout,
@@ -26,6 +25,7 @@ from protocols.errors import (
     UnknownTensorError,
     UnsupportedOperation,
 )
+from protocols.suite import DEFAULT, Suite
 from training import Cluster
 
 BOUND = 5.0  # seconds within which every failure must reach the caller
@@ -108,7 +108,7 @@ async def test_unknown_tensor_id_is_a_named_party_failure() -> None:
     with trio.fail_after(BOUND), pytest.raises(PartyFailure) as info:
         async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
             x = c.share(torch.ones(2))
-            c.submit("add", [9999, x.tid])
+            c.submit("add", [9999, x.tid], [(2,), (2,)], [(2,)])
             await c.flush()
     err = info.value
     assert err.actor in PARTIES[2]
@@ -134,7 +134,10 @@ class Injector(Tap):
         if not self._fired and self._trigger(env):
             self._fired = True
             for extra in self._make(env):
-                self._net.send(extra)
+                # sent from the misbehaving actor's own endpoint: the link vouches for it
+                self._net.endpoints[extra.sender].send_nowait(
+                    extra.receiver, extra.tag, extra.phase, extra.depth, tensors=extra.tensors()
+                )
         return super().__call__(env)
 
 
@@ -230,7 +233,9 @@ async def test_stray_message_is_a_protocol_error(sender: str, tag: str) -> None:
         async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1, timeout=BOUND) as c:
             x = c.share(torch.ones(2))
             await c.flush()
-            c.network.send(Envelope(sender, "bob", tag, Phase.ONLINE, 1, *ring(2)))
+            c.network.endpoints[sender].send_nowait(
+                "bob", tag, Phase.ONLINE, 1, tensors=[torch.zeros(2, dtype=torch.int64)]
+            )
             y = x * x
             await y.get()
             await c.flush()
@@ -242,22 +247,36 @@ async def test_stray_message_is_a_protocol_error(sender: str, tag: str) -> None:
 async def test_message_from_unknown_actor_is_refused_by_the_network() -> None:
     async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
         with pytest.raises(ProtocolError, match="mallory"):
-            c.network.send(Envelope("mallory", "bob", "1/mul0", Phase.ONLINE, 1, *ring(2)))
+            c.network.carry("mallory", "bob", bytearray(40))
+        assert "mallory" not in c.network.endpoints
+
+
+def with_kind(kind: str, wrap: Callable[[Any], Any]) -> Suite:
+    """The default suite with ``kind``'s runner wrapped (a test suite, no patching)."""
+
+    def build(suite: Suite, n: int) -> Any:
+        real = DEFAULT.kind(kind, n)
+        return dataclasses.replace(real, run=wrap(real.run))
+
+    return DEFAULT.replace(f"test-{kind}", **{kind: build})
 
 
 @pytest.mark.parametrize("n", [2, 3])
-async def test_party_that_raises_is_named(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
-    real = executor.INTERACTIVE["mul"]
+async def test_party_that_raises_is_named(n: int) -> None:
+    def flaky(real: Any) -> Any:
+        async def run(ctx: Any, x: Any, p: Any) -> Any:
+            if ctx.rank == 1:  # bob
+                raise RuntimeError("injected failure")
+            return await real(ctx, x, p)
 
-    async def flaky(ctx: Any, x: Any, p: Any) -> Any:
-        if ctx.rank == 1:  # bob
-            raise RuntimeError("injected failure")
-        return await real(ctx, x, p)
+        return run
 
-    monkeypatch.setitem(executor.INTERACTIVE, "mul", flaky)
+    suite = with_kind("mul", flaky)
     with trio.fail_after(BOUND), pytest.raises(PartyFailure) as info:
         # a long timeout: the others must be cancelled, not time out
-        async with Cluster.start(PARTIES[n], provider=PROVIDER, seed=1, timeout=60) as c:
+        async with Cluster.start(
+            PARTIES[n], provider=PROVIDER, seed=1, timeout=60, protocols=suite
+        ) as c:
             x = c.share(torch.ones(2))
             await (x * x).get()
     assert info.value.actor == "bob"
@@ -265,34 +284,46 @@ async def test_party_that_raises_is_named(monkeypatch: pytest.MonkeyPatch, n: in
     assert "'bob'" in str(info.value) and "injected failure" in str(info.value)
 
 
-async def test_provider_that_raises_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("dealer broke")
+async def test_provider_that_raises_is_named() -> None:
+    def build(suite: Suite, n: int) -> Any:
+        real = DEFAULT.kind("mul", n)
 
-    monkeypatch.setattr(provider_module, "dealer_specs", broken)
+        def broken(values: Any) -> Any:
+            raise RuntimeError("dealer broke")
+
+        def specs(*args: Any) -> Any:  # only the dealer derives material
+            return [dataclasses.replace(s, derive=broken) for s in real.specs(*args)]
+
+        return dataclasses.replace(real, specs=specs)
+
+    suite = DEFAULT.replace("broken-dealer", mul=build)
     with trio.fail_after(BOUND), pytest.raises(PartyFailure) as info:
-        async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1, timeout=60) as c:
+        async with Cluster.start(
+            PARTIES[2], provider=PROVIDER, seed=1, timeout=60, protocols=suite
+        ) as c:
             x = c.share(torch.ones(2))
             await (x * x).get()
     assert info.value.actor == PROVIDER
     assert "dealer broke" in str(info.value)
 
 
-async def test_failure_surfaces_even_while_coordinator_waits_elsewhere(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_failure_surfaces_even_while_coordinator_waits_elsewhere() -> None:
     """The coordinator is blocked in a reveal when a party dies: it still gets the error."""
-    real = executor.INTERACTIVE["square"]
 
-    async def slow_then_fail(ctx: Any, x: Any, p: Any) -> Any:
-        await trio.sleep(0.05)
-        if ctx.rank == 0:
-            raise RuntimeError("late failure")
-        return await real(ctx, x, p)
+    def slow_then_fail(real: Any) -> Any:
+        async def run(ctx: Any, x: Any, p: Any) -> Any:
+            await trio.sleep(0.05)
+            if ctx.rank == 0:
+                raise RuntimeError("late failure")
+            return await real(ctx, x, p)
 
-    monkeypatch.setitem(executor.INTERACTIVE, "square", slow_then_fail)
+        return run
+
+    suite = with_kind("square", slow_then_fail)
     with trio.fail_after(BOUND), pytest.raises(PartyFailure) as info:
-        async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1, timeout=60) as c:
+        async with Cluster.start(
+            PARTIES[2], provider=PROVIDER, seed=1, timeout=60, protocols=suite
+        ) as c:
             x = c.share(torch.ones(2))
             await (x**2).get()
     assert info.value.actor == "alice"
