@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -367,6 +367,19 @@ async def test_same_key_is_caught(n: int) -> None:
     assert_caught(report, "(b) joint open op5 mul0[0] with own op5 a: (mod16, mod16)")
     sim = await real_vs_sim(PROGRAMS["mul"], n, board_factory=same_key_board)
     assert_caught(sim, "(b) joint open op5 mul0[0] with own op5 a")
+
+
+async def test_same_key_needs_the_full_view() -> None:
+    """Why the view must hold the party's own material: without it (what is received and
+    opened only, as in the older view tests) the 3-party same-key dealer passes."""
+    program = PROGRAMS["mul"]
+    runs_a = await collect(program, "A", 3, 1000, board_factory=same_key_board)
+    runs_b = await collect(program, "B", 3, 2000, board_factory=same_key_board)
+    partial = compare(
+        *([[replace(v, own=[]) for v in run] for run in runs] for runs in (runs_a, runs_b))
+    )
+    assert not partial.rejected(FWER), partial.summary(FWER)
+    assert_caught(compare(runs_a, runs_b), "(b) joint open op5 mul0[0] with own op5 a")
 
 
 async def test_same_key_is_caught_in_the_comparison() -> None:
