@@ -7,6 +7,15 @@ independent dealer (it shares every item itself, so a test can fix the secret va
 random item with ``overrides`` to aim at edge cases) and records, per party, what that
 party knows: its material, everything it received and the depth of every message, which
 is what the security harness analyses.
+
+With ``Board(..., real_dealer=True)`` the board deals material the way the runtime does
+instead: every party holds its own ChaCha20 key (:class:`Prg`), draws its shares of the
+random items with :func:`protocols.material.party_material` under the label
+``(op_id, sub)``, and the last party gets the dealer's corrections from
+:func:`protocols.material.dealer_messages`. A party's :class:`View` then also holds its key,
+so a view analysis sees everything the party could compute from. The hooks
+:meth:`Board.material_label` and :meth:`Board.secret` let a test build a deliberately
+broken dealer (a subclass) without touching library code.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import torch
 import trio
 
 from .context import Received, Share
-from .material import Kind, MaterialSpec, deal
+from .material import Item, Kind, MaterialSpec, deal, dealer_messages, party_material
 from .prg import Prg
 from .sharing import share
 
@@ -35,6 +44,10 @@ class View:
     """``(op id, step, sender rank, tensors)``."""
     sent: list[tuple[int, str, int, tuple[torch.Tensor, ...]]] = field(default_factory=list)
     """``(op id, step, receiver rank, tensors)``."""
+    inputs: list[torch.Tensor] = field(default_factory=list)
+    """This party's shares of the inputs (filled by :func:`run_protocol`)."""
+    prg_key: bytes | None = None
+    """The party's ChaCha20 key with the dealer (``real_dealer`` boards only)."""
 
 
 def _nbytes(t: torch.Tensor) -> int:
@@ -45,8 +58,21 @@ class Board:
     """Message board, dealer and per-party views for one in-memory run."""
 
     def __init__(
-        self, n: int, seed: int = 0, overrides: dict[str, torch.Tensor] | None = None
+        self,
+        n: int,
+        seed: int = 0,
+        overrides: dict[str, torch.Tensor] | None = None,
+        *,
+        real_dealer: bool = False,
+        party_keys: Sequence[Prg] | None = None,
+        dealer_keys: Sequence[Prg] | None = None,
+        dealer_prg: Prg | None = None,
     ) -> None:
+        """``real_dealer``: deal through the runtime's path (module doc). ``party_keys``:
+        each party's :class:`Prg` (default: derived from ``seed`` and the rank);
+        ``dealer_keys``: the dealer's copies of them (default: new :class:`Prg` objects on
+        the same keys, so each holder draws from its own object); ``dealer_prg``: the
+        dealer's own generator (key items)."""
         if n < 2:
             raise ValueError(f"a run needs at least 2 parties, got {n}")
         self.n = n
@@ -62,6 +88,42 @@ class Board:
         self.rounds = 0
         """Largest depth stamped on any message."""
         self.views = [View() for _ in range(n)]
+        self.real_dealer = real_dealer
+        self.dealer_sent: list[tuple[int, int, tuple[torch.Tensor, ...]]] = []
+        """``(op id, receiver rank, tensors)`` the dealer sent (``real_dealer`` only)."""
+        self.party_keys: list[Prg] = []
+        self.dealer_keys: list[Prg] = []
+        if not real_dealer:
+            if party_keys is not None or dealer_keys is not None or dealer_prg is not None:
+                raise ValueError("party_keys, dealer_keys and dealer_prg need real_dealer=True")
+            return
+        if self.overrides:
+            raise ValueError("overrides need the independent dealer (real_dealer=False)")
+        self.party_keys = (
+            list(party_keys)
+            if party_keys is not None
+            else [Prg.from_seed(seed, f"testing-party-{rank}") for rank in range(n)]
+        )
+        self.dealer_keys = (
+            list(dealer_keys) if dealer_keys is not None else [Prg(k.key) for k in self.party_keys]
+        )
+        if len(self.party_keys) != n or len(self.dealer_keys) != n:
+            raise ValueError(f"need {n} party keys and {n} dealer copies")
+        if dealer_prg is not None:
+            self.prg = dealer_prg
+        for rank, key in enumerate(self.party_keys):
+            self.views[rank].prg_key = key.key
+
+    def material_label(self, op_id: int, spec: MaterialSpec) -> int:
+        """The op id that labels the material streams ``(op_id, spec.sub)`` of an op
+        (``real_dealer`` boards). A test subclass may break it (nonce reuse)."""
+        return op_id
+
+    def secret(self, op_id: int, spec: MaterialSpec, item: Item) -> torch.Tensor:
+        """The plaintext of a random item (independent dealer): the override, if any,
+        else uniform. A test subclass may bias it."""
+        v = self.overrides.get(item.name)
+        return self._random(item.shape, item.dtype) if v is None else v.to(item.dtype)
 
     def _share(self, value: torch.Tensor, xor: bool) -> list[torch.Tensor]:
         if not xor:
@@ -77,14 +139,13 @@ class Board:
 
     def deal(self, op_id: int, spec: MaterialSpec) -> list[dict[str, torch.Tensor]]:
         key = (op_id, spec.kind, spec.sub)
+        if key not in self.dealt and self.real_dealer:
+            self.dealt[key] = self._deal_real(op_id, spec)
         if key not in self.dealt:
             secrets: dict[str, torch.Tensor] = {}
             for item in spec.items:
                 if item.shared and not item.derived:
-                    v = self.overrides.get(item.name)
-                    secrets[item.name] = (
-                        self._random(item.shape, item.dtype) if v is None else v.to(item.dtype)
-                    )
+                    secrets[item.name] = self.secret(op_id, spec, item)
             values = deal(secrets, spec)
             out: list[dict[str, torch.Tensor]] = [{} for _ in range(self.n)]
             for item in spec.items:
@@ -114,6 +175,20 @@ class Board:
                 self.views[rank].material += [(op_id, k, v) for k, v in out[rank].items()]
             self.dealt[key] = out
         return self.dealt[key]
+
+    def _deal_real(self, op_id: int, spec: MaterialSpec) -> list[dict[str, torch.Tensor]]:
+        label = self.material_label(op_id, spec)
+        msgs = dealer_messages(spec, self.dealer_keys, label, self.prg)
+        out = []
+        for rank in range(self.n):
+            got = tuple(t.clone() for t in msgs[rank])
+            if got:
+                self.dealer_sent.append((op_id, rank, got))
+            self.dealer_bytes += sum(_nbytes(t) for t in got)
+            mine = party_material(spec, rank, self.n, self.party_keys[rank], label, got)
+            self.views[rank].material += [(op_id, k, v) for k, v in mine.items()]
+            out.append(mine)
+        return out
 
 
 class LocalContext:
@@ -169,10 +244,15 @@ async def run_parties(
     seed: int = 0,
     overrides: dict[str, torch.Tensor] | None = None,
     timeout: float = 60.0,
+    board: Board | None = None,
 ) -> tuple[list[Any], Board]:
     """Run ``body(rank, ctx_for)`` for every party at once; ``ctx_for(op_id)`` gives the
-    party's context for one op (use a new op id per protocol call, as the runtime does)."""
-    board = Board(n, seed, overrides)
+    party's context for one op (use a new op id per protocol call, as the runtime does).
+    ``board``: run on this board (e.g. a ``real_dealer`` one) instead of a new one."""
+    if board is None:
+        board = Board(n, seed, overrides)
+    elif board.n != n or overrides:
+        raise ValueError("a given board fixes n and takes no overrides here")
     results: list[Any] = [None] * n
 
     async def one(rank: int) -> None:
@@ -201,16 +281,21 @@ async def run_protocol(
     seed: int = 0,
     overrides: dict[str, torch.Tensor] | None = None,
     op_id: int = 5,
+    board: Board | None = None,
     **kwargs: Any,
 ) -> tuple[list[Any], Board]:
     """Share ``xs``, run ``fn(ctx, *shares, **kwargs)`` at every party; returns each party's
-    result and the board (bytes, rounds, views)."""
+    result and the board (bytes, rounds, views; each view's ``inputs`` holds the party's
+    input shares). ``board``: as in :func:`run_parties`."""
     shares = share_inputs(xs, n, seed)
 
     async def body(rank: int, ctx_for: Callable[[int], LocalContext]) -> Any:
         return await fn(ctx_for(op_id), *shares[rank], **kwargs)
 
-    return await run_parties(n, body, seed=seed, overrides=overrides)
+    results, used = await run_parties(n, body, seed=seed, overrides=overrides, board=board)
+    for rank in range(n):
+        used.views[rank].inputs += [s.value for s in shares[rank]]
+    return results, used
 
 
 def reveal(results: Sequence[Share]) -> torch.Tensor:
