@@ -5,7 +5,8 @@ Constructions
 
 **DCF** (distributed comparison function) of Boyle, Chandran, Gilboa, Gupta, Ishai, Kumar,
 Rathee, "Function secret sharing for mixed-mode and fixed-point secure computation"
-(EUROCRYPT 2021; BCG+21), Sec. 3 (Fig. 1, the ``Gen``/``Eval`` of ``f^<_{alpha,beta}``).
+(EUROCRYPT 2021, eprint 2020/1392; BCG+21): their improved DCF ``Gen``/``Eval`` for
+``f^<_{alpha,beta}``, the one with a single value correction word per level.
 It secret-shares ``f(x) = beta if x < alpha else 0`` for n-bit unsigned ``x`` and ``alpha``
 (1 <= n <= 64, bits read most significant first) with a payload ``beta`` of ``m`` ring
 elements of Z_2^64 (a small vector: ReLU takes two from one key). Two keys ``k_0, k_1``;
@@ -53,8 +54,8 @@ last m rows                 ``CW_{n+1}``
 
 ``W = 2 + (2+m) n + ceil(2n/64) + m`` words, :func:`dcf_key_words`.
 
-**DReLU** (BCG+21 Sec. 4, the MSB/DReLU gate from one DCF on n-1 bits; AriaNN, Ryffel et
-al., PETS 2022, Sec. 3 for the 1-round sign from a mask opened once). The dealer deals a
+**DReLU** (BCG+21's DReLU/ReLU gates, which need a single DCF on n-1 bits; AriaNN, Ryffel
+et al., PETS 2022, for the 1-round sign test from a mask opened once). The dealer deals a
 uniform ``r`` (RING), ``b = msb(r)`` (RING, derived) and a DCF key on 63 bits at ``alpha =
 r mod 2^63`` with payload ``1 - 2b``. Steps:
 
@@ -68,8 +69,9 @@ r mod 2^63`` with payload ``1 - 2b``. Steps:
 ``b`` and ``b r`` gives shares of ``d = [x >= 0]`` and of ``d r`` from one key; then
 ``relu(x) = d x = d x_hat - d r`` is local (x_hat is public). 1 round, exact.
 
-**Truncation** (BCG+21 Sec. 5's arithmetic-shift gate, generalised to any divisor, with the
-offset trick of SIRNN/BCG+21 for signed inputs). Public ``1 < d <= 2^62``; offset ``B =
+**Truncation** (BCG+21's logical/arithmetic right-shift gates, a DCF on n bits for the
+wrap of ``x_hat - r`` and one on the low bits for the borrow, generalised here from 2^s to
+any divisor; a public offset B makes the signed input non-negative). Public ``1 < d <= 2^62``; offset ``B =
 d floor(2^63/d)`` (a multiple of d in ``(2^63 - d, 2^63]``). The dealer deals ``r``
 uniform (RING), ``floor(r/d)`` (RING, derived; all divisions and residues here are of the
 unsigned 64-bit reading) and two DCF keys: DCF1 on 64 bits at ``alpha = r`` with payload
@@ -111,6 +113,10 @@ trunc d    1      8              8 (W(64,1) + W(k,1)) = 1576 + 8 W(k,1) 8 + 2 * 
 party and 3704 dealer bytes per element; for d = 2^16 (k = 16) 52 words, 1992 and 3992.
 The extra 8 (16 for ReLU) dealer bytes per element are the derived RING corrections
 (``b``; ``b`` and ``b r``; ``floor(r/d)``) sent to the last party. Divisor 1 costs nothing.
+
+Measured with ``scripts/bench_fss.py`` (2^18 elements, 2 shared cores, numpy + OpenSSL):
+keygen of both keys / evaluation of one key take about 5.0 s / 0.9 s for DReLU, 8.3 s /
+2.0 s for ReLU and 5.8 s / 0.9 s for truncation by 1000 (noisy machine).
 """
 
 from __future__ import annotations
