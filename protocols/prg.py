@@ -18,9 +18,12 @@ from math import prod
 
 import numpy as np
 import torch
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 KEY_BYTES = 32
+
+FIXED_AES_KEY = hashlib.sha256(b"smpc fixed-key AES (public)").digest()[:16]
+"""The public AES-128 key of :func:`fixed_key_aes` (a constant, not a secret)."""
 
 
 class Prg:
@@ -71,3 +74,28 @@ class Prg:
         n = prod(shape)
         raw = np.frombuffer(self.random_bytes((n + 7) // 8, label or self.next_label()), np.uint8)
         return torch.from_numpy(np.unpackbits(raw)[:n].astype(np.bool_)).reshape(shape)
+
+
+def fixed_key_aes(blocks: np.ndarray) -> np.ndarray:
+    """Matyas-Meyer-Oseas over fixed-key AES: ``pi(x) XOR x`` for every 128-bit block.
+
+    ``blocks`` is a uint64 array whose last axis has length 2 (one 128-bit block as two
+    words); the result has the same shape. ``pi`` is AES-128 under the public constant
+    :data:`FIXED_AES_KEY`, applied to the whole batch in ONE ECB call (AES-NI through
+    OpenSSL). In the random-permutation model for ``pi``, ``x -> pi(x) XOR x`` is a
+    correlation-robust hash, the usual PRG of fixed-key-AES FSS implementations; callers
+    give distinct blocks distinct tweaks (XORed into the input) to expand one seed into
+    several blocks.
+    """
+    data = np.ascontiguousarray(blocks, dtype=np.uint64)
+    if data.shape[-1:] != (2,):
+        raise ValueError(f"blocks must end in an axis of 2 words, got shape {data.shape}")
+    nbytes = data.nbytes
+    out = np.empty(nbytes + 16, dtype=np.uint8)
+    enc = Cipher(algorithms.AES(FIXED_AES_KEY), modes.ECB()).encryptor()
+    done = enc.update_into(data.reshape(-1).view(np.uint8).data, out.data) if nbytes else 0
+    if done != nbytes:  # pragma: no cover - ECB on whole blocks returns everything at once
+        raise AssertionError("fixed-key AES returned a partial batch")
+    result = out[:nbytes].view(np.uint64).reshape(data.shape)
+    result ^= data
+    return result

@@ -1,0 +1,536 @@
+"""Two-party function secret sharing (FSS): a DCF, and 1-round DReLU, ReLU and truncation.
+
+Constructions
+=============
+
+**DCF** (distributed comparison function) of Boyle, Chandran, Gilboa, Gupta, Ishai, Kumar,
+Rathee, "Function secret sharing for mixed-mode and fixed-point secure computation"
+(EUROCRYPT 2021, eprint 2020/1392; BCG+21): their improved DCF ``Gen``/``Eval`` for
+``f^<_{alpha,beta}``, the one with a single value correction word per level.
+It secret-shares ``f(x) = beta if x < alpha else 0`` for n-bit unsigned ``x`` and ``alpha``
+(1 <= n <= 64, bits read most significant first) with a payload ``beta`` of ``m`` ring
+elements of Z_2^64 (a small vector: ReLU takes two from one key). Two keys ``k_0, k_1``;
+``Eval(0, k_0, x) + Eval(1, k_1, x) = f(x)`` in Z_2^64 for every x; each key alone is
+pseudorandom (reveals nothing of ``alpha, beta``).
+
+``Gen``: random seeds ``s_0, s_1`` (control bits ``t_0 = 0, t_1 = 1``), ``V_alpha = 0``.
+For each level i (bit ``alpha_i``): expand both seeds to ``(s^L, t^L, v^L, s^R, t^R,
+v^R)``; the side that ``alpha`` takes is *keep*, the other *lose*; the correction words are
+``s_CW = s_0^lose ^ s_1^lose``, ``V_CW = (-1)^t_1 (v_1^lose - v_0^lose - V_alpha)`` (plus
+``(-1)^t_1 beta`` when lose = L, i.e. ``alpha_i = 1``: every x that leaves the path here
+to the left is below alpha), ``t_CW^L = t_0^L ^ t_1^L ^ alpha_i ^ 1``, ``t_CW^R = t_0^R ^
+t_1^R ^ alpha_i``; then ``V_alpha += v_0^keep - v_1^keep + (-1)^t_1 V_CW`` and the new
+seeds ``s_b = s_b^keep ^ t_b s_CW``, ``t_b = t_b^keep ^ t_b t_CW^keep``. Last,
+``CW_{n+1} = (-1)^t_1 (Convert(s_1) - Convert(s_0) - V_alpha)``.
+``Eval(b, k, x)``: follow x's bits, ``V += (-1)^b (v^{x_i} + t V_CW)`` with the corrected
+child, and at the leaf ``V += (-1)^b (Convert(s) + t CW_{n+1})``.
+
+PRG: Matyas-Meyer-Oseas over fixed-key AES (:func:`protocols.prg.fixed_key_aes`),
+``G_j(s) = AES_K(s ^ j) ^ s ^ j`` with a public key K and a tweak j XORed into the low
+word: per level, side L uses tweaks ``0 .. h`` and side R ``h+1 .. 2h+1`` (``h =
+ceil(m/2)``; tweak ``side*(h+1)`` gives the 127-bit child seed, whose lowest bit is the
+control bit and is then cleared, the other ``h`` give the 64-bit words of ``v``); the leaf
+``Convert(s)`` uses tweaks ``2h+2 ..``. Key generation expands both children of both
+parties (``2(h+1)`` blocks per party per level); evaluation only the child x takes
+(``h+1`` blocks). Everything is vectorised: one ECB call per level over all elements (of a
+chunk of :data:`CHUNK`), no per-element Python. ChaCha20 was measured as the alternative:
+its seed is its key, so it needs one cipher set-up per element and level (~0.1-0.4 ms
+each here), against ~6 ms for one AES-ECB batch of 2^19 blocks; AES wins by orders of
+magnitude.
+
+Key layout (one int64 tensor of shape ``(W, N)`` per party, N elements, word-major so each
+field is a contiguous row):
+
+=========================== =============================================================
+rows                        content
+=========================== =============================================================
+``0, 1``                    the party's root seed (low, high word; bit 0 cleared)
+``2 + 2i, 3 + 2i``          ``s_CW`` of level i (i = 0 .. n-1)
+``2 + 2n + m i + j``        ``V_CW`` of level i, payload word j
+``2 + (2+m) n + i // 32``   control-bit corrections: ``t_CW^L`` of level i at bit
+                            ``2 (i % 32)``, ``t_CW^R`` at the next bit
+last m rows                 ``CW_{n+1}``
+=========================== =============================================================
+
+``W = 2 + (2+m) n + ceil(2n/64) + m`` words, :func:`dcf_key_words`.
+
+**DReLU** (BCG+21's DReLU/ReLU gates, which need a single DCF on n-1 bits; AriaNN, Ryffel
+et al., PETS 2022, for the 1-round sign test from a mask opened once). The dealer deals a
+uniform ``r`` (RING), ``b = msb(r)`` (RING, derived) and a DCF key on 63 bits at ``alpha =
+r mod 2^63`` with payload ``1 - 2b``. Steps:
+
+1. open ``x_hat = x + r`` (1 round, 8 bytes per element per party);
+2. with ``a = msb(x_hat)``, ``y = x_hat mod 2^63``: ``msb(x) = a ^ b ^ [y < r mod 2^63]``
+   (the borrow out of the low 63 bits of ``x_hat - r``), and ``b ^ w = b + (1-2b) w``,
+   so the DCF output on y plus the share of b is a share of ``c = b ^ w``; then
+   ``[x >= 0] = 1 - c`` if ``a = 0`` and ``c`` if ``a = 1``. Exact for every int64 x.
+
+**ReLU**: the same DCF with the payload vector ``(1-2b, (1-2b) r)`` and the derived items
+``b`` and ``b r`` gives shares of ``d = [x >= 0]`` and of ``d r`` from one key; then
+``relu(x) = d x = d x_hat - d r`` is local (x_hat is public). 1 round, exact.
+
+**Truncation** (BCG+21's logical/arithmetic right-shift gates, a DCF on n bits for the
+wrap of ``x_hat - r`` and one on the low bits for the borrow, generalised here from 2^s to
+any divisor; a public offset B makes the signed input non-negative). Public ``1 < d <= 2^62``; offset ``B =
+d floor(2^63/d)`` (a multiple of d in ``(2^63 - d, 2^63]``). The dealer deals ``r``
+uniform (RING), ``floor(r/d)`` (RING, derived; all divisions and residues here are of the
+unsigned 64-bit reading) and two DCF keys: DCF1 on 64 bits at ``alpha = r`` with payload
+``q3 = floor(2^64/d)``, DCF2 on ``k = bitlength(d-1)`` bits at ``alpha = r mod d`` with
+payload 1. Steps:
+
+1. open ``x_hat = x + B + r`` (1 round, 8 bytes per element per party);
+2. locally ``q1 = floor(x_hat/d)``, ``m1 = x_hat mod d``; DCF1 on x_hat gives shares of
+   ``w q3`` with ``w = [x_hat < r]``; DCF2 on m1 gives shares of ``c = [m1 < r mod d]``;
+3. ``y = q1 - floor(r/d) + w q3 - c - B/d + delta`` with ``delta = 0`` if d is a power
+   of two and 1 otherwise.
+
+Error bound (proof). Let ``x' = x + B``; assume ``0 <= x' < 2^64`` (true for every int64
+``x >= -B``, so for every ``|x| < 2^62``, and for all of int64 when d is a power of two).
+Then ``x_hat = x' + r - 2^64 w`` exactly, with ``w = [x' + r >= 2^64] = [x_hat < r]``.
+Write ``x_hat = q1 d + m1``, ``r = q2 d + m2``, ``2^64 = q3 d + m3`` (all residues in
+``[0, d)``) and ``m' = m1 - m2 + c d`` in ``[0, d)``. Then
+``x' = (q1 - q2 + w q3 - c) d + (m' + w m3)`` with ``0 <= m' + w m3 <= 2d - 2``, so
+``floor(x'/d) = q1 - q2 + w q3 - c + e`` with ``e = [w = 1 and m' + m3 >= d]`` in {0, 1},
+and ``e = 0`` when ``m3 = 0`` (d a power of two). Since B is a multiple of d,
+``floor(x/d) = floor(x'/d) - B/d``, hence **y = floor(x/d) + delta - e**: exactly
+``floor(x/d)`` for powers of two (BCG+21's exact shift), and ``floor(x/d)`` or
+``floor(x/d) + 1`` otherwise, like the SecureML local truncation but *without* any
+failure probability: no wrap-around can occur for inputs in the stated range.
+
+Costs per element (N elements, 2 parties; W(n, m) the DCF key words above), asserted
+exactly in the tests through :func:`fss_cost`:
+
+========== ====== ============== ==================================== =====================
+protocol   rounds online bytes   key bytes per party                  dealer bytes (total)
+                  per party
+========== ====== ============== ==================================== =====================
+DReLU      1      8              8 W(63,1) = 1552                     8 + 2 * 1552 = 3112
+ReLU       1      8              8 W(63,2) = 2064                     16 + 2 * 2064 = 4144
+trunc d    1      8              8 (W(64,1) + W(k,1)) = 1576 + 8 W(k,1) 8 + 2 * key bytes
+========== ====== ============== ==================================== =====================
+
+``W(k, 1) = 3k + ceil(k/32) + 3``: for d = 1000 (k = 10) 34 words, so 1848 key bytes per
+party and 3704 dealer bytes per element; for d = 2^16 (k = 16) 52 words, 1992 and 3992.
+The extra 8 (16 for ReLU) dealer bytes per element are the derived RING corrections
+(``b``; ``b`` and ``b r``; ``floor(r/d)``) sent to the last party. Divisor 1 costs nothing.
+
+Measured with ``scripts/bench_fss.py`` (2^18 elements, 2 shared cores, numpy + OpenSSL):
+keygen of both keys / evaluation of one key take about 5.0 s / 0.9 s for DReLU, 8.3 s /
+2.0 s for ReLU and 5.8 s / 0.9 s for truncation by 1000 (noisy machine).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from math import ceil, prod
+
+import numpy as np
+import torch
+
+from .context import PartyContext, Share
+from .material import Item, KeyGen, Kind, MaterialSpec
+from .prg import Prg, fixed_key_aes
+from .sharing import open_ring
+
+CHUNK = 1 << 15
+"""Elements processed together by keygen and eval (bounds the temporary memory)."""
+
+_U1 = np.uint64(1)
+_NOT1 = np.uint64(0xFFFFFFFFFFFFFFFE)
+_LOW63 = (1 << 63) - 1
+MAX_DIVISOR = 1 << 62
+
+
+def _require_two(n_parties: int) -> None:
+    if n_parties != 2:
+        raise ValueError(f"the FSS protocols are 2-party only, got {n_parties} parties")
+
+
+# --------------------------------------------------------------------------------------
+# DCF
+
+
+def dcf_key_words(n_bits: int, m: int = 1) -> int:
+    """Words (int64) of one DCF key per element: ``2 + (2+m) n + ceil(2n/64) + m``."""
+    return 2 + (2 + m) * n_bits + ceil(2 * n_bits / 64) + m
+
+
+def dcf_seed_bytes(numel: int) -> int:
+    """Random bytes :func:`dcf_keygen` consumes: two 128-bit root seeds per element."""
+    return 32 * numel
+
+
+def _check_dcf(n_bits: int, m: int) -> None:
+    if not 1 <= n_bits <= 64:
+        raise ValueError(f"DCF inputs have 1 to 64 bits, got {n_bits}")
+    if m < 1:
+        raise ValueError(f"a DCF payload has at least one ring element, got {m}")
+
+
+def _u64(t: torch.Tensor) -> np.ndarray:
+    """The unsigned 64-bit reading of an int64 tensor (a numpy view when possible)."""
+    return t.detach().to(torch.int64).contiguous().numpy().view(np.uint64)
+
+
+def _i64(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a).view(np.int64))
+
+
+def _bit(v: np.ndarray, n_bits: int, level: int) -> np.ndarray:
+    """Bit ``n_bits - 1 - level`` (levels go from the most significant bit) as 0/1 uint64."""
+    return (v >> np.uint64(n_bits - 1 - level)) & _U1
+
+
+def _split_child(out: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(s, t, v)`` of one child from its ``h+1`` expanded blocks ``(..., h+1, 2)``."""
+    s = out[..., 0, :].copy()
+    t = s[..., 0] & _U1
+    s[..., 0] &= _NOT1
+    v = out[..., 1:, :].reshape(*out.shape[:-2], -1)[..., :m]
+    return s, t, v
+
+
+def _tweaked(seeds: np.ndarray, tweaks: np.ndarray) -> np.ndarray:
+    """Blocks ``seed ^ tweak`` (tweak into the low word): seeds ``(..., 2)``, tweaks
+    ``(..., T)`` broadcast against the seeds' leading axes; result ``(..., T, 2)``."""
+    blocks = np.repeat(seeds[..., None, :], tweaks.shape[-1], axis=-2)
+    blocks[..., 0] ^= tweaks
+    return blocks
+
+
+def _convert(seeds: np.ndarray, m: int) -> np.ndarray:
+    """``Convert(s)``: m pseudorandom ring words from a leaf seed ``(..., 2)``."""
+    h = (m + 1) // 2
+    tw = np.arange(2 * h + 2, 3 * h + 2, dtype=np.uint64)
+    out = fixed_key_aes(_tweaked(seeds, tw))
+    return out.reshape(*seeds.shape[:-1], -1)[..., :m]
+
+
+def _keygen_chunk(
+    alpha: np.ndarray, beta: np.ndarray, n_bits: int, roots: np.ndarray, keys: np.ndarray
+) -> None:
+    """Both parties' keys for one chunk, written into ``keys`` ``(2, W, N)`` (zeroed).
+    ``roots``: ``(2, N, 2)`` random words."""
+    N, m = beta.shape
+    h = (m + 1) // 2
+    words = dcf_key_words(n_bits, m)
+    s = roots.copy()
+    s[..., 0] &= _NOT1
+    keys[:, 0:2, :] = s.transpose(0, 2, 1)
+    t = np.zeros((2, N), dtype=np.uint64)
+    t[1] = 1
+    V = np.zeros((N, m), dtype=np.uint64)
+    tw = np.arange(2 * h + 2, dtype=np.uint64)
+    vrow, trow = 2 + 2 * n_bits, 2 + (2 + m) * n_bits
+    for i in range(n_bits):
+        a = _bit(alpha, n_bits, i)  # (N,) 0/1: alpha goes right (keep = R, lose = L)
+        ones = np.uint64(0) - a  # all-ones where a = 1
+        out = fixed_key_aes(_tweaked(s, tw))  # (2, N, 2h+2, 2)
+        sL, tL, vL = _split_child(out[..., : h + 1, :], m)
+        sR, tR, vR = _split_child(out[..., h + 1 :, :], m)
+        flip_s = (sL ^ sR) & ones[None, :, None]
+        s_keep, s_lose = sL ^ flip_s, sR ^ flip_s
+        flip_v = (vL ^ vR) & ones[None, :, None]
+        v_keep, v_lose = vL ^ flip_v, vR ^ flip_v
+        t_keep = tL ^ ((tL ^ tR) & a)
+        s_cw = s_lose[0] ^ s_lose[1]
+        neg = np.uint64(0) - t[1]  # (-1)^t1 as a mask: v -> (v ^ neg) - neg
+        v_cw = v_lose[1] - v_lose[0] - V + beta * a[:, None]
+        v_cw = (v_cw ^ neg[:, None]) - neg[:, None]
+        V = V - v_keep[1] + v_keep[0] + ((v_cw ^ neg[:, None]) - neg[:, None])
+        t_cw_l = tL[0] ^ tL[1] ^ a ^ _U1
+        t_cw_r = tR[0] ^ tR[1] ^ a
+        t_cw_keep = t_cw_l ^ ((t_cw_l ^ t_cw_r) & a)
+        s = s_keep ^ ((np.uint64(0) - t)[..., None] & s_cw[None])
+        t = t_keep ^ (t & t_cw_keep[None])
+        keys[:, 2 + 2 * i : 4 + 2 * i, :] = s_cw.T[None]
+        keys[:, vrow + m * i : vrow + m * (i + 1), :] = v_cw.T[None]
+        shift = np.uint64(2 * (i % 32))
+        keys[:, trow + i // 32, :] |= (t_cw_l << shift) | (t_cw_r << (shift + _U1))
+    conv = _convert(s, m)  # (2, N, m)
+    neg = (np.uint64(0) - t[1])[:, None]
+    last = ((conv[1] - conv[0] - V) ^ neg) - neg
+    keys[:, words - m :, :] = last.T[None]
+
+
+def dcf_keygen(
+    alpha: torch.Tensor, beta: torch.Tensor, n_bits: int, seed: bytes
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys of ``f(x) = beta if x < alpha else 0`` for every element, vectorised.
+
+    ``alpha``: int64 ``(N,)``, the unsigned bit pattern of an ``n_bits``-bit value.
+    ``beta``: int64 ``(N, m)`` payloads in Z_2^64. ``seed``: :func:`dcf_seed_bytes` uniform
+    bytes (the root seeds; draw them from the dealer's cryptographic PRG). Returns the two
+    parties' keys, int64 ``(W, N)`` with the layout of the module doc.
+    """
+    if alpha.dim() != 1 or beta.dim() != 2 or beta.shape[0] != alpha.shape[0]:
+        raise ValueError(f"alpha (N,) and beta (N, m), got {alpha.shape} and {beta.shape}")
+    N, m = beta.shape
+    _check_dcf(n_bits, m)
+    if len(seed) != dcf_seed_bytes(N):
+        raise ValueError(f"dcf_keygen needs {dcf_seed_bytes(N)} seed bytes, got {len(seed)}")
+    a, b = _u64(alpha), _u64(beta)
+    if n_bits < 64 and bool(np.any(a >> np.uint64(n_bits))):
+        raise ValueError(f"alpha does not fit in {n_bits} bits")
+    roots = np.frombuffer(seed, dtype=np.uint64).reshape(2, N, 2)
+    keys = np.zeros((2, dcf_key_words(n_bits, m), N), dtype=np.uint64)
+    for lo in range(0, N, CHUNK):
+        hi = min(N, lo + CHUNK)
+        _keygen_chunk(a[lo:hi], b[lo:hi], n_bits, roots[:, lo:hi], keys[:, :, lo:hi])
+    return torch.from_numpy(keys[0].view(np.int64)), torch.from_numpy(keys[1].view(np.int64))
+
+
+def _eval_chunk(rank: int, key: np.ndarray, x: np.ndarray, n_bits: int, m: int) -> np.ndarray:
+    N = x.shape[0]
+    h = (m + 1) // 2
+    words = dcf_key_words(n_bits, m)
+    s = key[0:2].T.copy()
+    t = np.full(N, rank, dtype=np.uint64)
+    V = np.zeros((N, m), dtype=np.uint64)
+    steps = np.arange(h + 1, dtype=np.uint64)
+    vrow, trow = 2 + 2 * n_bits, 2 + (2 + m) * n_bits
+    for i in range(n_bits):
+        xb = _bit(x, n_bits, i)
+        out = fixed_key_aes(_tweaked(s, xb[:, None] * np.uint64(h + 1) + steps))
+        s_new, t_new, v = _split_child(out, m)
+        shift = np.uint64(2 * (i % 32)) + xb  # t_CW^L, or t_CW^R one bit up
+        t_cw = (key[trow + i // 32] >> shift) & _U1
+        s_new ^= (np.uint64(0) - t)[:, None] & key[2 + 2 * i : 4 + 2 * i].T
+        V += v + t[:, None] * key[vrow + m * i : vrow + m * (i + 1)].T
+        t_new ^= t & t_cw
+        s, t = s_new, t_new
+    V += _convert(s, m) + t[:, None] * key[words - m :].T
+    return np.uint64(0) - V if rank else V
+
+
+def dcf_eval(
+    rank: int, key: torch.Tensor, x: torch.Tensor, n_bits: int, m: int = 1
+) -> torch.Tensor:
+    """Party ``rank``'s share of ``f(x)`` for every element: int64 ``(N, m)``.
+
+    ``key``: this party's int64 ``(W, N)`` key; ``x``: int64 ``(N,)``, unsigned ``n_bits``-bit
+    bit patterns (public to the evaluator). Vectorised over all elements, level by level.
+    """
+    _check_dcf(n_bits, m)
+    if rank not in (0, 1):
+        raise ValueError(f"DCF keys belong to party 0 or 1, got rank {rank}")
+    N = x.shape[0]
+    if x.dim() != 1 or tuple(key.shape) != (dcf_key_words(n_bits, m), N):
+        raise ValueError(f"key {tuple(key.shape)} does not fit x {tuple(x.shape)}, n={n_bits}")
+    k, xu = _u64(key), _u64(x)
+    if n_bits < 64:
+        xu = xu & np.uint64((1 << n_bits) - 1)
+    out = np.empty((N, m), dtype=np.uint64)
+    for lo in range(0, N, CHUNK):
+        hi = min(N, lo + CHUNK)
+        out[lo:hi] = _eval_chunk(rank, k[:, lo:hi], xu[lo:hi], n_bits, m)
+    return _i64(out)
+
+
+# --------------------------------------------------------------------------------------
+# material specs
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    return prod(shape)
+
+
+def _key_pair(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+    return [{f"k{j}": kp[rank] for j, kp in enumerate(parts)} for rank in range(2)]
+
+
+def _sign_keygen(with_relu: bool) -> KeyGen:
+    def keygen(
+        values: dict[str, torch.Tensor], n_parties: int, prg: Prg, label: tuple[int, int]
+    ) -> list[dict[str, torch.Tensor]]:
+        _require_two(n_parties)
+        r = values["r"].reshape(-1)
+        sign = 1 - 2 * values["rb"].reshape(-1)  # (-1)^b
+        beta = [sign, sign * r] if with_relu else [sign]
+        seed = prg.random_bytes(dcf_seed_bytes(r.numel()), label)
+        return _key_pair([dcf_keygen(r & _LOW63, torch.stack(beta, 1), 63, seed)])
+
+    return keygen
+
+
+@lru_cache(maxsize=256)
+def drelu_fss_spec(shape: tuple[int, ...], sub: int = 0) -> MaterialSpec:
+    """Mask ``r`` (RING), ``rb = msb(r)`` (RING, derived) and the 63-bit DCF key ``k0``."""
+    N = _numel(shape)
+    items = (
+        Item("r", shape),
+        Item("rb", shape, derived=True),
+        Item("k0", (dcf_key_words(63, 1), N), kind=Kind.KEY),
+    )
+    return MaterialSpec(
+        "drelu_fss", sub, items, lambda s: {"rb": (s["r"] < 0).long()}, _sign_keygen(False)
+    )
+
+
+@lru_cache(maxsize=256)
+def relu_fss_spec(shape: tuple[int, ...], sub: int = 0) -> MaterialSpec:
+    """Like :func:`drelu_fss_spec` plus ``rbr = msb(r) * r``; the key has payload 2."""
+    N = _numel(shape)
+    items = (
+        Item("r", shape),
+        Item("rb", shape, derived=True),
+        Item("rbr", shape, derived=True),
+        Item("k0", (dcf_key_words(63, 2), N), kind=Kind.KEY),
+    )
+
+    def derive(s: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        b = (s["r"] < 0).long()
+        return {"rb": b, "rbr": b * s["r"]}
+
+    return MaterialSpec("relu_fss", sub, items, derive, _sign_keygen(True))
+
+
+def _check_divisor(divisor: int) -> None:
+    if not isinstance(divisor, int) or not 1 <= divisor <= MAX_DIVISOR:
+        raise ValueError(f"the divisor is an integer in [1, 2^62], got {divisor!r}")
+
+
+def _residue_bits(divisor: int) -> int:
+    """Bits of DCF2's input ``x_hat mod d`` (at least 1)."""
+    return max(1, (divisor - 1).bit_length())
+
+
+def _wrap(v: int) -> int:
+    return ((v + (1 << 63)) % (1 << 64)) - (1 << 63)
+
+
+def _udivmod(x: torch.Tensor, divisor: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unsigned 64-bit ``(x // d, x % d)`` of an int64 tensor's bit patterns."""
+    u = _u64(x)
+    q, rem = np.divmod(u, np.uint64(divisor))
+    return _i64(q).reshape(x.shape), _i64(rem).reshape(x.shape)
+
+
+@lru_cache(maxsize=256)
+def trunc_fss_spec(shape: tuple[int, ...], divisor: int, sub: int = 0) -> MaterialSpec:
+    """Mask ``r``, ``rq = floor(r/d)`` (unsigned; derived), DCF1 key ``k0`` (64 bits at r,
+    payload floor(2^64/d)) and DCF2 key ``k1`` (k bits at r mod d, payload 1)."""
+    _check_divisor(divisor)
+    N = _numel(shape)
+    k = _residue_bits(divisor)
+    q3 = _wrap((1 << 64) // divisor)
+    items = (
+        Item("r", shape),
+        Item("rq", shape, derived=True),
+        Item("k0", (dcf_key_words(64, 1), N), kind=Kind.KEY),
+        Item("k1", (dcf_key_words(k, 1), N), kind=Kind.KEY),
+    )
+
+    def derive(s: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"rq": _udivmod(s["r"], divisor)[0]}
+
+    def keygen(
+        values: dict[str, torch.Tensor], n_parties: int, prg: Prg, label: tuple[int, int]
+    ) -> list[dict[str, torch.Tensor]]:
+        _require_two(n_parties)
+        r = values["r"].reshape(-1)
+        n = r.numel()
+        seed = prg.random_bytes(2 * dcf_seed_bytes(n), label)
+        half = dcf_seed_bytes(n)
+        wrap_key = dcf_keygen(r, torch.full((n, 1), q3, dtype=torch.int64), 64, seed[:half])
+        rem = _udivmod(r, divisor)[1]
+        low_key = dcf_keygen(rem, torch.ones((n, 1), dtype=torch.int64), k, seed[half:])
+        return _key_pair([wrap_key, low_key])
+
+    return MaterialSpec("trunc_fss", sub, items, derive, keygen)
+
+
+# --------------------------------------------------------------------------------------
+# protocols
+
+
+async def _open_masked(
+    ctx: PartyContext, step: str, x: Share, r: torch.Tensor, offset: int = 0
+) -> tuple[torch.Tensor, int]:
+    value = x.value + r
+    if offset and ctx.rank == 0:
+        value = value + _wrap(offset)
+    (x_hat,), depth = await open_ring(ctx, step, [value], x.depth)
+    return x_hat, depth
+
+
+async def _sign(ctx: PartyContext, x: Share, with_relu: bool, sub: int) -> tuple[Share, Share]:
+    _require_two(ctx.n_parties)
+    shape = tuple(x.value.shape)
+    spec = relu_fss_spec(shape, sub) if with_relu else drelu_fss_spec(shape, sub)
+    mat = await ctx.material(spec)
+    x_hat, depth = await _open_masked(ctx, f"fss_sign{sub}", x, mat["r"])
+    flat = x_hat.reshape(-1)
+    out = dcf_eval(ctx.rank, mat["k0"], flat & _LOW63, 63, 2 if with_relu else 1)
+    a = (x_hat < 0).long()  # msb of x_hat, public
+    lead = 1 if ctx.rank == 0 else 0
+    c = mat["rb"] + out[:, 0].reshape(shape)  # share of b ^ w
+    d = (1 - a) * lead + (2 * a - 1) * c  # [x >= 0] = a ? c : 1 - c
+    if not with_relu:
+        return Share(d, depth), Share(d, depth)
+    cr = mat["rbr"] + out[:, 1].reshape(shape)  # share of (b ^ w) r
+    dr = (1 - a) * mat["r"] + (2 * a - 1) * cr  # share of d r
+    return Share(d * x_hat - dr, depth), Share(d, depth)
+
+
+async def drelu_fss(ctx: PartyContext, x: Share, *, sub: int = 0) -> Share:
+    """Arithmetic share of ``[x >= 0]`` (0/1) for every signed int64 x; 1 round, exact."""
+    bit, _ = await _sign(ctx, x, False, sub)
+    return bit
+
+
+async def relu_fss(ctx: PartyContext, x: Share, *, sub: int = 0) -> tuple[Share, Share]:
+    """``(relu(x), drelu(x))`` from one DCF key with a 2-word payload; 1 round, exact."""
+    return await _sign(ctx, x, True, sub)
+
+
+async def truncate_fss(ctx: PartyContext, x: Share, divisor: int, *, sub: int = 0) -> Share:
+    """``floor(x/d)`` (d a power of two) or ``floor(x/d) + {0, 1}`` (other d) for every
+    int64 ``x >= -d floor(2^63/d)`` (so every ``|x| < 2^62``); 1 round. See module doc."""
+    _require_two(ctx.n_parties)
+    _check_divisor(divisor)
+    if divisor == 1:
+        return x
+    shape = tuple(x.value.shape)
+    mat = await ctx.material(trunc_fss_spec(shape, divisor, sub))
+    base = divisor * ((1 << 63) // divisor)
+    x_hat, depth = await _open_masked(ctx, f"fss_trunc{sub}", x, mat["r"], base)
+    flat = x_hat.reshape(-1)
+    q1, m1 = _udivmod(flat, divisor)
+    w_term = dcf_eval(ctx.rank, mat["k0"], flat, 64, 1)[:, 0]
+    below = dcf_eval(ctx.rank, mat["k1"], m1, _residue_bits(divisor), 1)[:, 0]
+    y = w_term - below
+    if ctx.rank == 0:
+        pow2 = divisor & (divisor - 1) == 0
+        y = y + q1 - (base // divisor) + (0 if pow2 else 1)
+    return Share(y.reshape(shape) - mat["rq"], depth)
+
+
+# --------------------------------------------------------------------------------------
+# costs
+
+
+def fss_key_bytes(kind: str, divisor: int | None = None) -> int:
+    """Key bytes per element that the dealer sends EACH party."""
+    if kind == "drelu":
+        return 8 * dcf_key_words(63, 1)
+    if kind == "relu":
+        return 8 * dcf_key_words(63, 2)
+    if kind == "trunc":
+        if divisor is None:
+            raise ValueError("trunc costs need the divisor")
+        _check_divisor(divisor)
+        if divisor == 1:
+            return 0
+        return 8 * (dcf_key_words(64, 1) + dcf_key_words(_residue_bits(divisor), 1))
+    raise ValueError(f"unknown FSS protocol {kind!r} (drelu, relu or trunc)")
+
+
+def fss_cost(kind: str, numel: int, divisor: int | None = None) -> tuple[int, int, int]:
+    """``(online rounds, online bytes sent by each party, dealer bytes in total)`` of one
+    2-party FSS ``kind`` (``"drelu"``, ``"relu"``, ``"trunc"``) on ``numel`` elements."""
+    key = fss_key_bytes(kind, divisor)
+    if kind == "trunc" and divisor == 1:
+        return 0, 0, 0
+    corrections = 16 if kind == "relu" else 8
+    return 1, 8 * numel, numel * (corrections + 2 * key)
