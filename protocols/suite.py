@@ -27,10 +27,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from math import prod
 
+from . import fss
 from . import local as L
 from .beaver import matmul, matmul_spec, mul, mul_spec, square, square_spec
 from .compare import DRELU_ROUNDS, drelu, drelu_online_bytes, drelu_spec, relu
 from .context import PartyContext, Share
+from .layers import LAYER_KINDS
 from .material import MaterialSpec
 from .opkind import (
     FREE,
@@ -42,7 +44,6 @@ from .opkind import (
     Shape,
     Suite,
 )
-from .layers import LAYER_KINDS
 from .params import Params
 from .truncate import trunc_spec, truncate_local, truncate_pair
 
@@ -205,9 +206,74 @@ DEFAULT_KINDS: dict[str, Builder | OpKind] = {
     **LAYER_KINDS,
 }
 
-DEFAULT = Suite("default", DEFAULT_KINDS)
 
-SUITES: dict[str, Suite] = {"default": DEFAULT}
+def _two_party(name: str, two: Builder) -> Builder:
+    """``two`` with 2 parties; the carry-tree suite's entry with 3 or more (FSS keys are
+    2-party objects)."""
+    fallback = CARRY_KINDS[name]
+
+    def build(suite: Suite, n: int) -> OpKind:
+        if n == 2:
+            return two(suite, n)
+        return fallback(suite, n) if not isinstance(fallback, OpKind) else fallback
+
+    return build
+
+
+def _fss_sign(name: str, with_relu: bool) -> Builder:
+    async def run(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
+        if with_relu:
+            return list(await fss.relu_fss(ctx, x[0]))
+        return [await fss.drelu_fss(ctx, x[0])]
+
+    return lambda suite, n: OpKind(
+        name,
+        run=run,
+        specs=lambda s, out, d, n: [
+            fss.relu_fss_spec(s[0]) if with_relu else fss.drelu_fss_spec(s[0])
+        ],
+        cost=lambda s, out, d, n: Cost(1, 8 * _numel(s[0])),
+        n_out=2 if with_relu else 1,
+    )
+
+
+def _fss_trunc(suite: Suite, n: int) -> OpKind:
+    async def run(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
+        return [await fss.truncate_fss(ctx, x[0], p.d, sub=1)]
+
+    return OpKind(
+        "trunc",
+        run=run,
+        specs=lambda s, out, d, n: [fss.trunc_fss_spec(out, d, sub=1)] if d != 1 else [],
+        cost=lambda s, out, d, n: Cost(1, 8 * _numel(out)) if d != 1 else FREE,
+    )
+
+
+CARRY_KINDS = DEFAULT_KINDS
+"""Carry-tree comparison (7 rounds, any n), local truncation (2 parties) or the dealer
+truncation pair (3+)."""
+
+FSS_KINDS: dict[str, Builder | OpKind] = {
+    **CARRY_KINDS,
+    "drelu": _two_party("drelu", _fss_sign("drelu", False)),
+    "relu": _two_party("relu", _fss_sign("relu", True)),
+}
+"""2 parties: FSS comparison (1 round) with local truncation (0 rounds, fails with
+probability |x|/2^64 per element)."""
+
+FSS_EXACT_KINDS: dict[str, Builder | OpKind] = {
+    **FSS_KINDS,
+    "trunc": _two_party("trunc", _fss_trunc),
+}
+"""2 parties: FSS comparison and exact FSS truncation (1 round each, no failure for
+|x| < 2^62)."""
+
+CARRY = Suite("carry", CARRY_KINDS)
+FSS = Suite("fss", FSS_KINDS)
+FSS_EXACT = Suite("fss-exact", FSS_EXACT_KINDS)
+DEFAULT = Suite("default", FSS_KINDS)
+
+SUITES: dict[str, Suite] = {s.name: s for s in (DEFAULT, CARRY, FSS, FSS_EXACT)}
 
 
 def register_suite(suite: Suite) -> Suite:

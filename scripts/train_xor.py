@@ -15,6 +15,7 @@ import trio
 from seed_net import DATA, TARGET, loss_fn, make_net, plaintext_losses
 
 from actors import NetworkProfile, configure_logging
+from protocols.suite import SUITES
 from training import SGD, Cluster, TrainingCoordinator
 
 PARTY_NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
@@ -32,10 +33,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--log-json", metavar="PATH", help="write structlog JSON lines to PATH")
     ap.add_argument(
-        "--seed",
+        "--protocols",
+        default="default",
+        choices=sorted(SUITES),
+        help="protocol suite (default: FSS comparison for 2 parties, see README)",
+    )
+    ap.add_argument(
+        "--init-seed", type=int, default=None, help="seed of torch's init with --random-init"
+    )
+    ap.add_argument(
+        "--insecure-seed",
         type=int,
         default=None,
-        help="seed for --random-init and for the cluster's PRGs (deterministic, INSECURE)",
+        help="seed the cluster's PRGs: reproducible shares and material, INSECURE",
     )
     ap.add_argument(
         "--random-init", action="store_true", help="torch's random init, not the seed's"
@@ -52,12 +62,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def train(args: argparse.Namespace) -> dict[str, object]:
-    net = make_net(args.random_init, args.seed)
+    net = make_net(args.random_init, args.init_seed)
     plain = plaintext_losses(net, args.iterations, args.lr)
     profile = NetworkProfile(latency=args.latency_ms / 1000) if args.latency_ms else None
     names = PARTY_NAMES[: args.parties]
     show_progress = not args.quiet and args.iterations > 50
-    async with Cluster.start(names, provider="james", seed=args.seed, network=profile) as cluster:
+    async with Cluster.start(
+        names, provider="james", seed=args.insecure_seed, network=profile, protocols=args.protocols
+    ) as cluster:
         x = cluster.share(DATA, precision=args.precision, base=args.base)
         y = cluster.share(TARGET, precision=args.precision, base=args.base)
         model = cluster.share_module(net, precision=args.precision, base=args.base)
@@ -103,7 +115,10 @@ async def train(args: argparse.Namespace) -> dict[str, object]:
     phases = records[-1].phases
     preds = records[-1].predictions
     print()
-    print(f"parties {args.parties}, base {args.base}, precision {args.precision}, lr {args.lr}")
+    print(
+        f"parties {args.parties}, protocols {args.protocols}, base {args.base}, "
+        f"precision {args.precision}, lr {args.lr}"
+    )
     print(f"final loss        {records[-1].loss:.4f} (plaintext {plain[-1]:.4f})")
     print(f"largest |gap|     {gaps[worst]:.4f} at iteration {worst}")
     print(
