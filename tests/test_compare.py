@@ -111,7 +111,7 @@ def relu_ring(x: torch.Tensor) -> torch.Tensor:
 async def test_drelu_exact_on_edge_values(n: int, seed: int | None) -> None:
     # each edge value is repeated so it meets many different masks r
     x = torch.tensor(EDGES, dtype=torch.int64).repeat(40)
-    async with Cluster.start(PARTIES[n], provider="james", seed=seed) as c:
+    async with Cluster.start(PARTIES[n], provider="james", protocols="carry", seed=seed) as c:
         xs = ring_input(c, x)
         bit = xs.drelu()
         assert bit.prec == 0
@@ -130,7 +130,7 @@ async def test_drelu_exact_on_random_full_range(n: int) -> None:
     x = torch.randint(INT64_MIN, INT64_MAX, (50_000,), dtype=torch.int64, generator=g)
     small = torch.randint(-(2**20), 2**20, (10_000,), dtype=torch.int64, generator=g)
     x = torch.cat([x, small, torch.tensor([INT64_MAX])])
-    async with Cluster.start(PARTIES[n], provider="james", seed=None) as c:
+    async with Cluster.start(PARTIES[n], provider="james", protocols="carry", seed=None) as c:
         xs = ring_input(c, x)
         assert_exact(await reveal_raw(xs.drelu()), sign_bits(x), f"drelu n={n}", x)
         assert_exact(await reveal_raw(xs.relu()), relu_ring(x), f"relu n={n}", x)
@@ -144,7 +144,7 @@ async def test_drelu_exact_on_random_full_range(n: int) -> None:
 )
 async def test_drelu_exact_hypothesis(values: list[int], n: int, seed: int | None) -> None:
     x = torch.tensor(values, dtype=torch.int64)
-    async with Cluster.start(PARTIES[n], provider="james", seed=seed) as c:
+    async with Cluster.start(PARTIES[n], provider="james", protocols="carry", seed=seed) as c:
         xs = ring_input(c, x)
         bit, y = xs.drelu(), xs.relu()
         assert_exact(await reveal_raw(bit), sign_bits(x), "drelu", x)
@@ -155,7 +155,7 @@ async def test_drelu_exact_hypothesis(values: list[int], n: int, seed: int | Non
 async def test_drelu_shapes(shape: tuple[int, ...]) -> None:
     g = torch.Generator().manual_seed(7)
     x = torch.randint(INT64_MIN, INT64_MAX, shape, dtype=torch.int64, generator=g)
-    async with Cluster.start(PARTIES[3], provider="james", seed=3) as c:
+    async with Cluster.start(PARTIES[3], provider="james", protocols="carry", seed=3) as c:
         xs = ring_input(c, x)
         bit, y = xs.drelu(), xs.relu()
         assert bit.shape == torch.Size(shape) and y.shape == torch.Size(shape)
@@ -272,7 +272,7 @@ async def test_relu_fixed_point_exact(n: int, fp: FixedPoint) -> None:
     plain = enc.to(torch.float64) / fp.scale
     assert torch.equal(fp.encode(plain), enc)  # the test values are exactly representable
     want = relu_ring(enc)
-    async with Cluster.start(PARTIES[n], provider="james", seed=n) as c:
+    async with Cluster.start(PARTIES[n], provider="james", protocols="carry", seed=n) as c:
         x = c.share(plain, precision=fp.precision, base=fp.base)
         outs = {"method": x.relu(), "torch.relu": torch.relu(x), "F.relu": F.relu(x)}
         for name, y in outs.items():
@@ -290,7 +290,7 @@ async def test_relu_at_range_limit_python_scalars(fp: FixedPoint) -> None:
     limit = 2**protocols.ENCODED_LIMIT_BITS - 1
     values = [fp.max_value, -fp.max_value, (limit - 1) / fp.scale, -(limit - 1) / fp.scale]
     enc = torch.tensor([limit, -limit, limit - 1, -limit + 1], dtype=torch.int64)
-    async with Cluster.start(PARTIES[2], provider="james", seed=1) as c:
+    async with Cluster.start(PARTIES[2], provider="james", protocols="carry", seed=1) as c:
         x = c.share(values, precision=fp.precision, base=fp.base)
         assert_exact(await reveal_raw(x), enc, "shared encoding", enc)
         assert_exact(await reveal_raw(x.relu()), relu_ring(enc), "relu", enc)
@@ -313,7 +313,7 @@ async def test_comparisons_match_torch(n: int) -> None:
     b = torch.where(near & ~equal, one_ulp, b)
     assert bool((a == b).any()) and bool((a < b).any()) and bool((a > b).any())
     pa, pb = a.to(torch.float64) / fp.scale, b.to(torch.float64) / fp.scale
-    async with Cluster.start(PARTIES[n], provider="james", seed=None) as c:
+    async with Cluster.start(PARTIES[n], provider="james", protocols="carry", seed=None) as c:
         x, y = c.share(pa), c.share(pb)
         cases = {
             "x < 0": (x < 0, a < 0),
@@ -344,7 +344,9 @@ async def measure(
 ) -> tuple[Any, torch.Tensor, SharedTensor]:
     g = torch.Generator().manual_seed(numel)
     x = torch.randint(INT64_MIN, INT64_MAX, (numel,), dtype=torch.int64, generator=g)
-    async with Cluster.start(PARTIES[n], provider="james", seed=numel, **kw) as c:
+    async with Cluster.start(
+        PARTIES[n], provider="james", protocols="carry", seed=numel, **kw
+    ) as c:
         xs = ring_input(c, x)
         await c.flush()
         before = c.stats()
@@ -411,7 +413,7 @@ async def test_report_measured_costs_per_element(n: int) -> None:
 @pytest.mark.parametrize("n", [2, 3])
 async def test_comparison_operators_cost_one_drelu(n: int) -> None:
     numel = 64
-    async with Cluster.start(PARTIES[n], provider="james", seed=4) as c:
+    async with Cluster.start(PARTIES[n], provider="james", protocols="carry", seed=4) as c:
         x, y = c.share(torch.randn(numel)), c.share(torch.randn(numel))
         await c.flush()
         before = c.stats()
@@ -433,7 +435,7 @@ async def test_independent_relus_share_rounds(n: int) -> None:
     k, numel = 5, 16
     g = torch.Generator().manual_seed(n)
     xs = [torch.randint(-(10**6), 10**6, (numel,), generator=g) for _ in range(k)]
-    async with Cluster.start(PARTIES[n], provider="james", seed=n) as c:
+    async with Cluster.start(PARTIES[n], provider="james", protocols="carry", seed=n) as c:
         shared = [ring_input(c, x) for x in xs]
         await c.flush()
         before = c.stats()
@@ -451,7 +453,7 @@ async def test_independent_relus_share_rounds(n: int) -> None:
 @pytest.mark.parametrize("n", [2, 3])
 async def test_dependent_relus_add_rounds(n: int) -> None:
     x = torch.tensor([-3, -1, 0, 1, 5, INT64_MIN, INT64_MAX], dtype=torch.int64)
-    async with Cluster.start(PARTIES[n], provider="james", seed=n) as c:
+    async with Cluster.start(PARTIES[n], provider="james", protocols="carry", seed=n) as c:
         xs = ring_input(c, x)
         await c.flush()
         before = c.stats()
@@ -466,7 +468,7 @@ async def test_dependent_relus_add_rounds(n: int) -> None:
 
 @pytest.mark.parametrize("n", [2, 3])
 async def test_mixed_independent_comparisons_share_rounds(n: int) -> None:
-    async with Cluster.start(PARTIES[n], provider="james", seed=9) as c:
+    async with Cluster.start(PARTIES[n], provider="james", protocols="carry", seed=9) as c:
         x, y = c.share(torch.randn(10)), c.share(torch.randn(10))
         await c.flush()
         before = c.stats()
@@ -480,7 +482,9 @@ LATENCY = 0.01
 
 async def _timed(n: int, build: Callable[[list[SharedTensor]], object], k: int) -> float:
     profile = NetworkProfile(latency=LATENCY)
-    async with Cluster.start(PARTIES[n], provider="james", seed=1, network=profile) as c:
+    async with Cluster.start(
+        PARTIES[n], provider="james", protocols="carry", seed=1, network=profile
+    ) as c:
         shared = [c.share(torch.randn(8)) for _ in range(k)]
         await c.flush()
         t0 = trio.current_time()

@@ -38,7 +38,7 @@ from actors.wire import Requests
 from protocols import FixedPoint, Share
 from protocols.compare import DRELU_ROUNDS, MONOMIALS
 from protocols.ring import to_bits
-from protocols.suite import DEFAULT, OpKind, Suite
+from protocols.suite import CARRY, OpKind, Suite
 from training import Cluster, SharedTensor
 
 PARTIES = {2: ["alice", "bob"], 3: ["alice", "bob", "carol"]}
@@ -70,7 +70,7 @@ async def record(
     n: int,
     *,
     check: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None],
-    suite: Suite = DEFAULT,
+    suite: Suite = CARRY,
 ) -> Transcript:
     """Run drelu and relu on a tensor of NUMEL copies of the ring integer ``value``."""
     x = torch.full((NUMEL,), value, dtype=torch.int64)
@@ -364,7 +364,7 @@ def leaky(tamper: Tamper) -> Suite:
 
     def wrap(kind: str) -> Any:
         def build(suite: Suite, n: int) -> OpKind:
-            real = DEFAULT.kind(kind, n)
+            real = CARRY.kind(kind, n)
             assert real.run is not None
             inner = real.run
 
@@ -375,7 +375,7 @@ def leaky(tamper: Tamper) -> Suite:
 
         return build
 
-    return DEFAULT.replace(f"leaky-{tamper.__name__}", drelu=wrap("drelu"), relu=wrap("relu"))
+    return CARRY.replace(f"leaky-{tamper.__name__}", drelu=wrap("drelu"), relu=wrap("relu"))
 
 
 @pytest.mark.parametrize(

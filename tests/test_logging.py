@@ -25,7 +25,9 @@ def debug_logs() -> Iterator[None]:
 
 async def test_protocol_runs_and_actor_summaries(debug_logs: None) -> None:
     with structlog.testing.capture_logs() as events:
-        async with Cluster.start(["alice", "bob"], provider="james", seed=3) as c:
+        async with Cluster.start(
+            ["alice", "bob"], provider="james", seed=3, protocols="carry"
+        ) as c:
             x, y = c.share(torch.ones(2, 3)), c.share(torch.ones(3, 4))
             with c.label("demo"):
                 z = (x @ y).relu()

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from protocols.compare import DRELU_ROUNDS
+from protocols.suite import DEFAULT
 from training import SGD, Cluster, TrainingCoordinator, reveal_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -57,9 +58,11 @@ RELU_ROUNDS = 7
 # the backward pass costs its full chain: fc2's two matmuls (together), the product with the
 # kept ReLU bit, fc1's weight gradient (3 rounds; with 3 parties each matmul also truncates
 # in a round of its own, the bit product needs none: 5).
+# The default suite's ReLU: 1 round with 2 parties (FSS), the carry tree's 7 with 3.
+RELU = {n: DEFAULT.cost("relu", [(4, 2)], (4, 2), 1, n).rounds for n in (2, 3)}
 EXPECTED_LAYERS = {
-    2: {"fc1": 1, "relu": RELU_ROUNDS, "fc2": 1, "loss": 1, "backward": 3, "update": 0},
-    3: {"fc1": 2, "relu": RELU_ROUNDS, "fc2": 2, "loss": 2, "backward": 5, "update": 1},
+    2: {"fc1": 1, "relu": RELU[2], "fc2": 1, "loss": 1, "backward": 3, "update": 0},
+    3: {"fc1": 2, "relu": RELU[3], "fc2": 2, "loss": 2, "backward": 5, "update": 1},
 }
 # Pipelined (no barriers): the loss's square overlaps the first round of the backward pass
 # (which does not need it): the backward phase adds its chain minus the loss's rounds.
@@ -133,7 +136,7 @@ async def test_seed_net_tracks_plaintext(n: int, precision: int, base: int, max_
         assert r.online_bytes == sum(v.online_bytes for v in r.phases.values())
         assert r.predictions is None
     assert len({(r.online_rounds, r.online_bytes, r.offline_bytes) for r in records}) == 1
-    assert records[0].online_rounds == {2: 12, 3: 17}[n]
+    assert records[0].online_rounds == {2: 6, 3: 17}[n]
 
 
 @pytest.mark.parametrize("n", [2, 3])
@@ -162,8 +165,7 @@ async def test_round_breakdown_layer_by_layer(n: int) -> None:
             await phase("backward", loss.backward)
             await phase("update", opt.step)
             assert measured == EXPECTED_LAYERS[n]
-    # the library's documented ReLU cost agrees with the measurement
-    assert DRELU_ROUNDS == RELU_ROUNDS
+    assert RELU[3] == DRELU_ROUNDS
 
 
 # -- SGD with momentum and weight decay against torch.optim.SGD ---------------------------------
@@ -350,4 +352,4 @@ def test_train_xor_script_runs(capsys: pytest.CaptureFixture[str]) -> None:
         structlog.configure(**saved)
     out = capsys.readouterr().out
     assert "final loss" in out
-    assert "per iteration     12 online rounds" in out
+    assert "per iteration     6 online rounds" in out
