@@ -330,7 +330,6 @@ class Party:
     async def _reveal(self, op: int, slot: Slot, cmd: Command, sender: str) -> None:
         to = cmd.to
         share = await slot.get()
-        self.depth = max(self.depth, share.depth)
         if to != slot.owner or sender != slot.owner:
             reason = (
                 f"{self.name} refused to reveal to {to!r}: the value is owned by {slot.owner!r}"
@@ -340,7 +339,7 @@ class Party:
                 sender, f"{op}/out", Phase.CONTROL, control=encode_control(Reply(denied=reason))
             )
             return
-        await self.endpoint.send(to, f"{op}/out", Phase.OUTPUT, self.depth, tensors=[share.value])
+        await self.endpoint.send(to, f"{op}/out", Phase.OUTPUT, share.depth, tensors=[share.value])
 
     async def _barrier(self, op: int, running: list[trio.Event]) -> None:
         for ev in running:

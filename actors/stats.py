@@ -52,7 +52,10 @@ class CommStats:
     """Totals over a cluster's life (or, after subtraction, over an interval)."""
 
     online_rounds: int
-    """Growth of the largest online dependency depth (see DESIGN: metering)."""
+    """The coordinator's round clock: the dependency depth of the last result it awaited
+    (a reveal) or reached at a barrier (a flush). Ops issued after a synchronisation start
+    at that depth, so the difference of two snapshots is the rounds a network spends in
+    between (see DESIGN: metering). Work still in flight is not counted until awaited."""
     online_bytes: int
     """Party-to-party payload bytes during protocols, summed over senders."""
     offline_bytes: int
@@ -95,14 +98,14 @@ class CommStats:
 
     @classmethod
     def combine(cls, actors: Mapping[str, ActorStats], floor: int = 0) -> CommStats:
-        """Cluster totals from every actor's own meter; ``floor`` is the depth every op
-        issued from now on starts at (the coordinator's last synchronisation)."""
+        """Cluster totals from every actor's own meter; ``floor`` is the coordinator's round
+        clock (the depth of its last synchronisation)."""
         total = dict.fromkeys(Phase, 0)
         for a in actors.values():
             for p in _METERED:
                 total[p] += a.sent.get(p, 0)
         return cls(
-            max([floor, *(a.online_depth for a in actors.values())]),
+            floor,
             total[Phase.ONLINE],
             total[Phase.OFFLINE],
             total[Phase.INPUT],
