@@ -129,6 +129,7 @@ class Mailbox:
             s,
         )
         """At a bound: the wait chain to blame, or None to keep waiting (set by the endpoint)."""
+        self.stalled: Callable[[], None] = lambda: None
 
     def waiting_for(self) -> list[str]:
         """Actors this mailbox's owner is blocked on right now (bounded waits only)."""
@@ -197,11 +198,17 @@ class Mailbox:
             try:
                 while True:
                     bound = math.inf if limit is None else limit
+                    deadline = trio.current_time() + bound
                     with trio.move_on_after(bound) as scope:
                         await ev.wait()
                     if not scope.cancelled_caught or limit is None:
                         break
                     waited += bound
+                    if trio.current_time() - deadline > bound / 4:
+                        # Woken long after the deadline: this process's loop was blocked
+                        # by a computation, which proves nothing about the peer.
+                        self.stalled()
+                        continue
                     chain = self.judge(sender, waited)
                     if chain is not None:
                         raise ActorTimeout(self.owner, sender, repr(tag), waited, chain)
@@ -273,11 +280,14 @@ class Endpoint:
         self.timeout = timeout
         self.mailbox = Mailbox(name, timeout)
         self.mailbox.judge = self._judge
+        self.mailbox.stalled = self._note_stall
         self.meter = Meter(name)
         self.busy: Callable[[], int] = lambda: 0
         """Set by the actor: how many operations it is running."""
         self._heard: dict[str, float] = {}
         self._states: dict[str, Heartbeat] = {}
+        self._stalled_at = -math.inf
+        """When this process was last seen stalled (a long computation blocked its loop)."""
 
     # -- sending ---------------------------------------------------------------------------
     def send_nowait(
@@ -328,6 +338,9 @@ class Endpoint:
         self.mailbox.deliver(env)
 
     # -- liveness --------------------------------------------------------------------------
+    def _note_stall(self) -> None:
+        self._stalled_at = trio.current_time()
+
     def heartbeat(self) -> bytes:
         return _HB_ENC.encode(
             Heartbeat(self.busy(), self.mailbox.waiting_for(), self.mailbox.stray_senders())
@@ -339,7 +352,12 @@ class Endpoint:
             body = self.heartbeat()
             for p in peers:
                 self.send_nowait(p, "hb", Phase.HEARTBEAT, control=body)
-            await trio.sleep(interval)
+            due = trio.current_time() + interval
+            await trio.sleep_until(due)
+            if trio.current_time() - due > interval:
+                # The loop was blocked (a long computation here or, in one process, in any
+                # actor): silence measured across the stall proves nothing.
+                self._note_stall()
 
     def _silent(self, peer: str, waited: float) -> bool:
         heard = self._heard.get(peer)
@@ -351,6 +369,8 @@ class Endpoint:
     def _judge(self, sender: str, waited: float) -> tuple[str, ...] | None:
         """The wait chain to blame after waiting ``waited`` s for ``sender``, or None if
         ``sender`` (or whoever it waits for) is still working."""
+        if trio.current_time() - self._stalled_at < self.timeout:
+            return None
         chain = [self.name, sender]
         while True:
             peer = chain[-1]

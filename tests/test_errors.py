@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -428,3 +429,25 @@ async def test_default_timeout_on_a_mock_clock(autojump_clock: trio.testing.Mock
     assert info.value.awaited == "bob"
     assert info.value.seconds == 30.0
     assert 30.0 <= elapsed < 31.0
+
+
+async def test_busy_party_is_not_reported_silent() -> None:
+    """A party that blocks its loop computing for longer than the timeout (a big op) is
+    busy, not silent: the run completes with the right answer."""
+
+    def hog(real: Any) -> Any:
+        async def run(ctx: Any, x: Any, p: Any) -> Any:
+            if ctx.rank == 0:
+                time.sleep(1.2)  # a long, blocking computation: no checkpoint, no heartbeat
+            return await real(ctx, x, p)
+
+        return run
+
+    suite = with_kind("mul", hog)
+    with trio.fail_after(20):
+        async with Cluster.start(
+            PARTIES[2], provider=PROVIDER, seed=1, timeout=0.3, protocols=suite
+        ) as c:
+            x = c.share(torch.tensor([1.5, -2.0]))
+            got = await (x * x).get()
+    assert torch.allclose(got, torch.tensor([2.25, 4.0]))
