@@ -133,7 +133,7 @@ def _records(tensors: Sequence[torch.Tensor]) -> tuple[list[tuple[bytes, np.ndar
 def encode_tensors(tensors: Sequence[torch.Tensor]) -> tuple[bytes, int]:
     """A tensor body on its own (what a frame carries after its header) and its payload
     bytes; for tests that build or tamper with envelopes."""
-    records, size, payload = _records(tensors)
+    records, _, payload = _records(tensors)
     return b"".join(h + d.tobytes() for h, d in records), payload
 
 

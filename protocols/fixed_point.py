@@ -83,5 +83,6 @@ class FixedPoint:
         return e.to(torch.int64)
 
     def decode(self, encoded: torch.Tensor) -> torch.Tensor:
-        """Ring elements (read as signed) back to float32 reals."""
-        return (encoded.to(torch.float64) / self.scale).to(torch.float32)
+        """Ring elements (read as signed) back to float64 reals (float32 would lose the last
+        fixed-point digit above ~16,384 at base 10 / precision 3)."""
+        return encoded.to(torch.float64) / self.scale

@@ -21,6 +21,7 @@ import torch
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 KEY_BYTES = 32
+MAX_BYTES_PER_LABEL = 64 * 2**32
 
 FIXED_AES_KEY = hashlib.sha256(b"smpc fixed-key AES (public)").digest()[:16]
 """The public AES-128 key of :func:`fixed_key_aes` (a constant, not a secret)."""
@@ -52,9 +53,19 @@ class Prg:
         return self._key
 
     def random_bytes(self, n: int, label: tuple[int, int]) -> bytes:
+        """``n`` keystream bytes for ``label = (op id, stream)``. The op id must fit 64 bits
+        and the stream 32 (they form the 96-bit nonce: nothing is masked away, so two labels
+        never alias), and one label yields at most 2**32 blocks of 64 bytes (the 32-bit
+        block counter never wraps)."""
         op_id, stream = label
+        if not (isinstance(op_id, int) and 0 <= op_id < 2**64):
+            raise ValueError(f"PRG label op id {op_id!r} is not an unsigned 64-bit integer")
+        if not (isinstance(stream, int) and 0 <= stream < 2**32):
+            raise ValueError(f"PRG label stream {stream!r} is not an unsigned 32-bit integer")
+        if not 0 <= n <= MAX_BYTES_PER_LABEL:
+            raise ValueError(f"{n} bytes from one PRG label exceed the 32-bit block counter")
         # ChaCha20 in `cryptography` takes a 16-byte nonce: 4-byte block counter, 12-byte nonce.
-        nonce = struct.pack("<IQI", 0, op_id & 0xFFFFFFFFFFFFFFFF, stream & 0xFFFFFFFF)
+        nonce = struct.pack("<IQI", 0, op_id, stream)
         enc = Cipher(algorithms.ChaCha20(self._key, nonce), mode=None).encryptor()
         return enc.update(bytes(n))
 

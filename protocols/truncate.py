@@ -50,10 +50,13 @@ def trunc_spec(shape: tuple[int, ...], divisor: int, sub: int = 0) -> MaterialSp
 
 
 def truncate_local(x: Share, divisor: int, rank: int) -> Share:
-    """SecureML's 2-party local truncation (no communication)."""
+    """SecureML's 2-party local truncation (no communication): party 0 takes the floor of
+    its share, party 1 the ceiling (computed without negating, which would map -2**63 to
+    itself)."""
+    q = floor_div(x.value, divisor)
     if rank == 0:
-        return Share(floor_div(x.value, divisor), x.depth)
-    return Share(-floor_div(-x.value, divisor), x.depth)
+        return Share(q, x.depth)
+    return Share(q + (x.value != q * divisor).to(q.dtype), x.depth)
 
 
 async def truncate_pair(ctx: PartyContext, x: Share, divisor: int, *, sub: int = 0) -> Share:

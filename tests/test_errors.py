@@ -450,4 +450,4 @@ async def test_busy_party_is_not_reported_silent() -> None:
         ) as c:
             x = c.share(torch.tensor([1.5, -2.0]))
             got = await (x * x).get()
-    assert torch.allclose(got, torch.tensor([2.25, 4.0]))
+    assert torch.allclose(got, torch.tensor([2.25, 4.0], dtype=torch.float64))

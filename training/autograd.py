@@ -8,6 +8,7 @@ either, so public gradients stay public and cost nothing until they meet a secre
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -59,7 +60,12 @@ def backward(root: SharedTensor, gradient: Value | None = None) -> None:
             if parent.requires_grad and id(parent) not in seen:
                 stack.append((parent, False))
     grads: dict[int, Value] = {id(root): gradient}
-    with torch.no_grad():
+    from .tensor import PublicOperandWarning
+
+    # Backward rules combine gradients with public factors on purpose (a product's public
+    # operand, a matmul's public matrix): those are public already, no warning.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", PublicOperandWarning)
         for node in reversed(order):
             g = grads.pop(id(node), None)
             if g is None:

@@ -127,7 +127,16 @@ class TrainingCoordinator:
     async def step(
         self, data: SharedTensor, target: Any, *, reveal_predictions: bool = False
     ) -> IterationRecord:
-        """One SGD iteration on shares; every op it issues is tagged with the iteration."""
+        """One SGD iteration on shares; every op it issues is tagged with the iteration.
+
+        ``data`` and ``target`` must be SharedTensors: a plaintext target would go in clear
+        to every party inside the commands."""
+        for name, value in (("data", data), ("target", target)):
+            if not isinstance(value, SharedTensor):
+                raise TypeError(
+                    f"TrainingCoordinator.step: {name} is a {type(value).__name__}, not a "
+                    f"SharedTensor; share it first (cluster.share(...)) so it stays secret"
+                )
         with self.cluster.iteration(self.iteration):
             return await self._step(data, target, reveal_predictions)
 

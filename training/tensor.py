@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -54,7 +55,33 @@ def _shape_arg(shape: tuple[Any, ...]) -> tuple[int, ...]:
     return tuple(shape)
 
 
+class PublicOperandWarning(UserWarning):
+    """A plaintext tensor (not a scalar) was combined with a SharedTensor: its values are
+    public and go in clear to every party. Wrap it in :class:`public` to say so."""
+
+
+class public:  # noqa: N801 - reads as a marker, like torch.no_grad
+    """Marks a plaintext operand as intentionally public: ``x * public(mask)``. Its values
+    are sent in clear to every party (encoded in the command)."""
+
+    __slots__ = ("tensor",)
+
+    def __init__(self, value: Any) -> None:
+        self.tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+
+
 def _as_public(v: Any) -> torch.Tensor:
+    if isinstance(v, public):
+        v = v.tensor
+    elif isinstance(v, torch.Tensor) and v.numel() > 1:
+        warnings.warn(
+            PublicOperandWarning(
+                f"a plaintext tensor of shape {tuple(v.shape)} is combined with a SharedTensor:"
+                " its values go in clear to every party; share it with cluster.share(...) to"
+                " keep it secret, or wrap it in training.public(...) to say it is public"
+            ),
+            stacklevel=3,
+        )
     if isinstance(v, torch.Tensor):
         if v.is_complex():
             raise EncodingError("complex public operands cannot be encoded in fixed point")
