@@ -21,7 +21,7 @@ material per element (ReLU) instead of a byte per bit.
 
 Steps (l = 64 ring bits):
 
-1. Open ``c = x + r`` (1 round; ReLU also opens ``eps = x - a`` in the same message).
+1. Open ``c = x + r`` (1 round).
 2. Locally: ``x = c + ~r + 1``, so with ``nr = ~r`` (party 0 flips its bits), per bit
    ``g_j = c_j & nr_j`` and ``p_j = c_j ^ nr_j``, and the carry-in 1 makes bit 0's
    generate ``c_0 | nr_0``. Level 0 of the tree pairs the leaves (1,0), (3,2) .. (61,60)
@@ -35,8 +35,8 @@ Steps (l = 64 ring bits):
 4. The bit is ``[x >= 0] = K = 1 ^ c_63 ^ nr_63 ^ G_root``. The parties open
    ``k = K ^ alpha`` (1 round, 1 bit) for a dealer bit ``alpha``, and
    ``K = k + (1 - 2k) alpha`` is linear in an arithmetic share of ``alpha``. For ReLU the
-   dealer also shares ``a * alpha`` (``a`` the mask of ``eps``), so
-   ``x K = k x + (1 - 2k) (eps alpha + a alpha)``: no extra round.
+   dealer also shares ``r * alpha``, and since ``x = c - r`` with ``c`` public,
+   ``x K = k x + (1 - 2k) (c alpha - r alpha)``: no extra round and no extra opening.
 
 Costs per element for N a multiple of 64 (exact totals with ceilings are
 :func:`drelu_online_bytes` and :func:`drelu_offline_bytes`; bit planes of N elements cost
@@ -47,9 +47,9 @@ exact for any N):
   (= 19.625 bytes; 2 parties: 19.625 bytes per party, 3 parties: 39.25); the dealer
   sends the last party 156 bit planes (8 bytes of bits of r, 31 level-0 products, 61
   AND-triple products = 19.5 bytes) + 8 bytes (alpha) = 27.5 bytes, for any n.
-* ReLU (with its DReLU bit kept for backward): **7 online rounds**, 16 bytes + 93 bits
-  (= 27.625 bytes) per peer (2 parties: 27.625, 3 parties: 55.25 per party); dealer
-  35.5 bytes (the 27.5 of DReLU + 8 bytes of ``a * alpha``).
+* ReLU (with its DReLU bit kept for backward): **7 online rounds** and the same online
+  bytes as DReLU (19.625 per peer); dealer 35.5 bytes (DReLU's 27.5 + 8 bytes of
+  ``r * alpha``).
 
 For comparison (2 parties, 64-bit ring): CrypTen's A2B-adder ReLU takes 9 rounds and 232
 bytes per party; SecureNN's 10 rounds and ~704 bytes.
@@ -94,10 +94,8 @@ def drelu_spec(shape: tuple[int, ...], *, with_relu: bool, sub: int = 0) -> Mate
     """
     numel = prod(shape)
     w = n_words(numel)
-    items = [Item("r", shape)]
-    if with_relu:
-        items.append(Item("ax", shape))
-    items += [
+    items = [
+        Item("r", shape),
         Item("rbits", (RING_BITS, w), kind=Kind.WORDS, derived=True),
         Item("rpairs", (LEAF_PAIRS, w), kind=Kind.WORDS, derived=True),
     ]
@@ -108,7 +106,7 @@ def drelu_spec(shape: tuple[int, ...], *, with_relu: bool, sub: int = 0) -> Mate
         items += [Item(f"{n}{lvl}", (q, w), kind=Kind.WORDS, derived=True) for n in prods]
     items += [Item("fa", (w,), kind=Kind.WORDS), Item("m_a", shape, derived=True)]
     if with_relu:
-        items.append(Item("x_a", shape, derived=True))
+        items.append(Item("r_a", shape, derived=True))
 
     def derive(s: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         rbits = to_planes(s["r"])
@@ -121,7 +119,7 @@ def drelu_spec(shape: tuple[int, ...], *, with_relu: bool, sub: int = 0) -> Mate
         alpha = unpack_words(s["fa"], numel).reshape(shape).to(torch.int64)
         out["m_a"] = alpha
         if with_relu:
-            out["x_a"] = s["ax"] * alpha
+            out["r_a"] = s["r"] * alpha
         return out
 
     return MaterialSpec("relu" if with_relu else "drelu", sub, tuple(items), derive)
@@ -191,9 +189,8 @@ async def _sign(ctx: PartyContext, x: Share, with_relu: bool) -> tuple[Share, Sh
     m = await ctx.material(drelu_spec(shape, with_relu=with_relu))
     lead = ctx.rank == 0
 
-    masked_x = [x.value + m["r"]] + ([x.value - m["ax"]] if with_relu else [])
-    values, depth = await open_ring(ctx, "cmp", masked_x, x.depth)
-    c = to_planes(values[0])
+    (opened_c,), depth = await open_ring(ctx, "cmp", [x.value + m["r"]], x.depth)
+    c = to_planes(opened_c)
     nr = ~m["rbits"] if lead else m["rbits"]
     G, P = _level0(c, nr, m["rpairs"], lead)
 
@@ -215,16 +212,15 @@ async def _sign(ctx: PartyContext, x: Share, with_relu: bool) -> tuple[Share, Sh
     if lead:
         big_k = ~(big_k ^ c[RING_BITS - 1])
     (k,), depth = await _open_planes(ctx, "fin", [big_k ^ m["fa"]], depth, shape)
-    kb = unpack_words(k, numel).reshape(shape).to(torch.int64)
-    flip = 1 - 2 * kb  # bit = k + (1 - 2k) alpha, alpha arithmetic-shared as m_a
-    bit = flip * m["m_a"]
-    if lead:
-        bit += kb
+    kb = unpack_words(k, numel).reshape(shape)
+    # bit = alpha if k = 0, 1 - alpha if k = 1 (alpha arithmetic-shared as m_a)
+    alpha = m["m_a"]
+    bit = Share(torch.where(kb, (1 if lead else 0) - alpha, alpha), depth)
     if not with_relu:
-        return Share(bit, depth), None
-    eps = values[1]  # x * bit = k x + (1 - 2k) (eps alpha + a alpha)
-    y = flip * (eps * m["m_a"] + m["x_a"]) + kb * x.value
-    return Share(y, depth), Share(bit, depth)
+        return bit, None
+    # x bit = x alpha if k = 0, x - x alpha if k = 1, and x alpha = c alpha - r alpha
+    x_alpha = opened_c * alpha - m["r_a"]
+    return Share(torch.where(kb, x.value - x_alpha, x_alpha), depth), bit
 
 
 async def drelu(ctx: PartyContext, x: Share) -> Share:
@@ -246,8 +242,9 @@ DRELU_ROUNDS = 1 + len(LEVELS) + 1
 
 
 def drelu_online_bytes(numel: int, n_parties: int, *, with_relu: bool = False) -> int:
-    """Closed form of the bytes each party sends in one DReLU/ReLU on ``numel`` elements."""
-    per_peer = 8 * numel * (2 if with_relu else 1)
+    """Closed form of the bytes each party sends in one DReLU/ReLU on ``numel`` elements
+    (the same for both: ReLU's product reuses the opened ``c``)."""
+    per_peer = 8 * numel  # c; ReLU needs nothing more (x = c - r)
     for q in LEVELS:
         per_peer += (3 if q > 1 else 2) * ceil(numel * q / 8)
     per_peer += ceil(numel / 8)
@@ -258,5 +255,5 @@ def drelu_offline_bytes(numel: int, *, with_relu: bool = False) -> int:
     """Closed form of the dealer's per-op correction bytes (sent to the last party)."""
     planes = RING_BITS + LEAF_PAIRS  # the bits of r, the level-0 products
     planes += sum(2 * q if q > 1 else 1 for q in LEVELS)  # AND-triple products
-    per_elt = 8 * numel * (2 if with_relu else 1)  # m_a (and x_a)
+    per_elt = 8 * numel * (2 if with_relu else 1)  # alpha (and r alpha)
     return 8 * n_words(numel) * planes + per_elt
