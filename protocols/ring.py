@@ -61,16 +61,19 @@ def transpose64(a: torch.Tensor) -> torch.Tensor:
     """
     if a.shape[0] != RING_BITS or a.dtype != DTYPE:
         raise ValueError(f"transpose64 needs a (64, ...) int64 tensor, got {a.dtype} {a.shape}")
-    out = a.contiguous().clone()
+    out = a.clone(memory_format=torch.contiguous_format)
     rest = out.shape[1:]
     for j, mask in _TRANSPOSE_STEPS:
         v = out.view(RING_BITS // (2 * j), 2, j, *rest)
         lo, hi = v[:, 0], v[:, 1]
         # swap (row k, bit c) with (row k + j, bit c - j) for k, c - j with bit j clear;
-        # the arithmetic shift's sign bits land outside ``mask``
-        t = ((lo >> j) ^ hi) & mask
+        # the arithmetic shift's sign bits land outside ``mask``. One temporary, in place.
+        t = lo >> j
+        t ^= hi
+        t &= mask
         hi ^= t
-        lo ^= t << j
+        t <<= j
+        lo ^= t
     return out
 
 
