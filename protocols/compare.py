@@ -212,15 +212,22 @@ async def _sign(ctx: PartyContext, x: Share, with_relu: bool) -> tuple[Share, Sh
     if lead:
         big_k = ~(big_k ^ c[RING_BITS - 1])
     (k,), depth = await _open_planes(ctx, "fin", [big_k ^ m["fa"]], depth, shape)
-    kb = unpack_words(k, numel).reshape(shape)
-    # bit = alpha if k = 0, 1 - alpha if k = 1 (alpha arithmetic-shared as m_a)
-    alpha = m["m_a"]
-    bit = Share(torch.where(kb, (1 if lead else 0) - alpha, alpha), depth)
+    # bit = alpha if k = 0, 1 - alpha if k = 1 (alpha arithmetic-shared as m_a). With the
+    # mask s = -k (0 or all ones), (v ^ s) - s is v or -v: a few in-place integer ops.
+    s = unpack_words(k, numel).reshape(shape).to(torch.int64).neg_()
+    bit = m["m_a"] ^ s
+    bit -= s
+    if lead:
+        bit -= s
     if not with_relu:
-        return bit, None
+        return Share(bit, depth), None
     # x bit = x alpha if k = 0, x - x alpha if k = 1, and x alpha = c alpha - r alpha
-    x_alpha = opened_c * alpha - m["r_a"]
-    return Share(torch.where(kb, x.value - x_alpha, x_alpha), depth), bit
+    y = opened_c * m["m_a"]
+    y -= m["r_a"]
+    y ^= s
+    y -= s
+    y += x.value & s
+    return Share(y, depth), Share(bit, depth)
 
 
 async def drelu(ctx: PartyContext, x: Share) -> Share:

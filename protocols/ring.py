@@ -52,28 +52,36 @@ def n_words(numel: int) -> int:
     return -(-numel // RING_BITS)
 
 
+_TRANSPOSE_CHUNK = 2048
+"""Columns per pass of :func:`transpose64`: 64 x 2048 words (1 MiB) stay in cache across
+the six steps, instead of streaming the whole tensor through memory six times."""
+
+
 def transpose64(a: torch.Tensor) -> torch.Tensor:
     """Transpose the 64x64 bit matrices ``a[:, w]`` (rows: dim 0, columns: bit positions).
 
     Row ``k`` bit ``j`` of the input becomes row ``j`` bit ``k`` of the output, for every
     column ``w`` at once: the classic recursive block swap, six mask-and-shift steps of
-    whole-tensor ops (block size 32, 16, ..., 1). Returns a new tensor; ``a`` is unchanged.
+    whole-tensor ops (block size 32, 16, ..., 1), over cache-sized chunks of columns.
+    Returns a new ``(64, W)`` tensor; ``a`` is unchanged.
     """
-    if a.shape[0] != RING_BITS or a.dtype != DTYPE:
-        raise ValueError(f"transpose64 needs a (64, ...) int64 tensor, got {a.dtype} {a.shape}")
+    if a.dim() != 2 or a.shape[0] != RING_BITS or a.dtype != DTYPE:
+        raise ValueError(f"transpose64 needs a (64, W) int64 tensor, got {a.dtype} {a.shape}")
     out = a.clone(memory_format=torch.contiguous_format)
-    rest = out.shape[1:]
-    for j, mask in _TRANSPOSE_STEPS:
-        v = out.view(RING_BITS // (2 * j), 2, j, *rest)
-        lo, hi = v[:, 0], v[:, 1]
-        # swap (row k, bit c) with (row k + j, bit c - j) for k, c - j with bit j clear;
-        # the arithmetic shift's sign bits land outside ``mask``. One temporary, in place.
-        t = lo >> j
-        t ^= hi
-        t &= mask
-        hi ^= t
-        t <<= j
-        lo ^= t
+    width = out.shape[1]
+    for w0 in range(0, width, _TRANSPOSE_CHUNK):
+        block = out[:, w0 : w0 + _TRANSPOSE_CHUNK]
+        for j, mask in _TRANSPOSE_STEPS:
+            v = block.unflatten(0, (RING_BITS // (2 * j), 2, j))
+            lo, hi = v[:, 0], v[:, 1]
+            # swap (row k, bit c) with (row k + j, bit c - j) for k, c - j with bit j
+            # clear; the arithmetic shift's sign bits land outside ``mask``. In place.
+            t = lo >> j
+            t ^= hi
+            t &= mask
+            hi ^= t
+            t <<= j
+            lo ^= t
     return out
 
 
