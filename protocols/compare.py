@@ -110,8 +110,8 @@ def drelu_spec(shape: tuple[int, ...], *, with_relu: bool, sub: int = 0) -> Mate
 
     def derive(s: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         rbits = to_planes(s["r"])
-        nr = ~rbits
-        out = {"rbits": rbits, "rpairs": nr[1 : 2 * LEAF_PAIRS : 2] & nr[0 : 2 * LEAF_PAIRS : 2]}
+        hi, lo = rbits[1 : 2 * LEAF_PAIRS : 2], rbits[0 : 2 * LEAF_PAIRS : 2]
+        out = {"rbits": rbits, "rpairs": torch.bitwise_or(hi, lo).bitwise_not_()}  # ~hi & ~lo
         for lvl, q in enumerate(LEVELS):
             out[f"c{lvl}"] = s[f"a{lvl}"] & s[f"b{lvl}"]
             if q > 1:

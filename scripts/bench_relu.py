@@ -6,12 +6,13 @@ the metered in-process network and the reveal, like the CrypTen peer script (whi
 ``x.relu()`` and ``get_plain_text()``). Prints the median of ``--runs`` runs in ms and ns
 per element.
 
-Memory: the first (cold) ReLU of the process is measured as *peak RSS growth*: the
-process's ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` after the op minus its current RSS
-(``/proc/self/statm``) just before it. Everything (dealer, both parties, network buffers,
-coordinator) lives in this one process, so this counts all of them; it is an upper bound
-(an earlier higher peak would be counted too). CrypTen's script reports its own figure for
-one party process.
+Memory: *peak RSS growth* of an op is the process's ``resource.getrusage(RUSAGE_SELF)
+.ru_maxrss`` after the op minus its current RSS (``/proc/self/statm``) just before it.
+Everything (dealer, both parties, network buffers, coordinator) lives in this one process,
+so this counts all of them. The *cold* figure (first ReLU of the process) is the honest
+one: it includes memory the allocator keeps after freeing. The *warm* figure (second
+ReLU) is what CrypTen's peer script measures (after its warm-up, for one party process);
+it is small because the warm run reuses what the cold one left in the allocator.
 
 Then, unless ``--no-crypten``, it builds CrypTen 0.4.1 with ``../shared/peers/
 setup_crypten.sh`` (once; its own venv) and runs ``crypten_relu.py N`` on the same number
@@ -57,12 +58,13 @@ def max_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-async def bench(shape: tuple[int, ...], runs: int, timeout: float) -> tuple[list[float], int]:
-    """Milliseconds of each of ``runs`` ReLUs, and the cold run's peak RSS growth in bytes."""
+async def bench(shape: tuple[int, ...], runs: int, timeout: float) -> tuple[list[float], int, int]:
+    """Milliseconds of each of ``runs`` ReLUs, and the peak RSS growth in bytes of the cold
+    run and of the first warm run."""
     g = torch.Generator().manual_seed(0)
     plain = torch.randn(shape, generator=g)
     want = torch.relu(plain)
-    times, growth = [], 0
+    times, growth, warm = [], 0, 0
     async with Cluster.start(["alice", "bob"], provider="james", timeout=timeout) as c:
         x = c.share(plain)
         await c.flush()
@@ -74,12 +76,14 @@ async def bench(shape: tuple[int, ...], runs: int, timeout: float) -> tuple[list
             dt = time.perf_counter() - t0
             if i == 0:
                 growth = max_rss_bytes() - before
+            elif i == 1:
+                warm = max_rss_bytes() - before
             else:
                 times.append(1000 * dt)
             if not torch.allclose(got, want, atol=2e-3):
                 raise AssertionError("ReLU result is wrong")
             del y, got
-    return times, growth
+    return times, growth, warm
 
 
 def crypten_ms(numel: int, timeout: float) -> float | None:
@@ -125,14 +129,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     shape = SIZES[args.size]
     numel = prod(shape)
-    times, growth = trio.run(bench, shape, args.runs, args.timeout)
+    times, growth, warm = trio.run(bench, shape, args.runs, args.timeout)
     med = statistics.median(times)
     runs = ", ".join(f"{t:.0f}" for t in times)
     print(
         f"smpc N={numel} ({args.size}) relu {med:.0f} ms (median of {len(times)}: {runs}), "
-        f"{med / numel * 1e6:.0f} ns/elem, peak rss growth {growth / numel:.0f} B/elem "
-        "(cold run; ru_maxrss after - rss before; dealer+2 parties+network in one process; "
-        f"torch threads {args.threads})"
+        f"{med / numel * 1e6:.0f} ns/elem, peak rss growth {growth / numel:.0f} B/elem cold, "
+        f"{warm / numel:.0f} B/elem warm (ru_maxrss after - rss before the op; dealer, 2 "
+        f"parties and network in one process; torch threads {args.threads})"
     )
     if args.no_crypten:
         return
