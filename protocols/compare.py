@@ -16,8 +16,9 @@ Packed layout (bit-slicing, :mod:`protocols.ring`): the N elements are cut into 
 ``j`` of element ``64 w + i``. Every tree node is a tensor of planes ``(nodes, ceil(N/64))``
 and each ``&``/``^`` handles 64 elements; ``c`` is turned into planes by a vectorised 64x64
 bit-matrix transpose (six mask-and-shift steps over all groups at once). The dealer's bit
-material is packed the same way (``Kind.WORDS`` items), so a party holds about 60 bytes of
-material per element (ReLU) instead of a byte per bit.
+material is packed the same way (``Kind.WORDS`` items): a party holds 47.125 bytes of
+material per element for DReLU, 55.125 for ReLU (r, its 64 bits, 31 level-0 products, 153
+planes of AND triples, alpha as a word bit and as a ring share, and ``r * alpha``).
 
 Steps (l = 64 ring bits):
 
