@@ -39,10 +39,13 @@ Steps (l = 64 ring bits):
    dealer also shares ``r * alpha``, and since ``x = c - r`` with ``c`` public,
    ``x K = k x + (1 - 2k) (c alpha - r alpha)``: no extra round and no extra opening.
 
-Costs per element for N a multiple of 64 (exact totals with ceilings are
-:func:`drelu_online_bytes` and :func:`drelu_offline_bytes`; bit planes of N elements cost
-``ceil(N/64)`` words at the dealer and ``ceil(N/8)`` bytes on the wire, so online bytes are
-exact for any N):
+Messages: when 64 divides N the masked planes travel as int64 words (8 bytes per 64 bits,
+no padding); otherwise as bools of shape ``(*shape, planes)``, which the network packs, so
+no padding bit is ever sent. Either way q planes cost ``ceil(q N / 8)`` bytes per peer.
+
+Costs per element for N a multiple of 64 (online figures hold for any N a multiple of 8;
+the dealer deals every bit plane as ``ceil(N/64)`` words; exact totals with ceilings are
+:func:`drelu_online_bytes` and :func:`drelu_offline_bytes`):
 
 * DReLU: **7 online rounds**; each party sends each of its n-1 peers 8 bytes + 93 bits
   (= 19.625 bytes; 2 parties: 19.625 bytes per party, 3 parties: 39.25); the dealer
