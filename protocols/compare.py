@@ -23,7 +23,7 @@ planes of AND triples, alpha as a word bit and as a ring share, and ``r * alpha`
 Steps (l = 64 ring bits):
 
 1. Open ``c = x + r`` (1 round).
-2. Locally: ``x = c + ~r + 1``, so with ``nr = ~r`` (party 0 flips its bits), per bit
+2. Locally: ``x = c + ~r + 1``, so with ``nr = ~r = r ^ 1`` (a public flip), per bit
    ``g_j = c_j & nr_j`` and ``p_j = c_j ^ nr_j``, and the carry-in 1 makes bit 0's
    generate ``c_0 | nr_0``. Level 0 of the tree pairs the leaves (1,0), (3,2) .. (61,60)
    locally with the dealt products ``M_i = nr_{2i+1} & nr_{2i}``:
@@ -130,30 +130,34 @@ def drelu_spec(shape: tuple[int, ...], *, with_relu: bool, sub: int = 0) -> Mate
 
 
 def _level0(
-    c: torch.Tensor, nr: torch.Tensor, pairs: torch.Tensor, lead: bool
+    c: torch.Tensor, r: torch.Tensor, pairs: torch.Tensor, lead: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Shares of the 32 (G, P) nodes of level 0, without interaction.
 
     With ``c`` public, the generate/propagate of the pair of bits (hi, lo) is affine in the
     shared bits ``nr_hi``, ``nr_lo`` and their product ``M`` (dealt as ``rpairs``):
     ``G = c_hi nr_hi ^ c_hi c_lo nr_lo ^ c_lo M`` and
-    ``P = c_hi c_lo ^ c_hi nr_lo ^ c_lo nr_hi ^ M``; public-only terms go to party 0.
-    Leaf 0 carries the carry-in: its generate is ``c_0 | nr_0 = c_0 ^ ~c_0 nr_0``.
+    ``P = c_hi c_lo ^ c_hi nr_lo ^ c_lo nr_hi ^ M``. Leaf 0 carries the carry-in: its
+    generate is ``c_0 | nr_0 = c_0 ^ ~c_0 nr_0``. ``r`` is this party's share of the bits of
+    r; as ``nr = r ^ 1`` the flips become public terms, added by party 0 only (so ``~r`` is
+    never materialised): ``c_hi ^ c_hi c_lo`` in G, ``c_hi ^ c_lo ^ c_hi c_lo`` in P.
     """
     n2 = 2 * LEAF_PAIRS
-    ch, cl, nh, nl = c[1:n2:2], c[0:n2:2], nr[1:n2:2], nr[0:n2:2]
+    ch, cl, rh, rl = c[1:n2:2], c[0:n2:2], r[1:n2:2], r[0:n2:2]
     chl = ch & cl
-    g = (ch & nh) ^ (chl & nl) ^ (cl & pairs)
-    p = (ch & nl) ^ (cl & nh) ^ pairs
-    if lead:
-        p ^= chl
+    g = (ch & rh) ^ (chl & rl) ^ (cl & pairs)
+    p = (ch & rl) ^ (cl & rh) ^ pairs
     c0, c1, nc0 = c[0], c[1], ~c[0]
-    g[0] = (c1 & nh[0]) ^ (c1 & nc0 & nl[0]) ^ (c0 & nh[0]) ^ (nc0 & pairs[0])
-    if lead:
-        g[0] ^= c1 & c0
+    g[0] = (c1 & rh[0]) ^ (c1 & nc0 & rl[0]) ^ (c0 & rh[0]) ^ (nc0 & pairs[0])
     last = n2  # leaf 62 with the padding (G, P) = (0, 1) as its high neighbour
-    g_last = c[last] & nr[last]
-    p_last = c[last] ^ nr[last] if lead else nr[last]
+    g_last = c[last] & r[last]
+    p_last = r[last]
+    if lead:
+        g[1:] ^= ch[1:] ^ chl[1:]
+        g[0] ^= c0  # c1 ^ c1 ~c0 ^ c0 ^ c1 c0
+        p ^= ch ^ cl ^ chl
+        g_last = g_last ^ c[last]
+        p_last = ~(p_last ^ c[last])
     return torch.cat([g, g_last[None]]), torch.cat([p, p_last[None]])
 
 
@@ -195,8 +199,7 @@ async def _sign(ctx: PartyContext, x: Share, with_relu: bool) -> tuple[Share, Sh
 
     (opened_c,), depth = await open_ring(ctx, "cmp", [x.value + m["r"]], x.depth)
     c = to_planes(opened_c)
-    nr = ~m["rbits"] if lead else m["rbits"]
-    G, P = _level0(c, nr, m["rpairs"], lead)
+    G, P = _level0(c, m["rbits"], m["rpairs"], lead)
 
     for lvl, q in enumerate(LEVELS):
         g_lo, g_hi, p_lo, p_hi = G[0::2], G[1::2], P[0::2], P[1::2]
@@ -211,10 +214,10 @@ async def _sign(ctx: PartyContext, x: Share, with_relu: bool) -> tuple[Share, Sh
         if G.shape[0] != q:  # pragma: no cover - internal invariant
             raise AssertionError("carry tree shape")
 
-    # [x >= 0] = 1 ^ msb(x) = 1 ^ c_63 ^ nr_63 ^ carry into bit 63; the constants at party 0
-    big_k = nr[RING_BITS - 1] ^ G[0]
+    # [x >= 0] = 1 ^ msb(x) = 1 ^ c_63 ^ nr_63 ^ carry into bit 63 = c_63 ^ r_63 ^ carry
+    big_k = m["rbits"][RING_BITS - 1] ^ G[0]
     if lead:
-        big_k = ~(big_k ^ c[RING_BITS - 1])
+        big_k ^= c[RING_BITS - 1]
     (k,), depth = await _open_planes(ctx, "fin", [big_k ^ m["fa"]], depth, shape)
     # bit = alpha if k = 0, 1 - alpha if k = 1 (alpha arithmetic-shared as m_a). With the
     # mask s = -k (0 or all ones), (v ^ s) - s is v or -v: a few in-place integer ops.
