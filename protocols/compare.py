@@ -7,39 +7,53 @@ circuits", CRYPTO 2020): the dealer deals a random ring element ``r`` both as ar
 shares and as XOR-shared bits, so the parties can open ``c = x + r`` and compute the sign
 of ``x = c - r`` as a binary circuit in which ``c`` is public. The carry uses the
 generate/propagate combination of parallel-prefix adders (Kogge-Stone), reduced to a tree
-since only the carry into the top bit is needed. The last tree level, the conversion of
-the bit to an arithmetic share and ReLU's product are fused into one round with
-multi-input Beaver correlations (dealer-provided arithmetic shares of all products of the
-masks, as in "Beaver triples for products of many factors", e.g. Damgard et al. 2006's
-unbounded fan-in multiplication, here with a dealer).
+since only the carry into the top bit is needed. Because ``c`` is public, the first tree
+level is a degree-2 polynomial in the bits of ``r`` alone, so the dealer's products of
+neighbouring mask bits make it local (the "public operand" trick of masked comparisons).
+
+Packed layout (bit-slicing, :mod:`protocols.ring`): the N elements are cut into groups of
+64 (the last padded); bit plane ``j`` of a group is one int64 word whose bit ``i`` is bit
+``j`` of element ``64 w + i``. Every tree node is a tensor of planes ``(nodes, ceil(N/64))``
+and each ``&``/``^`` handles 64 elements; ``c`` is turned into planes by a vectorised 64x64
+bit-matrix transpose (six mask-and-shift steps over all groups at once). The dealer's bit
+material is packed the same way (``Kind.WORDS`` items): a party holds 47.125 bytes of
+material per element for DReLU, 55.125 for ReLU (r, its 64 bits, 31 level-0 products, 153
+planes of AND triples, alpha as a word bit and as a ring share, and ``r * alpha``).
 
 Steps (l = 64 ring bits):
 
-1. Open ``c = x + r`` (1 round; ReLU also opens ``eps = x - a`` in the same message).
-2. Locally: ``x = c + ~r + 1``, so with ``nr = ~r`` (party 0 flips its bits), per bit
-   ``g_j = c_j & nr_j`` and ``p_j = c_j ^ nr_j`` (c is public: no interaction), and the
-   carry-in 1 folds into ``g_0 <- g_0 | p_0 = g_0 ^ p_0``.
-3. Carry tree over bits 0..62: 63 leaves padded to 64 with the identity ``(G, P) = (0, 1)``;
-   each level pairs neighbours: ``G = G_hi ^ (P_hi & G_lo)``, ``P = P_hi & P_lo``, both ANDs
-   of a level batched in one round with XOR Beaver triples that share the mask of
-   ``P_hi``. Five levels (64 -> 2 nodes) = 5 rounds.
-4. The bit is ``[x >= 0] = K ^ (u & v)`` with ``K = 1 ^ c_63 ^ nr_63 ^ G_hi``,
-   ``u = P_hi``, ``v = G_lo`` of the last two nodes. The parties open ``k = K ^ alpha``,
-   ``p = u ^ beta``, ``q = v ^ gamma`` (1 round, 3 bits) for dealer bits
-   ``alpha, beta, gamma``. Writing ``K = k + (1-2k) alpha`` (and likewise for u, v), the
-   arithmetic value ``K + uv - 2 K uv`` is linear in arithmetic shares of the seven mask
-   monomials ``alpha, beta, gamma, alpha beta, ..., alpha beta gamma``, which the dealer
-   provides. For ReLU the dealer also provides ``a * monomial`` for each, so
-   ``x * bit`` is the same linear form with ``x * m = eps * m + a * m``: no extra round.
+1. Open ``c = x + r`` (1 round).
+2. Locally: ``x = c + ~r + 1``, so with ``nr = ~r = r ^ 1`` (a public flip), per bit
+   ``g_j = c_j & nr_j`` and ``p_j = c_j ^ nr_j``, and the carry-in 1 makes bit 0's
+   generate ``c_0 | nr_0``. Level 0 of the tree pairs the leaves (1,0), (3,2) .. (61,60)
+   locally with the dealt products ``M_i = nr_{2i+1} & nr_{2i}``:
+   ``G = c_hi nr_hi ^ c_hi c_lo nr_lo ^ c_lo M``, ``P = c_hi c_lo ^ c_hi nr_lo ^ c_lo nr_hi
+   ^ M``; leaf 62 meets the identity ``(G, P) = (0, 1)``: 32 nodes, no interaction.
+3. Five AND levels 32 -> 16 -> 8 -> 4 -> 2 -> 1 nodes, 5 rounds: each pairs neighbours,
+   ``G = G_hi ^ (P_hi & G_lo)``, ``P = P_hi & P_lo``, both ANDs of a level batched in one
+   round with XOR Beaver triples on words that share the mask of ``P_hi``; the root's
+   ``P`` is not needed, so the last level opens 2 planes, the others 3.
+4. The bit is ``[x >= 0] = K = 1 ^ c_63 ^ nr_63 ^ G_root``. The parties open
+   ``k = K ^ alpha`` (1 round, 1 bit) for a dealer bit ``alpha``, and
+   ``K = k + (1 - 2k) alpha`` is linear in an arithmetic share of ``alpha``. For ReLU the
+   dealer also shares ``r * alpha``, and since ``x = c - r`` with ``c`` public,
+   ``x K = k x + (1 - 2k) (c alpha - r alpha)``: no extra round and no extra opening.
 
-Costs per element (bits are packed per message; exact totals with ceilings are
+Messages: when 64 divides N the masked planes travel as int64 words (8 bytes per 64 bits,
+no padding); otherwise as bools of shape ``(*shape, planes)``, which the network packs, so
+no padding bit is ever sent. Either way q planes cost ``ceil(q N / 8)`` bytes per peer.
+
+Costs per element for N a multiple of 64 (online figures hold for any N a multiple of 8;
+the dealer deals every bit plane as ``ceil(N/64)`` words; exact totals with ceilings are
 :func:`drelu_online_bytes` and :func:`drelu_offline_bytes`):
 
-* DReLU: **7 online rounds**; each party sends each of its n-1 peers 8 bytes + 189 bits
-  (= 31.6 bytes); the dealer sends the last party 8 bytes (bits of r) + 124 bits (AND
-  triples) + 56 bytes (monomials) = 79.5 bytes.
-* ReLU (with its DReLU bit kept for backward): **7 online rounds**, 16 bytes + 189 bits
-  (= 39.6 bytes) per peer; dealer 135.5 bytes.
+* DReLU: **7 online rounds**; each party sends each of its n-1 peers 8 bytes + 93 bits
+  (= 19.625 bytes; 2 parties: 19.625 bytes per party, 3 parties: 39.25); the dealer
+  sends the last party 156 bit planes (8 bytes of bits of r, 31 level-0 products, 61
+  AND-triple products = 19.5 bytes) + 8 bytes (alpha) = 27.5 bytes, for any n.
+* ReLU (with its DReLU bit kept for backward): **7 online rounds** and the same online
+  bytes as DReLU (19.625 per peer); dealer 35.5 bytes (DReLU's 27.5 + 8 bytes of
+  ``r * alpha``).
 
 For comparison (2 parties, 64-bit ring): CrypTen's A2B-adder ReLU takes 9 rounds and 232
 bytes per party; SecureNN's 10 rounds and ~704 bytes.
@@ -50,61 +64,22 @@ integer: ``c`` is uniform and the circuit computes the top bit of ``c - r`` exac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import lru_cache
-from math import ceil
+from math import ceil, prod
 
 import torch
 
 from .context import PartyContext, Share
 from .material import Item, Kind, MaterialSpec
-from .ring import RING_BITS, to_bits
+from .ring import RING_BITS, n_words, pack_words, to_planes, unpack_words
 from .sharing import open_bits, open_ring
 
-MONOMIALS = ("a", "b", "g", "ab", "ag", "bg", "abg")
-"""Products of the final-step masks alpha, beta, gamma, as arithmetic shares."""
+LEAF_PAIRS = (RING_BITS - 2) // 2
+"""Pairs of leaves (bits 1,0 .. 61,60) combined locally at level 0 with the dealer's
+products ``~r_{2i+1} & ~r_{2i}``; leaf 62 pairs with the identity padding."""
 
-
-def tree_pairs(leaves: int = RING_BITS - 1) -> list[int]:
-    """Nodes left after each AND level of the carry tree (the last, 1, is the fused step)."""
-    pairs, m = [], leaves
-    while m > 1:
-        m = (m + 1) // 2
-        pairs.append(m)
-    return pairs
-
-
-def _levels() -> list[int]:
-    return tree_pairs()[:-1]
-
-
-@lru_cache(maxsize=256)
-def drelu_spec(shape: tuple[int, ...], *, with_relu: bool, sub: int = 0) -> MaterialSpec:
-    items = [Item("r", shape), Item("rbits", (*shape, RING_BITS), kind=Kind.BITS, derived=True)]
-    for lvl, q in enumerate(_levels()):
-        items += [Item(f"{n}{lvl}", (*shape, q), kind=Kind.BITS) for n in ("a", "b", "bb")]
-        items += [Item(f"{n}{lvl}", (*shape, q), kind=Kind.BITS, derived=True) for n in ("c", "cc")]
-    items += [Item(f"f{n}", shape, kind=Kind.BITS) for n in "abg"]
-    items += [Item(f"m_{m}", shape, derived=True) for m in MONOMIALS]
-    if with_relu:
-        items.append(Item("ax", shape))
-        items += [Item(f"x_{m}", shape, derived=True) for m in MONOMIALS]
-
-    def derive(s: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = {"rbits": to_bits(s["r"])}
-        for lvl in range(len(_levels())):
-            out[f"c{lvl}"] = s[f"a{lvl}"] & s[f"b{lvl}"]
-            out[f"cc{lvl}"] = s[f"a{lvl}"] & s[f"bb{lvl}"]
-        fa, fb, fg = (s[f"f{n}"].to(torch.int64) for n in "abg")
-        mono = {"a": fa, "b": fb, "g": fg, "ab": fa * fb, "ag": fa * fg, "bg": fb * fg}
-        mono["abg"] = mono["ab"] * fg
-        for m, v in mono.items():
-            out[f"m_{m}"] = v
-            if "ax" in s:
-                out[f"x_{m}"] = s["ax"] * v
-        return out
-
-    return MaterialSpec("relu" if with_relu else "drelu", sub, tuple(items), derive)
+LEVELS = (16, 8, 4, 2, 1)
+"""Nodes left after each interactive AND level of the carry tree (32 nodes after level 0)."""
 
 
 def _and_share(
@@ -115,61 +90,151 @@ def _and_share(
     return z ^ (d & e) if rank == 0 else z
 
 
-def _fused(
-    opened: Sequence[torch.Tensor], one: torch.Tensor | int, m: dict[str, torch.Tensor]
-) -> torch.Tensor:
-    """Share of ``K + uv - 2 K uv`` (times a factor) from the opened masked bits.
+@lru_cache(maxsize=256)
+def drelu_spec(shape: tuple[int, ...], *, with_relu: bool, sub: int = 0) -> MaterialSpec:
+    """Dealer material of one DReLU (ReLU) on a tensor of ``shape``; see the module doc.
 
-    ``one`` is this party's share of the factor (party 0: 1, others 0, for the bit itself;
-    the share of x for ReLU) and ``m[name]`` its share of factor * monomial.
+    Bit-level items are WORDS: bit planes ``(planes, ceil(N / 64))`` of 64 elements a word.
     """
-    k, p, q = (o.to(torch.int64) for o in opened)
-    sk, sp, sq = 1 - 2 * k, 1 - 2 * p, 1 - 2 * q
-    uv = p * q * one + p * sq * m["g"] + q * sp * m["b"] + sp * sq * m["bg"]
-    a_uv = p * q * m["a"] + p * sq * m["ag"] + q * sp * m["ab"] + sp * sq * m["abg"]
-    big_k = k * one + sk * m["a"]
-    return big_k + uv - 2 * (k * uv + sk * a_uv)
+    numel = prod(shape)
+    w = n_words(numel)
+    items = [
+        Item("r", shape),
+        Item("rbits", (RING_BITS, w), kind=Kind.WORDS, derived=True),
+        Item("rpairs", (LEAF_PAIRS, w), kind=Kind.WORDS, derived=True),
+    ]
+    for lvl, q in enumerate(LEVELS):
+        masks = ("a", "b", "bb") if q > 1 else ("a", "b")
+        items += [Item(f"{n}{lvl}", (q, w), kind=Kind.WORDS) for n in masks]
+        prods = ("c", "cc") if q > 1 else ("c",)
+        items += [Item(f"{n}{lvl}", (q, w), kind=Kind.WORDS, derived=True) for n in prods]
+    items += [Item("fa", (w,), kind=Kind.WORDS), Item("m_a", shape, derived=True)]
+    if with_relu:
+        items.append(Item("r_a", shape, derived=True))
+
+    def derive(s: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        rbits = to_planes(s["r"])
+        hi, lo = rbits[1 : 2 * LEAF_PAIRS : 2], rbits[0 : 2 * LEAF_PAIRS : 2]
+        out = {"rbits": rbits, "rpairs": torch.bitwise_or(hi, lo).bitwise_not_()}  # ~hi & ~lo
+        for lvl, q in enumerate(LEVELS):
+            out[f"c{lvl}"] = s[f"a{lvl}"] & s[f"b{lvl}"]
+            if q > 1:
+                out[f"cc{lvl}"] = s[f"a{lvl}"] & s[f"bb{lvl}"]
+        alpha = unpack_words(s["fa"], numel).reshape(shape).to(torch.int64)
+        out["m_a"] = alpha
+        if with_relu:
+            out["r_a"] = s["r"] * alpha
+        return out
+
+    return MaterialSpec("relu" if with_relu else "drelu", sub, tuple(items), derive)
+
+
+def _level0(
+    c: torch.Tensor, r: torch.Tensor, pairs: torch.Tensor, lead: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shares of the 32 (G, P) nodes of level 0, without interaction.
+
+    With ``c`` public, the generate/propagate of the pair of bits (hi, lo) is affine in the
+    shared bits ``nr_hi``, ``nr_lo`` and their product ``M`` (dealt as ``rpairs``):
+    ``G = c_hi nr_hi ^ c_hi c_lo nr_lo ^ c_lo M`` and
+    ``P = c_hi c_lo ^ c_hi nr_lo ^ c_lo nr_hi ^ M``. Leaf 0 carries the carry-in: its
+    generate is ``c_0 | nr_0 = c_0 ^ ~c_0 nr_0``. ``r`` is this party's share of the bits of
+    r; as ``nr = r ^ 1`` the flips become public terms, added by party 0 only (so ``~r`` is
+    never materialised): ``c_hi ^ c_hi c_lo`` in G, ``c_hi ^ c_lo ^ c_hi c_lo`` in P.
+    """
+    n2 = 2 * LEAF_PAIRS
+    ch, cl, rh, rl = c[1:n2:2], c[0:n2:2], r[1:n2:2], r[0:n2:2]
+    chl = ch & cl
+    g = (ch & rh) ^ (chl & rl) ^ (cl & pairs)
+    p = (ch & rl) ^ (cl & rh) ^ pairs
+    c0, c1, nc0 = c[0], c[1], ~c[0]
+    g[0] = (c1 & rh[0]) ^ (c1 & nc0 & rl[0]) ^ (c0 & rh[0]) ^ (nc0 & pairs[0])
+    last = n2  # leaf 62 with the padding (G, P) = (0, 1) as its high neighbour
+    g_last = c[last] & r[last]
+    p_last = r[last]
+    if lead:
+        g[1:] ^= ch[1:] ^ chl[1:]
+        g[0] ^= c0  # c1 ^ c1 ~c0 ^ c0 ^ c1 c0
+        p ^= ch ^ cl ^ chl
+        g_last = g_last ^ c[last]
+        p_last = ~(p_last ^ c[last])
+    return torch.cat([g, g_last[None]]), torch.cat([p, p_last[None]])
+
+
+async def _open_planes(
+    ctx: PartyContext,
+    step: str,
+    planes: list[torch.Tensor],
+    depth: int,
+    shape: tuple[int, ...],
+) -> tuple[list[torch.Tensor], int]:
+    """Open XOR-shared bit planes (already masked!) in one round.
+
+    When the element count is a multiple of 64 the words travel as they are (8 bytes per 64
+    bits, no padding); otherwise as bools of shape ``(*shape, planes)`` (``shape`` for a
+    single plane), so that no padding bit is ever sent. Either way a tensor of q planes
+    costs ``ceil(N q / 8)`` bytes per peer.
+    """
+    numel = prod(shape)
+    if numel % RING_BITS == 0:
+        return await open_bits(ctx, step, planes, depth)
+    wire = [
+        unpack_words(p, numel).reshape(shape)
+        if p.dim() == 1
+        else unpack_words(p, numel).t().reshape(*shape, p.shape[0])
+        for p in planes
+    ]
+    opened, depth = await open_bits(ctx, step, wire, depth)
+    return [
+        pack_words(o.reshape(numel)) if p.dim() == 1 else pack_words(o.reshape(numel, -1).t())
+        for o, p in zip(opened, planes, strict=True)
+    ], depth
 
 
 async def _sign(ctx: PartyContext, x: Share, with_relu: bool) -> tuple[Share, Share | None]:
     shape = tuple(x.value.shape)
+    numel = x.value.numel()
     m = await ctx.material(drelu_spec(shape, with_relu=with_relu))
     lead = ctx.rank == 0
 
-    masked_x = [x.value + m["r"]] + ([x.value - m["ax"]] if with_relu else [])
-    values, depth = await open_ring(ctx, "cmp", masked_x, x.depth)
-    cb = to_bits(values[0])
-    nr = ~m["rbits"] if lead else m["rbits"]
-    g = cb & nr
-    p = nr ^ cb if lead else nr
-    top = nr[..., -1] ^ cb[..., -1] if lead else nr[..., -1]
-    G = g[..., : RING_BITS - 1].clone()
-    P = p[..., : RING_BITS - 1]
-    G[..., 0] ^= P[..., 0]
+    (opened_c,), depth = await open_ring(ctx, "cmp", [x.value + m["r"]], x.depth)
+    c = to_planes(opened_c)
+    G, P = _level0(c, m["rbits"], m["rpairs"], lead)
 
-    for lvl, q in enumerate(_levels()):
-        if G.shape[-1] % 2:
-            pad_g = torch.zeros((*shape, 1), dtype=torch.bool)
-            pad_p = torch.full((*shape, 1), lead, dtype=torch.bool)
-            G, P = torch.cat([G, pad_g], -1), torch.cat([P, pad_p], -1)
-        g_lo, g_hi, p_lo, p_hi = G[..., 0::2], G[..., 1::2], P[..., 0::2], P[..., 1::2]
-        a, b, bb = m[f"a{lvl}"], m[f"b{lvl}"], m[f"bb{lvl}"]
-        o, depth = await open_bits(ctx, f"and{lvl}", [p_hi ^ a, g_lo ^ b, p_lo ^ bb], depth)
+    for lvl, q in enumerate(LEVELS):
+        g_lo, g_hi, p_lo, p_hi = G[0::2], G[1::2], P[0::2], P[1::2]
+        a, b = m[f"a{lvl}"], m[f"b{lvl}"]
+        masked = [p_hi ^ a, g_lo ^ b]
+        if q > 1:  # the root's propagate is never used
+            masked.append(p_lo ^ m[f"bb{lvl}"])
+        o, depth = await _open_planes(ctx, f"and{lvl}", masked, depth, shape)
         G = g_hi ^ _and_share(ctx.rank, m[f"c{lvl}"], o[0], o[1], a, b)
-        P = _and_share(ctx.rank, m[f"cc{lvl}"], o[0], o[2], a, bb)
-        if G.shape[-1] != q:  # pragma: no cover - internal invariant
+        if q > 1:
+            P = _and_share(ctx.rank, m[f"cc{lvl}"], o[0], o[2], a, m[f"bb{lvl}"])
+        if G.shape[0] != q:  # pragma: no cover - internal invariant
             raise AssertionError("carry tree shape")
 
-    big_k = top ^ G[..., 1] ^ lead  # 1 ^ c63 ^ nr63 ^ G_hi, the 1 and c63 at party 0
-    masked = [big_k ^ m["fa"], P[..., 1] ^ m["fb"], G[..., 0] ^ m["fg"]]
-    opened, depth = await open_bits(ctx, "fin", masked, depth)
-    mono = {name: m[f"m_{name}"] for name in MONOMIALS}
-    bit = Share(_fused(opened, 1 if lead else 0, mono), depth)
+    # [x >= 0] = 1 ^ msb(x) = 1 ^ c_63 ^ nr_63 ^ carry into bit 63 = c_63 ^ r_63 ^ carry
+    big_k = m["rbits"][RING_BITS - 1] ^ G[0]
+    if lead:
+        big_k ^= c[RING_BITS - 1]
+    (k,), depth = await _open_planes(ctx, "fin", [big_k ^ m["fa"]], depth, shape)
+    # bit = alpha if k = 0, 1 - alpha if k = 1 (alpha arithmetic-shared as m_a). With the
+    # mask s = -k (0 or all ones), (v ^ s) - s is v or -v: a few in-place integer ops.
+    s = unpack_words(k, numel).reshape(shape).to(torch.int64).neg_()
+    bit = m["m_a"] ^ s
+    bit -= s
+    if lead:
+        bit -= s
     if not with_relu:
-        return bit, None
-    eps = values[1]
-    x_mono = {name: eps * mono[name] + m[f"x_{name}"] for name in MONOMIALS}
-    return Share(_fused(opened, x.value, x_mono), depth), bit
+        return Share(bit, depth), None
+    # x bit = x alpha if k = 0, x - x alpha if k = 1, and x alpha = c alpha - r alpha
+    y = opened_c * m["m_a"]
+    y -= m["r_a"]
+    y ^= s
+    y -= s
+    y += x.value & s
+    return Share(y, depth), Share(bit, depth)
 
 
 async def drelu(ctx: PartyContext, x: Share) -> Share:
@@ -186,23 +251,23 @@ async def relu(ctx: PartyContext, x: Share) -> tuple[Share, Share]:
     return y, bit
 
 
-DRELU_ROUNDS = 1 + len(tree_pairs()) - 1 + 1
-"""Online rounds of drelu and relu: the opening of c, the AND levels, the fused step."""
+DRELU_ROUNDS = 1 + len(LEVELS) + 1
+"""Online rounds of drelu and relu: the opening of c, the AND levels, the final opening."""
 
 
 def drelu_online_bytes(numel: int, n_parties: int, *, with_relu: bool = False) -> int:
-    """Closed form of the bytes each party sends in one DReLU/ReLU on ``numel`` elements."""
-    per_peer = 8 * numel * (2 if with_relu else 1)
-    for q in _levels():
-        per_peer += 3 * ceil(numel * q / 8)
-    per_peer += 3 * ceil(numel / 8)
+    """Closed form of the bytes each party sends in one DReLU/ReLU on ``numel`` elements
+    (the same for both: ReLU's product reuses the opened ``c``)."""
+    per_peer = 8 * numel  # c; ReLU needs nothing more (x = c - r)
+    for q in LEVELS:
+        per_peer += (3 if q > 1 else 2) * ceil(numel * q / 8)
+    per_peer += ceil(numel / 8)
     return per_peer * (n_parties - 1)
 
 
 def drelu_offline_bytes(numel: int, *, with_relu: bool = False) -> int:
     """Closed form of the dealer's per-op correction bytes (sent to the last party)."""
-    total = ceil(numel * RING_BITS / 8)  # the bits of r
-    for q in _levels():
-        total += 2 * ceil(numel * q / 8)  # AND-triple products
-    total += 8 * numel * len(MONOMIALS)
-    return total + (8 * numel * len(MONOMIALS) if with_relu else 0)
+    planes = RING_BITS + LEAF_PAIRS  # the bits of r, the level-0 products
+    planes += sum(2 * q if q > 1 else 1 for q in LEVELS)  # AND-triple products
+    per_elt = 8 * numel * (2 if with_relu else 1)  # alpha (and r alpha)
+    return 8 * n_words(numel) * planes + per_elt

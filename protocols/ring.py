@@ -1,17 +1,40 @@
-"""The ring Z_2^64 on ``torch.int64``.
+"""The ring Z_2^64 on ``torch.int64``, and bit-sliced (packed) views of its elements.
 
 torch's int64 add, sub, mul and matmul wrap around modulo 2^64 (two's complement), which is
 exactly ring arithmetic; these helpers name the few operations that need care.
+
+Binary circuits (the comparison's carry tree) run *bit-sliced*: the elements are cut into
+groups of 64 (the last group padded with zeros) and bit ``j`` of the 64 elements of group
+``w`` is one int64 word, ``planes[j, w]``, whose bit ``i`` belongs to element ``64 w + i``.
+A tensor of N elements is then 64 planes of ``ceil(N / 64)`` words (8 bytes per element,
+like the elements themselves), and every ``&``/``^`` on planes processes 64 elements at once.
+Conversions use a 64x64 bit-matrix transpose done with torch ops over all groups at once.
 """
 
 from __future__ import annotations
 
+import sys
+
+import numpy as np
 import torch
 
 RING_BITS = 64
 DTYPE = torch.int64
 
 _BIT_POSITIONS = torch.arange(RING_BITS, dtype=torch.int64)
+
+# (shift j, mask of the bit positions whose bit j is clear), for the six swap steps
+_TRANSPOSE_STEPS = (
+    (32, 0x00000000FFFFFFFF),
+    (16, 0x0000FFFF0000FFFF),
+    (8, 0x00FF00FF00FF00FF),
+    (4, 0x0F0F0F0F0F0F0F0F),
+    (2, 0x3333333333333333),
+    (1, 0x5555555555555555),
+)
+
+if sys.byteorder != "little":  # pragma: no cover - the packed views below assume it
+    raise ImportError("protocols.ring's bit packing assumes a little-endian machine")
 
 
 def to_bits(x: torch.Tensor) -> torch.Tensor:
@@ -22,3 +45,72 @@ def to_bits(x: torch.Tensor) -> torch.Tensor:
 def floor_div(x: torch.Tensor, d: int) -> torch.Tensor:
     """Signed floor division of ring elements (read as int64) by a positive public integer."""
     return torch.div(x, d, rounding_mode="floor")
+
+
+def n_words(numel: int) -> int:
+    """Words per bit plane for ``numel`` elements (64 elements per word)."""
+    return -(-numel // RING_BITS)
+
+
+_TRANSPOSE_CHUNK = 2048
+"""Columns per pass of :func:`transpose64`: 64 x 2048 words (1 MiB) stay in cache across
+the six steps, instead of streaming the whole tensor through memory six times."""
+
+
+def transpose64(a: torch.Tensor) -> torch.Tensor:
+    """Transpose the 64x64 bit matrices ``a[:, w]`` (rows: dim 0, columns: bit positions).
+
+    Row ``k`` bit ``j`` of the input becomes row ``j`` bit ``k`` of the output, for every
+    column ``w`` at once: the classic recursive block swap, six mask-and-shift steps of
+    whole-tensor ops (block size 32, 16, ..., 1), over cache-sized chunks of columns.
+    Returns a new ``(64, W)`` tensor; ``a`` is unchanged.
+    """
+    if a.dim() != 2 or a.shape[0] != RING_BITS or a.dtype != DTYPE:
+        raise ValueError(f"transpose64 needs a (64, W) int64 tensor, got {a.dtype} {a.shape}")
+    out = a.clone(memory_format=torch.contiguous_format)
+    width = out.shape[1]
+    for w0 in range(0, width, _TRANSPOSE_CHUNK):
+        block = out[:, w0 : w0 + _TRANSPOSE_CHUNK]
+        for j, mask in _TRANSPOSE_STEPS:
+            v = block.unflatten(0, (RING_BITS // (2 * j), 2, j))
+            lo, hi = v[:, 0], v[:, 1]
+            # swap (row k, bit c) with (row k + j, bit c - j) for k, c - j with bit j
+            # clear; the arithmetic shift's sign bits land outside ``mask``. In place.
+            t = lo >> j
+            t ^= hi
+            t &= mask
+            hi ^= t
+            t <<= j
+            lo ^= t
+    return out
+
+
+def to_planes(x: torch.Tensor) -> torch.Tensor:
+    """Bit planes ``(64, ceil(N / 64))`` of the N elements of ``x`` (zero padded)."""
+    flat = x.reshape(-1)
+    w = n_words(flat.numel())
+    if flat.numel() != RING_BITS * w:
+        flat = torch.cat([flat, flat.new_zeros(RING_BITS * w - flat.numel())])
+    return transpose64(flat.view(w, RING_BITS).t())
+
+
+def from_planes(planes: torch.Tensor, numel: int) -> torch.Tensor:
+    """The first ``numel`` elements whose bit planes are ``planes``; inverse of to_planes."""
+    return transpose64(planes).t().reshape(-1)[:numel]
+
+
+def unpack_words(words: torch.Tensor, numel: int) -> torch.Tensor:
+    """Bits ``0 .. numel-1`` of each row of words (bit i of word w is bit 64 w + i), as
+    bools of shape ``words.shape[:-1] + (numel,)``: inverse of :func:`pack_words`."""
+    raw = words.contiguous().numpy().view(np.uint8)
+    bits = np.unpackbits(raw, axis=-1, count=numel, bitorder="little")
+    return torch.from_numpy(bits.view(np.bool_))
+
+
+def pack_words(bits: torch.Tensor) -> torch.Tensor:
+    """Bools along the last dim packed into words (zero padded): inverse of unpack_words."""
+    lead, n = tuple(bits.shape[:-1]), bits.shape[-1]
+    w = n_words(n)
+    raw = np.zeros((*lead, 8 * w), np.uint8)
+    raw[..., : (n + 7) // 8] = np.packbits(bits.numpy(), axis=-1, bitorder="little")
+    return torch.from_numpy(raw.view(np.int64))

@@ -382,13 +382,21 @@ async def test_costs_match_closed_forms(n: int, numel: int, with_relu: bool) -> 
 
 
 def test_closed_forms_per_element() -> None:
-    """The per-element figures the module doc states, for numel a multiple of 8."""
+    """The per-element figures the module doc states: online bytes for numel a multiple of
+    8 (bit planes travel as ceil(numel * planes / 8) bytes), dealer bytes for numel a
+    multiple of 64 (bit planes are dealt as words of 64 elements)."""
     assert DRELU_ROUNDS == 7  # "DReLU: 7 online rounds", "ReLU: 7 online rounds"
     for n in (2, 3, 4):
-        assert protocols.drelu_online_bytes(8, n) == 8 * 31.625 * (n - 1)
-        assert protocols.drelu_online_bytes(8, n, with_relu=True) == 8 * 39.625 * (n - 1)
-    assert protocols.drelu_offline_bytes(8) == 8 * 79.5
-    assert protocols.drelu_offline_bytes(8, with_relu=True) == 8 * 135.5
+        for numel in (8, 64, 8 * 1001):
+            assert protocols.drelu_online_bytes(numel, n) == numel * 19.625 * (n - 1)
+            relu_bytes = protocols.drelu_online_bytes(numel, n, with_relu=True)
+            assert relu_bytes == numel * 19.625 * (n - 1)  # ReLU reuses the opened c
+    for numel in (64, 64 * 1001):
+        assert protocols.drelu_offline_bytes(numel) == numel * 27.5
+        assert protocols.drelu_offline_bytes(numel, with_relu=True) == numel * 35.5
+    # a partial group of 64 is dealt as whole words: 156 planes of one word each
+    assert protocols.drelu_offline_bytes(1) == 8 * 156 + 8
+    assert protocols.drelu_offline_bytes(65, with_relu=True) == 2 * 8 * 156 + 16 * 65
     # costs below CrypTen's A2B ReLU (9 rounds, 232 bytes per party, 2 parties)
     assert ROUNDS < 9 and protocols.drelu_online_bytes(1000, 2, with_relu=True) / 1000 < 232
 

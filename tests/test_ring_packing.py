@@ -1,0 +1,86 @@
+"""Bit-sliced packing (protocols.ring) and the packed comparison's material layout.
+
+The carry circuit of :mod:`protocols.compare` runs on bit planes (64 elements per int64
+word); these tests pin the conversions exactly against the one-bool-per-bit reference
+``to_bits``, for sizes that are and are not multiples of 64, and check that the dealer
+material per element is the figure the module doc states.
+"""
+
+from __future__ import annotations
+
+from math import prod
+
+import pytest
+import torch
+
+import protocols
+from protocols.compare import drelu_spec
+from protocols.material import Kind
+from protocols.ring import (
+    from_planes,
+    n_words,
+    pack_words,
+    to_bits,
+    to_planes,
+    transpose64,
+    unpack_words,
+)
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+SIZES = [0, 1, 7, 63, 64, 65, 1000, 4096, 64 * 2048 + 5]
+
+
+def rand(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed + n)
+    return torch.randint(INT64_MIN, INT64_MAX, (n,), dtype=torch.int64, generator=g)
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_planes_match_bits_and_round_trip(n: int) -> None:
+    x = rand(n)
+    if n:
+        x[0], x[-1] = INT64_MIN, -1  # the sign bit and all ones
+    planes = to_planes(x)
+    assert planes.shape == (64, n_words(n)) and planes.dtype == torch.int64
+    # plane j holds bit j of every element, element 64 w + i at bit i of word w
+    assert torch.equal(unpack_words(planes, n), to_bits(x).t())
+    assert torch.equal(from_planes(planes, n), x)
+    assert torch.equal(pack_words(to_bits(x).t()), planes)
+    # padding elements are zero
+    if n % 64:
+        assert not bool((unpack_words(planes, 64 * n_words(n))[:, n:]).any())
+
+
+def test_transpose64_is_an_involution_and_a_transpose() -> None:
+    a = rand(64 * 3000).view(64, 3000)  # more columns than one cache chunk
+    t = transpose64(a)
+    assert torch.equal(transpose64(t), a)
+    bits_a = unpack_words(a.t().unsqueeze(-1), 64)  # (3000, 64 rows, 64 bits)
+    bits_t = unpack_words(t.t().unsqueeze(-1), 64)
+    assert torch.equal(bits_t, bits_a.transpose(1, 2))
+    with pytest.raises(ValueError):
+        transpose64(a[:32])
+
+
+def test_pack_words_leading_dims() -> None:
+    g = torch.Generator().manual_seed(3)
+    bits = torch.rand((3, 5, 130), generator=g) < 0.5
+    words = pack_words(bits)
+    assert words.shape == (3, 5, 3)
+    assert torch.equal(unpack_words(words, 130), bits)
+
+
+@pytest.mark.parametrize("with_relu", [False, True], ids=["drelu", "relu"])
+def test_material_per_element(with_relu: bool) -> None:
+    """Each party holds r, its bits, the level-0 products, 153 planes of AND triples, the
+    final mask alpha as a word and as a ring share (and r * alpha): 47.125 bytes per
+    element for DReLU, 55.125 for ReLU (N a multiple of 64); bit items are packed words."""
+    numel = 64 * 10
+    spec = drelu_spec((numel,), with_relu=with_relu)
+    assert all(i.kind in (Kind.RING, Kind.WORDS) for i in spec.items)
+    held = sum(i.nbytes() for i in spec.items if i.shared)
+    assert held == numel * (55.125 if with_relu else 47.125)
+    assert spec.dealer_bytes(2) == protocols.drelu_offline_bytes(numel, with_relu=with_relu)
+    assert spec.dealer_bytes(3) == spec.dealer_bytes(2)  # corrections go to one party
+    words = [i for i in spec.items if i.kind is Kind.WORDS]
+    assert sum(prod(i.shape) for i in words) == 10 * (64 + 31 + 153 + 1)
