@@ -36,8 +36,8 @@ from scipy import special, stats
 from actors import Envelope, Phase
 from actors.wire import Requests
 from protocols import FixedPoint, Share
-from protocols.compare import DRELU_ROUNDS, MONOMIALS
-from protocols.ring import to_bits
+from protocols.compare import DRELU_ROUNDS
+from protocols.ring import to_bits, to_planes
 from protocols.suite import CARRY, OpKind, Suite
 from training import Cluster, SharedTensor
 
@@ -339,18 +339,21 @@ class _TamperedContext:
 
 
 def small_mask(rank: int, m: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The comparison mask r drawn from [0, 16) instead of the whole ring."""
-    k = m["r"] & 15 if rank == 0 else torch.zeros_like(m["r"])
-    return {**m, "r": k, "rbits": to_bits(k)}
+    """The comparison mask r is the constant 7 instead of uniform over the ring (every
+    item derived from r is made consistent: its bits, the level-0 products, r * alpha)."""
+    k = torch.full_like(m["r"], 7 if rank == 0 else 0)
+    bits = to_planes(k)
+    pairs = ~(bits[1:62:2] | bits[0:62:2]) if rank == 0 else torch.zeros_like(m["rpairs"])
+    out = {**m, "r": k, "rbits": bits, "rpairs": pairs}
+    if "r_a" in m:
+        out["r_a"] = 7 * m["m_a"]
+    return out
 
 
 def unmasked_final(rank: int, m: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The fused last step's masks alpha, beta, gamma are zero (and so every monomial of
-    them): it opens ``K``, ``u`` and ``v`` themselves, whose combination ``K ^ (u & v)``
-    is the sign bit."""
-    zero = ["fa", "fb", "fg", *(f"m_{k}" for k in MONOMIALS)]
-    if "ax" in m:
-        zero += [f"x_{k}" for k in MONOMIALS]
+    """The last step's mask alpha is zero (and so r * alpha): it opens ``K``, the sign
+    bit itself."""
+    zero = ["fa", "m_a", *(["r_a"] if "r_a" in m else [])]
     return {**m, **{k: torch.zeros_like(m[k]) for k in zero}}
 
 
