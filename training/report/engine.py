@@ -68,7 +68,7 @@ def config(quick: bool = False) -> Config:
         tuple(2**i for i in range(10)), tuple(2**i for i in range(1, 10)), (2, 3),
         (
             ("train_xor", "default", LAN), ("train_xor", "default", WAN),
-            ("train_xor", "carry", WAN), ("mlp", "default", BANDWIDTH_BOUND),
+            ("train_xor", "carry", WAN), ("mlp", "carry", BANDWIDTH_BOUND),
         ),
         5,
     )  # fmt: skip
@@ -143,6 +143,7 @@ async def build(cfg: Config, train_xor: Workload) -> Report:
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "runtime_s": round(time.perf_counter() - t0, 1),
         "cpus": os.cpu_count(),
+        "load": " ".join(f"{v:.1f}" for v in os.getloadavg()),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "mode": "quick" if cfg.quick else "full",
