@@ -1,0 +1,526 @@
+"""Measurements for the communication report, all from a running cluster: the meter
+(``cluster.stats()``) and the coordinator's op log (``track_op_costs`` /
+``take_op_costs``), each op beside its suite's closed form (``OpRecord.cost``).
+
+The op log has no operand ids, so :class:`TracedCluster` records the ``(inputs, outputs)``
+of every op it issues in the same order; that gives the dependency graph for critical
+paths, with each op's measured end depth from the meter.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from math import prod
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from actors import CommStats, NetworkProfile, OpRecord, Phase
+from protocols.params import Params, Pub
+from protocols.suite import Suite, get_suite
+
+from ..cluster import Cluster
+from ..coordinator import IterationRecord, TrainingCoordinator
+from ..optim import SGD
+
+PARTIES = ["alice", "bob", "carol", "dave"]
+Shape = tuple[int, ...]
+D = 1000  # truncation divisor of the default encoding (base 10, precision 3)
+
+
+class TracedCluster(Cluster):
+    """A cluster that also records each issued op's operand and result ids, in issue order
+    (the op log's order)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.edges: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
+        self.taken: list[tuple[OpRecord, int, int, int]] = []
+        self.track_op_costs()
+
+    def take_op_costs(self) -> list[tuple[OpRecord, int, int, int]]:
+        got = super().take_op_costs()  # the TrainingCoordinator takes them too: keep a copy
+        self.taken.extend(got)
+        return got
+
+    def input(self, encoded: torch.Tensor) -> int:
+        tid = super().input(encoded)
+        self.edges.append(("input", (), (tid,)))
+        return tid
+
+    def submit(
+        self,
+        kind: str,
+        inputs: Sequence[int],
+        shapes: Sequence[Sequence[int]],
+        out: Sequence[Sequence[int]],
+        params: Params | None = None,
+    ) -> list[int]:
+        outs = super().submit(kind, inputs, shapes, out, params)
+        self.edges.append((kind, tuple(inputs), tuple(outs)))
+        return outs
+
+    def take_ops(self) -> list[OpCosts]:
+        """Every op issued since the last call, measured, with its operand ids."""
+        self.take_op_costs()
+        costs, edges, self.taken, self.edges = self.taken, self.edges, [], []
+        if [c[0].kind for c in costs] != [e[0] for e in edges]:
+            raise RuntimeError("op log and traced ops disagree (kinds or order)")
+        return [
+            OpCosts(c[0], c[1], c[2], c[3], e[1], e[2]) for c, e in zip(costs, edges, strict=True)
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class OpCosts:
+    """One op-log entry with its measured online/offline bytes and largest depth."""
+
+    rec: OpRecord
+    online: int
+    dealer: int
+    depth: int
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+
+
+def party_sent(d: CommStats, n: int) -> list[int]:
+    return [d.sent_by(p, Phase.ONLINE) for p in PARTIES[:n]]
+
+
+# -- (a) every op kind of every suite against its closed form ------------------------------------
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One op to measure: operand shapes, result shapes, public parameters."""
+
+    note: str
+    shapes: tuple[Shape, ...]
+    out: tuple[Shape, ...]
+    params: Params | None = None
+
+
+def _pub(shape: Shape, integral: bool = False) -> Pub:
+    hi = 5 if integral else 2000
+    return Pub.of(torch.randint(-hi, hi, shape, generator=torch.Generator().manual_seed(3)))
+
+
+def cases(kind: str, size: int, mat: Shape) -> list[Case]:
+    """The cases measured for ``kind`` at ``size`` elements and an ``(m, k, n)`` matmul; []
+    for a kind this report does not know (flagged as unmeasured)."""
+    v, (m, k, n) = (size,), mat
+    e = Case("", (v,), (v,))
+    t = Params(d=D)
+    table: dict[str, list[Case]] = {
+        "add": [Case("", (v, v), (v,))],
+        "sub": [Case("", (v, v), (v,))],
+        "neg": [e],
+        "add_pub": [Case("", (v,), (v,), Params(pub=_pub(v)))],
+        "mul_pub": [Case("integer", (v,), (v,), Params(pub=_pub(v, True)))],
+        "scale": [Case("", (v,), (v,), Params(pub=_pub(v), d=D))],
+        "sum": [Case("all", (v,), ((),), Params())],
+        "transpose": [Case("", ((m, k),), ((k, m),), Params(d0=0, d1=1))],
+        "reshape": [Case("", (v,), ((size, 1),), Params(shape=(size, 1)))],
+        "expand": [Case("", ((1, size),), ((2, size),), Params(shape=(2, size)))],
+        "trunc": [Case("", (v,), (v,), t)],
+        "matmul_pub": [Case("", ((m, k),), ((m, n),), Params(pub=_pub((k, n)), d=D))],
+        "mul": [Case("", (v, v), (v,), t), Case("x*bit, d=1", (v, v), (v,))],
+        "square": [Case("", (v,), (v,), t)],
+        "matmul": [Case("", ((m, k), (k, n)), ((m, n),), t)],
+        "drelu": [e],
+        "relu": [Case("", (v,), (v, v))],
+    }
+    return table.get(kind, [])
+
+
+@dataclass(frozen=True, slots=True)
+class OpRow:
+    """One op measured alone (meter delta between two flushes) against its closed form."""
+
+    suite: str
+    parties: int
+    kind: str
+    note: str
+    shapes: tuple[Shape, ...]
+    elements: int
+    """Result elements (the per-element figures divide by it)."""
+    interactive: bool
+    rounds: int
+    online_per_party: list[int]
+    dealer: int
+    log_online: int
+    log_dealer: int
+    log_rounds: int
+    closed_rounds: int
+    closed_online: int
+    closed_dealer: int
+
+    @property
+    def equal(self) -> bool:
+        n = self.parties
+        return (
+            self.rounds == self.log_rounds == self.closed_rounds
+            and all(b == self.closed_online for b in self.online_per_party)
+            and self.log_online == n * self.closed_online
+            and self.dealer == self.log_dealer == self.closed_dealer
+        )
+
+
+async def measure_ops(
+    suite: str | Suite, n: int, sizes: Sequence[int], mats: Sequence[Shape]
+) -> tuple[list[OpRow], list[str]]:
+    """Every registered kind of ``suite`` for ``n`` parties, one op at a time in one cluster
+    (each between two flushes, so it starts at the depth reached); also the kinds with no
+    case here."""
+    rows: list[OpRow] = []
+    gen = torch.Generator().manual_seed(11)
+    s = get_suite(suite)
+    async with TracedCluster.start(PARTIES[:n], protocols=s, seed=5) as c:
+        missing = [k for k in s.names if not cases(k, 1, (1, 1, 1))]
+        for size, mat in zip(sizes, mats, strict=True):
+            for kind in s.names:
+                for case in cases(kind, size, mat):
+                    tids = [
+                        c.input(torch.randint(-2000, 2000, s, generator=gen)) for s in case.shapes
+                    ]
+                    await c.flush()
+                    c.take_ops()
+                    before = c.stats()
+                    c.submit(kind, tids, case.shapes, case.out, case.params)
+                    await c.flush()
+                    d = c.stats() - before
+                    (op,) = c.take_ops()
+                    cost = op.rec.cost
+                    start = before.online_rounds
+                    rows.append(
+                        OpRow(
+                            s.name, n, kind, case.note, case.shapes, prod(case.out[0]),
+                            op.rec.interactive, d.online_rounds, party_sent(d, n),
+                            d.offline_bytes, op.online, op.dealer,
+                            max(op.depth - start, 0), cost.rounds, cost.online_bytes,
+                            cost.dealer_bytes,
+                        )
+                    )  # fmt: skip
+    return rows, missing
+
+
+# -- (b) one training iteration from the op log -----------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """A model, its data, loss and learning rate (the CLI passes train_xor's)."""
+
+    name: str
+    model: Callable[[], nn.Module]
+    data: torch.Tensor
+    target: torch.Tensor
+    loss: Callable[[Any, Any], Any]
+    lr: float
+
+
+class MLP(nn.Module):
+    """Linear(in, width), relu, Linear(width, 1): the sweeps' network."""
+
+    def __init__(self, inputs: int, width: int) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(inputs, width), nn.Linear(width, 1)
+
+    def forward(self, x: Any) -> Any:
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+def mse_sum(pred: Any, target: Any) -> Any:
+    return ((pred - target) ** 2).sum()
+
+
+def mlp_workload(batch: int, width: int) -> Workload:
+    gen = torch.Generator().manual_seed(batch * 1000 + width)
+    data = torch.rand(batch, 2, generator=gen) * 2 - 1
+    target = (data.sum(1, keepdim=True) > 0).float()
+
+    def model() -> nn.Module:
+        torch.manual_seed(0)
+        return MLP(2, width)
+
+    return Workload(f"MLP(2,{width},1) batch {batch}", model, data, target, mse_sum, 0.01)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelRow:
+    label: str
+    kinds: dict[str, int]
+    """Interactive ops by kind."""
+    local_ops: int
+    critical_rounds: int
+    online: int
+    dealer: int
+    closed_online: int
+    closed_dealer: int
+
+
+@dataclass
+class IterationCost:
+    """One training iteration: the coordinator's record, the meter and the op log."""
+
+    suite: str
+    parties: int
+    record: IterationRecord
+    stats: CommStats
+    labels: list[LabelRow]
+    path: list[tuple[int, str, str, int]]
+    """Critical path: (op id, kind, label, measured rounds) in order."""
+    closed_rounds: int
+    """Longest path with the closed-form rounds of each op."""
+    op_mismatches: list[str]
+    """Ops whose measured cost differs from their closed form (should be empty)."""
+    busiest_party_online: int
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def checks(self) -> dict[str, bool]:
+        r, s = self.record, self.stats
+        return {
+            "sum over labels of online bytes = iteration online bytes": sum(
+                x.online for x in self.labels
+            )
+            == r.online_bytes,
+            "sum over labels of dealer bytes = iteration dealer bytes": sum(
+                x.dealer for x in self.labels
+            )
+            == r.offline_bytes,
+            "critical path rounds = iteration rounds": sum(p[3] for p in self.path)
+            == r.online_rounds,
+            "closed-form longest path = iteration rounds": self.closed_rounds == r.online_rounds,
+            "every op measured = closed form": not self.op_mismatches,
+            "phase costs (coordinator) add up to the iteration": (
+                sum(p.online_rounds for p in r.phases.values()) == r.online_rounds
+                and sum(p.online_bytes for p in r.phases.values()) == r.online_bytes
+                and sum(p.offline_bytes for p in r.phases.values()) == r.offline_bytes
+            ),
+            "meter = coordinator record": (s.online_rounds, s.online_bytes, s.offline_bytes)
+            == (r.online_rounds, r.online_bytes, r.offline_bytes),
+        }
+
+
+def analyse(
+    suite: str, n: int, ops: list[OpCosts], start: int, rec: IterationRecord, d: CommStats
+) -> IterationCost:
+    """Labels, critical path and checks of one iteration's ops (issued from depth ``start``)."""
+    end: dict[int, int] = {}
+    closed_end: dict[int, int] = {}
+    producer: dict[int, int] = {}
+    measured: list[int] = []
+    mismatches: list[str] = []
+    for i, o in enumerate(ops):
+        begin = max([start, *(end.get(t, start) for t in o.inputs)])
+        stop = max(begin, o.depth)
+        measured.append(stop - begin)
+        cstop = max([start, *(closed_end.get(t, start) for t in o.inputs)]) + o.rec.cost.rounds
+        for t in o.outputs:
+            end[t], closed_end[t], producer[t] = stop, cstop, i
+        c = o.rec.cost
+        if (stop - begin, o.online, o.dealer) != (c.rounds, n * c.online_bytes, c.dealer_bytes):
+            mismatches.append(
+                f"op {o.rec.op} {o.rec.kind} {o.rec.label}: measured "
+                f"({stop - begin}, {o.online}, {o.dealer}) closed form "
+                f"({c.rounds}, {n * c.online_bytes}, {c.dealer_bytes})"
+            )
+    # Walk back from the last op ending deepest, through the operand that ended last.
+    path: list[int] = []
+    top = max(end.values(), default=start)
+    at: int | None = max(
+        (k for k, o in enumerate(ops) if end.get(o.outputs[0], -1) == top and top > start),
+        default=None,
+    )
+    while at is not None:
+        if measured[at]:
+            path.append(at)
+        feeders = [(end[t], producer[t]) for t in ops[at].inputs if t in producer]
+        at = max(feeders)[1] if feeders and max(feeders)[0] > start else None
+    on_path: Counter[str] = Counter()
+    for k in path:
+        on_path[ops[k].rec.label or "-"] += measured[k]
+    labels: dict[str, list[OpCosts]] = {}
+    for o in ops:
+        if o.rec.kind != "input":
+            labels.setdefault(o.rec.label or "-", []).append(o)
+    rows = [
+        LabelRow(
+            lab,
+            dict(Counter(o.rec.kind for o in group if o.rec.interactive)),
+            sum(not o.rec.interactive for o in group),
+            on_path.get(lab, 0),
+            sum(o.online for o in group),
+            sum(o.dealer for o in group),
+            sum(n * o.rec.cost.online_bytes for o in group),
+            sum(o.rec.cost.dealer_bytes for o in group),
+        )
+        for lab, group in labels.items()
+    ]
+    return IterationCost(
+        suite,
+        n,
+        rec,
+        d,
+        rows,
+        [
+            (ops[k].rec.op, ops[k].rec.kind, ops[k].rec.label or "-", measured[k])
+            for k in reversed(path)
+        ],
+        max(closed_end.values(), default=start) - start,
+        mismatches,
+        max(party_sent(d, n)),
+    )
+
+
+async def measure_iterations(
+    work: Workload,
+    suite: str,
+    n: int,
+    iterations: int,
+    network: NetworkProfile | None = None,
+) -> list[IterationCost]:
+    """Train ``iterations`` steps with the TrainingCoordinator's defaults; each analysed."""
+    out = []
+    async with TracedCluster.start(PARTIES[:n], protocols=suite, seed=7, network=network) as c:
+        x, y = c.share(work.data), c.share(work.target)
+        model = c.share_module(work.model())
+        coord = TrainingCoordinator(c, model, SGD(model.parameters(), lr=work.lr), work.loss)
+        await c.flush()
+        c.take_ops()
+        for _ in range(iterations):
+            before = c.stats()
+            rec = await coord.step(x, y)
+            d = c.stats() - before
+            it = analyse(suite, n, c.take_ops(), before.online_rounds, rec, d)
+            it.seconds.append(rec.seconds)
+            out.append(it)
+    return out
+
+
+# -- (c) growth sweeps -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SweepPoint:
+    axis: str
+    x: int
+    parties: int
+    rounds: int
+    online: int
+    dealer: int
+    closed_rounds: int
+    closed_online: int
+    closed_dealer: int
+    seconds: float
+
+
+async def sweep(
+    axis: str, xs: Sequence[int], n: int, suite: str, fixed_batch: int = 4, fixed_width: int = 2
+) -> list[SweepPoint]:
+    """Iteration cost of the MLP at each batch size (width fixed) or width (batch fixed)."""
+    points = []
+    for x in xs:
+        b, w = (x, fixed_width) if axis == "batch" else (fixed_batch, x)
+        its = await measure_iterations(mlp_workload(b, w), suite, n, 2)
+        it = its[-1]
+        points.append(
+            SweepPoint(
+                axis, x, n, it.record.online_rounds, it.record.online_bytes,
+                it.record.offline_bytes, it.closed_rounds,
+                sum(lab.closed_online for lab in it.labels),
+                sum(lab.closed_dealer for lab in it.labels),
+                min(s for i in its for s in i.seconds),
+            )
+        )  # fmt: skip
+    return points
+
+
+def exponent(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Least-squares slope of log y on log x (nan if some y <= 0)."""
+    if len(xs) < 2 or any(y <= 0 for y in ys):
+        return math.nan
+    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
+    mx, my = statistics.fmean(lx), statistics.fmean(ly)
+    sxx = sum((a - mx) ** 2 for a in lx)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True)) / sxx
+
+
+# -- (d) projections and simulated runs ---------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Profile:
+    name: str
+    latency: float
+    """Seconds."""
+    bandwidth: float
+    """Bits per second."""
+
+    def project(self, rounds: int, bytes_per_party: int, compute: float) -> float:
+        """rounds x latency + busiest party's online bytes / bandwidth + compute."""
+        return rounds * self.latency + 8 * bytes_per_party / self.bandwidth + compute
+
+    @property
+    def network(self) -> NetworkProfile:
+        return NetworkProfile(latency=self.latency, bandwidth=self.bandwidth)
+
+
+LAN = Profile("LAN", 0.2e-3, 10e9)
+WAN = Profile("WAN", 40e-3, 100e6)
+
+
+@dataclass(frozen=True, slots=True)
+class Simulated:
+    workload: str
+    suite: str
+    profile: Profile
+    rounds: int
+    bytes_per_party: int
+    compute: float
+    """Median seconds per iteration of the same workload without delays (interleaved)."""
+    measured: float
+    """Median seconds per iteration on the simulated network."""
+
+    @property
+    def projected(self) -> float:
+        return self.profile.project(self.rounds, self.bytes_per_party, self.compute)
+
+    @property
+    def error(self) -> float:
+        return (self.projected - self.measured) / self.measured
+
+
+async def simulate(
+    work: Workload, suite: str, profiles: Sequence[Profile], warmup: int, iterations: int
+) -> list[Simulated]:
+    """Each profile's cluster takes turns, step by step, with one without delays (whose
+    median is the compute term), so that machine load hits both alike."""
+    async with AsyncExitStack() as stack:
+        runs = []
+        for p in [None, *profiles]:
+            c = await stack.enter_async_context(
+                Cluster.start(
+                    PARTIES[:2], protocols=suite, seed=7, network=None if p is None else p.network
+                )
+            )
+            x, y = c.share(work.data), c.share(work.target)
+            model = c.share_module(work.model())
+            opt = SGD(model.parameters(), lr=work.lr)
+            runs.append(
+                (c, TrainingCoordinator(c, model, opt, work.loss, measure_phases=False), x, y)
+            )
+        times: list[list[float]] = [[] for _ in runs]
+        shape: list[tuple[int, int]] = [(0, 0)] * len(runs)
+        for i in range(warmup + iterations):
+            for k, (c, coord, x, y) in enumerate(runs):
+                before = c.stats()
+                rec = await coord.step(x, y)
+                shape[k] = (rec.online_rounds, max(party_sent(c.stats() - before, 2)))
+                if i >= warmup:
+                    times[k].append(rec.seconds)
+    compute = statistics.median(times[0])
+    return [
+        Simulated(work.name, suite, p, *shape[k + 1], compute, statistics.median(times[k + 1]))
+        for k, p in enumerate(profiles)
+    ]

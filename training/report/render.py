@@ -1,0 +1,449 @@
+"""Render a :class:`~training.report.engine.Report` to markdown, JSON and PNG plots
+(matplotlib's object-oriented Figure API, no pyplot state)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from .engine import Report
+from .measure import LAN, WAN, IterationCost, OpRow, exponent
+
+PNGS = ("protocols.png", "breakdown.png", "sweep_batch.png", "sweep_width.png", "projection.png")
+PEERS = "/work/shared/peers/README.md"
+DESIGN = "/work/shared/DESIGN.md"
+
+
+def _n(v: float) -> str:
+    if isinstance(v, int) or float(v).is_integer():
+        return f"{int(v):,}"
+    return f"{v:,.3f}".rstrip("0")
+
+
+def _ms(s: float) -> str:
+    return f"{1000 * s:.1f} ms"
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return [*out, ""]
+
+
+def _kinds(k: dict[str, int]) -> str:
+    return ", ".join(f"{name} x{c}" if c > 1 else name for name, c in k.items()) or "-"
+
+
+# -- sections ----------------------------------------------------------------------------
+def _ops_section(rep: Report) -> list[str]:
+    cfg = rep.config
+    out = [
+        "## 1. Every op kind against its suite's closed form",
+        "",
+        f"Each op alone, between two `await cluster.flush()` calls in one cluster per suite "
+        f"and party count: rounds and bytes from the meter (`cluster.stats()` after minus "
+        f"before) and from the op log (`take_op_costs`), beside `suite.cost(...)`. Shapes: "
+        f"element-wise {', '.join(str(s) for s in cfg.sizes)} elements, matmul "
+        f"{', '.join(f'({m},{k})@({k},{n})' for m, k, n in cfg.mats)}; figures per result "
+        f"element at the largest shape. *equal*: meter, op log and closed form agree at "
+        f"every shape (rounds; every party's online bytes; dealer bytes).",
+        "",
+    ]
+    for suite in cfg.suites:
+        rows = [r for r in rep.ops if r.suite == suite]
+        talk = {r.kind for r in rows if r.interactive}
+        local = sorted({r.kind for r in rows} - talk)
+        inter: dict[tuple[str, str], dict[int, list[OpRow]]] = {}
+        for r in rows:
+            if r.kind in talk:
+                inter.setdefault((r.kind, r.note), {}).setdefault(r.parties, []).append(r)
+        body = []
+        for (kind, note), by_n in sorted(inter.items()):
+            cells: list[object] = [f"{kind} ({note})" if note else kind]
+            for n in cfg.parties:
+                group = by_n[n]
+                big = max(group, key=lambda r: r.elements)
+                e = big.elements
+                cells.append(
+                    f"{big.rounds} / {_n(big.online_per_party[0] / e)} / {_n(big.dealer / e)}"
+                    + ("" if big.interactive else " (local)")
+                    + ("" if all(r.equal for r in group) else " **MISMATCH**")
+                )
+            body.append(cells)
+        local_ok = all(r.equal and r.rounds == r.dealer == 0 for r in rows if not r.interactive)
+        out += [f"### Suite `{suite}`", ""]
+        out += _table(
+            ["op", *(f"{n} parties: rounds / online B per party / dealer B" for n in cfg.parties)],
+            body,
+        )
+        out.append(
+            f"Local for every party count ({', '.join(local)}): 0 rounds, 0 bytes measured: "
+            f"{'yes' if local_ok else '**NO**'}. Every case equal to the closed form: "
+            f"{'yes' if all(r.equal for r in rows) else '**NO**'}."
+        )
+        out.append("")
+    return out
+
+
+def _label_rows(it: IterationCost) -> list[list[object]]:
+    return [
+        [lab.label, _kinds(lab.kinds), lab.local_ops, lab.critical_rounds, _n(lab.online),
+         _n(lab.dealer), "yes" if (lab.online, lab.dealer) == (lab.closed_online, lab.closed_dealer) else "**NO**"]
+        for lab in it.labels
+    ]  # fmt: skip
+
+
+def _training_section(rep: Report) -> list[str]:
+    cfg = rep.config
+    out = [
+        f"## 2. One iteration of {rep.workload}",
+        "",
+        f"{rep.workload}'s network, data, init, loss and SGD with the TrainingCoordinator's "
+        f"defaults, {cfg.iterations} iterations per suite and party count; the last is broken "
+        "down from the op log (every op issued, local ones too, with its measured bytes and "
+        "depth). Rounds on the critical path: the longest chain of ops through their "
+        "operands, each op's rounds from its measured end depth minus the depth its "
+        "operands were ready at. *equal*: measured bytes = closed form for the label's ops.",
+        "",
+    ]
+    rows = []
+    for (suite, n), its in rep.training.items():
+        it = its[-1]
+        r = it.record
+        same = len({(i.record.online_rounds, i.record.online_bytes) for i in its}) == 1
+        rows.append(
+            [suite, n, r.online_rounds, _n(r.online_bytes), _n(r.offline_bytes),
+             sum(sum(lab.kinds.values()) for lab in it.labels), _ms(rep.compute(suite, n)),
+             "yes" if all(it.checks.values()) and same else "**NO**"]
+        )  # fmt: skip
+    out += _table(
+        ["suite", "parties", "rounds", "online B", "dealer B", "interactive ops",
+         "compute (median, no latency)", "all checks hold"],
+        rows,
+    )  # fmt: skip
+    first = next(iter(rep.training.values()))[-1]
+    out += ["Checks per iteration (all suites): " + "; ".join(first.checks) + ".", ""]
+    for suite in cfg.suites:
+        it = rep.last(suite, 2)
+        out += [f"### Suite `{suite}`, 2 parties", ""]
+        out += _table(
+            ["label", "interactive ops", "local ops", "rounds on critical path", "online B",
+             "dealer B", "equal"],
+            _label_rows(it),
+        )  # fmt: skip
+        path = " -> ".join(f"{lab} {kind} ({r})" for _, kind, lab, r in it.path)
+        phases = ", ".join(f"{k} {v.online_rounds}" for k, v in it.record.phases.items())
+        out += [
+            f"Critical path ({sum(p[3] for p in it.path)} rounds = the iteration's "
+            f"{it.record.online_rounds}): {path}. The coordinator's own phase attribution "
+            f"(growth of the largest depth, in issue order): {phases}.",
+            "",
+        ]
+    return out
+
+
+def _sweep_section(rep: Report) -> list[str]:
+    out = [
+        "## 3. Growth of one iteration's cost",
+        "",
+        "Two-layer MLP Linear(2, width), ReLU, Linear(width, 1), loss ((pred - y)**2).sum(), "
+        "SGD, suite `default`; one cluster per point, cost of its second iteration. Batch "
+        "sweep at width 2, width sweep at batch 4. Exponents: least-squares slope of log "
+        "cost on log x, over all points and over the upper half. Every point's measured "
+        f"rounds and bytes equal the closed form: "
+        f"{'yes' if not any('sweep' in m for m in rep.mismatches) else '**NO**'}.",
+        "",
+    ]
+    for axis in ("batch", "width"):
+        pts = [p for p in rep.sweeps if p.axis == axis]
+        ns = sorted({p.parties for p in pts})
+        xs = sorted({p.x for p in pts})
+        rows = []
+        for x in xs:
+            row: list[object] = [x]
+            for n in ns:
+                (p,) = [q for q in pts if q.x == x and q.parties == n]
+                row += [p.rounds, _n(p.online), _n(p.dealer), _ms(p.seconds)]
+            rows.append(row)
+        head = [axis]
+        for n in ns:
+            head += [f"{n}p rounds", f"{n}p online B", f"{n}p dealer B", f"{n}p compute"]
+        out += [f"### {axis}", "", *_table(head, rows)]
+        fits = []
+        for n in ns:
+            ps = sorted((p for p in pts if p.parties == n), key=lambda p: p.x)
+            upper = ps[len(ps) // 2 :]
+            for q in ("online", "dealer", "rounds"):
+                ex = [exponent([p.x for p in s], [getattr(p, q) for p in s]) for s in (ps, upper)]
+                fits.append(
+                    [
+                        n,
+                        q,
+                        _n(round(ex[0], 3)),
+                        f"{_n(round(ex[1], 3))} ({upper[0].x}..{upper[-1].x})",
+                    ]
+                )
+        out += _table(["parties", "quantity", "exponent, all points", "exponent, upper half"], fits)
+        out += [f"![{axis} sweep](sweep_{axis}.png)", ""]
+    return out
+
+
+def _projection_section(rep: Report) -> list[str]:
+    out = [
+        "## 4. Projected time per iteration",
+        "",
+        f"time = rounds x latency + the busiest party's online payload bytes / bandwidth + "
+        f"compute (median seconds per iteration measured without latency in this run). "
+        f"{LAN.name}: {LAN.latency * 1e3:g} ms, {LAN.bandwidth / 1e9:g} Gbit/s; {WAN.name}: "
+        f"{WAN.latency * 1e3:g} ms, {WAN.bandwidth / 1e6:g} Mbit/s. Dealer material is "
+        "preprocessing, not on this path.",
+        "",
+    ]
+    rows = []
+    for suite, n in rep.training:
+        it = rep.last(suite, n)
+        rows.append(
+            [suite, n, it.record.online_rounds, _n(it.busiest_party_online),
+             _ms(rep.compute(suite, n)), _ms(rep.projection(suite, n, LAN)),
+             _ms(rep.projection(suite, n, WAN))]
+        )  # fmt: skip
+    out += _table(
+        ["suite", "parties", "rounds", "busiest party online B", "compute", "LAN", "WAN"], rows
+    )
+    out += [
+        "Cross-check on the simulated network (`Cluster.start(network=NetworkProfile(...))`, "
+        "every party-to-party link delayed by the latency and busy for frame bytes / "
+        "bandwidth). Each simulated cluster takes turns, step by step, with one without "
+        "delays whose median is the compute term. Difference = (projected - measured) / "
+        "measured.",
+        "",
+    ]
+    sim = [
+        [s.workload, s.suite, s.profile.name, s.rounds, _n(s.bytes_per_party), _ms(s.compute),
+         _ms(s.projected), _ms(s.measured), f"{100 * s.error:+.1f}%"]
+        for s in rep.simulated
+    ]  # fmt: skip
+    out += _table(
+        ["workload", "suite", "network", "rounds", "busiest party B", "compute", "projected",
+         "measured (median)", "difference"],
+        sim,
+    )  # fmt: skip
+    return [*out, "![projection](projection.png)", ""]
+
+
+def _anchor_section(rep: Report) -> list[str]:
+    it = rep.last("default", 2)
+    relu = {
+        r.suite: r
+        for r in rep.ops
+        if r.kind == "relu" and r.parties == 2 and r.elements == max(rep.config.sizes)
+    }
+    rows = [
+        [f"ReLU, suite `{s}` (measured)", r.rounds, _n(r.online_per_party[0] / r.elements),
+         _n(r.dealer / r.elements)]
+        for s, r in relu.items()
+    ] + [
+        ["ReLU, CrypTen A2B adder (anchor, DESIGN.md)", 9, "232", "~120"],
+        ["ReLU, FSS gates, Boyle et al. 2021 (anchor, DESIGN.md)", 1, "16", "~2,100"],
+    ]  # fmt: skip
+    return [
+        "## 5. Anchors",
+        "",
+        f"Quoted, not measured here: {DESIGN} (per element, 2 parties) and {PEERS} (CrypTen "
+        "0.4.1 measured on a 2-core machine; CrypTen counts a round per communicator call).",
+        "",
+        *_table(["", "rounds", "online B per element per party", "dealer B per element"], rows),
+        f"{rep.workload}, 2 parties: CrypTen (anchor, {PEERS}) 60 communicator calls, 9,776 "
+        f"B (party 1) and 285-291 ms per iteration; here (measured, suite `default`) "
+        f"{it.record.online_rounds} rounds, {_n(it.busiest_party_online)} online B for the "
+        f"busiest party and {_ms(rep.compute('default', 2))} per iteration.",
+        "",
+    ]
+
+
+def markdown(rep: Report) -> str:
+    m = rep.meta
+    bad = rep.mismatches
+    d, c = rep.last("default", 2), rep.last("carry", 2)
+    head = [
+        "# Communication cost report",
+        "",
+        f"Generated by `python scripts/comm_report.py --out reports/{' --quick' if rep.config.quick else ''}` "
+        f"on {m['generated']} in {m['runtime_s']} s ({m['cpus']} CPUs shared with other work, "
+        f"load average {m['load']} at the end; torch {m['torch']}, Python {m['python']}): "
+        "timings are noisy, rounds and bytes exact. Every figure was measured in this run except the labelled "
+        "anchors (section 5). Bytes are payload bytes as the meter counts them; *per party* "
+        "is what each party sends; rounds are the growth of the largest online dependency "
+        "depth. Machine-readable: report.json.",
+        "",
+        "## Summary",
+        "",
+        f"- Measured = closed form everywhere: {'yes' if not bad else '**NO, see below**'} "
+        f"({len(rep.ops)} op measurements over suites {', '.join(rep.config.suites)}, "
+        f"{sum(len(v) for v in rep.training.values())} training iterations, "
+        f"{len(rep.sweeps)} sweep points).",
+        f"- {rep.workload}, 2 parties, suite `default`: {d.record.online_rounds} rounds, "
+        f"{_n(d.record.online_bytes)} online B, {_n(d.record.offline_bytes)} dealer B per "
+        f"iteration; suite `carry`: {c.record.online_rounds} rounds, "
+        f"{_n(c.record.online_bytes)} online B, {_n(c.record.offline_bytes)} dealer B.",
+        f"- Projected per iteration (`default`, 2 parties): LAN "
+        f"{_ms(rep.projection('default', 2, LAN))}, WAN {_ms(rep.projection('default', 2, WAN))}; "
+        "against simulated runs: "
+        + ", ".join(f"{s.suite} {s.profile.name} {100 * s.error:+.1f}%" for s in rep.simulated)
+        + ".",
+        "",
+    ]
+    if bad:
+        head += ["## MISMATCHES", "", *(f"- **{b}**" for b in bad), ""]
+    body = [
+        *_ops_section(rep),
+        "![protocols](protocols.png)",
+        "",
+        *_training_section(rep),
+        "![breakdown](breakdown.png)",
+        "",
+        *_sweep_section(rep),
+        *_projection_section(rep),
+        *_anchor_section(rep),
+    ]
+    return "\n".join(head + body)
+
+
+def to_json(rep: Report) -> dict[str, Any]:
+    def it_json(it: IterationCost) -> dict[str, Any]:
+        r = it.record
+        return {
+            "iteration": r.iteration,
+            "loss": r.loss,
+            "online_rounds": r.online_rounds,
+            "online_bytes": r.online_bytes,
+            "offline_bytes": r.offline_bytes,
+            "seconds": r.seconds,
+            "phases": {k: asdict(v) for k, v in r.phases.items()},
+            "labels": [asdict(lab) for lab in it.labels],
+            "critical_path": [
+                dict(zip(("op", "kind", "label", "rounds"), p, strict=True)) for p in it.path
+            ],
+            "closed_form_rounds": it.closed_rounds,
+            "busiest_party_online_bytes": it.busiest_party_online,
+            "checks": it.checks,
+            "op_mismatches": it.op_mismatches,
+        }
+
+    return {
+        "meta": rep.meta,
+        "config": asdict(rep.config),
+        "all_equal": not rep.mismatches,
+        "mismatches": rep.mismatches,
+        "ops": [{**asdict(r), "equal": r.equal} for r in rep.ops],
+        "unmeasured_kinds": rep.unmeasured,
+        "training": [
+            {
+                "suite": s,
+                "parties": n,
+                "compute_s": rep.compute(s, n),
+                "projected_s": {p.name: rep.projection(s, n, p) for p in (LAN, WAN)},
+                "iterations": [it_json(i) for i in its],
+            }
+            for (s, n), its in rep.training.items()
+        ],
+        "sweeps": [asdict(p) for p in rep.sweeps],
+        "simulated": [
+            {**asdict(s), "projected_s": s.projected, "error": s.error} for s in rep.simulated
+        ],
+    }
+
+
+# -- plots -------------------------------------------------------------------------------------
+def _save(fig: Figure, path: Path) -> None:
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.2, wspace=0.3)
+    fig.savefig(path, dpi=90)
+
+
+def plots(rep: Report, out: Path) -> None:
+    suites = rep.config.suites
+    big = max(rep.config.sizes)
+    kinds = sorted({r.kind for r in rep.ops if r.interactive and not r.note})
+    fig = Figure(figsize=(10, 4))
+    for ax, what in zip(fig.subplots(1, 2), ("online B per party", "dealer B"), strict=True):
+        width = 0.8 / len(suites)
+        for j, s in enumerate(suites):
+            vals = []
+            for k in kinds:
+                rs = [r for r in rep.ops if (r.suite, r.kind, r.parties, r.note) == (s, k, 2, "")]
+                r = max(rs, key=lambda r: r.elements) if rs else None
+                v = 0.0 if r is None else (r.online_per_party[0] if "online" in what else r.dealer)
+                vals.append(v / r.elements if r else math.nan)
+            ax.bar([i + j * width for i in range(len(kinds))], vals, width, label=s)
+        ax.set_xticks(
+            [i + 0.4 - width / 2 for i in range(len(kinds))], kinds, rotation=30, fontsize=8
+        )
+        ax.set_yscale("log")
+        ax.set_title(f"{what} per element (2 parties, {big} elements)", fontsize=9)
+    fig.legend(*fig.axes[0].get_legend_handles_labels(), loc="upper center", ncols=len(suites))
+    fig.subplots_adjust(top=0.82)
+    _save(fig, out / "protocols.png")
+
+    fig = Figure(figsize=(10, 4))
+    ax1, ax2 = fig.subplots(1, 2)
+    names = list(dict.fromkeys(lab.label for s in suites for lab in rep.last(s, 2).labels))
+    for j, s in enumerate(suites):
+        left = [0.0, 0.0]
+        for lab in rep.last(s, 2).labels:
+            colour = f"C{names.index(lab.label) % 10}"
+            for ax, v, side in ((ax1, lab.critical_rounds, 0), (ax2, lab.online, 1)):
+                if v:
+                    ax.barh(j, v, left=left[side], color=colour, edgecolor="white")
+                    text = lab.label.split("/")[-1]
+                    ax.text(left[side] + v / 2, j, text, ha="center", va="center", fontsize=6)
+                    left[side] += v
+    for ax, t in ((ax1, "rounds on the critical path"), (ax2, "online bytes (all parties)")):
+        ax.set_yticks(range(len(suites)), suites)
+        ax.set_title(f"{rep.workload}: {t}", fontsize=9)
+    _save(fig, out / "breakdown.png")
+
+    for axis in ("batch", "width"):
+        fig = Figure(figsize=(6, 4))
+        ax = fig.subplots()
+        for n in sorted({p.parties for p in rep.sweeps}):
+            ps = sorted(
+                (p for p in rep.sweeps if p.axis == axis and p.parties == n), key=lambda p: p.x
+            )
+            ax.loglog(
+                [p.x for p in ps], [p.online for p in ps], "o-", label=f"online B, {n} parties"
+            )
+            ax.loglog(
+                [p.x for p in ps], [p.dealer for p in ps], "s--", label=f"dealer B, {n} parties"
+            )
+        ax.set_xlabel(axis)
+        ax.set_ylabel("bytes per iteration")
+        ax.set_title(f"MLP iteration cost vs {axis} (suite default)")
+        ax.legend(fontsize=7)
+        _save(fig, out / f"sweep_{axis}.png")
+
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    names = [f"{s.workload}\n{s.suite}, {s.profile.name}" for s in rep.simulated]
+    xs = range(len(names))
+    ax.bar(
+        [x - 0.2 for x in xs], [1e3 * s.projected for s in rep.simulated], 0.4, label="projected"
+    )
+    ax.bar([x + 0.2 for x in xs], [1e3 * s.measured for s in rep.simulated], 0.4, label="simulated")
+    ax.set_xticks(list(xs), names, fontsize=7)
+    ax.set_ylabel("ms per iteration")
+    ax.legend()
+    _save(fig, out / "projection.png")
+
+
+def write(rep: Report, out: Path) -> None:
+    """report.md, report.json and the PNGs into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    plots(rep, out)
+    (out / "report.md").write_text(markdown(rep))
+    (out / "report.json").write_text(json.dumps(to_json(rep), indent=1, default=str) + "\n")
