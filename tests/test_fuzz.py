@@ -739,7 +739,7 @@ def check_decoded(body: bytes) -> None:
         assert isinstance(t, torch.Tensor) and t.dtype in DTYPES
 
 
-@settings(FUZZ, max_examples=250)
+@settings(FUZZ, max_examples=150)
 @given(body=st.binary(max_size=96))
 def test_decode_random_bytes(body: bytes) -> None:
     """Any byte string decodes to tensors or raises ProtocolError, nothing else."""
@@ -747,7 +747,7 @@ def test_decode_random_bytes(body: bytes) -> None:
     check_decoded(body)
 
 
-@settings(FUZZ, max_examples=250)
+@settings(FUZZ, max_examples=150)
 @given(body=record_bodies())
 @example(body=bytes([1, 4]) + struct.pack("<4I", 0, 2**32 - 1, 2**32 - 1, 2**32 - 1))
 def test_decode_record_like_bytes(body: bytes) -> None:
@@ -797,7 +797,7 @@ TAGS = st.one_of(
 )
 
 
-@settings(FUZZ, max_examples=150)
+@settings(FUZZ, max_examples=100)
 @given(
     msgs=st.lists(st.tuples(SENDERS, TAGS, st.sampled_from(list(Phase))), max_size=8),
     finished_below=st.integers(0, 8),
@@ -920,7 +920,7 @@ def canonical(tag: str) -> bool:
     return True
 
 
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=120)
 @given(tag=WIRE_TAGS, phase=PHASES, depth=DEPTHS, data=st.data())
 @example(tag="\ud800", phase=Phase.ONLINE, depth=0, data=None)  # not UTF-8
 @example(tag=f"{2**64}/mul0", phase=Phase.ONLINE, depth=0, data=None)  # op beyond 64 bits
@@ -980,7 +980,7 @@ def mutated(frame: bytes, muts: list[Mutation]) -> bytes:
     return bytes(out)
 
 
-@settings(FUZZ, max_examples=250)
+@settings(FUZZ, max_examples=150)
 @given(frame=packable_frames(), muts=st.lists(FRAME_MUTATIONS, min_size=1, max_size=3))
 def test_unpack_mutated_frames(frame: bytes, muts: list[Mutation]) -> None:
     """Valid frames with their headers broken (version, phase, tag form, step length,
@@ -1006,7 +1006,7 @@ ROLES = Roles(COORD, PROVIDER, frozenset(PARTIES[3]))
 LINK_ENDS = st.sampled_from([*everyone(3), "mallory"])
 
 
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=120)
 @given(
     sender=LINK_ENDS,
     receiver=LINK_ENDS,
@@ -1397,7 +1397,7 @@ async def test_share_malformed_values() -> None:
         async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=7) as c:
             await c.flush()
 
-            @settings(FUZZ, max_examples=500)
+            @settings(FUZZ, max_examples=350)
             @given(value=SHARE_VALUES, precision=PRECISIONS, base=BASES)
             def run(value: Any, precision: Any, base: Any) -> None:
                 CASES["share"] += 1
@@ -1528,7 +1528,7 @@ async def test_arithmetic_with_malformed_operands() -> None:
             shared = {k: c.share(v) for k, v in POOL.items()}
             await c.flush()
 
-            @settings(FUZZ, max_examples=400)
+            @settings(FUZZ, max_examples=300)
             @given(
                 op=st.sampled_from([*ARITH, *UNARY]),
                 a=st.sampled_from(list(POOL)),
@@ -1649,7 +1649,7 @@ async def test_shape_operations_with_bad_arguments() -> None:
             shared = {k: c.share(v) for k, v in POOL.items()}
             await c.flush()
 
-            @settings(FUZZ, max_examples=400)
+            @settings(FUZZ, max_examples=300)
             @given(
                 op=st.sampled_from(list(SHAPE_OPS)), a=st.sampled_from(list(POOL)), data=st.data()
             )
@@ -1702,7 +1702,7 @@ async def test_shape_operations_with_bad_arguments() -> None:
 # -- fixed point ---------------------------------------------------------------------------
 
 
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=150)
 @given(
     base=st.one_of(
         st.integers(-3, 40),
@@ -1780,12 +1780,13 @@ TIMEOUTS = st.one_of(
     provider=ODD_NAMES,
     coordinator=ODD_NAMES,
     timeout=TIMEOUTS,
+    protocols=st.sampled_from([None, "default", "carry", "fss", "fss-exact", "nope", "", 3]),
 )
 def test_cluster_start_arguments(
-    parties: list[Any], provider: Any, coordinator: Any, timeout: Any
+    parties: list[Any], provider: Any, coordinator: Any, timeout: Any, protocols: Any
 ) -> None:
     """``Cluster.start`` refuses fewer than 2 parties, duplicate, empty or non-string
-    names and a timeout that is not a positive finite number, with a ValueError before any
+    names, an unknown protocol suite and a timeout that is not a positive finite number, with a ValueError before any
     actor starts; any configuration it accepts computes correctly."""
     CASES["cluster start"] += 1
     everyone = [*parties, provider, coordinator]
@@ -1796,12 +1797,17 @@ def test_cluster_start_arguments(
         and isinstance(timeout, int | float)
         and timeout > 0
         and math.isfinite(timeout)
+        and protocols in (None, "default", "carry", "fss", "fss-exact")
     )
 
     async def go() -> None:
         with trio.fail_after(BOUND):
             async with Cluster.start(
-                parties, provider=provider, coordinator=coordinator, timeout=timeout
+                parties,
+                provider=provider,
+                coordinator=coordinator,
+                timeout=timeout,
+                protocols=protocols,
             ) as c:
                 x = c.share(torch.tensor([1.5, -2.0]))
                 got = await (x * x).get()
@@ -1814,11 +1820,12 @@ def test_cluster_start_arguments(
         assert not valid, f"refused a valid configuration: {describe(exc)}"
         return
     assert valid, (
-        f"accepted parties={parties} provider={provider!r} coordinator={coordinator!r} timeout={timeout!r}"
+        f"accepted parties={parties} provider={provider!r} coordinator={coordinator!r} "
+        f"timeout={timeout!r} protocols={protocols!r}"
     )
 
 
-@settings(NO_SHRINK, max_examples=60)
+@settings(NO_SHRINK, max_examples=30)
 @given(
     latency=st.one_of(
         st.floats(allow_nan=True, allow_infinity=True), st.floats(0, 0.5), st.integers(-3, 3)
@@ -1965,6 +1972,150 @@ async def test_sgd_arguments() -> None:
     assert not findings.by_kind, "SGD misbehaved:\n" + findings.report()
 
 
+# -- the runtime: submit and reveal ----------------------------------------------------------
+
+SUBMIT_KINDS = {  # kind: (operands, result shapes) of a well-formed call
+    "add": (("x", "y"), [(2, 3)]),
+    "sub": (("x", "y"), [(2, 3)]),
+    "neg": (("x",), [(2, 3)]),
+    "mul": (("x", "y"), [(2, 3)]),
+    "square": (("x",), [(2, 3)]),
+    "matmul": (("x", "w"), [(2, 2)]),
+    "relu": (("x",), [(2, 3), (2, 3)]),
+    "drelu": (("x",), [(2, 3)]),
+    "trunc": (("x",), [(2, 3)]),
+}
+TRUE_SHAPES = {"x": (2, 3), "y": (2, 3), "w": (3, 2)}
+BAD_IDS = st.sampled_from([-1, 2**63, 2**70, 1.5, "1", None, b"1", 10**6])
+BAD_SHAPES = st.sampled_from([("a",), (-1, 3), 2.5, None, "23", (2**64,), (2, 3.0), [[2]]])
+BAD_PARAMS = st.sampled_from(
+    [
+        "p",
+        {"d": 1},
+        Params(d=0),
+        Params(d=-5),
+        Params(d="x"),  # type: ignore[arg-type]
+        Params(d=2**70),
+        Params(dims=("a",)),  # type: ignore[arg-type]
+        Params(pub=Pub((2,), "x")),  # type: ignore[arg-type]
+    ]
+)
+
+
+@st.composite
+def submit_calls(draw: st.DrawFn) -> tuple[Any, list[Any], list[Any], list[Any], Any, bool]:
+    """``(kind, inputs, shapes, out, params, well_formed)``: a well-formed call with zero
+    or more of its arguments replaced by malformed ones."""
+    kind: Any = draw(st.sampled_from(list(SUBMIT_KINDS)))
+    names, out = SUBMIT_KINDS[kind]
+    inputs: list[Any] = list(names)
+    shapes: list[Any] = [TRUE_SHAPES[n] for n in names]
+    outs: list[Any] = list(out)
+    params: Any = Params(d=1000) if kind in ("mul", "square", "matmul", "trunc") else None
+    well_formed = True
+    for what in draw(st.sets(st.sampled_from(["kind", "id", "shape", "out", "params", "count"]))):
+        well_formed = False
+        if what == "kind":
+            kind = draw(st.sampled_from(["nope", "", 3, None, ["add"], "input", "reveal"]))
+        elif what == "id":
+            inputs[draw(st.integers(0, len(inputs) - 1))] = draw(BAD_IDS)
+        elif what == "shape":
+            shapes[draw(st.integers(0, len(shapes) - 1))] = draw(BAD_SHAPES)
+        elif what == "out":
+            outs[draw(st.integers(0, len(outs) - 1))] = draw(BAD_SHAPES)
+        elif what == "params":
+            params = draw(BAD_PARAMS)
+        else:
+            inputs, shapes = [*inputs, "x"], [*shapes, (2, 3)]
+    return kind, inputs, shapes, outs, params, well_formed
+
+
+@settings(NO_SHRINK, max_examples=60)
+@given(call=submit_calls())
+@example(call=("add", [2**70, "y"], [(2, 3), (2, 3)], [(2, 3)], None, False))
+@example(call=("add", ["x", "y"], [("a", 3), (2, 3)], [(2, 3)], None, False))
+@example(call=("add", ["x", "y"], [(2, 3), (2, 3)], [(2, 3)], "p", False))
+@example(call=("add", [1.5, "y"], [(2, 3), (2, 3)], [(2, 3)], None, False))
+def test_submit_malformed_arguments(
+    call: tuple[Any, list[Any], list[Any], list[Any], Any, bool],
+) -> None:
+    """``Cluster.submit`` (the runtime's entry point): a malformed kind, tensor id, shape,
+    params or count raises a typed error before anything is queued; a call it accepts
+    runs to a typed outcome: the right value (add, sub, neg are exact in the ring), or a
+    PartyFailure with an SmpcError cause (an id the parties do not hold)."""
+    CASES["submit"] += 1
+    kind, inputs, shapes, outs, params, well_formed = call
+    known = {"x": X, "y": Y, "w": W}
+
+    async def go() -> None:
+        with trio.fail_after(BOUND):
+            async with Cluster.start(PARTIES[2], provider=PROVIDER, timeout=TIMEOUT) as c:
+                handles = {k: c.share(v) for k, v in known.items()}
+                await c.flush()
+                ids = [handles[i].tid if isinstance(i, str) and i in handles else i for i in inputs]
+                before = queued(c)
+                try:
+                    tids = c.submit(kind, ids, shapes, outs, params)
+                except Exception as exc:
+                    assert deliberate(exc), describe(exc)
+                    assert queued(c) == before, "typed error raised after queuing"
+                    assert not well_formed, f"refused a well-formed call: {describe(exc)}"
+                    return
+                got = [await c.reveal(t, s) for t, s in zip(tids, outs, strict=True)]
+                if kind in ("add", "sub", "neg"):
+                    enc = {k: FixedPoint(10, 3).encode(v) for k, v in known.items()}
+                    want = {
+                        "add": lambda: enc["x"] + enc["y"],
+                        "sub": lambda: enc["x"] - enc["y"],
+                        "neg": lambda: -enc["x"],
+                    }[kind]()
+                    assert torch.equal(got[0], want), (got[0], want)
+
+    try:
+        mock_run(go)
+    except PartyFailure as exc:
+        assert isinstance(exc.cause, SmpcError), describe(exc)
+        assert not well_formed, describe(exc)
+
+
+@settings(NO_SHRINK, max_examples=40)
+@given(
+    tid=st.one_of(st.just("x"), BAD_IDS),
+    shape=st.one_of(st.just((2, 3)), st.just((3, 2)), BAD_SHAPES),
+    to=st.sampled_from([None, COORD, "alice", PROVIDER, "mallory", 3, ""]),
+)
+def test_reveal_malformed_arguments(tid: Any, shape: Any, to: Any) -> None:
+    """``Cluster.reveal``: a malformed id or shape raises a typed error before anything is
+    queued, a recipient other than the owner AccessDenied; an id the parties do not hold
+    ends with PartyFailure (UnknownTensorError), a wrong shape with ProtocolError; the
+    right call reveals the right value."""
+    CASES["reveal"] += 1
+
+    async def go() -> None:
+        with trio.fail_after(BOUND):
+            async with Cluster.start(PARTIES[2], provider=PROVIDER, timeout=TIMEOUT) as c:
+                x = c.share(X)
+                await c.flush()
+                before = queued(c)
+                try:
+                    got = await c.reveal(x.tid if tid == "x" else tid, shape, to=to)
+                except (PartyFailure, ProtocolError):
+                    raise
+                except Exception as exc:
+                    assert deliberate(exc), describe(exc)
+                    assert queued(c) == before, "typed error raised after queuing"
+                    return
+                assert (tid, tuple(shape), to in (None, COORD)) == ("x", (2, 3), True)
+                assert torch.equal(got, FixedPoint(10, 3).encode(X))
+
+    try:
+        mock_run(go)
+    except PartyFailure as exc:
+        assert tid != "x" and isinstance(exc.cause, SmpcError), describe(exc)
+    except ProtocolError as exc:
+        assert tid == "x" and tuple(shape) != (2, 3), describe(exc)
+
+
 # -- the count -----------------------------------------------------------------------------
 
 CONTRIBUTORS = {
@@ -1980,6 +2131,12 @@ CONTRIBUTORS = {
     "network profile",
     "chaos",
     "sgd",
+    "frames",
+    "carry",
+    "control bodies",
+    "command batches",
+    "submit",
+    "reveal",
 }
 
 
