@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import contextvars
 import math
+import operator
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import msgspec
 import torch
 import trio
 
@@ -85,6 +87,50 @@ def access_denied(env: Envelope) -> AccessDenied:
     if reply.denied is None:
         raise ProtocolError(f"{env.sender} answered {env.tag!r} with a reply that is not a refusal")
     return AccessDenied(reply.denied)
+
+
+def _ids(values: Any, what: str) -> tuple[int, ...]:
+    """Tensor ids as the wire carries them (int64), or TypeError/ValueError before anything
+    is queued (a value the encoder refuses would fail the whole batch at the next send)."""
+    try:
+        ids = tuple(operator.index(v) for v in values)
+    except TypeError:
+        raise TypeError(f"{what}: tensor ids are integers, got {values!r}") from None
+    if any(not 0 <= t < 2**63 for t in ids):
+        raise ValueError(f"{what}: tensor ids are non-negative int64 values, got {ids}")
+    return ids
+
+
+def _sizes(shape: Any, what: str) -> Shape:
+    """A shape of non-negative int64 sizes, or TypeError/ValueError."""
+    try:
+        dims = tuple(operator.index(d) for d in shape)
+    except TypeError:
+        raise TypeError(f"{what}: a shape is a sequence of integers, got {shape!r}") from None
+    if any(not 0 <= d < 2**63 for d in dims):
+        raise ValueError(f"{what}: sizes must be non-negative int64 values, got {dims}")
+    return dims
+
+
+def _shape_list(shapes: Any, what: str) -> tuple[Shape, ...]:
+    if isinstance(shapes, str | bytes) or not isinstance(shapes, Sequence | Iterator):
+        raise TypeError(f"{what}: expected a sequence of shapes, got {shapes!r}")
+    return tuple(_sizes(s, what) for s in shapes)
+
+
+def _checked_params(params: Any, what: str) -> Params | None:
+    """``params`` if every field has its declared type and the wire can carry it."""
+    if params is None:
+        return None
+    if not isinstance(params, Params):
+        raise TypeError(f"{what}: params must be a Params or None, got {type(params).__name__}")
+    try:
+        checked = msgspec.msgpack.decode(msgspec.msgpack.encode(params), type=Params)
+    except (msgspec.DecodeError, TypeError, OverflowError) as exc:
+        raise ValueError(f"{what}: malformed params {params!r}: {exc}") from None
+    if checked.d < 1:
+        raise ValueError(f"{what}: the divisor must be a positive integer, got {checked.d}")
+    return params
 
 
 class Cluster:
@@ -261,14 +307,20 @@ class Cluster:
         decides from them (and the divisor) which dealer material the op needs."""
         self._check_open()
         n = len(self.parties)
+        if not isinstance(kind, str):
+            raise TypeError(f"an op kind is a name, got {kind!r}")
         impl = self.suite.kind(kind, n)
-        if len(inputs) != impl.n_in or len(out) != impl.n_out:
+        inputs = _ids(inputs, kind)
+        in_shapes = _shape_list(shapes, kind)
+        out_shapes = _shape_list(out, kind)
+        if len(inputs) != impl.n_in or len(out_shapes) != impl.n_out:
             raise ValueError(
                 f"op kind {kind!r} takes {impl.n_in} inputs and {impl.n_out} outputs, "
-                f"got {len(inputs)} and {len(out)}"
+                f"got {len(inputs)} and {len(out_shapes)}"
             )
-        in_shapes = tuple(tuple(int(d) for d in s) for s in shapes)
-        out_shapes = tuple(tuple(int(d) for d in s) for s in out)
+        if len(in_shapes) != len(inputs):
+            raise ValueError(f"{kind}: {len(inputs)} inputs but {len(in_shapes)} shapes")
+        params = _checked_params(params, kind)
         divisor = 1 if params is None else params.d
         specs = impl.specs(in_shapes, out_shapes[0], divisor, n)
         op = self._op_id()
@@ -353,6 +405,8 @@ class Cluster:
     async def reveal(self, tid: int, shape: Sequence[int], to: str | None = None) -> torch.Tensor:
         """Reveal a value to its owner (this coordinator) as the raw ring tensor."""
         self._check_open()
+        (tid,) = _ids([tid], "reveal")
+        shape = _sizes(shape, "reveal")
         to = self.coordinator if to is None else to
         if to != self.coordinator:
             raise AccessDenied(

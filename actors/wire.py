@@ -201,7 +201,10 @@ def pack_frame(
     """One frame, built with a single copy of each tensor's bytes; returns ``(frame,
     payload bytes)``."""
     form, op, step = _split_tag(tag)
-    step_b = step.encode()
+    try:
+        step_b = step.encode()
+    except UnicodeEncodeError as exc:
+        raise ProtocolError(f"tag {tag!r} is not UTF-8: {exc}") from None
     if len(step_b) > 255:
         raise ProtocolError(f"tag step {step!r} is longer than 255 bytes")
     if not 0 <= op < 2**64 or not 0 <= depth < 2**32:
