@@ -42,7 +42,7 @@ if str(ROOT) not in sys.path:  # use this checkout's packages, not another insta
 import torch  # noqa: E402
 import trio  # noqa: E402
 
-from actors import Cluster  # noqa: E402
+from training import Cluster  # noqa: E402
 
 SIZES: dict[str, tuple[int, ...]] = {"2^18": (2**18,), "8192x512": (8192, 512)}
 PEERS = ROOT.parent / "shared" / "peers"

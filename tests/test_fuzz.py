@@ -1424,6 +1424,15 @@ async def test_share_malformed_values() -> None:
                 accepted.append((t, plain, fp, example))
 
             run()
+            # Valid values of every kind, whatever the draws: results are always checked.
+            gen = torch.Generator().manual_seed(7)
+            for i, (base, precision) in enumerate([(10, 3), (2, 16), (10, 0), (7, 2)] * 6):
+                fp = FixedPoint(base, precision)
+                plain = (torch.rand(3, generator=gen, dtype=torch.float64) * 2 - 1) * min(
+                    fp.max_value, 10.0 ** (i % 6)
+                )
+                t = c.share(plain, precision=precision, base=base)
+                accepted.append((t, plain, fp, f"fixed share #{i}"))
             for t, plain, fp, example in accepted:
                 got = await t.get()
                 want = torch.round(plain * fp.scale) / fp.scale
