@@ -479,12 +479,14 @@ class Cluster:
         self._command(Command("reveal", op, (tid,), (), None, to))
         self._send_pending()
         total: torch.Tensor | None = None
+        denied: AccessDenied | None = None
         self._waits += 1
         try:
             for party in self.parties:
                 env = await self._mailbox.recv(party, f"{op}/out")
                 if env.phase == Phase.CONTROL:
-                    raise access_denied(env)
+                    denied = denied or access_denied(env)
+                    continue  # every party answers; take every answer before raising
                 if env.phase != Phase.OUTPUT:
                     raise ProtocolError(f"reveal {op}: {party} answered in phase {env.phase.name}")
                 tensors = env.tensors()
@@ -493,6 +495,8 @@ class Cluster:
                 self._floor = max(self._floor, env.depth)
         finally:
             self._waits -= 1
+        if denied is not None:
+            raise denied
         assert total is not None
         return total
 

@@ -36,6 +36,7 @@ import trio
 
 from protocols.errors import PartyFailure, ProtocolError, SmpcError
 
+from .actor import first_error
 from .config import ClusterConfig
 from .envelope import Envelope, Phase
 from .log import get_logger
@@ -295,6 +296,12 @@ class TlsTransport:
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen (nodes), dial, and serve every link until cancelled; started once every
         peer this actor dials is connected."""
+        try:
+            await self._run(task_status)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+
+    async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             me = self.config.actors[self.name]
