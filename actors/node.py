@@ -50,8 +50,10 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         return {k: torch.from_numpy(np.array(f[k], dtype=np.float64)) for k in f.files}
 
 
-class _Stop(Exception):
-    pass
+def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Write named tensors as a numpy ``.npz`` file (what a node's ``data`` points to)."""
+    arrays = {k: v.detach().numpy() for k, v in tensors.items()}
+    np.savez(path, **arrays)  # type: ignore[arg-type]
 
 
 async def serve(config: ClusterConfig, name: str, data_path: str | Path | None = None) -> int:

@@ -18,12 +18,12 @@ import torch
 import trio
 
 from protocols import Prg, Share, party_material
-from protocols.sharing import share as make_shares
 from protocols.context import Expect, Received
 from protocols.errors import ProtocolError, UnknownTensorError
 from protocols.material import MaterialSpec
 from protocols.params import NO_PARAMS
 from protocols.prg import KEY_BYTES
+from protocols.sharing import share as make_shares
 from protocols.suite import OpKind, Suite
 
 from .actor import control_batches, failures_named, malformed

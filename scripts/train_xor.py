@@ -15,14 +15,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import numpy as np
 import torch
 import trio
 from seed_net import DATA, TARGET, loss_fn, make_net, plaintext_losses
 
 from actors import NetworkProfile, configure_logging
 from actors.config import write_local_config
-from actors.node import spawn_nodes, stop_nodes
+from actors.node import save_tensors, spawn_nodes, stop_nodes
 from protocols.suite import SUITES
 from training import SGD, Cluster, TrainingCoordinator
 
@@ -113,7 +112,7 @@ async def open_cluster(
         files = {}
         for owner, tensors in owned.items():
             files[owner] = Path(tmp) / f"{owner}.npz"
-            np.savez(files[owner], **{k: v.numpy() for k, v in tensors.items()})
+            save_tensors(files[owner], tensors)
         config = write_local_config(tmp, names, "james", data=files)
         procs = spawn_nodes(config, [*names, "james"], log_dir=tmp)
         try:

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import trio
@@ -30,7 +29,7 @@ from actors import Chaos, Phase
 from actors.certs import write_certs
 from actors.config import ActorAddress, ClusterConfig, load_config, write_local_config
 from actors.network import Roles
-from actors.node import spawn_nodes, stop_nodes
+from actors.node import save_tensors, spawn_nodes, stop_nodes
 from actors.party import OpReused
 from actors.tls import PeerAuthError, TlsTransport
 from actors.wire import Batch, Command, DealerRequest, encode_control, pack_frame
@@ -51,7 +50,7 @@ def local_nodes(
     files = {}
     for owner, tensors in (data or {}).items():
         files[owner] = tmp / f"{owner}.npz"
-        np.savez(files[owner], **{k: v.numpy() for k, v in tensors.items()})
+        save_tensors(files[owner], tensors)
     config = write_local_config(tmp, PARTIES, data=files, idle_timeout=20.0)
     procs = spawn_nodes(config, NODES, log_dir=tmp)
     try:
@@ -202,10 +201,10 @@ def test_nodes_exit_when_the_coordinator_is_killed(tmp_path: Path) -> None:
 @pytest.mark.parametrize("crash", [("bob", 4), ("james", 3)])
 async def test_chaos_crash_over_tls_names_the_actor(crash: tuple[str, int], tmp_path: Path) -> None:
     """A subset of the chaos tests, over TLS: the crash happens inside the node process."""
-    with local_nodes(tmp_path) as (config, _procs), trio.fail_after(START):
-        with pytest.raises(PartyFailure) as info:
-            async with Cluster.connect(config, seed=SEED, chaos=Chaos(seed=1, crash=crash)) as c:
-                await _train(c, 2)
+    chaos = Chaos(seed=1, crash=crash)
+    with local_nodes(tmp_path), trio.fail_after(START), pytest.raises(PartyFailure) as info:
+        async with Cluster.connect(tmp_path / "cluster.toml", seed=SEED, chaos=chaos) as c:
+            await _train(c, 2)
     assert info.value.actor == crash[0]
     assert "chaos" in str(info.value)
 
