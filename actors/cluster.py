@@ -24,10 +24,12 @@ from __future__ import annotations
 import contextvars
 import math
 import operator
+import secrets
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
@@ -41,12 +43,13 @@ from protocols.prg import Prg
 from protocols.suite import Cost, Suite, get_suite
 
 from .actor import first_error
+from .config import ClusterConfig, load_config
 from .envelope import Envelope, Phase
 from .log import debug_enabled, get_logger
-from .network import Chaos, Network, NetworkProfile, Roles
+from .network import Chaos, Network, NetworkProfile, Roles, Transport
 from .party import Party, check_expect
 from .provider import CryptoProvider
-from .stats import CommStats, combine_meters
+from .stats import CommStats
 from .wire import Batch, Command, DealerRequest, Reply, Requests, encode_control
 
 _label: contextvars.ContextVar[str | None] = contextvars.ContextVar("smpc_label", default=None)
@@ -141,7 +144,7 @@ class Cluster:
         parties: Sequence[str],
         provider: str,
         coordinator: str,
-        network: Network,
+        network: Transport,
         seed: int | None,
         suite: Suite,
     ) -> None:
@@ -169,6 +172,10 @@ class Cluster:
         self._waits = 0
         self._endpoint.busy = lambda: self._waits
         self._log = get_logger(actor=coordinator)
+        self.session: str | None = None
+        """The session id (TLS clusters)."""
+        self.catalog: dict[str, dict[str, Shape]] = {}
+        """Named tensors each party holds: name -> shape (see :meth:`input_from`)."""
 
     # -- life cycle ---------------------------------------------------------------------
     @classmethod
@@ -185,6 +192,8 @@ class Cluster:
         links: Mapping[tuple[str, str], NetworkProfile] | None = None,
         timeout: float = 30.0,
         chaos: Chaos | None = None,
+        data: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+        reveal_policy: Mapping[str, Sequence[str]] | None = None,
     ) -> AsyncIterator[C]:
         """Start a cluster.
 
@@ -196,6 +205,9 @@ class Cluster:
         coordinator links are instantaneous unless listed, modelling offline preprocessing
         and a local coordinator). ``timeout`` bounds every wait on an actor that has
         stopped (one that is still computing gets more time). ``chaos`` injects faults.
+        ``data`` gives parties named plaintext tensors they hold (see :meth:`input_from`);
+        ``reveal_policy`` maps an owner to the recipients, besides itself, that the
+        parties may reveal its values to (every party gets it at start).
         """
         names = list(parties)
         if len(names) < 2:
@@ -221,7 +233,22 @@ class Cluster:
         net.set_chaos(chaos)
         cluster = cls(names, provider, coordinator, net, seed, suite)
         dealer = CryptoProvider(provider, names, coordinator, net.endpoints[provider], seed, suite)
-        actors = [Party(n, names, provider, coordinator, net.endpoints[n], suite) for n in names]
+        actors = [
+            Party(
+                n,
+                names,
+                provider,
+                coordinator,
+                net.endpoints[n],
+                suite,
+                data=(data or {}).get(n),
+                reveal_policy=reveal_policy,
+            )
+            for n in names
+        ]
+        cluster.catalog = {
+            n: {k: tuple(v.shape) for k, v in (data or {}).get(n, {}).items()} for n in names
+        }
         try:
             async with trio.open_nursery() as nursery:
                 cluster._nursery = nursery
@@ -236,6 +263,73 @@ class Cluster:
                     cluster._log_summary()
                 finally:
                     cluster._closed = True
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls: type[C],
+        config: ClusterConfig | str | Path,
+        seed: int | None = None,
+        *,
+        protocols: str | None = None,
+        timeout: float = 30.0,
+        chaos: Chaos | None = None,
+        reveal_policy: Mapping[str, Sequence[str]] | None = None,
+        connect_timeout: float = 60.0,
+    ) -> AsyncIterator[C]:
+        """Drive a cluster whose parties and provider are node processes
+        (``python -m actors.node``), over mutually authenticated TLS.
+
+        ``config`` is the cluster file (:mod:`actors.config`). A fresh session id is drawn
+        for every call; the nodes get the session's settings (suite name, seed, timeout,
+        reveal policy, chaos) and serve this one session. Same frames, meters and errors
+        as :meth:`start`: a node that dies is reported as :class:`PartyFailure` naming it.
+        """
+        from .tls import Session, TlsTransport
+
+        cfg = config if isinstance(config, ClusterConfig) else load_config(config)
+        if protocols is not None and not isinstance(protocols, str):
+            raise TypeError("over TLS the protocol suite is given by name")
+        suite = get_suite(protocols)
+        names = list(cfg.parties)
+        roles = Roles(cfg.coordinator, cfg.provider, frozenset(names))
+        transport = TlsTransport(
+            cfg.coordinator, cfg, timeout=timeout, roles=roles, connect_timeout=connect_timeout
+        )
+        transport.set_chaos(None)
+        cluster = cls(names, cfg.provider, cfg.coordinator, transport, seed, suite)
+        session = Session(
+            secrets.token_hex(16),
+            protocols or "default",
+            seed,
+            timeout,
+            {k: list(v) for k, v in (reveal_policy or {}).items()},
+            chaos.seed if chaos else 0,
+            chaos.crash if chaos else None,
+            chaos.max_delay if chaos else 0.0,
+        )
+        cluster.session = session.id
+        try:
+            async with trio.open_nursery() as nursery:
+                cluster._nursery = nursery
+                await nursery.start(transport.run)
+                transport.start_heartbeats()
+                ready = await transport.open_session(session)
+                cluster.catalog = {
+                    n: {k: tuple(v) for k, v in ready[n].catalog.items()} for n in names
+                }
+                try:
+                    yield cluster
+                    await cluster.flush()
+                    cluster._check_quiet()
+                    cluster._log_summary()
+                finally:
+                    cluster._closed = True
+                    with trio.CancelScope(shield=True):
+                        await transport.close()
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             raise first_error(group) from None
@@ -292,6 +386,29 @@ class Cluster:
         self._command(Command("input", op, (), (tid,), Params(shape=shape)))
         self._record(op, "input", (), (shape,), 1, False, Cost(0, 0, 0))
         return tid
+
+    def input_from(self, owner: str, name: str, scale: int) -> tuple[int, Shape]:
+        """Have party ``owner`` share its local tensor ``name`` (encoded at ``scale``);
+        the plaintext never reaches this coordinator. Returns the tensor id and shape.
+        The value is owned by ``owner``: it is revealed only to ``owner`` or to a recipient
+        the reveal policy names for it."""
+        self._check_open()
+        if owner not in self.parties:
+            raise ValueError(f"{owner!r} is not a party of this cluster")
+        shape = self.catalog.get(owner, {}).get(name)
+        if shape is None:
+            raise KeyError(
+                f"{owner} holds no tensor named {name!r} "
+                f"(it holds {sorted(self.catalog.get(owner, {}))})"
+            )
+        if ":" in name:
+            raise ValueError(f"tensor names may not contain ':', got {name!r}")
+        tid = self.new_tid()
+        op = self._op_id()
+        params = Params(d=scale, shape=shape)
+        self._command(Command("input", op, (), (tid,), params, f"{owner}:{name}"))
+        self._record(op, "input", (), (shape,), 1, False, Cost(0, 0, 0))
+        return tid, shape
 
     def submit(
         self,
@@ -384,8 +501,7 @@ class Cluster:
 
     def track_op_costs(self) -> None:
         """Start the op log and per-op metering (see :meth:`take_op_costs`)."""
-        for ep in self.network.endpoints.values():
-            ep.meter.track_ops = True
+        self.network.track_ops()
         if self._op_log is None:
             self._op_log = []
 
@@ -394,8 +510,8 @@ class Cluster:
         the last call (call after ``await flush()``), measured, and forget them."""
         log, self._op_log = self._op_log or [], []
         measured: dict[int, list[int]] = {}
-        for ep in self.network.endpoints.values():
-            for op, (on, off, depth) in ep.meter.take_ops().items():
+        for taken in self.network.take_ops():
+            for op, (on, off, depth) in taken.items():
                 m = measured.setdefault(op, [0, 0, 0])
                 m[0] += on
                 m[1] += off
@@ -417,12 +533,14 @@ class Cluster:
         self._command(Command("reveal", op, (tid,), (), None, to))
         self._send_pending()
         total: torch.Tensor | None = None
+        denied: AccessDenied | None = None
         self._waits += 1
         try:
             for party in self.parties:
                 env = await self._mailbox.recv(party, f"{op}/out")
                 if env.phase == Phase.CONTROL:
-                    raise access_denied(env)
+                    denied = denied or access_denied(env)
+                    continue  # every party answers; take every answer before raising
                 if env.phase != Phase.OUTPUT:
                     raise ProtocolError(f"reveal {op}: {party} answered in phase {env.phase.name}")
                 tensors = env.tensors()
@@ -431,6 +549,8 @@ class Cluster:
                 self._floor = max(self._floor, env.depth)
         finally:
             self._waits -= 1
+        if denied is not None:
+            raise denied
         assert total is not None
         return total
 
@@ -445,6 +565,7 @@ class Cluster:
             for party in self.parties:
                 env = await self._mailbox.recv(party, f"{op}/done")
                 self._floor = max(self._floor, env.control(Reply).depth)
+            await self.network.settle()
         finally:
             self._waits -= 1
 
@@ -454,7 +575,7 @@ class Cluster:
         Rounds are the largest depth reached, where every op issued after the coordinator
         synchronised (a reveal or a flush) starts no earlier than the depth reached then:
         the difference of two snapshots is what a network would spend in between."""
-        return combine_meters((ep.meter for ep in self.network.endpoints.values()), self._floor)
+        return CommStats.combine(self.network.actor_stats(), self._floor)
 
     # -- command batching ---------------------------------------------------------------------
     def _op_id(self) -> int:

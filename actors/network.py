@@ -30,6 +30,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Protocol
 
 import msgspec
 import torch
@@ -38,7 +39,7 @@ import trio
 from protocols.errors import ActorTimeout, ProtocolError
 
 from .envelope import Envelope, Phase, op_of
-from .stats import Meter
+from .stats import ActorStats, Meter
 from .wire import pack_frame, unpack_frame
 
 
@@ -81,8 +82,10 @@ class Roles:
         if sender == receiver:
             return "an actor does not message itself"
         head, _, step = tag.partition("/")
-        if head in ("cmd", "req") or step == "in":
+        if head in ("cmd", "req"):
             allowed = {self.coordinator}
+        elif step == "in":  # shares of an input: from the coordinator or the owning party
+            allowed = {self.coordinator, *self.parties}
         elif tag == "setup/key" or step.startswith("dealer"):
             allowed = {self.provider}
         else:
@@ -271,10 +274,37 @@ Observer = Callable[[Envelope], Envelope | None]
 """Middleware: sees each envelope before delivery; returns it (maybe changed) or None."""
 
 
+class Transport(Protocol):
+    """What endpoints and the coordinator need of a transport: :class:`Network` (every
+    actor in memory) or :class:`actors.tls.TlsTransport` (one actor, TLS links)."""
+
+    endpoints: dict[str, Endpoint]
+    observers: list[Observer]
+
+    @property
+    def mailboxes(self) -> dict[str, Mailbox]: ...
+
+    def observe(self, observer: Observer) -> Callable[[], None]: ...
+
+    def before_send(self, sender: str) -> None: ...
+
+    async def capacity(self, sender: str, receiver: str) -> None: ...
+
+    def carry(self, sender: str, receiver: str, frame: bytearray) -> None: ...
+
+    def actor_stats(self) -> dict[str, ActorStats]: ...
+
+    async def settle(self) -> None: ...
+
+    def track_ops(self) -> None: ...
+
+    def take_ops(self) -> list[dict[int, list[int]]]: ...
+
+
 class Endpoint:
     """One actor's end of the transport: frames out, envelopes in, its own meter."""
 
-    def __init__(self, name: str, network: Network, timeout: float) -> None:
+    def __init__(self, name: str, network: Transport, timeout: float) -> None:
         self.name = name
         self.network = network
         self.timeout = timeout
@@ -471,6 +501,21 @@ class Network:
 
     async def capacity(self, sender: str, receiver: str) -> None:
         await trio.lowlevel.checkpoint()
+
+    # -- what the coordinator reads (the TLS transport asks remote actors instead) ----------
+    def actor_stats(self) -> dict[str, ActorStats]:
+        """Every actor's meter, by name."""
+        return {a: ep.meter.snapshot() for a, ep in self.endpoints.items()}
+
+    async def settle(self) -> None:
+        """Make :meth:`actor_stats` current (in memory it always is)."""
+
+    def track_ops(self) -> None:
+        for ep in self.endpoints.values():
+            ep.meter.track_ops = True
+
+    def take_ops(self) -> list[dict[int, list[int]]]:
+        return [ep.meter.take_ops() for ep in self.endpoints.values()]
 
     def carry(self, sender: str, receiver: str, frame: bytearray) -> None:
         """Move one frame over the link ``sender -> receiver``."""

@@ -10,7 +10,7 @@ cluster's protocol suite (:mod:`protocols.suite`); the runtime kinds ``input``,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -23,6 +23,7 @@ from protocols.errors import ProtocolError, UnknownTensorError
 from protocols.material import MaterialSpec
 from protocols.params import NO_PARAMS
 from protocols.prg import KEY_BYTES
+from protocols.sharing import share as make_shares
 from protocols.suite import OpKind, Suite
 
 from .actor import control_batches, failures_named, malformed
@@ -32,6 +33,23 @@ from .network import Endpoint
 from .wire import Command, Reply, encode_control
 
 RUNTIME_KINDS = frozenset({"input", "reveal", "free", "barrier"})
+
+
+class OpReused(ProtocolError):
+    """A command or dealer request names an op id this actor has already seen in this
+    session: refused before anything is computed or sent (op ids key the dealer material
+    and the PRG streams, so a reused id would reuse masks)."""
+
+
+def encode_local(values: torch.Tensor, scale: int, what: str) -> torch.Tensor:
+    """A party's own plaintext tensor in fixed point (``round(v * scale)``)."""
+    t = values.to(torch.float64)
+    if not bool(torch.isfinite(t).all()):
+        raise ProtocolError(f"{what}: not finite")
+    e = torch.round(t * scale)
+    if bool((e.abs() >= 2**62).any()):
+        raise ProtocolError(f"{what}: too large for the ring at scale {scale}")
+    return e.to(torch.int64)
 
 
 class Slot:
@@ -137,8 +155,16 @@ class Party:
         coordinator: str,
         endpoint: Endpoint,
         suite: Suite,
+        *,
+        data: Mapping[str, torch.Tensor] | None = None,
+        reveal_policy: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.name = name
+        self.data = dict(data or {})
+        """Named plaintext tensors this party holds (shared on request, see ``input``)."""
+        self.reveal_policy = {k: frozenset(v) for k, v in (reveal_policy or {}).items()}
+        """Owner -> recipients besides the owner that may receive its values."""
+        self._open: set[int] = set()
         self.parties = list(parties)
         self.rank = self.parties.index(name)
         self.provider = provider
@@ -164,6 +190,7 @@ class Party:
         return op < self._done_below or op in self._done
 
     def _finish(self, op: int) -> None:
+        self._open.discard(op)
         self._done.add(op)
         while self._done_below in self._done:
             self._done.remove(self._done_below)
@@ -210,6 +237,9 @@ class Party:
     def _dispatch(self, cmd: Command, sender: str) -> None:
         kind, op = cmd.kind, cmd.op
         assert self._nursery is not None
+        if self._is_finished(op) or op in self._open:
+            raise OpReused(f"{self.name}: operation id {op} is not new in this session ({kind})")
+        self._open.add(op)
         if kind == "free":
             for tid in cmd.ins:
                 self.store.pop(tid, None)
@@ -230,7 +260,16 @@ class Party:
             if tid in self.store:
                 raise ProtocolError(f"{self.name}: operation {op} would overwrite tensor {tid}")
             outs.append(self.store.setdefault(tid, Slot(sender)))
-        if kind == "input":
+        if kind == "input" and cmd.to is not None:
+            source, _, tensor = cmd.to.partition(":")
+            if source not in self.parties:
+                raise ProtocolError(f"{self.name}: input {op} from {source!r}, not a party")
+            outs[0].owner = source
+            if source == self.name:
+                self._start(op, self._input_own(op, outs[0], tensor, cmd))
+            else:
+                self._start(op, self._input(op, outs[0], cmd, source))
+        elif kind == "input":
             self._start(op, self._input(op, outs[0], cmd))
         elif kind == "reveal":
             self._start(op, self._reveal(op, ins[0], cmd, sender))
@@ -316,8 +355,26 @@ class Party:
             dealer_bytes=ctx.dealer_bytes,
         )
 
-    async def _input(self, op: int, out: Slot, cmd: Command) -> None:
-        env = await self.mailbox.recv(self.coordinator, f"{op}/in")
+    async def _input_own(self, op: int, out: Slot, tensor: str, cmd: Command) -> None:
+        """Share one of this party's own tensors: one share per peer, one kept."""
+        values = self.data.get(tensor)
+        if values is None:
+            raise UnknownTensorError(f"{self.name} holds no local tensor named {tensor!r}")
+        shape = cmd.params.shape if cmd.params is not None else None
+        if shape is None or tuple(shape) != tuple(values.shape):
+            raise ProtocolError(
+                f"{self.name}: input {op} names shape {shape}, {tensor!r} is {tuple(values.shape)}"
+            )
+        assert cmd.params is not None
+        encoded = encode_local(values, cmd.params.d, f"{self.name}: {tensor!r}")
+        pieces = make_shares(encoded, len(self.parties), Prg.fresh())
+        for peer, piece in zip(self.parties, pieces, strict=True):
+            if peer != self.name:
+                await self.endpoint.send(peer, f"{op}/in", Phase.INPUT, tensors=[piece])
+        out.set(Share(pieces[self.rank], 0))
+
+    async def _input(self, op: int, out: Slot, cmd: Command, source: str | None = None) -> None:
+        env = await self.mailbox.recv(source or self.coordinator, f"{op}/in")
         if env.phase != Phase.INPUT:
             raise ProtocolError(f"{self.name}: input {op} arrived in phase {env.phase.name}")
         tensors = env.tensors()
@@ -330,9 +387,10 @@ class Party:
     async def _reveal(self, op: int, slot: Slot, cmd: Command, sender: str) -> None:
         to = cmd.to
         share = await slot.get()
-        if to != slot.owner or sender != slot.owner:
+        if to is None or (to != slot.owner and to not in self.reveal_policy.get(slot.owner, ())):
             reason = (
                 f"{self.name} refused to reveal to {to!r}: the value is owned by {slot.owner!r}"
+                " and the reveal policy does not name the recipient"
             )
             self._log.warning("reveal_refused", op_id=op, to=to, owner=slot.owner)
             await self.endpoint.send(

@@ -24,6 +24,7 @@ from .actor import failures_named, malformed, request_batches
 from .envelope import Phase
 from .log import get_logger
 from .network import Endpoint
+from .party import OpReused
 from .wire import Requests
 
 
@@ -51,6 +52,7 @@ class CryptoProvider:
         self.own_prg = Prg.fresh() if seed is None else Prg.from_seed(seed, "dealer/own")
         """The dealer's private randomness (key generation), shared with nobody."""
         self._busy = 0
+        self._served: set[int] = set()
         endpoint.busy = lambda: self._busy
         self._log = get_logger(actor=name)
 
@@ -68,6 +70,12 @@ class CryptoProvider:
     async def _serve(self, batch: Requests, n: int) -> None:
         """Build and send the material of one batch of requests."""
         for req in batch.items:
+            if req.op in self._served:
+                raise OpReused(
+                    f"{self.name}: dealer request for operation id {req.op}, which is not new "
+                    "in this session"
+                )
+            self._served.add(req.op)
             with malformed(self.name, "dealer request", req):
                 if any(s < 0 for shape in [*req.shapes, req.out] for s in shape):
                     raise ValueError(f"negative size in {req.shapes} -> {req.out}")

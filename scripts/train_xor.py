@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
+import torch
 import trio
 from seed_net import DATA, TARGET, loss_fn, make_net, plaintext_losses
 
 from actors import NetworkProfile, configure_logging
+from actors.config import write_local_config
+from actors.node import save_tensors, spawn_nodes, stop_nodes
 from protocols.suite import SUITES
 from training import SGD, Cluster, TrainingCoordinator
 
@@ -50,6 +57,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--random-init", action="store_true", help="torch's random init, not the seed's"
     )
+    ap.add_argument(
+        "--transport",
+        choices=["memory", "tcp"],
+        default="memory",
+        help="memory: every actor in this process; tcp: the parties and the provider as "
+        "separate processes on 127.0.0.1 over mutual TLS (fresh certificates)",
+    )
+    ap.add_argument(
+        "--data-owners",
+        metavar="DATA,TARGETS",
+        help="parties that hold the data and the targets and share them themselves "
+        "(e.g. alice,bob); by default the coordinator shares both",
+    )
     ap.add_argument("--quiet", action="store_true", help="only the summary")
     args = ap.parse_args(argv)
     if not 2 <= args.parties <= len(PARTY_NAMES):
@@ -58,7 +78,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--iterations must be >= 1")
     if args.latency_ms < 0:
         ap.error("--latency-ms must be >= 0")
+    if args.transport == "tcp" and args.latency_ms:
+        ap.error("--latency-ms simulates links in memory; it does not apply to --transport tcp")
+    if args.data_owners is not None:
+        owners = args.data_owners.split(",")
+        if len(owners) != 2 or not all(o in PARTY_NAMES[: args.parties] for o in owners):
+            ap.error(f"--data-owners takes two of {PARTY_NAMES[: args.parties]}, comma-separated")
+        args.data_owners = owners
     return args
+
+
+@asynccontextmanager
+async def open_cluster(
+    args: argparse.Namespace, names: list[str], profile: NetworkProfile | None
+) -> AsyncIterator[Cluster]:
+    """The cluster of this run: in memory, or node processes over TLS (always stopped)."""
+    owned: dict[str, dict[str, torch.Tensor]] = {}
+    if args.data_owners:
+        owned.setdefault(args.data_owners[0], {})["features"] = DATA
+        owned.setdefault(args.data_owners[1], {})["targets"] = TARGET
+    if args.transport == "memory":
+        async with Cluster.start(
+            names,
+            provider="james",
+            seed=args.insecure_seed,
+            network=profile,
+            protocols=args.protocols,
+            data=owned,
+        ) as cluster:
+            yield cluster
+        return
+    with tempfile.TemporaryDirectory(prefix="smpc-tls-") as tmp:
+        files = {}
+        for owner, tensors in owned.items():
+            files[owner] = Path(tmp) / f"{owner}.npz"
+            save_tensors(files[owner], tensors)
+        config = write_local_config(tmp, names, "james", data=files)
+        procs = spawn_nodes(config, [*names, "james"], log_dir=tmp)
+        try:
+            async with Cluster.connect(
+                config, seed=args.insecure_seed, protocols=args.protocols
+            ) as cluster:
+                yield cluster
+        finally:
+            codes = stop_nodes(procs)
+            if any(codes.values()) and not args.quiet:
+                print(f"node exit codes: {codes}")
 
 
 async def train(args: argparse.Namespace) -> dict[str, object]:
@@ -67,11 +132,13 @@ async def train(args: argparse.Namespace) -> dict[str, object]:
     profile = NetworkProfile(latency=args.latency_ms / 1000) if args.latency_ms else None
     names = PARTY_NAMES[: args.parties]
     show_progress = not args.quiet and args.iterations > 50
-    async with Cluster.start(
-        names, provider="james", seed=args.insecure_seed, network=profile, protocols=args.protocols
-    ) as cluster:
-        x = cluster.share(DATA, precision=args.precision, base=args.base)
-        y = cluster.share(TARGET, precision=args.precision, base=args.base)
+    async with open_cluster(args, names, profile) as cluster:
+        if args.data_owners:
+            x = cluster.share_from(args.data_owners[0], "features", args.precision, args.base)
+            y = cluster.share_from(args.data_owners[1], "targets", args.precision, args.base)
+        else:
+            x = cluster.share(DATA, precision=args.precision, base=args.base)
+            y = cluster.share(TARGET, precision=args.precision, base=args.base)
         model = cluster.share_module(net, precision=args.precision, base=args.base)
         opt = SGD(model.parameters(), lr=args.lr)
         coord = TrainingCoordinator(cluster, model, opt, loss_fn)
@@ -117,7 +184,17 @@ async def train(args: argparse.Namespace) -> dict[str, object]:
     print()
     print(
         f"parties {args.parties}, protocols {args.protocols}, base {args.base}, "
-        f"precision {args.precision}, lr {args.lr}"
+        f"precision {args.precision}, lr {args.lr}, transport {args.transport}"
+        + (
+            f" ({args.parties + 1} node processes, mutual TLS)"
+            if args.transport == "tcp"
+            else " (one process)"
+        )
+        + (
+            f", data from {args.data_owners[0]}, targets from {args.data_owners[1]}"
+            if args.data_owners
+            else ""
+        )
     )
     print(f"final loss        {records[-1].loss:.4f} (plaintext {plain[-1]:.4f})")
     print(f"largest |gap|     {gaps[worst]:.4f} at iteration {worst}")
@@ -136,7 +213,7 @@ async def train(args: argparse.Namespace) -> dict[str, object]:
     if preds is not None:
         shown = ", ".join(f"{v:.3f}" for v in preds.reshape(-1).tolist())
         print(f"predictions       [{shown}] for targets {TARGET.reshape(-1).tolist()}")
-    return {"records": records, "plain": plain, "max_gap": gaps[worst]}
+    return {"records": records, "plain": plain, "max_gap": gaps[worst], "total": total}
 
 
 def main(argv: list[str] | None = None) -> int:

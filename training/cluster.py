@@ -30,6 +30,23 @@ class Cluster(Runtime):
             self, tensor, FixedPoint(base, precision), requires_grad=requires_grad
         )
 
+    def share_from(
+        self,
+        owner: str,
+        name: str,
+        precision: int = 3,
+        base: int = 10,
+        *,
+        requires_grad: bool = False,
+    ) -> SharedTensor:
+        """Have party ``owner`` secret-share its local tensor ``name``; the plaintext never
+        reaches this coordinator (see ``actors.Cluster.input_from``)."""
+        fp = FixedPoint(base, precision)
+        tid, shape = self.input_from(owner, name, fp.scale)
+        out = SharedTensor(self, tid, shape, fp)
+        out.requires_grad = bool(requires_grad)
+        return out
+
     def share_module(
         self, module: nn.Module, requires_grad: bool = True, precision: int = 3, base: int = 10
     ) -> nn.Module:

@@ -1,0 +1,233 @@
+"""One actor per process: ``python -m actors.node --config cluster.toml --name alice``.
+
+A node is one party or the crypto provider of the cluster file (:mod:`actors.config`). It
+listens on its address, connects to the nodes after it in the file (mutual TLS, see
+:mod:`actors.tls`), and waits for the coordinator (``actors.Cluster.connect`` with the same
+file). The coordinator opens one session: a fresh session id, the protocol suite, the
+timeout, the reveal policy. The node then runs its actor for that session and exits:
+
+* 0 when the coordinator ends the session (goodbye);
+* 1 when its actor fails or a peer is lost (it reports the actor to blame to the others);
+* 2 when the coordinator is lost or stays silent longer than ``idle_timeout``;
+* 3 when no coordinator opened a session within ``idle_timeout``.
+
+A party's named local tensors (``data = "file.npz"`` in its table, or ``--data``) stay in
+the process; the coordinator can ask it to share one (``cluster.share_from(name, key)``)
+and learns only its shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import trio
+
+from protocols.errors import ActorTimeout, PartyFailure
+from protocols.suite import get_suite
+
+from .actor import first_error
+from .config import ClusterConfig, load_config
+from .log import configure_logging, get_logger
+from .network import Chaos, Roles
+from .party import Party
+from .provider import CryptoProvider
+from .tls import TlsTransport
+
+EXIT_OK, EXIT_FAILED, EXIT_COORDINATOR_LOST, EXIT_NO_SESSION = 0, 1, 2, 3
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Named tensors from a numpy ``.npz`` file (no pickle)."""
+    with np.load(path, allow_pickle=False) as f:
+        return {k: torch.from_numpy(np.array(f[k], dtype=np.float64)) for k in f.files}
+
+
+def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Write named tensors as a numpy ``.npz`` file (what a node's ``data`` points to)."""
+    arrays = {k: v.detach().numpy() for k, v in tensors.items()}
+    np.savez(path, **arrays)  # type: ignore[arg-type]
+
+
+async def serve(config: ClusterConfig, name: str, data_path: str | Path | None = None) -> int:
+    """Run actor ``name`` for one session; returns the exit code."""
+    if name not in config.nodes:
+        raise ValueError(f"{name!r} is not a party or the provider of the cluster file")
+    log = get_logger(actor=name)
+    path = data_path or config.actors[name].data
+    data = load_tensors(path) if path else {}
+    roles = Roles(config.coordinator, config.provider, frozenset(config.parties))
+    transport = TlsTransport(name, config, timeout=30.0, roles=roles)
+    failure: list[BaseException] = []
+    code = EXIT_OK
+    async with trio.open_nursery() as outer:
+        await outer.start(transport.run)
+        with trio.CancelScope() as session_scope:
+
+            def on_failure(exc: BaseException) -> None:
+                failure.append(exc)
+                session_scope.cancel()
+
+            transport.on_failure = on_failure
+            try:
+                code = await _session(transport, config, name, data)
+            except Exception as exc:  # noqa: BLE001 - reported to the coordinator, then exit
+                failure.append(exc)
+        if failure:
+            err = first_error(failure[0])
+            if isinstance(err, PartyFailure):
+                blamed = err.actor
+            elif isinstance(err, ActorTimeout):
+                blamed = err.awaited
+            else:
+                blamed = name
+            lost_coordinator = blamed == config.coordinator
+            code = EXIT_COORDINATOR_LOST if lost_coordinator else EXIT_FAILED
+            log.warning("node_failed", blamed=blamed, error=str(err))
+            transport.report_failure(blamed, err.cause if isinstance(err, PartyFailure) else err)
+        with trio.CancelScope(shield=True):
+            await transport.close(0.5)
+        outer.cancel_scope.cancel()
+    return code
+
+
+async def _session(
+    transport: TlsTransport, config: ClusterConfig, name: str, data: Mapping[str, torch.Tensor]
+) -> int:
+    with trio.move_on_after(config.idle_timeout):
+        await transport.session_event.wait()
+    session = transport.session
+    if session is None:
+        get_logger(actor=name).warning("no_session", waited=config.idle_timeout)
+        return EXIT_NO_SESSION
+    ep = transport.endpoint
+    ep.timeout = ep.mailbox.timeout = session.timeout
+    if session.chaos_crash is not None or session.chaos_delay > 0:
+        crash = session.chaos_crash
+        transport.set_chaos(
+            Chaos(session.chaos_seed, tuple(crash) if crash else None, session.chaos_delay)  # type: ignore[arg-type]
+        )
+    await transport.wait_connected(transport.connect_timeout)
+    transport.start_heartbeats()
+    suite = get_suite(session.protocols)
+    parties = list(config.parties)
+    actor: Party | CryptoProvider
+    if name == config.provider:
+        actor = CryptoProvider(name, parties, config.coordinator, ep, session.seed, suite)
+    else:
+        actor = Party(
+            name,
+            parties,
+            config.provider,
+            config.coordinator,
+            ep,
+            suite,
+            data=data,
+            reveal_policy=session.reveal_policy,
+        )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+        transport.send_ready({k: list(v.shape) for k, v in data.items()})
+        nursery.start_soon(_watch_coordinator, transport, config)
+        await transport.bye_event.wait()
+        nursery.cancel_scope.cancel()
+    return EXIT_OK
+
+
+async def _watch_coordinator(transport: TlsTransport, config: ClusterConfig) -> None:
+    """End the session if the coordinator stays silent (no heartbeat) too long."""
+    coordinator = config.coordinator
+    while True:
+        await trio.sleep(min(1.0, config.idle_timeout / 4))
+        heard = transport.endpoint._heard.get(coordinator)
+        if heard is not None and trio.current_time() - heard > config.idle_timeout:
+            raise PartyFailure(
+                coordinator, TimeoutError(f"silent for more than {config.idle_timeout:g} s")
+            )
+
+
+# -- local clusters: every node a child process on this host ------------------------------
+
+
+def node_command(config: str | Path, name: str) -> list[str]:
+    return [sys.executable, "-m", "actors.node", "--config", str(config), "--name", name]
+
+
+def spawn_nodes(
+    config: str | Path, names: Sequence[str], *, log_dir: str | Path | None = None
+) -> dict[str, subprocess.Popen[bytes]]:
+    """Start one node process per name (same interpreter, this package on PYTHONPATH)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("SMPC_NODE_LOG", "warning")
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for n in names:
+            out = open(Path(log_dir) / f"{n}.log", "wb") if log_dir else subprocess.DEVNULL  # noqa: SIM115
+            procs[n] = subprocess.Popen(
+                [*node_command(config, n), "--log-level", env["SMPC_NODE_LOG"]],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+    except BaseException:
+        stop_nodes(procs)
+        raise
+    return procs
+
+
+def stop_nodes(procs: Mapping[str, subprocess.Popen[bytes]], grace: float = 3.0) -> dict[str, int]:
+    """Wait (at most ``grace`` s) for the nodes to exit, then kill the rest; exit codes."""
+    deadline = time.monotonic() + grace
+    for p in procs.values():
+        try:
+            p.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    return {n: p.returncode for n, p in procs.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m actors.node",
+        description="Run one actor (a party or the crypto provider) of a TLS cluster.",
+        epilog=(__doc__ or "").split("\n\n", 1)[1] + "\n" + _config_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--config", required=True, help="the cluster file (TOML, see below)")
+    ap.add_argument("--name", required=True, help="which actor of the cluster file to run")
+    ap.add_argument("--data", help="named local tensors (.npz); overrides the file's 'data'")
+    ap.add_argument("--log-level", default="warning", help="structlog level (default warning)")
+    args = ap.parse_args(argv)
+    configure_logging(level=args.log_level)
+    torch.set_num_threads(1)
+    config = load_config(args.config)
+    try:
+        return trio.run(serve, config, args.name, args.data)
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+
+
+def _config_help() -> str:
+    from . import config
+
+    return "The cluster file:\n" + (config.__doc__ or "").split("\n", 2)[2]
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: the session is over and every socket is closed; a
+    # garbage-collection pass at shutdown has been seen to stall the process.
+    os._exit(code)
