@@ -418,6 +418,12 @@ class Endpoint:
                     wst = self._states.get(waiter)
                     if wst is not None and awaited in wst.stray:
                         return (*chain[: chain.index(waiter) + 1], awaited)
+                # No one in the cycle sent something unasked to its waiter: an actor
+                # outside it that did (a message went to the wrong place) is to blame.
+                for waiter in cycle[:-1]:
+                    wst = self._states.get(waiter)
+                    if wst is not None and wst.stray and waiter in chain:
+                        return (*chain[: chain.index(waiter) + 1], wst.stray[0])
                 return tuple(chain)
             chain.append(nxt)
 
