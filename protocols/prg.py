@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+from functools import lru_cache
 from math import prod
+from typing import Any
 
 import numpy as np
 import torch
@@ -87,6 +89,13 @@ class Prg:
         return torch.from_numpy(np.unpackbits(raw)[:n].astype(np.bool_)).reshape(shape)
 
 
+@lru_cache(maxsize=1)
+def _fixed_encryptor() -> Any:
+    """One ECB encryptor for the public key, reused: ECB has no state between whole
+    blocks, so every update is independent (set-up cost paid once per process)."""
+    return Cipher(algorithms.AES(FIXED_AES_KEY), modes.ECB()).encryptor()
+
+
 def fixed_key_aes(blocks: np.ndarray) -> np.ndarray:
     """Matyas-Meyer-Oseas over fixed-key AES: ``pi(x) XOR x`` for every 128-bit block.
 
@@ -103,7 +112,7 @@ def fixed_key_aes(blocks: np.ndarray) -> np.ndarray:
         raise ValueError(f"blocks must end in an axis of 2 words, got shape {data.shape}")
     nbytes = data.nbytes
     out = np.empty(nbytes + 16, dtype=np.uint8)
-    enc = Cipher(algorithms.AES(FIXED_AES_KEY), modes.ECB()).encryptor()
+    enc = _fixed_encryptor()
     done = enc.update_into(data.reshape(-1).view(np.uint8).data, out.data) if nbytes else 0
     if done != nbytes:  # pragma: no cover - ECB on whole blocks returns everything at once
         raise AssertionError("fixed-key AES returned a partial batch")

@@ -43,6 +43,7 @@ from .opkind import (
     OpKind,
     Shape,
     Suite,
+    _constant,
 )
 from .params import Params
 from .truncate import trunc_spec, truncate_local, truncate_pair
@@ -268,10 +269,61 @@ FSS_EXACT_KINDS: dict[str, Builder | OpKind] = {
 """2 parties: FSS comparison and exact FSS truncation (1 round each, no failure for
 |x| < 2^62)."""
 
+FSS_MAX_NUMEL = 1024
+"""The default suite's FSS comparison is used up to this many elements per op, the carry
+tree above it. Measured (scripts/bench_relu.py, scripts/bench_train.py): an FSS ReLU costs
+1 round but ~4.1 KB of dealer keys and ~25 us of key generation and evaluation per
+element; the bit-sliced carry tree costs 7 rounds but ~36 B and well under 1 us per
+element. Below about a thousand elements the six rounds saved are worth more than the
+keys on any link slower than memory; above it the keys' size and compute dominate even on
+a WAN (at 100 Mbit/s, 4.1 KB is ~0.33 ms per element, so six 40 ms rounds are repaid
+after ~700 elements)."""
+
+
+def _by_size(name: str, small: Builder, large: Builder) -> Builder:
+    """``small`` for ops on at most :data:`FSS_MAX_NUMEL` elements, ``large`` above: the
+    choice depends only on the public shape, so the parties and the dealer agree."""
+
+    def build(suite: Suite, n: int) -> OpKind:
+        a, b = small(suite, n), large(suite, n)
+        if a == b:
+            return a
+
+        def pick(shape: Shape) -> OpKind:
+            return a if _numel(shape) <= FSS_MAX_NUMEL else b
+
+        async def run(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
+            kind = pick(tuple(x[0].value.shape))
+            assert kind.run is not None
+            return await kind.run(ctx, x, p)
+
+        return OpKind(
+            name,
+            run=run,
+            specs=lambda s, out, d, n: pick(s[0]).specs(s, out, d, n),
+            cost=lambda s, out, d, n: pick(s[0]).cost(s, out, d, n),
+            n_out=a.n_out,
+        )
+
+    return build
+
+
+def _builder(kinds: dict[str, Builder | OpKind], name: str) -> Builder:
+    entry = kinds[name]
+    return _constant(entry) if isinstance(entry, OpKind) else entry
+
+
+DEFAULT_KINDS_BY_SIZE: dict[str, Builder | OpKind] = {
+    **CARRY_KINDS,
+    **{k: _by_size(k, _builder(FSS_KINDS, k), _builder(CARRY_KINDS, k)) for k in ("drelu", "relu")},
+}
+"""2 parties: FSS comparison for small ops, the carry tree for large ones; local
+truncation."""
+
 CARRY = Suite("carry", CARRY_KINDS)
 FSS = Suite("fss", FSS_KINDS)
 FSS_EXACT = Suite("fss-exact", FSS_EXACT_KINDS)
-DEFAULT = Suite("default", FSS_KINDS)
+DEFAULT = Suite("default", DEFAULT_KINDS_BY_SIZE)
 
 SUITES: dict[str, Suite] = {s.name: s for s in (DEFAULT, CARRY, FSS, FSS_EXACT)}
 

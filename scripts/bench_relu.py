@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from math import prod
@@ -41,11 +39,11 @@ if str(ROOT) not in sys.path:  # use this checkout's packages, not another insta
 
 import torch  # noqa: E402
 import trio  # noqa: E402
+from peers import number, run_peer  # noqa: E402
 
 from training import Cluster  # noqa: E402
 
 SIZES: dict[str, tuple[int, ...]] = {"2^18": (2**18,), "8192x512": (8192, 512)}
-PEERS = ROOT.parent / "shared" / "peers"
 
 
 def rss_bytes() -> int:
@@ -93,28 +91,11 @@ async def bench(shape: tuple[int, ...], runs: int, timeout: float) -> tuple[list
 
 def crypten_ms(numel: int, timeout: float) -> float | None:
     """CrypTen's ReLU time on ``numel`` elements in ms, or None (after saying why)."""
-    setup, script = PEERS / "setup_crypten.sh", PEERS / "crypten_relu.py"
-    venv = Path(
-        os.environ.get("CRYPTEN_VENV")
-        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "crypten-peer"
-    )
-    try:
-        subprocess.run(["bash", str(setup), str(venv)], check=True, capture_output=True)
-        out = subprocess.run(
-            [str(venv / "bin" / "python"), str(script), str(numel)],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as e:
-        err = getattr(e, "stderr", None) or ""
-        print(f"CrypTen unavailable ({type(e).__name__}: {e}) {str(err)[-300:]}".strip())
-        return None
-    line = next((s for s in out.splitlines() if s.startswith("crypten ")), "")
-    print(line or out.strip())
-    m = re.search(r"relu (\d+(?:\.\d+)?) ms", line)
-    return float(m.group(1)) if m else None
+    out = run_peer("crypten_relu.py", [str(numel)], timeout)
+    line = next((s for s in (out or "").splitlines() if s.startswith("crypten ")), "")
+    if out is not None:
+        print(line or out.strip())
+    return number(r"relu (\d+(?:\.\d+)?) ms", line)
 
 
 def main() -> None:

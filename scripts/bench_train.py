@@ -1,9 +1,11 @@
-"""Benchmark: milliseconds per training iteration of the seed network, encrypted vs plain.
+"""Benchmark: one training iteration, encrypted (per protocol suite) beside plaintext torch
+and CrypTen 0.4.1, all measured in this command.
 
-Both are measured in this process, in the same run: plaintext PyTorch SGD on the same Net
-and data, and encrypted SGD with 2 (or --parties) parties. The encrypted loop reveals the
-loss every iteration (as train_xor.py does) but skips the per-phase barriers that
-train_xor.py uses to attribute rounds. Prints the medians and their ratio.
+Workloads: ``seed`` (the seed's Net on its 4 points, loss revealed every iteration, as
+``train_xor.py``) and ``network-a`` (SecureML's Network A, 784-128-128-10, batch 128,
+sum-of-squares loss, SGD, random data, as ``shared/peers/crypten_mlp.py``). For each suite:
+median ms per iteration (p90), and the measured online rounds, online, dealer and control
+bytes per iteration. CrypTen runs in its own venv (``--no-crypten`` skips it).
 """
 
 from __future__ import annotations
@@ -11,62 +13,159 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import trio
+from peers import number, run_peer
 from seed_net import DATA, TARGET, loss_fn, make_net
+from torch import nn
 
 from actors import configure_logging
+from protocols.suite import SUITES
 from training import SGD, Cluster, TrainingCoordinator
 
 NAMES = ["alice", "bob", "carol", "dave"]
 
 
-def plaintext_ms(iterations: int) -> list[float]:
-    model = make_net()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+@dataclass
+class Workload:
+    name: str
+    model: Callable[[], nn.Module]
+    data: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    lr: float
+    crypten: tuple[str, list[str]]
+    """The peer script and its arguments."""
+
+
+def network_a() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10)
+    )
+
+
+def network_a_data() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(128, 784, generator=g), torch.rand(128, 10, generator=g)
+
+
+WORKLOADS = {
+    "seed": Workload("seed", make_net, lambda: (DATA, TARGET), 0.1, ("crypten_xor.py", ["20"])),
+    "network-a": Workload(
+        "network-a",
+        network_a,
+        network_a_data,
+        0.01,
+        ("crypten_mlp.py", ["784,128,128,10", "128", "5", "TTP"]),
+    ),
+}
+
+
+def plaintext_ms(w: Workload, iterations: int) -> float:
+    model = w.model()
+    x, y = w.data()
+    opt = torch.optim.SGD(model.parameters(), lr=w.lr)
     times = []
     for _ in range(iterations):
         t0 = time.perf_counter()
         opt.zero_grad()
-        loss = loss_fn(model(DATA), TARGET)
+        loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
         float(loss.detach())
         times.append(1000 * (time.perf_counter() - t0))
-    return times
+    return statistics.median(times)
 
 
-async def encrypted_ms(iterations: int, parties: int, warmup: int) -> list[float]:
-    async with Cluster.start(NAMES[:parties], provider="james") as cluster:
-        x, y = cluster.share(DATA), cluster.share(TARGET)
-        model = cluster.share_module(make_net())
+@dataclass
+class Row:
+    suite: str
+    ms: float
+    p90: float
+    rounds: int
+    online: int
+    dealer: int
+    control: int
+
+
+async def encrypted(w: Workload, suite: str, parties: int, iterations: int, warmup: int) -> Row:
+    async with Cluster.start(NAMES[:parties], provider="james", protocols=suite) as cluster:
+        x, y = w.data()
+        xs, ys = cluster.share(x), cluster.share(y)
+        model = cluster.share_module(w.model())
         coord = TrainingCoordinator(
-            cluster, model, SGD(model.parameters(), lr=0.1), loss_fn, measure_phases=False
+            cluster, model, SGD(model.parameters(), lr=w.lr), loss_fn, measure_phases=False
         )
         times = []
         for i in range(warmup + iterations):
+            if i == warmup:
+                await cluster.flush()
+                before = cluster.stats()
             t0 = time.perf_counter()
-            await coord.step(x, y)
+            await coord.step(xs, ys)
             if i >= warmup:
                 times.append(1000 * (time.perf_counter() - t0))
-        return times
+        await cluster.flush()
+        d = cluster.stats() - before
+    times.sort()
+    return Row(
+        suite,
+        statistics.median(times),
+        times[int(0.9 * (len(times) - 1))],
+        d.online_rounds // iterations,
+        d.online_bytes // iterations,
+        d.offline_bytes // iterations,
+        d.control_bytes // iterations,
+    )
+
+
+def crypten_ms(w: Workload) -> float | None:
+    script, args = w.crypten
+    out = run_peer(script, args)
+    if out is None:
+        return None
+    if w.name == "seed":
+        seconds = number(r"rank 1: total rounds=\d+ bytes=\d+ seconds=([\d.]+)", out)
+        return None if seconds is None else 1000 * seconds / int(args[0])
+    return number(r"rank 1: median step ([\d.]+) ms", out)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--iterations", type=int, default=200)
+    ap.add_argument("--workload", choices=sorted(WORKLOADS), default="seed")
+    ap.add_argument("--suites", default="default,carry", help="comma-separated suite names")
+    ap.add_argument("--iterations", type=int, default=None, help="default 200 (seed) / 5")
     ap.add_argument("--parties", type=int, default=2, choices=range(2, len(NAMES) + 1))
-    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=None, help="default 10 (seed) / 1")
+    ap.add_argument("--no-crypten", action="store_true", help="skip the CrypTen comparison")
     args = ap.parse_args()
     configure_logging(level="warning")
-    plain = plaintext_ms(args.iterations + args.warmup)[args.warmup :]
-    enc = trio.run(encrypted_ms, args.iterations, args.parties, args.warmup)
-    p, e = statistics.median(plain), statistics.median(enc)
-    print(f"seed network, {args.parties} parties, {args.iterations} iterations (median)")
-    print(f"plaintext torch  {p:8.3f} ms/iteration")
-    print(f"encrypted        {e:8.3f} ms/iteration  (p90 {sorted(enc)[int(0.9 * len(enc))]:.3f})")
-    print(f"ratio            {e / p:8.1f} x")
+    w = WORKLOADS[args.workload]
+    iterations = args.iterations or (200 if w.name == "seed" else 5)
+    warmup = args.warmup if args.warmup is not None else (10 if w.name == "seed" else 1)
+    suites = [s.strip() for s in args.suites.split(",") if s.strip()]
+    for s in suites:
+        if s not in SUITES:
+            ap.error(f"unknown suite {s!r}; known: {', '.join(sorted(SUITES))}")
+    plain = plaintext_ms(w, iterations + warmup)
+    rows = [trio.run(encrypted, w, s, args.parties, iterations, warmup) for s in suites]
+    peer = None if args.no_crypten or args.parties != 2 else crypten_ms(w)
+    print(f"\n{w.name}, {args.parties} parties, {iterations} iterations (median ms per iteration)")
+    print(f"plaintext torch   {plain:9.3f} ms")
+    if peer is not None:
+        print(f"CrypTen 0.4.1     {peer:9.1f} ms  (2 parties + TTP, same command)")
+    print(
+        f"{'suite':<10} {'ms':>9} {'p90':>9} {'x plain':>8} {'CrypTen/x':>9} {'rounds':>6} "
+        f"{'online B':>11} {'dealer B':>12} {'control B':>9}"
+    )
+    for r in rows:
+        vs = f"{peer / r.ms:9.1f}" if peer is not None else f"{'-':>9}"
+        print(
+            f"{r.suite:<10} {r.ms:9.2f} {r.p90:9.2f} {r.ms / plain:8.1f} {vs} {r.rounds:>6} "
+            f"{r.online:>11,} {r.dealer:>12,} {r.control:>9,}"
+        )
 
 
 if __name__ == "__main__":
