@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from actors.executor import INTERACTIVE
 from report_analysis import (
     LoggedIteration,
     PathOp,
@@ -29,8 +30,6 @@ from report_analysis import (
 )
 from report_costs import ANCHORS, LAN, WAN, ZERO, Fit, fit, matmul_anchor, project
 from report_measure import TrainingRun
-
-from actors.executor import INTERACTIVE
 
 BYTES_FIT_LOW, BYTES_FIT_HIGH = 0.85, 1.15
 ROUNDS_FIT_TOL = 0.05

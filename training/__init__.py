@@ -1,5 +1,6 @@
 """Training frontend: SharedTensor handles, autograd, module sharing, SGD, coordinator."""
 
+from . import dispatch as _dispatch  # noqa: F401  (fills the torch dispatch table)
 from .cluster import Cluster
 from .coordinator import IterationRecord, PhaseCost, TrainingCoordinator
 from .module import reveal_module, share_module
