@@ -327,8 +327,20 @@ class SharedTensor:
         self.fp = other.fp
 
     def detach(self) -> SharedTensor:
-        out = self._new(self.tid, self.shape)
+        """The same shared value without autograd history (shares the tensor id: no new
+        reference is tracked, so nothing is freed while either handle lives)."""
+        out = SharedTensor.__new__(SharedTensor)
+        out.cluster = self.cluster
         out._ref = self._ref
+        out.shape = self.shape
+        out.fp = self.fp
+        out.prec = self.prec
+        out.requires_grad = False
+        out.grad = None
+        out._parents = ()
+        out._backward = None
+        out._bit = self._bit
+        out._label = None
         return out
 
     def requires_grad_(self, flag: bool = True) -> SharedTensor:
