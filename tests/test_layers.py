@@ -191,7 +191,7 @@ async def test_avg_and_adaptive_pool() -> None:
             (lambda t: nn.AdaptiveAvgPool2d((2, 4))(t), 8),
             (lambda t: F.adaptive_avg_pool2d(t, 1), 64),
         ]
-        for fn, k in cases:
+        for fn, _k in cases:
             xs = c.share(x, requires_grad=True)
             await c.flush()
             before = c.stats()

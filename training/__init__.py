@@ -4,11 +4,14 @@ from . import dispatch as _dispatch  # noqa: F401  (fills the torch dispatch tab
 from .cluster import Cluster
 from .coordinator import IterationRecord, PhaseCost, TrainingCoordinator
 from .module import reveal_module, share_module
-from .optim import SGD
+from .optim import SGD, Adam, AdamW, Optimizer
 from .tensor import SharedTensor
 
 __all__ = [
     "SGD",
+    "Adam",
+    "AdamW",
+    "Optimizer",
     "Cluster",
     "IterationRecord",
     "PhaseCost",

@@ -311,16 +311,36 @@ def log_domain(x: SharedTensor) -> tuple[int, int]:
     return -(f // 2), khi
 
 
+def _top_knot(x: SharedTensor) -> int:
+    """The largest k with 2**k encodable as a public operand of ``x``."""
+    return math.floor(math.log2(x.fp.max_value)) - 1
+
+
 class _Norm:
-    """x = m * 2**k with m in [1, 2): bits, m, and linear selections of constants."""
+    """x = m * 2**k with m in [1, 2): bits, m, and linear selections of constants.
+
+    Knots above the largest encodable public constant 2**J are compared on ``x / 2**J``
+    (a local truncation), and their ``m`` is ``(x / 2**J) * 2**-(k - J)``: one more
+    product in the same round. Constants ``fn(k)`` for such k are still selected at the
+    handle's precision (so e.g. ``2**(-k/2)`` loses relative precision there)."""
 
     def __init__(self, x: SharedTensor, domain: tuple[int, int] | None = None) -> None:
         klo, khi = domain if domain is not None else log_domain(x)
         self.klo = klo
         self.ks = list(range(klo + 1, khi))
-        self.bits = _bits(x, [2.0**k for k in self.ks])
-        s = self.const(lambda k: 2.0**-k)
-        self.m = x * s
+        top = _top_knot(x)
+        low = [k for k in self.ks if k <= top]
+        high = [k for k in self.ks if k > top]
+        self.bits = _bits(x, [2.0**k for k in low])
+        if not high:
+            self.m = x * self.const(lambda k: 2.0**-k)
+            return
+        xh = x / 2**top
+        self.bits += _bits(xh, [2.0 ** (k - top) for k in high])
+        # s_low selects 2**-k while k <= top and drops to 0 above; s_high takes over
+        s_low = self.const(lambda k: 2.0**-k if k <= top else 0.0)
+        s_high = self.const(lambda k: 2.0 ** -(k - top) if k > top else 0.0)
+        self.m = x * s_low + xh * s_high
 
     def const(self, fn: Any) -> Any:
         """sum over the selected k of fn(k), linear in the bits (local)."""

@@ -7,13 +7,16 @@ each multiplies a share as a public fixed-point factor (a local truncation with 
 one round with 3 or more).
 
 Adam needs ``1 / (sqrt(v_hat) + eps)`` of a secret ``v_hat``: it is ``rsqrt(v_hat)``
-(:func:`training.functional.rsqrt`, 5 rounds, accurate for v_hat in
-[2**-(f//2), 2**(30-f))) where f is the number of fractional bits) and ``eps`` is added to
+(:func:`training.functional.rsqrt`, 5 rounds, on [2**-(f//2), 2**(f+8)) where f is the
+number of fractional bits; above 2**(30-f) the selected constant 2**(-k/2) has few
+significant bits) and ``eps`` is added to
 the square root's square instead of the root (``rsqrt(v_hat + eps**2)``), which differs
 from torch's ``1/(sqrt(v_hat) + eps)`` by a relative eps / sqrt(v_hat). Small gradients
 would lose their digits when squared, so Adam keeps ``v`` for the gradient scaled by
-``grad_scale`` (public, default 2**6: the moments of ``64 g``) and undoes the scale in
-the update. Use base 2 with 16 fractional bits for Adam.
+``grad_scale`` (public, default 8: the moments of ``8 g``) and undoes the scale in the
+update. With base 2 and 16 fractional bits (use that for Adam) the update is accurate to
+about 1% for gradients in [0.008, 16]; smaller gradients (below the resolution of v) get
+smaller updates than torch's, larger ones lose precision in 2**(-k/2).
 """
 
 from __future__ import annotations
@@ -181,7 +184,7 @@ class Adam(Optimizer):
         amsgrad: bool = False,
         *,
         maximize: bool = False,
-        grad_scale: float = 64.0,
+        grad_scale: float = 8.0,
     ) -> None:
         if amsgrad:
             raise NotImplementedError("amsgrad is not supported on SharedTensor")
@@ -233,7 +236,9 @@ class Adam(Optimizer):
                     state["exp_avg"], state["exp_avg_sq"] = m, v
                     c1, c2 = 1 - b1**t, 1 - b2**t
                     # m_hat / sqrt(v_hat): the scale k cancels between m and sqrt(v)
-                    r = Fn.rsqrt(v * (1.0 / c2) + (eps * k) ** 2)
+                    vh = v * (1.0 / c2) + (eps * k) ** 2
+                    klo, _ = Fn.log_domain(vh)
+                    r = Fn.rsqrt(vh, (klo, Fn.frac_bits(vh) + 8))
                     p._assign(p - (m * r) * (lr / c1))
 
 
@@ -252,7 +257,7 @@ class AdamW(Adam):
         amsgrad: bool = False,
         *,
         maximize: bool = False,
-        grad_scale: float = 64.0,
+        grad_scale: float = 8.0,
     ) -> None:
         super().__init__(
             params,
