@@ -7,9 +7,9 @@ each multiplies a share as a public fixed-point factor (a local truncation with 
 one round with 3 or more).
 
 Adam needs ``1 / (sqrt(v_hat) + eps)`` of a secret ``v_hat``: it is ``rsqrt(v_hat)``
-(:func:`training.functional.rsqrt`, 5 rounds, on [2**-(f//2), 2**(f+8)) where f is the
-number of fractional bits; above 2**(30-f) the selected constant 2**(-k/2) has few
-significant bits) and ``eps`` is added to
+(:func:`training.functional.rsqrt`, 5 rounds, on [2**-(f-2), 2**(f+8)) where f is the
+number of fractional bits: below 2**-(f//2) v_hat itself has few significant bits, above
+2**(30-f) the selected constant 2**(-k/2) has few) and ``eps`` is added to
 the square root's square instead of the root (``rsqrt(v_hat + eps**2)``), which differs
 from torch's ``1/(sqrt(v_hat) + eps)`` by a relative eps / sqrt(v_hat). Small gradients
 would lose their digits when squared, so Adam keeps ``v`` for the gradient scaled by
@@ -230,16 +230,18 @@ class Adam(Optimizer):
                     t = state.get("step", 0) + 1
                     state["step"] = t
                     gs = g * k  # the scaled gradient (see module doc)
+                    # m / (1 - b1) and v / (1 - b2) are kept: the small factors 1 - b
+                    # would otherwise wipe v's digits before the bias correction
                     m, v = state.get("exp_avg"), state.get("exp_avg_sq")
-                    m = gs * (1 - b1) if m is None else m * b1 + gs * (1 - b1)
-                    v = gs**2 * (1 - b2) if v is None else v * b2 + gs**2 * (1 - b2)
+                    m = gs if m is None else m * b1 + gs
+                    v = gs**2 if v is None else v * b2 + gs**2
                     state["exp_avg"], state["exp_avg_sq"] = m, v
-                    c1, c2 = 1 - b1**t, 1 - b2**t
+                    c1, c2 = (1 - b1) / (1 - b1**t), (1 - b2) / (1 - b2**t)
                     # m_hat / sqrt(v_hat): the scale k cancels between m and sqrt(v)
-                    vh = v * (1.0 / c2) + (eps * k) ** 2
-                    klo, _ = Fn.log_domain(vh)
-                    r = Fn.rsqrt(vh, (klo, Fn.frac_bits(vh) + 8))
-                    p._assign(p - (m * r) * (lr / c1))
+                    vh = v * c2 + (eps * k) ** 2
+                    f = Fn.frac_bits(vh)
+                    r = Fn.rsqrt(vh, (-(f - 2), f + 8))
+                    p._assign(p - (m * r) * (lr * c1))
 
 
 class AdamW(Adam):
