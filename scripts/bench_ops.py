@@ -24,7 +24,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training import Cluster, SharedTensor
+from training import Cluster
 
 PARTIES = ["alice", "bob"]
 PROVIDER = "james"
@@ -96,35 +96,136 @@ async def targets(c: Any) -> list[Row]:
 
 
 async def every_op(c: Any) -> list[Row]:
-    rows: list[Row] = []
+    """Each op of docs/ops.md: (name, input, op, torch reference, precision) -> a row;
+    the error is absolute ("rel.": relative where |result| > 1, absolute below)."""
+    g = torch.Generator().manual_seed(1)
     pos = torch.linspace(0.05, 200.0, 4000)
     anyx = torch.linspace(-6, 6, 4000)
-    cases: list[
-        tuple[
-            str, torch.Tensor, Callable[[SharedTensor], Any], Callable[[torch.Tensor], torch.Tensor]
-        ]
-    ] = [
-        ("exp [-6,6]", anyx, lambda s: s.exp(), torch.exp),
-        ("log [0.05,200]", pos, lambda s: s.log(), torch.log),
-        ("reciprocal [0.05,200]", pos, lambda s: s.reciprocal(), torch.reciprocal),
-        ("sqrt [0.05,200]", pos, lambda s: s.sqrt(), torch.sqrt),
-        ("rsqrt [0.05,200]", pos, lambda s: s.rsqrt(), torch.rsqrt),
-        ("abs", anyx, lambda s: s.abs(), torch.abs),
-        ("leaky_relu", anyx, lambda s: F.leaky_relu(_any(s), 0.1), lambda t: F.leaky_relu(t, 0.1)),
-        ("hardtanh", anyx, lambda s: F.hardtanh(_any(s)), F.hardtanh),
-        ("softplus", anyx, lambda s: F.softplus(_any(s)), F.softplus),
+    img = torch.randn(8, 4, 12, 12, generator=g)
+    ker = torch.randn(6, 4, 3, 3, generator=g) * 0.3
+    probs = torch.rand(4000, generator=g) * 0.9 + 0.05
+    bits = (torch.rand(4000, generator=g) > 0.5).float()
+    labels = torch.randint(0, 10, (400,), generator=g)
+    rows: list[Row] = []
+    Case = tuple[
+        str, torch.Tensor, Callable[[Any], Any], Callable[[torch.Tensor], torch.Tensor], str
+    ]
+    cases: list[Case] = [
+        ("exp [-6,6] (rel.)", anyx, lambda s: s.exp(), torch.exp, "2/16"),
+        ("log [0.05,200]", pos, lambda s: s.log(), torch.log, "2/16"),
+        ("reciprocal [0.05,200] (rel.)", pos, lambda s: s.reciprocal(), torch.reciprocal, "2/16"),
+        ("sqrt [0.05,200]", pos, lambda s: s.sqrt(), torch.sqrt, "2/16"),
+        ("rsqrt [0.05,200]", pos, lambda s: s.rsqrt(), torch.rsqrt, "2/16"),
+        (
+            "x / y, y in [0.05,200] (rel.)",
+            pos,
+            lambda s: s / s.flip(),
+            lambda t: t / t.flip(0),
+            "2/16",
+        ),
+        ("softplus", anyx, lambda s: F.softplus(_any(s)), F.softplus, "2/16"),
         (
             "log_softmax 400x10",
             anyx.reshape(400, 10) * 2,
             lambda s: F.log_softmax(_any(s), 1),
             lambda t: F.log_softmax(t, 1),
+            "2/16",
         ),
-        ("max dim=1 400x10", anyx.reshape(400, 10), lambda s: s.max(1)[0], lambda t: t.max(1)[0]),
+        ("abs", anyx, lambda s: s.abs(), torch.abs, "10/3"),
+        (
+            "leaky_relu",
+            anyx,
+            lambda s: F.leaky_relu(_any(s), 0.1),
+            lambda t: F.leaky_relu(t, 0.1),
+            "10/3",
+        ),
+        ("hardtanh / clamp", anyx, lambda s: F.hardtanh(_any(s)), F.hardtanh, "10/3"),
+        (
+            "max dim=1 400x10",
+            anyx.reshape(400, 10),
+            lambda s: s.max(1)[0],
+            lambda t: t.max(1)[0],
+            "10/3",
+        ),
+        (
+            "argmax dim=1 400x10",
+            anyx.reshape(400, 10).flip(1),
+            lambda s: s.argmax(1),
+            lambda t: t.argmax(1).double(),
+            "10/3",
+        ),
+        (
+            "conv2d 8x4x12x12 * 6x4x3x3",
+            img,
+            lambda s: F.conv2d(s, c.share(ker)),
+            lambda t: F.conv2d(t, ker),
+            "10/3",
+        ),
+        (
+            "max_pool2d 2x2",
+            img,
+            lambda s: F.max_pool2d(_any(s), 2),
+            lambda t: F.max_pool2d(t, 2),
+            "10/3",
+        ),
+        (
+            "avg_pool2d 2x2",
+            img,
+            lambda s: F.avg_pool2d(_any(s), 2),
+            lambda t: F.avg_pool2d(t, 2),
+            "10/3",
+        ),
+        (
+            "batch_norm (train) 8x4x12x12",
+            img,
+            lambda s: F.batch_norm(_any(s), None, None, training=True),
+            lambda t: F.batch_norm(t, None, None, training=True),
+            "2/16",
+        ),
+        (
+            "mse_loss",
+            anyx,
+            lambda s: F.mse_loss(_any(s), anyx.flip(0)),
+            lambda t: F.mse_loss(t, anyx.flip(0)),
+            "10/3",
+        ),
+        (
+            "l1_loss",
+            anyx,
+            lambda s: F.l1_loss(_any(s), anyx.flip(0)),
+            lambda t: F.l1_loss(t, anyx.flip(0)),
+            "10/3",
+        ),
+        (
+            "binary_cross_entropy",
+            probs,
+            lambda s: F.binary_cross_entropy(_any(s), bits),
+            lambda t: F.binary_cross_entropy(t, bits),
+            "2/16",
+        ),
+        (
+            "bce_with_logits",
+            anyx,
+            lambda s: F.binary_cross_entropy_with_logits(_any(s), bits),
+            lambda t: F.binary_cross_entropy_with_logits(t, bits),
+            "2/16",
+        ),
+        (
+            "cross_entropy 400x10",
+            anyx.reshape(400, 10),
+            lambda s: F.cross_entropy(_any(s), labels),
+            lambda t: F.cross_entropy(t, labels),
+            "2/16",
+        ),
     ]
-    for name, x, fn, ref in cases:
-        s = share(c, x)
+    for name, x, fn, ref, prec in cases:
+        s = share(c, x) if prec == "2/16" else c.share(x)
         y, r, b = await measure(c, _bind(fn, s), x.numel())
-        rows.append(Row(name, r, b, await err(y, ref(x)), ""))
+        want = ref(x).double()
+        e = (await y.get()).double() - want
+        if "(rel.)" in name:
+            e = e / want.abs().clamp(min=1.0)
+        rows.append(Row(name, r, b, float(e.abs().max()), prec))
     return rows
 
 

@@ -119,7 +119,7 @@ async def test_param_groups_and_scheduler() -> None:
 
 
 async def test_frozen_parameters_stay_frozen() -> None:
-    x, _, net = data()
+    _, _, net = data()
     got, ref, _ = await run(
         lambda m: SGD(m.parameters(), lr=0.05),
         lambda m: torch.optim.SGD(m.parameters(), lr=0.05),

@@ -103,6 +103,7 @@ ENTRIES: dict[Any, Callable[..., Any]] = {
     torch.squeeze: lambda x, dim=None: x.squeeze(dim),
     torch.unsqueeze: lambda x, dim: x.unsqueeze(dim),
     torch.permute: lambda x, dims: x.permute(dims),
+    torch.flip: lambda x, dims: x.flip(dims),
     # losses
     F.mse_loss: Fn.mse_loss,
     F.l1_loss: Fn.l1_loss,

@@ -266,10 +266,13 @@ def abs_(x: SharedTensor) -> SharedTensor:
 
 def exp_domain(x: SharedTensor) -> tuple[int, int]:
     """Integers [lo, hi] to which ``exp``'s input is clamped: below lo, e^x is under the
-    resolution; above hi, a product of e^x would make the local truncation fail often."""
+    resolution; above hi, a product of e^x would make the local truncation fail often
+    (raw values above 2**44) or e^hi would not encode as a public constant."""
     f = frac_bits(x)
     lo = -math.ceil(f * math.log(2)) - 1
-    hi = max(1, math.floor((44 - 2 * f) * math.log(2)))
+    hi = max(
+        1, min(math.floor((44 - 2 * f) * math.log(2)), math.floor(math.log(x.fp.max_value)) - 1)
+    )
     return lo, hi
 
 

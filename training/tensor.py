@@ -479,6 +479,18 @@ class SharedTensor:
             return -out if d < 0 else out
         return self * (1.0 / pub.to(torch.float64))
 
+    def __floordiv__(self, other: Any) -> SharedTensor:
+        raise UnsupportedOperation(
+            "floor division of a SharedTensor is not supported; use / (true division)"
+        )
+
+    __rfloordiv__ = __floordiv__
+
+    def __mod__(self, other: Any) -> SharedTensor:
+        raise UnsupportedOperation("% (remainder) of a SharedTensor is not supported")
+
+    __rmod__ = __mod__
+
     def __rtruediv__(self, other: Any) -> SharedTensor:
         return _fn().div(_as_public(other), self)
 
@@ -487,7 +499,9 @@ class SharedTensor:
             f = _fn()
             return {0.5: f.sqrt, -1: f.reciprocal, -0.5: f.rsqrt}[exponent](self)
         if not isinstance(exponent, int) or isinstance(exponent, bool) or exponent < 1:
-            raise UnsupportedOperation(f"SharedTensor ** {exponent!r}: only integer powers >= 1")
+            raise UnsupportedOperation(
+                f"SharedTensor ** {exponent!r}: only integer powers >= 1 and 0.5, -1, -0.5"
+            )
         if exponent == 1:
             return self
         if exponent == 2:
@@ -634,6 +648,10 @@ class SharedTensor:
         except (RuntimeError, IndexError) as exc:
             raise ShapeError(f"permute{d} of shape {tuple(self.shape)}: {exc}") from None
         return self._take(idx)
+
+    def flip(self, *dims: Any) -> SharedTensor:
+        d = _shape_arg(dims) if dims else tuple(range(self.dim()))
+        return self._take(self._positions().flip(d))
 
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> SharedTensor:
         return self.reshape(self._positions().flatten(start_dim, end_dim).shape)
