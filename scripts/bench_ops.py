@@ -239,7 +239,7 @@ def _bind(fn: Callable[[Any], Any], s: Any) -> Callable[[], Any]:
 
 def render(rows: list[Row]) -> str:
     out = [
-        "| op | rounds | online B/element | max error | CrypTen 0.4.1 target |",
+        "| op | rounds | online B/element | max error | CrypTen 0.4.1 target (issue 12) or fixed point (base/bits) |",
         "|---|---|---|---|---|",
     ]
     for row in rows:

@@ -279,6 +279,8 @@ async def test_max_argmax_and_backward() -> None:
             # weight's encoding (< u/2 at its extra digits) and one truncation (< u)
             assert float((await reveal(sx.grad) - xd.grad).abs().max()) <= 1.5 * U3 + F32
         assert float(await reveal(torch.argmax(c.share(x)))) == float(x.argmax())
+        named = torch.max(c.share(x), 1)
+        assert torch.equal((await reveal(named.indices)).round().long(), x.max(1).indices)
         assert abs(float(await reveal(c.share(x).min())) - float(x.min())) <= U3
 
 
@@ -365,3 +367,16 @@ def test_fits_are_as_documented() -> None:
     assert Fn.fit_error("exp", 0, 1) < 6e-5
     assert Fn.fit_error("log1p", 0, 1) < 1.5e-4
     assert math.isclose(sum(Fn.fit("exp", 0, 1)), math.e, rel_tol=1e-4)
+
+
+async def test_three_parties_same_accuracy() -> None:
+    """With 3 parties the comparisons are the carry tree and truncation is the dealer pair;
+    the values are the same (within the 2-party bounds), only the rounds grow."""
+    x = torch.linspace(-8, 8, 200)
+    logits = torch.randn(4, 10, generator=torch.Generator().manual_seed(5)) * 3
+    async with Cluster.start(PARTIES[3], provider=PROVIDER, seed=2) as c:
+        y = await reveal(share16(c, x).sigmoid())
+        p = await reveal(F.softmax(share16(c, logits), 1))
+    bound = piecewise_bound("sigmoid_odd", Fn.SIGMOID_KNOTS, 0.5, U16 / 2) + F32
+    assert float((y - torch.sigmoid(x.double())).abs().max()) <= bound
+    assert float((p - logits.double().softmax(1)).abs().max()) <= 0.003

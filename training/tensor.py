@@ -727,7 +727,7 @@ class SharedTensor:
         if isinstance(dim, SharedTensor | torch.Tensor | float):
             return f.maximum(self, dim)
         values, _ = f.max_dim(self, dim, keepdim)
-        return values, f.argmax(self, dim, keepdim)
+        return torch.return_types.max((values, f.argmax(self, dim, keepdim)))
 
     def min(self, dim: Any = None, keepdim: bool = False) -> Any:
         f = _fn()
@@ -736,7 +736,7 @@ class SharedTensor:
         if isinstance(dim, SharedTensor | torch.Tensor | float):
             return -f.maximum(-self, -dim)
         values, _ = f.max_dim(-self, dim, keepdim)
-        return -values, f.argmax(-self, dim, keepdim)
+        return torch.return_types.min((-values, f.argmax(-self, dim, keepdim)))
 
     def argmax(self, dim: int | None = None, keepdim: bool = False) -> SharedTensor:
         return _fn().argmax(self, dim, keepdim)
