@@ -380,3 +380,33 @@ async def test_three_parties_same_accuracy() -> None:
     bound = piecewise_bound("sigmoid_odd", Fn.SIGMOID_KNOTS, 0.5, U16 / 2) + F32
     assert float((y - torch.sigmoid(x.double())).abs().max()) <= bound
     assert float((p - logits.double().softmax(1)).abs().max()) <= 0.003
+
+
+async def test_smooth_functions_refuse_coarse_encodings_before_queueing() -> None:
+    """At the default base 10 / precision 3 (9 fractional bits) the smooth functions would
+    miss their stated accuracy: they are refused, naming the function and the fix, before
+    any command is queued."""
+    from conftest import Tap
+
+    from training import Adam
+
+    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=2) as c:
+        x = c.share(torch.rand(3, 4) + 0.5)
+        await c.flush()
+        tap = Tap(c)
+        calls = {
+            "exp": lambda: torch.exp(x),
+            "sigmoid": lambda: torch.sigmoid(x),
+            "log": lambda: x.log(),
+            "division": lambda: x / x,
+            "softmax": lambda: F.softmax(x, 1),
+            "cross_entropy": lambda: F.cross_entropy(x, torch.tensor([0, 1, 2])),
+            "sqrt": lambda: x**0.5,
+            "Adam": lambda: Adam([c.share(torch.ones(2), requires_grad=True)]),
+        }
+        for name, call in calls.items():
+            with pytest.raises(UnsupportedOperation, match=rf"{name}.*precision=16, base=2"):
+                call()
+        await c.flush()
+        # nothing computed: only the Adam parameter's input, frees and the barrier
+        assert set(tap.commands()) <= {"barrier", "input", "free"}

@@ -115,6 +115,22 @@ def _check(x: Any, name: str) -> SharedTensor:
     return x
 
 
+MIN_BITS = 12
+"""Fractional bits the smooth functions need for their stated accuracy."""
+
+
+def require_bits(x: SharedTensor, name: str, *, base2: bool = False) -> None:
+    """Refuse (before anything is queued) a smooth function on too coarse an encoding."""
+    if frac_bits(x) < MIN_BITS or (base2 and x.fp.base != 2):
+        what = "base 2 with" if base2 else ""
+        raise UnsupportedOperation(
+            f"{name} needs {what} at least {MIN_BITS} fractional bits for its stated "
+            f"accuracy (this tensor has base {x.fp.base}, precision {x.fp.precision}); "
+            "share with cluster.share(t, precision=16, base=2) / "
+            "cluster.share_module(net, precision=16, base=2)"
+        )
+
+
 def _powers(t: SharedTensor, degree: int = DEGREE) -> list[Any]:
     """[1, t, t**2, ...]: t**2 in 1 round, t**3 and t**4 together in the next."""
     pw: list[Any] = [1.0, t]
@@ -193,6 +209,7 @@ def sigmoid(x: SharedTensor) -> SharedTensor:
     """1/(1+e^-x): 0.5 + sign(x) h(|x|), h piecewise degree 4 on [0,1.5,3,5,8], then
     0.5. 5 rounds."""
     x = _check(x, "sigmoid")
+    require_bits(x, "sigmoid")
     with torch.no_grad():
         t, b = _abs_sign(x)
         pw = _powers(t)
@@ -204,6 +221,7 @@ def sigmoid(x: SharedTensor) -> SharedTensor:
 def tanh(x: SharedTensor) -> SharedTensor:
     """sign(x) h(|x|), h piecewise degree 4 on [0,.75,1.5,2.5,4], then 1. 5 rounds."""
     x = _check(x, "tanh")
+    require_bits(x, "tanh")
     with torch.no_grad():
         t, b = _abs_sign(x)
         pw = _powers(t)
@@ -216,6 +234,7 @@ def softplus(x: SharedTensor, beta: float = 1.0, threshold: float = 20.0) -> Sha
     """log(1 + e^x) = relu(x) + h(|x|), h = log1p(exp(-t)) piecewise (0 beyond 12);
     backward g * sigmoid(x). 4 rounds."""
     x = _check(x, "softplus")
+    require_bits(x, "softplus")
     if beta != 1.0:
         raise UnsupportedOperation("softplus: only beta=1 is supported; scale the input")
     with torch.no_grad():
@@ -228,6 +247,7 @@ def softplus(x: SharedTensor, beta: float = 1.0, threshold: float = 20.0) -> Sha
 
 
 def silu(x: SharedTensor) -> SharedTensor:
+    require_bits(_check(x, "silu"), "silu")
     return x * sigmoid(x)
 
 
@@ -280,6 +300,7 @@ def exp(x: SharedTensor) -> SharedTensor:
     """e^x: clamp (1 round), bits [x >= k] for the domain's integers (1 round), u and u^2
     (1), u^3 u^4 (1), times e^k (1): 5 rounds. Backward g * y."""
     x = _check(x, "exp")
+    require_bits(x, "exp")
     lo, hi = exp_domain(x)
     with torch.no_grad():
         xc = clamp(x, float(lo), float(hi) - 1e-3)
@@ -358,6 +379,7 @@ def log(x: SharedTensor, domain: tuple[int, int] | None = None) -> SharedTensor:
     """ln x for x > 0: k ln 2 + p(m - 1), p of degree 4 on [0, 1]. 4 rounds.
     Backward g * reciprocal(x)."""
     x = _check(x, "log")
+    require_bits(x, "log", base2=True)
     with torch.no_grad():
         n = _Norm(x, domain)
         u = n.m - 1.0
@@ -369,6 +391,7 @@ def reciprocal_positive(x: SharedTensor, domain: tuple[int, int] | None = None) 
     """1/x for x > 0: (1/m) s, 1/m by 2 Newton-Raphson steps from 24/17 - 8/17 m.
     7 rounds. Backward -g y^2."""
     x = _check(x, "reciprocal")
+    require_bits(x, "reciprocal", base2=True)
     with torch.no_grad():
         n = _Norm(x, domain)
         m = n.m
@@ -383,6 +406,7 @@ def reciprocal(x: SharedTensor) -> SharedTensor:
     """1/x for x != 0: |x| and the sign from one ReLU, then :func:`reciprocal_positive`
     and one product with the sign. 9 rounds."""
     x = _check(x, "reciprocal")
+    require_bits(x, "reciprocal", base2=True)
     with torch.no_grad():
         t, b = _abs_sign(x)
         out = _signed(b, reciprocal_positive(t))
@@ -393,6 +417,7 @@ def sqrt(x: SharedTensor, domain: tuple[int, int] | None = None) -> SharedTensor
     """sqrt(x) for x >= 0: 2**(k/2) sqrt(m), sqrt(m) = p(m - 1) degree 4. 5 rounds.
     Backward g * 0.5 * rsqrt(x)."""
     x = _check(x, "sqrt")
+    require_bits(x, "sqrt", base2=True)
     with torch.no_grad():
         n = _Norm(x, domain)
         p = _poly(_powers(n.m - 1.0), fit("sqrt1p", 0.0, 1.0))
@@ -403,6 +428,7 @@ def sqrt(x: SharedTensor, domain: tuple[int, int] | None = None) -> SharedTensor
 def rsqrt(x: SharedTensor, domain: tuple[int, int] | None = None) -> SharedTensor:
     """1/sqrt(x) for x > 0: 2**(-k/2) p(m - 1). 5 rounds. Backward -g y^3 / 2."""
     x = _check(x, "rsqrt")
+    require_bits(x, "rsqrt", base2=True)
     with torch.no_grad():
         n = _Norm(x, domain)
         p = _poly(_powers(n.m - 1.0), fit("recip_sqrt1p", 0.0, 1.0))
@@ -417,6 +443,7 @@ def maximum(a: SharedTensor, b: Any) -> SharedTensor:
 
 def div(a: Any, b: SharedTensor) -> SharedTensor:
     """a / b for a shared b (nonzero): a * reciprocal(b)."""
+    require_bits(b, "division by a SharedTensor", base2=True)
     return reciprocal(b) * a if not isinstance(a, SharedTensor) else a * reciprocal(b)
 
 
@@ -533,6 +560,7 @@ def softmax(x: SharedTensor, dim: int | None = None, **kwargs: Any) -> SharedTen
     """e^(x - max) / sum: max (ceil(log2 n) rounds), exp for z <= 0 (3), reciprocal of
     the sum on [1, n] (7), product (1). Backward y (g - sum(g y))."""
     x = _check(x, "softmax")
+    require_bits(x, "softmax", base2=True)
     d = -1 if dim is None else dim
     _, e, s, n = _softmax_parts(x, d)
     with torch.no_grad():
@@ -548,6 +576,7 @@ def log_softmax(x: SharedTensor, dim: int | None = None, **kwargs: Any) -> Share
     """z - log(sum e^z): max, exp (3), log of the sum on [1, n] (4). Backward
     g - softmax * sum(g)."""
     x = _check(x, "log_softmax")
+    require_bits(x, "log_softmax", base2=True)
     d = -1 if dim is None else dim
     z, e, s, n = _softmax_parts(x, d)
     dom = _denominator_domain(n)
@@ -710,6 +739,7 @@ def cross_entropy(
     """-(T * log_softmax(x)).sum(); the backward is (softmax(x) rowsum(T) - T) / N from
     the same exponentials (no differentiation of the approximations)."""
     x = _check(input, "cross_entropy")
+    require_bits(x, "cross_entropy", base2=True)
     reduction = _legacy(size_average, reduce, reduction)
     t, denom = _class_targets(x, target, weight, ignore_index, "cross_entropy")
     cdim = 1 if x.dim() > 1 else 0
@@ -756,6 +786,7 @@ def binary_cross_entropy(
 ) -> SharedTensor:
     """-(t log p + (1-t) log(1-p)); log on (0, 1]; backward (p - t) / (p (1 - p))."""
     p = _check(input, "binary_cross_entropy")
+    require_bits(p, "binary_cross_entropy", base2=True)
     reduction = _legacy(size_average, reduce, reduction)
     t = _target(target, p, "binary_cross_entropy")
     if weight is not None:
@@ -789,6 +820,7 @@ def binary_cross_entropy_with_logits(
 ) -> SharedTensor:
     """softplus(x) - t x; backward (sigmoid(x) - t) / N."""
     x = _check(input, "binary_cross_entropy_with_logits")
+    require_bits(x, "binary_cross_entropy_with_logits", base2=True)
     reduction = _legacy(size_average, reduce, reduction)
     if weight is not None or pos_weight is not None:
         raise UnsupportedOperation(

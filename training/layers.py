@@ -333,6 +333,7 @@ def batch_norm(
     x = input
     if not isinstance(x, SharedTensor):
         raise UnsupportedOperation("batch_norm expects a shared input")
+    Fn.require_bits(x, "batch_norm", base2=True)
     c = int(x.shape[1])
     dims = [0, *range(2, x.dim())]
     shape = [1, c] + [1] * (x.dim() - 2)

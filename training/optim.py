@@ -81,8 +81,12 @@ class Optimizer(torch.optim.Optimizer):
             for k, v in group.items():
                 if k != "params" and isinstance(v, float):
                     p.fp.encode(torch.tensor(v))  # EncodingError now, not mid-step
+        self._check_params(ps)
         group["params"] = ps
         self.param_groups.append(group)
+
+    def _check_params(self, ps: list[SharedTensor]) -> None:
+        """Refuse parameters this optimiser cannot update accurately (before any step)."""
 
     def _validate(self, group: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -199,6 +203,10 @@ class Adam(Optimizer):
         super().__init__(params, defaults)
 
     decoupled = False
+
+    def _check_params(self, ps: list[SharedTensor]) -> None:
+        for p in ps:
+            Fn.require_bits(p, type(self).__name__, base2=True)
 
     def _validate(self, group: dict[str, Any]) -> None:
         group["lr"] = _check_number("lr", group["lr"], positive=True)
