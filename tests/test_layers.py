@@ -121,12 +121,24 @@ async def test_conv2d_forward_backward_against_torch(cfg: dict[str, Any]) -> Non
 async def test_conv_costs_match_closed_form(n: int) -> None:
     x_shape, w_shape, out = (2, 3, 8, 8), (4, 3, 3, 3), (2, 4, 6, 6)
     async with Cluster.start(PARTIES[n], provider=PROVIDER, seed=3) as c:
-        xs, ws = c.share(torch.rand(x_shape)), c.share(torch.rand(w_shape) - 0.5)
+        xs = c.share(torch.rand(x_shape), requires_grad=True)
+        ws = c.share(torch.rand(w_shape) - 0.5, requires_grad=True)
+        gs = c.share(torch.rand(out) - 0.5)
         await c.flush()
         before = c.stats()
         y = F.conv2d(xs, ws)
         await c.flush()
         d = c.stats() - before
+        # backward: conv_dx and conv_dw side by side, each its closed form
+        before = c.stats()
+        y.backward(gs)
+        await c.flush()
+        db = c.stats() - before
+    dx = DEFAULT.cost("conv_dx", [out, w_shape], x_shape, 1000, n)
+    dw = DEFAULT.cost("conv_dw", [x_shape, out], w_shape, 1000, n)
+    assert db.online_rounds == max(dx.rounds, dw.rounds) == d.online_rounds
+    assert db.online_bytes == n * (dx.online_bytes + dw.online_bytes)
+    assert db.offline_bytes == dx.dealer_bytes + dw.dealer_bytes
     want = DEFAULT.cost("conv", [x_shape, w_shape], out, 1000, n)
     assert tuple(y.shape) == out
     assert d.online_rounds == want.rounds == (1 if n == 2 else 2)
