@@ -345,7 +345,7 @@ async def test_refusals_name_the_function() -> None:
     async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=2) as c:
         s = c.share(torch.randn(4, 3))
         with pytest.raises(UnsupportedOperation, match="one-hot"):
-            F.cross_entropy(s, c.share(torch.tensor([0, 1, 2, 0.0])))
+            F.cross_entropy(share16(c, torch.randn(4, 3)), share16(c, torch.tensor([0, 1, 2, 0.0])))
         with pytest.raises(UnsupportedOperation, match="in-place"):
             F.leaky_relu(s, 0.1, inplace=True)
         with pytest.raises(UnsupportedOperation, match="secret index"):

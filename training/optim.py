@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from . import functional as Fn
-from .tensor import SharedTensor
+from .tensor import SharedTensor, cat
 
 
 def _check_number(name: str, v: Any, *, positive: bool = False, below_one: bool = False) -> float:
@@ -222,6 +222,7 @@ class Adam(Optimizer):
     def step(self, closure: Any = None) -> None:  # type: ignore[override]
         if closure is not None:
             raise ValueError("closures are not supported on SharedTensor optimizers")
+        pending: list[tuple[SharedTensor, SharedTensor, SharedTensor, float]] = []
         with torch.no_grad():
             for group in self.param_groups:
                 lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
@@ -246,10 +247,32 @@ class Adam(Optimizer):
                     state["exp_avg"], state["exp_avg_sq"] = m, v
                     c1, c2 = (1 - b1) / (1 - b1**t), (1 - b2) / (1 - b2**t)
                     # m_hat / sqrt(v_hat): the scale k cancels between m and sqrt(v)
-                    vh = v * c2 + (eps * k) ** 2
-                    f = Fn.frac_bits(vh)
-                    r = Fn.rsqrt(vh, (-(f - 2), f + 8))
-                    p._assign(p - (m * r) * (lr * c1))
+                    pending.append((p, m, v * c2 + (eps * k) ** 2, lr * c1))
+            self._apply(pending)
+
+    @staticmethod
+    def _apply(pending: list[tuple[SharedTensor, SharedTensor, SharedTensor, float]]) -> None:
+        """One rsqrt over every parameter's v_hat at once (flattened and concatenated:
+        the same rounds and bytes, far fewer ops), then the updates."""
+        if not pending:
+            return
+        flat = (
+            cat([vh.reshape(-1) for _, _, vh, _ in pending])
+            if len(pending) > 1
+            else (pending[0][2].reshape(-1))
+        )
+        f = Fn.frac_bits(flat)
+        r_all = Fn.rsqrt(flat, (-(f - 2), f + 8))
+        offset = 0
+        for p, m, vh, step in pending:
+            n = vh.numel()
+            r = (
+                r_all[offset : offset + n].reshape(vh.shape)
+                if len(pending) > 1
+                else (r_all.reshape(vh.shape))
+            )
+            offset += n
+            p._assign(p - (m * r) * step)
 
 
 class AdamW(Adam):
