@@ -307,3 +307,37 @@ async def test_dropout_and_batchnorm() -> None:
         ref.eval()
         y = sbn(c.share(x, precision=16, base=2))
         assert float((await reveal(y) - ref(xd).detach()).abs().max()) <= 2e-3
+
+
+async def test_bad_arguments_get_typed_errors() -> None:
+    """Misused layers and shape ops raise the library's typed errors (ShapeError or
+    UnsupportedOperation), never a bare IndexError/RuntimeError from torch internals."""
+    from protocols.errors import SmpcError
+
+    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=3) as c:
+        x = c.share(torch.randn(2, 3, 4))
+        y = c.share(torch.randn(2, 3, 4), precision=16, base=2)
+        calls = [
+            lambda: x.squeeze(5),
+            lambda: x.unsqueeze(9),
+            lambda: x.flatten(4),
+            lambda: x.max(5),
+            lambda: x.permute(0),
+            lambda: x[1.5],
+            lambda: x.flip(9),
+            lambda: torch.cat([x, x[:, :2]], 0),
+            lambda: F.conv2d(x, torch.randn(2, 3, 1, 1)),
+            lambda: F.conv2d(x.reshape(1, 2, 3, 4), c.share(torch.randn(3, 3, 1, 1))),
+            lambda: F.max_pool2d(x.reshape(24), 2),
+            lambda: F.avg_pool2d(x, 5),
+            lambda: F.softmax(y, 7),
+            lambda: F.cross_entropy(y[0], torch.tensor([0, 5, 1])),
+            lambda: F.nll_loss(x, torch.tensor([[0]])),
+            lambda: F.mse_loss(x, "a"),
+            lambda: x.argmax(3),
+            lambda: F.conv1d(x, c.share(torch.randn(2, 3, 9))),
+        ]
+        for i, call in enumerate(calls):
+            with pytest.raises(SmpcError):
+                call()
+            assert i >= 0

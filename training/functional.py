@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from protocols import shapes as S
 from protocols.errors import ShapeError, UnsupportedOperation
 
 from .autograd import Value
@@ -451,7 +452,9 @@ def div(a: Any, b: SharedTensor) -> SharedTensor:
 
 
 def _move_last(x: SharedTensor, dim: int) -> tuple[SharedTensor, int]:
-    d = dim % x.dim() if x.dim() else 0
+    if not x.dim():
+        raise ShapeError("max/argmax along a dimension of a 0-d tensor")
+    d = S.norm_dim("max", int(dim), x.dim())
     if d != x.dim() - 1:
         order = [i for i in range(x.dim()) if i != d] + [d]
         x = x.permute(order)
@@ -620,7 +623,12 @@ def _target(target: Any, like: SharedTensor, name: str) -> Any:
                 f"{name}: target shape {tuple(target.shape)} != input {tuple(like.shape)}"
             )
         return target
-    t = torch.as_tensor(target, dtype=torch.float64)
+    try:
+        t = torch.as_tensor(target, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise UnsupportedOperation(
+            f"{name}: cannot use a {type(target).__name__} target: {exc}"
+        ) from None
     if tuple(t.shape) != tuple(like.shape):
         raise ShapeError(f"{name}: target shape {tuple(t.shape)} != input {tuple(like.shape)}")
     return t
@@ -672,7 +680,10 @@ def _class_targets(
             f"{name}: shared class indices cannot select entries; share one-hot targets "
             "(F.one_hot(y, C).float()) as probabilities instead"
         )
-    t = torch.as_tensor(target)
+    try:
+        t = torch.as_tensor(target)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise UnsupportedOperation(f"{name}: cannot use a {type(target).__name__} target") from exc
     c = int(input.shape[1]) if input.dim() > 1 else int(input.shape[0])
     if t.is_floating_point():
         if tuple(t.shape) != tuple(input.shape):
@@ -687,6 +698,9 @@ def _class_targets(
             t64 = t64 * w.reshape(shape)
         return t64, float(t.numel() // c)
     t = t.to(torch.int64)
+    want = tuple(input.shape[:1]) + tuple(input.shape[2:]) if input.dim() > 1 else ()
+    if tuple(t.shape) != want:
+        raise ShapeError(f"{name}: class-index target shape {tuple(t.shape)}, expected {want}")
     valid = t != ignore_index
     safe = torch.where(valid, t, torch.zeros_like(t))
     if bool(((safe < 0) | (safe >= c)).any()):

@@ -207,6 +207,10 @@ def _windows(
     """Flat positions of every pooling window: (N, C, Ho, Wo, kh*kw)."""
     pos = torch.arange(int(torch.Size(shape).numel())).reshape(tuple(shape))
     khe, kwe = dil[0] * (k[0] - 1) + 1, dil[1] * (k[1] - 1) + 1
+    if khe > shape[2] or kwe > shape[3] or min(*k, *s, *dil) < 1:
+        raise ShapeError(
+            f"pooling window {k} (stride {s}, dilation {dil}) does not fit input {tuple(shape)}"
+        )
     win = pos.unfold(2, khe, s[0]).unfold(3, kwe, s[1])[..., :: dil[0], :: dil[1]]
     return win.reshape(*win.shape[:4], k[0] * k[1])
 

@@ -135,6 +135,9 @@ def cat(tensors: Sequence[Any], dim: int = 0) -> SharedTensor:
     shared = [t for t in items if isinstance(t, SharedTensor)]
     if not shared:
         raise UnsupportedOperation("cat needs at least one SharedTensor")
+    for t in items:
+        if not isinstance(t, SharedTensor | torch.Tensor):
+            raise UnsupportedOperation(f"cannot cat a SharedTensor with a {type(t).__name__}")
     try:
         pos = torch.cat([torch.zeros(tuple(t.shape)) for t in items], dim)
     except (RuntimeError, IndexError) as exc:
@@ -651,17 +654,29 @@ class SharedTensor:
 
     def flip(self, *dims: Any) -> SharedTensor:
         d = _shape_arg(dims) if dims else tuple(range(self.dim()))
-        return self._take(self._positions().flip(d))
+        try:
+            idx = self._positions().flip(d)
+        except (RuntimeError, IndexError, TypeError) as exc:
+            raise ShapeError(f"flip{d} of shape {tuple(self.shape)}: {exc}") from None
+        return self._take(idx)
+
+    def _shape_of(self, name: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Size:
+        """The shape ``fn`` gives the positions tensor; torch's refusal as a ShapeError."""
+        try:
+            return fn(self._positions()).shape
+        except (RuntimeError, IndexError, TypeError, ValueError) as exc:
+            raise ShapeError(f"{name} of shape {tuple(self.shape)}: {exc}") from None
 
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> SharedTensor:
-        return self.reshape(self._positions().flatten(start_dim, end_dim).shape)
+        return self.reshape(self._shape_of("flatten", lambda p: p.flatten(start_dim, end_dim)))
 
     def squeeze(self, dim: int | None = None) -> SharedTensor:
-        pos = self._positions()
-        return self.reshape((pos.squeeze() if dim is None else pos.squeeze(dim)).shape)
+        return self.reshape(
+            self._shape_of("squeeze", lambda p: p.squeeze() if dim is None else p.squeeze(dim))
+        )
 
     def unsqueeze(self, dim: int) -> SharedTensor:
-        return self.reshape(self._positions().unsqueeze(dim).shape)
+        return self.reshape(self._shape_of("unsqueeze", lambda p: p.unsqueeze(dim)))
 
     def contiguous(self) -> SharedTensor:
         return self
