@@ -1,4 +1,5 @@
-"""Training frontend: SharedTensor handles, autograd, module sharing, SGD, coordinator."""
+"""Training frontend: SharedTensor handles, autograd, module sharing, optimisers (SGD,
+Adam, AdamW), smooth functions, losses and layers (see docs/ops.md), coordinator."""
 
 from . import dispatch as _dispatch  # noqa: F401  (fills the torch dispatch table)
 from .cluster import Cluster
