@@ -1,15 +1,20 @@
-"""Training frontend: SharedTensor handles, autograd, module sharing, SGD, coordinator."""
+"""Training frontend: SharedTensor handles, autograd, module sharing, optimisers (SGD,
+Adam, AdamW), smooth functions, losses and layers (see docs/ops.md), coordinator."""
 
+from . import dispatch as _dispatch  # noqa: F401  (fills the torch dispatch table)
 from .cluster import Cluster
 from .coordinator import IterationRecord, PhaseCost, TrainingCoordinator
 from .module import reveal_module, share_module
-from .optim import SGD
+from .optim import SGD, Adam, AdamW, Optimizer
 from .tensor import PublicOperandWarning, SharedTensor, public
 
 __all__ = [
     "SGD",
+    "Adam",
+    "AdamW",
     "Cluster",
     "IterationRecord",
+    "Optimizer",
     "PhaseCost",
     "PublicOperandWarning",
     "SharedTensor",

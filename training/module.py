@@ -21,14 +21,21 @@ def share_module(
 
     The copy's ``forward`` is the user's, unchanged: ``F.linear``, ``F.relu`` and the
     operators dispatch to SharedTensor through ``__torch_function__``. ``parameters()``,
-    ``zero_grad()`` and attribute access work as usual. Buffers (BatchNorm statistics and
-    the like) have no secure implementation here and are refused by name.
+    ``zero_grad()`` and attribute access work as usual. Parameters with
+    ``requires_grad=False`` stay frozen (their shares do not require grad, so optimisers
+    skip them). Floating-point buffers (BatchNorm running statistics) are shared too;
+    other buffers are refused by name.
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"share_module expects a torch.nn.Module, got {type(module).__name__}")
-    for name, _ in module.named_buffers():
+    for name, buf in module.named_buffers():
+        if buf is not None and buf.is_floating_point():
+            continue  # BatchNorm running statistics: shared below
+        if buf is not None and name.endswith("num_batches_tracked"):
+            continue  # a public step counter
         raise UnsupportedOperation(
-            f"module buffer {name!r} cannot be shared (buffers are not supported)"
+            f"module buffer {name!r} cannot be shared (only floating-point buffers such as "
+            "BatchNorm running statistics are supported)"
         )
     shared = copy.deepcopy(module)
     for sub in shared.modules():
@@ -36,8 +43,13 @@ def share_module(
             if p is None:
                 continue
             sub._parameters[pname] = SharedTensor.from_plain(  # type: ignore[assignment]
-                cluster, p.detach(), fp, requires_grad=requires_grad
+                cluster, p.detach(), fp, requires_grad=requires_grad and p.requires_grad
             )
+        for bname, b in list(sub._buffers.items()):
+            if b is not None and b.is_floating_point():
+                sub._buffers[bname] = SharedTensor.from_plain(  # type: ignore[assignment]
+                    cluster, b.detach(), fp
+                )
     return shared
 
 
@@ -47,4 +59,7 @@ async def reveal_module(module: nn.Module) -> dict[str, torch.Tensor]:
     for name, p in module.named_parameters():
         if isinstance(p, SharedTensor):
             out[name] = await p.get()
+    for name, b in module.named_buffers():
+        if isinstance(b, SharedTensor):
+            out[name] = await b.get()
     return out

@@ -30,12 +30,18 @@ import torch.nn.functional as F
 from protocols import FixedPoint
 from protocols import shapes as S
 from protocols.errors import EncodingError, ShapeError, UnsupportedOperation
+from protocols.fixed_point import ENCODED_LIMIT_BITS
 from protocols.params import Params, Pub
 
 from . import autograd
 from .autograd import Value, unbroadcast
 
 _INT_LIMIT = 2**31
+
+
+class UnsupportedAttribute(UnsupportedOperation, AttributeError):
+    """A torch.Tensor attribute or method with no secure version (also an AttributeError,
+    so ``hasattr`` stays False)."""
 
 
 class _Ref:
@@ -107,7 +113,8 @@ def _public_precision(fp: FixedPoint, pub: torch.Tensor) -> int:
         return fp.precision  # encode() will refuse it with a clear message
     extra = int(_PUBLIC_BITS / math.log2(fp.base))
     q = fp.precision
-    while q < fp.precision + extra and top * fp.base ** (q + 1) < 2**_PUBLIC_BITS:
+    cap = math.ceil(ENCODED_LIMIT_BITS / math.log2(fp.base)) - 1  # a valid FixedPoint
+    while q < min(fp.precision + extra, cap) and top * fp.base ** (q + 1) < 2**_PUBLIC_BITS:
         q += 1
     return q
 
@@ -125,6 +132,73 @@ def _integral(t: torch.Tensor) -> bool:
             f"public integer factor {float(t.abs().max()):g} is too large (>= 2**31)"
         )
     return ok
+
+
+def _fn() -> Any:
+    from . import functional
+
+    return functional
+
+
+def take_any(v: Value, idx: torch.Tensor) -> Value:
+    """Gather on a SharedTensor or a public tensor alike."""
+    if isinstance(v, SharedTensor):
+        return v._take(idx)
+    return v.reshape(-1)[idx.reshape(-1)].reshape(idx.shape)
+
+
+def put_any(v: Value, idx: torch.Tensor, shape: Sequence[int]) -> Value:
+    """Scatter-add into zeros of ``shape``, on a SharedTensor or a public tensor alike."""
+    if isinstance(v, SharedTensor):
+        return v._put(idx, shape)
+    out = torch.zeros(int(np.prod(shape)), dtype=v.dtype)
+    out.index_add_(0, idx.reshape(-1), v.reshape(-1))
+    return out.reshape(tuple(shape))
+
+
+def cat(tensors: Sequence[Any], dim: int = 0) -> SharedTensor:
+    """``torch.cat`` of SharedTensors (local: each is scattered into place, then added)."""
+    items = list(tensors)
+    shared = [t for t in items if isinstance(t, SharedTensor)]
+    if not shared:
+        raise UnsupportedOperation("cat needs at least one SharedTensor")
+    for t in items:
+        if not isinstance(t, SharedTensor | torch.Tensor):
+            raise UnsupportedOperation(f"cannot cat a SharedTensor with a {type(t).__name__}")
+    try:
+        pos = torch.cat([torch.zeros(tuple(t.shape)) for t in items], dim)
+    except (RuntimeError, IndexError) as exc:
+        raise ShapeError(f"cat: {exc}") from None
+    flat = torch.arange(pos.numel(), dtype=torch.int64).reshape(pos.shape)
+    d = dim % pos.dim()
+    offset = 0
+    out: Any = None
+    for t in items:
+        n = int(t.shape[d])
+        idx = flat.narrow(d, offset, n)
+        offset += n
+        if isinstance(t, SharedTensor):
+            part: Any = t._put(idx, tuple(pos.shape))
+        else:
+            part = put_any(_as_public(t), idx, tuple(pos.shape))
+        out = part if out is None else (out + part if isinstance(out, SharedTensor) else part + out)
+    assert isinstance(out, SharedTensor)
+    return out
+
+
+def stack(tensors: Sequence[Any], dim: int = 0) -> SharedTensor:
+    items = list(tensors)
+    if not items:
+        raise ShapeError("stack expects a non-empty sequence")
+    nd = len(items[0].shape) + 1
+    d = dim % nd
+    return cat(
+        [
+            t.unsqueeze(d) if isinstance(t, SharedTensor) else _as_public(t).unsqueeze(d)
+            for t in items
+        ],
+        d,
+    )
 
 
 class SharedTensor:
@@ -283,8 +357,20 @@ class SharedTensor:
         self.fp = other.fp
 
     def detach(self) -> SharedTensor:
-        out = self._new(self.tid, self.shape)
+        """The same shared value without autograd history (shares the tensor id: no new
+        reference is tracked, so nothing is freed while either handle lives)."""
+        out = SharedTensor.__new__(SharedTensor)
+        out.cluster = self.cluster
         out._ref = self._ref
+        out.shape = self.shape
+        out.fp = self.fp
+        out.prec = self.prec
+        out.requires_grad = False
+        out.grad = None
+        out._parents = ()
+        out._backward = None
+        out._bit = self._bit
+        out._label = None
         return out
 
     def requires_grad_(self, flag: bool = True) -> SharedTensor:
@@ -410,7 +496,7 @@ class SharedTensor:
 
     def __truediv__(self, other: Any) -> SharedTensor:
         if isinstance(other, SharedTensor):
-            raise UnsupportedOperation("division by a SharedTensor is not supported")
+            return _fn().div(self, other)
         pub = _as_public(other)
         if bool((pub == 0).any()):
             raise ZeroDivisionError("division of a SharedTensor by zero")
@@ -423,9 +509,29 @@ class SharedTensor:
             return -out if d < 0 else out
         return self * (1.0 / pub.to(torch.float64))
 
+    def __floordiv__(self, other: Any) -> SharedTensor:
+        raise UnsupportedOperation(
+            "floor division of a SharedTensor is not supported; use / (true division)"
+        )
+
+    __rfloordiv__ = __floordiv__
+
+    def __mod__(self, other: Any) -> SharedTensor:
+        raise UnsupportedOperation("% (remainder) of a SharedTensor is not supported")
+
+    __rmod__ = __mod__
+
+    def __rtruediv__(self, other: Any) -> SharedTensor:
+        return _fn().div(_as_public(other), self)
+
     def __pow__(self, exponent: Any) -> SharedTensor:
+        if exponent in (0.5, -1, -0.5) and not isinstance(exponent, bool):
+            f = _fn()
+            return {0.5: f.sqrt, -1: f.reciprocal, -0.5: f.rsqrt}[exponent](self)
         if not isinstance(exponent, int) or isinstance(exponent, bool) or exponent < 1:
-            raise UnsupportedOperation(f"SharedTensor ** {exponent!r}: only integer powers >= 1")
+            raise UnsupportedOperation(
+                f"SharedTensor ** {exponent!r}: only integer powers >= 1 and 0.5, -1, -0.5"
+            )
         if exponent == 1:
             return self
         if exponent == 2:
@@ -522,6 +628,163 @@ class SharedTensor:
     def expand(self, *shape: Any) -> SharedTensor:
         old = tuple(self.shape)
         return self._view("expand", S.expand(old, _shape_arg(shape)), lambda g: unbroadcast(g, old))
+
+    # -- gather / scatter: indexing, permute, cat, windows -----------------------------------
+    def _take(self, idx: torch.Tensor) -> SharedTensor:
+        """``self.flatten()[idx]`` with ``idx``'s shape (local; see protocols.conv.take)."""
+        idx = idx.to(torch.int64)
+        if idx.numel() == 0:
+            raise ShapeError(f"indexing a SharedTensor of shape {tuple(self.shape)} gives nothing")
+        out = self._op("take", [], tuple(idx.shape), Params(pub=Pub.of(idx)))
+        in_shape = tuple(self.shape)
+        return self._record(out, [self], lambda g: (put_any(g, idx, in_shape),))
+
+    def _put(self, idx: torch.Tensor, shape: Sequence[int]) -> SharedTensor:
+        """Zeros of ``shape`` with ``self`` added at the flat positions ``idx``."""
+        idx = idx.to(torch.int64)
+        shape = tuple(int(s) for s in shape)
+        out = self._op("put", [], shape, Params(pub=Pub.of(idx), shape=shape))
+        return self._record(out, [self], lambda g: (take_any(g, idx),))
+
+    def _positions(self) -> torch.Tensor:
+        return torch.arange(self.numel(), dtype=torch.int64).reshape(self.shape)
+
+    def __getitem__(self, key: Any) -> SharedTensor:
+        parts = key if isinstance(key, tuple) else (key,)
+        if any(isinstance(k, SharedTensor) for k in parts):
+            raise UnsupportedOperation(
+                "indexing with a secret index is not supported; use a public index, or "
+                "multiply by a shared one-hot mask and sum"
+            )
+        try:
+            idx = self._positions()[key]
+        except (IndexError, TypeError, ValueError) as exc:
+            raise ShapeError(f"SharedTensor[{key!r}]: {exc}") from None
+        same = idx.dim() == self.dim() and tuple(idx.shape) == tuple(self.shape)
+        if same and bool((idx == self._positions()).all()):
+            return self
+        return self._take(idx)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        raise UnsupportedOperation(
+            "in-place assignment into a SharedTensor is not supported; build the tensor "
+            "with torch.cat / torch.stack or arithmetic instead"
+        )
+
+    def permute(self, *dims: Any) -> SharedTensor:
+        d = _shape_arg(dims)
+        try:
+            idx = self._positions().permute(d)
+        except (RuntimeError, IndexError) as exc:
+            raise ShapeError(f"permute{d} of shape {tuple(self.shape)}: {exc}") from None
+        return self._take(idx)
+
+    def flip(self, *dims: Any) -> SharedTensor:
+        d = _shape_arg(dims) if dims else tuple(range(self.dim()))
+        try:
+            idx = self._positions().flip(d)
+        except (RuntimeError, IndexError, TypeError) as exc:
+            raise ShapeError(f"flip{d} of shape {tuple(self.shape)}: {exc}") from None
+        return self._take(idx)
+
+    def _shape_of(self, name: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Size:
+        """The shape ``fn`` gives the positions tensor; torch's refusal as a ShapeError."""
+        try:
+            return fn(self._positions()).shape
+        except (RuntimeError, IndexError, TypeError, ValueError) as exc:
+            raise ShapeError(f"{name} of shape {tuple(self.shape)}: {exc}") from None
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> SharedTensor:
+        return self.reshape(self._shape_of("flatten", lambda p: p.flatten(start_dim, end_dim)))
+
+    def squeeze(self, dim: int | None = None) -> SharedTensor:
+        return self.reshape(
+            self._shape_of("squeeze", lambda p: p.squeeze() if dim is None else p.squeeze(dim))
+        )
+
+    def unsqueeze(self, dim: int) -> SharedTensor:
+        return self.reshape(self._shape_of("unsqueeze", lambda p: p.unsqueeze(dim)))
+
+    def contiguous(self) -> SharedTensor:
+        return self
+
+    def clone(self) -> SharedTensor:
+        return self + 0
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names SharedTensor does not define: a torch.Tensor method we
+        # have no secure version of. Refuse by name instead of a bare AttributeError.
+        if name.startswith("__") or name.startswith("_"):
+            raise AttributeError(name)
+        if hasattr(torch.Tensor, name):
+            raise UnsupportedAttribute(
+                f"torch.Tensor.{name} is not supported on SharedTensor "
+                "(see docs/ops.md for the supported operations)"
+            )
+        raise AttributeError(f"'SharedTensor' object has no attribute {name!r}")
+
+    # -- smooth functions, maxima (training.functional) ------------------------------------------
+    def exp(self) -> SharedTensor:
+        return _fn().exp(self)
+
+    def log(self) -> SharedTensor:
+        return _fn().log(self)
+
+    def reciprocal(self) -> SharedTensor:
+        return _fn().reciprocal(self)
+
+    def sqrt(self) -> SharedTensor:
+        return _fn().sqrt(self)
+
+    def rsqrt(self) -> SharedTensor:
+        return _fn().rsqrt(self)
+
+    def sigmoid(self) -> SharedTensor:
+        return _fn().sigmoid(self)
+
+    def tanh(self) -> SharedTensor:
+        return _fn().tanh(self)
+
+    def abs(self) -> SharedTensor:
+        return _fn().abs_(self)
+
+    __abs__ = abs
+
+    def clamp(self, min: Any = None, max: Any = None) -> SharedTensor:
+        return _fn().clamp(self, min, max)
+
+    clip = clamp
+
+    def softmax(self, dim: int, **kw: Any) -> SharedTensor:
+        return _fn().softmax(self, dim)
+
+    def log_softmax(self, dim: int, **kw: Any) -> SharedTensor:
+        return _fn().log_softmax(self, dim)
+
+    def max(self, dim: Any = None, keepdim: bool = False) -> Any:
+        """``max()`` (a value), ``max(dim)`` (values, shared indices) or ``max(other)``."""
+        f = _fn()
+        if dim is None:
+            return f.max_dim(self.reshape(-1), 0)[0]
+        if isinstance(dim, SharedTensor | torch.Tensor | float):
+            return f.maximum(self, dim)
+        values, _ = f.max_dim(self, dim, keepdim)
+        return torch.return_types.max((values, f.argmax(self, dim, keepdim)))
+
+    def min(self, dim: Any = None, keepdim: bool = False) -> Any:
+        f = _fn()
+        if dim is None:
+            return -f.max_dim((-self).reshape(-1), 0)[0]
+        if isinstance(dim, SharedTensor | torch.Tensor | float):
+            return -f.maximum(-self, -dim)
+        values, _ = f.max_dim(-self, dim, keepdim)
+        return torch.return_types.min((-values, f.argmax(-self, dim, keepdim)))
+
+    def argmax(self, dim: int | None = None, keepdim: bool = False) -> SharedTensor:
+        return _fn().argmax(self, dim, keepdim)
+
+    def argmin(self, dim: int | None = None, keepdim: bool = False) -> SharedTensor:
+        return _fn().argmax(-self, dim, keepdim)
 
     # -- comparisons and ReLU ------------------------------------------------------------------
     def drelu(self) -> SharedTensor:

@@ -1,0 +1,265 @@
+"""Rounds, online bytes per element and max error of the smooth functions and losses
+against plaintext torch (2 parties, default suite, base 2 / 16 fractional bits), with
+CrypTen 0.4.1's figures from issue 12 as anchors.
+
+    python scripts/bench_ops.py            # the targets table
+    python scripts/bench_ops.py --all      # every op of docs/ops.md
+
+Rounds and bytes are ``cluster.stats()`` deltas around the op after ``await
+cluster.flush()``; bytes are online bytes sent per party divided by the input's elements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training import Cluster
+
+PARTIES = ["alice", "bob"]
+PROVIDER = "james"
+
+
+@dataclass(frozen=True)
+class Row:
+    op: str
+    rounds: int
+    bytes_per_element: float
+    max_error: float
+    target: str
+
+
+async def measure(c: Any, make: Callable[[], Any], numel: int) -> tuple[Any, int, float]:
+    await c.flush()
+    before = c.stats()
+    y = make()
+    await c.flush()
+    d = c.stats() - before
+    return y, d.online_rounds, d.online_bytes / len(PARTIES) / numel
+
+
+async def err(y: Any, ref: torch.Tensor) -> float:
+    return float(((await y.get()).double() - ref.double()).abs().max())
+
+
+def share(c: Any, t: torch.Tensor, requires_grad: bool = False) -> Any:
+    return c.share(t, precision=16, base=2, requires_grad=requires_grad)
+
+
+async def targets(c: Any) -> list[Row]:
+    rows: list[Row] = []
+    g = torch.Generator().manual_seed(0)
+    x = torch.linspace(-8, 8, 10_000)
+    sx = share(c, x)
+    for name, fn, ref, tgt in (
+        ("sigmoid 1e4 in [-8,8]", lambda: sx.sigmoid(), torch.sigmoid(x), "<= 8 r, 256 B, 0.003"),
+        ("tanh 1e4 in [-8,8]", lambda: sx.tanh(), torch.tanh(x), "<= 8 r, 256 B, 0.005"),
+    ):
+        y, r, b = await measure(c, fn, x.numel())
+        rows.append(Row(name, r, b, await err(y, ref), tgt))
+    logits = torch.randn(32, 10, generator=g) * 3
+    sl = share(c, logits)
+    y, r, b = await measure(c, lambda: F.softmax(sl, dim=1), logits.numel())
+    rows.append(Row("softmax 32x10 (s=3)", r, b, await err(y, logits.softmax(1)), "<= 30 r, 0.003"))
+    labels = torch.randint(0, 10, (32,), generator=g)
+    sl = share(c, logits, requires_grad=True)
+    lt = logits.clone().requires_grad_(True)
+    ref = F.cross_entropy(lt, labels)
+    ref.backward()
+
+    holder: dict[str, Any] = {}
+
+    def ce() -> Any:
+        loss = F.cross_entropy(sl, labels)
+        loss.backward()
+        holder["loss"] = loss
+        return loss
+
+    loss, r, b = await measure(c, ce, logits.numel())
+    e_loss = await err(loss, ref.detach())
+    assert lt.grad is not None
+    e_grad = await err(sl.grad, lt.grad)
+    rows.append(
+        Row(f"cross-entropy f+b 32x10 (grad err {e_grad:.1e})", r, b, e_loss, "<= 40 r, 0.01")
+    )
+    return rows
+
+
+async def every_op(c: Any) -> list[Row]:
+    """Each op of docs/ops.md: (name, input, op, torch reference, precision) -> a row;
+    the error is absolute ("rel.": relative where |result| > 1, absolute below)."""
+    g = torch.Generator().manual_seed(1)
+    pos = torch.linspace(0.05, 200.0, 4000)
+    anyx = torch.linspace(-6, 6, 4000)
+    img = torch.randn(8, 4, 12, 12, generator=g)
+    ker = torch.randn(6, 4, 3, 3, generator=g) * 0.3
+    probs = torch.rand(4000, generator=g) * 0.9 + 0.05
+    bits = (torch.rand(4000, generator=g) > 0.5).float()
+    labels = torch.randint(0, 10, (400,), generator=g)
+    rows: list[Row] = []
+    Case = tuple[
+        str, torch.Tensor, Callable[[Any], Any], Callable[[torch.Tensor], torch.Tensor], str
+    ]
+    cases: list[Case] = [
+        ("exp [-6,6] (rel.)", anyx, lambda s: s.exp(), torch.exp, "2/16"),
+        ("log [0.05,200]", pos, lambda s: s.log(), torch.log, "2/16"),
+        ("reciprocal [0.05,200] (rel.)", pos, lambda s: s.reciprocal(), torch.reciprocal, "2/16"),
+        ("sqrt [0.05,200]", pos, lambda s: s.sqrt(), torch.sqrt, "2/16"),
+        ("rsqrt [0.05,200]", pos, lambda s: s.rsqrt(), torch.rsqrt, "2/16"),
+        (
+            "x / y, y in [0.05,200] (rel.)",
+            pos,
+            lambda s: s / s.flip(),
+            lambda t: t / t.flip(0),
+            "2/16",
+        ),
+        ("softplus", anyx, lambda s: F.softplus(_any(s)), F.softplus, "2/16"),
+        (
+            "log_softmax 400x10",
+            anyx.reshape(400, 10) * 2,
+            lambda s: F.log_softmax(_any(s), 1),
+            lambda t: F.log_softmax(t, 1),
+            "2/16",
+        ),
+        ("abs", anyx, lambda s: s.abs(), torch.abs, "10/3"),
+        (
+            "leaky_relu",
+            anyx,
+            lambda s: F.leaky_relu(_any(s), 0.1),
+            lambda t: F.leaky_relu(t, 0.1),
+            "10/3",
+        ),
+        ("hardtanh / clamp", anyx, lambda s: F.hardtanh(_any(s)), F.hardtanh, "10/3"),
+        (
+            "max dim=1 400x10",
+            anyx.reshape(400, 10),
+            lambda s: s.max(1)[0],
+            lambda t: t.max(1)[0],
+            "10/3",
+        ),
+        (
+            "argmax dim=1 400x10",
+            anyx.reshape(400, 10).flip(1),
+            lambda s: s.argmax(1),
+            lambda t: t.argmax(1).double(),
+            "10/3",
+        ),
+        (
+            "conv2d 8x4x12x12 * 6x4x3x3",
+            img,
+            lambda s: F.conv2d(s, c.share(ker)),
+            lambda t: F.conv2d(t, ker),
+            "10/3",
+        ),
+        (
+            "max_pool2d 2x2",
+            img,
+            lambda s: F.max_pool2d(_any(s), 2),
+            lambda t: F.max_pool2d(t, 2),
+            "10/3",
+        ),
+        (
+            "avg_pool2d 2x2",
+            img,
+            lambda s: F.avg_pool2d(_any(s), 2),
+            lambda t: F.avg_pool2d(t, 2),
+            "10/3",
+        ),
+        (
+            "batch_norm (train) 8x4x12x12",
+            img,
+            lambda s: F.batch_norm(_any(s), None, None, training=True),
+            lambda t: F.batch_norm(t, None, None, training=True),
+            "2/16",
+        ),
+        (
+            "mse_loss",
+            anyx,
+            lambda s: F.mse_loss(_any(s), anyx.flip(0)),
+            lambda t: F.mse_loss(t, anyx.flip(0)),
+            "10/3",
+        ),
+        (
+            "l1_loss",
+            anyx,
+            lambda s: F.l1_loss(_any(s), anyx.flip(0)),
+            lambda t: F.l1_loss(t, anyx.flip(0)),
+            "10/3",
+        ),
+        (
+            "binary_cross_entropy",
+            probs,
+            lambda s: F.binary_cross_entropy(_any(s), bits),
+            lambda t: F.binary_cross_entropy(t, bits),
+            "2/16",
+        ),
+        (
+            "bce_with_logits",
+            anyx,
+            lambda s: F.binary_cross_entropy_with_logits(_any(s), bits),
+            lambda t: F.binary_cross_entropy_with_logits(t, bits),
+            "2/16",
+        ),
+        (
+            "cross_entropy 400x10",
+            anyx.reshape(400, 10),
+            lambda s: F.cross_entropy(_any(s), labels),
+            lambda t: F.cross_entropy(t, labels),
+            "2/16",
+        ),
+    ]
+    for name, x, fn, ref, prec in cases:
+        s = share(c, x) if prec == "2/16" else c.share(x)
+        y, r, b = await measure(c, _bind(fn, s), x.numel())
+        want = ref(x).double()
+        e = (await y.get()).double() - want
+        if "(rel.)" in name:
+            e = e / want.abs().clamp(min=1.0)
+        rows.append(Row(name, r, b, float(e.abs().max()), prec))
+    return rows
+
+
+def _any(s: Any) -> Any:
+    return s
+
+
+def _bind(fn: Callable[[Any], Any], s: Any) -> Callable[[], Any]:
+    return lambda: fn(s)
+
+
+def render(rows: list[Row]) -> str:
+    out = [
+        "| op | rounds | online B/element | max error | CrypTen 0.4.1 target (issue 12) or fixed point (base/bits) |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        out.append(
+            f"| {row.op} | {row.rounds} | {row.bytes_per_element:.1f} | {row.max_error:.2e} | {row.target} |"
+        )
+    return "\n".join(out)
+
+
+async def main(all_ops: bool) -> None:
+    async with Cluster.start(PARTIES, provider=PROVIDER, seed=3) as c:
+        rows = await targets(c)
+        if all_ops:
+            rows += await every_op(c)
+    print(render(rows))
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--all", action="store_true")
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    trio.run(main, a.all)

@@ -1,0 +1,150 @@
+"""Optimisers on shares against torch.optim: SGD with Nesterov momentum, parameter groups,
+learning-rate schedulers from torch.optim.lr_scheduler, frozen parameters, Adam and AdamW.
+
+The model is a linear regression ``y = x W^T + b`` with the MSE loss on base 2 / 16
+fractional bits (u = 2**-16). Its gradients are matmuls of encoded values: each entry is
+off by well under 1e-4 here (k = 32 products of |x| <= 2 and residuals <= 4, each off by
+~u, plus truncations), so after T steps of SGD with learning rate lr and momentum mu a
+parameter is off by at most ``sum_t lr (1 + mu + ... ) 1e-4 <= T lr 1e-4 / (1 - mu)``
+plus T truncations (T u); the bounds below use that.
+
+Adam divides by sqrt(v_hat): its update is ``m_hat / sqrt(v_hat)``, within a relative
+``eps_g / |g|`` of torch's for a gradient off by eps_g, plus rsqrt's relative error
+(< 2e-4, tests/test_functional.py). The premise |g| >= 0.01 (asserted) bounds that by 1%
+per step, so T steps move a parameter by at most T lr 0.012 away from torch's.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import PARTIES, PROVIDER
+from torch import nn
+
+from training import SGD, Adam, AdamW, Cluster, reveal_module
+
+U = 2.0**-16
+GRAD_ERR = 1e-4
+STEPS = 4
+
+
+def data() -> tuple[torch.Tensor, torch.Tensor, nn.Module]:
+    g = torch.Generator().manual_seed(21)
+    x = torch.rand(32, 3, generator=g) * 4 - 2
+    y = x @ torch.tensor([[1.0, -2.0, 0.5]]).T + 0.3
+    torch.manual_seed(5)
+    return x, y, nn.Linear(3, 1)
+
+
+async def run(
+    make_ours: Any, make_ref: Any, sched: Any = None, freeze: str | None = None
+) -> tuple[dict[str, torch.Tensor], nn.Module, list[torch.Tensor]]:
+    x, y, net = data()
+    if freeze:
+        getattr(net, freeze).requires_grad_(False)
+    ref = copy.deepcopy(net)
+    ropt = make_ref(ref)
+    rs = sched(ropt) if sched else None
+    grads: list[torch.Tensor] = []
+    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=4) as c:
+        model = c.share_module(net, precision=16, base=2)
+        opt = make_ours(model)
+        s = sched(opt) if sched else None
+        xs = c.share(x, precision=16, base=2)
+        for _ in range(STEPS):
+            opt.zero_grad()
+            F.mse_loss(model(xs), y).backward()
+            opt.step()
+            ropt.zero_grad()
+            F.mse_loss(ref(x), y).backward()
+            grads.append(
+                torch.cat([p.grad.reshape(-1) for p in ref.parameters() if p.grad is not None])
+            )
+            ropt.step()
+            if s is not None:
+                s.step()
+                assert rs is not None
+                rs.step()
+                assert opt.param_groups[0]["lr"] == ropt.param_groups[0]["lr"]
+        got = await reveal_module(model)
+    return got, ref, grads
+
+
+def max_err(got: dict[str, torch.Tensor], ref: nn.Module) -> float:
+    return max(float((got[k] - v.detach()).abs().max()) for k, v in ref.named_parameters())
+
+
+@pytest.mark.parametrize(
+    ("kw", "mu"),
+    [
+        (dict(lr=0.05), 0.0),
+        (dict(lr=0.02, momentum=0.9, nesterov=True), 0.9),
+        (dict(lr=0.02, momentum=0.5, dampening=0.2, weight_decay=0.1), 0.5),
+    ],
+    ids=["plain", "nesterov", "dampening_wd"],
+)
+async def test_sgd_variants_match_torch(kw: dict[str, Any], mu: float) -> None:
+    got, ref, _ = await run(
+        lambda m: SGD(m.parameters(), **kw), lambda m: torch.optim.SGD(m.parameters(), **kw)
+    )
+    bound = STEPS * kw["lr"] * GRAD_ERR * (1 + 2 * mu) / (1 - mu) + STEPS * 2 * U
+    assert max_err(got, ref) <= bound
+
+
+async def test_param_groups_and_scheduler() -> None:
+    def ours(m: nn.Module) -> SGD:
+        return SGD(
+            [{"params": [m.weight], "lr": 0.05}, {"params": [m.bias]}], lr=0.01, momentum=0.5
+        )
+
+    def theirs(m: nn.Module) -> torch.optim.SGD:
+        return torch.optim.SGD(
+            [{"params": [m.weight], "lr": 0.05}, {"params": [m.bias]}], lr=0.01, momentum=0.5
+        )
+
+    got, ref, _ = await run(
+        ours, theirs, sched=lambda o: torch.optim.lr_scheduler.StepLR(o, 2, 0.5)
+    )
+    assert max_err(got, ref) <= STEPS * 0.05 * GRAD_ERR * 2 / 0.5 + STEPS * 2 * U
+    got2, ref2, _ = await run(
+        lambda m: SGD(m.parameters(), lr=0.05),
+        lambda m: torch.optim.SGD(m.parameters(), lr=0.05),
+        sched=lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda e: 1.0 / (1 + e)),
+    )
+    assert max_err(got2, ref2) <= STEPS * 0.05 * GRAD_ERR + STEPS * 2 * U
+
+
+async def test_frozen_parameters_stay_frozen() -> None:
+    _, _, net = data()
+    got, ref, _ = await run(
+        lambda m: SGD(m.parameters(), lr=0.05),
+        lambda m: torch.optim.SGD(m.parameters(), lr=0.05),
+        freeze="bias",
+    )
+    assert float((got["bias"] - net.bias.detach()).abs().max()) <= U / 2  # its encoding only
+    assert max_err(got, ref) <= STEPS * 0.05 * GRAD_ERR + STEPS * 2 * U
+
+
+@pytest.mark.parametrize("cls", [Adam, AdamW], ids=["adam", "adamw"])
+async def test_adam_matches_torch(cls: Any) -> None:
+    lr = 0.05
+    tcls = torch.optim.Adam if cls is Adam else torch.optim.AdamW
+    got, ref, grads = await run(
+        lambda m: cls(m.parameters(), lr=lr), lambda m: tcls(m.parameters(), lr=lr)
+    )
+    assert min(float(g.abs().min()) for g in grads) >= 0.01  # the premise (module doc)
+    assert max_err(got, ref) <= STEPS * lr * 0.012
+
+
+def test_optimizer_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="lr"):
+        SGD([{"params": []}], lr=0)
+    with pytest.raises(TypeError, match="SharedTensor"):
+        SGD([torch.zeros(2)], lr=0.1)
+    with pytest.raises(ValueError, match="Nesterov"):
+        Adam  # noqa: B018 - imported for the other tests
+        SGD([{"params": []}], lr=0.1, nesterov=True)

@@ -1,0 +1,125 @@
+"""``__torch_function__`` entries for the functional API, losses and layers (filled into
+:data:`training.tensor._TORCH` on import of :mod:`training`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from protocols.errors import UnsupportedOperation
+
+from . import functional as Fn
+from . import layers as L
+from .tensor import _TORCH, SharedTensor, cat, stack
+
+
+def _shared_first(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return fn
+
+
+def _max(x: Any, dim: Any = None, keepdim: bool = False, **kw: Any) -> Any:
+    if not isinstance(x, SharedTensor):
+        return Fn.maximum(dim, x)
+    return x.max(dim, keepdim)
+
+
+def _min(x: Any, dim: Any = None, keepdim: bool = False, **kw: Any) -> Any:
+    if not isinstance(x, SharedTensor):
+        return -Fn.maximum(-dim, -x)
+    return x.min(dim, keepdim)
+
+
+def _div(a: Any, b: Any, rounding_mode: str | None = None) -> Any:
+    if rounding_mode is not None:
+        raise UnsupportedOperation("torch.div with rounding_mode is not supported on SharedTensor")
+    return a / b if isinstance(a, SharedTensor) else b.__rtruediv__(a)
+
+
+def _no_inplace(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+    def run(*args: Any, inplace: bool = False, **kw: Any) -> Any:
+        if inplace:
+            raise UnsupportedOperation(f"in-place {name} is not supported on SharedTensor")
+        return fn(*args, **kw)
+
+    return run
+
+
+def _relu6(x: Any, inplace: bool = False) -> Any:
+    return _no_inplace(Fn.hardtanh, "relu6")(x, 0.0, 6.0, inplace=inplace)
+
+
+def _softmax(x: Any, dim: Any = None, _stacklevel: int = 3, dtype: Any = None) -> Any:
+    return Fn.softmax(x, dim)
+
+
+def _log_softmax(x: Any, dim: Any = None, _stacklevel: int = 3, dtype: Any = None) -> Any:
+    return Fn.log_softmax(x, dim)
+
+
+ENTRIES: dict[Any, Callable[..., Any]] = {
+    # activations
+    torch.sigmoid: Fn.sigmoid,
+    F.sigmoid: Fn.sigmoid,
+    torch.tanh: Fn.tanh,
+    F.tanh: Fn.tanh,
+    F.softmax: _softmax,
+    torch.softmax: _softmax,
+    F.log_softmax: _log_softmax,
+    torch.log_softmax: _log_softmax,
+    F.leaky_relu: _no_inplace(Fn.leaky_relu, "leaky_relu"),
+    F.hardtanh: _no_inplace(Fn.hardtanh, "hardtanh"),
+    F.relu6: _relu6,
+    F.softplus: Fn.softplus,
+    F.silu: _no_inplace(Fn.silu, "silu"),
+    torch.abs: Fn.abs_,
+    torch.clamp: Fn.clamp,
+    torch.clip: Fn.clamp,
+    # smooth functions and division
+    torch.exp: Fn.exp,
+    torch.log: Fn.log,
+    torch.reciprocal: Fn.reciprocal,
+    torch.sqrt: Fn.sqrt,
+    torch.rsqrt: Fn.rsqrt,
+    torch.div: _div,
+    torch.true_divide: _div,
+    torch.Tensor.__truediv__: lambda a, b: b.__rtruediv__(a),
+    torch.Tensor.div: lambda a, b: b.__rtruediv__(a),
+    # maxima
+    torch.max: _max,
+    torch.min: _min,
+    torch.maximum: lambda a, b: (
+        Fn.maximum(a, b) if isinstance(a, SharedTensor) else Fn.maximum(b, a)
+    ),
+    torch.argmax: lambda x, dim=None, keepdim=False: Fn.argmax(x, dim, keepdim),
+    torch.argmin: lambda x, dim=None, keepdim=False: Fn.argmax(-x, dim, keepdim),
+    # shape ops
+    torch.cat: lambda tensors, dim=0: cat(tensors, dim),
+    torch.concat: lambda tensors, dim=0: cat(tensors, dim),
+    torch.stack: lambda tensors, dim=0: stack(tensors, dim),
+    torch.flatten: lambda x, start_dim=0, end_dim=-1: x.flatten(start_dim, end_dim),
+    torch.squeeze: lambda x, dim=None: x.squeeze(dim),
+    torch.unsqueeze: lambda x, dim: x.unsqueeze(dim),
+    torch.permute: lambda x, dims: x.permute(dims),
+    torch.flip: lambda x, dims: x.flip(dims),
+    # losses
+    F.mse_loss: Fn.mse_loss,
+    F.l1_loss: Fn.l1_loss,
+    F.cross_entropy: Fn.cross_entropy,
+    F.nll_loss: Fn.nll_loss,
+    F.binary_cross_entropy: Fn.binary_cross_entropy,
+    F.binary_cross_entropy_with_logits: Fn.binary_cross_entropy_with_logits,
+    # layers
+    F.conv2d: L.conv2d,
+    F.conv1d: L.conv1d,
+    F.avg_pool2d: L.avg_pool2d,
+    F.max_pool2d: L.max_pool2d,
+    F.adaptive_avg_pool2d: L.adaptive_avg_pool2d,
+    F.adaptive_max_pool2d: L.adaptive_max_pool2d,
+    F.dropout: L.dropout,
+    F.batch_norm: L.batch_norm,
+}
+
+_TORCH.update(ENTRIES)

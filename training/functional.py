@@ -1,0 +1,855 @@
+"""Smooth functions, activations, maxima and losses on SharedTensors, built from the
+suite's secure primitives (comparisons, Beaver products, public scalings).
+
+Every function computes its forward under ``torch.no_grad()`` from primitives and records
+one backward rule beside it (the analytic derivative, e.g. ``sigmoid' = y - y**2``), so
+the backward pass costs a few products instead of differentiating the approximation.
+
+Approximations (all vectorised; rounds are for 2 parties with the default suite, where a
+comparison (FSS DReLU/ReLU) costs 1 round and 8 bytes per element and a truncation is
+local; see docs/ops.md for the measured table):
+
+* **piecewise polynomials** (``_piecewise``): the input is compared with all knots at once
+  (1 round, 8 B per knot), its powers ``t**2`` (1 round) and ``t**3, t**4`` (1 round) are
+  shared by all segments, each segment's least-squares polynomial (degree 4, fitted here
+  at import on Chebyshev points) is a local public combination, and the segments are
+  selected by the telescoping sum ``p_0 + sum_k [t >= k_k] (p_k - p_{k-1})`` (1 round:
+  products with a comparison bit need no truncation). Values of a polynomial far outside
+  its segment cancel exactly in the ring, so no clamping is needed.
+* **odd/even symmetry** (sigmoid, tanh, softplus): one ReLU gives ``t = |x|`` and the sign
+  bit in 1 round; the function on ``t >= 0`` is piecewise; the sign is applied by one
+  product with the bit.
+* **range normalisation by powers of two** (log, reciprocal, sqrt, rsqrt): bits
+  ``[x >= 2**k]`` (1 round) select, linearly, ``s = 2**-k`` and the constants ``k``,
+  ``2**(k/2)``; ``m = x * s`` lies in [1, 2) (1 round). Then a degree-4 polynomial in
+  ``m - 1`` (log, sqrt, rsqrt) or Newton-Raphson for ``1/m`` from the linear start
+  ``24/17 - 8/17 m`` (the classic 48/17 - 32/17 m' start for m' = m/2 in [1/2, 1), relative error
+  1/17; 2 iterations leave (1/17)**4 < 1.2e-5).
+  ``s = 2**-k`` must be exact in fixed point: with base 2 and f fractional bits the
+  domain is [2**-(f//2), 2**f); with base 10 and precision p it is [2**-(f//2), 2**p)
+  (f = the fractional bits, 9 for precision 3). Inputs outside give garbage.
+* **exp**: range reduction by integers: bits ``[x >= k]`` for every integer k in the
+  domain give ``k`` and ``e**k`` linearly, ``u = x - k`` in [0, 1) and ``exp(x) =
+  e**k * p(u)`` with a degree-4 ``p``. The input is clamped to the domain first.
+  Softmax uses a cheaper ``exp`` for ``x <= 0`` (4 knots, no clamp).
+* **maximum along a dimension**: a tournament, one ReLU per level
+  (``max(a, b) = b + relu(a - b)``), ``ceil(log2 n)`` rounds; the arg-max one-hot (for
+  backward and ``argmax``) is updated with the levels' bits, 1 round behind.
+
+Accuracy needs fractional bits: use base 2 with 16 bits
+(``cluster.share(t, precision=16, base=2)``) for the smooth functions; the default base 10
+/ precision 3 (resolution 0.001) suffices for ReLU, pooling, conv, linear, MSE and L1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import cache
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+import torch
+
+from protocols import shapes as S
+from protocols.errors import ShapeError, UnsupportedOperation
+
+from .autograd import Value
+from .tensor import SharedTensor, cat
+
+DEGREE = 4
+
+# -- polynomial fits ------------------------------------------------------------------------
+
+
+def _log1p_exp_neg(t: np.ndarray) -> np.ndarray:
+    return np.log1p(np.exp(-t))
+
+
+_FUNCS: dict[str, Any] = {
+    "sigmoid_odd": lambda t: 1.0 / (1.0 + np.exp(-t)) - 0.5,
+    "tanh": np.tanh,
+    "softplus_even": _log1p_exp_neg,
+    "exp": np.exp,
+    "log1p": np.log1p,
+    "recip_sqrt1p": lambda u: 1.0 / np.sqrt(1.0 + u),
+    "sqrt1p": lambda u: np.sqrt(1.0 + u),
+}
+
+
+@cache
+def fit(name: str, lo: float, hi: float, degree: int = DEGREE) -> tuple[float, ...]:
+    """Least-squares polynomial (monomial coefficients, low to high) of ``name`` on
+    [lo, hi], from 4001 Chebyshev points."""
+    k = np.arange(4001)
+    x = (lo + hi) / 2 + (hi - lo) / 2 * np.cos(np.pi * (k + 0.5) / 4001)
+    c = np.polynomial.polynomial.polyfit(x, _FUNCS[name](x), degree)
+    return tuple(float(v) for v in c)
+
+
+def fit_error(name: str, lo: float, hi: float, degree: int = DEGREE) -> float:
+    """Max error of :func:`fit` on a dense grid (for the docs and the tests' bounds)."""
+    x = np.linspace(lo, hi, 20001)
+    c = fit(name, lo, hi, degree)
+    return float(np.abs(np.polynomial.polynomial.polyval(x, c) - _FUNCS[name](x)).max())
+
+
+# Piecewise tables: (knots, function); a segment [k_i, k_{i+1}) has its own polynomial;
+# beyond the last knot the value is the constant ``tail``.
+SIGMOID_KNOTS = (0.0, 1.5, 3.0, 5.0, 8.0)
+TANH_KNOTS = (0.0, 0.75, 1.5, 2.5, 4.0)
+SOFTPLUS_KNOTS = (0.0, 1.5, 3.0, 5.0, 8.0, 12.0)
+EXP_NEG_KNOTS = (-12.0, -6.0, -3.0, -1.5, 0.0)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def frac_bits(x: SharedTensor) -> int:
+    return math.floor(x.fp.precision * math.log2(x.fp.base) + 1e-9)
+
+
+def _check(x: Any, name: str) -> SharedTensor:
+    if not isinstance(x, SharedTensor):
+        raise UnsupportedOperation(f"{name} expects a SharedTensor, got {type(x).__name__}")
+    return x
+
+
+MIN_BITS = 12
+"""Fractional bits the smooth functions need for their stated accuracy."""
+
+
+def require_bits(x: SharedTensor, name: str, *, base2: bool = False) -> None:
+    """Refuse (before anything is queued) a smooth function on too coarse an encoding."""
+    if frac_bits(x) < MIN_BITS or (base2 and x.fp.base != 2):
+        what = "base 2 with" if base2 else ""
+        raise UnsupportedOperation(
+            f"{name} needs {what} at least {MIN_BITS} fractional bits for its stated "
+            f"accuracy (this tensor has base {x.fp.base}, precision {x.fp.precision}); "
+            "share with cluster.share(t, precision=16, base=2) / "
+            "cluster.share_module(net, precision=16, base=2)"
+        )
+
+
+def _powers(t: SharedTensor, degree: int = DEGREE) -> list[Any]:
+    """[1, t, t**2, ...]: t**2 in 1 round, t**3 and t**4 together in the next."""
+    pw: list[Any] = [1.0, t]
+    if degree >= 2:
+        pw.append(t**2)
+    if degree >= 3:
+        pw.append(pw[2] * t)
+    if degree >= 4:
+        pw.append(pw[2] ** 2)
+    for k in range(5, degree + 1):
+        pw.append(pw[k - 4] * pw[4])
+    return pw
+
+
+def _poly(pw: Sequence[Any], coeffs: Sequence[float]) -> SharedTensor:
+    out: Any = None
+    for p, c in zip(pw[1:], coeffs[1:], strict=False):
+        term = p * float(c)
+        out = term if out is None else out + term
+    assert isinstance(out, SharedTensor)
+    return out + float(coeffs[0])
+
+
+def _select(bits: Sequence[SharedTensor], values: Sequence[Any]) -> SharedTensor:
+    """``values[0] + sum_k bits[k] * (values[k+1] - values[k])``: the value of the segment
+    the bits select (bits[k] = [t >= knot k]); 1 round."""
+    out: Any = values[0]
+    for b, lo, hi in zip(bits, values[:-1], values[1:], strict=True):
+        diff = hi - lo
+        if not isinstance(diff, SharedTensor):
+            diff = float(diff)
+            if diff == 0.0:
+                continue
+        term = b * diff
+        out = term + out if isinstance(out, SharedTensor) else term + float(out)
+    assert isinstance(out, SharedTensor)
+    return out
+
+
+def _piecewise(
+    t: SharedTensor,
+    pw: Sequence[Any],
+    name: str,
+    knots: Sequence[float],
+    bits: Sequence[SharedTensor],
+    tail: float,
+    head: float | None = None,
+) -> SharedTensor:
+    """The piecewise fit of ``name`` on ``knots`` (bits[k] = [t >= knots[k]] for k >= 1;
+    with ``head`` also bits for knots[0], below which the value is ``head``)."""
+    polys: list[Any] = [_poly(pw, fit(name, a, b)) for a, b in pairwise(knots)]
+    values = ([head] if head is not None else []) + polys + [tail]
+    return _select(bits, values)
+
+
+def _bits(t: SharedTensor, knots: Sequence[float]) -> list[SharedTensor]:
+    return [(t - float(k)).drelu() for k in knots]
+
+
+def _abs_sign(x: SharedTensor) -> tuple[SharedTensor, SharedTensor]:
+    """(|x|, sign bit [x >= 0]) from one ReLU (1 round)."""
+    r = x.relu()
+    assert r._bit is not None
+    return r * 2 - x, r._bit
+
+
+def _signed(bit: SharedTensor, h: SharedTensor) -> SharedTensor:
+    """``(2 bit - 1) * h``: 1 round, no truncation (the bit has precision 0)."""
+    return (bit * 2 - 1) * h
+
+
+# -- activations --------------------------------------------------------------------------------
+
+
+def sigmoid(x: SharedTensor) -> SharedTensor:
+    """1/(1+e^-x): 0.5 + sign(x) h(|x|), h piecewise degree 4 on [0,1.5,3,5,8], then
+    0.5. 5 rounds."""
+    x = _check(x, "sigmoid")
+    require_bits(x, "sigmoid")
+    with torch.no_grad():
+        t, b = _abs_sign(x)
+        pw = _powers(t)
+        h = _piecewise(t, pw, "sigmoid_odd", SIGMOID_KNOTS, _bits(t, SIGMOID_KNOTS[1:]), 0.5)
+        y = _signed(b, h) + 0.5
+    return x._record(y, [x], lambda g: (g * (y - y**2),))
+
+
+def tanh(x: SharedTensor) -> SharedTensor:
+    """sign(x) h(|x|), h piecewise degree 4 on [0,.75,1.5,2.5,4], then 1. 5 rounds."""
+    x = _check(x, "tanh")
+    require_bits(x, "tanh")
+    with torch.no_grad():
+        t, b = _abs_sign(x)
+        pw = _powers(t)
+        h = _piecewise(t, pw, "tanh", TANH_KNOTS, _bits(t, TANH_KNOTS[1:]), 1.0)
+        y = _signed(b, h)
+    return x._record(y, [x], lambda g: (g * (1 - y**2),))
+
+
+def softplus(x: SharedTensor, beta: float = 1.0, threshold: float = 20.0) -> SharedTensor:
+    """log(1 + e^x) = relu(x) + h(|x|), h = log1p(exp(-t)) piecewise (0 beyond 12);
+    backward g * sigmoid(x). 4 rounds."""
+    x = _check(x, "softplus")
+    require_bits(x, "softplus")
+    if beta != 1.0:
+        raise UnsupportedOperation("softplus: only beta=1 is supported; scale the input")
+    with torch.no_grad():
+        r = x.relu()
+        t = r * 2 - x
+        pw = _powers(t)
+        h = _piecewise(t, pw, "softplus_even", SOFTPLUS_KNOTS, _bits(t, SOFTPLUS_KNOTS[1:]), 0.0)
+        y = r + h
+    return x._record(y, [x], lambda g: (g * sigmoid(x.detach()),))
+
+
+def silu(x: SharedTensor) -> SharedTensor:
+    require_bits(_check(x, "silu"), "silu")
+    return x * sigmoid(x)
+
+
+def leaky_relu(x: SharedTensor, negative_slope: float = 0.01) -> SharedTensor:
+    """slope x + (1 - slope) relu(x): one ReLU (1 round)."""
+    return x * float(negative_slope) + x.relu() * (1.0 - float(negative_slope))
+
+
+def clamp(x: SharedTensor, min: float | None = None, max: float | None = None) -> SharedTensor:
+    """lo + relu(x - lo) - relu(x - hi): two ReLUs side by side (1 round)."""
+    x = _check(x, "clamp")
+    if isinstance(min, SharedTensor) or isinstance(max, SharedTensor):
+        raise UnsupportedOperation("clamp with shared bounds is not supported; use relu")
+    if min is None and max is None:
+        raise ValueError("clamp needs min or max")
+    if min is not None and max is not None:
+        lo, hi = float(min), float(max)
+        return (x - lo).relu() - (x - hi).relu() + lo
+    if min is not None:
+        return (x - float(min)).relu() + float(min)
+    assert max is not None
+    return x - (x - float(max)).relu()
+
+
+def hardtanh(x: SharedTensor, min_val: float = -1.0, max_val: float = 1.0) -> SharedTensor:
+    return clamp(x, min_val, max_val)
+
+
+def abs_(x: SharedTensor) -> SharedTensor:
+    """|x| = 2 relu(x) - x (1 round; backward by the ReLU's bit)."""
+    return x.relu() * 2 - _check(x, "abs")
+
+
+# -- exp / log / reciprocal / sqrt --------------------------------------------------------------
+
+
+def exp_domain(x: SharedTensor) -> tuple[int, int]:
+    """Integers [lo, hi] to which ``exp``'s input is clamped: below lo, e^x is under the
+    resolution; above hi, a product of e^x would make the local truncation fail often
+    (raw values above 2**44) or e^hi would not encode as a public constant."""
+    f = frac_bits(x)
+    lo = -math.ceil(f * math.log(2)) - 1
+    hi = max(
+        1, min(math.floor((44 - 2 * f) * math.log(2)), math.floor(math.log(x.fp.max_value)) - 1)
+    )
+    return lo, hi
+
+
+def exp(x: SharedTensor) -> SharedTensor:
+    """e^x: clamp (1 round), bits [x >= k] for the domain's integers (1 round), u and u^2
+    (1), u^3 u^4 (1), times e^k (1): 5 rounds. Backward g * y."""
+    x = _check(x, "exp")
+    require_bits(x, "exp")
+    lo, hi = exp_domain(x)
+    with torch.no_grad():
+        xc = clamp(x, float(lo), float(hi) - 1e-3)
+        ks = list(range(lo + 1, hi))
+        bits = _bits(xc, ks)
+        kk: Any = float(lo)
+        ek: Any = math.exp(lo)
+        for k, b in zip(ks, bits, strict=True):
+            kk = b * 1 + kk
+            ek = b * (math.exp(k) - math.exp(k - 1)) + ek
+        u = xc - kk
+        p = _poly(_powers(u), fit("exp", 0.0, 1.0))
+        y = p * ek
+    return x._record(y, [x], lambda g: (g * y,))
+
+
+def exp_nonpositive(z: SharedTensor) -> SharedTensor:
+    """e^z for z <= 0 (softmax after subtracting the max): piecewise degree 4 on
+    [-12,-6,-3,-1.5,0] and 0 below -12; 3 rounds, no backward (callers record theirs)."""
+    with torch.no_grad():
+        pw = _powers(z)
+        polys = [_poly(pw, fit("exp", a, b)) for a, b in pairwise(EXP_NEG_KNOTS[:-1])]
+        # the last polynomial covers [-1.5, 0] and goes on above 0 (tiny overshoot of z)
+        polys.append(_poly(pw, fit("exp", EXP_NEG_KNOTS[-2], EXP_NEG_KNOTS[-1])))
+        return _select(_bits(z, EXP_NEG_KNOTS[:-1]), [0.0, *polys])
+
+
+def log_domain(x: SharedTensor) -> tuple[int, int]:
+    """Exponents [klo, khi): inputs in [2**klo, 2**khi) are normalised exactly."""
+    f = frac_bits(x)
+    khi = min(f, 30 - f) if x.fp.base == 2 else x.fp.precision
+    return -(f // 2), khi
+
+
+def _top_knot(x: SharedTensor) -> int:
+    """The largest k with 2**k encodable as a public operand of ``x``."""
+    return math.floor(math.log2(x.fp.max_value)) - 1
+
+
+class _Norm:
+    """x = m * 2**k with m in [1, 2): bits, m, and linear selections of constants.
+
+    Knots above the largest encodable public constant 2**J are compared on ``x / 2**J``
+    (a local truncation), and their ``m`` is ``(x / 2**J) * 2**-(k - J)``: one more
+    product in the same round. Constants ``fn(k)`` for such k are still selected at the
+    handle's precision (so e.g. ``2**(-k/2)`` loses relative precision there)."""
+
+    def __init__(self, x: SharedTensor, domain: tuple[int, int] | None = None) -> None:
+        klo, khi = domain if domain is not None else log_domain(x)
+        self.klo = klo
+        self.ks = list(range(klo + 1, khi))
+        top = _top_knot(x)
+        low = [k for k in self.ks if k <= top]
+        high = [k for k in self.ks if k > top]
+        self.bits = _bits(x, [2.0**k for k in low])
+        if not high:
+            self.m = x * self.const(lambda k: 2.0**-k)
+            return
+        xh = x / 2**top
+        self.bits += _bits(xh, [2.0 ** (k - top) for k in high])
+        # s_low selects 2**-k while k <= top and drops to 0 above; s_high takes over
+        s_low = self.const(lambda k: 2.0**-k if k <= top else 0.0)
+        s_high = self.const(lambda k: 2.0 ** -(k - top) if k > top else 0.0)
+        self.m = x * s_low + xh * s_high
+
+    def const(self, fn: Any) -> Any:
+        """sum over the selected k of fn(k), linear in the bits (local)."""
+        out: Any = fn(self.klo)
+        for k, b in zip(self.ks, self.bits, strict=True):
+            d = fn(k) - fn(k - 1)
+            out = b * d + out if isinstance(out, SharedTensor) else b * d + float(out)
+        return out
+
+
+def log(x: SharedTensor, domain: tuple[int, int] | None = None) -> SharedTensor:
+    """ln x for x > 0: k ln 2 + p(m - 1), p of degree 4 on [0, 1]. 4 rounds.
+    Backward g * reciprocal(x)."""
+    x = _check(x, "log")
+    require_bits(x, "log", base2=True)
+    with torch.no_grad():
+        n = _Norm(x, domain)
+        u = n.m - 1.0
+        y = _poly(_powers(u), fit("log1p", 0.0, 1.0)) + n.const(lambda k: k * math.log(2))
+    return x._record(y, [x], lambda g: (g * reciprocal_positive(x.detach(), domain),))
+
+
+def reciprocal_positive(x: SharedTensor, domain: tuple[int, int] | None = None) -> SharedTensor:
+    """1/x for x > 0: (1/m) s, 1/m by 2 Newton-Raphson steps from 24/17 - 8/17 m.
+    7 rounds. Backward -g y^2."""
+    x = _check(x, "reciprocal")
+    require_bits(x, "reciprocal", base2=True)
+    with torch.no_grad():
+        n = _Norm(x, domain)
+        m = n.m
+        y = m * (-8.0 / 17.0) + 24.0 / 17.0  # 48/17 - 32/17 (m/2), halved
+        for _ in range(2):
+            y = y * (2.0 - m * y)
+        out = y * n.const(lambda k: 2.0**-k)
+    return x._record(out, [x], lambda g: (-(g * out**2),))
+
+
+def reciprocal(x: SharedTensor) -> SharedTensor:
+    """1/x for x != 0: |x| and the sign from one ReLU, then :func:`reciprocal_positive`
+    and one product with the sign. 9 rounds."""
+    x = _check(x, "reciprocal")
+    require_bits(x, "reciprocal", base2=True)
+    with torch.no_grad():
+        t, b = _abs_sign(x)
+        out = _signed(b, reciprocal_positive(t))
+    return x._record(out, [x], lambda g: (-(g * out**2),))
+
+
+def sqrt(x: SharedTensor, domain: tuple[int, int] | None = None) -> SharedTensor:
+    """sqrt(x) for x >= 0: 2**(k/2) sqrt(m), sqrt(m) = p(m - 1) degree 4. 5 rounds.
+    Backward g * 0.5 * rsqrt(x)."""
+    x = _check(x, "sqrt")
+    require_bits(x, "sqrt", base2=True)
+    with torch.no_grad():
+        n = _Norm(x, domain)
+        p = _poly(_powers(n.m - 1.0), fit("sqrt1p", 0.0, 1.0))
+        y = p * n.const(lambda k: 2.0 ** (k / 2))
+    return x._record(y, [x], lambda g: (g * (rsqrt(x.detach(), domain) * 0.5),))
+
+
+def rsqrt(x: SharedTensor, domain: tuple[int, int] | None = None) -> SharedTensor:
+    """1/sqrt(x) for x > 0: 2**(-k/2) p(m - 1). 5 rounds. Backward -g y^3 / 2."""
+    x = _check(x, "rsqrt")
+    require_bits(x, "rsqrt", base2=True)
+    with torch.no_grad():
+        n = _Norm(x, domain)
+        p = _poly(_powers(n.m - 1.0), fit("recip_sqrt1p", 0.0, 1.0))
+        y = p * n.const(lambda k: 2.0 ** (-k / 2))
+    return x._record(y, [x], lambda g: (-(g * (y**2 * y) * 0.5),))
+
+
+def maximum(a: SharedTensor, b: Any) -> SharedTensor:
+    """Elementwise max(a, b) = b + relu(a - b) (1 round)."""
+    return (a - b).relu() + b
+
+
+def div(a: Any, b: SharedTensor) -> SharedTensor:
+    """a / b for a shared b (nonzero): a * reciprocal(b)."""
+    require_bits(b, "division by a SharedTensor", base2=True)
+    return reciprocal(b) * a if not isinstance(a, SharedTensor) else a * reciprocal(b)
+
+
+# -- maxima ----------------------------------------------------------------------------------
+
+
+def _move_last(x: SharedTensor, dim: int) -> tuple[SharedTensor, int]:
+    if not x.dim():
+        raise ShapeError("max/argmax along a dimension of a 0-d tensor")
+    d = S.norm_dim("max", int(dim), x.dim())
+    if d != x.dim() - 1:
+        order = [i for i in range(x.dim()) if i != d] + [d]
+        x = x.permute(order)
+    return x, d
+
+
+def _restore(y: SharedTensor, d: int, nd: int) -> SharedTensor:
+    """Inverse of _move_last for a result whose last dim sits where ``d`` was."""
+    if d == nd - 1:
+        return y
+    order = list(range(nd - 1))
+    order.insert(d, nd - 1)
+    return y.permute(order)
+
+
+def max_last(x: SharedTensor, onehot: bool) -> tuple[SharedTensor, SharedTensor | None]:
+    """Maximum over the last dimension by a tournament (ceil(log2 n) rounds), and
+    optionally the arg-max one-hot (ties: the later element), precision 0."""
+    n = int(x.shape[-1])
+    cur = x
+    # (candidates, n) per position; public until the first level's bits
+    oh: Any = torch.eye(n).expand(*x.shape[:-1], n, n) if onehot else None
+    with torch.no_grad():
+        while int(cur.shape[-1]) > 1:
+            m = int(cur.shape[-1])
+            h = m // 2
+            a, b = cur[..., 0 : 2 * h : 2], cur[..., 1 : 2 * h : 2]
+            r = (a - b).relu()
+            assert r._bit is not None
+            best = b + r
+            if oh is not None:
+                oa, ob = oh[..., 0 : 2 * h : 2, :], oh[..., 1 : 2 * h : 2, :]
+                bit = r._bit.unsqueeze(-1)
+                new = bit * (oa - ob) + ob
+                if m % 2:
+                    new = cat([new, oh[..., 2 * h :, :]], -2)
+                oh = new
+            cur = cat([best, cur[..., 2 * h :]], -1) if m % 2 else best
+        values = cur[..., 0]
+    if oh is None:
+        return values, None
+    if not isinstance(oh, SharedTensor):  # n == 1
+        oh = (x * 0 + 1).detach()
+        return values, oh
+    return values, oh[..., 0, :]
+
+
+def max_dim(
+    x: SharedTensor, dim: int, keepdim: bool = False, *, need_onehot: bool | None = None
+) -> tuple[SharedTensor, SharedTensor | None]:
+    """(max along ``dim``, arg-max one-hot shaped like x); backward through the one-hot."""
+    x = _check(x, "max")
+    want = x.requires_grad and torch.is_grad_enabled() if need_onehot is None else need_onehot
+    nd = x.dim()
+    xl, d = _move_last(x, dim)
+    vals, oh = max_last(xl.detach(), bool(want))
+    ohx = _restore(oh, d, nd) if oh is not None else None
+    if keepdim:
+        vals = vals.unsqueeze(d)
+    if ohx is not None:
+        kshape = list(x.shape)
+        kshape[d] = 1
+
+        def back(g: Value) -> tuple[Value]:
+            assert ohx is not None
+            return (ohx * g.reshape(kshape),)
+
+        vals = x._record(vals, [x], back)
+    return vals, ohx
+
+
+def argmax(x: SharedTensor, dim: int | None = None, keepdim: bool = False) -> SharedTensor:
+    """Shared index of the maximum (ties: the last) as sum_i i * onehot_i."""
+    x = _check(x, "argmax")
+    if dim is None:
+        x, dim = x.reshape(-1), 0
+    _, oh = max_dim(x.detach(), dim, need_onehot=True)
+    assert oh is not None
+    n = int(x.shape[dim])
+    shape = [1] * x.dim()
+    shape[dim % x.dim()] = n
+    pos = torch.arange(n, dtype=torch.float64).reshape(shape)
+    return (oh * pos).sum(dim, keepdim)
+
+
+# -- softmax family ---------------------------------------------------------------------------------
+
+
+def _denominator_domain(n: int) -> tuple[int, int]:
+    return 0, max(1, math.ceil(math.log2(max(n, 2)))) + 1
+
+
+def _softmax_parts(
+    x: SharedTensor, dim: int
+) -> tuple[SharedTensor, SharedTensor, SharedTensor, int]:
+    """(z = x - max, e = exp(z), S = sum e, n) along ``dim``, no autograd."""
+    with torch.no_grad():
+        m, _ = max_dim(x.detach(), dim, keepdim=True, need_onehot=False)
+        z = x.detach() - m
+        e = exp_nonpositive(z)
+        s = e.sum(dim, keepdim=True)
+    return z, e, s, int(x.shape[dim])
+
+
+def softmax(x: SharedTensor, dim: int | None = None, **kwargs: Any) -> SharedTensor:
+    """e^(x - max) / sum: max (ceil(log2 n) rounds), exp for z <= 0 (3), reciprocal of
+    the sum on [1, n] (7), product (1). Backward y (g - sum(g y))."""
+    x = _check(x, "softmax")
+    require_bits(x, "softmax", base2=True)
+    d = -1 if dim is None else dim
+    _, e, s, n = _softmax_parts(x, d)
+    with torch.no_grad():
+        y = e * reciprocal_positive(s, _denominator_domain(n))
+
+    def back(g: Value) -> tuple[Value]:
+        return (y * (g - (g * y).sum(d, keepdim=True)),)
+
+    return x._record(y, [x], back)
+
+
+def log_softmax(x: SharedTensor, dim: int | None = None, **kwargs: Any) -> SharedTensor:
+    """z - log(sum e^z): max, exp (3), log of the sum on [1, n] (4). Backward
+    g - softmax * sum(g)."""
+    x = _check(x, "log_softmax")
+    require_bits(x, "log_softmax", base2=True)
+    d = -1 if dim is None else dim
+    z, e, s, n = _softmax_parts(x, d)
+    dom = _denominator_domain(n)
+    with torch.no_grad():
+        y = z - log(s, dom)
+        p = e * reciprocal_positive(s, dom) if x.requires_grad else None
+
+    def back(g: Value) -> tuple[Value]:
+        assert p is not None
+        return (g - p * g.sum(d, keepdim=True),)
+
+    return x._record(y, [x], back)
+
+
+# -- losses -----------------------------------------------------------------------------------------
+
+
+def _reduce(v: SharedTensor, reduction: str, count: int | float | None = None) -> SharedTensor:
+    if reduction == "mean":
+        c = v.numel() if count is None else count
+        return v.sum() * (1.0 / c) if not float(c).is_integer() else v.sum() / int(c)
+    if reduction == "sum":
+        return v.sum()
+    if reduction == "none":
+        return v
+    raise ValueError(f"{reduction!r} is not a valid value for reduction")
+
+
+def _legacy(size_average: Any, reduce: Any, reduction: str) -> str:
+    if size_average is not None or reduce is not None:
+        raise UnsupportedOperation(
+            "size_average/reduce are deprecated and not supported; use reduction="
+        )
+    return reduction
+
+
+def _target(target: Any, like: SharedTensor, name: str) -> Any:
+    if isinstance(target, SharedTensor):
+        if tuple(target.shape) != tuple(like.shape):
+            raise ShapeError(
+                f"{name}: target shape {tuple(target.shape)} != input {tuple(like.shape)}"
+            )
+        return target
+    try:
+        t = torch.as_tensor(target, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise UnsupportedOperation(
+            f"{name}: cannot use a {type(target).__name__} target: {exc}"
+        ) from None
+    if tuple(t.shape) != tuple(like.shape):
+        raise ShapeError(f"{name}: target shape {tuple(t.shape)} != input {tuple(like.shape)}")
+    return t
+
+
+def mse_loss(
+    input: Any,
+    target: Any,
+    size_average: Any = None,
+    reduce: Any = None,
+    reduction: str = "mean",
+    weight: Any = None,
+) -> SharedTensor:
+    """mean/sum of (x - t)^2: one square (1 round)."""
+    if weight is not None:
+        raise UnsupportedOperation("mse_loss: weight= is not supported")
+    reduction = _legacy(size_average, reduce, reduction)
+    x, t = (input, target) if isinstance(input, SharedTensor) else (target, input)
+    diff = x - _target(t, x, "mse_loss")
+    return _reduce(diff**2, reduction)
+
+
+def l1_loss(
+    input: Any,
+    target: Any,
+    size_average: Any = None,
+    reduce: Any = None,
+    reduction: str = "mean",
+    weight: Any = None,
+) -> SharedTensor:
+    """mean/sum of |x - t|: one ReLU (1 round)."""
+    if weight is not None:
+        raise UnsupportedOperation("l1_loss: weight= is not supported")
+    reduction = _legacy(size_average, reduce, reduction)
+    x, t = (input, target) if isinstance(input, SharedTensor) else (target, input)
+    return _reduce(abs_(x - _target(t, x, "l1_loss")), reduction)
+
+
+def _class_targets(
+    input: SharedTensor, target: Any, weight: Any, ignore_index: int, name: str
+) -> tuple[Any, float]:
+    """Public per-element weights T (N, C, ...) and the mean's denominator."""
+    if isinstance(target, SharedTensor):
+        if tuple(target.shape) == tuple(input.shape):
+            if weight is not None:
+                raise UnsupportedOperation(f"{name}: weight= with probability targets")
+            return target, float(target.numel() // input.shape[1] if input.dim() > 1 else 1)
+        raise UnsupportedOperation(
+            f"{name}: shared class indices cannot select entries; share one-hot targets "
+            "(F.one_hot(y, C).float()) as probabilities instead"
+        )
+    try:
+        t = torch.as_tensor(target)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise UnsupportedOperation(f"{name}: cannot use a {type(target).__name__} target") from exc
+    c = int(input.shape[1]) if input.dim() > 1 else int(input.shape[0])
+    if t.is_floating_point():
+        if tuple(t.shape) != tuple(input.shape):
+            raise ShapeError(
+                f"{name}: probability target shape {tuple(t.shape)} != {tuple(input.shape)}"
+            )
+        t64 = t.to(torch.float64)
+        if weight is not None:
+            w = torch.as_tensor(weight, dtype=torch.float64)
+            shape = [1] * input.dim()
+            shape[1 if input.dim() > 1 else 0] = c
+            t64 = t64 * w.reshape(shape)
+        return t64, float(t.numel() // c)
+    t = t.to(torch.int64)
+    want = tuple(input.shape[:1]) + tuple(input.shape[2:]) if input.dim() > 1 else ()
+    if tuple(t.shape) != want:
+        raise ShapeError(f"{name}: class-index target shape {tuple(t.shape)}, expected {want}")
+    valid = t != ignore_index
+    safe = torch.where(valid, t, torch.zeros_like(t))
+    if bool(((safe < 0) | (safe >= c)).any()):
+        raise ShapeError(f"{name}: class index out of range [0, {c})")
+    onehot = torch.nn.functional.one_hot(safe, c).to(torch.float64)
+    onehot = onehot * valid.unsqueeze(-1)
+    w = (
+        torch.ones(c, dtype=torch.float64)
+        if weight is None
+        else torch.as_tensor(weight, dtype=torch.float64)
+    )
+    onehot = onehot * w
+    denom = float((w[safe] * valid).sum())
+    if input.dim() > 1:
+        onehot = onehot.movedim(-1, 1)
+    return onehot, denom
+
+
+def nll_loss(
+    input: Any,
+    target: Any,
+    weight: Any = None,
+    size_average: Any = None,
+    ignore_index: int = -100,
+    reduce: Any = None,
+    reduction: str = "mean",
+) -> SharedTensor:
+    """-(log-probs at the targets): a public one-hot selection (local)."""
+    x = _check(input, "nll_loss")
+    reduction = _legacy(size_average, reduce, reduction)
+    t, denom = _class_targets(x, target, weight, ignore_index, "nll_loss")
+    picked = x * t
+    cdim = 1 if x.dim() > 1 else 0
+    per = -(picked.sum(cdim))
+    if reduction == "mean":
+        return per.sum() * (1.0 / denom) if not denom.is_integer() else per.sum() / int(denom)
+    return _reduce(per, reduction)
+
+
+def cross_entropy(
+    input: Any,
+    target: Any,
+    weight: Any = None,
+    size_average: Any = None,
+    ignore_index: int = -100,
+    reduce: Any = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> SharedTensor:
+    """-(T * log_softmax(x)).sum(); the backward is (softmax(x) rowsum(T) - T) / N from
+    the same exponentials (no differentiation of the approximations)."""
+    x = _check(input, "cross_entropy")
+    require_bits(x, "cross_entropy", base2=True)
+    reduction = _legacy(size_average, reduce, reduction)
+    t, denom = _class_targets(x, target, weight, ignore_index, "cross_entropy")
+    cdim = 1 if x.dim() > 1 else 0
+    c = int(x.shape[cdim])
+    if label_smoothing:
+        if isinstance(t, SharedTensor):
+            t = t * (1.0 - label_smoothing) + label_smoothing / c
+        else:
+            rows = t.sum(cdim, keepdim=True)
+            t = t * (1.0 - label_smoothing) + rows * (label_smoothing / c)
+    z, e, s, n = _softmax_parts(x, cdim)
+    dom = _denominator_domain(n)
+    with torch.no_grad():
+        lsm = z - log(s, dom)
+        per = -((lsm * t).sum(cdim))
+        if reduction == "mean":
+            loss = per.sum() * (1.0 / denom) if not denom.is_integer() else per.sum() / int(denom)
+        elif reduction in ("sum", "none"):
+            loss = _reduce(per, reduction)
+        else:
+            raise ValueError(f"{reduction!r} is not a valid value for reduction")
+        p = e * reciprocal_positive(s, dom) if x.requires_grad else None
+    rows = t.sum(cdim, keepdim=True)
+
+    def back(g: Value) -> tuple[Value]:
+        assert p is not None
+        grad = p * rows - t
+        if reduction == "mean":
+            return (grad * (g / denom),)
+        if reduction == "none":
+            return (grad * g.unsqueeze(cdim),)
+        return (grad * g,)
+
+    return x._record(loss, [x], back)
+
+
+def binary_cross_entropy(
+    input: Any,
+    target: Any,
+    weight: Any = None,
+    size_average: Any = None,
+    reduce: Any = None,
+    reduction: str = "mean",
+) -> SharedTensor:
+    """-(t log p + (1-t) log(1-p)); log on (0, 1]; backward (p - t) / (p (1 - p))."""
+    p = _check(input, "binary_cross_entropy")
+    require_bits(p, "binary_cross_entropy", base2=True)
+    reduction = _legacy(size_average, reduce, reduction)
+    t = _target(target, p, "binary_cross_entropy")
+    if weight is not None:
+        raise UnsupportedOperation("binary_cross_entropy: weight= is not supported")
+    klo, _ = log_domain(p)
+    dom = (klo, 1)
+    with torch.no_grad():
+        per = -(log(p.detach(), dom) * t + log(1.0 - p.detach(), dom) * (1.0 - t))
+        loss = _reduce(per, reduction)
+    count = p.numel()
+
+    def back(g: Value) -> tuple[Value]:
+        q = p.detach()
+        r = reciprocal_positive(q - q**2, (klo, 0))
+        grad = (q - t) * r
+        if reduction == "mean":
+            return (grad * (g / count),)
+        return (grad * g,)
+
+    return p._record(loss, [p], back)
+
+
+def binary_cross_entropy_with_logits(
+    input: Any,
+    target: Any,
+    weight: Any = None,
+    size_average: Any = None,
+    reduce: Any = None,
+    reduction: str = "mean",
+    pos_weight: Any = None,
+) -> SharedTensor:
+    """softplus(x) - t x; backward (sigmoid(x) - t) / N."""
+    x = _check(input, "binary_cross_entropy_with_logits")
+    require_bits(x, "binary_cross_entropy_with_logits", base2=True)
+    reduction = _legacy(size_average, reduce, reduction)
+    if weight is not None or pos_weight is not None:
+        raise UnsupportedOperation(
+            "binary_cross_entropy_with_logits: weight=/pos_weight= are not supported"
+        )
+    t = _target(target, x, "binary_cross_entropy_with_logits")
+    with torch.no_grad():
+        per = softplus(x.detach()) - x.detach() * t
+        loss = _reduce(per, reduction)
+    count = x.numel()
+
+    def back(g: Value) -> tuple[Value]:
+        grad = sigmoid(x.detach()) - t
+        if reduction == "mean":
+            return (grad * (g / count),)
+        return (grad * g,)
+
+    return x._record(loss, [x], back)
