@@ -269,15 +269,15 @@ FSS_EXACT_KINDS: dict[str, Builder | OpKind] = {
 """2 parties: FSS comparison and exact FSS truncation (1 round each, no failure for
 |x| < 2^62)."""
 
-FSS_MAX_NUMEL = 1024
+FSS_MAX_NUMEL = 10_000
 """The default suite's FSS comparison is used up to this many elements per op, the carry
-tree above it. Measured (scripts/bench_relu.py, scripts/bench_train.py): an FSS ReLU costs
-1 round but ~4.1 KB of dealer keys and ~25 us of key generation and evaluation per
-element; the bit-sliced carry tree costs 7 rounds but ~36 B and well under 1 us per
-element. Below about a thousand elements the six rounds saved are worth more than the
-keys on any link slower than memory; above it the keys' size and compute dominate even on
-a WAN (at 100 Mbit/s, 4.1 KB is ~0.33 ms per element, so six 40 ms rounds are repaid
-after ~700 elements)."""
+tree above it. Measured (scripts/bench_fss.py, scripts/bench_relu.py, here): an FSS ReLU
+costs 1 round but ~4.1 KB of dealer keys and ~25 us of key generation and evaluation per
+element; the bit-sliced carry tree costs 7 rounds, ~36 B of dealer material and well under
+1 us per element. The six rounds saved are worth ~240 ms on a 40 ms WAN and ~1.2 ms on a
+0.2 ms LAN, which the FSS compute repays up to ~10^4 elements on the WAN (the dealer's keys
+are offline traffic, sent ahead of the online phase). Network A's 16,384-element ReLUs
+therefore use the carry tree; the seed's, a softmax's or a 10^4-element sigmoid's use FSS."""
 
 
 def _by_size(name: str, small: Builder, large: Builder) -> Builder:
@@ -317,8 +317,8 @@ DEFAULT_KINDS_BY_SIZE: dict[str, Builder | OpKind] = {
     **CARRY_KINDS,
     **{k: _by_size(k, _builder(FSS_KINDS, k), _builder(CARRY_KINDS, k)) for k in ("drelu", "relu")},
 }
-"""2 parties: FSS comparison for small ops, the carry tree for large ones; local
-truncation."""
+"""2 parties: FSS comparison for ops of at most FSS_MAX_NUMEL elements, the carry tree for
+larger ones; local truncation."""
 
 CARRY = Suite("carry", CARRY_KINDS)
 FSS = Suite("fss", FSS_KINDS)

@@ -30,7 +30,7 @@ from conftest import PARTIES, PROVIDER
 from protocols import FixedPoint
 from protocols.errors import ShapeError, UnsupportedOperation
 from protocols.suite import DEFAULT
-from training import Cluster, SharedTensor
+from training import Cluster, SharedTensor, public
 from training import functional as Fn
 from training.tensor import _public_precision
 
@@ -183,7 +183,7 @@ async def test_smooth_functions_forward_and_backward(fn: str) -> None:
     async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=2) as c:
         sx = share16(c, x, requires_grad=True)
         y = getattr(sx, fn)()
-        (y * w).sum().backward()
+        (y * public(w)).sum().backward()
         got, grad = await reveal(y), await reveal(sx.grad)
     xd = x.double().requires_grad_(True)
     ref = getattr(torch, fn)(xd)
@@ -267,7 +267,7 @@ async def test_max_argmax_and_backward() -> None:
             sx = c.share(x, requires_grad=True)
             vals, idx = sx.max(dim)
             w = torch.rand(vals.shape, generator=g)
-            (vals * w).sum().backward()
+            (vals * public(w)).sum().backward()
             xd = x.double().requires_grad_(True)
             rv, ri = xd.max(dim)
             (rv * w.double()).sum().backward()

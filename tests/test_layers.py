@@ -21,7 +21,7 @@ from torch.nn.grad import conv2d_input, conv2d_weight
 from protocols.conv import conv_dw_ring, conv_dx_ring, conv_ring
 from protocols.errors import ShapeError, UnsupportedOperation
 from protocols.suite import DEFAULT
-from training import Cluster, SharedTensor
+from training import Cluster, SharedTensor, public
 
 U = 1e-3
 F32 = 2.0**-24
@@ -173,7 +173,7 @@ async def test_max_pool2d_forward_backward() -> None:
             xs = c.share(x, requires_grad=True)
             y = F.max_pool2d(xs, **cfg)
             r = torch.rand(tuple(y.shape), generator=gen)
-            (y * r).sum().backward()
+            (y * public(r)).sum().backward()
             xd = x.double().requires_grad_(True)
             ref = F.max_pool2d(xd, **cfg)
             (ref * r.double()).sum().backward()
@@ -290,7 +290,7 @@ async def test_dropout_and_batchnorm() -> None:
         xs = c.share(x, precision=16, base=2, requires_grad=True)
         y = sbn(xs)
         r = torch.rand(tuple(y.shape), generator=gen)
-        (y * r).sum().backward()
+        (y * public(r)).sum().backward()
         xd = x.double().requires_grad_(True)
         yr = ref.double()(xd)
         (yr * r.double()).sum().backward()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -76,10 +77,20 @@ class public:  # noqa: N801 - reads as a marker, like torch.no_grad
         self.tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
 
 
+def _from_library() -> bool:
+    """Whether the operation was issued by this library's own code (a loss, a layer, an
+    optimizer combining shares with its constants), not by the user's."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame = frame.f_back  # type: ignore[assignment]
+    caller = str(frame.f_globals.get("__name__", "")) if frame is not None else ""
+    return caller.startswith("training.")
+
+
 def _as_public(v: Any) -> torch.Tensor:
     if isinstance(v, public):
         v = v.tensor
-    elif isinstance(v, torch.Tensor) and v.numel() > 1:
+    elif isinstance(v, torch.Tensor) and v.numel() > 1 and not _from_library():
         warnings.warn(
             PublicOperandWarning(
                 f"a plaintext tensor of shape {tuple(v.shape)} is combined with a SharedTensor:"

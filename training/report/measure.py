@@ -110,6 +110,11 @@ def _pub(shape: Shape, integral: bool = False) -> Pub:
     return Pub.of(torch.randint(-hi, hi, shape, generator=torch.Generator().manual_seed(3)))
 
 
+def _index(count: int, limit: int) -> Pub:
+    """A public index tensor (every other element) for take / put."""
+    return Pub.of(torch.arange(count, dtype=torch.int64) * 2 % limit)
+
+
 def cases(kind: str, size: int, mat: Shape) -> list[Case]:
     """The cases measured for ``kind`` at ``size`` elements and an ``(m, k, n)`` matmul; []
     for a kind this report does not know (flagged as unmeasured)."""
@@ -134,6 +139,18 @@ def cases(kind: str, size: int, mat: Shape) -> list[Case]:
         "matmul": [Case("", ((m, k), (k, n)), ((m, n),), t)],
         "drelu": [e],
         "relu": [Case("", (v,), (v, v))],
+        # 2-d convolution (batch 2, 3 -> 4 channels, 3x3 kernel) and its two adjoints
+        "conv": [
+            Case("", ((2, 3, 6, 6), (4, 3, 3, 3)), ((2, 4, 4, 4),), Params(d=D, shape=(2, 4, 4, 4)))
+        ],
+        "conv_dx": [
+            Case("", ((2, 4, 4, 4), (4, 3, 3, 3)), ((2, 3, 6, 6),), Params(d=D, shape=(2, 3, 6, 6)))
+        ],
+        "conv_dw": [
+            Case("", ((2, 3, 6, 6), (2, 4, 4, 4)), ((4, 3, 3, 3),), Params(d=D, shape=(4, 3, 3, 3)))
+        ],
+        "take": [Case("window", (v,), ((size // 2,),), Params(pub=_index(size // 2, size)))],
+        "put": [Case("", ((size // 2,),), (v,), Params(pub=_index(size // 2, size), shape=v))],
     }
     return table.get(kind, [])
 
