@@ -35,6 +35,7 @@ import pytest
 import torch
 
 import protocols as P
+from protocols import conv, fss
 from protocols.analysis import FullView, Report, compare, full_view, simulate
 from protocols.context import Received, Share
 from protocols.material import Item, MaterialSpec
@@ -110,6 +111,22 @@ async def _drelu_relu(ctx: Ctx, x: list[Share]) -> Any:
     return [await P.drelu(ctx(21), x[0]), await P.relu(ctx(22), x[1])]
 
 
+async def _fss_drelu(ctx: Ctx, x: list[Share]) -> Any:
+    return await fss.drelu_fss(ctx(5), x[0])
+
+
+async def _fss_relu(ctx: Ctx, x: list[Share]) -> Any:
+    return await fss.relu_fss(ctx(5), x[0])
+
+
+async def _fss_trunc(ctx: Ctx, x: list[Share]) -> Any:
+    return await fss.truncate_fss(ctx(5), x[0], 1000, sub=1)
+
+
+async def _conv(ctx: Ctx, x: list[Share]) -> Any:
+    return await conv.bilinear(ctx(5), "conv", x[0], x[1], CONV_OUT)
+
+
 def _sign(x: torch.Tensor) -> torch.Tensor:
     return (x >= 0).to(I64)
 
@@ -120,6 +137,7 @@ def _relu_ring(x: torch.Tensor) -> torch.Tensor:
 
 N = (NUMEL,)
 M, K, L = 40, 50, 30  # matmul (M, K) @ (K, L): 2000 and 1500 elements
+CONV_X, CONV_W, CONV_OUT = (5, 4, 10, 10), (8, 4, 3, 3), (5, 8, 8, 8)  # 2000 inputs
 PROGRAMS = {
     p.name: p
     for p in [
@@ -136,6 +154,31 @@ PROGRAMS = {
             parties=(3,),
         ),
         Program("drelu", 1, (N,), _drelu, lambda s: [_sign(s[0])]),
+        Program("fss drelu", 1, (N,), _fss_drelu, lambda s: [_sign(s[0])], parties=(2,)),
+        Program(
+            "fss relu",
+            1,
+            (N,),
+            _fss_relu,
+            lambda s: [_relu_ring(s[0]), _sign(s[0])],
+            parties=(2,),
+        ),
+        Program(
+            "fss truncate",
+            1,
+            (N,),
+            _fss_trunc,
+            lambda s: [floor_div(s[0], 1000)],
+            tolerance=1,
+            parties=(2,),
+        ),
+        Program(
+            "conv",
+            2,
+            (CONV_X, CONV_W),
+            _conv,
+            lambda s: [conv.conv_ring(s[0], s[1], CONV_OUT)],
+        ),
         Program("relu", 1, (N,), _relu, lambda s: [_relu_ring(s[0]), _sign(s[0])]),
         Program("two muls", 4, (N, N, N, N), _two_muls, lambda s: [s[0] * s[1], s[2] * s[3]]),
         Program(
@@ -530,3 +573,32 @@ async def test_dealer_messages_do_not_depend_on_the_secret(n: int) -> None:
     for (op_a, r_a, ta), (op_b, r_b, tb) in zip(first, second, strict=True):
         assert (op_a, r_a) == (op_b, r_b)
         assert all(torch.equal(a, b) for a, b in zip(ta, tb, strict=True))
+
+
+def even_fss_mask(spec: MaterialSpec) -> MaterialSpec | None:
+    """BROKEN: the FSS comparison's input mask r is forced even."""
+    if spec.kind not in ("drelu_fss", "relu_fss"):
+        return None
+    return _with_raw(spec, "r", lambda r, s: r & ~1)
+
+
+def narrow_fss_trunc_mask(spec: MaterialSpec) -> MaterialSpec | None:
+    """BROKEN: the FSS truncation's input mask r is uniform in [0, 2**48) only."""
+    if spec.kind != "trunc_fss":
+        return None
+    return _with_raw(spec, "r", lambda r, s: r & (2**48 - 1))
+
+
+async def test_even_fss_comparison_mask_is_caught() -> None:
+    """The FSS DReLU opens x_hat = x + r once: with r even, x_hat keeps x's parity."""
+    report = await a_vs_b(PROGRAMS["fss drelu"], 2, "B", swap=even_fss_mask)
+    assert_caught(report, "(a) marginal open op5 fss_sign0[0]: parity")
+    sim = await real_vs_sim(PROGRAMS["fss drelu"], 2, swap=even_fss_mask)
+    assert_caught(sim, "(a) marginal open op5 fss_sign0[0]: parity")
+
+
+async def test_narrow_fss_truncation_mask_is_caught() -> None:
+    report = await a_vs_b(PROGRAMS["fss truncate"], 2, "B", swap=narrow_fss_trunc_mask)
+    assert report.rejected(FWER), report.summary(FWER)
+    sim = await real_vs_sim(PROGRAMS["fss truncate"], 2, swap=narrow_fss_trunc_mask)
+    assert sim.rejected(FWER), sim.summary(FWER)
