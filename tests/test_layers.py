@@ -277,9 +277,6 @@ async def test_dropout_and_batchnorm() -> None:
         drop.eval()
         xs = c.share(x)
         assert drop(xs) is xs
-        drop.train()
-        with pytest.raises(UnsupportedOperation, match=r"dropout.*eval"):
-            drop(xs)
         bn = nn.BatchNorm2d(3)
         with torch.no_grad():
             bn.weight.copy_(torch.tensor([1.0, 0.5, 2.0]))
@@ -341,3 +338,33 @@ async def test_bad_arguments_get_typed_errors() -> None:
             with pytest.raises(SmpcError):
                 call()
             assert i >= 0
+
+
+@pytest.mark.parametrize("n", [2, 3])
+async def test_dropout_in_training_uses_a_dealt_mask(n: int) -> None:
+    """Training-mode dropout: every output is 0 or x / (1 - p), about a fraction p are 0
+    (binomial bound), the gradient goes through the same mask, and the cost is the closed
+    form (1 round, one Beaver product)."""
+    p, numel = 0.25, 4000
+    x = torch.rand(numel, dtype=torch.float64) + 0.5  # never 0: a 0 output means dropped
+    async with Cluster.start(PARTIES[n], provider=PROVIDER, seed=4) as c:
+        drop = nn.Dropout(p)
+        drop.train()
+        xs = c.share(x, requires_grad=True)
+        await c.flush()
+        before = c.stats()
+        y = drop(xs)
+        await c.flush()
+        d = c.stats() - before
+        got = await y.get()
+        y.sum().backward()
+        grad = await xs.grad.get()
+    dropped = got.abs() < 1e-9
+    scale = 1 / (1 - p)
+    assert torch.allclose(got[~dropped], x[~dropped] * scale, atol=5e-3)
+    frac = float(dropped.double().mean())
+    assert abs(frac - p) < 4 * (p * (1 - p) / numel) ** 0.5, frac
+    assert torch.allclose(grad, (~dropped).double() * scale, atol=5e-3)
+    assert d.online_rounds == DEFAULT.cost("dropout", [(numel,)], (numel,), 1, n).rounds + (
+        1 if n > 2 else 0  # the public rescaling truncates in a round of its own with 3+
+    )

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from protocols.errors import ShapeError, UnsupportedOperation
+from protocols.layers import KEEP_UNITS
 from protocols.params import Params
 
 from . import functional as Fn
@@ -310,13 +311,32 @@ def adaptive_max_pool2d(input: Any, output_size: Any, return_indices: bool = Fal
 
 
 def dropout(input: Any, p: float = 0.5, training: bool = True, inplace: bool = False) -> Any:
-    """Identity in eval mode (or p = 0); refused in training mode."""
+    """Identity in eval mode (or p = 0). In training mode ``x * b / (1 - p)`` with a mask
+    b of Bernoulli(1 - p) bits dealt by the provider as shares (``protocols.layers``):
+    neither the coordinator nor any party learns which units were dropped."""
     if not training or p == 0:
         return input
-    raise UnsupportedOperation(
-        "dropout in training mode is not supported on SharedTensor (the parties would need "
-        "a jointly drawn random mask); call model.eval() for the dropout layers or use p=0"
-    )
+    if not isinstance(input, SharedTensor):
+        raise UnsupportedOperation("dropout expects a shared input")
+    if inplace:
+        raise UnsupportedOperation("in-place dropout is not supported on SharedTensor")
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout probability has to be in [0, 1), got {p}")
+    keep = max(1, round((1 - p) * KEEP_UNITS))
+    shape = tuple(input.shape)
+    with input.cluster.label(_sub_label(input.cluster, "dropout")):
+        y_tid, b_tid = input.cluster.submit(
+            "dropout", [input.tid], [shape], [shape, shape], Params(d=keep)
+        )
+    kept = input._new(y_tid, shape)
+    bit = input._new(b_tid, shape, prec=0)
+    kept = kept._record(kept, [input], lambda g: (g * bit,))
+    return kept * (KEEP_UNITS / keep)
+
+
+def _sub_label(cluster: Any, name: str) -> str:
+    label = cluster.current_label()
+    return f"{label}/{name}" if label else name
 
 
 def batch_norm(
