@@ -44,11 +44,13 @@ async def test_party_refuses_a_reveal_for_someone_else() -> None:
 
 
 async def _alice_view(seed: int | None) -> list[torch.Tensor]:
-    got: list[torch.Tensor] = []
+    """What alice receives, in a fixed order (by sender and tag): arrival order may vary
+    with timing, the content must not in the seeded mode."""
+    got: list[tuple[str, str, tuple[torch.Tensor, ...]]] = []
     async with Cluster.start(["alice", "bob"], provider="james", seed=seed) as c:
         c.network.observe(
             lambda env: (
-                got.extend(env.tensors())
+                got.append((env.sender, env.tag, env.tensors()))
                 if env.receiver == "alice" and env.phase != Phase.CONTROL
                 else None,
                 env,
@@ -56,7 +58,7 @@ async def _alice_view(seed: int | None) -> list[torch.Tensor]:
         )
         x, y = c.share(torch.ones(8)), c.share(torch.ones(8))
         await (x * y).relu().get()
-    return got
+    return [t for _, _, ts in sorted(got, key=lambda e: (e[0], e[1])) for t in ts]
 
 
 async def test_unseeded_runs_differ_seeded_runs_agree() -> None:
