@@ -110,6 +110,14 @@ def _pub(shape: Shape, integral: bool = False) -> Pub:
     return Pub.of(torch.randint(-hi, hi, shape, generator=torch.Generator().manual_seed(3)))
 
 
+def _perm(size: int) -> Pub:
+    return Pub.of(torch.arange(size - 1, -1, -1))
+
+
+_CONV: tuple[Shape, Shape, Shape] = ((2, 3, 6, 6), (4, 3, 3, 3), (2, 4, 4, 4))
+"""x, w and the result of the measured convolution (stride 1, no padding)."""
+
+
 def cases(kind: str, size: int, mat: Shape) -> list[Case]:
     """The cases measured for ``kind`` at ``size`` elements and an ``(m, k, n)`` matmul; []
     for a kind this report does not know (flagged as unmeasured)."""
@@ -134,6 +142,16 @@ def cases(kind: str, size: int, mat: Shape) -> list[Case]:
         "matmul": [Case("", ((m, k), (k, n)), ((m, n),), t)],
         "drelu": [e],
         "relu": [Case("", (v,), (v, v))],
+        "take": [Case("reversed", (v,), (v,), Params(pub=_perm(size)))],
+        "put": [Case("reversed", (v,), (v,), Params(pub=_perm(size), shape=v))],
+        **{
+            kind: [Case(f"{_CONV[0]}*{_CONV[1]}", sh, (o,), Params(d=D, shape=o))]
+            for kind, sh, o in (
+                ("conv", (_CONV[0], _CONV[1]), _CONV[2]),
+                ("conv_dx", (_CONV[2], _CONV[1]), _CONV[0]),
+                ("conv_dw", (_CONV[0], _CONV[2]), _CONV[1]),
+            )
+        },
     }
     return table.get(kind, [])
 
