@@ -12,7 +12,7 @@ from comm_report import TRAIN_XOR, main
 
 from protocols.opkind import Cost, OpKind, Suite
 from protocols.suite import DEFAULT, DEFAULT_KINDS, SUITES
-from training.report import PNGS, Profile, Report, build, config, write
+from training.report import PNGS, WAN, Profile, Report, build, config, write
 from training.report.measure import measure_ops
 
 CFG = replace(
@@ -123,3 +123,30 @@ def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert exc.value.code == 0
     assert "--out" in capsys.readouterr().out
+
+
+def test_network_d_iteration_equals_the_op_logs_closed_forms(
+    report: Report, tmp_path: Path
+) -> None:
+    """Quick config: SecureNN/Falcon Network D at batch 8, suites default and carry."""
+    assert [(c.network, c.suite, c.parties, c.batch) for c in report.networks] == [
+        ("D", "default", 2, 8),
+        ("D", "carry", 2, 8),
+    ]
+    for c in report.networks:
+        assert all(c.checks.values()), c.checks
+        assert (c.rounds, c.online, c.dealer) == (c.closed_rounds, c.closed_online, c.closed_dealer)
+        assert c.ok and c.rounds > 0 and c.dealer > 0
+        assert c.busiest_party_online * 2 >= c.online
+        assert c.project(WAN) >= c.rounds * WAN.latency + c.seconds
+    by = {c.suite: c for c in report.networks}
+    assert by["carry"].rounds > by["default"].rounds  # FSS comparisons for the small ReLUs
+    write(report, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert "SecureNN's and Falcon's networks A-D" in md
+    assert "1,155-1,345 ms/step" in md and "paper (not found)" in md
+    assert [(n["network"], n["suite"], n["online"]) for n in data["networks"]] == [
+        (c.network, c.suite, c.online) for c in report.networks
+    ]
+    assert all(n["ok"] for n in data["networks"])

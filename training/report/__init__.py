@@ -1,12 +1,13 @@
 """The communication-cost report as a library: measure (:mod:`.measure`), run a set of
 measurements (:mod:`.engine`), render (:mod:`.render`)."""
 
-from .engine import Config, Report, build, config
-from .measure import LAN, WAN, Profile, Workload
-from .render import PNGS, markdown, to_json, write
+from .engine import Config, Report, build, build_networks, config
+from .measure import LAN, NETWORKS, WAN, Profile, Workload
+from .render import PNGS, markdown, to_json, write, write_networks
 
 __all__ = [
     "LAN",
+    "NETWORKS",
     "PNGS",
     "WAN",
     "Config",
@@ -14,8 +15,10 @@ __all__ = [
     "Report",
     "Workload",
     "build",
+    "build_networks",
     "config",
     "markdown",
     "to_json",
     "write",
+    "write_networks",
 ]

@@ -17,12 +17,14 @@ from .measure import (
     LAN,
     WAN,
     IterationCost,
+    NetworkCost,
     OpRow,
     Profile,
     Simulated,
     SweepPoint,
     Workload,
     measure_iterations,
+    measure_network,
     measure_ops,
     mlp_workload,
     simulate,
@@ -49,6 +51,11 @@ class Config:
     simulated: tuple[tuple[str, str, Profile], ...]
     """(workload: "train_xor" or "mlp", suite, profile) checked against simulated runs."""
     sim_iterations: int
+    networks: tuple[str, ...] = ()
+    """SecureNN's / Falcon's networks (keys of ``measure.NETWORKS``), one iteration each."""
+    network_runs: tuple[tuple[str, int], ...] = ()
+    """(suite, parties) each network is measured with."""
+    network_batch: int = 128
 
 
 BANDWIDTH_BOUND = Profile("1 ms, 10 Mbit/s", 1e-3, 10e6)
@@ -62,6 +69,7 @@ def config(quick: bool = False) -> Config:
         return Config(
             True, suites, (2, 3), (64,), ((4, 8, 2),), 2, (4, 16, 64), (2, 8, 32), (2,),
             (("train_xor", "default", Profile("5 ms", 5e-3, 1e9)),), 2,
+            ("D",), (("default", 2), ("carry", 2)), 8,
         )  # fmt: skip
     return Config(
         False, suites, (2, 3), (8, 1024), ((4, 2, 2), (32, 64, 16)), 5,
@@ -70,7 +78,7 @@ def config(quick: bool = False) -> Config:
             ("train_xor", "default", LAN), ("train_xor", "default", WAN),
             ("train_xor", "carry", WAN), ("mlp", "carry", BANDWIDTH_BOUND),
         ),
-        5,
+        5, ("A", "B", "C", "D"), (("default", 2), ("carry", 2), ("default", 3)), 128,
     )  # fmt: skip
 
 
@@ -84,6 +92,7 @@ class Report:
     training: dict[tuple[str, int], list[IterationCost]] = field(default_factory=dict)
     sweeps: list[SweepPoint] = field(default_factory=list)
     simulated: list[Simulated] = field(default_factory=list)
+    networks: list[NetworkCost] = field(default_factory=list)
     meta: dict[str, object] = field(default_factory=dict)
 
     def compute(self, suite: str, n: int) -> float:
@@ -118,7 +127,43 @@ class Report:
             if (p.rounds, p.online, p.dealer) != (p.closed_rounds, p.closed_online, p.closed_dealer)
         ]
         out += [f"suite {s}: no case for kinds {k}" for s, k in self.unmeasured.items() if k]
+        out += [
+            f"network {c.network} {c.suite} n={c.parties} batch {c.batch}: measured "
+            f"{c.rounds}/{c.online}/{c.dealer}, closed form {c.closed_rounds}/"
+            f"{c.closed_online}/{c.closed_dealer}, failed checks "
+            f"{[k for k, ok in c.checks.items() if not ok]}"
+            for c in self.networks
+            if not c.ok
+        ]
         return out
+
+
+def _meta(t0: float, quick: bool) -> dict[str, object]:
+    return {
+        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "runtime_s": round(time.perf_counter() - t0, 1),
+        "cpus": os.cpu_count(),
+        "load": " ".join(f"{v:.1f}" for v in os.getloadavg()),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "mode": "quick" if quick else "full",
+    }
+
+
+async def measure_networks(cfg: Config) -> list[NetworkCost]:
+    return [
+        await measure_network(name, suite, n, cfg.network_batch)
+        for name in cfg.networks
+        for suite, n in cfg.network_runs
+    ]
+
+
+async def build_networks(cfg: Config, workload: str = "-") -> Report:
+    """Only the networks section of ``cfg`` (``comm_report.py --networks-only``)."""
+    t0 = time.perf_counter()
+    rep = Report(cfg, workload, networks=await measure_networks(cfg))
+    rep.meta = _meta(t0, cfg.quick)
+    return rep
 
 
 async def build(cfg: Config, train_xor: Workload) -> Report:
@@ -139,13 +184,6 @@ async def build(cfg: Config, train_xor: Workload) -> Report:
     for name, suite, profile in cfg.simulated:
         work = train_xor if name == "train_xor" else mlp_workload(*MLP_SIM)
         rep.simulated += await simulate(work, suite, [profile], 1, cfg.sim_iterations)
-    rep.meta = {
-        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "runtime_s": round(time.perf_counter() - t0, 1),
-        "cpus": os.cpu_count(),
-        "load": " ".join(f"{v:.1f}" for v in os.getloadavg()),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "mode": "quick" if cfg.quick else "full",
-    }
+    rep.networks = await measure_networks(cfg)
+    rep.meta = _meta(t0, cfg.quick)
     return rep

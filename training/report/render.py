@@ -13,7 +13,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from .engine import Report
-from .measure import LAN, WAN, IterationCost, OpRow, exponent
+from .measure import LAN, NETWORKS, WAN, IterationCost, OpRow, exponent
 
 PNGS = ("protocols.png", "breakdown.png", "sweep_batch.png", "sweep_width.png", "projection.png")
 PEERS = "/work/shared/peers/README.md"
@@ -267,6 +267,124 @@ def _anchor_section(rep: Report) -> list[str]:
     ]
 
 
+CRYPTEN_A = (
+    "CrypTen 0.4.1, Network A, batch 128, 2 parties + TTP (anchor, "
+    f"{PEERS}): 1,155-1,345 ms/step, 92 communicator calls (CrypTen counts a round per call), "
+    "82.3 MB at party 1 (about 57 MB of it gradient thresholding)"
+)
+PAPERS_NOTE = (
+    "Published figures of SecureNN (Wagh, Gupta, Chandran, PETS 2019) and Falcon (Wagh et "
+    "al., PETS 2021) for these networks: not quoted. The search tool reached the papers' "
+    "abstracts and their public code (snwagh/securenn-public, snwagh/falcon-public), not "
+    "their result tables, so the column is left empty rather than filled from memory. Their "
+    "settings differ from ours in any case: 3 parties (SecureNN: 2 share holders and a "
+    "helper; Falcon: 3-party replicated secret sharing), ring Z_2^64 (SecureNN's code: "
+    "uint64_t) / Z_2^32 (Falcon's code: uint32_t), semi-honest with privacy against one "
+    "malicious party (SecureNN's abstract) / malicious security with abort, honest majority "
+    "(Falcon's abstract), no dealer. Ours: 2 or 3 parties, ring Z_2^64 (fixed "
+    "point base 10, precision 3), semi-honest, a trusted dealer sends the correlated "
+    "randomness (the *dealer B* column, preprocessing), online phase only on the network."
+)
+
+
+def networks_section(rep: Report, number: int = 6) -> list[str]:
+    """SecureNN's / Falcon's networks A-D: one training iteration each, measured."""
+    if not rep.networks:
+        return []
+    cfg = rep.config
+    out = [
+        f"## {number}. SecureNN's and Falcon's networks A-D",
+        "",
+        f"One training iteration each (forward, sum-of-squares loss on one-hot targets, "
+        f"backward, SGD update; the first iteration, so *compute* includes warm-up) on random "
+        f"MNIST-shaped data (1x28x28, 10 classes), batch {cfg.network_batch}, all measured in "
+        f"this run with the meter and the op log; *closed form* is `suite.cost(...)` summed "
+        f"over the op log (rounds: its longest path). Projection as in section 4: rounds x "
+        f"latency + busiest party's online B / bandwidth + the iteration's own wall time "
+        f"without delays (LAN {LAN.latency * 1e3:g} ms, {LAN.bandwidth / 1e9:g} Gbit/s; WAN "
+        f"{WAN.latency * 1e3:g} ms, {WAN.bandwidth / 1e6:g} Mbit/s). Batch "
+        f"{cfg.network_batch} measured directly (no scaling). The `default` suite uses FSS "
+        "comparisons for ops of at most 1024 elements and the carry tree above, so its "
+        "rounds depend on the batch.",
+        "",
+        "Definitions (ours; architectures checked against the papers' public code, the "
+        "letters A-D follow this project's brief and were not confirmed against the papers' "
+        "text):",
+        "",
+        *_table(
+            ["network", "layers (ours)", "checked against", "differs from the papers' code"],
+            [[n, d.layers, d.source, d.differs] for n, d in NETWORKS.items() if n in cfg.networks],
+        ),
+    ]
+    rows = []
+    for c in rep.networks:
+        rows.append(
+            [c.network, c.suite, c.parties, c.batch, c.rounds, _n(c.online),
+             _n(c.busiest_party_online), _n(c.dealer), _ms(c.seconds), _ms(c.project(LAN)),
+             _ms(c.project(WAN)), "yes" if c.ok else "**NO**", ""]
+        )  # fmt: skip
+    out += _table(
+        ["network", "suite", "parties", "batch", "online rounds", "online B (all parties)",
+         "busiest party online B", "dealer B", "compute", "LAN", "WAN", "= closed form",
+         "paper (not found)"],
+        rows,
+    )  # fmt: skip
+    same = sorted(
+        {
+            c.network
+            for c in rep.networks
+            for d in rep.networks
+            if (c.network, c.parties, c.suite, d.suite)
+            == (d.network, d.parties, "default", "carry")
+            and (c.rounds, c.online, c.dealer) == (d.rounds, d.online, d.dealer)
+        }
+    )
+    if same:
+        out += [
+            f"Suites `default` and `carry` cost the same for network(s) {', '.join(same)} at "
+            f"batch {cfg.network_batch}: every comparison there (ReLU, max-pool) has more "
+            "than 1024 elements, so `default` also takes the carry tree.",
+            "",
+        ]
+    out += [f"- {CRYPTEN_A}.", f"- {PAPERS_NOTE}", ""]
+    a = [c for c in rep.networks if c.network == "A" and c.parties == 2]
+    if a and cfg.network_batch == 128:
+        out += [
+            "Network A, 2 parties, batch 128, here (measured) against CrypTen (anchor): "
+            + "; ".join(
+                f"suite `{c.suite}` {c.rounds} rounds, {_n(c.busiest_party_online)} online B "
+                f"for the busiest party ({c.busiest_party_online / 82.3e6:.2f}x CrypTen's "
+                f"party 1), {_ms(c.seconds)} per iteration"
+                for c in a
+            )
+            + ". CrypTen's figures are from another run on a similar 2-core machine.",
+            "",
+        ]
+    return out
+
+
+def networks_markdown(rep: Report) -> str:
+    """The networks section alone (``comm_report.py --networks-only``)."""
+    m = rep.meta
+    return "\n".join(
+        [
+            "# SecureNN / Falcon networks: communication per training iteration",
+            "",
+            f"Generated by `python scripts/comm_report.py --networks-only` on {m['generated']} "
+            f"in {m['runtime_s']} s ({m['cpus']} CPUs shared, load {m['load']}).",
+            "",
+            *networks_section(rep, 1),
+        ]
+    )
+
+
+def networks_json(rep: Report) -> list[dict[str, Any]]:
+    return [
+        {**asdict(c), "ok": c.ok, "projected_s": {p.name: c.project(p) for p in (LAN, WAN)}}
+        for c in rep.networks
+    ]
+
+
 def markdown(rep: Report) -> str:
     m = rep.meta
     bad = rep.mismatches
@@ -311,6 +429,7 @@ def markdown(rep: Report) -> str:
         *_sweep_section(rep),
         *_projection_section(rep),
         *_anchor_section(rep),
+        *networks_section(rep),
     ]
     return "\n".join(head + body)
 
@@ -357,6 +476,12 @@ def to_json(rep: Report) -> dict[str, Any]:
         "simulated": [
             {**asdict(s), "projected_s": s.projected, "error": s.error} for s in rep.simulated
         ],
+        "networks": networks_json(rep),
+        "networks_defs": {
+            n: {"layers": d.layers, "source": d.source, "differs": d.differs}
+            for n, d in NETWORKS.items()
+        },
+        "networks_anchors": {"crypten_network_a": CRYPTEN_A, "papers": PAPERS_NOTE},
     }
 
 
@@ -447,3 +572,11 @@ def write(rep: Report, out: Path) -> None:
     plots(rep, out)
     (out / "report.md").write_text(markdown(rep))
     (out / "report.json").write_text(json.dumps(to_json(rep), indent=1, default=str) + "\n")
+
+
+def write_networks(rep: Report, out: Path) -> None:
+    """networks.md and networks.json into ``out`` (the networks section alone)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "networks.md").write_text(networks_markdown(rep))
+    data = {"meta": rep.meta, "mismatches": rep.mismatches, "networks": networks_json(rep)}
+    (out / "networks.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
