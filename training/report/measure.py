@@ -142,6 +142,7 @@ def cases(kind: str, size: int, mat: Shape) -> list[Case]:
         "matmul": [Case("", ((m, k), (k, n)), ((m, n),), t)],
         "drelu": [e],
         "relu": [Case("", (v,), (v, v))],
+        "dropout": [Case("keep 3/4", (v,), (v, v), Params(d=3 * 2**18))],
         "take": [Case("reversed", (v,), (v,), Params(pub=_perm(size)))],
         "put": [Case("reversed", (v,), (v,), Params(pub=_perm(size), shape=v))],
         **{
