@@ -30,11 +30,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import torch
-
 from . import shapes
 from .context import PartyContext, Share
 from .material import Item, MaterialSpec
+from .ring import ring_matmul
 from .sharing import open_ring
 
 
@@ -56,7 +55,7 @@ def matmul_spec(x_shape: tuple[int, ...], y_shape: tuple[int, ...], sub: int = 0
         "matmul",
         sub,
         (Item("a", x_shape), Item("b", y_shape), Item("c", out, derived=True)),
-        lambda s: {"c": torch.matmul(s["a"], s["b"])},
+        lambda s: {"c": ring_matmul(s["a"], s["b"])},
     )
 
 
@@ -98,7 +97,7 @@ async def matmul(ctx: PartyContext, x: Share, y: Share, *, sub: int = 0) -> Shar
     (eps, delta), depth = await open_ring(
         ctx, f"mm{sub}", [x.value - t["a"], y.value - t["b"]], max(x.depth, y.depth)
     )
-    z = t["c"] + torch.matmul(eps, t["b"]) + torch.matmul(t["a"], delta)
+    z = t["c"] + ring_matmul(eps, t["b"]) + ring_matmul(t["a"], delta)
     if ctx.rank == 0:
-        z = z + torch.matmul(eps, delta)
+        z = z + ring_matmul(eps, delta)
     return Share(z, depth)

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
 from .context import Share
 from .params import Params
+from .ring import ring_matmul
 from .shapes import broadcast
 
 
@@ -71,7 +70,7 @@ def public_product(x: Sequence[Share], p: Params) -> Share:
 
 def public_matmul(x: Sequence[Share], p: Params) -> Share:
     v, pub = x[0].value, p.public()
-    return Share(torch.matmul(pub, v) if p.left else torch.matmul(v, pub), x[0].depth)
+    return Share(ring_matmul(pub, v) if p.left else ring_matmul(v, pub), x[0].depth)
 
 
 def identity(x: Sequence[Share], p: Params) -> Share:
