@@ -554,6 +554,27 @@ class Cluster:
         assert total is not None
         return total
 
+    def save_shares(self, tids: Sequence[int], directory: str | Path) -> None:
+        """Have every party write its own shares of ``tids`` to ``<directory>/<party>.shares.pt``
+        (in-process clusters: the parties see this file system). Done at the next flush."""
+        self._check_open()
+        op = self._op_id()
+        self._command(Command("save", op, _ids(tids, "save"), (), None, str(directory)))
+
+    def load_shares(self, directory: str | Path, count: int) -> list[int]:
+        """Have every party read back its own ``count`` shares saved by :meth:`save_shares`;
+        returns the new tensor ids (in the saved order)."""
+        self._check_open()
+        op = self._op_id()
+        tids = [self.new_tid() for _ in range(count)]
+        self._command(Command("load", op, (), tuple(tids), None, str(directory)))
+        return tids
+
+    def resume_op_ids(self, next_op: int) -> None:
+        """Continue op ids from ``next_op`` (a resumed checkpoint: with a seeded cluster,
+        the same op ids give the same masks and dealer material as the original run)."""
+        self._next_op = max(self._next_op, int(next_op))
+
     async def flush(self) -> None:
         """Wait until every op issued so far has finished at every party."""
         self._check_open()

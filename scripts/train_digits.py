@@ -28,6 +28,7 @@ from torch import nn
 from actors import configure_logging
 from protocols.suite import SUITES
 from training import SGD, Adam, Cluster, SharedTensor, export_module
+from training.checkpoint import load_checkpoint, save_checkpoint
 
 PARTY_NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
 
@@ -141,6 +142,30 @@ class Result:
     online_bytes: int = 0
 
 
+def epoch_batches(args: argparse.Namespace, n: int, epoch: int) -> list[torch.Tensor]:
+    idx = batches(n, args.batch_size, epoch, args.seed)
+    return idx[: args.max_batches] if args.max_batches else idx
+
+
+def plain_epoch(
+    plain: nn.Module,
+    popt: Any,
+    data: Digits,
+    onehot: torch.Tensor,
+    idx: list[torch.Tensor],
+) -> list[float]:
+    """One epoch of the plaintext reference on the same batches; the batch losses."""
+    loss_fn = nn.CrossEntropyLoss()
+    out = []
+    for b in idx:
+        popt.zero_grad()
+        loss = loss_fn(plain(data.x_train[b]), onehot[b])
+        loss.backward()
+        popt.step()
+        out.append(float(loss.detach()))
+    return out
+
+
 async def train(args: argparse.Namespace, cluster: Cluster | None = None) -> Result:
     data = load_digits(args.model, split_seed=args.split_seed, limit=args.limit)
     net = make_model(args.model, args.seed)
@@ -158,14 +183,27 @@ async def train(args: argparse.Namespace, cluster: Cluster | None = None) -> Res
         x_tr = c.share(data.x_train, **fp)
         y_tr = c.share(onehot_train, **fp)
         x_te = c.share(data.x_test, **fp)
-        model = c.share_module(net, **fp)
-        opt = make_optimizer(args.optimizer, model.parameters(), args.lr, shared=True)
+        start_epoch = 0
+        if args.resume:
+            resumed = await load_checkpoint(
+                c,
+                args.checkpoint,
+                net,
+                lambda ps: make_optimizer(args.optimizer, ps, args.lr, shared=True),
+            )
+            model, opt = resumed.model, resumed.optimizer
+            start_epoch = int(resumed.extra["epoch"])
+            for epoch in range(start_epoch):  # the plaintext reference, replayed (ms)
+                plain_epoch(plain, popt, data, onehot_train, epoch_batches(args, n, epoch))
+            if not args.quiet:
+                print(f"resumed from {args.checkpoint} after epoch {start_epoch}")
+        else:
+            model = c.share_module(net, **fp)
+            opt = make_optimizer(args.optimizer, model.parameters(), args.lr, shared=True)
         await c.flush()
         start = c.stats()
-        for epoch in range(args.epochs):
-            idx = batches(n, args.batch_size, epoch, args.seed)
-            if args.max_batches:
-                idx = idx[: args.max_batches]
+        for epoch in range(start_epoch, args.epochs):
+            idx = epoch_batches(args, n, epoch)
             bar = _progress(len(idx), f"{args.model} epoch {epoch + 1}/{args.epochs}", args)
             t0 = time.perf_counter()
             losses = []
@@ -188,13 +226,7 @@ async def train(args: argparse.Namespace, cluster: Cluster | None = None) -> Res
             if bar is not None:
                 bar.close()
             t0 = time.perf_counter()
-            plosses = []
-            for b in idx:
-                popt.zero_grad()
-                ploss = loss_fn(plain(data.x_train[b]), onehot_train[b])
-                ploss.backward()
-                popt.step()
-                plosses.append(float(ploss.detach()))
+            plosses = plain_epoch(plain, popt, data, onehot_train, idx)
             res.plaintext_seconds.append(time.perf_counter() - t0)
             pred = await encrypted_predictions(model, x_te)
             res.encrypted_acc.append(float((pred == data.y_test).float().mean()))
@@ -210,6 +242,8 @@ async def train(args: argparse.Namespace, cluster: Cluster | None = None) -> Res
                     f"{res.encrypted_seconds[-1]:.1f} s (plaintext "
                     f"{res.plaintext_seconds[-1] * 1000:.1f} ms)"
                 )
+            if args.checkpoint is not None:
+                await save_checkpoint(c, args.checkpoint, model, opt, extra={"epoch": epoch + 1})
         total = c.stats() - start
         res.online_rounds, res.online_bytes = total.online_rounds, total.online_bytes
         # Model out: a plain nn.Module with the trained weights.
@@ -233,6 +267,8 @@ def _progress(total: int, desc: str, args: argparse.Namespace) -> Any:
 
 
 def summary(args: argparse.Namespace, r: Result) -> str:
+    if not r.encrypted_acc:
+        return f"{r.kind}: nothing left to train (resumed at the last epoch)"
     enc = sum(r.encrypted_seconds) / len(r.encrypted_seconds)
     pla = sum(r.plaintext_seconds) / len(r.plaintext_seconds)
     return (
@@ -263,13 +299,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--insecure-seed", type=int, default=None, help="seed the PRGs (INSECURE)")
     ap.add_argument("--limit", type=int, default=None, help="first N train/test samples")
     ap.add_argument("--max-batches", type=int, default=None, help="batches per epoch")
-    ap.add_argument("--checkpoint", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="after each epoch, each party writes its own shares to DIR/<party>.shares.pt "
+        "and the coordinator public metadata to DIR/checkpoint.json",
+    )
+    ap.add_argument("--resume", action="store_true", help="continue from --checkpoint DIR")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     if not 2 <= args.parties <= len(PARTY_NAMES):
         ap.error(f"--parties must be between 2 and {len(PARTY_NAMES)}")
     if args.epochs < 1 or args.batch_size < 1:
         ap.error("--epochs and --batch-size must be >= 1")
+    if args.resume and args.checkpoint is None:
+        ap.error("--resume needs --checkpoint DIR")
     if args.lr is None:
         args.lr = 0.05 if args.optimizer == "sgd" else 0.01
     return args

@@ -61,6 +61,10 @@ def _shape_arg(shape: tuple[Any, ...]) -> tuple[int, ...]:
     return tuple(shape)
 
 
+class NotCopyable(UnsupportedOperation, TypeError):
+    """A SharedTensor (or a module holding them) was deep-copied or pickled."""
+
+
 class PublicOperandWarning(UserWarning):
     """A plaintext tensor (not a scalar) was combined with a SharedTensor: its values are
     public and go in clear to every party. Wrap it in :class:`public` to say so."""
@@ -305,6 +309,23 @@ class SharedTensor:
 
     def __hash__(self) -> int:
         return id(self)
+
+    def __deepcopy__(self, memo: Any) -> SharedTensor:
+        raise NotCopyable(
+            "a SharedTensor cannot be deep-copied: its value exists only as shares held by "
+            "the parties. To save a shared model use training.checkpoint.save_checkpoint "
+            "(each party writes its own shares); to get a plain nn.Module with the trained "
+            "weights use `await training.export_module(model)`"
+        )
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise NotCopyable(
+            "a SharedTensor cannot be pickled (torch.save, copy, multiprocessing): its value "
+            "exists only as shares held by the parties. To save a shared model use "
+            "training.checkpoint.save_checkpoint (each party writes its own shares); to get "
+            "a plain nn.Module with the trained weights use `await "
+            "training.export_module(model)`"
+        )
 
     def _new(self, tid: int, shape: Sequence[int], prec: int | None = None) -> SharedTensor:
         return SharedTensor(self.cluster, tid, shape, self.fp, self.prec if prec is None else prec)
