@@ -59,6 +59,20 @@ C = TypeVar("C", bound="Cluster")
 Shape = tuple[int, ...]
 
 
+def require_trio(what: str) -> None:
+    """Refuse, with the fix, to start outside a trio run (e.g. in an asyncio loop:
+    Jupyter's top-level ``await``), where trio would fail with an obscure AttributeError."""
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        raise RuntimeError(
+            f"{what} must run under trio (trio.run(main)); it was called outside a trio "
+            "run, e.g. in an asyncio event loop (Jupyter's top-level await, asyncio.run). "
+            "In a notebook or a plain script use training.sync.Session, which runs the "
+            "cluster in a background trio thread and offers synchronous calls"
+        ) from None
+
+
 @contextmanager
 def _scoped(var: contextvars.ContextVar[Any], value: Any) -> Iterator[None]:
     token = var.set(value)
@@ -209,6 +223,7 @@ class Cluster:
         ``reveal_policy`` maps an owner to the recipients, besides itself, that the
         parties may reveal its values to (every party gets it at start).
         """
+        require_trio("Cluster.start")
         names = list(parties)
         if len(names) < 2:
             raise ValueError(f"a cluster needs at least 2 parties, got {names}")
@@ -290,6 +305,7 @@ class Cluster:
         """
         from .tls import Session, TlsTransport
 
+        require_trio("Cluster.connect")
         cfg = config if isinstance(config, ClusterConfig) else load_config(config)
         if protocols is not None and not isinstance(protocols, str):
             raise TypeError("over TLS the protocol suite is given by name")

@@ -287,9 +287,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=["mlp", "cnn", "both"], default="mlp")
     ap.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=None, help="default 0.05 (sgd), 0.01 (adam)")
+    ap.add_argument(
+        "--lr", type=float, default=None, help="default 0.1 (sgd, momentum 0.9), 0.02 (adam)"
+    )
     ap.add_argument("--parties", type=int, default=2)
     ap.add_argument("--protocols", default="default", choices=sorted(SUITES))
     ap.add_argument("--precision", type=int, default=16)
@@ -317,7 +319,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.resume and args.checkpoint is None:
         ap.error("--resume needs --checkpoint DIR")
     if args.lr is None:
-        args.lr = 0.05 if args.optimizer == "sgd" else 0.01
+        args.lr = 0.1 if args.optimizer == "sgd" else 0.02
     return args
 
 

@@ -771,7 +771,8 @@ def cross_entropy(
     dom = _denominator_domain(n)
     with torch.no_grad():
         lsm = z - log(s, dom)
-        per = -((lsm * t).sum(cdim))
+        indices = isinstance(target, torch.Tensor) and not target.is_floating_point()
+        per = -((lsm * (public(t) if indices else t)).sum(cdim))  # class indices: public
         if reduction == "mean":
             loss = per.sum() * (1.0 / denom) if not denom.is_integer() else per.sum() / int(denom)
         elif reduction in ("sum", "none"):

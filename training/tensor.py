@@ -81,6 +81,17 @@ class public:  # noqa: N801 - reads as a marker, like torch.no_grad
 
 
 def _as_public(v: Any) -> torch.Tensor:
+    raw = v.tensor if isinstance(v, public) else v
+    if isinstance(raw, torch.Tensor) and raw.requires_grad and torch.is_grad_enabled():
+        raise UnsupportedOperation(
+            f"a plaintext torch tensor of shape {tuple(raw.shape)} that requires grad (a "
+            "parameter of an unshared nn.Module?) is combined with a SharedTensor: its "
+            "gradient is never computed on shares, so torch.optim would leave it unchanged "
+            "and the model would learn nothing. To train on shares, share the module "
+            "(model = cluster.share_module(net, ...)) and use training.SGD/Adam; to run a "
+            "plaintext model on shared inputs (its weights go in clear to the parties), call "
+            "it under torch.no_grad(), or share it with requires_grad=False"
+        )
     if isinstance(v, public):
         v = v.tensor
     elif isinstance(v, torch.Tensor) and v.numel() > 1:
