@@ -15,6 +15,7 @@ from torch import nn
 
 from actors import Cluster as Runtime
 from protocols import FixedPoint
+from protocols.errors import EncodingError
 
 from .module import share_module
 from .tensor import SharedTensor
@@ -24,7 +25,7 @@ def default_precision(base: int) -> int:
     """Fractional digits when none are given: 3 in base 10 (u = 0.001), and in another
     base about 16 bits' worth (base 2: 16, the encoding the smooth functions need)."""
     if not isinstance(base, int) or isinstance(base, bool) or base < 2:
-        raise ValueError(f"the fixed-point base must be an integer >= 2, got {base!r}")
+        raise EncodingError(f"fixed-point base must be an integer >= 2, got {base!r}")
     return 3 if base == 10 else math.ceil(16 / math.log2(base))
 
 
