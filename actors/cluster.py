@@ -59,6 +59,20 @@ C = TypeVar("C", bound="Cluster")
 Shape = tuple[int, ...]
 
 
+def require_trio(what: str) -> None:
+    """Refuse, with the fix, to start outside a trio run (e.g. in an asyncio loop:
+    Jupyter's top-level ``await``), where trio would fail with an obscure AttributeError."""
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        raise RuntimeError(
+            f"{what} must run under trio (trio.run(main)); it was called outside a trio "
+            "run, e.g. in an asyncio event loop (Jupyter's top-level await, asyncio.run). "
+            "In a notebook or a plain script use training.sync.Session, which runs the "
+            "cluster in a background trio thread and offers synchronous calls"
+        ) from None
+
+
 @contextmanager
 def _scoped(var: contextvars.ContextVar[Any], value: Any) -> Iterator[None]:
     token = var.set(value)
@@ -209,6 +223,7 @@ class Cluster:
         ``reveal_policy`` maps an owner to the recipients, besides itself, that the
         parties may reveal its values to (every party gets it at start).
         """
+        require_trio("Cluster.start")
         names = list(parties)
         if len(names) < 2:
             raise ValueError(f"a cluster needs at least 2 parties, got {names}")
@@ -290,6 +305,7 @@ class Cluster:
         """
         from .tls import Session, TlsTransport
 
+        require_trio("Cluster.connect")
         cfg = config if isinstance(config, ClusterConfig) else load_config(config)
         if protocols is not None and not isinstance(protocols, str):
             raise TypeError("over TLS the protocol suite is given by name")
@@ -553,6 +569,27 @@ class Cluster:
             raise denied
         assert total is not None
         return total
+
+    def save_shares(self, tids: Sequence[int], directory: str | Path) -> None:
+        """Have every party write its own shares of ``tids`` to ``<directory>/<party>.shares.pt``
+        (in-process clusters: the parties see this file system). Done at the next flush."""
+        self._check_open()
+        op = self._op_id()
+        self._command(Command("save", op, _ids(tids, "save"), (), None, str(directory)))
+
+    def load_shares(self, directory: str | Path, count: int) -> list[int]:
+        """Have every party read back its own ``count`` shares saved by :meth:`save_shares`;
+        returns the new tensor ids (in the saved order)."""
+        self._check_open()
+        op = self._op_id()
+        tids = [self.new_tid() for _ in range(count)]
+        self._command(Command("load", op, (), tuple(tids), None, str(directory)))
+        return tids
+
+    def resume_op_ids(self, next_op: int) -> None:
+        """Continue op ids from ``next_op`` (a resumed checkpoint: with a seeded cluster,
+        the same op ids give the same masks and dealer material as the original run)."""
+        self._next_op = max(self._next_op, int(next_op))
 
     async def flush(self) -> None:
         """Wait until every op issued so far has finished at every party."""

@@ -5,13 +5,16 @@ as every other party, so the op ids in message tags agree without coordination. 
 command starts as soon as its inputs exist (a local op whose inputs are ready runs
 inline), so independent ops overlap and share rounds. How each kind runs comes from the
 cluster's protocol suite (:mod:`protocols.suite`); the runtime kinds ``input``,
-``reveal``, ``free`` and ``barrier`` are this module's own.
+``reveal``, ``free``, ``barrier``, ``save`` and ``load`` are this module's own (``save``
+writes this party's own shares of the named tensors to ``<dir>/<party>.shares.pt``,
+``load`` reads them back: checkpoints, see ``training.checkpoint``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import aclosing
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,7 +35,12 @@ from .log import get_logger
 from .network import Endpoint
 from .wire import Command, Reply, encode_control
 
-RUNTIME_KINDS = frozenset({"input", "reveal", "free", "barrier"})
+RUNTIME_KINDS = frozenset({"input", "reveal", "free", "barrier", "save", "load"})
+
+
+def shares_file(directory: str, party: str) -> Path:
+    """Where ``party`` keeps its own shares of a checkpoint in ``directory``."""
+    return Path(directory) / f"{party}.shares.pt"
 
 
 class OpReused(ProtocolError):
@@ -273,6 +281,10 @@ class Party:
             self._start(op, self._input(op, outs[0], cmd))
         elif kind == "reveal":
             self._start(op, self._reveal(op, ins[0], cmd, sender))
+        elif kind == "save":
+            self._start(op, self._save(op, ins, cmd))
+        elif kind == "load":
+            self._start(op, self._load(op, outs, cmd))
         elif impl is not None and impl.local is not None:
             self._local_when_ready(op, impl, ins, outs, cmd)
         else:
@@ -398,6 +410,36 @@ class Party:
             )
             return
         await self.endpoint.send(to, f"{op}/out", Phase.OUTPUT, share.depth, tensors=[share.value])
+
+    async def _save(self, op: int, ins: list[Slot], cmd: Command) -> None:
+        """Write this party's own shares of ``ins`` (and nothing else) to its file."""
+        if cmd.to is None:
+            raise ProtocolError(f"{self.name}: save {op} names no directory")
+        values = [(await s.get()).value for s in ins]
+        path = shares_file(cmd.to, self.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"party": self.name, "shares": values}, path)
+
+    async def _load(self, op: int, outs: list[Slot], cmd: Command) -> None:
+        """Read back this party's own shares written by ``save`` (fresh depth 0)."""
+        if cmd.to is None:
+            raise ProtocolError(f"{self.name}: load {op} names no directory")
+        path = shares_file(cmd.to, self.name)
+        try:
+            saved = torch.load(path, weights_only=True)
+        except FileNotFoundError:
+            raise ProtocolError(f"{self.name}: no checkpoint shares at {path}") from None
+        values = saved.get("shares") if isinstance(saved, dict) else None
+        if saved.get("party") != self.name or not isinstance(values, list):
+            raise ProtocolError(f"{self.name}: {path} does not hold this party's shares")
+        if len(values) != len(outs):
+            raise ProtocolError(
+                f"{self.name}: {path} holds {len(values)} shares, load {op} expects {len(outs)}"
+            )
+        for slot, value in zip(outs, values, strict=True):
+            if not isinstance(value, torch.Tensor) or value.dtype != torch.int64:
+                raise ProtocolError(f"{self.name}: {path} holds a non-share")
+            slot.set(Share(value, 0))
 
     async def _barrier(self, op: int, running: list[trio.Event]) -> None:
         for ev in running:

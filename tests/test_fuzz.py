@@ -75,6 +75,7 @@ from protocols import FixedPoint
 from protocols.errors import ActorTimeout, PartyFailure, ProtocolError, SmpcError
 from protocols.params import Params, Pub
 from training import SGD, Cluster, SharedTensor
+from training.cluster import default_precision
 from training.tensor import _public_precision
 
 PROVIDER = "james"
@@ -1415,7 +1416,8 @@ async def test_share_malformed_values() -> None:
                         findings.add("typed error after sending", example)
                     return
                 plain = as_plain(value)
-                fp = FixedPoint(base, precision)
+                # no precision: the base's default (base 10: 3, base 2: 16 bits)
+                fp = FixedPoint(base, default_precision(base) if precision is None else precision)
                 if plain is None or plain.numel() == 0:
                     findings.add("accepted a value torch cannot read as real", example)
                     return

@@ -4,7 +4,7 @@ Adam, AdamW), smooth functions, losses and layers (see docs/ops.md), coordinator
 from . import dispatch as _dispatch  # noqa: F401  (fills the torch dispatch table)
 from .cluster import Cluster
 from .coordinator import IterationRecord, PhaseCost, TrainingCoordinator
-from .module import reveal_module, share_module
+from .module import export_module, reveal_module, share_module
 from .optim import SGD, Adam, AdamW, Optimizer
 from .tensor import PublicOperandWarning, SharedTensor, public
 
@@ -19,6 +19,7 @@ __all__ = [
     "PublicOperandWarning",
     "SharedTensor",
     "TrainingCoordinator",
+    "export_module",
     "public",
     "reveal_module",
     "share_module",

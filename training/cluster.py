@@ -8,24 +8,42 @@ and modules. Importing it is all a script needs::
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from torch import nn
 
 from actors import Cluster as Runtime
 from protocols import FixedPoint
+from protocols.errors import EncodingError
 
 from .module import share_module
 from .tensor import SharedTensor
+
+
+def default_precision(base: int) -> int:
+    """Fractional digits when none are given: 3 in base 10 (u = 0.001), and in another
+    base about 16 bits' worth (base 2: 16, the encoding the smooth functions need)."""
+    if not isinstance(base, int) or isinstance(base, bool) or base < 2:
+        raise EncodingError(f"fixed-point base must be an integer >= 2, got {base!r}")
+    return 3 if base == 10 else math.ceil(16 / math.log2(base))
 
 
 class Cluster(Runtime):
     """A running cluster whose coordinator can share tensors and modules."""
 
     def share(
-        self, tensor: Any, precision: int = 3, base: int = 10, *, requires_grad: bool = False
+        self,
+        tensor: Any,
+        precision: int | None = None,
+        base: int = 10,
+        *,
+        requires_grad: bool = False,
     ) -> SharedTensor:
-        """Secret-share a plaintext tensor among the parties; returns a SharedTensor."""
+        """Secret-share a plaintext tensor among the parties; returns a SharedTensor.
+        ``precision`` defaults to :func:`default_precision` of ``base`` (10: 3, 2: 16)."""
+        if precision is None:
+            precision = default_precision(base)
         return SharedTensor.from_plain(
             self, tensor, FixedPoint(base, precision), requires_grad=requires_grad
         )
@@ -34,13 +52,15 @@ class Cluster(Runtime):
         self,
         owner: str,
         name: str,
-        precision: int = 3,
+        precision: int | None = None,
         base: int = 10,
         *,
         requires_grad: bool = False,
     ) -> SharedTensor:
         """Have party ``owner`` secret-share its local tensor ``name``; the plaintext never
         reaches this coordinator (see ``actors.Cluster.input_from``)."""
+        if precision is None:
+            precision = default_precision(base)
         fp = FixedPoint(base, precision)
         tid, shape = self.input_from(owner, name, fp.scale)
         out = SharedTensor(self, tid, shape, fp)
@@ -48,9 +68,15 @@ class Cluster(Runtime):
         return out
 
     def share_module(
-        self, module: nn.Module, requires_grad: bool = True, precision: int = 3, base: int = 10
+        self,
+        module: nn.Module,
+        requires_grad: bool = True,
+        precision: int | None = None,
+        base: int = 10,
     ) -> nn.Module:
         """A copy of ``module`` whose parameters are SharedTensors (see training.module)."""
+        if precision is None:
+            precision = default_precision(base)
         return share_module(
             self, module, requires_grad=requires_grad, fp=FixedPoint(base, precision)
         )

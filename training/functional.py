@@ -56,7 +56,7 @@ from protocols import shapes as S
 from protocols.errors import ShapeError, UnsupportedOperation
 
 from .autograd import Value
-from .tensor import SharedTensor, cat
+from .tensor import SharedTensor, cat, public
 
 DEGREE = 4
 
@@ -488,7 +488,10 @@ def max_last(x: SharedTensor, onehot: bool) -> tuple[SharedTensor, SharedTensor 
             if oh is not None:
                 oa, ob = oh[..., 0 : 2 * h : 2, :], oh[..., 1 : 2 * h : 2, :]
                 bit = r._bit.unsqueeze(-1)
-                new = bit * (oa - ob) + ob
+                if isinstance(oa, torch.Tensor):  # the first level: eye rows, public
+                    new = bit * public(oa - ob) + public(ob)
+                else:
+                    new = bit * (oa - ob) + ob
                 if m % 2:
                     new = cat([new, oh[..., 2 * h :, :]], -2)
                 oh = new
@@ -537,7 +540,7 @@ def argmax(x: SharedTensor, dim: int | None = None, keepdim: bool = False) -> Sh
     shape = [1] * x.dim()
     shape[dim % x.dim()] = n
     pos = torch.arange(n, dtype=torch.float64).reshape(shape)
-    return (oh * pos).sum(dim, keepdim)
+    return (oh * public(pos)).sum(dim, keepdim)
 
 
 # -- softmax family ---------------------------------------------------------------------------------
@@ -768,7 +771,8 @@ def cross_entropy(
     dom = _denominator_domain(n)
     with torch.no_grad():
         lsm = z - log(s, dom)
-        per = -((lsm * t).sum(cdim))
+        indices = isinstance(target, torch.Tensor) and not target.is_floating_point()
+        per = -((lsm * (public(t) if indices else t)).sum(cdim))  # class indices: public
         if reduction == "mean":
             loss = per.sum() * (1.0 / denom) if not denom.is_integer() else per.sum() / int(denom)
         elif reduction in ("sum", "none"):

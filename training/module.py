@@ -54,7 +54,8 @@ def share_module(
 
 
 async def reveal_module(module: nn.Module) -> dict[str, torch.Tensor]:
-    """Reveal every shared parameter to the coordinator (the owner), by name."""
+    """Reveal every shared parameter and buffer to the coordinator (the owner), by name
+    (a state dict of plaintext tensors; :func:`export_module` gives a plain module)."""
     out: dict[str, torch.Tensor] = {}
     for name, p in module.named_parameters():
         if isinstance(p, SharedTensor):
@@ -63,3 +64,37 @@ async def reveal_module(module: nn.Module) -> dict[str, torch.Tensor]:
         if isinstance(b, SharedTensor):
             out[name] = await b.get()
     return out
+
+
+async def export_module(module: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
+    """A plain ``nn.Module`` with the trained weights: every shared parameter and buffer is
+    revealed to the coordinator (the model's owner) and put back as a torch tensor.
+
+    The shared module is left untouched (it can keep training); the result is an ordinary
+    module of the same class, ready for ``torch.save``, ``copy.deepcopy`` or plaintext
+    inference. Revealing the weights is the point: call it only where the owner may learn
+    them (``torch.save`` of the shared model itself is refused, see
+    ``training.checkpoint`` to save shares without revealing them). Floating-point
+    values come back as ``dtype`` (default: torch's default dtype).
+    """
+    dtype = torch.get_default_dtype() if dtype is None else dtype
+    values = {k: v.to(dtype) for k, v in (await reveal_module(module)).items()}
+    shared = [
+        t
+        for t in (*module.parameters(), *module.buffers())
+        if isinstance(t, SharedTensor)  # type: ignore[redundant-expr]
+    ]
+    # Copy everything but the SharedTensors (mapped to None in the memo), then fill in.
+    memo: dict[int, Any] = {id(t): None for t in shared}
+    plain = copy.deepcopy(module, memo)
+    for name, value in values.items():
+        *path, leaf = name.split(".")
+        sub = plain.get_submodule(".".join(path))
+        if leaf in sub._parameters:
+            old = module.get_submodule(".".join(path))._parameters[leaf]
+            sub._parameters[leaf] = nn.Parameter(
+                value, requires_grad=bool(old is not None and old.requires_grad)
+            )
+        else:
+            sub._buffers[leaf] = value
+    return plain

@@ -62,6 +62,10 @@ def _shape_arg(shape: tuple[Any, ...]) -> tuple[int, ...]:
     return tuple(shape)
 
 
+class NotCopyable(UnsupportedOperation, TypeError):
+    """A SharedTensor (or a module holding them) was deep-copied or pickled."""
+
+
 class PublicOperandWarning(UserWarning):
     """A plaintext tensor (not a scalar) was combined with a SharedTensor: its values are
     public and go in clear to every party. Wrap it in :class:`public` to say so."""
@@ -88,6 +92,17 @@ def _from_library() -> bool:
 
 
 def _as_public(v: Any) -> torch.Tensor:
+    raw = v.tensor if isinstance(v, public) else v
+    if isinstance(raw, torch.Tensor) and raw.requires_grad and torch.is_grad_enabled():
+        raise UnsupportedOperation(
+            f"a plaintext torch tensor of shape {tuple(raw.shape)} that requires grad (a "
+            "parameter of an unshared nn.Module?) is combined with a SharedTensor: its "
+            "gradient is never computed on shares, so torch.optim would leave it unchanged "
+            "and the model would learn nothing. To train on shares, share the module "
+            "(model = cluster.share_module(net, ...)) and use training.SGD/Adam; to run a "
+            "plaintext model on shared inputs (its weights go in clear to the parties), call "
+            "it under torch.no_grad(), or share it with requires_grad=False"
+        )
     if isinstance(v, public):
         v = v.tensor
     elif isinstance(v, torch.Tensor) and v.numel() > 1 and not _from_library():
@@ -316,6 +331,23 @@ class SharedTensor:
 
     def __hash__(self) -> int:
         return id(self)
+
+    def __deepcopy__(self, memo: Any) -> SharedTensor:
+        raise NotCopyable(
+            "a SharedTensor cannot be deep-copied: its value exists only as shares held by "
+            "the parties. To save a shared model use training.checkpoint.save_checkpoint "
+            "(each party writes its own shares); to get a plain nn.Module with the trained "
+            "weights use `await training.export_module(model)`"
+        )
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise NotCopyable(
+            "a SharedTensor cannot be pickled (torch.save, copy, multiprocessing): its value "
+            "exists only as shares held by the parties. To save a shared model use "
+            "training.checkpoint.save_checkpoint (each party writes its own shares); to get "
+            "a plain nn.Module with the trained weights use `await "
+            "training.export_module(model)`"
+        )
 
     def _new(self, tid: int, shape: Sequence[int], prec: int | None = None) -> SharedTensor:
         return SharedTensor(self.cluster, tid, shape, self.fp, self.prec if prec is None else prec)

@@ -1,0 +1,139 @@
+"""Real data end to end (scripts/train_digits.py) in a few batches; model out
+(export_module), refused copies, encrypted inference; checkpoints (each party writes only
+its own shares) and an exact resume in the seeded mode."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+import train_digits as td
+from conftest import PARTIES, PROVIDER
+from torch import nn
+
+from protocols.errors import UnsupportedOperation
+from training import Cluster, export_module, reveal_module
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.tensor import NotCopyable
+
+FP = {"precision": 16, "base": 2}
+
+
+def args(*extra: str) -> object:
+    return td.parse_args(["--quiet", "--limit", "96", "--batch-size", "32", *extra])
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+async def test_digits_few_batches_track_plaintext(kind: str) -> None:
+    a = args("--model", kind, "--epochs", "1", "--max-batches", "2", "--insecure-seed", "3")
+    r = await td.train(a)  # type: ignore[arg-type]
+    # same init, same batches: the batch losses agree within the cross-entropy bound
+    assert abs(r.encrypted_loss[0] - r.plaintext_loss[0]) <= 0.01
+    # predictions of the encrypted model on encrypted data vs torch on plaintext: the
+    # logits differ by ~1e-3, so at most a near-tie or two of the 96 test images differ
+    assert abs(r.encrypted_acc[0] - r.plaintext_acc[0]) <= 2 / 96
+    # the revealed plain module reproduces the encrypted model's predictions likewise
+    assert abs(r.revealed_acc - r.encrypted_acc[0]) <= 2 / 96
+
+
+async def test_export_module_plain_copy_and_encrypted_inference() -> None:
+    torch.manual_seed(0)
+    net = td.DigitsMLP()
+    data = td.load_digits("mlp", limit=64)
+    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
+        model = c.share_module(net, **FP)
+        with pytest.raises(NotCopyable, match="save_checkpoint"):
+            copy.deepcopy(model)
+        with pytest.raises(NotCopyable, match="export_module"):
+            torch.save(model, io.BytesIO())
+        with pytest.raises(TypeError):
+            pickle.dumps(model.state_dict())
+        plain = await export_module(model)
+        assert type(plain) is td.DigitsMLP
+        for (name, p), (_, q) in zip(plain.named_parameters(), net.named_parameters(), strict=True):
+            assert isinstance(p, nn.Parameter) and p.dtype == q.dtype
+            assert float((p - q).detach().abs().max()) <= 2**-16, name
+        torch.save(plain, io.BytesIO())  # an ordinary module again
+        # encrypted inference of a plaintext model on encrypted inputs
+        served = c.share_module(net, requires_grad=False, **FP)
+        pred = await td.encrypted_predictions(served, c.share(data.x_test, **FP))
+        want = td.plaintext_predictions(net, data.x_test)
+        logits = net(data.x_test).detach()
+        top2 = logits.topk(2, dim=1).values
+        clear = (top2[:, 0] - top2[:, 1]) > 1e-2  # not a near-tie
+        assert bool((pred[clear] == want[clear]).all())
+
+
+def _adam(params: object) -> object:
+    return td.make_optimizer("adam", params, 0.01, shared=True)
+
+
+async def _train_steps(c: Cluster, model: nn.Module, opt: object, x: object, y: object) -> None:
+    loss_fn = nn.CrossEntropyLoss()
+    for i in range(2):
+        opt.zero_grad()  # type: ignore[attr-defined]
+        loss = loss_fn(model(x[i * 8 : (i + 1) * 8]), y[i * 8 : (i + 1) * 8])  # type: ignore[index]
+        loss.backward()
+        opt.step()  # type: ignore[attr-defined]
+    await c.flush()
+
+
+async def test_checkpoint_files_and_exact_resume(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = td.DigitsMLP()
+    data = td.load_digits("mlp", limit=32)
+    onehot = torch.nn.functional.one_hot(data.y_train, 10).float()
+
+    async def run(resume_from: Path | None) -> dict[str, torch.Tensor]:
+        async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=11) as c:
+            x, y = c.share(data.x_train, **FP), c.share(onehot, **FP)
+            if resume_from is None:
+                model = c.share_module(net, **FP)
+                opt = _adam(model.parameters())
+                await _train_steps(c, model, opt, x, y)
+                await save_checkpoint(c, tmp_path, model, opt, extra={"epoch": 1})
+            else:
+                r = await load_checkpoint(c, resume_from, net, _adam)
+                model, opt = r.model, r.optimizer
+                assert r.extra == {"epoch": 1}
+            await _train_steps(c, model, opt, x, y)
+            return await reveal_module(model)
+
+    straight = await run(None)
+    # each party's file holds its own shares only; the metadata no tensor at all
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["alice.shares.pt", "bob.shares.pt", "checkpoint.json"]
+    meta = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert "shares" not in json.dumps(meta)
+    a = torch.load(tmp_path / "alice.shares.pt", weights_only=True)
+    b = torch.load(tmp_path / "bob.shares.pt", weights_only=True)
+    assert a["party"] == "alice" and b["party"] == "bob"
+    # the two shares add up to the encoded weight; either alone is not it
+    w = net.net[0].weight
+    enc = torch.round(w.double() * 2**16).to(torch.int64)
+    assert not torch.equal(a["shares"][0], enc) and not torch.equal(b["shares"][0], enc)
+    assert meta["tensors"][0]["name"] == "net.0.weight"
+    # adam state (m, v per parameter) went to the shares files too
+    assert len(a["shares"]) == 4 + 2 * 4
+    resumed = await run(tmp_path)
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
+
+
+async def test_checkpoint_refuses_other_parties(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = nn.Linear(3, 2)
+    async with Cluster.start(PARTIES[2], provider=PROVIDER) as c:
+        await save_checkpoint(c, tmp_path, c.share_module(net, **FP))
+    async with Cluster.start(PARTIES[3], provider=PROVIDER) as c:
+        with pytest.raises(ValueError, match="parties"):
+            await load_checkpoint(c, tmp_path, net)
+
+
+def test_unsupported_is_still_the_family() -> None:
+    assert issubclass(NotCopyable, UnsupportedOperation)
