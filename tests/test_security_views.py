@@ -39,9 +39,11 @@ from protocols import conv, fss
 from protocols.analysis import FullView, Report, compare, full_view, simulate
 from protocols.context import Received, Share
 from protocols.material import Item, MaterialSpec
+from protocols.params import Params
 from protocols.prg import Prg
 from protocols.ring import floor_div
 from protocols.sharing import share
+from protocols.suite import DEFAULT
 from protocols.testing import Board, LocalContext, reveal, run_parties, share_inputs
 
 FWER = 1e-3
@@ -602,3 +604,63 @@ async def test_narrow_fss_truncation_mask_is_caught() -> None:
     assert report.rejected(FWER), report.summary(FWER)
     sim = await real_vs_sim(PROGRAMS["fss truncate"], 2, swap=narrow_fss_trunc_mask)
     assert sim.rejected(FWER), sim.summary(FWER)
+
+
+async def _dropout(ctx: Ctx, x: list[Share]) -> Any:
+    kind = DEFAULT.kind("dropout", ctx(0).n_parties)
+    assert kind.run is not None
+    return await kind.run(ctx(5), [x[0]], Params(d=3 * 2**18))
+
+
+PROGRAMS["dropout"] = Program(
+    # the outputs are x or 0 (the mask is secret) and the 0/1 mask: the loose tolerance
+    # only checks the shapes and ranges; the views are what this program is for
+    "dropout",
+    1,
+    (N,),
+    _dropout,
+    lambda s: [s[0], torch.ones_like(s[0])],
+    tolerance=2**62,
+    parties=(2, 3),
+)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+async def test_dropout_views_do_not_depend_on_the_secret(n: int) -> None:
+    assert_secure(await a_vs_b(PROGRAMS["dropout"], n, "B"))
+
+
+@pytest.mark.parametrize("n", [2, 3])
+async def test_training_run_draws_no_stream_twice(n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over a cluster's training run with momentum and comparisons (the real runtime, not
+    the harness), every (key, label) stream is drawn by at most its two holders (a party
+    and the dealer derive the same material stream; the coordinator's and the dealer's own
+    keys have one holder): a spy records every draw, changing nothing."""
+    from seed_net import DATA, TARGET, loss_fn, make_net
+
+    from training import SGD, Cluster, TrainingCoordinator
+
+    draws: list[tuple[bytes, tuple[int, int]]] = []
+    real = Prg.random_bytes
+
+    def spy(self: Prg, nbytes: int, label: tuple[int, int]) -> bytes:
+        draws.append((self.key, label))
+        return real(self, nbytes, label)
+
+    monkeypatch.setattr(Prg, "random_bytes", spy)
+    names = ["alice", "bob", "carol"][:n]
+    async with Cluster.start(names, provider="james") as c:
+        x, y = c.share(DATA), c.share(TARGET)
+        model = c.share_module(make_net())
+        coord = TrainingCoordinator(
+            c, model, SGD(model.parameters(), lr=0.1, momentum=0.9), loss_fn
+        )
+        for _ in range(3):
+            await coord.step(x, y)
+        (x >= 0.5).drelu()
+        await c.flush()
+    counts: dict[tuple[bytes, tuple[int, int]], int] = {}
+    for d in draws:
+        counts[d] = counts.get(d, 0) + 1
+    assert len(draws) > 100
+    assert max(counts.values()) <= 2, [d for d, k in counts.items() if k > 2][:3]
