@@ -27,37 +27,23 @@ from .beaver import mul, mul_spec
 from .context import PartyContext, Share
 from .conv import BILINEAR, bilinear, bilinear_spec, put, take
 from .material import Item, MaterialSpec
-from .opkind import Builder, Cost, OpKind, Suite
+from .opkind import Builder, Cost, OpKind, Suite, truncated_product
 from .params import Params
 
 
 def _bilinear_kind(name: str) -> Builder:
-    def build(suite: Suite, n: int) -> OpKind:
-        t = suite.kind("trunc", n)
+    async def product(ctx: PartyContext, x: Sequence[Share], p: Params) -> Share:
+        if p.shape is None:
+            raise ValueError(f"{name} needs its output shape")
+        return await bilinear(ctx, name, x[0], x[1], tuple(p.shape))
 
-        async def run(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
-            if p.shape is None:
-                raise ValueError(f"{name} needs its output shape")
-            z = await bilinear(ctx, name, x[0], x[1], tuple(p.shape))
-            if t.local is not None:
-                return t.local(ctx.rank, [z], p)
-            assert t.run is not None
-            return await t.run(ctx, [z], p)
-
-        return OpKind(
-            name,
-            run=run,
-            specs=lambda s, out, d, n: [
-                bilinear_spec(name, s[0], s[1], out),
-                *t.specs([out], out, d, n),
-            ],
-            cost=lambda s, out, d, n: Cost(1, 8 * (prod(s[0]) + prod(s[1])) * (n - 1)).then(
-                t.cost([out], out, d, n)
-            ),
-            n_in=2,
-        )
-
-    return build
+    return truncated_product(
+        name,
+        product,
+        lambda s, out: bilinear_spec(name, s[0], s[1], out),
+        lambda s, n: 8 * (prod(s[0]) + prod(s[1])) * (n - 1),
+        2,
+    )
 
 
 KEEP_UNITS = 2**20

@@ -134,3 +134,35 @@ class Suite:
             s.dealer_bytes(n_parties) for s in op.specs(shapes, tuple(out), divisor, n_parties)
         )
         return replace(base, dealer_bytes=dealer)
+
+
+def truncated_product(
+    name: str,
+    product: Callable[[PartyContext, Sequence[Share], Params], Awaitable[Share]],
+    spec: Callable[[Sequence[Shape], Shape], MaterialSpec],
+    online: Callable[[Sequence[Shape], int], int],
+    n_in: int,
+) -> Builder:
+    """An interactive Beaver-style product (1 round, ``online(shapes, n)`` bytes per party,
+    material ``spec(shapes, out)``) followed by the suite's truncation, whatever it is:
+    local, the dealer pair or FSS. Every product kind (mul, matmul, conv, ...) is this."""
+
+    def build(suite: Suite, n: int) -> OpKind:
+        t = suite.kind("trunc", n)
+
+        async def run(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
+            z = await product(ctx, x, p)
+            if t.local is not None:
+                return t.local(ctx.rank, [z], p)
+            assert t.run is not None
+            return await t.run(ctx, [z], p)
+
+        return OpKind(
+            name,
+            run=run,
+            specs=lambda s, out, d, n: [spec(s, out), *t.specs([out], out, d, n)],
+            cost=lambda s, out, d, n: Cost(1, online(s, n)).then(t.cost([out], out, d, n)),
+            n_in=n_in,
+        )
+
+    return build

@@ -44,6 +44,7 @@ from .opkind import (
     Shape,
     Suite,
     _constant,
+    truncated_product,
 )
 from .params import Params
 from .truncate import trunc_spec, truncate_local, truncate_pair
@@ -87,37 +88,17 @@ def _trunc_default(suite: Suite, n: int) -> OpKind:
     )
 
 
-Product = Callable[[PartyContext, Sequence[Share]], Awaitable[Share]]
-
-
 def _truncated_product(
     name: str,
-    product: Product,
+    product: Callable[[PartyContext, Sequence[Share]], Awaitable[Share]],
     spec: Callable[[Sequence[Shape]], MaterialSpec],
     online: Callable[[Sequence[Shape], int], int],
     n_in: int,
 ) -> Builder:
     """An interactive Beaver product followed by the suite's truncation."""
-
-    def build(suite: Suite, n: int) -> OpKind:
-        t = suite.kind("trunc", n)
-
-        async def run(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
-            z = await product(ctx, x)
-            if t.local is not None:
-                return t.local(ctx.rank, [z], p)
-            assert t.run is not None
-            return await t.run(ctx, [z], p)
-
-        return OpKind(
-            name,
-            run=run,
-            specs=lambda s, out, d, n: [spec(s), *t.specs([out], out, d, n)],
-            cost=lambda s, out, d, n: Cost(1, online(s, n)).then(t.cost([out], out, d, n)),
-            n_in=n_in,
-        )
-
-    return build
+    return truncated_product(
+        name, lambda ctx, x, p: product(ctx, x), lambda s, out: spec(s), online, n_in
+    )
 
 
 def _public_then_trunc(name: str, product: Callable[[Sequence[Share], Params], Share]) -> Builder:
