@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--protocols",
         default="default",
         choices=sorted(SUITES),
-        help="protocol suite (default: FSS comparison for 2 parties, see README)",
+        help="protocol suite (default: 2 parties compare by FSS up to 10^4 elements per op, by the carry tree above; see README)",
     )
     ap.add_argument(
         "--init-seed", type=int, default=None, help="seed of torch's init with --random-init"
