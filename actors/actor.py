@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -13,6 +13,8 @@ from protocols.errors import ActorTimeout, PartyFailure, ProtocolError, SmpcErro
 from .envelope import Phase
 from .network import Mailbox
 from .wire import Batch, Requests
+
+B = TypeVar("B")
 
 
 def first_error(exc: BaseException) -> BaseException:
@@ -49,26 +51,28 @@ def failures_named(actor: str) -> Iterator[None]:
         raise PartyFailure(actor, err) from err
 
 
-async def control_batches(mailbox: Mailbox, sender: str) -> AsyncGenerator[Batch, None]:
-    """The command batches ``cmd/0``, ``cmd/1``, ... from ``sender``, in order, forever."""
+async def _batches(
+    mailbox: Mailbox, sender: str, prefix: str, kind: type[B]
+) -> AsyncGenerator[B, None]:
+    """The control batches ``<prefix>/0``, ``<prefix>/1``, ... from ``sender``, in order,
+    forever, each decoded as ``kind``."""
     seq = 0
     while True:
-        env = await mailbox.recv(sender, f"cmd/{seq}", timeout=None)
+        env = await mailbox.recv(sender, f"{prefix}/{seq}", timeout=None)
         seq += 1
         if env.phase != Phase.CONTROL:
-            raise ProtocolError(f"{mailbox.owner}: command batch in phase {env.phase.name}")
-        yield env.control(Batch)
+            raise ProtocolError(f"{mailbox.owner}: {prefix} batch in phase {env.phase.name}")
+        yield env.control(kind)
 
 
-async def request_batches(mailbox: Mailbox, sender: str) -> AsyncGenerator[Requests, None]:
-    """The dealer request batches ``req/0``, ``req/1``, ... from ``sender``, in order."""
-    seq = 0
-    while True:
-        env = await mailbox.recv(sender, f"req/{seq}", timeout=None)
-        seq += 1
-        if env.phase != Phase.CONTROL:
-            raise ProtocolError(f"{mailbox.owner}: request batch in phase {env.phase.name}")
-        yield env.control(Requests)
+def control_batches(mailbox: Mailbox, sender: str) -> AsyncGenerator[Batch, None]:
+    """The command batches ``cmd/0``, ``cmd/1``, ... from ``sender``."""
+    return _batches(mailbox, sender, "cmd", Batch)
+
+
+def request_batches(mailbox: Mailbox, sender: str) -> AsyncGenerator[Requests, None]:
+    """The dealer request batches ``req/0``, ``req/1``, ... from ``sender``."""
+    return _batches(mailbox, sender, "req", Requests)
 
 
 @contextmanager

@@ -428,6 +428,47 @@ class Endpoint:
             chain.append(nxt)
 
 
+class Middleware:
+    """What every transport shares: observers (taps, corruption, drops) and fault
+    injection (:class:`Chaos`), applied the same way whatever carries the frames."""
+
+    def __init__(self) -> None:
+        self.observers: list[Observer] = []
+        self.chaos: Chaos | None = None
+        self._chaos_rng = random.Random(0)
+        self._sent_count: defaultdict[str, int] = defaultdict(int)
+
+    def observe(self, observer: Observer) -> Callable[[], None]:
+        """Add middleware; returns a function that removes it."""
+        self.observers.append(observer)
+        return lambda: self.observers.remove(observer) if observer in self.observers else None
+
+    def set_chaos(self, chaos: Chaos | None) -> None:
+        self.chaos = chaos
+        self._chaos_rng = random.Random(chaos.seed if chaos else 0)
+        self._sent_count.clear()
+
+    def before_send(self, sender: str) -> None:
+        """Runs in the sender: fault injection happens here, inside the crashing actor."""
+        chaos = self.chaos
+        if chaos is not None and chaos.crash is not None and chaos.crash[0] == sender:
+            self._sent_count[sender] += 1
+            if chaos.crash[1] == self._sent_count[sender]:
+                raise InjectedCrash(
+                    f"chaos: {sender} crashed sending its message #{chaos.crash[1]}"
+                )
+
+    def chaos_delay(self) -> float | None:
+        """A random delivery delay when chaos reorders messages, else None."""
+        chaos = self.chaos
+        if chaos is None or chaos.max_delay <= 0:
+            return None
+        return self._chaos_rng.uniform(0, chaos.max_delay)
+
+    async def capacity(self, sender: str, receiver: str) -> None:
+        await trio.lowlevel.checkpoint()
+
+
 class _Link:
     __slots__ = ("busy_until", "profile", "recv_ch", "send_ch")
 
@@ -440,7 +481,7 @@ class _Link:
             self.send_ch = self.recv_ch = None  # type: ignore[assignment]
 
 
-class Network:
+class Network(Middleware):
     """The in-memory transport of one cluster: links, endpoints, observers."""
 
     def __init__(
@@ -458,11 +499,8 @@ class Network:
         if roles is not None:
             for ep in self.endpoints.values():
                 ep.mailbox.roles = roles
-        self.observers: list[Observer] = []
-        self.chaos: Chaos | None = None
+        super().__init__()
         self.heartbeats = heartbeats
-        self._chaos_rng = random.Random(0)
-        self._sent_count: dict[str, int] = dict.fromkeys(actors, 0)
         self._nursery: trio.Nursery | None = None
         self._links: dict[tuple[str, str], _Link] = {}
         links = dict(links or {})
@@ -485,29 +523,6 @@ class Network:
     def mailboxes(self) -> dict[str, Mailbox]:
         return {a: ep.mailbox for a, ep in self.endpoints.items()}
 
-    def observe(self, observer: Observer) -> Callable[[], None]:
-        """Add middleware; returns a function that removes it."""
-        self.observers.append(observer)
-        return lambda: self.observers.remove(observer) if observer in self.observers else None
-
-    def set_chaos(self, chaos: Chaos | None) -> None:
-        self.chaos = chaos
-        self._chaos_rng = random.Random(chaos.seed if chaos else 0)
-        self._sent_count = dict.fromkeys(self._sent_count, 0)
-
-    def before_send(self, sender: str) -> None:
-        """Runs in the sender: fault injection happens here, inside the crashing actor."""
-        chaos = self.chaos
-        if chaos is not None and chaos.crash is not None and chaos.crash[0] == sender:
-            self._sent_count[sender] += 1
-            if chaos.crash[1] == self._sent_count[sender]:
-                raise InjectedCrash(
-                    f"chaos: {sender} crashed sending its message #{chaos.crash[1]}"
-                )
-
-    async def capacity(self, sender: str, receiver: str) -> None:
-        await trio.lowlevel.checkpoint()
-
     # -- what the coordinator reads (the TLS transport asks remote actors instead) ----------
     def actor_stats(self) -> dict[str, ActorStats]:
         """Every actor's meter, by name."""
@@ -528,9 +543,8 @@ class Network:
         link = self._links.get((sender, receiver))
         if link is None:
             raise ProtocolError(f"no link from {sender!r} to {receiver!r}")
-        chaos = self.chaos
-        if chaos is not None and chaos.max_delay > 0 and self._nursery is not None:
-            delay = self._chaos_rng.uniform(0, chaos.max_delay)
+        delay = self.chaos_delay() if self._nursery is not None else None
+        if delay is not None and self._nursery is not None:
             self._nursery.start_soon(self._deliver_later, delay, sender, receiver, frame)
             return
         if link.send_ch is None:

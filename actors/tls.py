@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import ssl
 import struct
 from collections.abc import Callable, Mapping
@@ -40,7 +39,7 @@ from .actor import first_error
 from .config import ClusterConfig
 from .envelope import Envelope, Phase
 from .log import get_logger
-from .network import Chaos, Endpoint, InjectedCrash, Mailbox, Observer, Roles
+from .network import Endpoint, Mailbox, Middleware, Roles
 from .stats import ActorStats
 from .wire import unpack_frame
 
@@ -157,7 +156,7 @@ def record(kind: int, body: bytes | bytearray) -> bytes:
     return PREFIX.pack(len(body), kind) + body
 
 
-class TlsTransport:
+class TlsTransport(Middleware):
     """The TLS links of one actor (see the module doc)."""
 
     def __init__(
@@ -177,10 +176,7 @@ class TlsTransport:
         self.endpoints = {name: self.endpoint}
         if roles is not None:
             self.endpoint.mailbox.roles = roles
-        self.observers: list[Observer] = []
-        self.chaos: Chaos | None = None
-        self._chaos_rng = random.Random(0)
-        self._sent_count = 0
+        super().__init__()
         self.connect_timeout = connect_timeout
         self.dials = config.dials(name)
         self.accepts = [] if name == config.coordinator else config.accepts(name)
@@ -227,35 +223,13 @@ class TlsTransport:
     def mailboxes(self) -> dict[str, Mailbox]:
         return {self.name: self.endpoint.mailbox}
 
-    def observe(self, observer: Observer) -> Callable[[], None]:
-        self.observers.append(observer)
-        return lambda: self.observers.remove(observer) if observer in self.observers else None
-
-    def set_chaos(self, chaos: Chaos | None) -> None:
-        self.chaos = chaos
-        self._chaos_rng = random.Random(chaos.seed if chaos else 0)
-        self._sent_count = 0
-
-    def before_send(self, sender: str) -> None:
-        chaos = self.chaos
-        if chaos is not None and chaos.crash is not None and chaos.crash[0] == sender:
-            self._sent_count += 1
-            if chaos.crash[1] == self._sent_count:
-                raise InjectedCrash(
-                    f"chaos: {sender} crashed sending its message #{chaos.crash[1]}"
-                )
-
-    async def capacity(self, sender: str, receiver: str) -> None:
-        await trio.lowlevel.checkpoint()
-
     def carry(self, sender: str, receiver: str, frame: bytearray) -> None:
         if sender != self.name:
             raise ProtocolError(f"{self.name}'s transport cannot send as {sender!r}")
         if receiver not in self._out:
             raise ProtocolError(f"no link from {sender!r} to {receiver!r}")
-        chaos = self.chaos
-        if chaos is not None and chaos.max_delay > 0 and self._nursery is not None:
-            delay = self._chaos_rng.uniform(0, chaos.max_delay)
+        delay = self.chaos_delay() if self._nursery is not None else None
+        if delay is not None and self._nursery is not None:
             self._nursery.start_soon(self._send_later, delay, receiver, frame)
             return
         self._send(receiver, FRAME, frame)

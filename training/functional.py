@@ -637,6 +637,23 @@ def _target(target: Any, like: SharedTensor, name: str) -> Any:
     return t
 
 
+def _difference(
+    name: str,
+    input: Any,
+    target: Any,
+    size_average: Any,
+    reduce: Any,
+    reduction: str,
+    weight: Any,
+) -> tuple[SharedTensor, str]:
+    """``x - t`` (the shared one first) and the reduction, for the pointwise losses."""
+    if weight is not None:
+        raise UnsupportedOperation(f"{name}: weight= is not supported")
+    reduction = _legacy(size_average, reduce, reduction)
+    x, t = (input, target) if isinstance(input, SharedTensor) else (target, input)
+    return x - _target(t, x, name), reduction
+
+
 def mse_loss(
     input: Any,
     target: Any,
@@ -646,11 +663,9 @@ def mse_loss(
     weight: Any = None,
 ) -> SharedTensor:
     """mean/sum of (x - t)^2: one square (1 round)."""
-    if weight is not None:
-        raise UnsupportedOperation("mse_loss: weight= is not supported")
-    reduction = _legacy(size_average, reduce, reduction)
-    x, t = (input, target) if isinstance(input, SharedTensor) else (target, input)
-    diff = x - _target(t, x, "mse_loss")
+    diff, reduction = _difference(
+        "mse_loss", input, target, size_average, reduce, reduction, weight
+    )
     return _reduce(diff**2, reduction)
 
 
@@ -663,11 +678,8 @@ def l1_loss(
     weight: Any = None,
 ) -> SharedTensor:
     """mean/sum of |x - t|: one ReLU (1 round)."""
-    if weight is not None:
-        raise UnsupportedOperation("l1_loss: weight= is not supported")
-    reduction = _legacy(size_average, reduce, reduction)
-    x, t = (input, target) if isinstance(input, SharedTensor) else (target, input)
-    return _reduce(abs_(x - _target(t, x, "l1_loss")), reduction)
+    diff, reduction = _difference("l1_loss", input, target, size_average, reduce, reduction, weight)
+    return _reduce(abs_(diff), reduction)
 
 
 def _class_targets(

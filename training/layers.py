@@ -89,6 +89,14 @@ def _same_pads(k: tuple[int, int], dil: tuple[int, int]) -> tuple[int, int, int,
     return (th // 2, th - th // 2, tw // 2, tw - tw // 2)
 
 
+def _require_shared(name: str, input: Any, weight: Any) -> None:
+    if not isinstance(input, SharedTensor) or not isinstance(weight, SharedTensor):
+        raise UnsupportedOperation(
+            f"{name} needs a shared input and a shared weight: share the data with "
+            "cluster.share(...) and the module with cluster.share_module(...)"
+        )
+
+
 def conv2d(
     input: Any,
     weight: Any,
@@ -99,11 +107,7 @@ def conv2d(
     groups: int = 1,
 ) -> SharedTensor:
     """``F.conv2d`` on shares (see module doc)."""
-    if not isinstance(input, SharedTensor) or not isinstance(weight, SharedTensor):
-        raise UnsupportedOperation(
-            "conv2d needs a shared input and a shared weight: share the data with "
-            "cluster.share(...) and the module with cluster.share_module(...)"
-        )
+    _require_shared("conv2d", input, weight)
     x, w = input, weight
     unbatched = x.dim() == 3
     if unbatched:
@@ -169,11 +173,7 @@ def conv1d(
     groups: int = 1,
 ) -> SharedTensor:
     """``F.conv1d`` as a conv2d of height 1."""
-    if not isinstance(input, SharedTensor) or not isinstance(weight, SharedTensor):
-        raise UnsupportedOperation(
-            "conv1d needs a shared input and a shared weight: share the data with "
-            "cluster.share(...) and the module with cluster.share_module(...)"
-        )
+    _require_shared("conv1d", input, weight)
     x = input
     unbatched = x.dim() == 2
     if unbatched:
