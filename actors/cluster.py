@@ -106,27 +106,24 @@ def access_denied(env: Envelope) -> AccessDenied:
     return AccessDenied(reply.denied)
 
 
-def _ids(values: Any, what: str) -> tuple[int, ...]:
-    """Tensor ids as the wire carries them (int64), or TypeError/ValueError before anything
-    is queued (a value the encoder refuses would fail the whole batch at the next send)."""
+def _int64s(values: Any, what: str, kind: str, bad_type: str) -> tuple[int, ...]:
+    """Non-negative int64 values as the wire carries them, or TypeError/ValueError before
+    anything is queued (a value the encoder refuses would fail the whole batch later)."""
     try:
-        ids = tuple(operator.index(v) for v in values)
+        out = tuple(operator.index(v) for v in values)
     except TypeError:
-        raise TypeError(f"{what}: tensor ids are integers, got {values!r}") from None
-    if any(not 0 <= t < 2**63 for t in ids):
-        raise ValueError(f"{what}: tensor ids are non-negative int64 values, got {ids}")
-    return ids
+        raise TypeError(f"{what}: {bad_type}, got {values!r}") from None
+    if any(not 0 <= v < 2**63 for v in out):
+        raise ValueError(f"{what}: {kind} must be non-negative int64 values, got {out}")
+    return out
+
+
+def _ids(values: Any, what: str) -> tuple[int, ...]:
+    return _int64s(values, what, "tensor ids", "tensor ids are integers")
 
 
 def _sizes(shape: Any, what: str) -> Shape:
-    """A shape of non-negative int64 sizes, or TypeError/ValueError."""
-    try:
-        dims = tuple(operator.index(d) for d in shape)
-    except TypeError:
-        raise TypeError(f"{what}: a shape is a sequence of integers, got {shape!r}") from None
-    if any(not 0 <= d < 2**63 for d in dims):
-        raise ValueError(f"{what}: sizes must be non-negative int64 values, got {dims}")
-    return dims
+    return _int64s(shape, what, "sizes", "a shape is a sequence of integers")
 
 
 def _shape_list(shapes: Any, what: str) -> tuple[Shape, ...]:

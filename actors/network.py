@@ -468,6 +468,23 @@ class Middleware:
     async def capacity(self, sender: str, receiver: str) -> None:
         await trio.lowlevel.checkpoint()
 
+    def deliver_frame(self, endpoint: Endpoint, sender: str, frame: bytes | bytearray) -> None:
+        """Unpack a frame that came over the link from ``sender``, pass it through the
+        observers (not heartbeats) and hand it to ``endpoint``; a malformed frame poisons
+        the endpoint's mailbox instead of raising into the transport."""
+        try:
+            env: Envelope | None = unpack_frame(frame, sender, endpoint.name)
+        except ProtocolError as exc:
+            endpoint.mailbox.fail(exc)
+            return
+        assert env is not None
+        if env.phase != Phase.HEARTBEAT:
+            for obs in list(self.observers):
+                env = obs(env)
+                if env is None:
+                    return
+        endpoint.receive(env)
+
 
 class _Link:
     __slots__ = ("busy_until", "profile", "recv_ch", "send_ch")
@@ -558,19 +575,7 @@ class Network(Middleware):
         link.send_ch.send_nowait((link.busy_until + prof.latency, frame))
 
     def _deliver(self, sender: str, receiver: str, frame: bytearray) -> None:
-        ep = self.endpoints[receiver]
-        try:
-            env: Envelope | None = unpack_frame(frame, sender, receiver)
-        except ProtocolError as exc:
-            ep.mailbox.fail(exc)
-            return
-        assert env is not None
-        if env.phase != Phase.HEARTBEAT:
-            for obs in list(self.observers):
-                env = obs(env)
-                if env is None:
-                    return
-        ep.receive(env)
+        self.deliver_frame(self.endpoints[receiver], sender, frame)
 
     async def _deliver_later(
         self, delay: float, sender: str, receiver: str, frame: bytearray

@@ -37,11 +37,10 @@ from protocols.errors import PartyFailure, ProtocolError, SmpcError
 
 from .actor import first_error
 from .config import ClusterConfig
-from .envelope import Envelope, Phase
+from .envelope import Phase
 from .log import get_logger
 from .network import Endpoint, Mailbox, Middleware, Roles
 from .stats import ActorStats
-from .wire import unpack_frame
 
 PREFIX = struct.Struct("<IB")
 MAX_RECORD = 1 << 28
@@ -447,18 +446,7 @@ class TlsTransport(Middleware):
             raise err
 
     def _deliver(self, peer: str, frame: bytes) -> None:
-        try:
-            env: Envelope | None = unpack_frame(frame, peer, self.name)
-        except ProtocolError as exc:
-            self.endpoint.mailbox.fail(exc)
-            return
-        assert env is not None
-        if env.phase != Phase.HEARTBEAT:
-            for obs in list(self.observers):
-                env = obs(env)
-                if env is None:
-                    return
-        self.endpoint.receive(env)
+        self.deliver_frame(self.endpoint, peer, frame)
 
     def _control(self, peer: str, kind: int, body: bytes) -> None:
         coordinator = self.config.coordinator
