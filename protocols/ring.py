@@ -14,6 +14,7 @@ Conversions use a 64x64 bit-matrix transpose done with torch ops over all groups
 from __future__ import annotations
 
 import sys
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -116,31 +117,60 @@ def pack_words(bits: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(raw.view(np.int64))
 
 
-_LIMB = 16
-_LIMB_MASK = (1 << _LIMB) - 1
 _FLOAT_MATMUL_MIN = 4096
-"""Below this many multiply-adds torch's int64 matmul is faster than four limb splits."""
+"""Below this many multiply-adds torch's int64 matmul is faster than the limb splits."""
+_F64_EXACT = 2**53
+"""Integers up to this magnitude (and every partial sum below it) are exact in float64."""
+
+
+@lru_cache(maxsize=64)
+def _limb_plan(k: int) -> tuple[int, int] | None:
+    """``(bits per limb L, limbs n)`` for an inner dimension ``k``: the fewest centered limbs
+    (each in ``[-2^(L-1), 2^(L-1))``, the top one holding what is left of 64 bits) such that
+    every sum of ``k`` limb products stays within 2^53; ``None`` if none does."""
+    for n in range(2, 9):
+        width = -(-RING_BITS // n)
+        for bits in range(width, 33):
+            low = 1 << (bits - 1)
+            top = (1 << max(0, RING_BITS - 1 - (n - 1) * bits)) + 1
+            if k * low * max(low, top) <= _F64_EXACT:
+                return bits, n
+    return None
+
+
+def _limbs(x: torch.Tensor, bits: int, n: int) -> list[torch.Tensor]:
+    """``x = sum_i limb_i 2^(bits i)`` modulo 2^64 with centered limbs, as float64."""
+    half, mask = 1 << (bits - 1), (1 << bits) - 1
+    out = []
+    for _ in range(n - 1):
+        low = ((x + half) & mask) - half
+        out.append(low.to(torch.float64))
+        x = (x - low) >> bits  # exact: x - low is a multiple of 2^bits (modulo 2^64)
+    out.append(x.to(torch.float64))
+    return out
 
 
 def ring_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``torch.matmul(a, b)`` modulo 2^64, through BLAS: int64 matmul in torch has no BLAS
-    kernel and was ~90% of an MLP step. Each operand is split into four 16-bit limbs held in
-    float64; the ten limb products that land below 2^64 are exact in float64 while the
-    inner dimension k < 2^21 (a sum of k products of 16-bit limbs stays below 2^53), are
-    converted back to int64 and recombined with wrapping shifts. Bit-identical to the int64
-    product (tests/test_ring_packing.py)."""
+    kernel and was ~90% of an MLP step. Each operand is split into ``n`` centered limbs of
+    ``L`` bits held in float64 (``_limb_plan``: 3 limbs of 22 bits while the inner dimension
+    k <= 2048, so 6 limb products; 4 limbs of 16 bits, 10 products, up to k ~ 2^23); the
+    products whose shift lands below 2^64 are exact in float64 (every partial sum stays
+    within 2^53), are converted back to int64 and recombined with wrapping shifts.
+    Bit-identical to the int64 product (tests/test_ring_packing.py)."""
     k = a.shape[-1]
     work = a.numel() * (b.shape[-1] if b.dim() > 1 else 1)
-    if k >= 2**21 or work < _FLOAT_MATMUL_MIN:
+    plan = _limb_plan(k)
+    if plan is None or work < _FLOAT_MATMUL_MIN:
         return torch.matmul(a, b)
-    al = [((a >> (_LIMB * i)) & _LIMB_MASK).to(torch.float64) for i in range(4)]
-    bl = [((b >> (_LIMB * j)) & _LIMB_MASK).to(torch.float64) for j in range(4)]
+    bits, n = plan
+    al, bl = _limbs(a, bits, n), _limbs(b, bits, n)
     out: torch.Tensor | None = None
-    for s in range(4):
+    for s in range(n):
         for i in range(s + 1):
             term = torch.matmul(al[i], bl[s - i]).to(torch.int64)
             if s:
-                term = term * (1 << (_LIMB * s))  # wraps modulo 2^64
-            out = term if out is None else out + term
+                term <<= bits * s  # wraps modulo 2^64
+            out = term if out is None else out.add_(term)
     assert out is not None
     return out

@@ -89,7 +89,14 @@ def test_material_per_element(with_relu: bool) -> None:
 
 @pytest.mark.parametrize(
     ("ash", "bsh"),
-    [((64, 784), (784, 128)), ((3, 40, 50), (50, 30)), ((128,), (128, 64)), ((70, 90), (90,))],
+    [
+        ((64, 784), (784, 128)),
+        ((3, 40, 50), (50, 30)),
+        ((128,), (128, 64)),
+        ((70, 90), (90,)),
+        ((4, 2048), (2048, 8)),  # the largest inner dimension with 3 limbs
+        ((4, 3000), (3000, 8)),  # 4 limbs
+    ],
 )
 def test_ring_matmul_is_the_int64_product(ash: tuple[int, ...], bsh: tuple[int, ...]) -> None:
     g = torch.Generator().manual_seed(sum(ash) + sum(bsh))
