@@ -105,11 +105,17 @@ def main() -> None:
     ap.add_argument("--parties", type=int, default=2, choices=range(2, len(NAMES) + 1))
     ap.add_argument("--repeats", type=int, default=None, help="replays (default 20 / 3)")
     ap.add_argument("--crypten-ms", type=float, default=None, help="CrypTen's ms per step")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args()
     configure_logging(level="warning")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     w = WORKLOADS[args.workload]
     repeats = args.repeats or (20 if w.name == "seed" else 3)
-    print(f"{w.name}, {args.parties} parties: interactive ops of one iteration replayed")
+    print(
+        f"{w.name}, {args.parties} parties, torch threads {torch.get_num_threads()}: "
+        "interactive ops of one iteration replayed"
+    )
     for name in [s.strip() for s in args.suites.split(",") if s.strip()]:
         if name not in SUITES:
             ap.error(f"unknown suite {name!r}; known: {', '.join(sorted(SUITES))}")

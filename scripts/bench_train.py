@@ -140,8 +140,11 @@ def main() -> None:
     ap.add_argument("--parties", type=int, default=2, choices=range(2, len(NAMES) + 1))
     ap.add_argument("--warmup", type=int, default=None, help="default 10 (seed) / 1")
     ap.add_argument("--no-crypten", action="store_true", help="skip the CrypTen comparison")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args()
     configure_logging(level="warning")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     w = WORKLOADS[args.workload]
     iterations = args.iterations or (200 if w.name == "seed" else 5)
     warmup = args.warmup if args.warmup is not None else (10 if w.name == "seed" else 1)
@@ -152,7 +155,10 @@ def main() -> None:
     plain = plaintext_ms(w, iterations + warmup)
     rows = [trio.run(encrypted, w, s, args.parties, iterations, warmup) for s in suites]
     peer = None if args.no_crypten or args.parties != 2 else crypten_ms(w)
-    print(f"\n{w.name}, {args.parties} parties, {iterations} iterations (median ms per iteration)")
+    print(
+        f"\n{w.name}, {args.parties} parties, {iterations} iterations (median ms per iteration, "
+        f"torch threads {torch.get_num_threads()})"
+    )
     print(f"plaintext torch   {plain:9.3f} ms")
     if peer is not None:
         print(f"CrypTen 0.4.1     {peer:9.1f} ms  (2 parties + TTP, same command)")
