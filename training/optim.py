@@ -20,7 +20,7 @@ smaller. With base 2 and 16 fractional bits (required) each step is within ~0.5%
 of torch's for gradients of 1.5e-4 to 10 (tests/test_optim.py); decays by ``beta`` are
 products by small integers and a truncation (see :func:`_decay`) so the truncated
 products stay below ~2**43 for gradients up to 1 (failure probability ``2**-20`` per
-element and step there, tests/test_truncation.py's bound; smaller for smaller gradients).
+element and step there, protocols/truncate.py's bound; smaller for smaller gradients).
 """
 
 from __future__ import annotations
