@@ -103,12 +103,10 @@ def batches(n: int, batch_size: int, epoch: int, seed: int) -> list[torch.Tensor
     return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
-def make_optimizer(name: str, params: Any, lr: float, shared: bool, grad_scale: float = 8.0) -> Any:
+def make_optimizer(name: str, params: Any, lr: float, shared: bool) -> Any:
     if name == "sgd":
         return (SGD if shared else torch.optim.SGD)(params, lr=lr, momentum=0.9)
-    if shared:
-        return Adam(params, lr=lr, grad_scale=grad_scale)
-    return torch.optim.Adam(params, lr=lr)
+    return (Adam if shared else torch.optim.Adam)(params, lr=lr)
 
 
 async def encrypted_predictions(
@@ -191,9 +189,7 @@ async def train(args: argparse.Namespace, cluster: Cluster | None = None) -> Res
                 c,
                 args.checkpoint,
                 net,
-                lambda ps: make_optimizer(
-                    args.optimizer, ps, args.lr, shared=True, grad_scale=args.grad_scale
-                ),
+                lambda ps: make_optimizer(args.optimizer, ps, args.lr, shared=True),
             )
             model, opt = resumed.model, resumed.optimizer
             start_epoch = int(resumed.extra["epoch"])
@@ -203,9 +199,7 @@ async def train(args: argparse.Namespace, cluster: Cluster | None = None) -> Res
                 print(f"resumed from {args.checkpoint} after epoch {start_epoch}")
         else:
             model = c.share_module(net, **fp)
-            opt = make_optimizer(
-                args.optimizer, model.parameters(), args.lr, shared=True, grad_scale=args.grad_scale
-            )
+            opt = make_optimizer(args.optimizer, model.parameters(), args.lr, shared=True)
         await c.flush()
         start = c.stats()
         for epoch in range(start_epoch, args.epochs):
@@ -297,12 +291,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument(
         "--lr", type=float, default=None, help="default 0.1 (sgd, momentum 0.9), 0.02 (adam)"
-    )
-    ap.add_argument(
-        "--grad-scale",
-        type=float,
-        default=8.0,
-        help="encrypted Adam keeps the moments of grad_scale * g (default 8, docs/ops.md)",
     )
     ap.add_argument("--parties", type=int, default=2)
     ap.add_argument("--protocols", default="default", choices=sorted(SUITES))

@@ -426,14 +426,22 @@ def sqrt(x: SharedTensor, domain: tuple[int, int] | None = None) -> SharedTensor
     return x._record(y, [x], lambda g: (g * (rsqrt(x.detach(), domain) * 0.5),))
 
 
-def rsqrt(x: SharedTensor, domain: tuple[int, int] | None = None) -> SharedTensor:
-    """1/sqrt(x) for x > 0: 2**(-k/2) p(m - 1). 5 rounds. Backward -g y^3 / 2."""
+def rsqrt(
+    x: SharedTensor, domain: tuple[int, int] | None = None, *, scale_bits: int = 0
+) -> SharedTensor:
+    """1/sqrt(x) for x > 0: 2**(-k/2) p(m - 1). 5 rounds. Backward -g y^3 / 2.
+
+    ``scale_bits`` s > 0 returns ``2**s / sqrt(x)`` (no autograd): the selected constants
+    ``2**(s - k/2)`` keep s more significant bits for large x, where ``2**(-k/2)`` is only
+    a few units of the encoding."""
     x = _check(x, "rsqrt")
     require_bits(x, "rsqrt", base2=True)
+    if scale_bits and torch.is_grad_enabled() and x.requires_grad:
+        raise UnsupportedOperation("rsqrt(scale_bits=...) has no backward; use no_grad")
     with torch.no_grad():
         n = _Norm(x, domain)
         p = _poly(_powers(n.m - 1.0), fit("recip_sqrt1p", 0.0, 1.0))
-        y = p * n.const(lambda k: 2.0 ** (-k / 2))
+        y = p * n.const(lambda k: 2.0 ** (scale_bits - k / 2))
     return x._record(y, [x], lambda g: (-(g * (y**2 * y) * 0.5),))
 
 

@@ -6,17 +6,21 @@ They subclass ``torch.optim.Optimizer`` (without its tensor checks) so that
 each multiplies a share as a public fixed-point factor (a local truncation with 2 parties,
 one round with 3 or more).
 
-Adam needs ``1 / (sqrt(v_hat) + eps)`` of a secret ``v_hat``: it is ``rsqrt(v_hat)``
-(:func:`training.functional.rsqrt`, 5 rounds, on [2**-(f-2), 2**(f+8)) where f is the
-number of fractional bits: below 2**-(f//2) v_hat itself has few significant bits, above
-2**(30-f) the selected constant 2**(-k/2) has few) and ``eps`` is added to
-the square root's square instead of the root (``rsqrt(v_hat + eps**2)``), which differs
-from torch's ``1/(sqrt(v_hat) + eps)`` by a relative eps / sqrt(v_hat). Small gradients
-would lose their digits when squared, so Adam keeps ``v`` for the gradient scaled by
-``grad_scale`` (public, default 8: the moments of ``8 g``) and undoes the scale in the
-update. With base 2 and 16 fractional bits (use that for Adam) the update is accurate to
-about 1% for gradients in [0.008, 16]; smaller gradients (below the resolution of v) get
-smaller updates than torch's, larger ones lose precision in 2**(-k/2).
+Adam needs ``1 / (sqrt(v_hat) + eps)`` of a secret ``v_hat``, over a range of ~2**40
+(gradients from 1e-4 to 10, squared). :class:`Adam` keeps ``v`` as the sum of the squared
+*integer encodings* of the gradients (the square truncated by a public power of two that
+follows the bias correction's sum of weights, not by ``2**f``), so a gradient of 1e-4
+(6 units at 16 bits) still has ~40 units in ``v``; the first moment keeps ``f/4`` extra
+bits; ``rsqrt`` (:func:`training.functional.rsqrt`, 5 rounds, over [2**-f, 2**(f+8)))
+returns ``2**(f/4) / sqrt`` so that large ``v`` keep their significant bits, and the bias
+corrections are public factors of the update. ``eps`` is added under the root
+(``rsqrt(v_hat + eps**2)``) beside a floor of about ``2**-(f-1)`` in gradient units
+(1.5e-5 at 16 bits: one unit of the gradient's encoding) that acts as eps when eps is
+smaller. With base 2 and 16 fractional bits (required) each step is within ~0.5% of lr
+of torch's for gradients of 1.5e-4 to 10 (tests/test_optim.py); decays by ``beta`` are
+products by small integers and a truncation (see :func:`_decay`) so the truncated
+products stay below ~2**43 for gradients up to 1 (failure probability ``2**-20`` per
+element and step there, protocols/truncate.py's bound; smaller for smaller gradients).
 """
 
 from __future__ import annotations
@@ -24,9 +28,12 @@ from __future__ import annotations
 import math
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
+from fractions import Fraction
 from typing import Any
 
 import torch
+
+from protocols.params import Params
 
 from . import functional as Fn
 from .tensor import SharedTensor, cat
@@ -174,9 +181,34 @@ class SGD(Optimizer):
                     p._assign(p - g * lr)
 
 
+def _decay(x: SharedTensor, beta: float) -> SharedTensor:
+    """``beta * x`` as ``x - (n * x) / d`` with ``n / d`` the fraction nearest ``1 - beta``
+    (denominator <= 4096; exact for 0.9, 0.99, 0.999...): a product by a small integer
+    and a truncation by ``d``, instead of a 20-bit public factor, keeps the truncated
+    product ~10 bits smaller (its failure probability is proportional to it)."""
+    q = Fraction(1.0 - beta).limit_denominator(4096)
+    if q.numerator == 0:
+        return x
+    nx = x if q.numerator == 1 else x * q.numerator
+    return x - nx / q.denominator
+
+
 class Adam(Optimizer):
-    """``torch.optim.Adam`` (and, with ``decoupled=True``, ``AdamW``) on shares; see the
-    module doc for the rsqrt and the gradient scale."""
+    """``torch.optim.Adam`` (and, with ``decoupled=True``, ``AdamW``) on shares.
+
+    State, for a gradient at ``f`` fractional bits (base 2): ``exp_avg`` holds
+    ``M = m / (1 - beta1)`` (the sum ``sum_i beta1**i g_i``) and ``exp_avg_sq`` holds
+    ``V = 2**(f - e_t) sum_i beta2**i g_i**2``: the squares of the gradients' integer
+    encodings, kept whole (the square is truncated by ``2**e_t`` instead of ``2**f``),
+    where ``2**e_t`` is the largest power of two not above the bias correction's sum of
+    weights ``S_t = (1 - beta2**t) / (1 - beta2)``; ``V`` is halved whenever ``e_t`` grows.
+    So ``V`` stays below ``2 * 2**f * max g**2`` and ``v_hat = V * rho_t * 2**-f`` with the
+    public ``rho_t = 2**e_t / S_t`` in (1/2, 1]: a gradient of 1e-4 keeps ~2**-10 of
+    ``V`` (~40 units) instead of vanishing below the last place. The update is
+    ``lr c1 M rsqrt(V + eps**2 2**f / rho_t + 2**-(f-2)) 2**(f/2) / sqrt(rho_t)``: the
+    rsqrt's input needs no public rescaling (its range covers ``V``) and its lower end
+    ``2**-(f-2)`` acts as an eps of ``2**-(f-1) sqrt(rho_t)`` (~3e-5 at 16 bits, two units
+    of the gradient's encoding) when ``eps`` is smaller."""
 
     def __init__(
         self,
@@ -188,7 +220,6 @@ class Adam(Optimizer):
         amsgrad: bool = False,
         *,
         maximize: bool = False,
-        grad_scale: float = 8.0,
     ) -> None:
         if amsgrad:
             raise NotImplementedError("amsgrad is not supported on SharedTensor")
@@ -198,7 +229,6 @@ class Adam(Optimizer):
             "eps": eps,
             "weight_decay": weight_decay,
             "maximize": maximize,
-            "grad_scale": grad_scale,
         }
         super().__init__(params, defaults)
 
@@ -217,7 +247,11 @@ class Adam(Optimizer):
         )
         group["eps"] = _check_number("eps", group["eps"])
         group["weight_decay"] = _check_number("weight_decay", group["weight_decay"])
-        group["grad_scale"] = _check_number("grad_scale", group["grad_scale"], positive=True)
+
+    @staticmethod
+    def _exponent(b2: float, t: int) -> int:
+        """e_t: floor(log2 S_t), S_t = 1 + b2 + ... + b2**(t-1) (public)."""
+        return math.floor(math.log2((1.0 - b2**t) / (1.0 - b2)) + 1e-12) if t > 1 else 0
 
     def step(self, closure: Any = None) -> None:  # type: ignore[override]
         if closure is not None:
@@ -226,7 +260,7 @@ class Adam(Optimizer):
         with torch.no_grad():
             for group in self.param_groups:
                 lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
-                wd, k = group["weight_decay"], group["grad_scale"]
+                wd = group["weight_decay"]
                 for p in group["params"]:
                     if self._frozen(p):
                         continue
@@ -235,44 +269,59 @@ class Adam(Optimizer):
                         p._assign(p * (1.0 - lr * wd))
                     elif wd:
                         g = g + p * wd
+                    f = g.prec  # fractional bits of the gradient (base 2, checked)
                     state = self.state[id(p)]
                     t = state.get("step", 0) + 1
                     state["step"] = t
-                    gs = g * k  # the scaled gradient (see module doc)
-                    # m / (1 - b1) and v / (1 - b2) are kept: the small factors 1 - b
-                    # would otherwise wipe v's digits before the bias correction
+                    e, e_prev = self._exponent(b2, t), self._exponent(b2, t - 1)
+                    # g**2 * 2**(f - e): the encodings' square truncated by 2**e only
+                    sq = g._op("square", [], g.shape, Params(d=2**e), prec=f)
+                    a = f // 4  # M keeps a more bits: its truncations are 2**-(f+a)
+                    ga = g * 2**a
                     m, v = state.get("exp_avg"), state.get("exp_avg_sq")
-                    m = gs if m is None else m * b1 + gs
-                    v = gs**2 if v is None else v * b2 + gs**2
+                    m = ga if m is None else _decay(m, b1) + ga
+                    if v is None:
+                        v = sq
+                    else:
+                        v = _decay(v, b2)
+                        if e > e_prev:
+                            v = v / 2 ** (e - e_prev)
+                        v = v + sq
                     state["exp_avg"], state["exp_avg_sq"] = m, v
-                    c1, c2 = (1 - b1) / (1 - b1**t), (1 - b2) / (1 - b2**t)
-                    # m_hat / sqrt(v_hat): the scale k cancels between m and sqrt(v)
-                    pending.append((p, m, v * c2 + (eps * k) ** 2, lr * c1))
+                    s_t = (1.0 - b2**t) / (1.0 - b2)
+                    rho = 2.0**e / s_t
+                    c1 = (1 - b1) / (1 - b1**t)
+                    floor = eps**2 * 2.0**f / rho + 2.0**-f
+                    pending.append((p, m, v + floor, lr * c1 / math.sqrt(rho) / 2**a))
             self._apply(pending)
 
     @staticmethod
     def _apply(pending: list[tuple[SharedTensor, SharedTensor, SharedTensor, float]]) -> None:
-        """One rsqrt over every parameter's v_hat at once (flattened and concatenated:
-        the same rounds and bytes, far fewer ops), then the updates."""
+        """One rsqrt over every parameter's V at once (flattened and concatenated: the
+        same rounds and bytes, far fewer ops), then the updates."""
         if not pending:
             return
         flat = (
-            cat([vh.reshape(-1) for _, _, vh, _ in pending])
+            cat([x.reshape(-1) for _, _, x, _ in pending])
             if len(pending) > 1
             else (pending[0][2].reshape(-1))
         )
         f = Fn.frac_bits(flat)
-        r_all = Fn.rsqrt(flat, (-(f - 2), f + 8))
+        s = f // 4  # 2**s / sqrt(V): relative precision for V up to the domain's top
+        r_all = Fn.rsqrt(flat, (-f, f + 8), scale_bits=s)
         offset = 0
-        for p, m, vh, step in pending:
-            n = vh.numel()
+        for p, m, x, step in pending:
+            n = x.numel()
             r = (
-                r_all[offset : offset + n].reshape(vh.shape)
+                r_all[offset : offset + n].reshape(x.shape)
                 if len(pending) > 1
-                else (r_all.reshape(vh.shape))
+                else (r_all.reshape(x.shape))
             )
             offset += n
-            p._assign(p - (m * r) * step)
+            # M r 2**(f/2 - s) = M rsqrt(V) 2**(f/2): the product truncated by 2**(f-h)
+            h = f // 2 - s
+            mr = m._op("mul", [r], m.shape, Params(d=2 ** (r.prec - h)), prec=m.prec)
+            p._assign(p - mr * (step * 2.0 ** (f / 2 - s - h)))
 
 
 class AdamW(Adam):
@@ -290,15 +339,5 @@ class AdamW(Adam):
         amsgrad: bool = False,
         *,
         maximize: bool = False,
-        grad_scale: float = 8.0,
     ) -> None:
-        super().__init__(
-            params,
-            lr,
-            betas,
-            eps,
-            weight_decay,
-            amsgrad,
-            maximize=maximize,
-            grad_scale=grad_scale,
-        )
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize)
