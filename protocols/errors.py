@@ -95,9 +95,19 @@ class PartyFailure(SmpcError):
 class NumericError(SmpcError, ArithmeticError):
     """A computed value is wrong or cannot be trusted: it left the range the 64-bit ring
     holds safely, or it differs from the coordinator's plaintext reference. The message
-    names the op that produced it (kind, op id, label) and what to do."""
+    names the op that produced it (kind, op id, label) and what to do; ``measured`` is
+    how far it went and ``limit`` how far it may go (real units)."""
 
-    def __init__(self, message: str, *, kind: str | None, op: int | None, label: str | None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str | None,
+        op: int | None,
+        label: str | None,
+        measured: float,
+        limit: float,
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         """The op kind that produced the value (``"square"``, ``"trunc"``, ...)."""
@@ -105,27 +115,24 @@ class NumericError(SmpcError, ArithmeticError):
         """The op id (as in the op log and debug logs)."""
         self.label = label
         """The label active when the op was issued (``cluster.label(...)``)."""
+        self.measured = measured
+        self.limit = limit
 
 
 class ValueOutOfRange(NumericError):
     """A value revealed to the coordinator is larger in magnitude than the cluster's
     ``value_bound`` (by default the ring's headroom, see
-    :attr:`protocols.fixed_point.FixedPoint.headroom`): it wrapped around the ring or a
-    truncation failed. ``bound`` and ``worst`` are in real (decoded) units."""
+    :attr:`protocols.fixed_point.FixedPoint.headroom`): it wrapped around the ring, a
+    truncation failed, or it is too large to compute with. ``worst`` is the value
+    furthest out, ``bound`` the bound (real units)."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        kind: str | None,
-        op: int | None,
-        label: str | None,
-        bound: float,
-        worst: float,
-    ) -> None:
-        super().__init__(message, kind=kind, op=op, label=label)
-        self.bound = bound
-        self.worst = worst
+    @property
+    def worst(self) -> float:
+        return self.measured
+
+    @property
+    def bound(self) -> float:
+        return self.limit
 
 
 class ShadowMismatch(NumericError):
@@ -133,16 +140,10 @@ class ShadowMismatch(NumericError):
     the coordinator's plaintext reference by more than its tolerance. ``error`` and
     ``tolerance`` are in real (decoded) units, at the worst element."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        kind: str | None,
-        op: int | None,
-        label: str | None,
-        error: float,
-        tolerance: float,
-    ) -> None:
-        super().__init__(message, kind=kind, op=op, label=label)
-        self.error = error
-        self.tolerance = tolerance
+    @property
+    def error(self) -> float:
+        return self.measured
+
+    @property
+    def tolerance(self) -> float:
+        return self.limit

@@ -64,6 +64,15 @@ def test_cluster_inside_asyncio_says_what_to_do() -> None:
         asyncio.run(main())
 
 
+def _step(model: Any, opt: Any, x: Any, target: Any) -> Any:
+    """One cross-entropy training step (shared or plaintext alike); returns the loss."""
+    opt.zero_grad()
+    loss = F.cross_entropy(model(x), target)
+    loss.backward()
+    opt.step()
+    return loss
+
+
 def test_sync_session_trains_like_torch_and_works_inside_asyncio() -> None:
     torch.manual_seed(0)
     net = nn.Linear(4, 3)
@@ -88,13 +97,7 @@ def test_sync_session_trains_like_torch_and_works_inside_asyncio() -> None:
             return [float(s.get(s.run(step))) for _ in range(3)]
 
     ropt = torch.optim.SGD(ref.parameters(), lr=0.5)
-    want = []
-    for _ in range(3):
-        ropt.zero_grad()
-        loss = F.cross_entropy(ref(x), y)
-        loss.backward()
-        ropt.step()
-        want.append(float(loss.detach()))
+    want = [float(_step(ref, ropt, x, y).detach()) for _ in range(3)]
     got = train()
     assert max(abs(a - b) for a, b in zip(got, want, strict=True)) <= 0.01
     assert want[-1] < want[0]  # it learned something: the comparison is not vacuous
@@ -243,13 +246,7 @@ async def test_check_mode_covers_an_mlp_with_cross_entropy_dropout_and_adam() ->
             x = c.share(data, base=2)
             model = c.share_module(net, base=2)
             opt = Adam(model.parameters(), lr=0.05)
-            losses = []
-            for _ in range(2):
-                opt.zero_grad()
-                loss = F.cross_entropy(model(x), target)
-                loss.backward()
-                opt.step()
-                losses.append(float(await loss.get()))
+            losses = [float(await _step(model, opt, x, target).get()) for _ in range(2)]
     assert 0.5 < losses[0] < 2.5
 
 

@@ -126,8 +126,8 @@ def check_range(t: SharedTensor, raw: torch.Tensor) -> torch.Tensor:
         kind=origin.kind,
         op=origin.op,
         label=origin.label,
-        bound=bound,
-        worst=worst,
+        measured=worst,
+        limit=bound,
     )
 
 
@@ -246,8 +246,8 @@ class ShadowChecker:
             kind=origin.kind,
             op=origin.op,
             label=origin.label,
-            error=abs(g - e) / scale,
-            tolerance=tol / scale,
+            measured=abs(g - e) / scale,
+            limit=tol / scale,
         )
 
 
