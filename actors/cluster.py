@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextvars
 import math
+import numbers
 import operator
 import secrets
 import weakref
@@ -40,6 +41,7 @@ from protocols import share
 from protocols.errors import AccessDenied, PartyFailure, ProtocolError, ShapeError
 from protocols.params import Params
 from protocols.prg import Prg
+from protocols.reference import Tolerance
 from protocols.suite import Cost, Suite, get_suite
 
 from .actor import first_error
@@ -132,6 +134,30 @@ def _shape_list(shapes: Any, what: str) -> tuple[Shape, ...]:
     return tuple(_sizes(s, what) for s in shapes)
 
 
+ValueBound = float | str | None
+
+
+def _value_bound(bound: Any) -> ValueBound:
+    """``"headroom"`` (the default), ``None`` (off) or a positive real bound."""
+    if bound is None or bound == "headroom":
+        return bound  # type: ignore[no-any-return]
+    if isinstance(bound, bool) or not isinstance(bound, numbers.Real):
+        raise TypeError(f'value_bound must be "headroom", None or a positive number, got {bound!r}')
+    value = float(bound)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"value_bound must be a positive finite number, got {bound!r}")
+    return value
+
+
+def _check_tolerance(check: Any) -> Tolerance | None:
+    """``check=True`` (default tolerance), ``False`` or a :class:`Tolerance`."""
+    if isinstance(check, Tolerance):
+        return check
+    if isinstance(check, bool):
+        return Tolerance() if check else None
+    raise TypeError(f"check must be True, False or a protocols.reference.Tolerance, got {check!r}")
+
+
 def _checked_params(params: Any, what: str) -> Params | None:
     """``params`` if every field has its declared type and the wire can carry it."""
     if params is None:
@@ -158,7 +184,16 @@ class Cluster:
         network: Transport,
         seed: int | None,
         suite: Suite,
+        *,
+        value_bound: ValueBound = "headroom",
+        check: bool | Tolerance = False,
     ) -> None:
+        self.value_bound = _value_bound(value_bound)
+        """Bound on the magnitude of revealed values, read by the frontend: ``"headroom"``
+        (a value's square must fit the ring, ``FixedPoint.headroom``), a real number, or
+        ``None`` (no check)."""
+        self.check = _check_tolerance(check)
+        """Check mode's tolerance (``None``: off); the frontend runs the check."""
         self.parties = list(parties)
         self.provider = provider
         self.coordinator = coordinator
@@ -170,6 +205,8 @@ class Cluster:
         self._mailbox = self._endpoint.mailbox
         self._next_tid = 0
         self._next_op = 0
+        self.last_op: int | None = None
+        """The id of the op issued last (input or submit)."""
         self._cmds: list[Command] = []
         self._reqs: list[DealerRequest] = []
         self._to_free: list[int] = []
@@ -205,6 +242,8 @@ class Cluster:
         chaos: Chaos | None = None,
         data: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
         reveal_policy: Mapping[str, Sequence[str]] | None = None,
+        value_bound: ValueBound = "headroom",
+        check: bool | Tolerance = False,
     ) -> AsyncIterator[C]:
         """Start a cluster.
 
@@ -219,6 +258,14 @@ class Cluster:
         ``data`` gives parties named plaintext tensors they hold (see :meth:`input_from`);
         ``reveal_policy`` maps an owner to the recipients, besides itself, that the
         parties may reveal its values to (every party gets it at start).
+
+        ``value_bound``: revealed values larger in magnitude raise ``ValueOutOfRange``
+        naming the op: ``"headroom"`` (default) is ``FixedPoint.headroom`` of the value's
+        encoding, ``2**31.5 / scale`` (3,037,000.5 at base 10 / precision 3, 46,340.95 at
+        base 2 / 16 bits); a number is a bound in real units; ``None`` turns it off.
+        ``check=True`` (or a :class:`protocols.reference.Tolerance`) turns on check mode:
+        the coordinator reveals every op's result and compares it with its plaintext
+        reference (``training.check``); slow, for finding the first op that goes wrong.
         """
         require_trio("Cluster.start")
         names = list(parties)
@@ -231,6 +278,7 @@ class Cluster:
             raise ValueError(f"actor names must be distinct non-empty strings, got {everyone}")
         if not (timeout > 0 and math.isfinite(timeout)):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        _value_bound(value_bound), _check_tolerance(check)  # refuse before starting anything
         suite = get_suite(protocols)
         pairs = {(a, b) for a in names for b in names if a != b}
         roles = Roles(coordinator, provider, frozenset(names))
@@ -243,7 +291,9 @@ class Cluster:
             roles=roles,
         )
         net.set_chaos(chaos)
-        cluster = cls(names, provider, coordinator, net, seed, suite)
+        cluster = cls(
+            names, provider, coordinator, net, seed, suite, value_bound=value_bound, check=check
+        )
         dealer = CryptoProvider(provider, names, coordinator, net.endpoints[provider], seed, suite)
         actors = [
             Party(
@@ -291,6 +341,8 @@ class Cluster:
         chaos: Chaos | None = None,
         reveal_policy: Mapping[str, Sequence[str]] | None = None,
         connect_timeout: float = 60.0,
+        value_bound: ValueBound = "headroom",
+        check: bool | Tolerance = False,
     ) -> AsyncIterator[C]:
         """Drive a cluster whose parties and provider are node processes
         (``python -m actors.node``), over mutually authenticated TLS.
@@ -299,10 +351,13 @@ class Cluster:
         for every call; the nodes get the session's settings (suite name, seed, timeout,
         reveal policy, chaos) and serve this one session. Same frames, meters and errors
         as :meth:`start`: a node that dies is reported as :class:`PartyFailure` naming it.
+        ``value_bound`` and ``check`` as in :meth:`start` (check mode compares only what
+        the coordinator may reveal: values computed from its own inputs).
         """
         from .tls import Session, TlsTransport
 
         require_trio("Cluster.connect")
+        _value_bound(value_bound), _check_tolerance(check)
         cfg = config if isinstance(config, ClusterConfig) else load_config(config)
         if protocols is not None and not isinstance(protocols, str):
             raise TypeError("over TLS the protocol suite is given by name")
@@ -313,7 +368,16 @@ class Cluster:
             cfg.coordinator, cfg, timeout=timeout, roles=roles, connect_timeout=connect_timeout
         )
         transport.set_chaos(None)
-        cluster = cls(names, cfg.provider, cfg.coordinator, transport, seed, suite)
+        cluster = cls(
+            names,
+            cfg.provider,
+            cfg.coordinator,
+            transport,
+            seed,
+            suite,
+            value_bound=value_bound,
+            check=check,
+        )
         session = Session(
             secrets.token_hex(16),
             protocols or "default",
@@ -397,6 +461,7 @@ class Cluster:
             self._endpoint.send_nowait(party, f"{op}/in", Phase.INPUT, tensors=[piece])
         shape = tuple(encoded.shape)
         self._command(Command("input", op, (), (tid,), Params(shape=shape)))
+        self.last_op = op
         self._record(op, "input", (), (shape,), 1, False, Cost(0, 0, 0))
         return tid
 
@@ -420,6 +485,7 @@ class Cluster:
         op = self._op_id()
         params = Params(d=scale, shape=shape)
         self._command(Command("input", op, (), (tid,), params, f"{owner}:{name}"))
+        self.last_op = op
         self._record(op, "input", (), (shape,), 1, False, Cost(0, 0, 0))
         return tid, shape
 
@@ -458,6 +524,7 @@ class Cluster:
         if specs:
             self._reqs.append(DealerRequest(op, kind, list(in_shapes), out_shapes[0], divisor))
         self._command(Command(kind, op, tuple(inputs), tuple(outs), params))
+        self.last_op = op
         if self._op_log is not None or debug_enabled():
             cost = self.suite.cost(kind, in_shapes, out_shapes[0], divisor, n)
             self._record(op, kind, in_shapes, out_shapes, divisor, impl.interactive, cost)
@@ -533,39 +600,53 @@ class Cluster:
 
     async def reveal(self, tid: int, shape: Sequence[int], to: str | None = None) -> torch.Tensor:
         """Reveal a value to its owner (this coordinator) as the raw ring tensor."""
+        (out,) = await self.reveal_many([(tid, shape)], to)
+        return out
+
+    async def reveal_many(
+        self, items: Sequence[tuple[int, Sequence[int]]], to: str | None = None
+    ) -> list[torch.Tensor]:
+        """Reveal several values ``(tid, shape)`` at once (one batch of commands, every
+        answer awaited together) as raw ring tensors."""
         self._check_open()
-        (tid,) = _ids([tid], "reveal")
-        shape = _sizes(shape, "reveal")
+        wanted = [(_ids([tid], "reveal")[0], _sizes(shape, "reveal")) for tid, shape in items]
         to = self.coordinator if to is None else to
         if to != self.coordinator:
             raise AccessDenied(
                 f"cannot reveal to {to!r}: values are revealed only to their owner "
                 f"{self.coordinator!r}; nothing was sent"
             )
-        op = self._op_id()
-        self._command(Command("reveal", op, (tid,), (), None, to))
+        ops = []
+        for tid, _ in wanted:
+            ops.append(self._op_id())
+            self._command(Command("reveal", ops[-1], (tid,), (), None, to))
         self._send_pending()
-        total: torch.Tensor | None = None
+        out: list[torch.Tensor] = []
         denied: AccessDenied | None = None
         self._waits += 1
         try:
-            for party in self.parties:
-                env = await self._mailbox.recv(party, f"{op}/out")
-                if env.phase == Phase.CONTROL:
-                    denied = denied or access_denied(env)
-                    continue  # every party answers; take every answer before raising
-                if env.phase != Phase.OUTPUT:
-                    raise ProtocolError(f"reveal {op}: {party} answered in phase {env.phase.name}")
-                tensors = env.tensors()
-                check_expect(tensors, [(tuple(shape), torch.int64)], f"reveal {op} from {party}")
-                total = tensors[0] if total is None else total + tensors[0]
-                self._floor = max(self._floor, env.depth)
+            for op, (_, shape) in zip(ops, wanted, strict=True):
+                total: torch.Tensor | None = None
+                for party in self.parties:
+                    env = await self._mailbox.recv(party, f"{op}/out")
+                    if env.phase == Phase.CONTROL:
+                        denied = denied or access_denied(env)
+                        continue  # every party answers; take every answer before raising
+                    if env.phase != Phase.OUTPUT:
+                        raise ProtocolError(
+                            f"reveal {op}: {party} answered in phase {env.phase.name}"
+                        )
+                    tensors = env.tensors()
+                    check_expect(tensors, [(shape, torch.int64)], f"reveal {op} from {party}")
+                    total = tensors[0] if total is None else total + tensors[0]
+                    self._floor = max(self._floor, env.depth)
+                if total is not None:
+                    out.append(total)
         finally:
             self._waits -= 1
         if denied is not None:
             raise denied
-        assert total is not None
-        return total
+        return out
 
     def save_shares(self, tids: Sequence[int], directory: str | Path) -> None:
         """Have every party write its own shares of ``tids`` to ``<directory>/<party>.shares.pt``

@@ -148,6 +148,6 @@ def put(rank: int, x: Sequence[Share], p: Params) -> list[Share]:
     n = 1
     for s in p.shape:
         n *= s
-    out = torch.zeros(n, dtype=torch.int64)
+    out = torch.zeros(n, dtype=x[0].value.dtype)
     out.index_add_(0, idx.reshape(-1), x[0].value.reshape(-1))
     return [Share(out.reshape(p.shape), x[0].depth)]

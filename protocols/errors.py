@@ -90,3 +90,60 @@ class PartyFailure(SmpcError):
         super().__init__(f"actor {actor!r} failed: {type(cause).__name__}: {cause}")
         self.actor = actor
         self.cause = cause
+
+
+class NumericError(SmpcError, ArithmeticError):
+    """A computed value is wrong or cannot be trusted: it left the range the 64-bit ring
+    holds safely, or it differs from the coordinator's plaintext reference. The message
+    names the op that produced it (kind, op id, label) and what to do; ``measured`` is
+    how far it went and ``limit`` how far it may go (real units)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str | None,
+        op: int | None,
+        label: str | None,
+        measured: float,
+        limit: float,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        """The op kind that produced the value (``"square"``, ``"trunc"``, ...)."""
+        self.op = op
+        """The op id (as in the op log and debug logs)."""
+        self.label = label
+        """The label active when the op was issued (``cluster.label(...)``)."""
+        self.measured = measured
+        self.limit = limit
+
+
+class ValueOutOfRange(NumericError):
+    """A value revealed to the coordinator is larger in magnitude than the cluster's
+    ``value_bound`` (by default the ring's headroom, see
+    :attr:`protocols.fixed_point.FixedPoint.headroom`): it wrapped around the ring, a
+    truncation failed, or it is too large to compute with. ``worst`` is the value
+    furthest out, ``bound`` the bound (real units)."""
+
+    @property
+    def worst(self) -> float:
+        return self.measured
+
+    @property
+    def bound(self) -> float:
+        return self.limit
+
+
+class ShadowMismatch(NumericError):
+    """Check mode (``Cluster.start(check=True)``): an op's revealed result differs from
+    the coordinator's plaintext reference by more than its tolerance. ``error`` and
+    ``tolerance`` are in real (decoded) units, at the worst element."""
+
+    @property
+    def error(self) -> float:
+        return self.measured
+
+    @property
+    def tolerance(self) -> float:
+        return self.limit

@@ -9,6 +9,17 @@ base 10 / precision 3 that is ``|v| < 2147483.647``; for base 2 / 16 bits ``|v| 
 NaN, infinities and values outside the range are refused with :class:`EncodingError`,
 never wrapped silently. See :mod:`protocols.truncate` for the truncation error bound,
 which depends on the magnitude of the product being truncated.
+
+Revealed range (headroom): a value is safe to compute with if its square still fits the
+ring at double scale, ``(v * scale)**2 < 2**63``, i.e. ``|v| < 2**((63 - 2f) / 2)`` with
+``f = log2(scale)``, i.e. ``|e| < 2**31.5`` (:attr:`FixedPoint.headroom`): ``|v| <
+3,037,000.5`` at base 10 / precision 3 and ``|v| < 46,340.95`` at base 2 / 16 bits. A
+failed truncation is off by ``2**64 / d`` in the ring (``d < 2**31`` the divisor): at
+least ``2**33`` encoded units, so a true value inside this range comes back outside it
+(1.8e13 at base 10 / precision 3). A product that wrapped leaves a value spread over
+``|e| < 2**63 / d``, inside the range only with probability about ``d / 2**31.5``
+(2**-21.5 at base 10 / precision 3). The coordinator refuses revealed values outside it
+(``ValueOutOfRange``); check mode names a wrapped op exactly.
 """
 
 from __future__ import annotations
@@ -21,6 +32,8 @@ import torch
 from .errors import EncodingError
 
 ENCODED_LIMIT_BITS = 31
+HEADROOM_BITS = 31.5
+"""Revealed values must satisfy ``|e| < 2**HEADROOM_BITS``: their square fits in 2**63."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +68,13 @@ class FixedPoint:
     def max_value(self) -> float:
         """Largest magnitude that encodes without leaving the safe range."""
         return (2**ENCODED_LIMIT_BITS - 1) / self.scale
+
+    @property
+    def headroom(self) -> float:
+        """Largest magnitude whose square still fits the ring at double scale:
+        ``2**((63 - 2f) / 2)``, f = log2(scale) (3,037,000.5 at base 10 / precision 3,
+        46,340.95 at base 2 / 16 bits); see the module doc."""
+        return float(2**HEADROOM_BITS / self.scale)
 
     def with_precision(self, precision: int) -> FixedPoint:
         return FixedPoint(self.base, precision)

@@ -137,7 +137,11 @@ async def test_linear_ops(n: int, fp: FixedPoint, data: st.DataObject) -> None:
     ex, ey, erow = fp.encode(x), fp.encode(y), fp.encode(row)
     xd, yd, rowd = x.double(), y.double(), row.double()
     ints = [2, -3, 0, 1]
-    async with Cluster.start(PARTIES[case.n], provider=PROVIDER, seed=case.seed) as c:
+    # Linear ops are exact up to 2**63; sums of inputs at the encoding limit pass the
+    # revealed-range bound (the headroom, where a square would wrap): switch it off here.
+    async with Cluster.start(
+        PARTIES[case.n], provider=PROVIDER, seed=case.seed, value_bound=None
+    ) as c:
         X = c.share(x, precision=fp.precision, base=fp.base)
         Y = c.share(y, precision=fp.precision, base=fp.base)
         R = c.share(row, precision=fp.precision, base=fp.base)

@@ -17,6 +17,7 @@ from actors import Cluster as Runtime
 from protocols import FixedPoint
 from protocols.errors import EncodingError
 
+from .check import Origin, ShadowChecker
 from .module import share_module
 from .tensor import SharedTensor
 
@@ -31,6 +32,18 @@ def default_precision(base: int) -> int:
 
 class Cluster(Runtime):
     """A running cluster whose coordinator can share tensors and modules."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.checker = None if self.check is None else ShadowChecker(self.check)
+        """Check mode (``Cluster.start(check=True)``, see training.check), or None."""
+
+    async def flush(self) -> None:
+        """Wait until every op issued so far has finished at every party (in check mode,
+        check them all first: ShadowMismatch names the first wrong one)."""
+        if self.checker is not None:
+            await self.checker.verify(self)
+        await super().flush()
 
     def share(
         self,
@@ -64,8 +77,9 @@ class Cluster(Runtime):
         fp = FixedPoint(base, precision)
         tid, shape = self.input_from(owner, name, fp.scale)
         out = SharedTensor(self, tid, shape, fp)
+        out._origin = Origin(self.last_op, "input", self.current_label())
         out.requires_grad = bool(requires_grad)
-        return out
+        return out  # no shadow: check mode does not check what is computed from it
 
     def share_module(
         self,

@@ -325,11 +325,7 @@ def dropout(input: Any, p: float = 0.5, training: bool = True, inplace: bool = F
     keep = max(1, round((1 - p) * KEEP_UNITS))
     shape = tuple(input.shape)
     with input.cluster.label(_sub_label(input.cluster, "dropout")):
-        y_tid, b_tid = input.cluster.submit(
-            "dropout", [input.tid], [shape], [shape, shape], Params(d=keep)
-        )
-    kept = input._new(y_tid, shape)
-    bit = input._new(b_tid, shape, prec=0)
+        kept, bit = input._submit("dropout", [input], [(shape, None), (shape, 0)], Params(d=keep))
     kept = kept._record(kept, [input], lambda g: (g * bit,))
     return kept * (KEEP_UNITS / keep)
 

@@ -36,6 +36,7 @@ from protocols.params import Params, Pub
 
 from . import autograd
 from .autograd import Value, unbroadcast
+from .check import Origin, Shadow, check_range
 
 _INT_LIMIT = 2**31
 
@@ -235,8 +236,10 @@ class SharedTensor:
         "_backward",
         "_bit",
         "_label",
+        "_origin",
         "_parents",
         "_ref",
+        "_shadow",
         "cluster",
         "fp",
         "grad",
@@ -266,6 +269,10 @@ class SharedTensor:
         self._backward: Callable[[Value], Sequence[Value | None]] | None = None
         self._bit: SharedTensor | None = None
         self._label: str | None = None
+        self._origin: Origin | None = None
+        """The op that produced this value (kind, op id, label), for error messages."""
+        self._shadow: Shadow | None = None
+        """Check mode's plaintext copy (None: not known to the coordinator)."""
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -284,9 +291,14 @@ class SharedTensor:
             raise EncodingError(f"cannot share a tensor of dtype {tensor.dtype}")
         if tensor.numel() == 0:
             raise ShapeError(f"cannot share an empty tensor (shape {tuple(tensor.shape)})")
-        tid = cluster.input(fp.encode(tensor))
+        encoded = fp.encode(tensor)
+        tid = cluster.input(encoded)
         out = cls(cluster, tid, tensor.shape, fp)
+        out._origin = Origin(cluster.last_op, "input", cluster.current_label())
         out.requires_grad = bool(requires_grad)
+        checker = getattr(cluster, "checker", None)
+        if checker is not None:
+            checker.input(out, encoded)
         return out
 
     @property
@@ -368,15 +380,33 @@ class SharedTensor:
                     f"cannot combine fixed-point bases {self.fp.base} and {o.fp.base}; "
                     "share both with the same base"
                 )
-        operands = [self, *others]
-        (tid,) = self.cluster.submit(
+        (out,) = self._submit(kind, [self, *others], [(shape, prec)], params)
+        return out
+
+    def _submit(
+        self,
+        kind: str,
+        operands: Sequence[SharedTensor],
+        outs: Sequence[tuple[Sequence[int], int | None]],
+        params: Params | None = None,
+    ) -> list[SharedTensor]:
+        """Issue one op; its results (``(shape, precision)`` each, None: this handle's)
+        remember the op (kind, id, label) and, in check mode, are queued for checking."""
+        tids = self.cluster.submit(
             kind,
             [o.tid for o in operands],
             [tuple(o.shape) for o in operands],
-            [tuple(shape)],
+            [tuple(shape) for shape, _ in outs],
             params,
         )
-        return self._new(tid, shape, prec)
+        origin = Origin(self.cluster.last_op, kind, self.cluster.current_label())
+        results = [self._new(t, shape, p) for t, (shape, p) in zip(tids, outs, strict=True)]
+        for r in results:
+            r._origin = origin
+        checker = getattr(self.cluster, "checker", None)
+        if checker is not None:
+            checker.issued(origin, operands, results, params)
+        return results
 
     def _record(
         self,
@@ -398,6 +428,8 @@ class SharedTensor:
         self._ref = other._ref
         self.prec = other.prec
         self.fp = other.fp
+        self._origin = other._origin
+        self._shadow = other._shadow
 
     def detach(self) -> SharedTensor:
         """The same shared value without autograd history (shares the tensor id: no new
@@ -414,6 +446,8 @@ class SharedTensor:
         out._backward = None
         out._bit = self._bit
         out._label = None
+        out._origin = self._origin
+        out._shadow = self._shadow
         return out
 
     def requires_grad_(self, flag: bool = True) -> SharedTensor:
@@ -427,14 +461,24 @@ class SharedTensor:
 
     # -- reveal ---------------------------------------------------------------------------------
     async def get(self) -> torch.Tensor:
-        """Reveal to the coordinator that owns the value; returns a float32 tensor."""
-        raw = await self.cluster.reveal(self.tid, self.shape)
-        return self.fp.with_precision(self.prec).decode(raw)
+        """Reveal to the coordinator that owns the value; returns a float64 tensor.
+        ValueOutOfRange if a value exceeds the cluster's ``value_bound`` (it wrapped or a
+        truncation failed; see training.check); in check mode every op issued so far is
+        checked first (ShadowMismatch names the first wrong one)."""
+        return await self.reveal_to(self.cluster.coordinator)
+
+    @property
+    def origin(self) -> Origin | None:
+        """The op that produced this value: kind, op id and label."""
+        return self._origin
 
     async def reveal_to(self, actor: str) -> torch.Tensor:
         """Reveal to ``actor``; refused with AccessDenied unless it owns the value."""
+        checker = getattr(self.cluster, "checker", None)
+        if checker is not None and actor == self.cluster.coordinator:
+            await checker.verify(self.cluster)
         raw = await self.cluster.reveal(self.tid, self.shape, to=actor)
-        return self.fp.with_precision(self.prec).decode(raw)
+        return check_range(self, raw)
 
     # -- precision alignment -------------------------------------------------------------------
     def _at_prec(self, prec: int) -> SharedTensor:
@@ -837,9 +881,7 @@ class SharedTensor:
     def relu(self) -> SharedTensor:
         label = self.cluster.current_label()
         with self.cluster.label(f"{label}/relu" if label else "relu"):
-            shape = tuple(self.shape)
-            y_tid, bit_tid = self.cluster.submit("relu", [self.tid], [shape], [shape, shape])
-            out, bit = self._new(y_tid, self.shape), self._new(bit_tid, self.shape, prec=0)
+            out, bit = self._submit("relu", [self], [(self.shape, None), (self.shape, 0)])
             out._bit = bit
             return self._record(out, [self], lambda g: (g * bit,))
 
