@@ -26,6 +26,7 @@ from conftest import PARTIES, PROVIDER
 from torch import nn
 
 from training import SGD, Adam, AdamW, Cluster, reveal_module
+from training.optim import NOISE_FLOOR
 
 U = 2.0**-16
 GRAD_ERR = 1e-4
@@ -163,7 +164,7 @@ async def test_adam_small_gradients_match_torch_per_step() -> None:
     ropt = torch.optim.Adam([ref], lr=lr)
     async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=6) as c:
         p = c.share(torch.zeros(n), precision=16, base=2, requires_grad=True)
-        opt = Adam([p], lr=lr)
+        opt = Adam([p], lr=lr, noise_floor=0)
         before = torch.zeros(n, dtype=torch.float64)
         worst = 0.0
         for _ in range(steps):
@@ -179,3 +180,25 @@ async def test_adam_small_gradients_match_torch_per_step() -> None:
             worst = max(worst, float((ours - theirs).abs().max()) / lr)
             before = after
     assert worst <= 0.01, worst
+
+
+async def test_adam_noise_floor_keeps_rounding_noise_from_moving_weights() -> None:
+    """A weight whose true gradient is 0 gets about one unit of rounding noise in fixed
+    point. With torch's eps (noise_floor=0) Adam normalises that noise into steps of ~lr;
+    the default floor (64 units: eps 1e-3 at 16 bits) keeps them under 5% of lr."""
+    lr, n, steps = 0.01, 512, 8
+    gen = torch.Generator().manual_seed(4)
+    noise = [
+        (torch.randint(-1, 2, (n,), generator=gen) / 2**16).to(torch.float64) for _ in range(steps)
+    ]
+    moved = {}
+    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=7) as c:
+        for floor in (0, NOISE_FLOOR):
+            p = c.share(torch.zeros(n), precision=16, base=2, requires_grad=True)
+            opt = Adam([p], lr=lr, noise_floor=floor)
+            for g in noise:
+                p.grad = c.share(g, precision=16, base=2)
+                opt.step()
+            moved[floor] = float((await p.get()).abs().mean()) / lr
+    assert moved[0] > 0.5, moved  # the amplification the floor is for
+    assert moved[NOISE_FLOOR] < 0.05 * steps / 8, moved
