@@ -38,12 +38,16 @@ def share_module(
             "BatchNorm running statistics are supported)"
         )
     shared = copy.deepcopy(module)
-    for sub in shared.modules():
+    for prefix, sub in shared.named_modules():
         for pname, p in list(sub._parameters.items()):
             if p is None:
                 continue
             sub._parameters[pname] = SharedTensor.from_plain(  # type: ignore[assignment]
-                cluster, p.detach(), fp, requires_grad=requires_grad and p.requires_grad
+                cluster,
+                p.detach(),
+                fp,
+                requires_grad=requires_grad and p.requires_grad,
+                what=f"parameter {prefix + '.' if prefix else ''}{pname}",
             )
         for bname, b in list(sub._buffers.items()):
             if b is not None and b.is_floating_point():

@@ -36,6 +36,7 @@ import torch
 from protocols.params import Params
 
 from . import functional as Fn
+from .precision import check_learning_rate
 from .tensor import SharedTensor, cat
 
 
@@ -89,8 +90,18 @@ class Optimizer(torch.optim.Optimizer):
                 if k != "params" and isinstance(v, float):
                     p.fp.encode(torch.tensor(v))  # EncodingError now, not mid-step
         self._check_params(ps)
+        coarsest = min(ps, key=lambda p: p.scale)
+        check_learning_rate(
+            group["lr"],
+            coarsest.fp.with_precision(coarsest.prec),
+            type(self).__name__,
+            self._step_name,
+        )
         group["params"] = ps
         self.param_groups.append(group)
+
+    _step_name = "|grad|"
+    """What the learning rate multiplies (for the PrecisionWarning)."""
 
     def _check_params(self, ps: list[SharedTensor]) -> None:
         """Refuse parameters this optimiser cannot update accurately (before any step)."""
@@ -248,6 +259,7 @@ class Adam(Optimizer):
         super().__init__(params, defaults)
 
     decoupled = False
+    _step_name = "|m / sqrt(v)|"
 
     def _check_params(self, ps: list[SharedTensor]) -> None:
         for p in ps:

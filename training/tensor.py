@@ -37,6 +37,7 @@ from protocols.params import Params, Pub
 from . import autograd
 from .autograd import Value, unbroadcast
 from .check import Origin, Shadow, check_range
+from .precision import check_values
 
 _INT_LIMIT = 2**31
 
@@ -277,8 +278,16 @@ class SharedTensor:
     # -- construction -------------------------------------------------------------------
     @classmethod
     def from_plain(
-        cls, cluster: Any, tensor: Any, fp: FixedPoint, *, requires_grad: bool = False
+        cls,
+        cluster: Any,
+        tensor: Any,
+        fp: FixedPoint,
+        *,
+        requires_grad: bool = False,
+        what: str | None = None,
     ) -> SharedTensor:
+        """Encode and share ``tensor``; a :class:`PrecisionWarning` names ``what`` (default:
+        the shape) if many of its nonzero values are below the encoding's resolution."""
         if isinstance(tensor, SharedTensor):
             raise TypeError("this value is already shared")
         if not isinstance(tensor, torch.Tensor):
@@ -292,6 +301,7 @@ class SharedTensor:
         if tensor.numel() == 0:
             raise ShapeError(f"cannot share an empty tensor (shape {tuple(tensor.shape)})")
         encoded = fp.encode(tensor)
+        check_values(tensor, fp, what or f"a shared tensor of shape {tuple(tensor.shape)}")
         tid = cluster.input(encoded)
         out = cls(cluster, tid, tensor.shape, fp)
         out._origin = Origin(cluster.last_op, "input", cluster.current_label())
