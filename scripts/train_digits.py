@@ -206,7 +206,9 @@ async def train(args: argparse.Namespace, cluster: Cluster | None = None) -> Res
         else:
             model = c.share_module(net, **fp)
             opt = make_optimizer(args.optimizer, model.parameters(), args.lr, shared=True)
-        await c.flush()
+            # (load_checkpoint flushes and then continues the op ids where they were
+            # saved: no op in between, so a seeded resume draws the original masks)
+            await c.flush()
         start = c.stats()
         for epoch in range(start_epoch, args.epochs):
             idx = epoch_batches(args, n, epoch)
