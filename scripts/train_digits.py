@@ -29,6 +29,7 @@ from actors import configure_logging
 from protocols.suite import SUITES
 from training import SGD, Adam, Cluster, SharedTensor, export_module
 from training.checkpoint import load_checkpoint, save_checkpoint
+from training.launch import TRANSPORTS, open_cluster
 
 PARTY_NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
 
@@ -177,8 +178,13 @@ async def train(args: argparse.Namespace, cluster: Cluster | None = None) -> Res
     res = Result(args.model)
     fp = {"precision": args.precision, "base": args.base}
     names = PARTY_NAMES[: args.parties]
-    async with Cluster.start(
-        names, provider="james", seed=args.insecure_seed, protocols=args.protocols
+    async with open_cluster(
+        args.transport,
+        names,
+        "james",
+        seed=args.insecure_seed,
+        protocols=args.protocols,
+        report=None if args.quiet else print,
     ) as c:
         x_tr = c.share(data.x_train, **fp)
         y_tr = c.share(onehot_train, **fp)
@@ -200,7 +206,9 @@ async def train(args: argparse.Namespace, cluster: Cluster | None = None) -> Res
         else:
             model = c.share_module(net, **fp)
             opt = make_optimizer(args.optimizer, model.parameters(), args.lr, shared=True)
-        await c.flush()
+            # (load_checkpoint flushes and then continues the op ids where they were
+            # saved: no op in between, so a seeded resume draws the original masks)
+            await c.flush()
         start = c.stats()
         for epoch in range(start_epoch, args.epochs):
             idx = epoch_batches(args, n, epoch)
@@ -273,7 +281,9 @@ def summary(args: argparse.Namespace, r: Result) -> str:
     pla = sum(r.plaintext_seconds) / len(r.plaintext_seconds)
     return (
         f"{r.kind} ({args.optimizer}, {args.epochs} epochs, batch {args.batch_size}, "
-        f"{args.parties} parties, {args.protocols}): test accuracy  encrypted "
+        f"{args.parties} parties, {args.protocols}"
+        + (" over tcp, mutual TLS" if args.transport == "tcp" else "")
+        + "): test accuracy  encrypted "
         f"{r.encrypted_acc[-1]:.4f}  plaintext {r.plaintext_acc[-1]:.4f}  "
         f"(gap {100 * (r.plaintext_acc[-1] - r.encrypted_acc[-1]):+.2f} points); "
         f"revealed model {r.revealed_acc:.4f}; plaintext-trained model on encrypted "
@@ -294,6 +304,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--parties", type=int, default=2)
     ap.add_argument("--protocols", default="default", choices=sorted(SUITES))
+    ap.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default="memory",
+        help="memory: every actor in this process; tcp: the parties and the provider as "
+        "separate processes on 127.0.0.1 over mutual TLS (fresh certificates)",
+    )
     ap.add_argument("--precision", type=int, default=16)
     ap.add_argument("--base", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0, help="init and shuffling seed")
@@ -307,7 +324,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         metavar="DIR",
         help="after each epoch, each party writes its own shares to DIR/<party>.shares.pt "
-        "and the coordinator public metadata to DIR/checkpoint.json",
+        "and the coordinator public metadata to DIR/checkpoint.json (with --transport tcp "
+        "the node processes write their files themselves, to the same DIR on this host)",
     )
     ap.add_argument("--resume", action="store_true", help="continue from --checkpoint DIR")
     ap.add_argument("--quiet", action="store_true")
@@ -318,6 +336,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--epochs and --batch-size must be >= 1")
     if args.resume and args.checkpoint is None:
         ap.error("--resume needs --checkpoint DIR")
+    if args.checkpoint is not None:
+        # the parties (node processes with --transport tcp) get this exact folder
+        args.checkpoint = args.checkpoint.resolve()
     if args.lr is None:
         args.lr = 0.1 if args.optimizer == "sgd" else 0.02
     return args

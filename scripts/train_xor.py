@@ -9,21 +9,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
+from contextlib import AbstractAsyncContextManager
 
 import torch
 import trio
 from seed_net import DATA, TARGET, loss_fn, make_net, plaintext_losses
 
 from actors import NetworkProfile, configure_logging
-from actors.config import write_local_config
-from actors.node import save_tensors, spawn_nodes, stop_nodes
 from protocols.suite import SUITES
-from training import SGD, Cluster, TrainingCoordinator
+from training import SGD, Cluster, TrainingCoordinator, launch
 
 PARTY_NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
 
@@ -88,42 +83,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-@asynccontextmanager
-async def open_cluster(
+def open_cluster(
     args: argparse.Namespace, names: list[str], profile: NetworkProfile | None
-) -> AsyncIterator[Cluster]:
+) -> AbstractAsyncContextManager[Cluster]:
     """The cluster of this run: in memory, or node processes over TLS (always stopped)."""
     owned: dict[str, dict[str, torch.Tensor]] = {}
     if args.data_owners:
         owned.setdefault(args.data_owners[0], {})["features"] = DATA
         owned.setdefault(args.data_owners[1], {})["targets"] = TARGET
-    if args.transport == "memory":
-        async with Cluster.start(
-            names,
-            provider="james",
-            seed=args.insecure_seed,
-            network=profile,
-            protocols=args.protocols,
-            data=owned,
-        ) as cluster:
-            yield cluster
-        return
-    with tempfile.TemporaryDirectory(prefix="smpc-tls-") as tmp:
-        files = {}
-        for owner, tensors in owned.items():
-            files[owner] = Path(tmp) / f"{owner}.npz"
-            save_tensors(files[owner], tensors)
-        config = write_local_config(tmp, names, "james", data=files)
-        procs = spawn_nodes(config, [*names, "james"], log_dir=tmp)
-        try:
-            async with Cluster.connect(
-                config, seed=args.insecure_seed, protocols=args.protocols
-            ) as cluster:
-                yield cluster
-        finally:
-            codes = stop_nodes(procs)
-            if any(codes.values()) and not args.quiet:
-                print(f"node exit codes: {codes}")
+    return launch.open_cluster(
+        args.transport,
+        names,
+        "james",
+        seed=args.insecure_seed,
+        protocols=args.protocols,
+        network=profile,
+        data=owned,
+        report=None if args.quiet else print,
+    )
 
 
 async def train(args: argparse.Namespace) -> dict[str, object]:

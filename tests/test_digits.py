@@ -1,6 +1,7 @@
 """Real data end to end (scripts/train_digits.py) in a few batches; model out
 (export_module), refused copies, encrypted inference; checkpoints (each party writes only
-its own shares) and an exact resume in the seeded mode."""
+its own shares) and an exact resume in the seeded mode; the same over tcp (node
+processes, mutual TLS)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,20 @@ import copy
 import io
 import json
 import pickle
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
+import structlog
 import torch
 import train_digits as td
+import trio
 from conftest import PARTIES, PROVIDER
 from torch import nn
 
 from protocols.errors import UnsupportedOperation
-from training import Cluster, export_module, reveal_module
+from training import Cluster, export_module, launch, reveal_module
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.tensor import NotCopyable
 
@@ -137,3 +142,79 @@ async def test_checkpoint_refuses_other_parties(tmp_path: Path) -> None:
 
 def test_unsupported_is_still_the_family() -> None:
     assert issubclass(NotCopyable, UnsupportedOperation)
+
+
+# -- over tcp: the parties and the provider as node processes (mutual TLS, 127.0.0.1) ----
+
+tls = pytest.mark.tls
+START = 90.0  # node processes import torch: slow on a loaded machine
+
+
+@pytest.fixture
+def spawned(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Popen[bytes]]:
+    """Every node process training.launch starts (to check that none is left)."""
+    procs: list[subprocess.Popen[bytes]] = []
+    spawn = launch.spawn_nodes
+
+    def recording(*a: object, **kw: object) -> dict[str, subprocess.Popen[bytes]]:
+        started = spawn(*a, **kw)  # type: ignore[arg-type]
+        procs.extend(started.values())
+        return started
+
+    monkeypatch.setattr(launch, "spawn_nodes", recording)
+    return procs
+
+
+def _no_node_left(procs: list[subprocess.Popen[bytes]], runs: int) -> None:
+    assert len(procs) == 3 * runs  # alice, bob, james per run
+    assert [p.poll() for p in procs] == [0] * len(procs)  # all exited, cleanly
+
+
+@tls
+def test_digits_over_tcp_prints_both_accuracies(
+    spawned: list[subprocess.Popen[bytes]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    saved = structlog.get_config()  # main() reconfigures logging for the whole process
+    try:
+        argv = ["--quiet", "--transport", "tcp", "--limit", "64", "--batch-size", "32"]
+        assert td.main([*argv, "--epochs", "1", "--max-batches", "1"]) == 0
+    finally:
+        structlog.configure(**saved)
+    out = capsys.readouterr().out
+    assert re.search(
+        r"^mlp \(sgd, 1 epochs, batch 32, 2 parties, default over tcp, mutual TLS\): "
+        r"test accuracy  encrypted [01]\.\d{4}  plaintext [01]\.\d{4}  \(gap ",
+        out,
+        re.M,
+    ), out
+    assert "node exit codes" not in out
+    _no_node_left(spawned, 1)
+
+
+@tls
+async def test_digits_checkpoint_and_resume_over_tcp(
+    spawned: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """The node processes write their own shares files to the named folder; a resumed tcp
+    run continues exactly like an uninterrupted run (seeded mode, here in memory: the
+    transports are bit-for-bit equal, tests/test_tcp.py)."""
+    seeded = ["--insecure-seed", "5", "--limit", "32", "--batch-size", "16"]
+    tcp_dir, memory_dir = tmp_path / "tcp", tmp_path / "memory"
+    ck = ["--transport", "tcp", "--checkpoint", str(tcp_dir), *seeded]
+    with trio.fail_after(START):
+        first = await td.train(args(*ck, "--epochs", "1"))  # type: ignore[arg-type]
+    files = sorted(p.name for p in tcp_dir.iterdir())
+    assert files == ["alice.shares.pt", "bob.shares.pt", "checkpoint.json"]
+    for party in ("alice", "bob"):
+        saved = torch.load(tcp_dir / f"{party}.shares.pt", weights_only=True)
+        assert saved["party"] == party and len(saved["shares"]) == 4 + 4  # weights, momenta
+    with trio.fail_after(START):
+        resumed = await td.train(args(*ck, "--epochs", "2", "--resume"))  # type: ignore[arg-type]
+    _no_node_left(spawned, 2)
+    # uninterrupted, with the same checkpoint ops (op ids: the same masks and material)
+    straight = await td.train(args(*seeded, "--epochs", "2", "--checkpoint", str(memory_dir)))  # type: ignore[arg-type]
+    assert first.encrypted_loss == straight.encrypted_loss[:1]
+    assert resumed.encrypted_loss == straight.encrypted_loss[1:]
+    assert resumed.encrypted_acc == straight.encrypted_acc[1:]
+    assert resumed.plaintext_loss == straight.plaintext_loss[1:]
+    assert resumed.revealed_acc == straight.revealed_acc

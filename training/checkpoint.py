@@ -15,7 +15,9 @@ draws the same masks and dealer material as the uninterrupted run and continues
 identically, provided it issues the same ops.
 
 The parties write to a directory the coordinator names, on their own file system: with
-``Cluster.start`` (one process) that is this machine's.
+``Cluster.start`` (one process) that is this machine's; with node processes on this host
+(``training.launch``, ``Cluster.connect``) each node writes its own file there too
+(give an absolute path: a relative one is relative to each node's working directory).
 """
 
 from __future__ import annotations

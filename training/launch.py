@@ -1,0 +1,73 @@
+"""A script's cluster, in memory or as node processes on this host over mutual TLS.
+
+``open_cluster("memory", ...)`` is :meth:`Cluster.start`: every actor in this process.
+``open_cluster("tcp", ...)`` runs the parties and the provider as separate node processes
+(``python -m actors.node``) on 127.0.0.1: fresh CA and certificates and a cluster file in
+a temporary folder, one process per node (its log in that folder), the coordinator here
+(:meth:`Cluster.connect`). The nodes are always stopped on the way out; nonzero exit
+codes are passed to ``report`` (e.g. ``print``). The nodes inherit this process's working
+directory, so a relative path (a checkpoint directory) means the same folder to them.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import torch
+
+from actors import NetworkProfile
+from actors.config import write_local_config
+from actors.node import save_tensors, spawn_nodes, stop_nodes
+
+from .cluster import Cluster
+
+TRANSPORTS = ("memory", "tcp")
+
+
+@asynccontextmanager
+async def open_cluster(
+    transport: str,
+    parties: Sequence[str],
+    provider: str = "james",
+    *,
+    seed: int | None = None,
+    protocols: str = "default",
+    network: NetworkProfile | None = None,
+    data: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+    report: Callable[[str], object] | None = None,
+) -> AsyncIterator[Cluster]:
+    """The cluster of a run (see module doc). ``data``: each party's named local tensors
+    (``cluster.share_from``); ``network`` simulates links in memory only."""
+    owned = {k: dict(v) for k, v in (data or {}).items()}
+    if transport == "memory":
+        async with Cluster.start(
+            list(parties),
+            provider=provider,
+            seed=seed,
+            network=network,
+            protocols=protocols,
+            data=owned,
+        ) as cluster:
+            yield cluster
+        return
+    if transport != "tcp":
+        raise ValueError(f"transport must be one of {TRANSPORTS}, got {transport!r}")
+    if network is not None:
+        raise ValueError("a simulated network profile does not apply to transport 'tcp'")
+    with tempfile.TemporaryDirectory(prefix="smpc-tls-") as tmp:
+        files = {}
+        for owner, tensors in owned.items():
+            files[owner] = Path(tmp) / f"{owner}.npz"
+            save_tensors(files[owner], tensors)
+        config = write_local_config(tmp, parties, provider, data=files)
+        procs = spawn_nodes(config, [*parties, provider], log_dir=tmp)
+        try:
+            async with Cluster.connect(config, seed=seed, protocols=protocols) as cluster:
+                yield cluster
+        finally:
+            codes = stop_nodes(procs)
+            if any(codes.values()) and report is not None:
+                report(f"node exit codes: {codes}")
