@@ -11,7 +11,9 @@ the fix (more fractional digits: ``precision=16, base=2`` gives a resolution of 
 
 from __future__ import annotations
 
+import sys
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -26,6 +28,19 @@ SMALLEST_MOVING_GRAD = 1.0
 
 class PrecisionWarning(UserWarning):
     """A value or a learning rate is too small for the fixed-point resolution."""
+
+
+_LIBRARY = str(Path(__file__).resolve().parents[1])
+
+
+def _warn(message: str) -> None:
+    """Warn at the first caller outside this library (the user's line)."""
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(
+        _LIBRARY + "/"
+    ):
+        level, frame = level + 1, frame.f_back  # type: ignore[assignment]
+    warnings.warn(message, PrecisionWarning, stacklevel=level)
 
 
 def _fix(fp: FixedPoint) -> str:
@@ -45,11 +60,9 @@ def check_values(values: torch.Tensor, fp: FixedPoint, what: str) -> None:
         return
     lost = int((nonzero & (torch.round(values.to(torch.float64) * fp.scale) == 0)).sum())
     if lost >= LOST_SHARE * n:
-        warnings.warn(
+        _warn(
             f"{what}: {lost} of its {n} nonzero values ({lost / n:.0%}) are below half the "
-            f"fixed-point resolution and are shared as 0 ({_fix(fp)})",
-            PrecisionWarning,
-            stacklevel=3,
+            f"fixed-point resolution and are shared as 0 ({_fix(fp)})"
         )
 
 
@@ -65,9 +78,7 @@ def check_learning_rate(lr: float, fp: FixedPoint, what: str, step: str = "|grad
         return
     g = smallest_moving_grad(lr, fp)
     if g > SMALLEST_MOVING_GRAD:
-        warnings.warn(
+        _warn(
             f"{what}: lr {lr:g} moves a weight only where {step} >= {g:.3g}; smaller steps "
-            f"round to 0 in fixed point ({_fix(fp)})",
-            PrecisionWarning,
-            stacklevel=3,
+            f"round to 0 in fixed point ({_fix(fp)})"
         )
