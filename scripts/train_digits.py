@@ -26,10 +26,11 @@ import trio
 from torch import nn
 
 from actors import configure_logging
+from protocols.errors import NumericError
 from protocols.suite import SUITES
 from training import SGD, Adam, Cluster, SharedTensor, export_module
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.launch import TRANSPORTS, open_cluster
+from training.launch import TRANSPORTS, add_check_args, check_options, open_cluster
 
 PARTY_NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
 
@@ -185,6 +186,7 @@ async def train(args: argparse.Namespace, cluster: Cluster | None = None) -> Res
         seed=args.insecure_seed,
         protocols=args.protocols,
         report=None if args.quiet else print,
+        **check_options(args),
     ) as c:
         x_tr = c.share(data.x_train, **fp)
         y_tr = c.share(onehot_train, **fp)
@@ -328,6 +330,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "the node processes write their files themselves, to the same DIR on this host)",
     )
     ap.add_argument("--resume", action="store_true", help="continue from --checkpoint DIR")
+    add_check_args(ap)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     if not 2 <= args.parties <= len(PARTY_NAMES):
@@ -353,7 +356,11 @@ def main(argv: list[str] | None = None) -> int:
     for kind in kinds:
         a = copy.copy(args)
         a.model = kind
-        results.append((a, trio.run(train, a)))
+        try:
+            results.append((a, trio.run(train, a)))
+        except NumericError as exc:  # a wrapped or out-of-range value: no traceback
+            print(f"train_digits.py: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
     for a, r in results:
         print(summary(a, r))
     return 0

@@ -17,6 +17,7 @@ import trio
 from seed_net import DATA, TARGET, loss_fn, make_net, plaintext_losses
 
 from actors import NetworkProfile, configure_logging
+from protocols.errors import NumericError
 from protocols.suite import SUITES
 from training import SGD, Cluster, TrainingCoordinator, launch
 
@@ -65,6 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="parties that hold the data and the targets and share them themselves "
         "(e.g. alice,bob); by default the coordinator shares both",
     )
+    launch.add_check_args(ap)
     ap.add_argument("--quiet", action="store_true", help="only the summary")
     args = ap.parse_args(argv)
     if not 2 <= args.parties <= len(PARTY_NAMES):
@@ -100,6 +102,7 @@ def open_cluster(
         network=profile,
         data=owned,
         report=None if args.quiet else print,
+        **launch.check_options(args),
     )
 
 
@@ -196,7 +199,11 @@ async def train(args: argparse.Namespace) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(json_path=args.log_json, level="warning" if not args.log_json else "info")
-    trio.run(train, args)
+    try:
+        trio.run(train, args)
+    except NumericError as exc:  # a wrapped or out-of-range value: say it, no traceback
+        print(f"train_xor.py: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -295,3 +295,19 @@ async def test_check_mode_says_what_it_cannot_check() -> None:
     with pytest.raises(TypeError, match="check"):
         async with Cluster.start(PARTIES[2], provider=PROVIDER, check="yes"):  # type: ignore[arg-type]
             pass
+
+
+def test_train_xor_reports_an_out_of_range_loss_without_a_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import train_xor
+
+    assert train_xor.main(["--lr", "1", "--quiet", "--insecure-seed", "3"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("train_xor.py: ValueOutOfRange:") and "label 'loss'" in err
+    assert train_xor.main(["--lr", "1", "--quiet", "--insecure-seed", "3", "--check"]) == 1
+    assert "Check mode found the op's result correct" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_xor.parse_args(["--value-bound", "-3"])
+    assert train_xor.parse_args(["--value-bound", "none"]).value_bound is None
+    assert train_xor.parse_args(["--value-bound", "1e4"]).value_bound == 1e4

@@ -11,10 +11,12 @@ directory, so a relative path (a checkpoint directory) means the same folder to 
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -25,6 +27,39 @@ from actors.node import save_tensors, spawn_nodes, stop_nodes
 from .cluster import Cluster
 
 TRANSPORTS = ("memory", "tcp")
+
+
+def _value_bound(text: str) -> str | float | None:
+    if text in ("headroom", "none"):
+        return None if text == "none" else text
+    try:
+        bound = float(text)
+    except ValueError:
+        bound = -1.0
+    if not bound > 0:
+        raise argparse.ArgumentTypeError(f"'headroom', 'none' or a positive number, not {text!r}")
+    return bound
+
+
+def add_check_args(ap: argparse.ArgumentParser) -> None:
+    """The scripts' flags for the numeric safety nets (``check_options`` reads them)."""
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="check mode: every op's result is revealed to the coordinator and compared "
+        "with plaintext torch; the first op off tolerance is named (slower)",
+    )
+    ap.add_argument(
+        "--value-bound",
+        type=_value_bound,
+        default="headroom",
+        help="largest |value| a reveal accepts: 'headroom' (default: the ring's), a "
+        "number, or 'none'",
+    )
+
+
+def check_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"check": args.check, "value_bound": args.value_bound}
 
 
 @asynccontextmanager
@@ -38,9 +73,11 @@ async def open_cluster(
     network: NetworkProfile | None = None,
     data: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
     report: Callable[[str], object] | None = None,
+    **options: Any,
 ) -> AsyncIterator[Cluster]:
     """The cluster of a run (see module doc). ``data``: each party's named local tensors
-    (``cluster.share_from``); ``network`` simulates links in memory only."""
+    (``cluster.share_from``); ``network`` simulates links in memory only; ``options`` go to
+    :meth:`Cluster.start` / :meth:`Cluster.connect` (``check``, ``value_bound``, ...)."""
     owned = {k: dict(v) for k, v in (data or {}).items()}
     if transport == "memory":
         async with Cluster.start(
@@ -50,6 +87,7 @@ async def open_cluster(
             network=network,
             protocols=protocols,
             data=owned,
+            **options,
         ) as cluster:
             yield cluster
         return
@@ -65,7 +103,9 @@ async def open_cluster(
         config = write_local_config(tmp, parties, provider, data=files)
         procs = spawn_nodes(config, [*parties, provider], log_dir=tmp)
         try:
-            async with Cluster.connect(config, seed=seed, protocols=protocols) as cluster:
+            async with Cluster.connect(
+                config, seed=seed, protocols=protocols, **options
+            ) as cluster:
                 yield cluster
         finally:
             codes = stop_nodes(procs)
