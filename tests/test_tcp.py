@@ -45,14 +45,16 @@ tls = pytest.mark.tls
 
 @contextmanager
 def local_nodes(
-    tmp: Path, data: dict[str, dict[str, torch.Tensor]] | None = None
+    tmp: Path,
+    data: dict[str, dict[str, torch.Tensor]] | None = None,
+    parties: list[str] = PARTIES,
 ) -> Iterator[tuple[Path, dict[str, subprocess.Popen[bytes]]]]:
     files = {}
     for owner, tensors in (data or {}).items():
         files[owner] = tmp / f"{owner}.npz"
         save_tensors(files[owner], tensors)
-    config = write_local_config(tmp, PARTIES, data=files, idle_timeout=20.0)
-    procs = spawn_nodes(config, NODES, log_dir=tmp)
+    config = write_local_config(tmp, parties, data=files, idle_timeout=20.0)
+    procs = spawn_nodes(config, [*parties, "james"], log_dir=tmp)
     try:
         yield config, procs
     finally:
@@ -109,6 +111,29 @@ async def test_same_losses_bytes_and_rounds_over_tls(tmp_path: Path) -> None:
         assert getattr(tcp_total, field) == getattr(total, field), field
     assert set(tcp_total.per_actor) == set(total.per_actor)
     assert codes == dict.fromkeys(NODES, 0)
+
+
+@tls
+async def test_three_parties_in_check_mode_over_tls(tmp_path: Path) -> None:
+    """Three parties over TLS, with check mode on (every op revealed to the coordinator and
+    compared with plaintext torch): the same losses, rounds and bytes as in memory."""
+    three = ["alice", "bob", "carol"]
+    async with Cluster.start(three, provider="james", seed=SEED, check=True) as c:
+        expected = _figures(await _train(c, 2))
+        await c.flush()
+        total = c.stats()
+    with local_nodes(tmp_path, parties=three) as (config, procs), trio.fail_after(START):
+        async with Cluster.connect(config, seed=SEED, check=True) as c:
+            assert c.checker is not None
+            got = _figures(await _train(c, 2))
+            await c.flush()
+            tcp_total = c.stats()
+        codes = stop_nodes(procs, grace=5)
+    assert got == expected
+    assert tcp_total.online_rounds == total.online_rounds
+    assert tcp_total.online_bytes == total.online_bytes
+    assert tcp_total.output_bytes == total.output_bytes > 0
+    assert codes == {**dict.fromkeys(three, 0), "james": 0}
 
 
 @tls
