@@ -16,7 +16,6 @@ Usage: ``python scripts/bench_floor.py --workload seed --suites default,carry``.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections import Counter
@@ -24,10 +23,9 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import torch
 import trio
-from bench_train import NAMES, WORKLOADS, Workload
+from bench_train import NAMES, WORKLOADS, Workload, bench_parser, bench_setup
 from seed_net import loss_fn
 
-from actors import configure_logging
 from protocols import Share
 from protocols.opkind import Suite
 from protocols.params import Params
@@ -99,26 +97,18 @@ def _runner(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workload", choices=sorted(WORKLOADS), default="seed")
-    ap.add_argument("--suites", default="default,carry")
-    ap.add_argument("--parties", type=int, default=2, choices=range(2, len(NAMES) + 1))
+    ap = bench_parser(__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=None, help="replays (default 20 / 3)")
     ap.add_argument("--crypten-ms", type=float, default=None, help="CrypTen's ms per step")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args()
-    configure_logging(level="warning")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    suites = bench_setup(ap, args)
     w = WORKLOADS[args.workload]
     repeats = args.repeats or (20 if w.name == "seed" else 3)
     print(
         f"{w.name}, {args.parties} parties, torch threads {torch.get_num_threads()}: "
         "interactive ops of one iteration replayed"
     )
-    for name in [s.strip() for s in args.suites.split(",") if s.strip()]:
-        if name not in SUITES:
-            ap.error(f"unknown suite {name!r}; known: {', '.join(sorted(SUITES))}")
+    for name in suites:
         ops, runtime_ms = trio.run(op_log, w, name, args.parties)
         kinds = Counter(k for k, *_ in ops)
         floor = statistics.median(

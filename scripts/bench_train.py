@@ -132,26 +132,38 @@ def crypten_ms(w: Workload) -> float | None:
     return number(r"rank 1: median step ([\d.]+) ms", out)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def bench_parser(description: str) -> argparse.ArgumentParser:
+    """The flags the training benchmarks share (read back by :func:`bench_setup`)."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--workload", choices=sorted(WORKLOADS), default="seed")
     ap.add_argument("--suites", default="default,carry", help="comma-separated suite names")
-    ap.add_argument("--iterations", type=int, default=None, help="default 200 (seed) / 5")
     ap.add_argument("--parties", type=int, default=2, choices=range(2, len(NAMES) + 1))
-    ap.add_argument("--warmup", type=int, default=None, help="default 10 (seed) / 1")
-    ap.add_argument("--no-crypten", action="store_true", help="skip the CrypTen comparison")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    args = ap.parse_args()
+    return ap
+
+
+def bench_setup(ap: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """Logging and threads set; the suite names, checked."""
     configure_logging(level="warning")
     if args.threads:
         torch.set_num_threads(args.threads)
-    w = WORKLOADS[args.workload]
-    iterations = args.iterations or (200 if w.name == "seed" else 5)
-    warmup = args.warmup if args.warmup is not None else (10 if w.name == "seed" else 1)
     suites = [s.strip() for s in args.suites.split(",") if s.strip()]
     for s in suites:
         if s not in SUITES:
             ap.error(f"unknown suite {s!r}; known: {', '.join(sorted(SUITES))}")
+    return suites
+
+
+def main() -> None:
+    ap = bench_parser(__doc__.splitlines()[0])
+    ap.add_argument("--iterations", type=int, default=None, help="default 200 (seed) / 5")
+    ap.add_argument("--warmup", type=int, default=None, help="default 10 (seed) / 1")
+    ap.add_argument("--no-crypten", action="store_true", help="skip the CrypTen comparison")
+    args = ap.parse_args()
+    suites = bench_setup(ap, args)
+    w = WORKLOADS[args.workload]
+    iterations = args.iterations or (200 if w.name == "seed" else 5)
+    warmup = args.warmup if args.warmup is not None else (10 if w.name == "seed" else 1)
     plain = plaintext_ms(w, iterations + warmup)
     rows = [trio.run(encrypted, w, s, args.parties, iterations, warmup) for s in suites]
     peer = None if args.no_crypten or args.parties != 2 else crypten_ms(w)
