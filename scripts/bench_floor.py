@@ -23,15 +23,14 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import torch
 import trio
-from bench_train import NAMES, WORKLOADS, Workload, bench_parser, bench_setup
-from seed_net import loss_fn
+from bench_train import NAMES, WORKLOADS, Workload, bench_parser, bench_setup, on_cluster
 
 from protocols import Share
 from protocols.opkind import Suite
 from protocols.params import Params
 from protocols.suite import SUITES
 from protocols.testing import Board, LocalContext, run_parties
-from training import SGD, Cluster, TrainingCoordinator
+from training import Cluster
 
 Shape = tuple[int, ...]
 
@@ -40,12 +39,7 @@ async def op_log(w: Workload, suite: str, parties: int) -> tuple[list[tuple], fl
     """The interactive ops ``(kind, shapes, out, divisor)`` of one warm iteration and the
     runtime's median ms per iteration over 20 iterations."""
     async with Cluster.start(NAMES[:parties], provider="james", protocols=suite) as cluster:
-        x, y = w.data()
-        xs, ys = cluster.share(x), cluster.share(y)
-        model = cluster.share_module(w.model())
-        coord = TrainingCoordinator(
-            cluster, model, SGD(model.parameters(), lr=w.lr), loss_fn, measure_phases=False
-        )
+        coord, xs, ys = on_cluster(cluster, w)
         await coord.step(xs, ys)
         await cluster.flush()
         cluster.take_op_costs()

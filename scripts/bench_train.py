@@ -24,7 +24,7 @@ from torch import nn
 
 from actors import configure_logging
 from protocols.suite import SUITES
-from training import SGD, Cluster, TrainingCoordinator
+from training import SGD, Cluster, SharedTensor, TrainingCoordinator
 
 NAMES = ["alice", "bob", "carol", "dave"]
 
@@ -90,14 +90,21 @@ class Row:
     control: int
 
 
+def on_cluster(
+    cluster: Cluster, w: Workload
+) -> tuple[TrainingCoordinator, SharedTensor, SharedTensor]:
+    """The workload shared on ``cluster``: its coordinator (SGD), data and targets."""
+    x, y = w.data()
+    model = cluster.share_module(w.model())
+    coord = TrainingCoordinator(
+        cluster, model, SGD(model.parameters(), lr=w.lr), loss_fn, measure_phases=False
+    )
+    return coord, cluster.share(x), cluster.share(y)
+
+
 async def encrypted(w: Workload, suite: str, parties: int, iterations: int, warmup: int) -> Row:
     async with Cluster.start(NAMES[:parties], provider="james", protocols=suite) as cluster:
-        x, y = w.data()
-        xs, ys = cluster.share(x), cluster.share(y)
-        model = cluster.share_module(w.model())
-        coord = TrainingCoordinator(
-            cluster, model, SGD(model.parameters(), lr=w.lr), loss_fn, measure_phases=False
-        )
+        coord, xs, ys = on_cluster(cluster, w)
         times = []
         for i in range(warmup + iterations):
             if i == warmup:
