@@ -30,15 +30,14 @@ class PrecisionWarning(UserWarning):
     """A value or a learning rate is too small for the fixed-point resolution."""
 
 
-_LIBRARY = str(Path(__file__).resolve().parents[1])
+_ROOT = Path(__file__).resolve().parents[1]
+_PACKAGES = tuple(f"{_ROOT / p}/" for p in ("actors", "protocols", "training"))
 
 
 def _warn(message: str) -> None:
-    """Warn at the first caller outside this library (the user's line)."""
+    """Warn at the first caller outside this library's packages (the user's line)."""
     level, frame = 2, sys._getframe(1)
-    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(
-        _LIBRARY + "/"
-    ):
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(_PACKAGES):
         level, frame = level + 1, frame.f_back  # type: ignore[assignment]
     warnings.warn(message, PrecisionWarning, stacklevel=level)
 
