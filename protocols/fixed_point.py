@@ -46,9 +46,14 @@ class FixedPoint:
     """Number of fractional digits in ``base``."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.base, int) or self.base < 2:
+        # bool is an int subclass: True would pass silently as base or precision 1
+        if isinstance(self.base, bool) or not isinstance(self.base, int) or self.base < 2:
             raise EncodingError(f"fixed-point base must be an integer >= 2, got {self.base!r}")
-        if not isinstance(self.precision, int) or self.precision < 0:
+        if (
+            isinstance(self.precision, bool)
+            or not isinstance(self.precision, int)
+            or self.precision < 0
+        ):
             raise EncodingError(
                 f"fixed-point precision must be an integer >= 0, got {self.precision!r}"
             )

@@ -175,3 +175,9 @@ def test_largest_allowed_scale() -> None:
     fp = FixedPoint(2, 30)
     assert fp.max_value == pytest.approx(2.0, rel=1e-8)
     assert fp.encode(torch.tensor([1.5], dtype=torch.float64)).tolist() == [3 * 2**29]
+
+
+@pytest.mark.parametrize(("base", "precision"), [(10, True), (True, 3), (2, False), (10, 2.0)])
+def test_bools_and_floats_are_not_a_base_or_precision(base: object, precision: object) -> None:
+    with pytest.raises(EncodingError, match="must be an integer"):
+        FixedPoint(base, precision)  # type: ignore[arg-type]
