@@ -26,6 +26,7 @@ import math
 import numbers
 import operator
 import secrets
+import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
@@ -201,6 +202,8 @@ class Cluster:
         self.seed = seed
         self.suite = suite
         self._prg = Prg.fresh() if seed is None else Prg.from_seed(seed, "coordinator")
+        self._thread = threading.get_ident()
+        """The thread of the trio run this cluster lives in: ops are issued only there."""
         self._endpoint = network.endpoints[coordinator]
         self._mailbox = self._endpoint.mailbox
         self._next_tid = 0
@@ -441,6 +444,13 @@ class Cluster:
     def _check_open(self) -> None:
         if self._closed or self._nursery is None:
             raise RuntimeError("this cluster has been closed")
+        if threading.get_ident() != self._thread:
+            raise RuntimeError(
+                "this cluster runs in another thread (its trio run's); operations on its "
+                "shares must be issued there: with training.sync.Session, pass the code to "
+                "session.run(fn) (e.g. session.run(step) for a training step, "
+                "session.run(lambda: Adam(model.parameters()))) and reveal with session.get"
+            )
 
     def new_tid(self) -> int:
         self._next_tid += 1

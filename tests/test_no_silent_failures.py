@@ -109,6 +109,21 @@ def test_sync_session_trains_like_torch_and_works_inside_asyncio() -> None:
     assert got2 == got  # seeded: the same run
 
 
+def test_session_ops_from_the_wrong_thread_say_what_to_do() -> None:
+    """Ops on a Session's shares issued from the caller's thread (not through run) used to
+    fail deep inside trio, or not at all, depending on timing: now always a clear error,
+    before anything is queued; the same op through run() works."""
+    torch.manual_seed(0)
+    with Session(PARTIES[2], PROVIDER, seed=4) as s:
+        xs = s.share(torch.randn(4, 3), base=2)
+        model = s.share_module(nn.Linear(3, 2), base=2)
+        for attempt in (lambda: model(xs), lambda: xs * xs, lambda: xs + 1.0):
+            with pytest.raises(RuntimeError, match=r"session\.run\(fn\)"):
+                attempt()
+        out = s.get(s.run(lambda: model(xs)))
+        assert tuple(out.shape) == (4, 2)
+
+
 def test_session_reports_a_failed_start() -> None:
     with pytest.raises(ValueError, match="at least 2 parties"):
         Session(["alice"])
