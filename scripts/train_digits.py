@@ -30,7 +30,14 @@ from protocols.errors import NumericError
 from protocols.suite import SUITES
 from training import SGD, Adam, Cluster, SharedTensor, export_module
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.launch import TRANSPORTS, add_check_args, check_options, open_cluster
+from training.launch import (
+    TRANSPORTS,
+    add_check_args,
+    add_encoding_args,
+    check_options,
+    check_script_args,
+    open_cluster,
+)
 
 PARTY_NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
 
@@ -296,7 +303,7 @@ def summary(args: argparse.Namespace, r: Result) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--model", choices=["mlp", "cnn", "both"], default="mlp")
     ap.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     ap.add_argument("--epochs", type=int, default=4)
@@ -313,8 +320,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="memory: every actor in this process; tcp: the parties and the provider as "
         "separate processes on 127.0.0.1 over mutual TLS (fresh certificates)",
     )
-    ap.add_argument("--precision", type=int, default=16)
-    ap.add_argument("--base", type=int, default=2)
+    add_encoding_args(ap, base=2)
     ap.add_argument("--seed", type=int, default=0, help="init and shuffling seed")
     ap.add_argument("--split-seed", type=int, default=0, help="train/test split seed")
     ap.add_argument("--insecure-seed", type=int, default=None, help="seed the PRGs (INSECURE)")
@@ -344,6 +350,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.checkpoint = args.checkpoint.resolve()
     if args.lr is None:
         args.lr = 0.1 if args.optimizer == "sgd" else 0.02
+    check_script_args(ap, args)
     return args
 
 

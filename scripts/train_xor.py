@@ -26,8 +26,7 @@ PARTY_NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--precision", type=int, default=3, help="fractional digits (default 3)")
-    ap.add_argument("--base", type=int, default=10, help="fixed-point base (default 10)")
+    launch.add_encoding_args(ap, base=10)
     ap.add_argument("--parties", type=int, default=2, help="number of parties >= 2 (default 2)")
     ap.add_argument("--iterations", type=int, default=20, help="SGD iterations (default 20)")
     ap.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
@@ -69,6 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     launch.add_check_args(ap)
     ap.add_argument("--quiet", action="store_true", help="only the summary")
     args = ap.parse_args(argv)
+    launch.check_script_args(ap, args)
     if not 2 <= args.parties <= len(PARTY_NAMES):
         ap.error(f"--parties must be between 2 and {len(PARTY_NAMES)}")
     if args.iterations < 1:

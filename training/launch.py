@@ -12,6 +12,7 @@ directory, so a relative path (a checkpoint directory) means the same folder to 
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -23,8 +24,10 @@ import torch
 from actors import NetworkProfile
 from actors.config import write_local_config
 from actors.node import save_tensors, spawn_nodes, stop_nodes
+from protocols import FixedPoint
+from protocols.errors import EncodingError
 
-from .cluster import Cluster
+from .cluster import Cluster, default_precision
 
 TRANSPORTS = ("memory", "tcp")
 
@@ -56,6 +59,35 @@ def add_check_args(ap: argparse.ArgumentParser) -> None:
         help="largest |value| a reveal accepts: 'headroom' (default: the ring's), a "
         "number, or 'none'",
     )
+
+
+def add_encoding_args(ap: argparse.ArgumentParser, base: int = 10) -> None:
+    """``--base`` and ``--precision`` (default: the library's for the base: 3 digits in
+    base 10, 16 bits in base 2); :func:`check_script_args` validates and resolves them."""
+    ap.add_argument("--base", type=int, default=base, help=f"fixed-point base (default {base})")
+    ap.add_argument(
+        "--precision",
+        type=int,
+        default=None,
+        help="fractional digits in the base (default: 3 in base 10, 16 bits in base 2)",
+    )
+
+
+def check_script_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse a bad base, precision or learning rate as a usage error (not a traceback
+    later), and fill in the base's default precision."""
+    if args.precision is None:
+        try:
+            args.precision = default_precision(args.base)
+        except EncodingError as exc:
+            ap.error(str(exc))
+    try:
+        FixedPoint(args.base, args.precision)
+    except EncodingError as exc:
+        ap.error(str(exc))
+    lr = getattr(args, "lr", None)
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        ap.error(f"--lr must be a positive number, got {lr}")
 
 
 def check_options(args: argparse.Namespace) -> dict[str, Any]:
