@@ -123,9 +123,9 @@ MIN_BITS = 12
 def require_bits(x: SharedTensor, name: str, *, base2: bool = False) -> None:
     """Refuse (before anything is queued) a smooth function on too coarse an encoding."""
     if frac_bits(x) < MIN_BITS or (base2 and x.fp.base != 2):
-        what = "base 2 with" if base2 else ""
+        what = "base 2 with " if base2 else ""
         raise UnsupportedOperation(
-            f"{name} needs {what} at least {MIN_BITS} fractional bits for its stated "
+            f"{name} needs {what}at least {MIN_BITS} fractional bits for its stated "
             f"accuracy (this tensor has base {x.fp.base}, precision {x.fp.precision}); "
             "share with cluster.share(t, precision=16, base=2) / "
             "cluster.share_module(net, precision=16, base=2)"

@@ -919,9 +919,11 @@ class SharedTensor:
     ) -> Any:
         impl = _TORCH.get(func)
         if impl is None:
-            name = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
-            module = getattr(func, "__module__", None) or "torch"
-            raise UnsupportedOperation(f"{module}.{name} is not supported on SharedTensor")
+            name = getattr(func, "__name__", None) or repr(func)
+            raise UnsupportedOperation(
+                f"torch operation {name!r} is not supported on SharedTensor "
+                "(docs/ops.md lists the supported operations and layers)"
+            )
         return impl(*args, **(kwargs or {}))
 
 
