@@ -149,6 +149,8 @@ class Result:
     """The plaintext-trained model on the encrypted test data."""
     online_rounds: int = 0
     online_bytes: int = 0
+    checker: Any = None
+    """Check mode's checker (``--check``), read after the cluster closed."""
 
 
 def epoch_batches(args: argparse.Namespace, n: int, epoch: int) -> list[torch.Tensor]:
@@ -272,6 +274,7 @@ async def train(args: argparse.Namespace, cluster: Cluster | None = None) -> Res
         served = c.share_module(plain, requires_grad=False, **fp)
         pred = await encrypted_predictions(served, x_te)
         res.inference_acc = float((pred == data.y_test).float().mean())
+        res.checker = c.checker
     return res
 
 
@@ -299,6 +302,7 @@ def summary(args: argparse.Namespace, r: Result) -> str:
         f"test data {r.inference_acc:.4f}; per epoch {enc:.1f} s encrypted vs "
         f"{pla * 1000:.1f} ms plaintext; {r.online_rounds} online rounds, "
         f"{r.online_bytes / 1e6:.1f} MB online"
+        + (f"\n{r.checker.summary()}" if r.checker is not None else "")
     )
 
 

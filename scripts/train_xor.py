@@ -157,6 +157,7 @@ async def train(args: argparse.Namespace) -> dict[str, object]:
                 progress.stop()
         elapsed = time.perf_counter() - t0
         total = cluster.stats() - setup
+        checker = cluster.checker
     gaps = [abs(r.loss - p) for r, p in zip(records, plain, strict=True)]
     worst = max(range(len(gaps)), key=gaps.__getitem__)
     phases = records[-1].phases
@@ -193,6 +194,8 @@ async def train(args: argparse.Namespace) -> dict[str, object]:
     if preds is not None:
         shown = ", ".join(f"{v:.3f}" for v in preds.reshape(-1).tolist())
         print(f"predictions       [{shown}] for targets {TARGET.reshape(-1).tolist()}")
+    if checker is not None:  # the closing flush has checked the last ops too
+        print(checker.summary())
     return {"records": records, "plain": plain, "max_gap": gaps[worst], "total": total}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -321,7 +322,13 @@ def test_train_xor_reports_an_out_of_range_loss_without_a_traceback(
     err = capsys.readouterr().err
     assert err.startswith("train_xor.py: ValueOutOfRange:") and "label 'loss'" in err
     assert train_xor.main(["--lr", "1", "--quiet", "--insecure-seed", "3", "--check"]) == 1
-    assert "Check mode found the op's result correct" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Check mode found the op's result correct" in err
+    assert "to name the first op" not in err  # check mode is on: no such advice
+    assert train_xor.main(["--quiet", "--insecure-seed", "3", "--check", "--iterations", "2"]) == 0
+    assert re.search(
+        r"check mode +\d+ ops \(\d+ elements\) within 2 units", capsys.readouterr().out
+    )
     with pytest.raises(SystemExit):
         train_xor.parse_args(["--value-bound", "-3"])
     assert train_xor.parse_args(["--value-bound", "none"]).value_bound is None

@@ -121,8 +121,14 @@ def check_range(t: SharedTensor, raw: torch.Tensor) -> torch.Tensor:
         f"revealed value {worst:.6g} of {origin} is outside |v| < {bound:.8g} ({why}; "
         f"{count} of {values.numel()} elements are outside). {what} Use smaller values or "
         "a smaller learning rate, or a lower precision (more integer headroom in the "
-        "64-bit ring), or Cluster.start(..., check=True) to name the first op that went "
-        "wrong (value_bound=None turns this check off)",
+        "64-bit ring)"
+        + (
+            ""
+            if checked
+            else ", or Cluster.start(..., check=True) (--check) to name the first op that "
+            "went wrong"
+        )
+        + " (value_bound=None, --value-bound none, turns this check off)",
         kind=origin.kind,
         op=origin.op,
         label=origin.label,
@@ -155,6 +161,19 @@ class ShadowChecker:
         self.tolerance = tolerance
         self._pending: list[_Issued] = []
         self._warned: set[str] = set()
+        self.checked_ops = 0
+        """Ops whose results matched their plaintext reference so far."""
+        self.checked_elements = 0
+        self.unchecked_ops = 0
+        """Ops revealed but without a reference (warned about once per cause)."""
+
+    def summary(self) -> str:
+        """One line for the end of a run: what check mode verified."""
+        return (
+            f"check mode        {self.checked_ops} ops ({self.checked_elements} elements) "
+            f"within {self.tolerance.units:g} units in the last place of their plaintext "
+            f"reference; {self.unchecked_ops} without a reference"
+        )
 
     def _warn(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -216,12 +235,15 @@ class ShadowChecker:
                 f"({item.origin}): its results are revealed but not checked, and become "
                 "the shadows of what follows",
             )
+            self.unchecked_ops += 1
         else:
             # every operand is known here: its op was checked earlier in issue order
             ins = [cast(torch.Tensor, s.value) for s in item.operands]
             expected = ref(ins, item.params, [o.shape for o in item.outs], got)
             for o, e, g in zip(item.outs, expected, got, strict=True):
                 self._compare(item, o, e.to(torch.float64).expand(o.shape), g)
+            self.checked_ops += 1
+            self.checked_elements += sum(g.numel() for g in got)
         for o, g in zip(item.outs, got, strict=True):
             o.shadow.value = g
 
