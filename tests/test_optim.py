@@ -202,3 +202,15 @@ async def test_adam_noise_floor_keeps_rounding_noise_from_moving_weights() -> No
             moved[floor] = float((await p.get()).abs().mean()) / lr
     assert moved[0] > 0.5, moved  # the amplification the floor is for
     assert moved[NOISE_FLOOR] < 0.05 * steps / 8, moved
+
+
+async def test_adam_says_which_eps_it_uses(monkeypatch: pytest.MonkeyPatch) -> None:
+    from training import precision
+
+    monkeypatch.setattr(precision, "_ADAM_NOTED", False)
+    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=8) as c:
+        p = c.share(torch.zeros(3), precision=16, base=2, requires_grad=True)
+        with pytest.warns(precision.PrecisionWarning, match=r"torch\.optim\.Adam\(eps=0\.000977\)"):
+            opt = Adam([p], lr=0.01)
+        assert opt.param_groups[0]["effective_eps"] == NOISE_FLOOR * 2.0**-16
+        assert Adam([p], lr=0.01, noise_floor=0).param_groups[0]["effective_eps"] == 1e-8

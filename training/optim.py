@@ -36,7 +36,7 @@ import torch
 from protocols.params import Params
 
 from . import functional as Fn
-from .precision import check_learning_rate
+from .precision import check_learning_rate, note_adam_eps
 from .tensor import SharedTensor, cat
 
 
@@ -257,6 +257,12 @@ class Adam(Optimizer):
             "noise_floor": noise_floor,
         }
         super().__init__(params, defaults)
+        for group in self.param_groups:
+            f = min(p.prec for p in group["params"])  # fractional bits (base 2, checked)
+            group["effective_eps"] = max(group["eps"], group["noise_floor"] * 2.0**-f)
+        raised = [g for g in self.param_groups if g["effective_eps"] > g["eps"]]
+        if raised:
+            note_adam_eps(raised[0]["eps"], raised[0]["effective_eps"])
 
     decoupled = False
     _step_name = "|m / sqrt(v)|"

@@ -81,3 +81,21 @@ def check_learning_rate(lr: float, fp: FixedPoint, what: str, step: str = "|grad
             f"{what}: lr {lr:g} moves a weight only where {step} >= {g:.3g}; smaller steps "
             f"round to 0 in fixed point ({_fix(fp)})"
         )
+
+
+_ADAM_NOTED = False
+
+
+def note_adam_eps(eps: float, effective: float) -> None:
+    """Once per process: Adam on shares uses a larger eps than asked (its noise floor)."""
+    global _ADAM_NOTED
+    if _ADAM_NOTED:
+        return
+    _ADAM_NOTED = True
+    _warn(
+        f"Adam on shares uses eps {effective:.3g}, not {eps:g}: fixed point's rounding "
+        "noise would otherwise become lr-sized steps on weights whose gradient is 0 "
+        f"(training.optim.NOISE_FLOOR). Compare with torch.optim.Adam(eps={effective:.3g}), "
+        "or pass noise_floor=0 for torch's eps (shown once; param_groups hold "
+        "'effective_eps')"
+    )
