@@ -28,7 +28,7 @@ import operator
 import secrets
 import threading
 import weakref
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -321,14 +321,8 @@ class Cluster:
                 await nursery.start(dealer.run)
                 for actor in actors:
                     await nursery.start(actor.run)
-                try:
+                async with cluster._serving(nursery):
                     yield cluster
-                    await cluster.flush()
-                    cluster._check_quiet()
-                    cluster._log_summary()
-                finally:
-                    cluster._closed = True
-                    nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             raise first_error(group) from None
 
@@ -401,16 +395,8 @@ class Cluster:
                 cluster.catalog = {
                     n: {k: tuple(v) for k, v in ready[n].catalog.items()} for n in names
                 }
-                try:
+                async with cluster._serving(nursery, transport.close):
                     yield cluster
-                    await cluster.flush()
-                    cluster._check_quiet()
-                    cluster._log_summary()
-                finally:
-                    cluster._closed = True
-                    with trio.CancelScope(shield=True):
-                        await transport.close()
-                    nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             raise first_error(group) from None
 
@@ -441,6 +427,25 @@ class Cluster:
             )
 
     # -- runtime used by the frontend ---------------------------------------------------------
+    @asynccontextmanager
+    async def _serving(
+        self, nursery: trio.Nursery, close: Callable[[], Awaitable[object]] | None = None
+    ) -> AsyncIterator[None]:
+        """The user's block of :meth:`start` / :meth:`connect`: on a normal exit, wait for
+        every op, check nothing is left over and log the summary; always mark the cluster
+        closed, run ``close`` (shielded) and stop the actors."""
+        try:
+            yield
+            await self.flush()
+            self._check_quiet()
+            self._log_summary()
+        finally:
+            self._closed = True
+            if close is not None:
+                with trio.CancelScope(shield=True):
+                    await close()
+            nursery.cancel_scope.cancel()
+
     def _check_open(self) -> None:
         if self._closed or self._nursery is None:
             raise RuntimeError("this cluster has been closed")

@@ -259,7 +259,7 @@ class Adam(Optimizer):
         super().__init__(params, defaults)
         for group in self.param_groups:
             f = min(p.prec for p in group["params"])  # fractional bits (base 2, checked)
-            group["effective_eps"] = max(group["eps"], group["noise_floor"] * 2.0**-f)
+            group["effective_eps"] = self._effective_eps(group, f)
         raised = [g for g in self.param_groups if g["effective_eps"] > g["eps"]]
         if raised:
             note_adam_eps(raised[0]["eps"], raised[0]["effective_eps"])
@@ -283,6 +283,11 @@ class Adam(Optimizer):
         group["noise_floor"] = _check_number("noise_floor", group["noise_floor"])
 
     @staticmethod
+    def _effective_eps(group: dict[str, Any], f: int) -> float:
+        """eps, raised to ``noise_floor`` units of the last place of an f-bit gradient."""
+        return max(group["eps"], group["noise_floor"] * 2.0**-f)
+
+    @staticmethod
     def _exponent(b2: float, t: int) -> int:
         """e_t: floor(log2 S_t), S_t = 1 + b2 + ... + b2**(t-1) (public)."""
         return math.floor(math.log2((1.0 - b2**t) / (1.0 - b2)) + 1e-12) if t > 1 else 0
@@ -293,7 +298,7 @@ class Adam(Optimizer):
         pending: list[tuple[SharedTensor, SharedTensor, SharedTensor, float]] = []
         with torch.no_grad():
             for group in self.param_groups:
-                lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
+                lr, (b1, b2) = group["lr"], group["betas"]
                 wd = group["weight_decay"]
                 for p in group["params"]:
                     if self._frozen(p):
@@ -325,8 +330,7 @@ class Adam(Optimizer):
                     s_t = (1.0 - b2**t) / (1.0 - b2)
                     rho = 2.0**e / s_t
                     c1 = (1 - b1) / (1 - b1**t)
-                    # eps, raised to noise_floor units of the gradient's last place
-                    eps_f = max(eps, group["noise_floor"] * 2.0**-f)
+                    eps_f = self._effective_eps(group, f)
                     floor = eps_f**2 * 2.0**f / rho + 2.0**-f
                     pending.append((p, m, v + floor, lr * c1 / math.sqrt(rho) / 2**a))
             self._apply(pending)
