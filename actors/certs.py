@@ -47,6 +47,7 @@ def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
         serialization.NoEncryption(),
     )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a key re-issued over an older, looser file
     with os.fdopen(fd, "wb") as f:
         f.write(data)
 
@@ -131,6 +132,10 @@ def write_certs(
 ) -> dict[str, CertPaths]:
     """Write ``ca.pem`` (and ``ca.key``) and ``<actor>.pem``/``<actor>.key`` for each actor
     into ``out``; returns the paths by actor (the CA under ``"ca"``, its key as ``key``)."""
+    from .config import check_name
+
+    for actor in actors:
+        check_name(actor)  # names files; "ca" would overwrite the CA's
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     ca_key, ca_cert = make_ca(ca_name, days)
@@ -161,7 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--days", type=int, default=30, help="validity in days (default 30)")
     args = ap.parse_args(argv)
     hosts = dict(h.split("=", 1) for h in args.host)
-    paths = write_certs(args.out, args.actors, hosts, args.days)
+    try:
+        paths = write_certs(args.out, args.actors, hosts, args.days)
+    except ValueError as exc:
+        ap.error(str(exc))
     for name, p in paths.items():
         print(f"{name:<12} {p.cert}  {p.key}")
     return 0

@@ -51,6 +51,7 @@ from .envelope import Envelope, Phase
 from .log import debug_enabled, get_logger
 from .network import Chaos, Network, NetworkProfile, Roles, Transport
 from .party import Party, check_expect
+from .policy import RevealPolicy, RevealRefused, legacy_policies
 from .provider import CryptoProvider
 from .stats import CommStats
 from .wire import Batch, Command, DealerRequest, Reply, Requests, encode_control
@@ -101,12 +102,16 @@ class OpRecord:
     """The suite's closed form for this op (rounds, online bytes per party, dealer bytes)."""
 
 
-def access_denied(env: Envelope) -> AccessDenied:
-    """The refusal a party sent instead of a share (ProtocolError if it is not one)."""
+def access_denied(env: Envelope) -> AccessDenied | ProtocolError:
+    """The refusal a party sent instead of a share: :class:`RevealRefused` (its policy
+    or an owner's), ProtocolError for a malformed reveal command or a reply that is not a
+    refusal."""
     reply = env.control(Reply)
     if reply.denied is None:
         raise ProtocolError(f"{env.sender} answered {env.tag!r} with a reply that is not a refusal")
-    return AccessDenied(reply.denied)
+    if reply.malformed:
+        return ProtocolError(reply.denied)
+    return RevealRefused(reply.denied)
 
 
 def _int64s(values: Any, what: str, kind: str, bad_type: str) -> tuple[int, ...]:
@@ -244,7 +249,7 @@ class Cluster:
         timeout: float = 30.0,
         chaos: Chaos | None = None,
         data: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
-        reveal_policy: Mapping[str, Sequence[str]] | None = None,
+        reveal_policy: Mapping[str, Sequence[str] | RevealPolicy] | None = None,
         value_bound: ValueBound = "headroom",
         check: bool | Tolerance = False,
     ) -> AsyncIterator[C]:
@@ -259,8 +264,9 @@ class Cluster:
         and a local coordinator). ``timeout`` bounds every wait on an actor that has
         stopped (one that is still computing gets more time). ``chaos`` injects faults.
         ``data`` gives parties named plaintext tensors they hold (see :meth:`input_from`);
-        ``reveal_policy`` maps an owner to the recipients, besides itself, that the
-        parties may reveal its values to (every party gets it at start).
+        ``reveal_policy`` maps a party to its own rules for values derived from its data
+        (:class:`actors.policy.RevealPolicy`, or a list of recipients allowed any reveal;
+        a party not named allows nothing). A seeded cluster refuses party-held inputs.
 
         ``value_bound``: revealed values larger in magnitude raise ``ValueOutOfRange``
         naming the op: ``"headroom"`` (default) is ``FixedPoint.headroom`` of the value's
@@ -283,6 +289,7 @@ class Cluster:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         _value_bound(value_bound), _check_tolerance(check)  # refuse before starting anything
         suite = get_suite(protocols)
+        policies = legacy_policies(names, reveal_policy)
         pairs = {(a, b) for a in names for b in names if a != b}
         roles = Roles(coordinator, provider, frozenset(names))
         net = Network(
@@ -307,7 +314,8 @@ class Cluster:
                 net.endpoints[n],
                 suite,
                 data=(data or {}).get(n),
-                reveal_policy=reveal_policy,
+                policy=policies[n],
+                seeded=seed is not None,
             )
             for n in names
         ]
@@ -336,7 +344,7 @@ class Cluster:
         protocols: str | None = None,
         timeout: float = 30.0,
         chaos: Chaos | None = None,
-        reveal_policy: Mapping[str, Sequence[str]] | None = None,
+        reveal_policy: object = None,
         connect_timeout: float = 60.0,
         value_bound: ValueBound = "headroom",
         check: bool | Tolerance = False,
@@ -345,15 +353,26 @@ class Cluster:
         (``python -m actors.node``), over mutually authenticated TLS.
 
         ``config`` is the cluster file (:mod:`actors.config`). A fresh session id is drawn
-        for every call; the nodes get the session's settings (suite name, seed, timeout,
-        reveal policy, chaos) and serve this one session. Same frames, meters and errors
-        as :meth:`start`: a node that dies is reported as :class:`PartyFailure` naming it.
+        for every call; the nodes get the session's settings (suite name, timeout,
+        chaos) and serve this one session. Same frames, meters and errors as
+        :meth:`start`: a node that dies is reported as :class:`PartyFailure` naming it.
         ``value_bound`` and ``check`` as in :meth:`start` (check mode compares only what
-        the coordinator may reveal: values computed from its own inputs).
+        the coordinator may reveal).
+
+        What the coordinator cannot set: each party's reveal policy comes from its own
+        node's configuration (``reveal_policy`` here raises ``TypeError``), and a ``seed``
+        goes to the provider only and is refused by every node not started with
+        ``--allow-insecure-seed`` (:class:`actors.tls.SessionRefused`).
         """
-        from .tls import Session, TlsTransport
+        from .tls import Session, SessionRefused, TlsTransport
 
         require_trio("Cluster.connect")
+        if reveal_policy is not None:
+            raise TypeError(
+                "Cluster.connect takes no reveal_policy: each party sets its own in its node's "
+                "configuration ([actors.NAME.reveal] in the cluster file, or the node's "
+                "--allow-reveal); the coordinator cannot grant itself access"
+            )
         _value_bound(value_bound), _check_tolerance(check)
         cfg = config if isinstance(config, ClusterConfig) else load_config(config)
         if protocols is not None and not isinstance(protocols, str):
@@ -380,7 +399,6 @@ class Cluster:
             protocols or "default",
             seed,
             timeout,
-            {k: list(v) for k, v in (reveal_policy or {}).items()},
             chaos.seed if chaos else 0,
             chaos.crash if chaos else None,
             chaos.max_delay if chaos else 0.0,
@@ -391,7 +409,12 @@ class Cluster:
                 cluster._nursery = nursery
                 await nursery.start(transport.run)
                 transport.start_heartbeats()
-                ready = await transport.open_session(session)
+                try:
+                    ready = await transport.open_session(session)
+                except SessionRefused:
+                    with trio.CancelScope(shield=True):
+                        await transport.close()
+                    raise
                 cluster.catalog = {
                     n: {k: tuple(v) for k, v in ready[n].catalog.items()} for n in names
                 }
@@ -632,12 +655,12 @@ class Cluster:
                 f"{self.coordinator!r}; nothing was sent"
             )
         ops = []
-        for tid, _ in wanted:
+        for tid, shape in wanted:
             ops.append(self._op_id())
-            self._command(Command("reveal", ops[-1], (tid,), (), None, to))
+            self._command(Command("reveal", ops[-1], (tid,), (), Params(shape=shape), to))
         self._send_pending()
         out: list[torch.Tensor] = []
-        denied: AccessDenied | None = None
+        denied: AccessDenied | ProtocolError | None = None
         self._waits += 1
         try:
             for op, (_, shape) in zip(ops, wanted, strict=True):

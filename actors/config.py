@@ -15,6 +15,14 @@ Example (``cluster.toml``; relative paths are relative to this file)::
     cert = "certs/alice.pem"
     key = "certs/alice.key"
     data = "alice.npz"                  # optional: named local tensors (numpy .npz)
+    checkpoints = "ckpt"                # optional: the only folder its checkpoint files go
+                                        # in (default: "checkpoints" beside this file)
+
+    [actors.alice.reveal]               # optional: alice's OWN rules for values derived
+    coordinator = { max_elements = 1 }  # from her data (a loss, not a batch; also
+                                        # max_total = N). Read by alice's node only; the
+                                        # coordinator's word is never taken. No table:
+                                        # nothing derived from her data is revealed.
 
     [actors.bob]   ...                  # the same for every party and the provider
     [actors.coordinator]
@@ -24,15 +32,36 @@ Example (``cluster.toml``; relative paths are relative to this file)::
 
 from __future__ import annotations
 
+import re
 import socket
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from protocols.errors import SmpcError
 
-class ConfigError(ValueError):
-    """The cluster file is missing something or contradicts itself."""
+from .policy import NO_REVEALS, RevealPolicy, policy_from_table
+
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+RESERVED = frozenset({"ca"})
+"""Not an actor's name: ``ca.pem`` / ``ca.key`` are the cluster CA's files."""
+
+
+class ConfigError(SmpcError, ValueError):
+    """The cluster file (or a file it names) is missing something, unreadable, or
+    contradicts itself; the message names the file or the entry."""
+
+
+def check_name(name: object, what: str = "actor name") -> str:
+    """An actor name: a letter, then letters, digits, '_' or '-' (it names files)."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ConfigError(
+            f"{what} {name!r}: use a letter then letters, digits, '_' or '-' (at most 64)"
+        )
+    if name in RESERVED:
+        raise ConfigError(f"{what} {name!r} is reserved (the CA's files are ca.pem and ca.key)")
+    return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +73,10 @@ class ActorAddress:
     port: int = 0
     listen: str = ""
     data: Path | None = None
+    checkpoints: Path | None = None
+    """The folder this node's checkpoint files must be in."""
+    reveal: RevealPolicy = NO_REVEALS
+    """This party's own reveal rules (read by its own node only)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +132,8 @@ def parse_config(raw: Mapping[str, object], base: Path, path: Path | None = None
     provider = str(need(raw, "provider", str, "cluster file"))
     coordinator = str(raw.get("coordinator", "coordinator"))
     everyone = [*parties, provider, coordinator]
+    for n in everyone:
+        check_name(n)
     if len(set(everyone)) != len(everyone):
         raise ConfigError(f"cluster file: actor names must be distinct, got {everyone}")
     ca = base / str(need(raw, "ca", str, "cluster file"))
@@ -120,6 +155,15 @@ def parse_config(raw: Mapping[str, object], base: Path, path: Path | None = None
                 raise ConfigError(f"{where}: port {port} out of range")
             listen = str(entry.get("listen", host))
         data = entry.get("data")
+        ckpt = entry.get("checkpoints", "checkpoints")
+        if not isinstance(ckpt, str) or not ckpt:
+            raise ConfigError(f"{where}: 'checkpoints' must be a folder, got {ckpt!r}")
+        try:
+            reveal = policy_from_table(entry.get("reveal", {}), f"[actors.{name}.reveal]")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if reveal.rules and name not in parties:
+            raise ConfigError(f"[actors.{name}.reveal]: only a party has reveal rules")
         actors[name] = ActorAddress(
             name,
             base / str(need(entry, "cert", str, where)),
@@ -128,6 +172,8 @@ def parse_config(raw: Mapping[str, object], base: Path, path: Path | None = None
             port,
             listen,
             None if data is None else base / str(data),
+            base / ckpt,
+            reveal,
         )
     unknown = set(actors_raw) - set(everyone)
     if unknown:
@@ -161,9 +207,13 @@ def write_local_config(
     data: Mapping[str, str | Path] | None = None,
     idle_timeout: float = 30.0,
     host: str = "127.0.0.1",
+    checkpoints: str | Path | None = None,
+    reveal: Mapping[str, Mapping[str, Mapping[str, int]]] | None = None,
 ) -> Path:
     """Fresh certificates and a cluster file for every actor on ``host`` (free ports) in
-    ``folder``; returns the cluster file's path."""
+    ``folder``; returns the cluster file's path. ``checkpoints``: every node's checkpoint
+    folder; ``reveal``: party -> recipient -> limits (``{"max_elements": 1}``), written
+    into that party's own table (a local cluster's user speaks for every party)."""
     from .certs import write_certs
 
     root = Path(folder)
@@ -188,6 +238,14 @@ def write_local_config(
         ]
         if data and name in data:
             lines.append(f'data = "{Path(data[name]).resolve()}"')
+        if checkpoints is not None:
+            lines.append(f'checkpoints = "{Path(checkpoints).resolve()}"')
+        rules = (reveal or {}).get(name)
+        if rules:
+            lines.append(f"[actors.{name}.reveal]")
+            for to, limits in rules.items():
+                body = ", ".join(f"{k} = {int(v)}" for k, v in limits.items())
+                lines.append(f"{to} = {{ {body} }}")
         lines.append("")
     lines += [
         f"[actors.{coordinator}]",

@@ -66,7 +66,12 @@ class NetworkProfile:
         return self.latency > 0 or self.bandwidth is not None
 
 
-_CONTROL_TAG = re.compile(r"(cmd|req)/\d+|setup/key|hb")
+MAX_BUFFERED_BYTES = 1 << 30
+MAX_BUFFERED_FRAMES = 1 << 16
+"""Default budget of unclaimed messages per sender at one mailbox: 1 GiB, 65,536 messages
+(a peer that floods a receiver with frames nobody asked for is stopped, not buffered)."""
+
+_CONTROL_TAG = re.compile(r"(cmd|req)/\d+|setup/key|setup/policy|hb")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +138,11 @@ class Mailbox:
         )
         """At a bound: the wait chain to blame, or None to keep waiting (set by the endpoint)."""
         self.stalled: Callable[[], None] = lambda: None
+        self.max_buffered_bytes = MAX_BUFFERED_BYTES
+        """Payload bytes one sender may have waiting here, unclaimed (then: ProtocolError)."""
+        self.max_buffered_frames = MAX_BUFFERED_FRAMES
+        """Messages one sender may have waiting here, unclaimed."""
+        self._buffered: dict[str, list[int]] = defaultdict(lambda: [0, 0])
 
     def waiting_for(self) -> list[str]:
         """Actors this mailbox's owner is blocked on right now (bounded waits only)."""
@@ -174,6 +184,18 @@ class Mailbox:
                 ProtocolError(
                     f"{self.owner} got an unexpected message {env.tag!r} from {env.sender} "
                     f"for operation {op}, which has already finished"
+                )
+            )
+            return
+        held = self._buffered[env.sender]
+        held[0] += 1
+        held[1] += env.payload_bytes
+        if held[0] > self.max_buffered_frames or held[1] > self.max_buffered_bytes:
+            self.fail(
+                ProtocolError(
+                    f"{self.owner} holds {held[0]} unclaimed messages ({held[1]} bytes) from "
+                    f"{env.sender}, over its budget of {self.max_buffered_frames} messages / "
+                    f"{self.max_buffered_bytes} bytes per sender"
                 )
             )
             return
@@ -221,6 +243,9 @@ class Mailbox:
             if self._fault is not None:
                 raise self._fault
             env = self._ready.pop(key)
+        held = self._buffered[sender]
+        held[0] -= 1
+        held[1] -= env.payload_bytes
         op = op_of(tag)
         if op is not None:
             left = self._pending_ops[op] - 1

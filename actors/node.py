@@ -8,12 +8,17 @@ timeout, the reveal policy. The node then runs its actor for that session and ex
 
 * 0 when the coordinator ends the session (goodbye);
 * 1 when its actor fails or a peer is lost (it reports the actor to blame to the others);
-* 2 when the coordinator is lost or stays silent longer than ``idle_timeout``;
-* 3 when no coordinator opened a session within ``idle_timeout``.
+* 2 when the coordinator is lost or stays silent longer than ``idle_timeout`` (counted
+  from its session message on);
+* 3 when no coordinator opened a session within ``idle_timeout``;
+* 4 when it refused the session (a seeded one, without ``--allow-insecure-seed``).
 
 A party's named local tensors (``data = "file.npz"`` in its table, or ``--data``) stay in
 the process; the coordinator can ask it to share one (``cluster.share_from(name, key)``)
-and learns only its shape.
+and learns only its shape. What may be revealed of values derived from them is the party's
+own rule (``[actors.NAME.reveal]`` or ``--allow-reveal``, :mod:`actors.policy`); the
+coordinator's session message cannot change it. Checkpoint files go only under the node's
+``checkpoints`` folder (or ``--checkpoints``), readable by its user only.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,14 +40,37 @@ from protocols.errors import ActorTimeout, PartyFailure
 from protocols.suite import get_suite
 
 from .actor import first_error
-from .config import ClusterConfig, load_config
+from .config import ClusterConfig, ConfigError, load_config
 from .log import configure_logging, get_logger
 from .network import Chaos, Roles
-from .party import Party
+from .party import OwnInputError, Party
+from .policy import RevealPolicy, parse_rule
 from .provider import CryptoProvider
-from .tls import TlsTransport
+from .tls import Session, TlsTransport
 
-EXIT_OK, EXIT_FAILED, EXIT_COORDINATOR_LOST, EXIT_NO_SESSION = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_COORDINATOR_LOST, EXIT_NO_SESSION, EXIT_REFUSED = 0, 1, 2, 3, 4
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOptions:
+    """What a node's own command line adds to (or overrides in) its cluster-file table."""
+
+    data: str | Path | None = None
+    reveal: RevealPolicy | None = None
+    """Overrides the table's ``reveal`` rules."""
+    checkpoints: str | Path | None = None
+    allow_insecure_seed: bool = False
+    """Accept a seeded session (reproducible masks, INSECURE: for tests and demos)."""
+
+
+def refusal(session: Session, options: NodeOptions) -> str | None:
+    """Why this node refuses ``session`` (None: it accepts it)."""
+    if (session.seed is not None or session.seeded) and not options.allow_insecure_seed:
+        return (
+            "the session is seeded (masks and keys derived from a seed the coordinator "
+            "knows: INSECURE); start the node with --allow-insecure-seed to accept one"
+        )
+    return None
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
@@ -56,12 +85,18 @@ def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor]) -> None:
     np.savez(path, **arrays)  # type: ignore[arg-type]
 
 
-async def serve(config: ClusterConfig, name: str, data_path: str | Path | None = None) -> int:
+async def serve(
+    config: ClusterConfig,
+    name: str,
+    data_path: str | Path | None = None,
+    options: NodeOptions | None = None,
+) -> int:
     """Run actor ``name`` for one session; returns the exit code."""
     if name not in config.nodes:
-        raise ValueError(f"{name!r} is not a party or the provider of the cluster file")
+        raise ConfigError(f"{name!r} is not a party or the provider of the cluster file")
+    options = options or NodeOptions()
     log = get_logger(actor=name)
-    path = data_path or config.actors[name].data
+    path = data_path or options.data or config.actors[name].data
     data = load_tensors(path) if path else {}
     roles = Roles(config.coordinator, config.provider, frozenset(config.parties))
     transport = TlsTransport(name, config, timeout=30.0, roles=roles)
@@ -77,7 +112,7 @@ async def serve(config: ClusterConfig, name: str, data_path: str | Path | None =
 
             transport.on_failure = on_failure
             try:
-                code = await _session(transport, config, name, data)
+                code = await _session(transport, config, name, data, options)
             except Exception as exc:  # noqa: BLE001 - reported to the coordinator, then exit
                 failure.append(exc)
         if failure:
@@ -91,7 +126,10 @@ async def serve(config: ClusterConfig, name: str, data_path: str | Path | None =
             lost_coordinator = blamed == config.coordinator
             code = EXIT_COORDINATOR_LOST if lost_coordinator else EXIT_FAILED
             log.warning("node_failed", blamed=blamed, error=str(err))
-            transport.report_failure(blamed, err.cause if isinstance(err, PartyFailure) else err)
+            cause = err.cause if isinstance(err, PartyFailure) else err
+            if isinstance(cause, OwnInputError):  # its peers learn nothing of the values
+                cause = OwnInputError(cause.public)
+            transport.report_failure(blamed, cause)
         with trio.CancelScope(shield=True):
             await transport.close(0.5)
         outer.cancel_scope.cancel()
@@ -99,7 +137,11 @@ async def serve(config: ClusterConfig, name: str, data_path: str | Path | None =
 
 
 async def _session(
-    transport: TlsTransport, config: ClusterConfig, name: str, data: Mapping[str, torch.Tensor]
+    transport: TlsTransport,
+    config: ClusterConfig,
+    name: str,
+    data: Mapping[str, torch.Tensor],
+    options: NodeOptions,
 ) -> int:
     with trio.move_on_after(config.idle_timeout):
         await transport.session_event.wait()
@@ -107,6 +149,13 @@ async def _session(
     if session is None:
         get_logger(actor=name).warning("no_session", waited=config.idle_timeout)
         return EXIT_NO_SESSION
+    refused = refusal(session, options)
+    if refused is not None:
+        get_logger(actor=name).warning("session_refused", reason=refused)
+        transport.send_ready({}, refused)
+        with trio.move_on_after(config.idle_timeout):
+            await transport.bye_event.wait()
+        return EXIT_REFUSED
     ep = transport.endpoint
     ep.timeout = ep.mailbox.timeout = session.timeout
     if session.chaos_crash is not None or session.chaos_delay > 0:
@@ -118,10 +167,11 @@ async def _session(
     transport.start_heartbeats()
     suite = get_suite(session.protocols)
     parties = list(config.parties)
+    me = config.actors[name]
     actor: Party | CryptoProvider
     if name == config.provider:
         actor = CryptoProvider(name, parties, config.coordinator, ep, session.seed, suite)
-    else:
+    else:  # a party never uses a seed, even one a coordinator sent it
         actor = Party(
             name,
             parties,
@@ -130,24 +180,27 @@ async def _session(
             ep,
             suite,
             data=data,
-            reveal_policy=session.reveal_policy,
+            policy=options.reveal if options.reveal is not None else me.reveal,
+            checkpoint_root=Path(options.checkpoints or me.checkpoints or "checkpoints"),
+            seeded=session.seeded or session.seed is not None,
         )
     async with trio.open_nursery() as nursery:
         await nursery.start(actor.run)
         transport.send_ready({k: list(v.shape) for k, v in data.items()})
-        nursery.start_soon(_watch_coordinator, transport, config)
+        nursery.start_soon(_watch_coordinator, transport, config, trio.current_time())
         await transport.bye_event.wait()
         nursery.cancel_scope.cancel()
     return EXIT_OK
 
 
-async def _watch_coordinator(transport: TlsTransport, config: ClusterConfig) -> None:
-    """End the session if the coordinator stays silent (no heartbeat) too long."""
+async def _watch_coordinator(transport: TlsTransport, config: ClusterConfig, since: float) -> None:
+    """End the session if the coordinator stays silent (no heartbeat) too long, counted
+    from ``since`` (its session message) if nothing was heard after it."""
     coordinator = config.coordinator
     while True:
         await trio.sleep(min(1.0, config.idle_timeout / 4))
-        heard = transport.endpoint._heard.get(coordinator)
-        if heard is not None and trio.current_time() - heard > config.idle_timeout:
+        heard = max(transport.endpoint._heard.get(coordinator, since), since)
+        if trio.current_time() - heard > config.idle_timeout:
             raise PartyFailure(
                 coordinator, TimeoutError(f"silent for more than {config.idle_timeout:g} s")
             )
@@ -161,9 +214,14 @@ def node_command(config: str | Path, name: str) -> list[str]:
 
 
 def spawn_nodes(
-    config: str | Path, names: Sequence[str], *, log_dir: str | Path | None = None
+    config: str | Path,
+    names: Sequence[str],
+    *,
+    log_dir: str | Path | None = None,
+    allow_insecure_seed: bool = False,
 ) -> dict[str, subprocess.Popen[bytes]]:
-    """Start one node process per name (same interpreter, this package on PYTHONPATH)."""
+    """Start one node process per name (same interpreter, this package on PYTHONPATH);
+    ``allow_insecure_seed`` passes ``--allow-insecure-seed`` to every node."""
     root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -174,7 +232,12 @@ def spawn_nodes(
         for n in names:
             out = open(Path(log_dir) / f"{n}.log", "wb") if log_dir else subprocess.DEVNULL  # noqa: SIM115
             procs[n] = subprocess.Popen(
-                [*node_command(config, n), "--log-level", env["SMPC_NODE_LOG"]],
+                [
+                    *node_command(config, n),
+                    "--log-level",
+                    env["SMPC_NODE_LOG"],
+                    *(["--allow-insecure-seed"] if allow_insecure_seed else []),
+                ],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -207,13 +270,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True, help="the cluster file (TOML, see below)")
     ap.add_argument("--name", required=True, help="which actor of the cluster file to run")
     ap.add_argument("--data", help="named local tensors (.npz); overrides the file's 'data'")
+    ap.add_argument(
+        "--allow-reveal",
+        action="append",
+        metavar="TO[:MAX_ELEMENTS[:MAX_TOTAL]]",
+        help="this party's own reveal rule for values derived from its data (repeatable; "
+        "replaces the file's [actors.NAME.reveal]), e.g. coordinator:1 for losses only",
+    )
+    ap.add_argument("--checkpoints", help="the only folder checkpoint files may go in")
+    ap.add_argument(
+        "--allow-insecure-seed",
+        action="store_true",
+        help="accept a seeded session (masks derived from a seed the coordinator knows: "
+        "INSECURE, for tests and reproducible demos); refused by default",
+    )
     ap.add_argument("--log-level", default="warning", help="structlog level (default warning)")
     args = ap.parse_args(argv)
     configure_logging(level=args.log_level)
     torch.set_num_threads(1)
-    config = load_config(args.config)
     try:
-        return trio.run(serve, config, args.name, args.data)
+        config = load_config(args.config)
+        reveal = None
+        if args.allow_reveal is not None:
+            reveal = RevealPolicy(dict(parse_rule(r) for r in args.allow_reveal))
+    except ValueError as exc:
+        ap.error(str(exc))
+    options = NodeOptions(args.data, reveal, args.checkpoints, args.allow_insecure_seed)
+    try:
+        return trio.run(serve, config, args.name, None, options)
+    except ConfigError as exc:
+        print(f"actors.node: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_FAILED
 

@@ -8,10 +8,18 @@ cluster's protocol suite (:mod:`protocols.suite`); the runtime kinds ``input``,
 ``reveal``, ``free``, ``barrier``, ``save`` and ``load`` are this module's own (``save``
 writes this party's own shares of the named tensors to ``<dir>/<party>.shares.pt``,
 ``load`` reads them back: checkpoints, see ``training.checkpoint``).
+
+Every value a party holds carries its owners (:mod:`actors.policy`): the parties whose own
+inputs it was computed from. A result's owners are its operands' owners together, set when
+the command is dispatched, so every party knows them in command order; a reveal is decided
+then, from every owner's own policy (exchanged between the parties at start), and a refused
+one sends nothing but the refusal. Checkpoint files record the owners and loading restores
+them: a save and load cannot launder a party's data into the coordinator's.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import aclosing
 from pathlib import Path
@@ -33,14 +41,30 @@ from .actor import control_batches, failures_named, malformed
 from .envelope import Phase
 from .log import get_logger
 from .network import Endpoint
+from .policy import NO_REVEALS, RevealLedger, RevealPolicy
 from .wire import Command, Reply, encode_control
 
 RUNTIME_KINDS = frozenset({"input", "reveal", "free", "barrier", "save", "load"})
+NOBODY: frozenset[str] = frozenset()
 
 
-def shares_file(directory: str, party: str) -> Path:
+def shares_file(directory: str | Path, party: str) -> Path:
     """Where ``party`` keeps its own shares of a checkpoint in ``directory``."""
     return Path(directory) / f"{party}.shares.pt"
+
+
+class CheckpointRefused(ProtocolError):
+    """A save or load names a folder outside the party's checkpoint root (a node's
+    ``checkpoints`` setting), or the party has no root at all."""
+
+
+class OwnInputError(ProtocolError):
+    """A party's own tensor cannot be shared (not finite, too large). The party's peers and
+    the coordinator get only :attr:`public`, which says nothing about the values."""
+
+    @property
+    def public(self) -> str:
+        return str(self).split(":", 1)[0] + ": its own input could not be encoded"
 
 
 class OpReused(ProtocolError):
@@ -53,21 +77,31 @@ def encode_local(values: torch.Tensor, scale: int, what: str) -> torch.Tensor:
     """A party's own plaintext tensor in fixed point (``round(v * scale)``)."""
     t = values.to(torch.float64)
     if not bool(torch.isfinite(t).all()):
-        raise ProtocolError(f"{what}: not finite")
+        raise OwnInputError(f"{what}: not finite")
     e = torch.round(t * scale)
     if bool((e.abs() >= 2**62).any()):
-        raise ProtocolError(f"{what}: too large for the ring at scale {scale}")
+        raise OwnInputError(f"{what}: too large for the ring at scale {scale}")
     return e.to(torch.int64)
 
 
+def write_private(path: Path, obj: object) -> None:
+    """``torch.save`` to a file only this user can read (0600, also if it existed), in a
+    folder created 0700."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        torch.save(obj, f)
+
+
 class Slot:
-    """A value a party holds or will hold."""
+    """A value a party holds or will hold, with the parties whose inputs it derives from."""
 
-    __slots__ = ("_event", "callbacks", "owner", "share")
+    __slots__ = ("_event", "callbacks", "owners", "share")
 
-    def __init__(self, owner: str) -> None:
+    def __init__(self, owners: frozenset[str]) -> None:
         self.share: Share | None = None
-        self.owner = owner
+        self.owners = owners
         self.callbacks: list[Callable[[], None]] = []
         self._event: trio.Event | None = None  # made only if a task has to wait
 
@@ -165,13 +199,21 @@ class Party:
         suite: Suite,
         *,
         data: Mapping[str, torch.Tensor] | None = None,
-        reveal_policy: Mapping[str, Sequence[str]] | None = None,
+        policy: RevealPolicy = NO_REVEALS,
+        checkpoint_root: Path | None = None,
+        seeded: bool = False,
     ) -> None:
         self.name = name
         self.data = dict(data or {})
         """Named plaintext tensors this party holds (shared on request, see ``input``)."""
-        self.reveal_policy = {k: frozenset(v) for k, v in (reveal_policy or {}).items()}
-        """Owner -> recipients besides the owner that may receive its values."""
+        self.policy = policy
+        """This party's own rules for values derived from its data (:mod:`actors.policy`)."""
+        self.ledger: RevealLedger | None = None
+        """Every party's rules, known after the exchange at start."""
+        self.checkpoint_root = checkpoint_root
+        """The folder save/load may use (None: any path, for one trusted process)."""
+        self.seeded = seeded
+        """The session's masks come from a seed the coordinator knows: own inputs refused."""
         self._open: set[int] = set()
         self.parties = list(parties)
         self.rank = self.parties.index(name)
@@ -235,12 +277,31 @@ class Party:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 task_status.started()
+                await self._exchange_policies()  # before any command: reveals need it
                 async with aclosing(control_batches(self.mailbox, self.coordinator)) as batches:
                     async for batch in batches:
                         self._floor = max(self._floor, batch.floor)
                         for cmd in batch.ops:
                             with malformed(self.name, "command", cmd):
                                 self._dispatch(cmd, self.coordinator)
+
+    async def _exchange_policies(self) -> None:
+        """Tell every peer this party's reveal rules and learn theirs, over the
+        authenticated links (never from the coordinator)."""
+        body = encode_control(self.policy)
+        for peer in self.parties:
+            if peer != self.name:
+                await self.endpoint.send(peer, "setup/policy", Phase.CONTROL, control=body)
+        policies = {self.name: self.policy}
+        for peer in self.parties:
+            if peer != self.name:
+                env = await self.mailbox.recv(peer, "setup/policy")
+                if env.phase != Phase.CONTROL:
+                    raise ProtocolError(
+                        f"{self.name}: policy from {peer} in phase {env.phase.name}"
+                    )
+                policies[peer] = env.control(RevealPolicy)
+        self.ledger = RevealLedger(policies)
 
     def _dispatch(self, cmd: Command, sender: str) -> None:
         kind, op = cmd.kind, cmd.op
@@ -263,16 +324,22 @@ class Party:
                 f"{self.name}: {kind} takes {impl.n_in} inputs and {impl.n_out} outputs, "
                 f"operation {op} names {len(ins)} and {len(cmd.outs)}"
             )
+        owners = frozenset().union(*(s.owners for s in ins)) if ins else NOBODY
         outs = []
         for tid in cmd.outs:
             if tid in self.store:
                 raise ProtocolError(f"{self.name}: operation {op} would overwrite tensor {tid}")
-            outs.append(self.store.setdefault(tid, Slot(sender)))
+            outs.append(self.store.setdefault(tid, Slot(owners)))
         if kind == "input" and cmd.to is not None:
             source, _, tensor = cmd.to.partition(":")
             if source not in self.parties:
                 raise ProtocolError(f"{self.name}: input {op} from {source!r}, not a party")
-            outs[0].owner = source
+            if self.seeded:
+                raise ProtocolError(
+                    f"{self.name}: input {op} from {source}'s own data refused: this session "
+                    "is seeded (its masks are known to whoever knows the seed)"
+                )
+            outs[0].owners = frozenset({source})
             if source == self.name:
                 self._start(op, self._input_own(op, outs[0], tensor, cmd))
             else:
@@ -280,11 +347,12 @@ class Party:
         elif kind == "input":
             self._start(op, self._input(op, outs[0], cmd))
         elif kind == "reveal":
-            self._start(op, self._reveal(op, ins[0], cmd, sender))
+            self._start(op, self._reveal(op, ins[0], cmd, sender, self._decide(op, ins[0], cmd)))
         elif kind == "save":
             self._start(op, self._save(op, ins, cmd))
         elif kind == "load":
-            self._start(op, self._load(op, outs, cmd))
+            self._load(op, outs, cmd)
+            self._finish(op)
         elif impl is not None and impl.local is not None:
             self._local_when_ready(op, impl, ins, outs, cmd)
         else:
@@ -396,49 +464,91 @@ class Party:
         check_expect(tensors, [(tuple(shape), torch.int64)], f"{self.name}: input {op}")
         out.set(Share(tensors[0], 0))
 
-    async def _reveal(self, op: int, slot: Slot, cmd: Command, sender: str) -> None:
+    def _decide(self, op: int, slot: Slot, cmd: Command) -> str | None:
+        """Why reveal ``op`` is refused, or None. Decided at dispatch, in command order,
+        from every owner's own rules, so every party decides alike (see the module doc)."""
+        to = cmd.to
+        shape = cmd.params.shape if cmd.params is not None else None
+        if to is None or shape is None:
+            return f"{self.name} refused reveal {op}: it names no recipient or no shape"
+        if to not in (self.coordinator, *self.parties):
+            return f"{self.name} refused to reveal to {to!r}: only the coordinator and parties receive reveals"
+        assert self.ledger is not None
+        numel = 1
+        for n in shape:
+            numel *= n
+        why = self.ledger.refusal(slot.owners, to, numel)
+        return None if why is None else f"{self.name} refused to reveal to {to!r}: {why}"
+
+    async def _reveal(
+        self, op: int, slot: Slot, cmd: Command, sender: str, refused: str | None
+    ) -> None:
         to = cmd.to
         share = await slot.get()
-        if to is None or (to != slot.owner and to not in self.reveal_policy.get(slot.owner, ())):
-            reason = (
-                f"{self.name} refused to reveal to {to!r}: the value is owned by {slot.owner!r}"
-                " and the reveal policy does not name the recipient"
+        shape = cmd.params.shape if cmd.params is not None else None
+        malformed = False
+        if refused is None and tuple(share.value.shape) != tuple(shape or ()):
+            malformed = True
+            refused = (
+                f"{self.name} refused reveal {op}: it names shape {shape}, "
+                f"the value is {tuple(share.value.shape)}"
             )
-            self._log.warning("reveal_refused", op_id=op, to=to, owner=slot.owner)
+        if refused is not None or to is None:
+            self._log.warning("reveal_refused", op_id=op, to=to, owners=sorted(slot.owners))
+            reply = Reply(denied=refused, malformed=malformed)
             await self.endpoint.send(
-                sender, f"{op}/out", Phase.CONTROL, control=encode_control(Reply(denied=reason))
+                sender, f"{op}/out", Phase.CONTROL, control=encode_control(reply)
             )
             return
         await self.endpoint.send(to, f"{op}/out", Phase.OUTPUT, share.depth, tensors=[share.value])
 
-    async def _save(self, op: int, ins: list[Slot], cmd: Command) -> None:
-        """Write this party's own shares of ``ins`` (and nothing else) to its file."""
+    def _checkpoint_dir(self, op: int, cmd: Command) -> Path:
+        """The folder a save/load names, inside this party's checkpoint root."""
         if cmd.to is None:
-            raise ProtocolError(f"{self.name}: save {op} names no directory")
-        values = [(await s.get()).value for s in ins]
-        path = shares_file(cmd.to, self.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"party": self.name, "shares": values}, path)
+            raise ProtocolError(f"{self.name}: {cmd.kind} {op} names no directory")
+        if self.checkpoint_root is None:
+            return Path(cmd.to)
+        root = self.checkpoint_root.resolve()
+        path = (root / cmd.to).resolve()
+        if not path.is_relative_to(root):
+            raise CheckpointRefused(
+                f"{self.name}: {cmd.kind} {op} names {cmd.to!r}, outside its checkpoint root "
+                f"{root} (a node's 'checkpoints' setting)"
+            )
+        return path
 
-    async def _load(self, op: int, outs: list[Slot], cmd: Command) -> None:
-        """Read back this party's own shares written by ``save`` (fresh depth 0)."""
-        if cmd.to is None:
-            raise ProtocolError(f"{self.name}: load {op} names no directory")
-        path = shares_file(cmd.to, self.name)
+    async def _save(self, op: int, ins: list[Slot], cmd: Command) -> None:
+        """Write this party's own shares of ``ins`` and their owners (nothing else) to its
+        file, readable by this user only."""
+        path = shares_file(self._checkpoint_dir(op, cmd), self.name)
+        values = [(await s.get()).value for s in ins]
+        owners = [sorted(s.owners) for s in ins]
+        write_private(path, {"party": self.name, "shares": values, "owners": owners})
+
+    def _load(self, op: int, outs: list[Slot], cmd: Command) -> None:
+        """Read back this party's own shares written by ``save`` (fresh depth 0), with the
+        owners recorded beside them (at dispatch: later reveals need the owners)."""
+        path = shares_file(self._checkpoint_dir(op, cmd), self.name)
         try:
             saved = torch.load(path, weights_only=True)
         except FileNotFoundError:
             raise ProtocolError(f"{self.name}: no checkpoint shares at {path}") from None
         values = saved.get("shares") if isinstance(saved, dict) else None
+        owners = saved.get("owners") if isinstance(saved, dict) else None
         if saved.get("party") != self.name or not isinstance(values, list):
             raise ProtocolError(f"{self.name}: {path} does not hold this party's shares")
+        if not isinstance(owners, list) or len(owners) != len(values):
+            raise ProtocolError(f"{self.name}: {path} does not record the shares' owners")
         if len(values) != len(outs):
             raise ProtocolError(
                 f"{self.name}: {path} holds {len(values)} shares, load {op} expects {len(outs)}"
             )
-        for slot, value in zip(outs, values, strict=True):
+        for slot, value, owned in zip(outs, values, owners, strict=True):
             if not isinstance(value, torch.Tensor) or value.dtype != torch.int64:
                 raise ProtocolError(f"{self.name}: {path} holds a non-share")
+            if not isinstance(owned, list) or not set(owned) <= set(self.parties):
+                raise ProtocolError(f"{self.name}: {path} records owners that are not parties")
+            slot.owners = frozenset(owned)
             slot.set(Share(value, 0))
 
     async def _barrier(self, op: int, running: list[trio.Event]) -> None:

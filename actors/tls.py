@@ -32,11 +32,14 @@ from types import MappingProxyType
 
 import msgspec
 import trio
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.x509.oid import NameOID
 
 from protocols.errors import PartyFailure, ProtocolError, SmpcError
 
 from .actor import first_error
-from .config import ClusterConfig
+from .config import ClusterConfig, ConfigError
 from .envelope import Phase
 from .log import get_logger
 from .network import Endpoint, Mailbox, Middleware, Roles
@@ -45,6 +48,10 @@ from .stats import ActorStats
 PREFIX = struct.Struct("<IB")
 MAX_RECORD = 1 << 28
 HANDSHAKE_SECONDS = 10.0
+MAX_HANDSHAKES = 16
+"""Connections in their TLS handshake at once; more are closed at once, unread."""
+LOGGED_REFUSALS = 5
+"""Refused connections logged one by one; after that one line per 100."""
 
 FRAME, ACCEPT, HELLO, READY, STATS_REQ, STATS, TRACK, FAIL, BYE = range(9)
 _NODE_ONLY = {READY, STATS}
@@ -61,24 +68,39 @@ class RemoteError(SmpcError):
     """A failure reported by another process (its type and message)."""
 
 
+class SessionRefused(SmpcError):
+    """A node refused the coordinator's session (e.g. a seeded session the node was not
+    started to accept); the message names the node and why. Nothing was computed."""
+
+    def __init__(self, actor: str, reason: str) -> None:
+        super().__init__(f"{actor} refused the session: {reason}")
+        self.actor = actor
+        self.reason = reason
+
+
 class Session(msgspec.Struct, frozen=True):
-    """What the coordinator tells every node when it opens a session."""
+    """What the coordinator tells every node when it opens a session. Nothing in it
+    grants access: reveal rules are each node's own, and a seed is for the provider only
+    (a party gets ``seed=None`` and ``seeded=True``) and refused unless the node allows it.
+    Unknown fields are ignored."""
 
     id: str
     protocols: str
     seed: int | None
     timeout: float
-    reveal_policy: dict[str, list[str]]
     chaos_seed: int = 0
     chaos_crash: tuple[str, int] | None = None
     chaos_delay: float = 0.0
+    seeded: bool = False
 
 
 class Ready(msgspec.Struct, frozen=True):
-    """A node's answer to the session: the shapes of the named tensors it holds."""
+    """A node's answer to the session: the shapes of the named tensors it holds, or why it
+    refuses the session."""
 
     session: str
     catalog: dict[str, list[int]]
+    refused: str | None = None
 
 
 class Failure(msgspec.Struct, frozen=True):
@@ -205,17 +227,60 @@ class TlsTransport(Middleware):
         self._remote: dict[str, ActorStats] = {}
         self._server_ctx = self._context(server=True)
         self._client_ctx = self._context(server=False)
+        self._check_own_certificate()
+        self._handshakes = trio.CapacityLimiter(MAX_HANDSHAKES)
+        self.refused = 0
+        """Incoming connections refused so far (logged one by one only at first)."""
 
     # -- TLS ------------------------------------------------------------------------------
     def _context(self, server: bool) -> ssl.SSLContext:
         me = self.config.actors[self.name]
+        for what, path in (("the CA certificate", self.config.ca), ("certificate", me.cert)):
+            if not path.is_file():
+                raise ConfigError(f"{self.name}: {what} {path} does not exist")
+        if not me.key.is_file():
+            raise ConfigError(f"{self.name}: key {me.key} does not exist")
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3
         ctx.check_hostname = False  # the actor name in the certificate is checked instead
         ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(cafile=str(self.config.ca))
-        ctx.load_cert_chain(str(me.cert), str(me.key))
+        try:
+            ctx.load_verify_locations(cafile=str(self.config.ca))
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                f"{self.name}: {self.config.ca} is not a CA certificate: {exc}"
+            ) from None
+        try:
+            ctx.load_cert_chain(str(me.cert), str(me.key))
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                f"{self.name}: key {me.key} does not match certificate {me.cert} "
+                f"(or one of them is not PEM): {exc}"
+            ) from None
         return ctx
+
+    def _check_own_certificate(self) -> None:
+        """The certificate this actor presents must name it and come from the cluster CA
+        (else every peer would refuse it, with a less clear message)."""
+        me = self.config.actors[self.name]
+        try:
+            cert = x509.load_pem_x509_certificate(me.cert.read_bytes())
+            ca = x509.load_pem_x509_certificate(self.config.ca.read_bytes())
+        except ValueError as exc:
+            raise ConfigError(f"{self.name}: {me.cert} or {self.config.ca}: {exc}") from None
+        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if [n.value for n in names] != [self.name]:
+            raise ConfigError(
+                f"{self.name}: certificate {me.cert} names {[n.value for n in names]}, "
+                f"not {self.name!r}"
+            )
+        try:
+            cert.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            raise ConfigError(
+                f"{self.name}: certificate {me.cert} is not signed by the cluster CA "
+                f"{self.config.ca}"
+            ) from None
 
     # -- the Network interface ------------------------------------------------------------
     @property
@@ -342,7 +407,29 @@ class TlsTransport(Middleware):
             raise
         await self._serve_link(peer, stream, records)
 
+    def _note_refusal(self, reason: str) -> None:
+        self.refused += 1
+        n = self.refused
+        if n <= LOGGED_REFUSALS or n % 100 == 0:
+            self._log.warning("connection_refused", reason=reason, refused_so_far=n)
+
     async def _accept(self, tcp: trio.SocketStream) -> None:
+        try:
+            self._handshakes.acquire_nowait()
+        except trio.WouldBlock:
+            self._note_refusal(f"more than {MAX_HANDSHAKES} handshakes at once")
+            await trio.aclose_forcefully(tcp)
+            return
+        try:
+            stream = await self._handshake(tcp)
+        finally:
+            self._handshakes.release()
+        if stream is not None:
+            await self._serve_link(*stream)
+
+    async def _handshake(
+        self, tcp: trio.SocketStream
+    ) -> tuple[str, trio.SSLStream[trio.SocketStream], _Records] | None:
         stream = trio.SSLStream(tcp, self._server_ctx, server_side=True)
         try:
             with trio.fail_after(HANDSHAKE_SECONDS):
@@ -353,15 +440,15 @@ class TlsTransport(Middleware):
                 if peer in self._streams or self._up[peer].is_set():
                     raise PeerAuthError(f"{peer!r} is already connected to {self.name}")
         except (trio.BrokenResourceError, ssl.SSLError, trio.TooSlowError, PeerAuthError) as exc:
-            self._log.warning("connection_refused", reason=repr(exc))
+            self._note_refusal(repr(exc))
             if isinstance(exc, PeerAuthError):
                 with trio.move_on_after(1):
                     with contextlib.suppress(trio.BrokenResourceError):
                         await stream.send_all(record(FAIL, str(exc).encode()))
             await trio.aclose_forcefully(stream)
-            return
+            return None
         await stream.send_all(record(ACCEPT, b""))
-        await self._serve_link(peer, stream, _Records(stream))
+        return peer, stream, _Records(stream)
 
     async def _serve_link(
         self, peer: str, stream: trio.SSLStream[trio.SocketStream], records: _Records
@@ -514,22 +601,26 @@ class TlsTransport(Middleware):
     # -- sessions ---------------------------------------------------------------------------
     async def open_session(self, session: Session) -> dict[str, Ready]:
         """Coordinator: send the session to every node and wait until all are ready."""
-        body = _ENC.encode(session)
+        seeded = session.seed is not None or session.seeded
+        to_parties = _ENC.encode(msgspec.structs.replace(session, seed=None, seeded=seeded))
+        to_provider = _ENC.encode(msgspec.structs.replace(session, seeded=seeded))
         for p in self.dials:
-            self._send(p, HELLO, body)
+            self._send(p, HELLO, to_provider if p == self.config.provider else to_parties)
         await self._ready_event.wait()
         if self.failure is not None:
             raise self.failure
         for p, r in self.ready.items():
             if r.session != session.id:
                 raise PartyFailure(p, ProtocolError(f"{p} answered for session {r.session!r}"))
+        for p, r in self.ready.items():
+            if r.refused is not None:
+                raise SessionRefused(p, r.refused)
         return dict(self.ready)
 
-    def send_ready(self, catalog: Mapping[str, list[int]]) -> None:
+    def send_ready(self, catalog: Mapping[str, list[int]], refused: str | None = None) -> None:
         assert self.session is not None
-        self._send(
-            self.config.coordinator, READY, _ENC.encode(Ready(self.session.id, dict(catalog)))
-        )
+        ready = Ready(self.session.id, dict(catalog), refused)
+        self._send(self.config.coordinator, READY, _ENC.encode(ready))
 
     def report_failure(self, actor: str, exc: BaseException) -> None:
         body = _ENC.encode(Failure(actor, type(exc).__name__, str(exc)))

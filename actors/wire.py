@@ -88,6 +88,8 @@ class Reply(msgspec.Struct, frozen=True, array_like=True):
 
     depth: int = 0
     denied: str | None = None
+    malformed: bool = False
+    """The refusal is of a malformed command (e.g. a wrong shape), not of the policy."""
 
 
 _ENC = msgspec.msgpack.Encoder()

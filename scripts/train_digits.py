@@ -194,6 +194,7 @@ async def train(args: argparse.Namespace, cluster: Cluster | None = None) -> Res
         "james",
         seed=args.insecure_seed,
         protocols=args.protocols,
+        checkpoints=args.checkpoint,
         report=None if args.quiet else print,
         **check_options(args),
     ) as c:

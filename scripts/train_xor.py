@@ -85,6 +85,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+OWNERS_ALLOW = {"coordinator": {"max_elements": 1}}
+"""With --data-owners, each owner's own rule: the coordinator may receive 1-element values
+derived from its data (the loss), nothing larger (not the predictions, not the model)."""
+
+
 def open_cluster(
     args: argparse.Namespace, names: list[str], profile: NetworkProfile | None
 ) -> AbstractAsyncContextManager[Cluster]:
@@ -101,6 +106,7 @@ def open_cluster(
         protocols=args.protocols,
         network=profile,
         data=owned,
+        reveal=dict.fromkeys(owned, OWNERS_ALLOW),
         report=None if args.quiet else print,
         **launch.check_options(args),
     )
@@ -141,7 +147,8 @@ async def train(args: argparse.Namespace) -> dict[str, object]:
         try:
             for i in range(args.iterations):
                 last = i == args.iterations - 1
-                rec = await coord.step(x, y, reveal_predictions=last)
+                # with --data-owners the predictions are the owners' to reveal, not ours
+                rec = await coord.step(x, y, reveal_predictions=last and not args.data_owners)
                 records.append(rec)
                 gap = abs(rec.loss - plain[i])
                 if progress is not None:
@@ -194,6 +201,11 @@ async def train(args: argparse.Namespace) -> dict[str, object]:
     if preds is not None:
         shown = ", ".join(f"{v:.3f}" for v in preds.reshape(-1).tolist())
         print(f"predictions       [{shown}] for targets {TARGET.reshape(-1).tolist()}")
+    elif args.data_owners:
+        print(
+            f"predictions       not revealed: {' and '.join(args.data_owners)} allow the "
+            "coordinator 1-element values derived from their data (the loss) only"
+        )
     if checker is not None:  # the closing flush has checked the last ops too
         print(checker.summary())
     return {"records": records, "plain": plain, "max_gap": gaps[worst], "total": total}

@@ -2,8 +2,8 @@
 
 Same frames and meters as in memory (bytes and rounds identical, asserted); a killed
 process is named within 2 s and no process is left behind; a reused op id, a wrong
-certificate, a message claiming another sender and a reveal to a non-owner are refused
-with typed errors; a party can share data the coordinator never sees. Every node process
+certificate and a message claiming another sender are refused with typed errors (owners
+and reveal rules: tests/test_trust.py); a party can share data the coordinator never sees. Every node process
 is killed in a ``finally``; every wait is bounded.
 """
 
@@ -33,7 +33,7 @@ from actors.node import save_tensors, spawn_nodes, stop_nodes
 from actors.party import OpReused
 from actors.tls import PeerAuthError, TlsTransport
 from actors.wire import Batch, Command, DealerRequest, encode_control, pack_frame
-from protocols.errors import AccessDenied, PartyFailure, ProtocolError
+from protocols.errors import PartyFailure, ProtocolError
 from training import SGD, Cluster, TrainingCoordinator
 
 SEED = 11
@@ -48,13 +48,18 @@ def local_nodes(
     tmp: Path,
     data: dict[str, dict[str, torch.Tensor]] | None = None,
     parties: list[str] = PARTIES,
+    *,
+    seeded: bool = False,
+    reveal: dict[str, dict[str, dict[str, int]]] | None = None,
 ) -> Iterator[tuple[Path, dict[str, subprocess.Popen[bytes]]]]:
+    """Node processes on 127.0.0.1; ``seeded``: started with --allow-insecure-seed;
+    ``reveal``: each party's own rules, written into its table of the cluster file."""
     files = {}
     for owner, tensors in (data or {}).items():
         files[owner] = tmp / f"{owner}.npz"
         save_tensors(files[owner], tensors)
-    config = write_local_config(tmp, parties, data=files, idle_timeout=20.0)
-    procs = spawn_nodes(config, [*parties, "james"], log_dir=tmp)
+    config = write_local_config(tmp, parties, data=files, idle_timeout=20.0, reveal=reveal)
+    procs = spawn_nodes(config, [*parties, "james"], log_dir=tmp, allow_insecure_seed=seeded)
     try:
         yield config, procs
     finally:
@@ -99,7 +104,7 @@ async def test_same_losses_bytes_and_rounds_over_tls(tmp_path: Path) -> None:
         expected = _figures(await _train(c, 3))
         await c.flush()
         total = c.stats()
-    with local_nodes(tmp_path) as (config, procs), trio.fail_after(START):
+    with local_nodes(tmp_path, seeded=True) as (config, procs), trio.fail_after(START):
         async with Cluster.connect(config, seed=SEED) as c:
             got = _figures(await _train(c, 3))
             await c.flush()
@@ -122,7 +127,10 @@ async def test_three_parties_in_check_mode_over_tls(tmp_path: Path) -> None:
         expected = _figures(await _train(c, 2))
         await c.flush()
         total = c.stats()
-    with local_nodes(tmp_path, parties=three) as (config, procs), trio.fail_after(START):
+    with (
+        local_nodes(tmp_path, parties=three, seeded=True) as (config, procs),
+        trio.fail_after(START),
+    ):
         async with Cluster.connect(config, seed=SEED, check=True) as c:
             assert c.checker is not None
             got = _figures(await _train(c, 2))
@@ -143,7 +151,9 @@ async def test_data_owners_train_like_one_owner(tmp_path: Path) -> None:
     async with Cluster.start(PARTIES, provider="james") as c:
         one_owner = [r.loss for r in await _train(c, 3)]
     data = {"alice": {"features": DATA}, "bob": {"targets": TARGET}}
-    with local_nodes(tmp_path, data) as (config, procs), trio.fail_after(START):
+    losses_only = {"coordinator": {"max_elements": 1}}
+    reveal = {"alice": losses_only, "bob": losses_only}
+    with local_nodes(tmp_path, data, reveal=reveal) as (config, procs), trio.fail_after(START):
         async with Cluster.connect(config) as c:
             assert c.catalog["alice"] == {"features": (4, 2)}
             records = await _train(c, 3, ["alice", "bob"])
@@ -227,7 +237,11 @@ def test_nodes_exit_when_the_coordinator_is_killed(tmp_path: Path) -> None:
 async def test_chaos_crash_over_tls_names_the_actor(crash: tuple[str, int], tmp_path: Path) -> None:
     """A subset of the chaos tests, over TLS: the crash happens inside the node process."""
     chaos = Chaos(seed=1, crash=crash)
-    with local_nodes(tmp_path), trio.fail_after(START), pytest.raises(PartyFailure) as info:
+    with (
+        local_nodes(tmp_path, seeded=True),
+        trio.fail_after(START),
+        pytest.raises(PartyFailure) as info,
+    ):
         async with Cluster.connect(tmp_path / "cluster.toml", seed=SEED, chaos=chaos) as c:
             await _train(c, 2)
     assert info.value.actor == crash[0]
@@ -332,17 +346,3 @@ async def test_reused_dealer_op_id_is_refused() -> None:
             await c.flush()
     assert info.value.actor == "james"
     assert isinstance(info.value.cause, OpReused)
-
-
-async def test_reveal_follows_ownership_and_policy() -> None:
-    data = {"alice": {"features": DATA}}
-    async with Cluster.start(PARTIES, provider="james", data=data) as c:
-        x = c.share_from("alice", "features")
-        with pytest.raises(AccessDenied, match="owned by 'alice'"):
-            await x.get()  # the coordinator does not own alice's input
-        doubled = await (x * 2).get()  # a value the coordinator computed is its own
-        assert torch.allclose(doubled, 2 * DATA.double(), atol=0.01)
-    policy = {"alice": ["coordinator"]}
-    async with Cluster.start(PARTIES, provider="james", data=data, reveal_policy=policy) as c:
-        got = await c.share_from("alice", "features").get()
-        assert torch.allclose(got, DATA.double(), atol=0.01)

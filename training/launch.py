@@ -6,7 +6,8 @@
 a temporary folder, one process per node (its log in that folder), the coordinator here
 (:meth:`Cluster.connect`). The nodes are always stopped on the way out; nonzero exit
 codes are passed to ``report`` (e.g. ``print``). The nodes inherit this process's working
-directory, so a relative path (a checkpoint directory) means the same folder to them.
+directory, so a relative path (a checkpoint directory) means the same folder to them; a
+script with a checkpoint folder passes it (``checkpoints``): a node writes nowhere else.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import torch
 
 from actors import NetworkProfile
 from actors.config import write_local_config
 from actors.node import save_tensors, spawn_nodes, stop_nodes
+from actors.policy import RevealPolicy
 from protocols import FixedPoint
 from protocols.errors import EncodingError
 
@@ -104,14 +107,22 @@ async def open_cluster(
     protocols: str = "default",
     network: NetworkProfile | None = None,
     data: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+    reveal: Mapping[str, Mapping[str, Mapping[str, int]]] | None = None,
+    checkpoints: str | Path | None = None,
     report: Callable[[str], object] | None = None,
     **options: Any,
 ) -> AsyncIterator[Cluster]:
     """The cluster of a run (see module doc). ``data``: each party's named local tensors
-    (``cluster.share_from``); ``network`` simulates links in memory only; ``options`` go to
-    :meth:`Cluster.start` / :meth:`Cluster.connect` (``check``, ``value_bound``, ...)."""
+    (``cluster.share_from``); ``reveal``: each party's own rules, party -> recipient ->
+    limits (``{"alice": {"coordinator": {"max_elements": 1}}}``; here one user speaks for
+    every party, so they go into each node's own table); ``checkpoints``: the folder the
+    nodes may write checkpoint files in; ``network`` simulates links in memory only;
+    ``options`` go to :meth:`Cluster.start` / :meth:`Cluster.connect` (``check``, ...).
+    With a ``seed`` the nodes are started with ``--allow-insecure-seed``."""
     owned = {k: dict(v) for k, v in (data or {}).items()}
+    rules = {p: {to: dict(lim) for to, lim in r.items()} for p, r in (reveal or {}).items()}
     if transport == "memory":
+        policies = {p: msgspec.convert({"rules": r}, RevealPolicy) for p, r in rules.items()}
         async with Cluster.start(
             list(parties),
             provider=provider,
@@ -119,6 +130,7 @@ async def open_cluster(
             network=network,
             protocols=protocols,
             data=owned,
+            reveal_policy=policies,
             **options,
         ) as cluster:
             yield cluster
@@ -132,8 +144,12 @@ async def open_cluster(
         for owner, tensors in owned.items():
             files[owner] = Path(tmp) / f"{owner}.npz"
             save_tensors(files[owner], tensors)
-        config = write_local_config(tmp, parties, provider, data=files)
-        procs = spawn_nodes(config, [*parties, provider], log_dir=tmp)
+        config = write_local_config(
+            tmp, parties, provider, data=files, checkpoints=checkpoints, reveal=rules
+        )
+        procs = spawn_nodes(
+            config, [*parties, provider], log_dir=tmp, allow_insecure_seed=seed is not None
+        )
         try:
             async with Cluster.connect(
                 config, seed=seed, protocols=protocols, **options
