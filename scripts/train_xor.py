@@ -82,6 +82,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if len(owners) != 2 or not all(o in PARTY_NAMES[: args.parties] for o in owners):
             ap.error(f"--data-owners takes two of {PARTY_NAMES[: args.parties]}, comma-separated")
         args.data_owners = owners
+        if args.insecure_seed is not None:
+            ap.error(
+                "--insecure-seed and --data-owners together are refused: whoever knows the "
+                "seed can derive every mask, so the owners' data would not be hidden"
+            )
     return args
 
 

@@ -8,6 +8,7 @@ the parties' data.
 
 from __future__ import annotations
 
+import re
 import stat
 import subprocess
 from pathlib import Path
@@ -353,3 +354,34 @@ async def test_over_tls_a_seed_is_refused_and_never_reaches_a_party(tmp_path: Pa
         finally:
             _kill(procs)
     assert len(captured) == 3
+
+
+@tls
+def test_train_xor_with_data_owners_over_tls_prints_losses(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The README's ``--transport tcp --data-owners alice,bob``: the owners' nodes allow the
+    coordinator 1-element values, so the losses print and track plaintext; the predictions
+    (4 elements) are not revealed, and the run says why."""
+    import train_xor
+
+    assert (
+        train_xor.main(
+            ["--transport", "tcp", "--data-owners", "alice,bob", "--iterations", "3", "--quiet"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    final = re.search(r"^final loss\s+([\d.]+) \(plaintext ([\d.]+)\)", out, re.M)
+    assert final is not None, out
+    assert abs(float(final[1]) - float(final[2])) < 0.01
+    assert "predictions       not revealed: alice and bob allow" in out
+    assert "node exit codes" not in out
+
+
+def test_train_xor_refuses_a_seed_with_data_owners(capsys: pytest.CaptureFixture[str]) -> None:
+    import train_xor
+
+    with pytest.raises(SystemExit):
+        train_xor.main(["--data-owners", "alice,bob", "--insecure-seed", "3"])
+    assert "--insecure-seed and --data-owners together are refused" in capsys.readouterr().err
