@@ -1,9 +1,11 @@
 """Actors: parties, crypto provider, cluster, network, meter."""
 
 from .cluster import Cluster, OpRecord
+from .endpoint import Endpoint
 from .envelope import Envelope, Phase
 from .log import configure_logging, get_logger
-from .network import Chaos, Endpoint, InjectedCrash, Mailbox, Network, NetworkProfile
+from .mailbox import Mailbox
+from .network import Chaos, InjectedCrash, Network, NetworkProfile
 from .stats import ActorStats, CommStats
 
 __all__ = [

@@ -11,8 +11,8 @@ import trio
 from protocols.errors import ActorTimeout, PartyFailure, ProtocolError, SmpcError
 
 from .envelope import Phase
-from .network import Mailbox
-from .wire import Batch, Requests
+from .mailbox import Mailbox
+from .messages import Batch, Requests
 
 B = TypeVar("B")
 

@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .names import check_name
+
 
 @dataclass(frozen=True, slots=True)
 class CertPaths:
@@ -132,8 +134,6 @@ def write_certs(
 ) -> dict[str, CertPaths]:
     """Write ``ca.pem`` (and ``ca.key``) and ``<actor>.pem``/``<actor>.key`` for each actor
     into ``out``; returns the paths by actor (the CA under ``"ca"``, its key as ``key``)."""
-    from .config import check_name
-
     for actor in actors:
         check_name(actor)  # names files; "ca" would overwrite the CA's
     root = Path(out)

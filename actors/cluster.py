@@ -47,14 +47,17 @@ from protocols.suite import Cost, Suite, get_suite
 
 from .actor import first_error
 from .config import ClusterConfig, load_config
+from .endpoint import Transport
 from .envelope import Envelope, Phase
 from .log import debug_enabled, get_logger
-from .network import Chaos, Network, NetworkProfile, Roles, Transport
+from .mailbox import Roles
+from .messages import Batch, Command, DealerRequest, Reply, Requests, encode_control
+from .names import check_name
+from .network import Chaos, Network, NetworkProfile
 from .party import Party, check_expect
 from .policy import RevealPolicy, RevealRefused, legacy_policies
 from .provider import CryptoProvider
 from .stats import CommStats
-from .wire import Batch, Command, DealerRequest, Reply, Requests, encode_control
 
 _label: contextvars.ContextVar[str | None] = contextvars.ContextVar("smpc_label", default=None)
 _iteration: contextvars.ContextVar[int | None] = contextvars.ContextVar("smpc_iter", default=None)
@@ -285,6 +288,8 @@ class Cluster:
             isinstance(n, str) and n for n in everyone
         ):
             raise ValueError(f"actor names must be distinct non-empty strings, got {everyone}")
+        for n in everyone:
+            check_name(n)  # a party's name names its checkpoint file
         if not (timeout > 0 and math.isfinite(timeout)):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         _value_bound(value_bound), _check_tolerance(check)  # refuse before starting anything
@@ -364,7 +369,8 @@ class Cluster:
         goes to the provider only and is refused by every node not started with
         ``--allow-insecure-seed`` (:class:`actors.tls.SessionRefused`).
         """
-        from .tls import Session, SessionRefused, TlsTransport
+        from .messages import Session
+        from .tls import SessionRefused, TlsTransport
 
         require_trio("Cluster.connect")
         if reveal_policy is not None:

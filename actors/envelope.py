@@ -3,8 +3,6 @@ depth, and its body. The bytes on the wire are a frame (:mod:`actors.wire`)."""
 
 from __future__ import annotations
 
-import enum
-import re
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -13,24 +11,13 @@ import torch
 
 from protocols.errors import ProtocolError
 
+from .codec import decode_tensors
+from .messages import decode_control
+from .phase import Phase, op_of
+
+__all__ = ["Envelope", "Phase", "op_of"]
+
 T = TypeVar("T")
-
-
-class Phase(enum.IntEnum):
-    """What a message is for; the meter keeps each apart."""
-
-    INPUT = 0
-    """Coordinator -> party: shares of a value being shared."""
-    ONLINE = 1
-    """Party <-> party: masked values during a protocol; the only phase that adds rounds."""
-    OFFLINE = 2
-    """Provider -> party: keys and correlated randomness (dealer material)."""
-    OUTPUT = 3
-    """Party -> coordinator: a share of a value being revealed to its owner."""
-    CONTROL = 4
-    """Commands, dealer requests, barriers, refusals: public metadata only."""
-    HEARTBEAT = 5
-    """Liveness and wait state between transports; metered apart from everything else."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,14 +44,10 @@ class Envelope:
         return self.frame_bytes - self.payload_bytes
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
-        from .wire import decode_tensors
-
         return decode_tensors(self.body)
 
     def control(self, kind: type[T] | None = None) -> Any:
         """The control body, validated as ``kind`` (or untyped msgpack)."""
-        from .wire import decode_control
-
         if kind is not None:
             return decode_control(self.body, kind, f"{self.tag!r} from {self.sender}")
         try:
@@ -73,12 +56,3 @@ class Envelope:
             raise ProtocolError(
                 f"{self.tag!r} from {self.sender}: body is not msgpack: {exc}"
             ) from None
-
-
-_OP_TAG = re.compile(r"([0-9]+)/.+")
-
-
-def op_of(tag: str) -> int | None:
-    """The op id of a protocol tag ``"<op>/<step>"`` (ASCII digits only), else None."""
-    m = _OP_TAG.fullmatch(tag)
-    return int(m.group(1)) if m else None

@@ -42,11 +42,13 @@ from protocols.suite import get_suite
 from .actor import first_error
 from .config import ClusterConfig, ConfigError, load_config
 from .log import configure_logging, get_logger
-from .network import Chaos, Roles
+from .mailbox import Roles
+from .messages import Session
+from .network import Chaos
 from .party import OwnInputError, Party
 from .policy import RevealPolicy, parse_rule
 from .provider import CryptoProvider
-from .tls import Session, TlsTransport
+from .tls import TlsTransport
 
 EXIT_OK, EXIT_FAILED, EXIT_COORDINATOR_LOST, EXIT_NO_SESSION, EXIT_REFUSED = 0, 1, 2, 3, 4
 

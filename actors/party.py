@@ -38,11 +38,11 @@ from protocols.sharing import share as make_shares
 from protocols.suite import OpKind, Suite
 
 from .actor import control_batches, failures_named, malformed
+from .endpoint import Endpoint
 from .envelope import Phase
 from .log import get_logger
-from .network import Endpoint
+from .messages import Command, Reply, encode_control
 from .policy import NO_REVEALS, RevealLedger, RevealPolicy
-from .wire import Command, Reply, encode_control
 
 RUNTIME_KINDS = frozenset({"input", "reveal", "free", "barrier", "save", "load"})
 NOBODY: frozenset[str] = frozenset()

@@ -21,11 +21,11 @@ from protocols import Prg, dealer_messages
 from protocols.suite import Suite
 
 from .actor import failures_named, malformed, request_batches
+from .endpoint import Endpoint
 from .envelope import Phase
 from .log import get_logger
-from .network import Endpoint
+from .messages import Requests
 from .party import OpReused
-from .wire import Requests
 
 
 class CryptoProvider:

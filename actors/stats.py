@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from .envelope import Phase, op_of
+from .phase import Phase, op_of
 
 _EMPTY: Mapping[str, ActorStats] = MappingProxyType({})
 _METERED = tuple(p for p in Phase if p != Phase.HEARTBEAT)

@@ -28,7 +28,6 @@ import ssl
 import struct
 from collections.abc import Callable, Mapping
 from functools import partial
-from types import MappingProxyType
 
 import msgspec
 import trio
@@ -40,9 +39,11 @@ from protocols.errors import PartyFailure, ProtocolError, SmpcError
 
 from .actor import first_error
 from .config import ClusterConfig, ConfigError
-from .envelope import Phase
+from .endpoint import Endpoint
 from .log import get_logger
-from .network import Endpoint, Mailbox, Middleware, Roles
+from .mailbox import Mailbox, Roles
+from .messages import Failure, MeterReport, Ready, Session
+from .network import Middleware
 from .stats import ActorStats
 
 PREFIX = struct.Struct("<IB")
@@ -76,61 +77,6 @@ class SessionRefused(SmpcError):
         super().__init__(f"{actor} refused the session: {reason}")
         self.actor = actor
         self.reason = reason
-
-
-class Session(msgspec.Struct, frozen=True):
-    """What the coordinator tells every node when it opens a session. Nothing in it
-    grants access: reveal rules are each node's own, and a seed is for the provider only
-    (a party gets ``seed=None`` and ``seeded=True``) and refused unless the node allows it.
-    Unknown fields are ignored."""
-
-    id: str
-    protocols: str
-    seed: int | None
-    timeout: float
-    chaos_seed: int = 0
-    chaos_crash: tuple[str, int] | None = None
-    chaos_delay: float = 0.0
-    seeded: bool = False
-
-
-class Ready(msgspec.Struct, frozen=True):
-    """A node's answer to the session: the shapes of the named tensors it holds, or why it
-    refuses the session."""
-
-    session: str
-    catalog: dict[str, list[int]]
-    refused: str | None = None
-
-
-class Failure(msgspec.Struct, frozen=True):
-    actor: str
-    kind: str
-    message: str
-
-
-class MeterReport(msgspec.Struct, frozen=True, array_like=True):
-    sent: dict[int, int]
-    received: dict[int, int]
-    messages_sent: int
-    messages_received: int
-    online_depth: int
-    header_bytes: int
-    heartbeat_bytes: int
-    online_messages: int
-    ops: dict[int, list[int]]
-
-    def stats(self) -> ActorStats:
-        return ActorStats(
-            MappingProxyType({Phase(k): v for k, v in self.sent.items()}),
-            MappingProxyType({Phase(k): v for k, v in self.received.items()}),
-            self.messages_sent,
-            self.messages_received,
-            self.online_depth,
-            self.header_bytes,
-            self.heartbeat_bytes,
-            self.online_messages,
-        )
 
 
 _ENC = msgspec.msgpack.Encoder()

@@ -23,153 +23,22 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from math import prod
-from typing import Any, TypeVar
 
-import msgspec
 import numpy as np
 import torch
 
 from protocols.errors import ProtocolError
-from protocols.params import Params
 
+from .codec import _CODES, _REC, _records
 from .envelope import Envelope, Phase
 
 VERSION = 1
 HEADER = struct.Struct("<BBBBIQI")
-_REC = struct.Struct("<BB")
-_DTYPES: dict[torch.dtype, int] = {torch.int64: 1, torch.bool: 2, torch.uint8: 3}
-_CODES = {v: k for k, v in _DTYPES.items()}
 
 # Tag forms: "<op>/<step>" (protocol messages), "<step>/<seq>" (command and request
 # batches), or a literal tag such as "setup/key".
 _OP_TAG, _SEQ_TAG, _LITERAL = 0, 1, 2
 _SEQ_STEPS = frozenset({"cmd", "req"})
-
-
-# -- control messages ---------------------------------------------------------------------
-
-
-class Command(msgspec.Struct, frozen=True, array_like=True):
-    """One operation for a party: run ``kind`` on tensors ``ins``, store ``outs``."""
-
-    kind: str
-    op: int
-    ins: tuple[int, ...] = ()
-    outs: tuple[int, ...] = ()
-    params: Params | None = None
-    to: str | None = None
-    """reveal: the recipient."""
-
-
-class Batch(msgspec.Struct, frozen=True, array_like=True):
-    """Commands sent together, with the depth floor they start from (see the meter)."""
-
-    floor: int
-    ops: list[Command]
-
-
-class DealerRequest(msgspec.Struct, frozen=True, array_like=True):
-    """What the dealer learns of an op: its id, kind, operand and result shapes, divisor."""
-
-    op: int
-    kind: str
-    shapes: list[tuple[int, ...]]
-    out: tuple[int, ...]
-    d: int = 1
-
-
-class Requests(msgspec.Struct, frozen=True, array_like=True):
-    items: list[DealerRequest]
-
-
-class Reply(msgspec.Struct, frozen=True, array_like=True):
-    """A party's control answer: a barrier reached (with the largest depth it has seen),
-    or a refused reveal."""
-
-    depth: int = 0
-    denied: str | None = None
-    malformed: bool = False
-    """The refusal is of a malformed command (e.g. a wrong shape), not of the policy."""
-
-
-_ENC = msgspec.msgpack.Encoder()
-T = TypeVar("T")
-_DECODERS: dict[type, msgspec.msgpack.Decoder[Any]] = {}
-
-
-def encode_control(obj: msgspec.Struct) -> bytes:
-    return _ENC.encode(obj)
-
-
-def decode_control(body: bytes, kind: type[T], what: str) -> T:
-    """Decode and validate; ProtocolError naming the field that is wrong."""
-    dec = _DECODERS.get(kind)
-    if dec is None:
-        dec = _DECODERS[kind] = msgspec.msgpack.Decoder(kind)
-    try:
-        return dec.decode(body)  # type: ignore[no-any-return]
-    except msgspec.DecodeError as exc:
-        raise ProtocolError(f"{what}: malformed {kind.__name__}: {exc}") from None
-
-
-# -- tensors ------------------------------------------------------------------------------
-
-
-def _records(tensors: Sequence[torch.Tensor]) -> tuple[list[tuple[bytes, np.ndarray]], int, int]:
-    out = []
-    size = payload = 0
-    for t in tensors:
-        code = _DTYPES.get(t.dtype)
-        if code is None:
-            raise ProtocolError(f"cannot send a tensor of dtype {t.dtype}")
-        shape = tuple(t.shape)
-        head = _REC.pack(code, len(shape)) + struct.pack(f"<{len(shape)}I", *shape)
-        arr = t.detach().contiguous().numpy().reshape(-1)
-        data = np.packbits(arr) if t.dtype == torch.bool else arr.view(np.uint8)
-        out.append((head, data))
-        size += len(head) + data.nbytes
-        payload += data.nbytes
-    return out, size, payload
-
-
-def encode_tensors(tensors: Sequence[torch.Tensor]) -> tuple[bytes, int]:
-    """A tensor body on its own (what a frame carries after its header) and its payload
-    bytes; for tests that build or tamper with envelopes."""
-    records, _, payload = _records(tensors)
-    return b"".join(h + d.tobytes() for h, d in records), payload
-
-
-def decode_tensors(body: memoryview | bytes) -> tuple[torch.Tensor, ...]:
-    """Tensor records back to tensors; malformed bodies raise ProtocolError."""
-    out: list[torch.Tensor] = []
-    view = memoryview(body)
-    pos = 0
-    try:
-        while pos < len(view):
-            code, ndim = _REC.unpack_from(view, pos)
-            pos += _REC.size
-            shape = struct.unpack_from(f"<{ndim}I", view, pos)
-            pos += 4 * ndim
-            dtype = _CODES[code]
-            n = prod(shape)
-            size = (n + 7) // 8 if dtype == torch.bool else n * (8 if dtype == torch.int64 else 1)
-            if size > len(view) - pos:
-                raise ProtocolError(
-                    f"tensor record claims shape {tuple(shape)} but only {len(view) - pos} bytes follow"
-                )
-            if dtype == torch.bool:
-                raw = np.frombuffer(view[pos : pos + size], np.uint8)
-                bits = np.unpackbits(raw)[:n].astype(np.bool_)
-                out.append(torch.from_numpy(bits).reshape(shape))
-            elif n:
-                chunk = bytearray(view[pos : pos + size])
-                out.append(torch.frombuffer(chunk, dtype=dtype).reshape(shape))
-            else:
-                out.append(torch.empty(shape, dtype=dtype))
-            pos += size
-    except (struct.error, KeyError, RuntimeError, ValueError) as exc:
-        raise ProtocolError(f"malformed tensor body: {exc}") from None
-    return tuple(out)
 
 
 # -- frames -------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import torch
 from hypothesis import settings
 
 from actors import Envelope, Phase, configure_logging
-from actors.wire import Batch
+from actors.messages import Batch
 
 # Property tests draw the same cases on every run, so a red build means a bug, not bad
 # luck; HYPOTHESIS_PROFILE=explore draws fresh ones.

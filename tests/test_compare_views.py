@@ -34,7 +34,7 @@ from conftest import envelope_metadata
 from scipy import special, stats
 
 from actors import Envelope, Phase
-from actors.wire import Requests
+from actors.messages import Requests
 from protocols import FixedPoint, Share
 from protocols.compare import DRELU_ROUNDS
 from protocols.ring import to_bits, to_planes

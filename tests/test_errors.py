@@ -15,7 +15,7 @@ import trio.testing
 from conftest import PARTIES, PROVIDER, Tap
 
 from actors import Envelope, Phase
-from actors.wire import encode_tensors
+from actors.codec import encode_tensors
 from protocols.errors import (
     AccessDenied,
     ActorTimeout,

@@ -55,22 +55,19 @@ from hypothesis import strategies as st
 
 import actors.cluster as cluster_module
 from actors import Chaos, Envelope, InjectedCrash, Mailbox, Network, NetworkProfile, Phase
-from actors.network import Heartbeat, Roles
-from actors.wire import (
-    HEADER,
-    VERSION,
+from actors.codec import decode_tensors, encode_tensors
+from actors.mailbox import Roles
+from actors.messages import (
     Batch,
     Command,
     DealerRequest,
+    Heartbeat,
     Reply,
     Requests,
     decode_control,
-    decode_tensors,
     encode_control,
-    encode_tensors,
-    pack_frame,
-    unpack_frame,
 )
+from actors.wire import HEADER, VERSION, pack_frame, unpack_frame
 from protocols import FixedPoint
 from protocols.errors import (
     ActorTimeout,

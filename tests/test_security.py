@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from actors import Phase
-from actors.wire import Command, Reply
+from actors.messages import Command, Reply
 from protocols.errors import AccessDenied
 from training import Cluster
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from actors import Envelope, Phase
-from actors.wire import Reply, Requests
+from actors.messages import Reply, Requests
 from protocols import FixedPoint
 from training import SGD, Cluster, TrainingCoordinator
 

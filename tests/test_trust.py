@@ -23,9 +23,10 @@ from torch import nn
 
 from actors import Phase
 from actors.config import ConfigError, check_name, parse_config, write_local_config
+from actors.messages import Session
 from actors.node import EXIT_REFUSED, save_tensors, spawn_nodes, stop_nodes
 from actors.policy import RevealLedger, RevealPolicy, RevealRefused, RevealRule, parse_rule
-from actors.tls import Session, SessionRefused
+from actors.tls import SessionRefused
 from protocols.errors import PartyFailure
 from training import SGD, Cluster, TrainingCoordinator, export_module, public
 from training.checkpoint import load_checkpoint, save_checkpoint
@@ -154,7 +155,7 @@ async def test_nothing_is_revealed_to_the_provider() -> None:
     """Even the coordinator's own value: a reveal command naming the provider (as a
     coordinator that skipped its own check would send) is refused at every party."""
     from actors.cluster import access_denied
-    from actors.wire import Command
+    from actors.messages import Command
     from protocols.params import Params
 
     async with Cluster.start(TWO, provider=PROVIDER) as c:

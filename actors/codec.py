@@ -1,0 +1,77 @@
+"""The tensor codec: tensor records in a frame's body (no pickle).
+
+A record is ``dtype(1) ndim(1) dims(4 each)`` followed by the data: int64 at 8 bytes an
+element, bool packed 8 to a byte, uint8 as is. Malformed bodies raise ProtocolError.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from math import prod
+
+import numpy as np
+import torch
+
+from protocols.errors import ProtocolError
+
+_REC = struct.Struct("<BB")
+_DTYPES: dict[torch.dtype, int] = {torch.int64: 1, torch.bool: 2, torch.uint8: 3}
+_CODES = {v: k for k, v in _DTYPES.items()}
+
+
+def _records(tensors: Sequence[torch.Tensor]) -> tuple[list[tuple[bytes, np.ndarray]], int, int]:
+    out = []
+    size = payload = 0
+    for t in tensors:
+        code = _DTYPES.get(t.dtype)
+        if code is None:
+            raise ProtocolError(f"cannot send a tensor of dtype {t.dtype}")
+        shape = tuple(t.shape)
+        head = _REC.pack(code, len(shape)) + struct.pack(f"<{len(shape)}I", *shape)
+        arr = t.detach().contiguous().numpy().reshape(-1)
+        data = np.packbits(arr) if t.dtype == torch.bool else arr.view(np.uint8)
+        out.append((head, data))
+        size += len(head) + data.nbytes
+        payload += data.nbytes
+    return out, size, payload
+
+
+def encode_tensors(tensors: Sequence[torch.Tensor]) -> tuple[bytes, int]:
+    """A tensor body on its own (what a frame carries after its header) and its payload
+    bytes; for tests that build or tamper with envelopes."""
+    records, _, payload = _records(tensors)
+    return b"".join(h + d.tobytes() for h, d in records), payload
+
+
+def decode_tensors(body: memoryview | bytes) -> tuple[torch.Tensor, ...]:
+    """Tensor records back to tensors; malformed bodies raise ProtocolError."""
+    out: list[torch.Tensor] = []
+    view = memoryview(body)
+    pos = 0
+    try:
+        while pos < len(view):
+            code, ndim = _REC.unpack_from(view, pos)
+            pos += _REC.size
+            shape = struct.unpack_from(f"<{ndim}I", view, pos)
+            pos += 4 * ndim
+            dtype = _CODES[code]
+            n = prod(shape)
+            size = (n + 7) // 8 if dtype == torch.bool else n * (8 if dtype == torch.int64 else 1)
+            if size > len(view) - pos:
+                raise ProtocolError(
+                    f"tensor record claims shape {tuple(shape)} but only {len(view) - pos} bytes follow"
+                )
+            if dtype == torch.bool:
+                raw = np.frombuffer(view[pos : pos + size], np.uint8)
+                bits = np.unpackbits(raw)[:n].astype(np.bool_)
+                out.append(torch.from_numpy(bits).reshape(shape))
+            elif n:
+                chunk = bytearray(view[pos : pos + size])
+                out.append(torch.frombuffer(chunk, dtype=dtype).reshape(shape))
+            else:
+                out.append(torch.empty(shape, dtype=dtype))
+            pos += size
+    except (struct.error, KeyError, RuntimeError, ValueError) as exc:
+        raise ProtocolError(f"malformed tensor body: {exc}") from None
+    return tuple(out)

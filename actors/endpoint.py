@@ -1,0 +1,196 @@
+"""One actor's end of the transport: frames out, envelopes in, its own meter, liveness.
+
+An :class:`Endpoint` packs what its actor sends into frames (:mod:`actors.wire`), meters
+them (each actor meters what it sends and receives; the coordinator combines the meters)
+and hands them to the transport (:class:`Transport`: the in-memory
+:class:`actors.network.Network` or :class:`actors.tls.TlsTransport`), which delivers
+frames to the receiver's endpoint; that one unpacks them with the sender *the link* vouches
+for and files them in its :class:`actors.mailbox.Mailbox`.
+
+Liveness: every endpoint sends each peer a small heartbeat (metered apart) every quarter
+of the timeout, carrying whether its actor is busy and whom it is blocked on. A wait that
+runs past its bound blames the awaited peer only if that peer really stopped: nothing at
+all heard from it (not even a heartbeat), or it is idle, or blocked in a cycle; a peer that
+is computing, or waiting on one that is, gets more time. No endpoint ever reads another
+actor's mailbox: what it knows of a peer is what the peer's heartbeats said.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from itertools import pairwise
+from typing import Protocol
+
+import msgspec
+import torch
+import trio
+
+from protocols.errors import ProtocolError
+
+from .envelope import Envelope, Phase
+from .mailbox import Mailbox
+from .messages import Heartbeat
+from .stats import ActorStats, Meter
+from .wire import pack_frame
+
+_HB_DEC = msgspec.msgpack.Decoder(Heartbeat)
+_HB_ENC = msgspec.msgpack.Encoder()
+
+
+Observer = Callable[[Envelope], Envelope | None]
+"""Middleware: sees each envelope before delivery; returns it (maybe changed) or None."""
+
+
+class Transport(Protocol):
+    """What endpoints and the coordinator need of a transport: :class:`Network` (every
+    actor in memory) or :class:`actors.tls.TlsTransport` (one actor, TLS links)."""
+
+    endpoints: dict[str, Endpoint]
+    observers: list[Observer]
+
+    @property
+    def mailboxes(self) -> dict[str, Mailbox]: ...
+
+    def observe(self, observer: Observer) -> Callable[[], None]: ...
+
+    def before_send(self, sender: str) -> None: ...
+
+    async def capacity(self, sender: str, receiver: str) -> None: ...
+
+    def carry(self, sender: str, receiver: str, frame: bytearray) -> None: ...
+
+    def actor_stats(self) -> dict[str, ActorStats]: ...
+
+    async def settle(self) -> None: ...
+
+    def track_ops(self) -> None: ...
+
+    def take_ops(self) -> list[dict[int, list[int]]]: ...
+
+
+class Endpoint:
+    """One actor's end of the transport: frames out, envelopes in, its own meter."""
+
+    def __init__(self, name: str, network: Transport, timeout: float) -> None:
+        self.name = name
+        self.network = network
+        self.timeout = timeout
+        self.mailbox = Mailbox(name, timeout)
+        self.mailbox.judge = self._judge
+        self.mailbox.stalled = self._note_stall
+        self.meter = Meter(name)
+        self.busy: Callable[[], int] = lambda: 0
+        """Set by the actor: how many operations it is running."""
+        self._heard: dict[str, float] = {}
+        self._states: dict[str, Heartbeat] = {}
+        self._stalled_at = -math.inf
+        """When this process was last seen stalled (a long computation blocked its loop)."""
+
+    # -- sending ---------------------------------------------------------------------------
+    def send_nowait(
+        self,
+        receiver: str,
+        tag: str,
+        phase: Phase,
+        depth: int = 0,
+        *,
+        tensors: Sequence[torch.Tensor] | None = None,
+        control: bytes | None = None,
+    ) -> int:
+        """Frame, meter and hand over one message; returns its payload bytes."""
+        frame, payload = pack_frame(tag, phase, depth, tensors=tensors, control=control)
+        if phase != Phase.HEARTBEAT:
+            self.network.before_send(self.name)
+        self.meter.sent(phase, payload, len(frame), depth, tag)
+        self.network.carry(self.name, receiver, frame)
+        return payload
+
+    async def send(
+        self,
+        receiver: str,
+        tag: str,
+        phase: Phase,
+        depth: int = 0,
+        *,
+        tensors: Sequence[torch.Tensor] | None = None,
+        control: bytes | None = None,
+    ) -> int:
+        """As :meth:`send_nowait`, waiting while the link is full (back-pressure)."""
+        await self.network.capacity(self.name, receiver)
+        return self.send_nowait(receiver, tag, phase, depth, tensors=tensors, control=control)
+
+    # -- receiving -------------------------------------------------------------------------
+    def receive(self, env: Envelope) -> None:
+        """Called by the transport with an envelope whose sender it vouches for."""
+        self._heard[env.sender] = trio.current_time()
+        if env.phase == Phase.HEARTBEAT:
+            try:
+                self._states[env.sender] = _HB_DEC.decode(env.body)
+            except msgspec.DecodeError:
+                self.mailbox.fail(
+                    ProtocolError(f"{self.name}: malformed heartbeat from {env.sender}")
+                )
+            return
+        self.meter.received(env.phase, env.payload_bytes, env.frame_bytes)
+        self.mailbox.deliver(env)
+
+    # -- liveness --------------------------------------------------------------------------
+    def _note_stall(self) -> None:
+        self._stalled_at = trio.current_time()
+
+    def heartbeat(self) -> bytes:
+        return _HB_ENC.encode(
+            Heartbeat(self.busy(), self.mailbox.waiting_for(), self.mailbox.stray_senders())
+        )
+
+    async def run_heartbeats(self, peers: Sequence[str]) -> None:
+        interval = self.timeout / 4
+        while True:
+            body = self.heartbeat()
+            for p in peers:
+                self.send_nowait(p, "hb", Phase.HEARTBEAT, control=body)
+            due = trio.current_time() + interval
+            await trio.sleep_until(due)
+            if trio.current_time() - due > interval:
+                # The loop was blocked (a long computation here or, in one process, in any
+                # actor): silence measured across the stall proves nothing.
+                self._note_stall()
+
+    def _silent(self, peer: str, waited: float) -> bool:
+        heard = self._heard.get(peer)
+        now = trio.current_time()
+        return (heard is None and waited >= self.timeout) or (
+            heard is not None and now - heard > self.timeout
+        )
+
+    def _judge(self, sender: str, waited: float) -> tuple[str, ...] | None:
+        """The wait chain to blame after waiting ``waited`` s for ``sender``, or None if
+        ``sender`` (or whoever it waits for) is still working."""
+        if trio.current_time() - self._stalled_at < self.timeout:
+            return None
+        chain = [self.name, sender]
+        while True:
+            peer = chain[-1]
+            if self._silent(peer, waited):
+                return tuple(chain)
+            st = self._states.get(peer)
+            if st is None:
+                return None  # heard from it but no state yet: give it time
+            nxt = st.waiting[0] if st.waiting else None
+            if nxt is None:
+                return None if st.busy else tuple(chain)
+            if nxt == self.name or nxt in chain:
+                cycle = [*chain[chain.index(nxt) :], nxt] if nxt in chain else [*chain, nxt]
+                for waiter, awaited in pairwise(cycle):
+                    wst = self._states.get(waiter)
+                    if wst is not None and awaited in wst.stray:
+                        return (*chain[: chain.index(waiter) + 1], awaited)
+                # No one in the cycle sent something unasked to its waiter: an actor
+                # outside it that did (a message went to the wrong place) is to blame.
+                for waiter in cycle[:-1]:
+                    wst = self._states.get(waiter)
+                    if wst is not None and wst.stray and waiter in chain:
+                        return (*chain[: chain.index(waiter) + 1], wst.stray[0])
+                return tuple(chain)
+            chain.append(nxt)

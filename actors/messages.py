@@ -1,0 +1,162 @@
+"""Every typed control message, in one place: msgspec structs encoded as msgpack.
+
+* coordinator -> parties: :class:`Batch` of :class:`Command`;
+* coordinator -> provider: :class:`Requests` of :class:`DealerRequest`;
+* party -> coordinator: :class:`Reply` (a barrier reached, or a refused reveal);
+* endpoint -> peers: :class:`Heartbeat` (liveness, metered apart);
+* TLS records (:mod:`actors.tls`): :class:`Session`, :class:`Ready`, :class:`Failure`,
+  :class:`MeterReport`.
+
+(Parties also exchange :class:`actors.policy.RevealPolicy` at start.) Structs are arrays on
+the wire where the field order is fixed (commands: ``[kind, op, ins, outs, params, to]``);
+a decoding error names the field that is wrong (``Expected `int`, got `str` - at
+`$[1][0][1]```). Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+import msgspec
+
+from protocols.errors import ProtocolError
+from protocols.params import Params
+
+from .phase import Phase
+from .stats import ActorStats
+
+
+class Command(msgspec.Struct, frozen=True, array_like=True):
+    """One operation for a party: run ``kind`` on tensors ``ins``, store ``outs``."""
+
+    kind: str
+    op: int
+    ins: tuple[int, ...] = ()
+    outs: tuple[int, ...] = ()
+    params: Params | None = None
+    to: str | None = None
+    """reveal: the recipient."""
+
+
+class Batch(msgspec.Struct, frozen=True, array_like=True):
+    """Commands sent together, with the depth floor they start from (see the meter)."""
+
+    floor: int
+    ops: list[Command]
+
+
+class DealerRequest(msgspec.Struct, frozen=True, array_like=True):
+    """What the dealer learns of an op: its id, kind, operand and result shapes, divisor."""
+
+    op: int
+    kind: str
+    shapes: list[tuple[int, ...]]
+    out: tuple[int, ...]
+    d: int = 1
+
+
+class Requests(msgspec.Struct, frozen=True, array_like=True):
+    items: list[DealerRequest]
+
+
+class Reply(msgspec.Struct, frozen=True, array_like=True):
+    """A party's control answer: a barrier reached (with the largest depth it has seen),
+    or a refused reveal."""
+
+    depth: int = 0
+    denied: str | None = None
+    malformed: bool = False
+    """The refusal is of a malformed command (e.g. a wrong shape), not of the policy."""
+
+
+_ENC = msgspec.msgpack.Encoder()
+T = TypeVar("T")
+_DECODERS: dict[type, msgspec.msgpack.Decoder[Any]] = {}
+
+
+def encode_control(obj: msgspec.Struct) -> bytes:
+    return _ENC.encode(obj)
+
+
+def decode_control(body: bytes, kind: type[T], what: str) -> T:
+    """Decode and validate; ProtocolError naming the field that is wrong."""
+    dec = _DECODERS.get(kind)
+    if dec is None:
+        dec = _DECODERS[kind] = msgspec.msgpack.Decoder(kind)
+    try:
+        return dec.decode(body)  # type: ignore[no-any-return]
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"{what}: malformed {kind.__name__}: {exc}") from None
+
+
+# -- liveness ------------------------------------------------------------------------------
+
+
+class Heartbeat(msgspec.Struct, frozen=True, array_like=True):
+    """What an endpoint tells its peers about its actor, a few times per timeout."""
+
+    busy: int
+    """Operations the actor is running (0: idle)."""
+    waiting: list[str]
+    """Actors it is blocked on right now (bounded waits only)."""
+    stray: list[str]
+    """Senders of messages that arrived and were not asked for (yet)."""
+
+
+# -- TLS sessions ----------------------------------------------------------------------------
+
+
+class Session(msgspec.Struct, frozen=True):
+    """What the coordinator tells every node when it opens a session. Nothing in it
+    grants access: reveal rules are each node's own, and a seed is for the provider only
+    (a party gets ``seed=None`` and ``seeded=True``) and refused unless the node allows it.
+    Unknown fields are ignored."""
+
+    id: str
+    protocols: str
+    seed: int | None
+    timeout: float
+    chaos_seed: int = 0
+    chaos_crash: tuple[str, int] | None = None
+    chaos_delay: float = 0.0
+    seeded: bool = False
+
+
+class Ready(msgspec.Struct, frozen=True):
+    """A node's answer to the session: the shapes of the named tensors it holds, or why it
+    refuses the session."""
+
+    session: str
+    catalog: dict[str, list[int]]
+    refused: str | None = None
+
+
+class Failure(msgspec.Struct, frozen=True):
+    actor: str
+    kind: str
+    message: str
+
+
+class MeterReport(msgspec.Struct, frozen=True, array_like=True):
+    sent: dict[int, int]
+    received: dict[int, int]
+    messages_sent: int
+    messages_received: int
+    online_depth: int
+    header_bytes: int
+    heartbeat_bytes: int
+    online_messages: int
+    ops: dict[int, list[int]]
+
+    def stats(self) -> ActorStats:
+        return ActorStats(
+            MappingProxyType({Phase(k): v for k, v in self.sent.items()}),
+            MappingProxyType({Phase(k): v for k, v in self.received.items()}),
+            self.messages_sent,
+            self.messages_received,
+            self.online_depth,
+            self.header_bytes,
+            self.heartbeat_bytes,
+            self.online_messages,
+        )
