@@ -51,7 +51,7 @@ def accuracy(
         return float((net(data.x_test).argmax(1) == data.y_test).float().mean())
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=["mlp", "cnn"], default="cnn")
     ap.add_argument("--eps", default="1e-8,3e-5,1e-3", help="Adam eps of the perturbed runs")
@@ -60,7 +60,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=0.02)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--bits", type=int, default=16, help="fractional bits (base 2)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(1)
     kw = {"model": args.model, "lr": args.lr, "epochs": args.epochs, "bits": args.bits}
     exact = [accuracy(s, 1e-8, None, **kw) for s in range(args.seeds)]

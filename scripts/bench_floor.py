@@ -90,11 +90,11 @@ def _runner(
     return body
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = bench_parser(__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=None, help="replays (default 20 / 3)")
     ap.add_argument("--crypten-ms", type=float, default=None, help="CrypTen's ms per step")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     suites = bench_setup(ap, args)
     w = WORKLOADS[args.workload]
     repeats = args.repeats or (20 if w.name == "seed" else 3)

@@ -56,14 +56,19 @@ def share(c: Any, t: torch.Tensor, requires_grad: bool = False) -> Any:
     return c.share(t, precision=16, base=2, requires_grad=requires_grad)
 
 
-async def targets(c: Any) -> list[Row]:
+async def targets(c: Any, n: int = 10_000) -> list[Row]:
     rows: list[Row] = []
     g = torch.Generator().manual_seed(0)
-    x = torch.linspace(-8, 8, 10_000)
+    x = torch.linspace(-8, 8, n)
     sx = share(c, x)
     for name, fn, ref, tgt in (
-        ("sigmoid 1e4 in [-8,8]", lambda: sx.sigmoid(), torch.sigmoid(x), "<= 8 r, 256 B, 0.003"),
-        ("tanh 1e4 in [-8,8]", lambda: sx.tanh(), torch.tanh(x), "<= 8 r, 256 B, 0.005"),
+        (
+            f"sigmoid {_count(n)} in [-8,8]",
+            lambda: sx.sigmoid(),
+            torch.sigmoid(x),
+            "<= 8 r, 256 B, 0.003",
+        ),
+        (f"tanh {_count(n)} in [-8,8]", lambda: sx.tanh(), torch.tanh(x), "<= 8 r, 256 B, 0.005"),
     ):
         y, r, b = await measure(c, fn, x.numel())
         rows.append(Row(name, r, b, await err(y, ref), tgt))
@@ -95,17 +100,18 @@ async def targets(c: Any) -> list[Row]:
     return rows
 
 
-async def every_op(c: Any) -> list[Row]:
+async def every_op(c: Any, n: int = 4000) -> list[Row]:
     """Each op of docs/ops.md: (name, input, op, torch reference, precision) -> a row;
     the error is absolute ("rel.": relative where |result| > 1, absolute below)."""
     g = torch.Generator().manual_seed(1)
-    pos = torch.linspace(0.05, 200.0, 4000)
-    anyx = torch.linspace(-6, 6, 4000)
+    pos = torch.linspace(0.05, 200.0, n)
+    anyx = torch.linspace(-6, 6, n)
     img = torch.randn(8, 4, 12, 12, generator=g)
     ker = torch.randn(6, 4, 3, 3, generator=g) * 0.3
-    probs = torch.rand(4000, generator=g) * 0.9 + 0.05
-    bits = (torch.rand(4000, generator=g) > 0.5).float()
-    labels = torch.randint(0, 10, (400,), generator=g)
+    probs = torch.rand(n, generator=g) * 0.9 + 0.05
+    bits = (torch.rand(n, generator=g) > 0.5).float()
+    rows_ = n // 10
+    labels = torch.randint(0, 10, (rows_,), generator=g)
     rows: list[Row] = []
     Case = tuple[
         str, torch.Tensor, Callable[[Any], Any], Callable[[torch.Tensor], torch.Tensor], str
@@ -125,8 +131,8 @@ async def every_op(c: Any) -> list[Row]:
         ),
         ("softplus", anyx, lambda s: F.softplus(_any(s)), F.softplus, "2/16"),
         (
-            "log_softmax 400x10",
-            anyx.reshape(400, 10) * 2,
+            f"log_softmax {rows_}x10",
+            anyx.reshape(rows_, 10) * 2,
             lambda s: F.log_softmax(_any(s), 1),
             lambda t: F.log_softmax(t, 1),
             "2/16",
@@ -141,15 +147,15 @@ async def every_op(c: Any) -> list[Row]:
         ),
         ("hardtanh / clamp", anyx, lambda s: F.hardtanh(_any(s)), F.hardtanh, "10/3"),
         (
-            "max dim=1 400x10",
-            anyx.reshape(400, 10),
+            f"max dim=1 {rows_}x10",
+            anyx.reshape(rows_, 10),
             lambda s: s.max(1)[0],
             lambda t: t.max(1)[0],
             "10/3",
         ),
         (
-            "argmax dim=1 400x10",
-            anyx.reshape(400, 10).flip(1),
+            f"argmax dim=1 {rows_}x10",
+            anyx.reshape(rows_, 10).flip(1),
             lambda s: s.argmax(1),
             lambda t: t.argmax(1).double(),
             "10/3",
@@ -211,8 +217,8 @@ async def every_op(c: Any) -> list[Row]:
             "2/16",
         ),
         (
-            "cross_entropy 400x10",
-            anyx.reshape(400, 10),
+            f"cross_entropy {rows_}x10",
+            anyx.reshape(rows_, 10),
             lambda s: F.cross_entropy(_any(s), labels),
             lambda t: F.cross_entropy(t, labels),
             "2/16",
@@ -227,6 +233,12 @@ async def every_op(c: Any) -> list[Row]:
             e = e / want.abs().clamp(min=1.0)
         rows.append(Row(name, r, b, float(e.abs().max()), prec))
     return rows
+
+
+def _count(n: int) -> str:
+    """10000 as "1e4" (the table's name for it), other counts as they are."""
+    k = len(str(n)) - 1
+    return f"1e{k}" if n == 10**k else str(n)
 
 
 def _any(s: Any) -> Any:
@@ -249,17 +261,26 @@ def render(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-async def main(all_ops: bool) -> None:
+async def run(all_ops: bool, shrink: int = 1) -> None:
     async with Cluster.start(PARTIES, provider=PROVIDER, seed=3) as c:
-        rows = await targets(c)
+        rows = await targets(c, 10_000 // shrink)
         if all_ops:
-            rows += await every_op(c)
+            rows += await every_op(c, 4000 // shrink)
     print(render(rows))
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--all", action="store_true")
-    a = p.parse_args()
+    p.add_argument("--all", action="store_true", help="every op of docs/ops.md")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="inputs 2x smaller (a smoke run; the default suite still picks the same protocols, so rounds and bytes per element match; docs/ops.md is at full size)",
+    )
+    a = p.parse_args(argv)
     torch.set_num_threads(1)
-    trio.run(main, a.all)
+    trio.run(run, a.all, 2 if a.quick else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -98,7 +98,7 @@ def crypten_ms(numel: int, timeout: float) -> float | None:
     return number(r"relu (\d+(?:\.\d+)?) ms", line)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", choices=sorted(SIZES), default="2^18")
     ap.add_argument("--runs", type=int, default=5, help="timed runs after the cold one")
@@ -111,7 +111,7 @@ def main() -> None:
         help="torch intra-op threads (default 1: the pool only adds contention on a shared "
         "2-core machine; the parties and the dealer run one after another in one thread)",
     )
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     shape = SIZES[args.size]
     numel = prod(shape)

@@ -170,12 +170,12 @@ def bench_setup(ap: argparse.ArgumentParser, args: argparse.Namespace) -> list[s
     return suites
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = bench_parser(__doc__.splitlines()[0])
     ap.add_argument("--iterations", type=int, default=None, help="default 200 (seed) / 5")
     ap.add_argument("--warmup", type=int, default=None, help="default 10 (seed) / 1")
     ap.add_argument("--no-crypten", action="store_true", help="skip the CrypTen comparison")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     suites = bench_setup(ap, args)
     w = WORKLOADS[args.workload]
     iterations = args.iterations or (200 if w.name == "seed" else 5)

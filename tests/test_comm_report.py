@@ -7,13 +7,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 import trio
 from comm_report import TRAIN_XOR, main
 
+from protocols import FixedPoint
 from protocols.opkind import Cost, OpKind, Suite
 from protocols.suite import DEFAULT, DEFAULT_KINDS, SUITES
 from training.report import PNGS, WAN, Profile, Report, build, config, write
-from training.report.measure import measure_ops
+from training.report.engine import MLP_SIM
+from training.report.measure import Workload, measure_ops, mlp_workload
 
 CFG = replace(
     config(quick=True),
@@ -150,3 +153,33 @@ def test_network_d_iteration_equals_the_op_logs_closed_forms(
         (c.network, c.suite, c.online) for c in report.networks
     ]
     assert all(n["ok"] for n in data["networks"])
+
+
+def _plain_losses(work: Workload, steps: int, lr: float | None = None) -> list[float]:
+    net = work.model()
+    opt = torch.optim.SGD(net.parameters(), lr=work.lr if lr is None else lr)
+    out = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = work.loss(net(work.data), work.target)
+        loss.backward()
+        opt.step()
+        out.append(float(loss.detach()))
+    return out
+
+
+def test_every_mlp_the_full_report_trains_stays_within_the_reveal_bound() -> None:
+    """Plain torch as the oracle, 10 steps (the report runs 2 per sweep point, 6 in the
+    simulated run): every MLP of the full config, at its rate, never goes above its first
+    loss, far below the reveal bound. The sum-of-squares loss grows with batch and width:
+    a fixed lr 0.01 took the simulated batch-256 x width-64 MLP beyond the bound
+    (ValueOutOfRange in ``comm_report.py --out reports/``)."""
+    cfg = config()
+    bound = FixedPoint(10, 3).headroom
+    points = {(b, 2) for b in cfg.batches} | {(4, w) for w in cfg.widths} | {MLP_SIM}
+    for batch, width in sorted(points):
+        work = mlp_workload(batch, width)
+        losses = _plain_losses(work, 10)
+        assert max(losses) <= losses[0] * 1.001 < bound / 1000, (work.name, losses)
+        assert losses[-1] < losses[0] or losses[0] < 1e-3, (work.name, losses)
+    assert max(_plain_losses(mlp_workload(*MLP_SIM), 4, lr=0.01)) > bound  # what failed

@@ -153,7 +153,10 @@ def _sweep_section(rep: Report) -> list[str]:
         "## 3. Growth of one iteration's cost",
         "",
         "Two-layer MLP Linear(2, width), ReLU, Linear(width, 1), loss ((pred - y)**2).sum(), "
-        "SGD, suite `default`; one cluster per point, cost of its second iteration. Batch "
+        "SGD at lr 0.01 x min(1, 8 / batch) x min(1, 64 / width), at least 5e-4 (the loss "
+        "sums over the batch: a fixed 0.01 diverges at large batch or width, beyond the "
+        "reveal bound; `training.report.measure.mlp_lr`), suite `default`; one cluster per "
+        "point, cost of its second iteration. Batch "
         "sweep at width 2, width sweep at batch 4. Exponents: least-squares slope of log "
         "cost on log x, over all points and over the upper half. Every point's measured "
         f"rounds and bytes equal the closed form: "
@@ -194,6 +197,10 @@ def _sweep_section(rep: Report) -> list[str]:
     return out
 
 
+def _losses(losses: Sequence[float]) -> str:
+    return f"{losses[0]:.4g} -> {losses[-1]:.4g}" if losses else "-"
+
+
 def _projection_section(rep: Report) -> list[str]:
     out = [
         "## 4. Projected time per iteration",
@@ -221,17 +228,18 @@ def _projection_section(rep: Report) -> list[str]:
         "every party-to-party link delayed by the latency and busy for frame bytes / "
         "bandwidth). Each simulated cluster takes turns, step by step, with one without "
         "delays whose median is the compute term. Difference = (projected - measured) / "
-        "measured.",
+        "measured. Loss: the simulated cluster's revealed loss at its first and last step "
+        "(every revealed value is below the reveal bound, or the run fails).",
         "",
     ]
     sim = [
         [s.workload, s.suite, s.profile.name, s.rounds, _n(s.bytes_per_party), _ms(s.compute),
-         _ms(s.projected), _ms(s.measured), f"{100 * s.error:+.1f}%"]
+         _ms(s.projected), _ms(s.measured), f"{100 * s.error:+.1f}%", _losses(s.losses)]
         for s in rep.simulated
     ]  # fmt: skip
     out += _table(
         ["workload", "suite", "network", "rounds", "busiest party B", "compute", "projected",
-         "measured (median)", "difference"],
+         "measured (median)", "difference", "loss"],
         sim,
     )  # fmt: skip
     return [*out, "![projection](projection.png)", ""]
