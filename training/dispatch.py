@@ -59,7 +59,99 @@ def _log_softmax(x: Any, dim: Any = None, _stacklevel: int = 3, dtype: Any = Non
     return Fn.log_softmax(x, dim)
 
 
+def _no_out(name: str, out: Any) -> None:
+    if out is not None:
+        raise UnsupportedOperation(f"torch.{name}: out= is not supported on SharedTensor")
+
+
+def _comparison(name: str, mirrored: str) -> Callable[..., Any]:
+    """``torch.<name>(a, b, *, out=None)``: ``a.<name>(b)`` for a shared a, else the
+    mirrored comparison of b (``2 < x`` is ``x > 2``)."""
+
+    def run(a: Any, b: Any, *, out: Any = None) -> Any:
+        _no_out(name, out)
+        if isinstance(a, SharedTensor):
+            return getattr(a, name)(b)
+        return getattr(b, mirrored)(a)
+
+    return run
+
+
+_MIRROR = {"eq": "eq", "ne": "ne", "lt": "gt", "le": "ge", "gt": "lt", "ge": "le"}
+_ALIASES = {
+    "greater": "gt",
+    "greater_equal": "ge",
+    "less": "lt",
+    "less_equal": "le",
+    "not_equal": "ne",
+}
+
+
+def _comparisons() -> dict[Any, Callable[..., Any]]:
+    out: dict[Any, Callable[..., Any]] = {}
+    for name, mirrored in _MIRROR.items():
+        fn = _comparison(name, mirrored)
+        out[getattr(torch, name)] = fn
+        out[getattr(torch.Tensor, name)] = fn  # a public tensor's .eq(shared)
+        out[getattr(torch.Tensor, f"__{name}__")] = fn
+    for alias, name in _ALIASES.items():
+        fn = _comparison(name, _MIRROR[name])
+        out[getattr(torch, alias)] = fn
+        out[getattr(torch.Tensor, alias)] = fn
+    return out
+
+
+def _where(condition: Any, input: Any = None, other: Any = None, *, out: Any = None) -> Any:
+    _no_out("where", out)
+    if input is None and other is None:
+        raise UnsupportedOperation(
+            "torch.where(condition) (the positions of nonzeros) would reveal a shared "
+            "condition; use torch.where(condition, input, other)"
+        )
+    return Fn.where(condition, input, other)
+
+
+def _pow(input: Any, exponent: Any, *, out: Any = None) -> Any:
+    _no_out("pow", out)
+    if isinstance(input, SharedTensor):
+        return Fn.pow(input, exponent)
+    if isinstance(input, torch.Tensor) and input.numel() != 1:
+        raise UnsupportedOperation(
+            "a public tensor ** SharedTensor is supported only for a scalar base; use "
+            "torch.exp(x * base.log())"
+        )
+    return Fn.rpow(input, exponent)
+
+
+def _reduction(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def run(
+        x: Any,
+        dim: Any = None,
+        unbiased: Any = None,
+        keepdim: bool = False,
+        *,
+        correction: Any = None,
+        out: Any = None,
+    ) -> Any:
+        return fn(x, dim, unbiased, keepdim, correction=correction, out=out)
+
+    return run
+
+
 ENTRIES: dict[Any, Callable[..., Any]] = {
+    # comparisons, sign, where, powers, variance
+    **_comparisons(),
+    torch.sign: lambda x, *, out=None: (_no_out("sign", out), x.sign())[1],
+    torch.where: _where,
+    torch.Tensor.where: lambda x, condition, y: Fn.where(condition, x, y),
+    torch.pow: _pow,
+    torch.Tensor.pow: _pow,
+    torch.Tensor.__pow__: _pow,
+    torch.Tensor.__rpow__: lambda a, b: _pow(b, a),
+    torch.square: lambda x, *, out=None: (_no_out("square", out), Fn.pow(x, 2))[1],
+    torch.var: _reduction(Fn.var),
+    torch.std: _reduction(Fn.std),
+    torch.is_floating_point: lambda x: True,
     # activations
     torch.sigmoid: Fn.sigmoid,
     F.sigmoid: Fn.sigmoid,
