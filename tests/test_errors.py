@@ -451,5 +451,5 @@ async def test_busy_party_is_not_reported_silent() -> None:
             PARTIES[2], provider=PROVIDER, seed=1, timeout=0.3, protocols=suite
         ) as c:
             x = c.share(torch.tensor([1.5, -2.0]))
-            got = await (x * x).get()
+            got = await (x * x).get(dtype=torch.float64)
     assert torch.allclose(got, torch.tensor([2.25, 4.0], dtype=torch.float64))

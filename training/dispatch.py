@@ -64,6 +64,11 @@ def _no_out(name: str, out: Any) -> None:
         raise UnsupportedOperation(f"torch.{name}: out= is not supported on SharedTensor")
 
 
+def _checked_out(name: str, out: Any, run: Callable[[], Any]) -> Any:
+    _no_out(name, out)
+    return run()
+
+
 def _comparison(name: str, mirrored: str) -> Callable[..., Any]:
     """``torch.<name>(a, b, *, out=None)``: ``a.<name>(b)`` for a shared a, else the
     mirrored comparison of b (``2 < x`` is ``x > 2``)."""
@@ -141,14 +146,14 @@ def _reduction(fn: Callable[..., Any]) -> Callable[..., Any]:
 ENTRIES: dict[Any, Callable[..., Any]] = {
     # comparisons, sign, where, powers, variance
     **_comparisons(),
-    torch.sign: lambda x, *, out=None: (_no_out("sign", out), x.sign())[1],
+    torch.sign: lambda x, *, out=None: _checked_out("sign", out, x.sign),
     torch.where: _where,
     torch.Tensor.where: lambda x, condition, y: Fn.where(condition, x, y),
     torch.pow: _pow,
     torch.Tensor.pow: _pow,
     torch.Tensor.__pow__: _pow,
     torch.Tensor.__rpow__: lambda a, b: _pow(b, a),
-    torch.square: lambda x, *, out=None: (_no_out("square", out), Fn.pow(x, 2))[1],
+    torch.square: lambda x, *, out=None: _checked_out("square", out, lambda: Fn.pow(x, 2)),
     torch.var: _reduction(Fn.var),
     torch.std: _reduction(Fn.std),
     torch.is_floating_point: lambda x: True,

@@ -477,9 +477,7 @@ def log(
         n = _Norm(x, domain, below=_below(domain, below))
         u = n.m - 1.0
         y = _poly(_powers(u), fit("log1p", 0.0, 1.0)) + n.const(lambda k: k * math.log(2))
-    return x._record(
-        y, [x], lambda g: (g * reciprocal_positive(x.detach(), domain, below=below),)
-    )
+    return x._record(y, [x], lambda g: (g * reciprocal_positive(x.detach(), domain, below=below),))
 
 
 def reciprocal_positive(
@@ -625,7 +623,8 @@ def pow(x: SharedTensor, exponent: Any) -> SharedTensor:
     p = _as_exponent(exponent)
     if isinstance(p, int):
         if p == 0:
-            return (x.detach() * 0 + 1).detach()
+            ones = (x.detach() * 0 + 1).detach()
+            return x._record(ones, [x], lambda g: (g * 0,))
         if p == 1:
             return x
         if p > 0:
@@ -673,9 +672,7 @@ def where(condition: Any, input: Any, other: Any) -> SharedTensor:
         if isinstance(other, SharedTensor):
             return condition * (input - other) + other
         return condition * (input - other) + public(torch.as_tensor(other, dtype=torch.float64))
-    if not isinstance(input, SharedTensor | float | int) and not isinstance(
-        other, SharedTensor
-    ):
+    if not isinstance(input, SharedTensor | float | int) and not isinstance(other, SharedTensor):
         raise UnsupportedOperation("torch.where: expected a SharedTensor among its arguments")
     try:
         c = torch.as_tensor(condition)

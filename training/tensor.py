@@ -82,6 +82,17 @@ class public:  # noqa: N801 - reads as a marker, like torch.no_grad
     def __init__(self, value: Any) -> None:
         self.tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
 
+    @classmethod
+    def __torch_function__(
+        cls, func: Any, types: Any, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        """``torch.eq(x, public(t))``: torch's argument parser accepts the marker only if it
+        takes part in dispatch; the SharedTensor's entry handles the call."""
+        values = (*args, *(kwargs or {}).values())
+        if not any(isinstance(a, SharedTensor) for a in values):
+            return NotImplemented
+        return SharedTensor.__torch_function__(func, types, args, kwargs)
+
 
 def _from_library() -> bool:
     """Whether the operation was issued by this library's own code (a loss, a layer, an
@@ -430,9 +441,7 @@ class SharedTensor:
         dtype = self.dtype
         for o in operands:
             dtype = torch.promote_types(dtype, o.dtype)
-        results = [
-            self._new(t, shape, p, dtype) for t, (shape, p) in zip(tids, outs, strict=True)
-        ]
+        results = [self._new(t, shape, p, dtype) for t, (shape, p) in zip(tids, outs, strict=True)]
         for r in results:
             r._origin = origin
         checker = getattr(self.cluster, "checker", None)
@@ -601,7 +610,7 @@ class SharedTensor:
             shape = S.broadcast("sub", a.shape, b.shape)
             out = a._op("sub", [b], shape)
             return out._record_binary(a, b, lambda g: (g, -g))
-        return self + (-_as_public(other))
+        return self + public(-_as_public(other))
 
     def __rsub__(self, other: Any) -> SharedTensor:
         pub = _as_public(other)
@@ -1064,7 +1073,7 @@ class SharedTensor:
         return impl(*args, **(kwargs or {}))
 
     # Last in the class: below these, ``float`` in an annotation would name the method.
-    def float(self) -> SharedTensor:  # noqa: A003 - torch's name
+    def float(self) -> SharedTensor:
         return self.to(torch.float32)
 
     def double(self) -> SharedTensor:
