@@ -25,12 +25,16 @@ local; see docs/ops.md for the measured table):
   ``m - 1`` (log, sqrt, rsqrt) or Newton-Raphson for ``1/m`` from the linear start
   ``24/17 - 8/17 m`` (the classic 48/17 - 32/17 m' start for m' = m/2 in [1/2, 1), relative error
   1/17; 2 iterations leave (1/17)**4 < 1.2e-5).
-  ``s = 2**-k`` must be exact in fixed point: with base 2 and f fractional bits the
-  domain is [2**-(f//2), 2**f); with base 10 and precision p it is [2**-(f//2), 2**p)
-  (f = the fractional bits, 9 for precision 3). Inputs outside give garbage.
+  ``s = 2**-k`` must be exact in fixed point, hence base 2: with f fractional bits the
+  domain is [2**-(f//2), 2**(31-f)), every encodable value above 2**-(f//2) (sqrt: from
+  2**-f). Below it (0, negative or tiny inputs) the knot 2**klo itself selects m = 1 and
+  the constants of klo: a documented clamp (log -> ln 2**klo, reciprocal -> +-2**-klo,
+  rsqrt -> 2**(-klo/2), sqrt -> 0), never garbage; the input is private, so a range
+  check would have to reveal it.
 * **exp**: range reduction by integers: bits ``[x >= k]`` for every integer k in the
   domain give ``k`` and ``e**k`` linearly, ``u = x - k`` in [0, 1) and ``exp(x) =
-  e**k * p(u)`` with a degree-4 ``p``. The input is clamped to the domain first.
+  e**k * p(u)`` with a degree-4 ``p``. The input is clamped to the domain first: above
+  ln(0.99 max_value) (10.38 at 2/16) e^x does not encode, so exp saturates there.
   Softmax uses a cheaper ``exp`` for ``x <= 0`` (4 knots, no clamp).
 * **maximum along a dimension**: a tournament, one ReLU per level
   (``max(a, b) = b + relu(a - b)``), ``ceil(log2 n)`` rounds; the arg-max one-hot (for
