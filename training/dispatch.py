@@ -157,6 +157,30 @@ ENTRIES: dict[Any, Callable[..., Any]] = {
     torch.var: _reduction(Fn.var),
     torch.std: _reduction(Fn.std),
     torch.is_floating_point: lambda x: True,
+    # local gathers and linear ops (issue 20)
+    torch.narrow: lambda x, dim, start, length: x.narrow(dim, start, length),
+    torch.index_select: lambda x, dim, index, *, out=None: _checked_out(
+        "index_select", out, lambda: x.index_select(dim, index)
+    ),
+    torch.roll: lambda x, shifts, dims=None: x.roll(shifts, dims),
+    torch.diagonal: lambda x, offset=0, dim1=0, dim2=1: x.diagonal(offset, dim1, dim2),
+    torch.trace: lambda x: x.trace(),
+    torch.cumsum: lambda x, dim, *, dtype=None, out=None: _checked_out(
+        "cumsum", out, lambda: x.cumsum(dim, dtype=dtype)
+    ),
+    torch.prod: lambda x, dim=None, keepdim=False, *, dtype=None, out=None: _checked_out(
+        "prod", out, lambda: x.prod(dim, keepdim, dtype=dtype)
+    ),
+    torch.dot: lambda a, b, *, out=None: _checked_out(
+        "dot", out, lambda: a.dot(b) if isinstance(a, SharedTensor) else b.dot(a)
+    ),
+    torch.outer: lambda a, b, *, out=None: _checked_out(
+        "outer", out, lambda: a.outer(b) if isinstance(a, SharedTensor) else b.outer(a).t()
+    ),
+    torch.ger: lambda a, b, *, out=None: _checked_out(
+        "ger", out, lambda: a.outer(b) if isinstance(a, SharedTensor) else b.outer(a).t()
+    ),
+    F.pad: Fn.pad,
     # activations
     torch.sigmoid: Fn.sigmoid,
     F.sigmoid: Fn.sigmoid,

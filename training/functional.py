@@ -765,6 +765,28 @@ def std(
     return sqrt(v)
 
 
+def pad(x: SharedTensor, pad: Sequence[int], mode: str = "constant", value: Any = None) -> Any:
+    """F.pad with ``mode="constant"`` (negative pads crop, as torch): a public-index take
+    of x, zeroed by a public 0/1 mask where the output is padding, plus ``value`` (public
+    or a shared scalar) there. Local, exact; backward the adjoint of the take."""
+    x = _check(x, "pad")
+    if mode != "constant":
+        raise UnsupportedOperation(f"F.pad(mode={mode!r}): only mode='constant' is supported")
+    try:
+        idx = torch.nn.functional.pad(x._positions(), tuple(pad), value=-1)
+    except (RuntimeError, IndexError, TypeError, ValueError) as exc:
+        raise ShapeError(f"pad{tuple(pad)} of shape {tuple(x.shape)}: {exc}") from None
+    inside = (idx >= 0).to(torch.float64)
+    out = x._take(idx.clamp_min(0)) * public(inside)
+    if value is None or (not isinstance(value, SharedTensor) and float(value) == 0.0):
+        return out
+    if isinstance(value, SharedTensor):
+        if value.numel() != 1:
+            raise ShapeError("pad: a shared value must have one element")
+        return out + value.reshape(()) * public(1.0 - inside)
+    return out + public((1.0 - inside) * float(value))
+
+
 # -- maxima ----------------------------------------------------------------------------------
 
 

@@ -862,6 +862,99 @@ class SharedTensor:
     def contiguous(self) -> SharedTensor:
         return self
 
+    # -- more local gathers (issue 20): each is a public-index take, exact, backward the
+    # adjoint scatter-add; the linear ones below are sums of such takes.
+    def narrow(self, dim: int, start: int, length: int) -> SharedTensor:
+        return self._take(self._index_of("narrow", lambda p: p.narrow(dim, start, length)))
+
+    def index_select(self, dim: int, index: Any) -> SharedTensor:
+        if isinstance(index, SharedTensor):
+            raise UnsupportedOperation("index_select with a shared index is not supported")
+        idx = torch.as_tensor(index)
+        return self._take(self._index_of("index_select", lambda p: p.index_select(dim, idx)))
+
+    def repeat(self, *sizes: Any) -> SharedTensor:
+        reps = _shape_arg(sizes)
+        return self._take(self._index_of("repeat", lambda p: p.repeat(reps)))
+
+    def roll(self, shifts: Any, dims: Any = None) -> SharedTensor:
+        return self._take(self._index_of("roll", lambda p: torch.roll(p, shifts, dims)))
+
+    def diagonal(self, offset: int = 0, dim1: int = 0, dim2: int = 1) -> SharedTensor:
+        return self._take(self._index_of("diagonal", lambda p: p.diagonal(offset, dim1, dim2)))
+
+    def trace(self) -> SharedTensor:
+        """Sum of the main diagonal of a 2-d tensor (local)."""
+        if self.dim() != 2:
+            raise ShapeError(f"trace expects a 2-d tensor, got shape {tuple(self.shape)}")
+        return self.diagonal().sum()
+
+    def cumsum(self, dim: int, *, dtype: Any = None) -> SharedTensor:
+        """Inclusive prefix sums along ``dim`` by a Hillis-Steele scan: ceil(log2 n)
+        additions of the tensor shifted by 1, 2, 4, ... (zeros shifted in): local, exact."""
+        if dtype is not None:
+            raise UnsupportedOperation("cumsum(dtype=...) is not supported on SharedTensor")
+        d = S.norm_dim("cumsum", int(dim), max(self.dim(), 1))
+        if not self.dim():
+            return self
+        n = int(self.shape[d])
+        out = self
+        step = 1
+        while step < n:
+            zshape = list(self.shape)
+            zshape[d] = step
+            shifted = cat([torch.zeros(zshape), out.narrow(d, 0, n - step)], d)
+            out = out + shifted
+            step *= 2
+        return out
+
+    def prod(self, dim: int | None = None, keepdim: bool = False, *, dtype: Any = None) -> Any:
+        """Product along ``dim`` (all elements if None) by a tree of products:
+        ceil(log2 n) rounds, one truncation per level; autograd through the products."""
+        if dtype is not None:
+            raise UnsupportedOperation("prod(dtype=...) is not supported on SharedTensor")
+        if dim is None:
+            return self.reshape(-1).prod(0)
+        d = S.norm_dim("prod", int(dim), max(self.dim(), 1))
+        if not self.dim():
+            return self
+        order = [i for i in range(self.dim()) if i != d] + [d]
+        cur = self.permute(order) if d != self.dim() - 1 else self
+        while int(cur.shape[-1]) > 1:
+            m = int(cur.shape[-1])
+            h = m // 2
+            pairs = cur[..., 0 : 2 * h : 2] * cur[..., 1 : 2 * h : 2]
+            cur = cat([pairs, cur[..., 2 * h :]], -1) if m % 2 else pairs
+        out = cur[..., 0]
+        return out.unsqueeze(d) if keepdim else out
+
+    def dot(self, other: Any) -> SharedTensor:
+        """1-d inner product: one product (1 round) and a sum."""
+        if self.dim() != 1 or len(tuple(other.shape)) != 1:
+            raise ShapeError(
+                f"dot expects 1-d tensors, got {tuple(self.shape)} and {tuple(other.shape)}"
+            )
+        if int(other.shape[0]) != int(self.shape[0]):
+            raise ShapeError(f"dot: sizes {self.shape[0]} and {other.shape[0]} differ")
+        return (self * other).sum()
+
+    def outer(self, other: Any) -> SharedTensor:
+        """Outer product of 1-d tensors (``torch.outer``/``ger``): one product."""
+        if self.dim() != 1 or len(tuple(other.shape)) != 1:
+            raise ShapeError(
+                f"outer expects 1-d tensors, got {tuple(self.shape)} and {tuple(other.shape)}"
+            )
+        return self.reshape(-1, 1) * other.reshape(1, -1)
+
+    ger = outer
+
+    def _index_of(self, name: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """``fn`` applied to the positions tensor; torch's refusal as a ShapeError."""
+        try:
+            return fn(self._positions())
+        except (RuntimeError, IndexError, TypeError, ValueError) as exc:
+            raise ShapeError(f"{name} of shape {tuple(self.shape)}: {exc}") from None
+
     def clone(self) -> SharedTensor:
         return self + 0
 
