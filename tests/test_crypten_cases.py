@@ -193,6 +193,8 @@ CASES: list[Case] = [
     Case("sqrt on (0, 10]", lambda: [POS()], torch.sqrt, torch.sqrt, 1e-3),
     Case("sigmoid on [-10, 10]", lambda: [grid(-10, 10)], torch.sigmoid, torch.sigmoid, 4e-3),
     Case("tanh on [-10, 10]", lambda: [grid(-10, 10)], torch.tanh, torch.tanh, 3e-3),
+    Case("sin on [-10, 10]", lambda: [grid(-10, 10)], torch.sin, torch.sin, 1e-3),
+    Case("cos on [-10, 10]", lambda: [grid(-10, 10)], torch.cos, torch.cos, 1e-3),
     *[
         Case(
             f"pow({p}) on (0, 10]",

@@ -644,3 +644,21 @@ async def test_tensor_ops_local_and_linear() -> None:
             F.pad(s, (1, 1), mode="reflect")
         with pytest.raises(ShapeError):
             s.dot(s)
+
+
+async def test_sin_cos_range_reduction_over_the_whole_encoding() -> None:
+    """sin/cos reduce by 2 pi locally, so every encodable x (up to 32768 at 2/16) keeps
+    the same error: a few u from the polynomial in z**2 (fit 4.7e-8) and the reduction."""
+    x = torch.cat([torch.linspace(-10, 10, 401), torch.tensor([100.0, -1000.0, 32000.0])])
+    xe = enc(x)
+    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=3) as c:
+        s = share16(c, x, requires_grad=True)
+        y, rounds, _ = await cost(c, lambda: torch.sin(s))
+        assert rounds == 6
+        assert float((await reveal(y) - xe.sin()).abs().max()) <= 8 * U16
+        z = s.cos()
+        assert float((await reveal(z) - xe.cos()).abs().max()) <= 8 * U16
+        (y + z * 2).sum().backward()
+        assert s.grad is not None
+        want = xe.cos() - 2 * xe.sin()
+        assert float((await reveal(s.grad) - want).abs().max()) <= 24 * U16

@@ -200,6 +200,8 @@ ENTRIES: dict[Any, Callable[..., Any]] = {
     torch.clip: Fn.clamp,
     # smooth functions and division
     torch.exp: Fn.exp,
+    torch.sin: Fn.sin,
+    torch.cos: Fn.cos,
     torch.log: Fn.log,
     torch.reciprocal: Fn.reciprocal,
     torch.sqrt: Fn.sqrt,

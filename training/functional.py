@@ -58,6 +58,7 @@ import torch
 
 from protocols import shapes as S
 from protocols.errors import ShapeError, UnsupportedOperation
+from protocols.params import Params
 
 from .autograd import Value
 from .tensor import SharedTensor, cat, public
@@ -79,6 +80,7 @@ _FUNCS: dict[str, Any] = {
     "log1p": np.log1p,
     "recip_sqrt1p": lambda u: 1.0 / np.sqrt(1.0 + u),
     "sqrt1p": lambda u: np.sqrt(1.0 + u),
+    "cos_sqrt": lambda s: np.cos(np.sqrt(s)),
 }
 
 
@@ -569,6 +571,64 @@ def div(a: Any, b: SharedTensor) -> SharedTensor:
     """a / b for a shared b (nonzero): a * reciprocal(b)."""
     require_bits(b, "division by a SharedTensor", base2=True)
     return reciprocal(b) * a if not isinstance(a, SharedTensor) else a * reciprocal(b)
+
+
+# -- sin / cos ----------------------------------------------------------------------------------
+
+_TWO_PI_BITS = 24
+"""2 pi is multiplied in as the integer round(2 pi 2**24) (an exact public integer product)
+and the result truncated to the handle's precision, so r = x - 2 pi k carries ~u of error
+for every encodable x instead of k 2**-17 from a 16-bit 2 pi."""
+
+
+def _reduce_angle(x: SharedTensor) -> SharedTensor:
+    """r = x - 2 pi k in (-2 pi, 2 pi): k = floor(x / 2 pi) (or one more) by one local
+    truncation of x / 2 pi to an integer (precision 0): the truncation's one-unit error
+    only moves r by one period, which sin does not see. Local, no rounds."""
+    f = x.fp.precision
+    t = x * (1.0 / (2 * math.pi))
+    k = t._op("trunc", [], t.shape, Params(d=x.fp.base**t.prec), prec=0)
+    shift = x.fp.base**_TWO_PI_BITS if x.fp.base == 2 else None
+    if shift is None or f >= _TWO_PI_BITS:
+        k2pi = k * (2 * math.pi)
+    else:
+        big = k * round(2 * math.pi * shift)  # precision 0 holding k 2 pi 2**24
+        k2pi = big._op("trunc", [], big.shape, Params(d=2 ** (_TWO_PI_BITS - f)), prec=f)
+    return x - k2pi
+
+
+def _sin_core(x: SharedTensor) -> SharedTensor:
+    """sin(x) for any encodable x, no autograd. r = x - 2 pi k (local); w = r - pi sgn(r)
+    in [-pi, pi) with sin(x) = -sin(w) (1 comparison); |w| and its sign (1 ReLU); z = |w|
+    - pi/2 in [-pi/2, pi/2] and sin|w| = cos(z), a degree-4 least-squares polynomial in
+    z**2 (fit error 4.7e-8; z**2, z**4, z**6 z**8: 3 rounds); the sign (1 product, no
+    truncation). 6 rounds."""
+    with torch.no_grad():
+        r = _reduce_angle(x)
+        b = r.drelu()
+        w = r + math.pi - b * (2 * math.pi)
+        a, sb = _abs_sign(w)
+        z2 = (a - math.pi / 2) ** 2
+        c = _poly(_powers(z2), fit("cos_sqrt", 0.0, math.pi**2 / 4))
+        return (1 - sb * 2) * c
+
+
+def sin(x: SharedTensor) -> SharedTensor:
+    """torch.sin: range reduction by 2 pi (local, every encodable x), then symmetry and a
+    polynomial (:func:`_sin_core`): 6 rounds. Backward g cos(x) (6 more)."""
+    x = _check(x, "sin")
+    require_bits(x, "sin", base2=True)
+    y = _sin_core(x)
+    return x._record(y, [x], lambda g: (g * _sin_core(x.detach() + math.pi / 2),))
+
+
+def cos(x: SharedTensor) -> SharedTensor:
+    """torch.cos = sin(x + pi/2): 6 rounds. Backward -g sin(x)."""
+    x = _check(x, "cos")
+    require_bits(x, "cos", base2=True)
+    with torch.no_grad():
+        y = _sin_core(x + math.pi / 2)
+    return x._record(y, [x], lambda g: (-(g * _sin_core(x.detach())),))
 
 
 # -- powers, where, variance --------------------------------------------------------------------

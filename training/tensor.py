@@ -977,6 +977,12 @@ class SharedTensor:
     def log(self) -> SharedTensor:
         return _fn().log(self)
 
+    def sin(self) -> SharedTensor:
+        return _fn().sin(self)
+
+    def cos(self) -> SharedTensor:
+        return _fn().cos(self)
+
     def reciprocal(self) -> SharedTensor:
         return _fn().reciprocal(self)
 
