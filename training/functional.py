@@ -332,11 +332,11 @@ def exp(x: SharedTensor) -> SharedTensor:
     """e^x: clamp to :func:`exp_domain` (1 round), bits [x >= k] for the domain's integers
     (1 round), u = x - k and u^2 (1), u^3 u^4 (1), times e^k (1): 5 rounds. Backward g y.
 
-    e^k is selected linearly from the bits in two parts, so that no product exceeds
-    2**44 raw: for k up to K0 (7 at 2/16) at the handle's precision; above, as integers
-    ``round(e^k 2**q)`` at precision 0 (q = 44 - f - log2(max_value) - 1, 12 at 2/16: a
-    product by them needs no truncation) and the product divided by 2**q (one local
-    truncation, relative error below 2**-q e^-K0 ~ 2e-7)."""
+    e^k is selected linearly from the bits as integers at precision 0 (a product by them
+    needs no truncation; the product is then divided by a power of two, one local
+    truncation), in two parts so that no product exceeds 2**44 raw: ``round(e^k 2**f)``
+    for k up to K0 (7 at 2/16) and ``round(e^k 2**q)`` above (q = 44 - f -
+    log2(max_value) - 1, 12 at 2/16; relative error below 2**-q e^-K0 ~ 2e-7)."""
     x = _check(x, "exp")
     require_bits(x, "exp")
     lo, hi = exp_domain(x)
@@ -349,25 +349,28 @@ def exp(x: SharedTensor) -> SharedTensor:
         ks = list(range(lo + 1, math.floor(hi) + 1))
         bits = _bits(xc, ks)
         kk: Any = float(lo)
-        ek: Any = math.exp(lo)
-        ek_int: Any = None
-        prev_int = 0
+        # e^k selected as integers round(e^k 2**f) (k <= K0) and round(e^k 2**q) (above):
+        # public integer factors of the bits are exact, so the selected e^k is off by at
+        # most half a unit (a selection through public reals truncated once per term:
+        # up to ~10 u).
+        lo_int: Any = round(math.exp(lo) * 2**f)
+        hi_int: Any = None
+        prev_lo, prev_hi = lo_int, 0
         for k, b in zip(ks, bits, strict=True):
             kk = b * 1 + kk
-            if k <= k0:
-                ek = b * (math.exp(k) - math.exp(k - 1)) + ek
-                continue
-            if k == k0 + 1:
-                ek = b * (-math.exp(k0)) + ek  # the low part drops to 0 above K0
-            e_int = round(math.exp(k) * 2**q)
-            term = b * (e_int - prev_int)
-            ek_int = term if ek_int is None else term + ek_int
-            prev_int = e_int
+            e_lo = round(math.exp(k) * 2**f) if k <= k0 else 0
+            e_hi = round(math.exp(k) * 2**q) if k > k0 else 0
+            if e_lo != prev_lo:
+                lo_int = b * (e_lo - prev_lo) + lo_int
+            if e_hi != prev_hi:
+                term = b * (e_hi - prev_hi)
+                hi_int = term if hi_int is None else term + hi_int
+            prev_lo, prev_hi = e_lo, e_hi
         u = xc - kk
         p = _poly(_powers(u), fit("exp", 0.0, 1.0))
-        y = p * ek
-        if ek_int is not None:
-            y = y + (p * ek_int) / 2**q
+        y = (p * lo_int) / 2**f
+        if hi_int is not None:
+            y = y + (p * hi_int) / 2**q
     return x._record(y, [x], lambda g: (g * y,))
 
 
