@@ -741,6 +741,8 @@ def where(condition: Any, input: Any, other: Any) -> SharedTensor:
         return condition * (input - other) + public(torch.as_tensor(other, dtype=torch.float64))
     if not isinstance(input, SharedTensor | float | int) and not isinstance(other, SharedTensor):
         raise UnsupportedOperation("torch.where: expected a SharedTensor among its arguments")
+    if isinstance(condition, public):
+        condition = condition.tensor
     try:
         c = torch.as_tensor(condition)
     except (TypeError, ValueError, RuntimeError) as exc:
