@@ -375,11 +375,11 @@ async def test_silent_dealer_yields_timeout_naming_it() -> None:
 @pytest.mark.parametrize(
     ("call", "name"),
     [
-        # exp, sigmoid, log and max are supported since issue 12 (tests/test_functional.py)
-        (torch.sin, "sin"),
+        # exp, sigmoid, log and max are supported since issue 12, sin and cumsum since issue 20
+        (torch.atan, "atan"),
         (torch.erf, "erf"),
         (torch.log1p, "log1p"),
-        (lambda x: torch.cumsum(x, 0), "cumsum"),
+        (lambda x: torch.cumprod(x, 0), "cumprod"),
     ],
 )
 async def test_unsupported_torch_function_is_named(call: Callable[[Any], Any], name: str) -> None:
@@ -451,5 +451,5 @@ async def test_busy_party_is_not_reported_silent() -> None:
             PARTIES[2], provider=PROVIDER, seed=1, timeout=0.3, protocols=suite
         ) as c:
             x = c.share(torch.tensor([1.5, -2.0]))
-            got = await (x * x).get()
+            got = await (x * x).get(dtype=torch.float64)
     assert torch.allclose(got, torch.tensor([2.25, 4.0], dtype=torch.float64))

@@ -288,7 +288,7 @@ async def test_check_mode_names_a_wrong_protocol() -> None:
             s = a + b
             with c.label("product"):
                 p = s * a
-            return float((await (p - 1).get()).sum())
+            return float((await (p - 1).get(dtype=torch.float64)).sum())
 
     assert await run(protocols=_off_by(50)) == pytest.approx(5.25 + 0.1, abs=1e-9)  # silent
     with pytest.raises(ShadowMismatch, match=r"\(mul, label 'product'\).*wrong result") as info:

@@ -84,7 +84,11 @@ async def test_mixed_bases_are_refused_and_mixed_precisions_align() -> None:
             a * b
         assert c.stats().messages == before
         d = c.share(torch.tensor([0.125]), precision=4, base=10)
-        assert torch.allclose(await (a + d).get(), torch.tensor([1.625], dtype=torch.float64))
         assert torch.allclose(
-            await (a * d).get(), torch.tensor([0.1875], dtype=torch.float64), atol=2e-4
+            await (a + d).get(dtype=torch.float64), torch.tensor([1.625], dtype=torch.float64)
+        )
+        assert torch.allclose(
+            await (a * d).get(dtype=torch.float64),
+            torch.tensor([0.1875], dtype=torch.float64),
+            atol=2e-4,
         )

@@ -170,8 +170,8 @@ class TrainingCoordinator:
         with c.label("update"):
             self.optimizer.step()
         await settle("update")
-        loss_value = float((await loss.get()).reshape(-1)[0])
-        preds = await pred.get() if reveal_predictions else None
+        loss_value = float((await loss.get(dtype=torch.float64)).reshape(-1)[0])
+        preds = await pred.get(dtype=torch.float64) if reveal_predictions else None
         await c.flush()
         seconds = time.perf_counter() - t0
         delta = c.stats() - start_stats

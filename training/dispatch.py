@@ -59,7 +59,128 @@ def _log_softmax(x: Any, dim: Any = None, _stacklevel: int = 3, dtype: Any = Non
     return Fn.log_softmax(x, dim)
 
 
+def _no_out(name: str, out: Any) -> None:
+    if out is not None:
+        raise UnsupportedOperation(f"torch.{name}: out= is not supported on SharedTensor")
+
+
+def _checked_out(name: str, out: Any, run: Callable[[], Any]) -> Any:
+    _no_out(name, out)
+    return run()
+
+
+def _comparison(name: str, mirrored: str) -> Callable[..., Any]:
+    """``torch.<name>(a, b, *, out=None)``: ``a.<name>(b)`` for a shared a, else the
+    mirrored comparison of b (``2 < x`` is ``x > 2``)."""
+
+    def run(a: Any, b: Any, *, out: Any = None) -> Any:
+        _no_out(name, out)
+        if isinstance(a, SharedTensor):
+            return getattr(a, name)(b)
+        return getattr(b, mirrored)(a)
+
+    return run
+
+
+_MIRROR = {"eq": "eq", "ne": "ne", "lt": "gt", "le": "ge", "gt": "lt", "ge": "le"}
+_ALIASES = {
+    "greater": "gt",
+    "greater_equal": "ge",
+    "less": "lt",
+    "less_equal": "le",
+    "not_equal": "ne",
+}
+
+
+def _comparisons() -> dict[Any, Callable[..., Any]]:
+    out: dict[Any, Callable[..., Any]] = {}
+    for name, mirrored in _MIRROR.items():
+        fn = _comparison(name, mirrored)
+        out[getattr(torch, name)] = fn
+        out[getattr(torch.Tensor, name)] = fn  # a public tensor's .eq(shared)
+        out[getattr(torch.Tensor, f"__{name}__")] = fn
+    for alias, name in _ALIASES.items():
+        fn = _comparison(name, _MIRROR[name])
+        out[getattr(torch, alias)] = fn
+        out[getattr(torch.Tensor, alias)] = fn
+    return out
+
+
+def _where(condition: Any, input: Any = None, other: Any = None, *, out: Any = None) -> Any:
+    _no_out("where", out)
+    if input is None and other is None:
+        raise UnsupportedOperation(
+            "torch.where(condition) (the positions of nonzeros) would reveal a shared "
+            "condition; use torch.where(condition, input, other)"
+        )
+    return Fn.where(condition, input, other)
+
+
+def _pow(input: Any, exponent: Any, *, out: Any = None) -> Any:
+    _no_out("pow", out)
+    if isinstance(input, SharedTensor):
+        return Fn.pow(input, exponent)
+    if isinstance(input, torch.Tensor) and input.numel() != 1:
+        raise UnsupportedOperation(
+            "a public tensor ** SharedTensor is supported only for a scalar base; use "
+            "torch.exp(x * base.log())"
+        )
+    return Fn.rpow(input, exponent)
+
+
+def _reduction(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def run(
+        x: Any,
+        dim: Any = None,
+        unbiased: Any = None,
+        keepdim: bool = False,
+        *,
+        correction: Any = None,
+        out: Any = None,
+    ) -> Any:
+        return fn(x, dim, unbiased, keepdim, correction=correction, out=out)
+
+    return run
+
+
 ENTRIES: dict[Any, Callable[..., Any]] = {
+    # comparisons, sign, where, powers, variance
+    **_comparisons(),
+    torch.sign: lambda x, *, out=None: _checked_out("sign", out, x.sign),
+    torch.where: _where,
+    torch.Tensor.where: lambda x, condition, y: Fn.where(condition, x, y),
+    torch.pow: _pow,
+    torch.Tensor.pow: _pow,
+    torch.Tensor.__pow__: _pow,
+    torch.Tensor.__rpow__: lambda a, b: _pow(b, a),
+    torch.square: lambda x, *, out=None: _checked_out("square", out, lambda: Fn.pow(x, 2)),
+    torch.var: _reduction(Fn.var),
+    torch.std: _reduction(Fn.std),
+    torch.is_floating_point: lambda x: True,
+    # local gathers and linear ops (issue 20)
+    torch.narrow: lambda x, dim, start, length: x.narrow(dim, start, length),
+    torch.index_select: lambda x, dim, index, *, out=None: _checked_out(
+        "index_select", out, lambda: x.index_select(dim, index)
+    ),
+    torch.roll: lambda x, shifts, dims=None: x.roll(shifts, dims),
+    torch.diagonal: lambda x, offset=0, dim1=0, dim2=1: x.diagonal(offset, dim1, dim2),
+    torch.trace: lambda x: x.trace(),
+    torch.cumsum: lambda x, dim, *, dtype=None, out=None: _checked_out(
+        "cumsum", out, lambda: x.cumsum(dim, dtype=dtype)
+    ),
+    torch.prod: lambda x, dim=None, keepdim=False, *, dtype=None, out=None: _checked_out(
+        "prod", out, lambda: x.prod(dim, keepdim, dtype=dtype)
+    ),
+    torch.dot: lambda a, b, *, out=None: _checked_out(
+        "dot", out, lambda: a.dot(b) if isinstance(a, SharedTensor) else b.dot(a)
+    ),
+    torch.outer: lambda a, b, *, out=None: _checked_out(
+        "outer", out, lambda: a.outer(b) if isinstance(a, SharedTensor) else b.outer(a).t()
+    ),
+    torch.ger: lambda a, b, *, out=None: _checked_out(
+        "ger", out, lambda: a.outer(b) if isinstance(a, SharedTensor) else b.outer(a).t()
+    ),
+    F.pad: Fn.pad,
     # activations
     torch.sigmoid: Fn.sigmoid,
     F.sigmoid: Fn.sigmoid,
@@ -79,6 +200,8 @@ ENTRIES: dict[Any, Callable[..., Any]] = {
     torch.clip: Fn.clamp,
     # smooth functions and division
     torch.exp: Fn.exp,
+    torch.sin: Fn.sin,
+    torch.cos: Fn.cos,
     torch.log: Fn.log,
     torch.reciprocal: Fn.reciprocal,
     torch.sqrt: Fn.sqrt,

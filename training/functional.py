@@ -25,12 +25,16 @@ local; see docs/ops.md for the measured table):
   ``m - 1`` (log, sqrt, rsqrt) or Newton-Raphson for ``1/m`` from the linear start
   ``24/17 - 8/17 m`` (the classic 48/17 - 32/17 m' start for m' = m/2 in [1/2, 1), relative error
   1/17; 2 iterations leave (1/17)**4 < 1.2e-5).
-  ``s = 2**-k`` must be exact in fixed point: with base 2 and f fractional bits the
-  domain is [2**-(f//2), 2**f); with base 10 and precision p it is [2**-(f//2), 2**p)
-  (f = the fractional bits, 9 for precision 3). Inputs outside give garbage.
+  ``s = 2**-k`` must be exact in fixed point, hence base 2: with f fractional bits the
+  domain is [2**-(f//2), 2**(31-f)), every encodable value above 2**-(f//2) (sqrt: from
+  2**-f). Below it (0, negative or tiny inputs) the knot 2**klo itself selects m = 1 and
+  the constants of klo: a documented clamp (log -> ln 2**klo, reciprocal -> +-2**-klo,
+  rsqrt -> 2**(-klo/2), sqrt -> 0), never garbage; the input is private, so a range
+  check would have to reveal it.
 * **exp**: range reduction by integers: bits ``[x >= k]`` for every integer k in the
   domain give ``k`` and ``e**k`` linearly, ``u = x - k`` in [0, 1) and ``exp(x) =
-  e**k * p(u)`` with a degree-4 ``p``. The input is clamped to the domain first.
+  e**k * p(u)`` with a degree-4 ``p``. The input is clamped to the domain first: above
+  ln(0.99 max_value) (10.38 at 2/16) e^x does not encode, so exp saturates there.
   Softmax uses a cheaper ``exp`` for ``x <= 0`` (4 knots, no clamp).
 * **maximum along a dimension**: a tournament, one ReLU per level
   (``max(a, b) = b + relu(a - b)``), ``ceil(log2 n)`` rounds; the arg-max one-hot (for
@@ -54,6 +58,7 @@ import torch
 
 from protocols import shapes as S
 from protocols.errors import ShapeError, UnsupportedOperation
+from protocols.params import Params
 
 from .autograd import Value
 from .tensor import SharedTensor, cat, public
@@ -75,6 +80,7 @@ _FUNCS: dict[str, Any] = {
     "log1p": np.log1p,
     "recip_sqrt1p": lambda u: 1.0 / np.sqrt(1.0 + u),
     "sqrt1p": lambda u: np.sqrt(1.0 + u),
+    "cos_sqrt": lambda s: np.cos(np.sqrt(s)),
 }
 
 
@@ -306,36 +312,65 @@ def abs_(x: SharedTensor) -> SharedTensor:
 # -- exp / log / reciprocal / sqrt --------------------------------------------------------------
 
 
-def exp_domain(x: SharedTensor) -> tuple[int, int]:
-    """Integers [lo, hi] to which ``exp``'s input is clamped: below lo, e^x is under the
-    resolution; above hi, a product of e^x would make the local truncation fail often
-    (raw values above 2**44) or e^hi would not encode as a public constant."""
+def exp_domain(x: SharedTensor) -> tuple[int, float]:
+    """[lo, hi] to which ``exp``'s input is clamped: below the integer lo, e^x is under
+    the resolution (e^lo < u/4); hi = ln(0.99 max_value) (10.38 at 2/16): above it e^x
+    does not encode (|v| < 2**31 / scale), so exp saturates there, documented and tested
+    (``tests/test_functional.py::test_exp_saturates_where_the_encoding_ends``)."""
     f = frac_bits(x)
     lo = -math.ceil(f * math.log(2)) - 1
-    hi = max(
-        1, min(math.floor((44 - 2 * f) * math.log(2)), math.floor(math.log(x.fp.max_value)) - 1)
-    )
+    hi = math.floor(math.log(0.99 * x.fp.max_value) * 1000) / 1000
     return lo, hi
 
 
+_EXP_PRODUCT_BITS = 44
+"""Products in ``exp`` stay below 2**44 raw (local truncation fails with probability
+|x| / 2**64, here < 2**-20 per element)."""
+
+
 def exp(x: SharedTensor) -> SharedTensor:
-    """e^x: clamp (1 round), bits [x >= k] for the domain's integers (1 round), u and u^2
-    (1), u^3 u^4 (1), times e^k (1): 5 rounds. Backward g * y."""
+    """e^x: clamp to :func:`exp_domain` (1 round), bits [x >= k] for the domain's integers
+    (1 round), u = x - k and u^2 (1), u^3 u^4 (1), times e^k (1): 5 rounds. Backward g y.
+
+    e^k is selected linearly from the bits as integers at precision 0 (a product by them
+    needs no truncation; the product is then divided by a power of two, one local
+    truncation), in two parts so that no product exceeds 2**44 raw: ``round(e^k 2**f)``
+    for k up to K0 (7 at 2/16) and ``round(e^k 2**q)`` above (q = 44 - f -
+    log2(max_value) - 1, 12 at 2/16; relative error below 2**-q e^-K0 ~ 2e-7)."""
     x = _check(x, "exp")
     require_bits(x, "exp")
     lo, hi = exp_domain(x)
+    f = frac_bits(x)
+    log2e = 1.0 / math.log(2)
+    k0 = math.floor((_EXP_PRODUCT_BITS - 2 * f) / log2e) - 1
+    q = _EXP_PRODUCT_BITS - f - math.ceil(math.log2(x.fp.max_value)) - 1
     with torch.no_grad():
-        xc = clamp(x, float(lo), float(hi) - 1e-3)
-        ks = list(range(lo + 1, hi))
+        xc = clamp(x, float(lo), hi)
+        ks = list(range(lo + 1, math.floor(hi) + 1))
         bits = _bits(xc, ks)
         kk: Any = float(lo)
-        ek: Any = math.exp(lo)
+        # e^k selected as integers round(e^k 2**f) (k <= K0) and round(e^k 2**q) (above):
+        # public integer factors of the bits are exact, so the selected e^k is off by at
+        # most half a unit (a selection through public reals truncated once per term:
+        # up to ~10 u).
+        lo_int: Any = round(math.exp(lo) * 2**f)
+        hi_int: Any = None
+        prev_lo, prev_hi = lo_int, 0
         for k, b in zip(ks, bits, strict=True):
             kk = b * 1 + kk
-            ek = b * (math.exp(k) - math.exp(k - 1)) + ek
+            e_lo = round(math.exp(k) * 2**f) if k <= k0 else 0
+            e_hi = round(math.exp(k) * 2**q) if k > k0 else 0
+            if e_lo != prev_lo:
+                lo_int = b * (e_lo - prev_lo) + lo_int
+            if e_hi != prev_hi:
+                term = b * (e_hi - prev_hi)
+                hi_int = term if hi_int is None else term + hi_int
+            prev_lo, prev_hi = e_lo, e_hi
         u = xc - kk
         p = _poly(_powers(u), fit("exp", 0.0, 1.0))
-        y = p * ek
+        y = (p * lo_int) / 2**f
+        if hi_int is not None:
+            y = y + (p * hi_int) / 2**q
     return x._record(y, [x], lambda g: (g * y,))
 
 
@@ -351,9 +386,11 @@ def exp_nonpositive(z: SharedTensor) -> SharedTensor:
 
 
 def log_domain(x: SharedTensor) -> tuple[int, int]:
-    """Exponents [klo, khi): inputs in [2**klo, 2**khi) are normalised exactly."""
+    """Exponents [klo, khi): inputs in [2**klo, 2**khi) are normalised exactly. At base 2
+    khi covers every encodable value (|v| < 2**(31 - f)); below 2**klo the functions
+    clamp (see :class:`_Norm`)."""
     f = frac_bits(x)
-    khi = min(f, 30 - f) if x.fp.base == 2 else x.fp.precision
+    khi = 31 - f if x.fp.base == 2 else x.fp.precision
     return -(f // 2), khi
 
 
@@ -368,56 +405,100 @@ class _Norm:
     Knots above the largest encodable public constant 2**J are compared on ``x / 2**J``
     (a local truncation), and their ``m`` is ``(x / 2**J) * 2**-(k - J)``: one more
     product in the same round. Constants ``fn(k)`` for such k are still selected at the
-    handle's precision (so e.g. ``2**(-k/2)`` loses relative precision there)."""
+    handle's precision (so e.g. ``2**(-k/2)`` loses relative precision there).
 
-    def __init__(self, x: SharedTensor, domain: tuple[int, int] | None = None) -> None:
+    ``below=True`` (the functions' default domains) adds the knot 2**klo itself: an input
+    below it (0, a negative value, or a positive one too small for the function's
+    accuracy) gets ``m = 1`` exactly and the constants' ``low`` values (by default those
+    of k = klo), i.e. a documented clamp to 2**klo instead of the garbage an
+    unnormalised ``m`` would give (log(0) was -7.28, reciprocal(0) 1446). Free in
+    rounds: one more element per input in the same comparison op, and the selections
+    stay linear."""
+
+    def __init__(
+        self, x: SharedTensor, domain: tuple[int, int] | None = None, *, below: bool = False
+    ) -> None:
         klo, khi = domain if domain is not None else log_domain(x)
         self.klo = klo
-        self.ks = list(range(klo + 1, khi))
+        self.below = below
+        self.prec = x.fp.precision
+        self.ks = list(range(klo if below else klo + 1, khi))
         top = _top_knot(x)
         low = [k for k in self.ks if k <= top]
         high = [k for k in self.ks if k > top]
         if not high:
             self.bits = _bits_batched([(x, [2.0**k for k in low])])
-            self.m = x * self.const(lambda k: 2.0**-k)
-            return
-        xh = x / 2**top
-        self.bits = _bits_batched(
-            [(x, [2.0**k for k in low]), (xh, [2.0 ** (k - top) for k in high])]
-        )
-        # s_low selects 2**-k while k <= top and drops to 0 above; s_high takes over
-        s_low = self.const(lambda k: 2.0**-k if k <= top else 0.0)
-        s_high = self.const(lambda k: 2.0 ** -(k - top) if k > top else 0.0)
-        self.m = x * s_low + xh * s_high
+            self.m = x * self.const(lambda k: 2.0**-k, low=0.0)
+        else:
+            xh = x / 2**top
+            self.bits = _bits_batched(
+                [(x, [2.0**k for k in low]), (xh, [2.0 ** (k - top) for k in high])]
+            )
+            # s_low selects 2**-k while k <= top and drops to 0 above; s_high takes over
+            s_low = self.const(lambda k: 2.0**-k if k <= top else 0.0, low=0.0)
+            s_high = self.const(lambda k: 2.0 ** -(k - top) if k > top else 0.0, low=0.0)
+            self.m = x * s_low + xh * s_high
+        if below:
+            self.m = self.m + self.const(lambda k: 0.0, low=1.0)
 
-    def const(self, fn: Any) -> Any:
-        """sum over the selected k of fn(k), linear in the bits (local)."""
-        out: Any = fn(self.klo)
+    def const(self, fn: Any, low: float | None = None) -> Any:
+        """sum over the selected k of fn(k), linear in the bits (local); ``low`` is the
+        value below 2**klo (with ``below``; default fn(klo))."""
+        start = fn(self.klo) if (low is None or not self.below) else low
+        out: Any = start
+        prev = start
         for k, b in zip(self.ks, self.bits, strict=True):
-            d = fn(k) - fn(k - 1)
-            out = b * d + out if isinstance(out, SharedTensor) else b * d + float(out)
+            value = fn(k)
+            d = value - prev
+            prev = value
+            if d == 0.0:
+                continue
+            term = b * d
+            if not isinstance(out, SharedTensor) and float(out) != round(float(out)):
+                term = term._at_prec(max(term.prec, self.prec))  # keep out's digits
+            out = term + out if isinstance(out, SharedTensor) else term + float(out)
         return out
 
 
-def log(x: SharedTensor, domain: tuple[int, int] | None = None) -> SharedTensor:
+def _below(domain: tuple[int, int] | None, below: bool | None) -> bool:
+    return domain is None if below is None else below
+
+
+def sqrt_domain(x: SharedTensor) -> tuple[int, int]:
+    """sqrt normalises every positive encoding (from one unit, 2**-f): its result is
+    small where its input has few digits, so the absolute error stays ~2**-(f/2 + 1)."""
+    _, khi = log_domain(x)
+    return -frac_bits(x), khi
+
+
+def log(
+    x: SharedTensor, domain: tuple[int, int] | None = None, *, below: bool | None = None
+) -> SharedTensor:
     """ln x for x > 0: k ln 2 + p(m - 1), p of degree 4 on [0, 1]. 4 rounds.
-    Backward g * reciprocal(x)."""
+    Backward g * reciprocal(x).
+
+    Domain (default) [2**-(f//2), 2**(31-f)): every encodable value above 2**-8 at 2/16.
+    Below it, including 0 and negative inputs, the result is ln(2**-(f//2)) (-5.545 at
+    2/16): a documented clamp (the input is private; checking it would reveal it)."""
     x = _check(x, "log")
     require_bits(x, "log", base2=True)
     with torch.no_grad():
-        n = _Norm(x, domain)
+        n = _Norm(x, domain, below=_below(domain, below))
         u = n.m - 1.0
         y = _poly(_powers(u), fit("log1p", 0.0, 1.0)) + n.const(lambda k: k * math.log(2))
-    return x._record(y, [x], lambda g: (g * reciprocal_positive(x.detach(), domain),))
+    return x._record(y, [x], lambda g: (g * reciprocal_positive(x.detach(), domain, below=below),))
 
 
-def reciprocal_positive(x: SharedTensor, domain: tuple[int, int] | None = None) -> SharedTensor:
+def reciprocal_positive(
+    x: SharedTensor, domain: tuple[int, int] | None = None, *, below: bool | None = None
+) -> SharedTensor:
     """1/x for x > 0: (1/m) s, 1/m by 2 Newton-Raphson steps from 24/17 - 8/17 m.
-    7 rounds. Backward -g y^2."""
+    7 rounds. Backward -g y^2. Below the domain (default: x < 2**-(f//2)) the result is
+    2**(f//2) (256 at 2/16), as :class:`_Norm` says."""
     x = _check(x, "reciprocal")
     require_bits(x, "reciprocal", base2=True)
     with torch.no_grad():
-        n = _Norm(x, domain)
+        n = _Norm(x, domain, below=_below(domain, below))
         m = n.m
         y = m * (-8.0 / 17.0) + 24.0 / 17.0  # 48/17 - 32/17 (m/2), halved
         for _ in range(2):
@@ -428,7 +509,12 @@ def reciprocal_positive(x: SharedTensor, domain: tuple[int, int] | None = None) 
 
 def reciprocal(x: SharedTensor) -> SharedTensor:
     """1/x for x != 0: |x| and the sign from one ReLU, then :func:`reciprocal_positive`
-    and one product with the sign. 9 rounds."""
+    and one product with the sign. 9 rounds.
+
+    Domain |x| in [2**-(f//2), 2**(31-f)) ([0.0039, 32768) at 2/16: every encodable value
+    above 2**-8). For |x| < 2**-8 the result is +-2**8 = +-256 with the sign of x
+    (reciprocal(0) = +256, torch: inf): a documented clamp, since the input is private
+    and below 2**-8 its encoding has fewer than 8 significant bits anyway."""
     x = _check(x, "reciprocal")
     require_bits(x, "reciprocal", base2=True)
     with torch.no_grad():
@@ -437,22 +523,33 @@ def reciprocal(x: SharedTensor) -> SharedTensor:
     return x._record(out, [x], lambda g: (-(g * out**2),))
 
 
-def sqrt(x: SharedTensor, domain: tuple[int, int] | None = None) -> SharedTensor:
+def sqrt(
+    x: SharedTensor, domain: tuple[int, int] | None = None, *, below: bool | None = None
+) -> SharedTensor:
     """sqrt(x) for x >= 0: 2**(k/2) sqrt(m), sqrt(m) = p(m - 1) degree 4. 5 rounds.
-    Backward g * 0.5 * rsqrt(x)."""
+    Backward g * 0.5 * rsqrt(x).
+
+    Domain (default): every positive encoding, [2**-f, 2**(31-f)); 0 and negative inputs
+    give exactly 0 (documented; torch gives nan for x < 0). The backward at x below
+    2**-(f//2) is rsqrt's clamp, 2**(f//4 - 1) (8 at 2/16; torch: inf at 0)."""
     x = _check(x, "sqrt")
     require_bits(x, "sqrt", base2=True)
     with torch.no_grad():
-        n = _Norm(x, domain)
+        n = _Norm(x, domain if domain is not None else sqrt_domain(x), below=_below(domain, below))
         p = _poly(_powers(n.m - 1.0), fit("sqrt1p", 0.0, 1.0))
-        y = p * n.const(lambda k: 2.0 ** (k / 2))
-    return x._record(y, [x], lambda g: (g * (rsqrt(x.detach(), domain) * 0.5),))
+        y = p * n.const(lambda k: 2.0 ** (k / 2), low=0.0)
+    return x._record(y, [x], lambda g: (g * (rsqrt(x.detach(), None) * 0.5),))
 
 
 def rsqrt(
-    x: SharedTensor, domain: tuple[int, int] | None = None, *, scale_bits: int = 0
+    x: SharedTensor,
+    domain: tuple[int, int] | None = None,
+    *,
+    scale_bits: int = 0,
+    below: bool | None = None,
 ) -> SharedTensor:
     """1/sqrt(x) for x > 0: 2**(-k/2) p(m - 1). 5 rounds. Backward -g y^3 / 2.
+    Default domain as :func:`log`; below it the result is 2**(f//4) (16 at 2/16).
 
     ``scale_bits`` s > 0 returns ``2**s / sqrt(x)`` (no autograd): the selected constants
     ``2**(s - k/2)`` keep s more significant bits for large x, where ``2**(-k/2)`` is only
@@ -462,7 +559,7 @@ def rsqrt(
     if scale_bits and torch.is_grad_enabled() and x.requires_grad:
         raise UnsupportedOperation("rsqrt(scale_bits=...) has no backward; use no_grad")
     with torch.no_grad():
-        n = _Norm(x, domain)
+        n = _Norm(x, domain, below=_below(domain, below))
         p = _poly(_powers(n.m - 1.0), fit("recip_sqrt1p", 0.0, 1.0))
         y = p * n.const(lambda k: 2.0 ** (scale_bits - k / 2))
     return x._record(y, [x], lambda g: (-(g * (y**2 * y) * 0.5),))
@@ -477,6 +574,282 @@ def div(a: Any, b: SharedTensor) -> SharedTensor:
     """a / b for a shared b (nonzero): a * reciprocal(b)."""
     require_bits(b, "division by a SharedTensor", base2=True)
     return reciprocal(b) * a if not isinstance(a, SharedTensor) else a * reciprocal(b)
+
+
+# -- sin / cos ----------------------------------------------------------------------------------
+
+_TWO_PI_BITS = 24
+"""2 pi is multiplied in as the integer round(2 pi 2**24) (an exact public integer product)
+and the result truncated to the handle's precision, so r = x - 2 pi k carries ~u of error
+for every encodable x instead of k 2**-17 from a 16-bit 2 pi."""
+
+
+def _reduce_angle(x: SharedTensor) -> SharedTensor:
+    """r = x - 2 pi k in (-2 pi, 2 pi): k = floor(x / 2 pi) (or one more) by one local
+    truncation of x / 2 pi to an integer (precision 0): the truncation's one-unit error
+    only moves r by one period, which sin does not see. Local, no rounds."""
+    f = x.fp.precision
+    t = x * (1.0 / (2 * math.pi))
+    k = t._op("trunc", [], t.shape, Params(d=x.fp.base**t.prec), prec=0)
+    shift = x.fp.base**_TWO_PI_BITS if x.fp.base == 2 else None
+    if shift is None or f >= _TWO_PI_BITS:
+        k2pi = k * (2 * math.pi)
+    else:
+        big = k * round(2 * math.pi * shift)  # precision 0 holding k 2 pi 2**24
+        k2pi = big._op("trunc", [], big.shape, Params(d=2 ** (_TWO_PI_BITS - f)), prec=f)
+    return x - k2pi
+
+
+def _sin_core(x: SharedTensor) -> SharedTensor:
+    """sin(x) for any encodable x, no autograd. r = x - 2 pi k (local); w = r - pi sgn(r)
+    in [-pi, pi) with sin(x) = -sin(w) (1 comparison); |w| and its sign (1 ReLU); z = |w|
+    - pi/2 in [-pi/2, pi/2] and sin|w| = cos(z), a degree-4 least-squares polynomial in
+    z**2 (fit error 4.7e-8; z**2, z**4, z**6 z**8: 3 rounds); the sign (1 product, no
+    truncation). 6 rounds."""
+    with torch.no_grad():
+        r = _reduce_angle(x)
+        b = r.drelu()
+        w = r + math.pi - b * (2 * math.pi)
+        a, sb = _abs_sign(w)
+        z2 = (a - math.pi / 2) ** 2
+        c = _poly(_powers(z2), fit("cos_sqrt", 0.0, math.pi**2 / 4))
+        return (1 - sb * 2) * c
+
+
+def sin(x: SharedTensor) -> SharedTensor:
+    """torch.sin: range reduction by 2 pi (local, every encodable x), then symmetry and a
+    polynomial (:func:`_sin_core`): 6 rounds. Backward g cos(x) (6 more)."""
+    x = _check(x, "sin")
+    require_bits(x, "sin", base2=True)
+    y = _sin_core(x)
+    return x._record(y, [x], lambda g: (g * _sin_core(x.detach() + math.pi / 2),))
+
+
+def cos(x: SharedTensor) -> SharedTensor:
+    """torch.cos = sin(x + pi/2): 6 rounds. Backward -g sin(x)."""
+    x = _check(x, "cos")
+    require_bits(x, "cos", base2=True)
+    with torch.no_grad():
+        y = _sin_core(x + math.pi / 2)
+    return x._record(y, [x], lambda g: (-(g * _sin_core(x.detach())),))
+
+
+# -- powers, where, variance --------------------------------------------------------------------
+
+
+def _int_power(x: SharedTensor, n: int) -> SharedTensor:
+    """x**n, n >= 1, by repeated squaring: x**(2**i) by squares (one round each) and the
+    set bits of n multiplied in as their powers appear, so the depth is
+    floor(log2 n) + (1 if n is not a power of two): x**3 2 rounds, x**4 2, x**5..x**8 3.
+    Autograd through the squares and products."""
+    acc: SharedTensor | None = None
+    base = x
+    e = n
+    while True:
+        if e & 1:
+            acc = base if acc is None else acc * base
+        e >>= 1
+        if not e:
+            break
+        base = base._square()
+    assert acc is not None
+    return acc
+
+
+def _as_exponent(p: Any) -> Any:
+    """An integral scalar exponent as an int (2.0 -> 2); other scalars as floats."""
+    if isinstance(p, torch.Tensor) and p.numel() == 1 and p.dim() == 0:
+        p = p.item()
+    if isinstance(p, bool):
+        raise UnsupportedOperation("x ** bool is not supported; use an int or a float")
+    if isinstance(p, int):
+        return p
+    if isinstance(p, float):
+        if not math.isfinite(p):
+            raise UnsupportedOperation(f"x ** {p}: the exponent must be finite")
+        return int(p) if p.is_integer() and abs(p) < 2**31 else p
+    return p
+
+
+def pow(x: SharedTensor, exponent: Any) -> SharedTensor:
+    """torch.pow(x, p) for a shared x.
+
+    * integer p >= 1 (also 2.0, 3.0): repeated squaring (:func:`_int_power`), any x, as
+      exact as the products; |x|**p must encode (< 2**(31-f), 32768 at 2/16) and its
+      products stay below ~2**44 raw for a reliable truncation: |x**p| < 2**(44-2f)
+      (4096 at 2/16); beyond, revealed values outside the headroom raise ValueOutOfRange.
+    * p = 0: ones (torch: 0**0 = 1), no gradient to x. p = 1: x.
+    * p = 0.5, -0.5: :func:`sqrt`, :func:`rsqrt` (their domains).
+    * negative integer p: reciprocal(x) ** |p| (any sign of x; |x| in the reciprocal's
+      domain, documented clamp to +-2**(f//2) below it).
+    * any other real p, or a tensor p (public or shared): ``exp(p * log(x))`` for x > 0
+      (log's domain and clamp; x <= 0 is not checked: it gives exp(p ln 2**-(f//2))),
+      and p log x in exp's domain (it saturates above ln(max_value)).
+    """
+    x = _check(x, "pow")
+    p = _as_exponent(exponent)
+    if isinstance(p, int):
+        if p == 0:
+            ones = (x.detach() * 0 + 1).detach()
+            return x._record(ones, [x], lambda g: (g * 0,))
+        if p == 1:
+            return x
+        if p > 0:
+            return _int_power(x, p)
+        if p == -1:
+            return reciprocal(x)
+        require_bits(x, f"power (x ** {p})", base2=True)
+        return _int_power(reciprocal(x), -p)
+    if isinstance(p, float) and p == 0.5:
+        return sqrt(x)
+    if isinstance(p, float) and p == -0.5:
+        return rsqrt(x)
+    if isinstance(p, float | SharedTensor | torch.Tensor | public):
+        require_bits(x, f"power (x ** {p if isinstance(p, float) else 'tensor'})", base2=True)
+        lx = log(x)
+        return exp(lx * p)
+    raise UnsupportedOperation(f"x ** {type(exponent).__name__} is not supported")
+
+
+def rpow(base: Any, x: SharedTensor) -> SharedTensor:
+    """``b ** x`` for a public scalar b > 0: exp(x ln b) (exp's domain)."""
+    b = _as_exponent(base)
+    if not isinstance(b, int | float) or b <= 0:
+        raise UnsupportedOperation(
+            f"{base!r} ** SharedTensor: only a public scalar base > 0 is supported"
+        )
+    require_bits(x, f"power ({b} ** x)")
+    return exp(x * math.log(b))
+
+
+def where(condition: Any, input: Any, other: Any) -> SharedTensor:
+    """torch.where(condition, input, other) with at least one SharedTensor.
+
+    A public condition (bool or 0/1 tensor) selects by public masks: ``input * c +
+    other * (1 - c)``, local and exact. A shared condition must hold 0/1 values (a
+    comparison's result); it is not checked (it is private): ``other + c (input -
+    other)`` is one product (1 round; a linear blend for other values of c). Gradients
+    flow to input and other as torch's."""
+    if isinstance(condition, SharedTensor):
+        if not isinstance(input, SharedTensor) and not isinstance(other, SharedTensor):
+            diff = torch.as_tensor(input, dtype=torch.float64) - torch.as_tensor(
+                other, dtype=torch.float64
+            )
+            return condition * public(diff) + public(torch.as_tensor(other, dtype=torch.float64))
+        if isinstance(other, SharedTensor):
+            return condition * (input - other) + other
+        return condition * (input - other) + public(torch.as_tensor(other, dtype=torch.float64))
+    if not isinstance(input, SharedTensor | float | int) and not isinstance(other, SharedTensor):
+        raise UnsupportedOperation("torch.where: expected a SharedTensor among its arguments")
+    if isinstance(condition, public):
+        condition = condition.tensor
+    try:
+        c = torch.as_tensor(condition)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise UnsupportedOperation(
+            f"torch.where: cannot use a {type(condition).__name__} condition"
+        ) from exc
+    if c.dtype != torch.bool and not bool(((c == 0) | (c == 1)).all()):
+        raise ValueError("torch.where: a public condition must be boolean (or 0/1)")
+    c64 = c.to(torch.float64)
+
+    def part(v: Any, mask: torch.Tensor) -> Any:
+        if isinstance(v, SharedTensor):
+            return v * public(mask)
+        return public(torch.as_tensor(v, dtype=torch.float64) * mask)
+
+    a, b = part(input, c64), part(other, 1.0 - c64)
+    if isinstance(a, SharedTensor):
+        return a + b
+    assert isinstance(b, SharedTensor)
+    return b + a
+
+
+def _correction(unbiased: Any, correction: Any, name: str) -> float:
+    if correction is not None and unbiased is not None:
+        raise ValueError(f"{name}: give unbiased or correction, not both")
+    if correction is not None:
+        return float(correction)
+    return 1.0 if unbiased is None or bool(unbiased) else 0.0
+
+
+def var(
+    x: SharedTensor,
+    dim: Any = None,
+    unbiased: Any = None,
+    keepdim: bool = False,
+    *,
+    correction: Any = None,
+    out: Any = None,
+) -> SharedTensor:
+    """torch.var: ``sum((x - mean)**2) / (N - correction)`` over ``dim`` (default all),
+    correction 1 (``unbiased=True``) unless given. One square (1 round); the division by
+    a public integer is local. Backward through the ops (exact: autograd of the mean
+    subtraction). ``torch.var(x, False)`` (a bool second argument) means unbiased."""
+    x = _check(x, "var")
+    if out is not None:
+        raise UnsupportedOperation("var: out= is not supported on SharedTensor")
+    if isinstance(dim, bool):
+        dim, unbiased = None, dim
+    c = _correction(unbiased, correction, "var")
+    if dim is None:
+        dims: list[int] | None = None
+        n = x.numel()
+    else:
+        dims = [dim] if isinstance(dim, int) else list(dim)
+        S.reduce("var", x.shape, dims, keepdim)
+        n = 1
+        for d in dims:
+            n *= int(x.shape[S.norm_dim("var", d, x.dim())])
+    dof = n - c
+    if dof <= 0:
+        raise ValueError(
+            f"var: {n} values with correction {c:g} leave {dof:g} degrees of freedom "
+            "(torch returns nan/inf)"
+        )
+    mean = x.mean(dims if dims is not None else None, keepdim=True) if dims else x.mean()
+    sq = (x - mean) ** 2
+    total = sq.sum(dims, keepdim) if dims is not None else sq.sum()
+    if keepdim and dims is None:
+        total = total.reshape([1] * x.dim())
+    return total / int(dof) if float(dof).is_integer() else total * (1.0 / dof)
+
+
+def std(
+    x: SharedTensor,
+    dim: Any = None,
+    unbiased: Any = None,
+    keepdim: bool = False,
+    *,
+    correction: Any = None,
+    out: Any = None,
+) -> SharedTensor:
+    """torch.std: ``sqrt(var)`` (sqrt's domain: every positive encoding; 0 gives 0)."""
+    v = var(x, dim, unbiased, keepdim, correction=correction, out=out)
+    require_bits(v, "std", base2=True)
+    return sqrt(v)
+
+
+def pad(x: SharedTensor, pad: Sequence[int], mode: str = "constant", value: Any = None) -> Any:
+    """F.pad with ``mode="constant"`` (negative pads crop, as torch): a public-index take
+    of x, zeroed by a public 0/1 mask where the output is padding, plus ``value`` (public
+    or a shared scalar) there. Local, exact; backward the adjoint of the take."""
+    x = _check(x, "pad")
+    if mode != "constant":
+        raise UnsupportedOperation(f"F.pad(mode={mode!r}): only mode='constant' is supported")
+    try:
+        idx = torch.nn.functional.pad(x._positions(), tuple(pad), value=-1)
+    except (RuntimeError, IndexError, TypeError, ValueError) as exc:
+        raise ShapeError(f"pad{tuple(pad)} of shape {tuple(x.shape)}: {exc}") from None
+    inside = (idx >= 0).to(torch.float64)
+    out = x._take(idx.clamp_min(0)) * public(inside)
+    if value is None or (not isinstance(value, SharedTensor) and float(value) == 0.0):
+        return out
+    if isinstance(value, SharedTensor):
+        if value.numel() != 1:
+            raise ShapeError("pad: a shared value must have one element")
+        return out + value.reshape(()) * public(1.0 - inside)
+    return out + public((1.0 - inside) * float(value))
 
 
 # -- maxima ----------------------------------------------------------------------------------

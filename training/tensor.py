@@ -82,6 +82,17 @@ class public:  # noqa: N801 - reads as a marker, like torch.no_grad
     def __init__(self, value: Any) -> None:
         self.tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
 
+    @classmethod
+    def __torch_function__(
+        cls, func: Any, types: Any, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        """``torch.eq(x, public(t))``: torch's argument parser accepts the marker only if it
+        takes part in dispatch; the SharedTensor's entry handles the call."""
+        values = (*args, *(kwargs or {}).values())
+        if not any(isinstance(a, SharedTensor) for a in values):
+            return NotImplemented
+        return SharedTensor.__torch_function__(func, types, args, kwargs)
+
 
 def _from_library() -> bool:
     """Whether the operation was issued by this library's own code (a loss, a layer, an
@@ -242,6 +253,7 @@ class SharedTensor:
         "_ref",
         "_shadow",
         "cluster",
+        "dtype",
         "fp",
         "grad",
         "prec",
@@ -258,8 +270,13 @@ class SharedTensor:
         shape: Sequence[int],
         fp: FixedPoint,
         prec: int | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         self.cluster = cluster
+        self.dtype: torch.dtype = torch.get_default_dtype() if dtype is None else dtype
+        """The dtype ``get()`` returns: the shared tensor's (torch's default float dtype for
+        integer inputs: the shares hold fixed-point reals), promoted like torch when two
+        SharedTensors meet. Public operands do not promote it."""
         self._ref = _Ref(cluster, tid)
         self.shape = torch.Size(shape)
         self.fp = fp
@@ -303,7 +320,8 @@ class SharedTensor:
         encoded = fp.encode(tensor)
         check_values(tensor, fp, what or f"a shared tensor of shape {tuple(tensor.shape)}")
         tid = cluster.input(encoded)
-        out = cls(cluster, tid, tensor.shape, fp)
+        dtype = tensor.dtype if tensor.is_floating_point() else torch.get_default_dtype()
+        out = cls(cluster, tid, tensor.shape, fp, dtype=dtype)
         out._origin = Origin(cluster.last_op, "input", cluster.current_label())
         out.requires_grad = bool(requires_grad)
         checker = getattr(cluster, "checker", None)
@@ -351,9 +369,6 @@ class SharedTensor:
     def __len__(self) -> int:
         return int(self.shape[0]) if self.shape else 0
 
-    def __hash__(self) -> int:
-        return id(self)
-
     def __deepcopy__(self, memo: Any) -> SharedTensor:
         raise NotCopyable(
             "a SharedTensor cannot be deep-copied: its value exists only as shares held by "
@@ -371,8 +386,21 @@ class SharedTensor:
             "training.export_module(model)`"
         )
 
-    def _new(self, tid: int, shape: Sequence[int], prec: int | None = None) -> SharedTensor:
-        return SharedTensor(self.cluster, tid, shape, self.fp, self.prec if prec is None else prec)
+    def _new(
+        self,
+        tid: int,
+        shape: Sequence[int],
+        prec: int | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> SharedTensor:
+        return SharedTensor(
+            self.cluster,
+            tid,
+            shape,
+            self.fp,
+            self.prec if prec is None else prec,
+            self.dtype if dtype is None else dtype,
+        )
 
     def _op(
         self,
@@ -410,7 +438,10 @@ class SharedTensor:
             params,
         )
         origin = Origin(self.cluster.last_op, kind, self.cluster.current_label())
-        results = [self._new(t, shape, p) for t, (shape, p) in zip(tids, outs, strict=True)]
+        dtype = self.dtype
+        for o in operands:
+            dtype = torch.promote_types(dtype, o.dtype)
+        results = [self._new(t, shape, p, dtype) for t, (shape, p) in zip(tids, outs, strict=True)]
         for r in results:
             r._origin = origin
         checker = getattr(self.cluster, "checker", None)
@@ -450,6 +481,7 @@ class SharedTensor:
         out.shape = self.shape
         out.fp = self.fp
         out.prec = self.prec
+        out.dtype = self.dtype
         out.requires_grad = False
         out.grad = None
         out._parents = ()
@@ -469,26 +501,54 @@ class SharedTensor:
     def backward(self, gradient: Value | None = None) -> None:
         autograd.backward(self, gradient)
 
+    # -- dtype -----------------------------------------------------------------------------------
+    def to(self, dtype: Any = None, *args: Any, **kwargs: Any) -> SharedTensor:
+        """``x.to(torch.float64)``: the same shares, revealed as ``dtype`` (no op is issued;
+        the gradient passes through). Devices and other arguments are refused."""
+        if args or kwargs or not isinstance(dtype, torch.dtype):
+            raise UnsupportedOperation(
+                "SharedTensor.to takes only a floating dtype (the shares stay where they are)"
+            )
+        if not dtype.is_floating_point:
+            raise UnsupportedOperation(
+                f"SharedTensor.to({dtype}): shares hold fixed-point reals; reveal and convert "
+                f"instead: `await x.get(dtype={dtype})`"
+            )
+        if dtype == self.dtype:
+            return self
+        out = self.detach()
+        out.dtype = dtype
+        return self._record(out, [self], lambda g: (g,))
+
+    def is_floating_point(self) -> bool:
+        return True
+
     # -- reveal ---------------------------------------------------------------------------------
-    async def get(self) -> torch.Tensor:
-        """Reveal to the coordinator that owns the value; returns a float64 tensor.
-        ValueOutOfRange if a value exceeds the cluster's ``value_bound`` (it wrapped or a
-        truncation failed; see training.check); in check mode every op issued so far is
-        checked first (ShadowMismatch names the first wrong one)."""
-        return await self.reveal_to(self.cluster.coordinator)
+    async def get(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Reveal to the coordinator that owns the value, as ``dtype`` (default
+        :attr:`dtype`, the dtype it was shared with: float32 in, float32 out, as torch keeps
+        an op's input dtype; ``get(dtype=torch.float64)`` keeps every fixed-point digit,
+        which float32 loses above 2**24 units of the encoding, e.g. 16,384 at base 10 /
+        precision 3). ValueOutOfRange if a value exceeds the cluster's ``value_bound`` (it
+        wrapped or a truncation failed; see training.check); in check mode every op issued
+        so far is checked first (ShadowMismatch names the first wrong one)."""
+        return await self.reveal_to(self.cluster.coordinator, dtype=dtype)
 
     @property
     def origin(self) -> Origin | None:
         """The op that produced this value: kind, op id and label."""
         return self._origin
 
-    async def reveal_to(self, actor: str) -> torch.Tensor:
-        """Reveal to ``actor``; refused with AccessDenied unless it owns the value."""
+    async def reveal_to(self, actor: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Reveal to ``actor`` as ``dtype`` (default :attr:`dtype`); refused with
+        AccessDenied unless it owns the value."""
+        if dtype is not None and not isinstance(dtype, torch.dtype):
+            raise TypeError(f"get(dtype=...) takes a torch.dtype, got {type(dtype).__name__}")
         checker = getattr(self.cluster, "checker", None)
         if checker is not None and actor == self.cluster.coordinator:
             await checker.verify(self.cluster)
         raw = await self.cluster.reveal(self.tid, self.shape, to=actor)
-        return check_range(self, raw)
+        return check_range(self, raw).to(self.dtype if dtype is None else dtype)
 
     # -- precision alignment -------------------------------------------------------------------
     def _at_prec(self, prec: int) -> SharedTensor:
@@ -550,7 +610,7 @@ class SharedTensor:
             shape = S.broadcast("sub", a.shape, b.shape)
             out = a._op("sub", [b], shape)
             return out._record_binary(a, b, lambda g: (g, -g))
-        return self + (-_as_public(other))
+        return self + public(-_as_public(other))
 
     def __rsub__(self, other: Any) -> SharedTensor:
         pub = _as_public(other)
@@ -622,22 +682,19 @@ class SharedTensor:
         return _fn().div(_as_public(other), self)
 
     def __pow__(self, exponent: Any) -> SharedTensor:
-        if exponent in (0.5, -1, -0.5) and not isinstance(exponent, bool):
-            f = _fn()
-            return {0.5: f.sqrt, -1: f.reciprocal, -0.5: f.rsqrt}[exponent](self)
-        if not isinstance(exponent, int) or isinstance(exponent, bool) or exponent < 1:
-            raise UnsupportedOperation(
-                f"SharedTensor ** {exponent!r}: only integer powers >= 1 and 0.5, -1, -0.5"
-            )
-        if exponent == 1:
-            return self
-        if exponent == 2:
-            d = self.fp.base**self.prec
-            out = self._op("square", [], self.shape, Params(d=d))
-            return self._record(out, [self], lambda g: (g * (self * 2),))
-        half = self ** (exponent // 2)
-        sq = half**2
-        return sq * self if exponent % 2 else sq
+        """``x ** p`` (see :func:`training.functional.pow`): integer p (also 2.0, 3.0) by
+        repeated squaring, negative p through the reciprocal, 0.5 / -0.5 by sqrt / rsqrt,
+        other reals and tensor exponents as ``exp(p log x)`` for x > 0."""
+        return _fn().pow(self, exponent)
+
+    def __rpow__(self, base: Any) -> SharedTensor:
+        """``b ** x`` for a public b > 0: ``exp(x ln b)``."""
+        return _fn().rpow(base, self)
+
+    def _square(self) -> SharedTensor:
+        d = self.fp.base**self.prec
+        out = self._op("square", [], self.shape, Params(d=d))
+        return self._record(out, [self], lambda g: (g * (self * 2),))
 
     def __matmul__(self, other: Any) -> SharedTensor:
         if isinstance(other, SharedTensor):
@@ -805,6 +862,99 @@ class SharedTensor:
     def contiguous(self) -> SharedTensor:
         return self
 
+    # -- more local gathers (issue 20): each is a public-index take, exact, backward the
+    # adjoint scatter-add; the linear ones below are sums of such takes.
+    def narrow(self, dim: int, start: int, length: int) -> SharedTensor:
+        return self._take(self._index_of("narrow", lambda p: p.narrow(dim, start, length)))
+
+    def index_select(self, dim: int, index: Any) -> SharedTensor:
+        if isinstance(index, SharedTensor):
+            raise UnsupportedOperation("index_select with a shared index is not supported")
+        idx = torch.as_tensor(index)
+        return self._take(self._index_of("index_select", lambda p: p.index_select(dim, idx)))
+
+    def repeat(self, *sizes: Any) -> SharedTensor:
+        reps = _shape_arg(sizes)
+        return self._take(self._index_of("repeat", lambda p: p.repeat(reps)))
+
+    def roll(self, shifts: Any, dims: Any = None) -> SharedTensor:
+        return self._take(self._index_of("roll", lambda p: torch.roll(p, shifts, dims)))
+
+    def diagonal(self, offset: int = 0, dim1: int = 0, dim2: int = 1) -> SharedTensor:
+        return self._take(self._index_of("diagonal", lambda p: p.diagonal(offset, dim1, dim2)))
+
+    def trace(self) -> SharedTensor:
+        """Sum of the main diagonal of a 2-d tensor (local)."""
+        if self.dim() != 2:
+            raise ShapeError(f"trace expects a 2-d tensor, got shape {tuple(self.shape)}")
+        return self.diagonal().sum()
+
+    def cumsum(self, dim: int, *, dtype: Any = None) -> SharedTensor:
+        """Inclusive prefix sums along ``dim`` by a Hillis-Steele scan: ceil(log2 n)
+        additions of the tensor shifted by 1, 2, 4, ... (zeros shifted in): local, exact."""
+        if dtype is not None:
+            raise UnsupportedOperation("cumsum(dtype=...) is not supported on SharedTensor")
+        d = S.norm_dim("cumsum", int(dim), max(self.dim(), 1))
+        if not self.dim():
+            return self
+        n = int(self.shape[d])
+        out = self
+        step = 1
+        while step < n:
+            zshape = list(self.shape)
+            zshape[d] = step
+            shifted = cat([torch.zeros(zshape), out.narrow(d, 0, n - step)], d)
+            out = out + shifted
+            step *= 2
+        return out
+
+    def prod(self, dim: int | None = None, keepdim: bool = False, *, dtype: Any = None) -> Any:
+        """Product along ``dim`` (all elements if None) by a tree of products:
+        ceil(log2 n) rounds, one truncation per level; autograd through the products."""
+        if dtype is not None:
+            raise UnsupportedOperation("prod(dtype=...) is not supported on SharedTensor")
+        if dim is None:
+            return self.reshape(-1).prod(0)
+        d = S.norm_dim("prod", int(dim), max(self.dim(), 1))
+        if not self.dim():
+            return self
+        order = [i for i in range(self.dim()) if i != d] + [d]
+        cur = self.permute(order) if d != self.dim() - 1 else self
+        while int(cur.shape[-1]) > 1:
+            m = int(cur.shape[-1])
+            h = m // 2
+            pairs = cur[..., 0 : 2 * h : 2] * cur[..., 1 : 2 * h : 2]
+            cur = cat([pairs, cur[..., 2 * h :]], -1) if m % 2 else pairs
+        out = cur[..., 0]
+        return out.unsqueeze(d) if keepdim else out
+
+    def dot(self, other: Any) -> SharedTensor:
+        """1-d inner product: one product (1 round) and a sum."""
+        if self.dim() != 1 or len(tuple(other.shape)) != 1:
+            raise ShapeError(
+                f"dot expects 1-d tensors, got {tuple(self.shape)} and {tuple(other.shape)}"
+            )
+        if int(other.shape[0]) != int(self.shape[0]):
+            raise ShapeError(f"dot: sizes {self.shape[0]} and {other.shape[0]} differ")
+        return (self * other).sum()
+
+    def outer(self, other: Any) -> SharedTensor:
+        """Outer product of 1-d tensors (``torch.outer``/``ger``): one product."""
+        if self.dim() != 1 or len(tuple(other.shape)) != 1:
+            raise ShapeError(
+                f"outer expects 1-d tensors, got {tuple(self.shape)} and {tuple(other.shape)}"
+            )
+        return self.reshape(-1, 1) * other.reshape(1, -1)
+
+    ger = outer
+
+    def _index_of(self, name: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """``fn`` applied to the positions tensor; torch's refusal as a ShapeError."""
+        try:
+            return fn(self._positions())
+        except (RuntimeError, IndexError, TypeError, ValueError) as exc:
+            raise ShapeError(f"{name} of shape {tuple(self.shape)}: {exc}") from None
+
     def clone(self) -> SharedTensor:
         return self + 0
 
@@ -826,6 +976,12 @@ class SharedTensor:
 
     def log(self) -> SharedTensor:
         return _fn().log(self)
+
+    def sin(self) -> SharedTensor:
+        return _fn().sin(self)
+
+    def cos(self) -> SharedTensor:
+        return _fn().cos(self)
 
     def reciprocal(self) -> SharedTensor:
         return _fn().reciprocal(self)
@@ -899,18 +1055,107 @@ class SharedTensor:
         with torch.no_grad():
             return self - other
 
-    def __ge__(self, other: Any) -> SharedTensor:
+    def _comparable(self, other: Any) -> bool:
+        """Whether ``other`` can be compared with (anything else makes the operator return
+        NotImplemented: ``x == None`` is False and ``x < "a"`` a TypeError, as for torch
+        tensors; numpy arrays are refused by name)."""
+        return isinstance(other, SharedTensor | torch.Tensor | public | np.ndarray) or (
+            isinstance(other, numbers.Number) and not isinstance(other, complex)
+        )
+
+    def _eq_bits(self, other: Any) -> tuple[SharedTensor, SharedTensor]:
+        """``[d >= 0]`` and ``[-d >= 0]`` for ``d = self - other``, as ONE comparison op over
+        both (the same rounds as one comparison, twice the elements)."""
+        other = float(other) if isinstance(other, bool) else other
+        d = self._diff(other)
+        with torch.no_grad():
+            bits = cat([d.unsqueeze(0), (-d).unsqueeze(0)]).drelu()
+            return bits[0], bits[1]
+
+    def eq(self, other: Any) -> SharedTensor:
+        """Shared 0/1 ``[self == other]`` on the encodings (values closer than the
+        resolution are equal), other shared or public; no gradient, as torch.
+
+        Protocol: two comparisons, ``[d >= 0] + [d <= 0] - 1`` with ``d = self - other``,
+        both DReLUs in one op: 1 round with the FSS comparison (16 B per element), and the
+        combination is linear (no product, exact). A dedicated equality test (a zero test
+        of ``d``) would need its own dealer material and protocol per suite; composing the
+        existing comparison keeps every suite (FSS, carry tree, 3+ parties) and its
+        security argument unchanged, at twice one comparison's bytes."""
+        ge, le = self._eq_bits(other)
+        return ge + le - 1
+
+    def ne(self, other: Any) -> SharedTensor:
+        """Shared 0/1 ``[self != other]``: ``1 - eq`` (see :meth:`eq`)."""
+        ge, le = self._eq_bits(other)
+        return 2 - (ge + le)
+
+    def ge(self, other: Any) -> SharedTensor:
+        """Shared 0/1 ``[self >= other]``: one DReLU of the difference (no gradient)."""
+        other = float(other) if isinstance(other, bool) else other
         return self._diff(other).drelu()
 
-    def __lt__(self, other: Any) -> SharedTensor:
-        return 1 - (self >= other)
-
-    def __le__(self, other: Any) -> SharedTensor:
+    def le(self, other: Any) -> SharedTensor:
+        """Shared 0/1 ``[self <= other]``: one DReLU of ``other - self``."""
+        other = float(other) if isinstance(other, bool) else other
         with torch.no_grad():
             return (-self._diff(other)).drelu()
 
+    def lt(self, other: Any) -> SharedTensor:
+        """Shared 0/1 ``[self < other]``: ``1 - [self >= other]``."""
+        with torch.no_grad():
+            return 1 - self.ge(other)
+
+    def gt(self, other: Any) -> SharedTensor:
+        """Shared 0/1 ``[self > other]``: ``1 - [self <= other]``."""
+        with torch.no_grad():
+            return 1 - self.le(other)
+
+    greater_equal, less_equal, less, greater, not_equal = ge, le, lt, gt, ne
+
+    def __eq__(self, other: object) -> Any:  # type: ignore[override]
+        return self.eq(other) if self._comparable(other) else NotImplemented
+
+    def __ne__(self, other: object) -> Any:  # type: ignore[override]
+        return self.ne(other) if self._comparable(other) else NotImplemented
+
+    def __ge__(self, other: Any) -> SharedTensor:
+        return self.ge(other) if self._comparable(other) else NotImplemented
+
+    def __le__(self, other: Any) -> SharedTensor:
+        return self.le(other) if self._comparable(other) else NotImplemented
+
+    def __lt__(self, other: Any) -> SharedTensor:
+        return self.lt(other) if self._comparable(other) else NotImplemented
+
     def __gt__(self, other: Any) -> SharedTensor:
-        return 1 - (self <= other)
+        return self.gt(other) if self._comparable(other) else NotImplemented
+
+    __hash__ = object.__hash__  # identity, as torch.Tensor (defining __eq__ would drop it)
+
+    def sign(self) -> SharedTensor:
+        """torch.sign: ``[x >= 0] - [x <= 0]`` (1, 0 at exactly 0, -1), the two DReLUs in
+        one op (as :meth:`eq`); gradient zero, as torch."""
+        with torch.no_grad():
+            ge, le = self._eq_bits(0.0)
+            out = ge - le
+        return self._record(out, [self], lambda g: (g * 0,))
+
+    def where(self, condition: Any, other: Any) -> SharedTensor:
+        """``torch.where(condition, self, other)``."""
+        return _fn().where(condition, self, other)
+
+    def var(self, dim: Any = None, unbiased: Any = None, keepdim: bool = False, **kw: Any) -> Any:
+        return _fn().var(self, dim, unbiased, keepdim, **kw)
+
+    def std(self, dim: Any = None, unbiased: Any = None, keepdim: bool = False, **kw: Any) -> Any:
+        return _fn().std(self, dim, unbiased, keepdim, **kw)
+
+    def pow(self, exponent: Any) -> SharedTensor:
+        return self**exponent
+
+    def square(self) -> SharedTensor:
+        return self**2
 
     # -- torch interoperability -------------------------------------------------------------------
     @classmethod
@@ -925,6 +1170,13 @@ class SharedTensor:
                 "(docs/ops.md lists the supported operations and layers)"
             )
         return impl(*args, **(kwargs or {}))
+
+    # Last in the class: below these, ``float`` in an annotation would name the method.
+    def float(self) -> SharedTensor:
+        return self.to(torch.float32)
+
+    def double(self) -> SharedTensor:
+        return self.to(torch.float64)
 
 
 def _linear(x: Any, weight: Any, bias: Any = None) -> Any:
