@@ -21,20 +21,15 @@ meters. The communication report is built from these two sources.
 
 from __future__ import annotations
 
-import contextvars
 import math
-import numbers
-import operator
 import secrets
 import threading
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import msgspec
 import torch
 import trio
 
@@ -46,6 +41,16 @@ from protocols.reference import Tolerance
 from protocols.suite import Cost, Suite, get_suite
 
 from .actor import first_error
+from .arguments import (
+    ValueBound,
+    check_tolerance,
+    checked_params,
+    ids,
+    require_trio,
+    shape_list,
+    sizes,
+    value_bound_of,
+)
 from .config import ClusterConfig, load_config
 from .endpoint import Transport
 from .envelope import Envelope, Phase
@@ -54,55 +59,13 @@ from .mailbox import Roles
 from .messages import Batch, Command, DealerRequest, Reply, Requests, encode_control
 from .names import check_name
 from .network import Chaos, Network, NetworkProfile
+from .oplog import OpRecord, Shape, iteration_var, label_var, scoped
 from .party import Party, check_expect
 from .policy import RevealPolicy, RevealRefused, legacy_policies
 from .provider import CryptoProvider
 from .stats import CommStats
 
-_label: contextvars.ContextVar[str | None] = contextvars.ContextVar("smpc_label", default=None)
-_iteration: contextvars.ContextVar[int | None] = contextvars.ContextVar("smpc_iter", default=None)
-
 C = TypeVar("C", bound="Cluster")
-Shape = tuple[int, ...]
-
-
-def require_trio(what: str) -> None:
-    """Refuse, with the fix, to start outside a trio run (e.g. in an asyncio loop:
-    Jupyter's top-level ``await``), where trio would fail with an obscure AttributeError."""
-    try:
-        trio.lowlevel.current_task()
-    except RuntimeError:
-        raise RuntimeError(
-            f"{what} must run under trio (trio.run(main)); it was called outside a trio "
-            "run, e.g. in an asyncio event loop (Jupyter's top-level await, asyncio.run). "
-            "In a notebook or a plain script use training.sync.Session, which runs the "
-            "cluster in a background trio thread and offers synchronous calls"
-        ) from None
-
-
-@contextmanager
-def _scoped(var: contextvars.ContextVar[Any], value: Any) -> Iterator[None]:
-    token = var.set(value)
-    try:
-        yield
-    finally:
-        var.reset(token)
-
-
-@dataclass(frozen=True, slots=True)
-class OpRecord:
-    """One op the coordinator issued (the op log)."""
-
-    op: int
-    kind: str
-    label: str | None
-    iteration: int | None
-    shapes: tuple[Shape, ...]
-    out: tuple[Shape, ...]
-    divisor: int
-    interactive: bool
-    cost: Cost
-    """The suite's closed form for this op (rounds, online bytes per party, dealer bytes)."""
 
 
 def access_denied(env: Envelope) -> AccessDenied | ProtocolError:
@@ -115,71 +78,6 @@ def access_denied(env: Envelope) -> AccessDenied | ProtocolError:
     if reply.malformed:
         return ProtocolError(reply.denied)
     return RevealRefused(reply.denied)
-
-
-def _int64s(values: Any, what: str, kind: str, bad_type: str) -> tuple[int, ...]:
-    """Non-negative int64 values as the wire carries them, or TypeError/ValueError before
-    anything is queued (a value the encoder refuses would fail the whole batch later)."""
-    try:
-        out = tuple(operator.index(v) for v in values)
-    except TypeError:
-        raise TypeError(f"{what}: {bad_type}, got {values!r}") from None
-    if any(not 0 <= v < 2**63 for v in out):
-        raise ValueError(f"{what}: {kind} must be non-negative int64 values, got {out}")
-    return out
-
-
-def _ids(values: Any, what: str) -> tuple[int, ...]:
-    return _int64s(values, what, "tensor ids", "tensor ids are integers")
-
-
-def _sizes(shape: Any, what: str) -> Shape:
-    return _int64s(shape, what, "sizes", "a shape is a sequence of integers")
-
-
-def _shape_list(shapes: Any, what: str) -> tuple[Shape, ...]:
-    if isinstance(shapes, str | bytes) or not isinstance(shapes, Sequence | Iterator):
-        raise TypeError(f"{what}: expected a sequence of shapes, got {shapes!r}")
-    return tuple(_sizes(s, what) for s in shapes)
-
-
-ValueBound = float | str | None
-
-
-def _value_bound(bound: Any) -> ValueBound:
-    """``"headroom"`` (the default), ``None`` (off) or a positive real bound."""
-    if bound is None or bound == "headroom":
-        return bound  # type: ignore[no-any-return]
-    if isinstance(bound, bool) or not isinstance(bound, numbers.Real):
-        raise TypeError(f'value_bound must be "headroom", None or a positive number, got {bound!r}')
-    value = float(bound)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"value_bound must be a positive finite number, got {bound!r}")
-    return value
-
-
-def _check_tolerance(check: Any) -> Tolerance | None:
-    """``check=True`` (default tolerance), ``False`` or a :class:`Tolerance`."""
-    if isinstance(check, Tolerance):
-        return check
-    if isinstance(check, bool):
-        return Tolerance() if check else None
-    raise TypeError(f"check must be True, False or a protocols.reference.Tolerance, got {check!r}")
-
-
-def _checked_params(params: Any, what: str) -> Params | None:
-    """``params`` if every field has its declared type and the wire can carry it."""
-    if params is None:
-        return None
-    if not isinstance(params, Params):
-        raise TypeError(f"{what}: params must be a Params or None, got {type(params).__name__}")
-    try:
-        checked = msgspec.msgpack.decode(msgspec.msgpack.encode(params), type=Params)
-    except (msgspec.DecodeError, TypeError, OverflowError) as exc:
-        raise ValueError(f"{what}: malformed params {params!r}: {exc}") from None
-    if checked.d < 1:
-        raise ValueError(f"{what}: the divisor must be a positive integer, got {checked.d}")
-    return params
 
 
 class Cluster:
@@ -197,11 +95,11 @@ class Cluster:
         value_bound: ValueBound = "headroom",
         check: bool | Tolerance = False,
     ) -> None:
-        self.value_bound = _value_bound(value_bound)
+        self.value_bound = value_bound_of(value_bound)
         """Bound on the magnitude of revealed values, read by the frontend: ``"headroom"``
         (a value's square must fit the ring, ``FixedPoint.headroom``), a real number, or
         ``None`` (no check)."""
-        self.check = _check_tolerance(check)
+        self.check = check_tolerance(check)
         """Check mode's tolerance (``None``: off); the frontend runs the check."""
         self.parties = list(parties)
         self.provider = provider
@@ -292,7 +190,7 @@ class Cluster:
             check_name(n)  # a party's name names its checkpoint file
         if not (timeout > 0 and math.isfinite(timeout)):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        _value_bound(value_bound), _check_tolerance(check)  # refuse before starting anything
+        value_bound_of(value_bound), check_tolerance(check)  # refuse before starting anything
         suite = get_suite(protocols)
         policies = legacy_policies(names, reveal_policy)
         pairs = {(a, b) for a in names for b in names if a != b}
@@ -379,7 +277,7 @@ class Cluster:
                 "configuration ([actors.NAME.reveal] in the cluster file, or the node's "
                 "--allow-reveal); the coordinator cannot grant itself access"
             )
-        _value_bound(value_bound), _check_tolerance(check)
+        value_bound_of(value_bound), check_tolerance(check)
         cfg = config if isinstance(config, ClusterConfig) else load_config(config)
         if protocols is not None and not isinstance(protocols, str):
             raise TypeError("over TLS the protocol suite is given by name")
@@ -550,9 +448,9 @@ class Cluster:
         if not isinstance(kind, str):
             raise TypeError(f"an op kind is a name, got {kind!r}")
         impl = self.suite.kind(kind, n)
-        inputs = _ids(inputs, kind)
-        in_shapes = _shape_list(shapes, kind)
-        out_shapes = _shape_list(out, kind)
+        inputs = ids(inputs, kind)
+        in_shapes = shape_list(shapes, kind)
+        out_shapes = shape_list(out, kind)
         if len(inputs) != impl.n_in or len(out_shapes) != impl.n_out:
             raise ValueError(
                 f"op kind {kind!r} takes {impl.n_in} inputs and {impl.n_out} outputs, "
@@ -560,7 +458,7 @@ class Cluster:
             )
         if len(in_shapes) != len(inputs):
             raise ValueError(f"{kind}: {len(inputs)} inputs but {len(in_shapes)} shapes")
-        params = _checked_params(params, kind)
+        params = checked_params(params, kind)
         divisor = 1 if params is None else params.d
         specs = impl.specs(in_shapes, out_shapes[0], divisor, n)
         op = self._op_id()
@@ -585,7 +483,7 @@ class Cluster:
         cost: Cost,
     ) -> None:
         rec = OpRecord(
-            op, kind, _label.get(), _iteration.get(), shapes, out, divisor, interactive, cost
+            op, kind, label_var.get(), iteration_var.get(), shapes, out, divisor, interactive, cost
         )
         if self._op_log is not None:
             self._op_log.append(rec)
@@ -614,14 +512,14 @@ class Cluster:
 
     def label(self, name: str) -> AbstractContextManager[None]:
         """Label the ops issued inside (e.g. ``"forward/fc1"``); logs and reports group by it."""
-        return _scoped(_label, name)
+        return scoped(label_var, name)
 
     def iteration(self, index: int) -> AbstractContextManager[None]:
         """Tag the ops issued inside with a training iteration (logged with each op)."""
-        return _scoped(_iteration, index)
+        return scoped(iteration_var, index)
 
     def current_label(self) -> str | None:
-        return _label.get()
+        return label_var.get()
 
     def track_op_costs(self) -> None:
         """Start the op log and per-op metering (see :meth:`take_op_costs`)."""
@@ -653,7 +551,7 @@ class Cluster:
         """Reveal several values ``(tid, shape)`` at once (one batch of commands, every
         answer awaited together) as raw ring tensors."""
         self._check_open()
-        wanted = [(_ids([tid], "reveal")[0], _sizes(shape, "reveal")) for tid, shape in items]
+        wanted = [(ids([tid], "reveal")[0], sizes(shape, "reveal")) for tid, shape in items]
         to = self.coordinator if to is None else to
         if to != self.coordinator:
             raise AccessDenied(
@@ -697,7 +595,7 @@ class Cluster:
         (in-process clusters: the parties see this file system). Done at the next flush."""
         self._check_open()
         op = self._op_id()
-        self._command(Command("save", op, _ids(tids, "save"), (), None, str(directory)))
+        self._command(Command("save", op, ids(tids, "save"), (), None, str(directory)))
 
     def load_shares(self, directory: str | Path, count: int) -> list[int]:
         """Have every party read back its own ``count`` shares saved by :meth:`save_shares`;
@@ -708,7 +606,7 @@ class Cluster:
         self._command(Command("load", op, (), tuple(tids), None, str(directory)))
         return tids
 
-    def resume_op_ids(self, next_op: int) -> None:
+    def resume_opids(self, next_op: int) -> None:
         """Continue op ids from ``next_op`` (a resumed checkpoint: with a seeded cluster,
         the same op ids give the same masks and dealer material as the original run)."""
         self._next_op = max(self._next_op, int(next_op))

@@ -1,0 +1,97 @@
+"""The coordinator's argument checks: what a caller passes is refused with a typed error
+before anything is queued (a value the wire cannot carry would fail a whole batch later)."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import msgspec
+import trio
+
+from protocols.params import Params
+from protocols.reference import Tolerance
+
+Shape = tuple[int, ...]
+
+
+def require_trio(what: str) -> None:
+    """Refuse, with the fix, to start outside a trio run (e.g. in an asyncio loop:
+    Jupyter's top-level ``await``), where trio would fail with an obscure AttributeError."""
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        raise RuntimeError(
+            f"{what} must run under trio (trio.run(main)); it was called outside a trio "
+            "run, e.g. in an asyncio event loop (Jupyter's top-level await, asyncio.run). "
+            "In a notebook or a plain script use training.sync.Session, which runs the "
+            "cluster in a background trio thread and offers synchronous calls"
+        ) from None
+
+
+def int64s(values: Any, what: str, kind: str, bad_type: str) -> tuple[int, ...]:
+    """Non-negative int64 values as the wire carries them, or TypeError/ValueError before
+    anything is queued (a value the encoder refuses would fail the whole batch later)."""
+    try:
+        out = tuple(operator.index(v) for v in values)
+    except TypeError:
+        raise TypeError(f"{what}: {bad_type}, got {values!r}") from None
+    if any(not 0 <= v < 2**63 for v in out):
+        raise ValueError(f"{what}: {kind} must be non-negative int64 values, got {out}")
+    return out
+
+
+def ids(values: Any, what: str) -> tuple[int, ...]:
+    return int64s(values, what, "tensor ids", "tensor ids are integers")
+
+
+def sizes(shape: Any, what: str) -> Shape:
+    return int64s(shape, what, "sizes", "a shape is a sequence of integers")
+
+
+def shape_list(shapes: Any, what: str) -> tuple[Shape, ...]:
+    if isinstance(shapes, str | bytes) or not isinstance(shapes, Sequence | Iterator):
+        raise TypeError(f"{what}: expected a sequence of shapes, got {shapes!r}")
+    return tuple(sizes(s, what) for s in shapes)
+
+
+ValueBound = float | str | None
+
+
+def value_bound_of(bound: Any) -> ValueBound:
+    """``"headroom"`` (the default), ``None`` (off) or a positive real bound."""
+    if bound is None or bound == "headroom":
+        return bound  # type: ignore[no-any-return]
+    if isinstance(bound, bool) or not isinstance(bound, numbers.Real):
+        raise TypeError(f'value_bound must be "headroom", None or a positive number, got {bound!r}')
+    value = float(bound)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"value_bound must be a positive finite number, got {bound!r}")
+    return value
+
+
+def check_tolerance(check: Any) -> Tolerance | None:
+    """``check=True`` (default tolerance), ``False`` or a :class:`Tolerance`."""
+    if isinstance(check, Tolerance):
+        return check
+    if isinstance(check, bool):
+        return Tolerance() if check else None
+    raise TypeError(f"check must be True, False or a protocols.reference.Tolerance, got {check!r}")
+
+
+def checked_params(params: Any, what: str) -> Params | None:
+    """``params`` if every field has its declared type and the wire can carry it."""
+    if params is None:
+        return None
+    if not isinstance(params, Params):
+        raise TypeError(f"{what}: params must be a Params or None, got {type(params).__name__}")
+    try:
+        checked = msgspec.msgpack.decode(msgspec.msgpack.encode(params), type=Params)
+    except (msgspec.DecodeError, TypeError, OverflowError) as exc:
+        raise ValueError(f"{what}: malformed params {params!r}: {exc}") from None
+    if checked.d < 1:
+        raise ValueError(f"{what}: the divisor must be a positive integer, got {checked.d}")
+    return params
