@@ -131,6 +131,10 @@ def full_view(view: View, rank: int) -> FullView:
             key = (op, step, i)
             opened[key] = _combine(opened[key], t) if key in opened else t.clone()
     out.opened = [(f"op{op} {step}[{i}]", op, t) for (op, step, i), t in opened.items()]
+    # ops run concurrently in a cluster: order by op id (stable, so each op's steps stay in
+    # protocol order) so that two runs name their pairs of openings alike
+    for entries in (out.sent, out.received, out.opened):
+        entries.sort(key=lambda e: e[1])
     return out
 
 
