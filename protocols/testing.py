@@ -16,6 +16,11 @@ random items with :func:`protocols.material.party_material` under the label
 so a view analysis sees everything the party could compute from. The hooks
 :meth:`Board.material_label` and :meth:`Board.secret` let a test build a deliberately
 broken dealer (a subclass) without touching library code.
+
+For security tests: :func:`fresh_board` draws every protocol secret from the OS,
+:class:`FixedSecretsBoard` lets a test choose the dealer's secrets (a mask, a dropout draw)
+per op, and :class:`TamperContext` runs a protocol on a swapped spec or tampered material
+(a leaky variant built from the real protocol).
 """
 
 from __future__ import annotations
