@@ -16,6 +16,11 @@ random items with :func:`protocols.material.party_material` under the label
 so a view analysis sees everything the party could compute from. The hooks
 :meth:`Board.material_label` and :meth:`Board.secret` let a test build a deliberately
 broken dealer (a subclass) without touching library code.
+
+For security tests: :func:`fresh_board` draws every protocol secret from the OS,
+:class:`FixedSecretsBoard` lets a test choose the dealer's secrets (a mask, a dropout draw)
+per op, and :class:`TamperContext` runs a protocol on a swapped spec or tampered material
+(a leaky variant built from the real protocol).
 """
 
 from __future__ import annotations
@@ -48,6 +53,9 @@ class View:
     """This party's shares of the inputs (filled by :func:`run_protocol`)."""
     prg_key: bytes | None = None
     """The party's ChaCha20 key with the dealer (``real_dealer`` boards only)."""
+    kinds: dict[tuple[int, str], Kind] = field(default_factory=dict)
+    """``(op id, item name) -> kind`` of every material item recorded (a view analysis
+    unpacks ``WORDS`` items to per-element bits)."""
 
 
 def _nbytes(t: torch.Tensor) -> int:
@@ -173,6 +181,7 @@ class Board:
                         self.dealer_bytes += item.nbytes()
             for rank in range(self.n):
                 self.views[rank].material += [(op_id, k, v) for k, v in out[rank].items()]
+                self.views[rank].kinds.update({(op_id, i.name): i.kind for i in spec.items})
             self.dealt[key] = out
         return self.dealt[key]
 
@@ -187,6 +196,7 @@ class Board:
             self.dealer_bytes += sum(_nbytes(t) for t in got)
             mine = party_material(spec, rank, self.n, self.party_keys[rank], label, got)
             self.views[rank].material += [(op_id, k, v) for k, v in mine.items()]
+            self.views[rank].kinds.update({(op_id, i.name): i.kind for i in spec.items})
             out.append(mine)
         return out
 
@@ -267,9 +277,12 @@ async def run_parties(
     return results, board
 
 
-def share_inputs(xs: Sequence[torch.Tensor], n: int, seed: int = 0) -> list[list[Share]]:
-    """``shares[rank][i]``: party ``rank``'s share of input ``i`` (depth 0)."""
-    prg = Prg.from_seed(seed, "testing-input")
+def share_inputs(
+    xs: Sequence[torch.Tensor], n: int, seed: int = 0, *, prg: Prg | None = None
+) -> list[list[Share]]:
+    """``shares[rank][i]``: party ``rank``'s share of input ``i`` (depth 0). ``prg``: share
+    with this generator (e.g. :meth:`Prg.fresh`) instead of one derived from ``seed``."""
+    prg = Prg.from_seed(seed, "testing-input") if prg is None else prg
     per_input = [share(x.to(torch.int64), n, prg) for x in xs]
     return [[Share(s[rank], 0) for s in per_input] for rank in range(n)]
 
@@ -306,11 +319,100 @@ def reveal(results: Sequence[Share]) -> torch.Tensor:
     return total
 
 
+# ---------------------------------------------------------------------------------------
+# For security tests: fresh keys, chosen dealer secrets, tampered material
+# ---------------------------------------------------------------------------------------
+
+
+def fresh_board(n: int, *, real_dealer: bool = True, cls: type[Board] | None = None) -> Board:
+    """A board whose every secret comes from the operating system (:meth:`Prg.fresh`): the
+    party keys and the dealer's generator with ``real_dealer``, the dealer's generator
+    (shares, keys, random items) without. A statistical security test runs the protocol's
+    secrets fresh, so its false-alarm rate is the one it states, not a seed's luck.
+    ``cls``: a (broken) subclass of :class:`Board` to build instead."""
+    make = Board if cls is None else cls
+    if real_dealer:
+        return make(
+            n,
+            real_dealer=True,
+            party_keys=[Prg.fresh() for _ in range(n)],
+            dealer_prg=Prg.fresh(),
+        )
+    board = make(n)
+    board.prg = Prg.fresh()
+    return board
+
+
+class FixedSecretsBoard(Board):
+    """The independent dealer with chosen secrets: ``secrets[(op id, spec kind, item
+    name)]`` is the plaintext of that random item (a mask ``r``, a dropout draw ``u``); every
+    other item is uniform (from a fresh generator) and every share and key is fresh. A
+    view analysis varies the dealer's secrets with it, not only the inputs."""
+
+    def __init__(self, n: int, secrets: dict[tuple[int, str, str], torch.Tensor]) -> None:
+        super().__init__(n)
+        self.prg = Prg.fresh()
+        self.fixed = dict(secrets)
+
+    def secret(self, op_id: int, spec: MaterialSpec, item: Item) -> torch.Tensor:
+        v = self.fixed.get((op_id, spec.kind, item.name))
+        if v is None:
+            return super().secret(op_id, spec, item)
+        if tuple(v.shape) != item.shape:
+            raise ValueError(f"secret {item.name} of op {op_id}: shape {tuple(v.shape)}")
+        return v.to(item.dtype)
+
+
+SpecSwap = Callable[[MaterialSpec], "MaterialSpec | None"]
+"""A replacement for a spec (None: keep it), e.g. a broken dealer's derivation."""
+Tamper = Callable[[int, MaterialSpec, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+"""``tamper(rank, spec, material)``: what a broken protocol makes of its material."""
+
+
+class TamperContext:
+    """A party context that forwards everything to ``ctx`` but asks the dealer for
+    ``swap(spec)`` instead of ``spec`` and hands the protocol ``tamper(rank, spec,
+    material)``: how a security test builds a deliberately leaky protocol or dealer from
+    the real one without touching library code (works over any :class:`PartyContext`)."""
+
+    def __init__(self, ctx: Any, swap: SpecSwap | None = None, tamper: Tamper | None = None):
+        self.ctx = ctx
+        self.swap = swap
+        self.tamper = tamper
+
+    @property
+    def rank(self) -> int:
+        return int(self.ctx.rank)
+
+    @property
+    def n_parties(self) -> int:
+        return int(self.ctx.n_parties)
+
+    @property
+    def op_id(self) -> int:
+        return int(self.ctx.op_id)
+
+    async def send(self, peer: int, step: str, tensors: Sequence[torch.Tensor], depth: int) -> None:
+        await self.ctx.send(peer, step, tensors, depth)
+
+    async def recv(self, peer: int, step: str, expect: Any) -> Received:
+        got: Received = await self.ctx.recv(peer, step, expect)
+        return got
+
+    async def material(self, spec: MaterialSpec) -> dict[str, torch.Tensor]:
+        asked = (self.swap(spec) if self.swap is not None else None) or spec
+        got = dict(await self.ctx.material(asked))
+        return got if self.tamper is None else self.tamper(self.rank, spec, got)
+
+
 __all__ = [
     "Board",
+    "FixedSecretsBoard",
     "Kind",
     "LocalContext",
+    "TamperContext",
     "View",
+    "fresh_board",
     "reveal",
     "run_parties",
     "run_protocol",

@@ -13,6 +13,8 @@ from hypothesis import settings
 
 from actors import Envelope, Phase, configure_logging
 from actors.messages import Batch
+from protocols.analysis import FullView, full_view
+from protocols.testing import View
 
 # Property tests draw the same cases on every run, so a red build means a bug, not bad
 # luck; HYPOTHESIS_PROFILE=explore draws fresh ones.
@@ -84,3 +86,26 @@ def envelope_metadata(envs: Iterable[Envelope]) -> list[tuple[Any, ...]]:
         shapes = tuple((tuple(t.shape), t.dtype) for t in e.tensors())
         rows.append((e.sender, e.receiver, e.tag, e.phase, e.depth, e.payload_bytes, shapes))
     return sorted(rows, key=repr)
+
+
+def envelope_view(envs: Iterable[Envelope], party: str, parties: list[str]) -> FullView:
+    """``party``'s view of a recorded cluster run, for :mod:`protocols.analysis`: its input
+    shares, the dealer's messages to it (its own material as far as the wire shows it),
+    every online message it received and sent (its openings follow from them)."""
+    rank = {p: i for i, p in enumerate(parties)}
+    v = View()
+    for e in envs:
+        if e.phase not in (Phase.INPUT, Phase.ONLINE, Phase.OFFLINE):
+            continue
+        head, _, step = e.tag.partition("/")
+        op = int(head)
+        if e.receiver == party:
+            if e.phase == Phase.INPUT:
+                v.inputs += list(e.tensors())
+            elif e.phase == Phase.OFFLINE:
+                v.material += [(op, f"{step}[{i}]", t) for i, t in enumerate(e.tensors())]
+            else:
+                v.received.append((op, step, rank[e.sender], e.tensors()))
+        elif e.sender == party and e.phase == Phase.ONLINE:
+            v.sent.append((op, step, rank[e.receiver], e.tensors()))
+    return full_view(v, rank[party])

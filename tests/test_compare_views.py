@@ -3,21 +3,15 @@
 Semi-honest security of the comparison means a party's view (everything it receives, plus
 what it computes from its own shares) has the same distribution whatever ``x`` is. These
 tests run the protocol on a secret tensor A and on a different secret tensor B in unseeded
-clusters (fresh OS keys), record every message with the network's interceptor, and apply
-two-sample tests to each party's view:
-
-* every tensor it receives (a peer's share of a masked value, or dealer material);
-* every value it *opens*: its own share (which it sends) combined with the peers' shares,
-  i.e. ``c = x + r``, ``eps = x - a``, the masked AND inputs and the masked last step;
-* joint features: the tuple of bits opened together in one message, per position, and the
-  top bit of the opened ``c`` together with every bit opened once per element.
-
-Each ring tensor gets a two-proportion test per bit and a Kolmogorov-Smirnov test on each
-16-bit slice; each bit tensor gets a two-proportion test per bit position; each joint
-feature a chi-square test of homogeneity. The family-wise false-alarm rate is bounded by
-Bonferroni at ``FWER``. The same analysis is then shown to fail on deliberately leaky
-variants (which still compute the right answer), so it has the power to see a leak. The provider must receive only control messages carrying op ids,
-kinds, shapes and divisors, identical for A and B.
+clusters (fresh OS keys), record every message with the network's interceptor, build each
+party's view with ``conftest.envelope_view`` (input shares, dealer messages, what it
+receives and sends, hence what it opens: ``c = x + r``, the masked AND inputs, the masked
+last step) and compare the views with the one shared analysis,
+:func:`protocols.analysis.compare`: G-tests on marginal, joint, pair and per-element cross
+features (families (a) to (d)), Bonferroni at ``FWER`` per analysis. The same analysis is
+then shown to fail on deliberately leaky variants (which still compute the right answer).
+The provider must receive only control messages carrying op ids, kinds, shapes and
+divisors, identical for A and B.
 """
 
 from __future__ import annotations
@@ -27,18 +21,20 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
-from conftest import envelope_metadata
-from scipy import special, stats
+from conftest import envelope_metadata, envelope_view
+from scipy import stats
 
 from actors import Envelope, Phase
 from actors.messages import Requests
 from protocols import FixedPoint, Share
+from protocols.analysis import FullView, Report, compare, g_test, marginal_features
 from protocols.compare import DRELU_ROUNDS
+from protocols.material import MaterialSpec
 from protocols.ring import to_bits, to_planes
 from protocols.suite import CARRY, OpKind, Suite
+from protocols.testing import TamperContext
 from training import Cluster, SharedTensor
 
 PARTIES = {2: ["alice", "bob"], 3: ["alice", "bob", "carol"]}
@@ -98,155 +94,17 @@ def correct(x: torch.Tensor, bit: torch.Tensor, y: torch.Tensor) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# Views and two-sample tests
+# Views and the shared analysis
 # ---------------------------------------------------------------------------------------
 
 
-def bit_matrix(t: torch.Tensor) -> np.ndarray:
-    """A 0/1 uint8 matrix (samples, features): ring elements as their 64 bits (least
-    significant first), bool tensors flattened after the leading dimension."""
-    if t.dtype == torch.int64:
-        raw = t.reshape(-1).numpy().astype("<i8").view(np.uint8).reshape(-1, 8)
-        return np.unpackbits(raw, axis=1, bitorder="little")
-    arr = t.numpy().astype(np.uint8)
-    return arr.reshape(arr.shape[0], -1) if arr.ndim > 1 else arr.reshape(-1, 1)
+def views(t: Transcript) -> list[FullView]:
+    return [envelope_view(t.envs, p, t.parties) for p in t.parties]
 
 
-def codes(tensors: Sequence[torch.Tensor]) -> np.ndarray:
-    """Joint categorical code of several same-shape bit tensors, per (sample, position)."""
-    out = np.zeros_like(bit_matrix(tensors[0]), dtype=np.int64)
-    for i, t in enumerate(tensors):
-        out |= bit_matrix(t).astype(np.int64) << i
-    return out
-
-
-class View:
-    """Named samples from one party's view; the leading dimension indexes elements."""
-
-    def __init__(self) -> None:
-        self.marginal: dict[str, torch.Tensor | np.ndarray] = {}
-        """Per-bit (and for ring values per-16-bit-slice) samples."""
-        self.joint: dict[str, tuple[np.ndarray, int]] = {}
-        """Categorical codes (samples, positions) and their number of categories."""
-
-    def add_message(self, name: str, tensors: Sequence[torch.Tensor]) -> None:
-        for i, tensor in enumerate(tensors):
-            self.marginal[f"{name}[{i}]"] = tensor
-        same = len({(t.dtype, tuple(t.shape)) for t in tensors}) == 1
-        if len(tensors) > 1 and same and tensors[0].dtype == torch.bool:
-            self.joint[f"{name} jointly"] = (codes(tensors), 2 ** len(tensors))
-
-
-def view_of(t: Transcript, party: str) -> View:
-    """Everything ``party`` receives (online and offline), and everything it opens: its own
-    share (what it sends, identical to every peer) combined with the peers' shares."""
-    view = View()
-    received = t.received(party, (Phase.ONLINE, Phase.OFFLINE))
-    for e in received:
-        view.add_message(f"recv {e.sender} {e.tag}", e.tensors())
-    opened: dict[str, list[torch.Tensor]] = {}
-    for e in t.envs:
-        if e.sender == party and e.phase == Phase.ONLINE and e.tag not in opened:
-            opened[e.tag] = list(e.tensors())
-    for e in received:
-        if e.phase != Phase.ONLINE:
-            continue
-        acc = opened[e.tag]
-        for i, tensor in enumerate(e.tensors()):
-            acc[i] = acc[i] ^ tensor if tensor.dtype == torch.bool else acc[i] + tensor
-    for tag, tensors in opened.items():
-        view.add_message(f"open {tag}", tensors)
-    # across messages of one op: the top bit of the opened c with every opened bit tensor
-    # that holds one bit per element (the sign is a function of such a combination)
-    for tag, tensors in opened.items():
-        op, _, step = tag.partition("/")
-        if step != "cmp":
-            continue
-        for other, bits in opened.items():
-            per_element = [b for b in bits if b.dtype == torch.bool and b.shape == tensors[0].shape]
-            if other.partition("/")[0] == op and per_element:
-                top = (tensors[0] < 0).reshape(-1, 1).numpy().astype(np.int64)
-                joint = top | (codes(per_element) << 1)
-                view.joint[f"open {tag} top bit with {other}"] = (
-                    joint,
-                    2 ** (1 + len(per_element)),
-                )
-    return view
-
-
-class Results:
-    """p-values of many two-sample tests, named lazily."""
-
-    def __init__(self) -> None:
-        self.groups: list[tuple[str, np.ndarray, list[str]]] = []
-
-    def add(self, name: str, pvalues: Sequence[float], details: Sequence[str]) -> None:
-        self.groups.append((name, np.asarray(pvalues, dtype=np.float64), list(details)))
-
-    def __len__(self) -> int:
-        return sum(len(p) for _, p, _ in self.groups)
-
-    def failures(self, alpha: float) -> list[str]:
-        return [
-            f"{name} {details[j]}: p={pv[j]:.3g}"
-            for name, pv, details in self.groups
-            for j in np.flatnonzero(pv < alpha)
-        ]
-
-
-def two_sample(results: Results, name: str, a: Any, b: Any) -> None:
-    """Per-bit two-proportion z tests, and KS on the 16-bit slices of ring values."""
-    ma, mb = (x if isinstance(x, np.ndarray) else bit_matrix(x) for x in (a, b))
-    assert ma.shape == mb.shape, name
-    n1, n2 = ma.shape[0], mb.shape[0]
-    p1, p2 = ma.mean(0, dtype=np.float64), mb.mean(0, dtype=np.float64)
-    pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
-    var = pooled * (1 - pooled) * (1 / n1 + 1 / n2)
-    z = np.where(var > 0, np.abs(p1 - p2) / np.sqrt(np.maximum(var, 1e-300)), 0.0)
-    details = [f"bit{j} (freq {p1[j]:.3f} vs {p2[j]:.3f})" for j in range(len(p1))]
-    results.add(name, special.erfc(z / math.sqrt(2)), details)
-    if isinstance(a, torch.Tensor) and a.dtype == torch.int64:
-        assert isinstance(b, torch.Tensor) and b.dtype == torch.int64, name
-        pv, det = [], []
-        for k in range(4):  # KS on each 16-bit slice of the ring value
-            sa = ((a.reshape(-1) >> (16 * k)) & 0xFFFF).numpy()
-            sb = ((b.reshape(-1) >> (16 * k)) & 0xFFFF).numpy()
-            pv.append(stats.ks_2samp(sa, sb).pvalue)
-            det.append(f"KS bits {16 * k}..{16 * k + 15}")
-        results.add(name, pv, det)
-
-
-def two_sample_joint(results: Results, name: str, a: np.ndarray, b: np.ndarray, k: int) -> None:
-    """Chi-square test of homogeneity of two categorical samples, per position."""
-    assert a.shape[1:] == b.shape[1:], name
-    cats = np.arange(k)
-    oa = (a[..., None] == cats).sum(0).astype(np.float64)  # (positions, k)
-    ob = (b[..., None] == cats).sum(0).astype(np.float64)
-    n1, n2 = a.shape[0], b.shape[0]
-    tot = oa + ob
-    ea, eb = tot * n1 / (n1 + n2), tot * n2 / (n1 + n2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cells = np.where(tot > 0, (oa - ea) ** 2 / ea + (ob - eb) ** 2 / eb, 0.0)
-    stat, df = cells.sum(1), (tot > 0).sum(1) - 1
-    pv = np.where(df > 0, stats.chi2.sf(stat, np.maximum(df, 1)), 1.0)
-    results.add(
-        name, pv, [f"position {j} (chi2 {stat[j]:.1f}, df {df[j]})" for j in range(len(pv))]
-    )
-
-
-def analyse(ta: Transcript, tb: Transcript) -> tuple[Results, float]:
-    """All p-values comparing the two transcripts' views, and the per-test threshold."""
-    results = Results()
-    for party in ta.parties:
-        va, vb = view_of(ta, party), view_of(tb, party)
-        assert va.marginal.keys() == vb.marginal.keys(), party
-        assert va.joint.keys() == vb.joint.keys(), party
-        for key in sorted(va.marginal):
-            two_sample(results, f"{party}: {key}", va.marginal[key], vb.marginal[key])
-        for key in sorted(va.joint):
-            (ca, k), (cb, _) = va.joint[key], vb.joint[key]
-            two_sample_joint(results, f"{party}: {key}", ca, cb, k)
-    return results, FWER / len(results)
+def analyse(ta: Transcript, tb: Transcript) -> Report:
+    """Every feature of every party's view, one run on secret A against one on B."""
+    return compare([views(ta)], [views(tb)])
 
 
 def provider_requests(t: Transcript) -> list[Any]:
@@ -280,10 +138,10 @@ async def test_views_independent_of_secret(n: int, pair: tuple[int, int]) -> Non
         got = ta.received(party, (Phase.ONLINE,))
         assert len(got) == 2 * DRELU_ROUNDS * (n - 1)
         assert {e.depth for e in got} == set(range(1, DRELU_ROUNDS + 1))
-    results, alpha = analyse(ta, tb)
-    assert len(results) > 1000
-    bad = results.failures(alpha)
-    assert not bad, "views depend on the secret:\n" + "\n".join(bad[:20])
+    report = analyse(ta, tb)
+    assert len(report) > 1000
+    bad = report.rejected(FWER)
+    assert not bad, "views depend on the secret:\n" + report.summary(FWER, top=20)
     # the provider learns op ids, kinds and shapes only, the same for A and B
     assert provider_requests(ta) == provider_requests(tb)
 
@@ -291,8 +149,8 @@ async def test_views_independent_of_secret(n: int, pair: tuple[int, int]) -> Non
 async def test_opened_comparison_value_is_uniform() -> None:
     """One-sample sanity check: the opened ``c = x + r`` of bob's view is uniform."""
     t = await record(5, 2, check=correct)
-    c = view_of(t, "bob").marginal
-    opened = [v for k, v in c.items() if k.startswith("open") and k.endswith("/cmp[0]")]
+    bob = envelope_view(t.envs, "bob", t.parties)
+    opened = [v for k, _, v in bob.opened if k.endswith(" cmp[0]")]
     assert len(opened) == 2
     for v in opened:
         bits = to_bits(v).double().mean(0)
@@ -307,35 +165,6 @@ async def test_opened_comparison_value_is_uniform() -> None:
 # ---------------------------------------------------------------------------------------
 
 Tamper = Callable[[int, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
-
-
-class _TamperedContext:
-    """Forwards to the party's real context but alters the dealer material it returns."""
-
-    def __init__(self, ctx: Any, tamper: Tamper) -> None:
-        self._ctx = ctx
-        self._tamper = tamper
-
-    @property
-    def rank(self) -> int:
-        return self._ctx.rank
-
-    @property
-    def n_parties(self) -> int:
-        return self._ctx.n_parties
-
-    @property
-    def op_id(self) -> int:
-        return self._ctx.op_id
-
-    async def send(self, *args: Any) -> None:
-        await self._ctx.send(*args)
-
-    async def recv(self, *args: Any) -> Any:
-        return await self._ctx.recv(*args)
-
-    async def material(self, spec: Any) -> dict[str, torch.Tensor]:
-        return self._tamper(self.rank, dict(await self._ctx.material(spec)))
 
 
 def small_mask(rank: int, m: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -371,8 +200,11 @@ def leaky(tamper: Tamper) -> Suite:
             assert real.run is not None
             inner = real.run
 
+            def fix(rank: int, spec: MaterialSpec, m: dict) -> dict[str, torch.Tensor]:
+                return tamper(rank, m)
+
             async def run(ctx: Any, xs: Sequence[Share], params: Any) -> list[Share]:
-                return await inner(_TamperedContext(ctx, tamper), xs, params)
+                return await inner(TamperContext(ctx, tamper=fix), xs, params)
 
             return dataclasses.replace(real, run=run)
 
@@ -395,29 +227,28 @@ async def test_analysis_detects_leaky_variants(
     ta = await record(pair[0], n, check=correct, suite=suite)
     tb = await record(pair[1], n, check=correct, suite=suite)
     assert ta.metadata() == tb.metadata()
-    results, alpha = analyse(ta, tb)
-    bad = results.failures(alpha)
-    assert bad, f"{tamper.__name__}: the two-sample tests missed the leak"
+    report = analyse(ta, tb)
+    bad = report.rejected(FWER)
+    assert bad, f"{tamper.__name__}: the analysis missed the leak"
     # every party opens the leaked values, so every party's view must give it away
-    for party in PARTIES[n]:
-        assert any(b.startswith(f"{party}: open") for b in bad), party
+    for rank in range(n):
+        assert any(f.name.startswith(f"party {rank} ") and " open " in f.name for f in bad), rank
+    print(f"\n{tamper.__name__}: {report.summary(FWER, top=1)}")
 
 
-def test_two_sample_tests_power_and_level() -> None:
-    """The tests on a small controlled example (no cluster)."""
+def test_the_g_tests_have_power_and_level() -> None:
+    """The shared analysis's marginal G-tests on a small controlled example (no cluster)."""
     g = torch.Generator().manual_seed(0)
     a = torch.randint(-(2**63), 2**63 - 1, (NUMEL,), generator=g)
     b = torch.randint(-(2**63), 2**63 - 1, (NUMEL,), generator=g)
-    alpha = FWER / 68
-    assert np.array_equal(bit_matrix(a), to_bits(a).numpy().astype(np.uint8))
+    alpha = FWER / 4
 
     def fails(x: torch.Tensor, y: torch.Tensor) -> list[str]:
-        r = Results()
-        two_sample(r, "t", x, y)
-        assert len(r) == 68
-        return r.failures(alpha)
+        fx, fy = marginal_features(x), marginal_features(y)
+        assert sorted(fx) == ["magnitude", "mod16", "parity", "top4"]
+        return [k for k in fx if g_test(fx[k], fy[k])[2] < alpha]
 
     assert not fails(a, b)
-    assert fails(a, b | (1 << 62))  # one bit always set
-    assert fails(a, (b & ~0xFF) + 17)  # low byte constant
-    assert fails(a, b >> 2)  # top bits biased
+    assert "top4" in fails(a, b | (1 << 62))  # one bit always set
+    assert "mod16" in fails(a, (b & ~0xFF) + 17)  # low byte constant
+    assert "magnitude" in fails(a, b >> 2)  # top bits biased

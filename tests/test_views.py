@@ -3,50 +3,42 @@
 * Shares: each party's share of a constant secret is uniform in Z_2^64 (chi-square on its
   top and low bytes), and with 3 parties any two shares are jointly uniform.
 * Online view: what bob receives, and what he opens by adding his own messages, has the
-  same distribution for secret A and secret B (two-sample Kolmogorov-Smirnov on several
-  projections of the ring elements). The same test rejects a deliberately broken protocol
-  that opens x and y without masking them.
+  same distribution for secret A and secret B (the shared analysis,
+  :func:`protocols.analysis.compare`, on fresh-key clusters). The same analysis rejects a
+  deliberately broken protocol that opens x and y without masking them.
 * Dealer: the provider's inbox and the material it sends do not depend on the secret at
   all (byte-identical for the same seed).
 
-The clusters are seeded (different seeds per run) so the p-values are reproducible; the
-seeded and the secure mode differ only in where the ChaCha20 keys come from.
+The share tests use seeded clusters (reproducible p-values; the seeded and the secure mode
+differ only in where the ChaCha20 keys come from); the online-view tests fresh keys, at a
+family-wise false-alarm rate ``FWER`` each.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
 import pytest
 import torch
-from conftest import PARTIES, PROVIDER, Tap
+from conftest import PARTIES, PROVIDER, Tap, envelope_view
 from scipy import stats
 
 from actors import Phase
 from protocols import PartyContext, Share, open_ring
+from protocols.analysis import FullView, compare
 from protocols.params import Params
 from protocols.suite import DEFAULT, OpKind
 from training import Cluster
 
-ALPHA = 1e-4  # per comparison; a real leak gives p-values around 1e-100
+ALPHA = 1e-4  # per share test; a real leak gives p-values around 1e-100
+FWER = 1e-6  # per online-view analysis (Bonferroni over its features)
 N = 20_000  # elements per run: each is an independent instance of the protocol
 RUNS = 3  # clusters per secret
 
 
 def u64(t: torch.Tensor) -> np.ndarray:
     return t.numpy().astype(np.int64).view(np.uint64).reshape(-1)
-
-
-def projections(v: np.ndarray) -> dict[str, np.ndarray]:
-    """Several views of ring elements; a masked value is uniform in each."""
-    return {
-        "low16": (v & np.uint64(0xFFFF)).astype(np.int64),
-        "high16": (v >> np.uint64(48)).astype(np.int64),
-        "mod1000": (v % np.uint64(1000)).astype(np.int64),
-        "signed": v.view(np.int64).astype(np.float64),
-    }
 
 
 # -- shares --------------------------------------------------------------------------------
@@ -120,11 +112,11 @@ async def leaky_mul(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Sh
 LEAKY = DEFAULT.replace("leaky", leaky_mul=OpKind("leaky_mul", run=leaky_mul, n_in=2))
 
 
-async def bob_view(n: int, x: float, y: float, seed: int, kind: str) -> dict[str, np.ndarray]:
-    """What bob receives online, per (step, sender, tensor), and what he opens from it
-    together with his own messages, per (step, tensor)."""
+async def bob_view(n: int, x: float, y: float, kind: str) -> FullView:
+    """Bob's view of one product in an unseeded cluster (fresh keys): what he receives
+    online and what he opens from it with his own messages (``conftest.envelope_view``)."""
     suite = LEAKY if kind == "leaky_mul" else DEFAULT
-    async with Cluster.start(PARTIES[n], provider=PROVIDER, seed=seed, protocols=suite) as c:
+    async with Cluster.start(PARTIES[n], provider=PROVIDER, seed=None, protocols=suite) as c:
         X = c.share(torch.full((N,), x))
         Y = c.share(torch.full((N,), y))
         await c.flush()
@@ -139,45 +131,11 @@ async def bob_view(n: int, x: float, y: float, seed: int, kind: str) -> dict[str
     # sanity: the computation itself is right in both variants
     want = x * y if Z is not None else x * y * 1000
     assert abs(float(got[0]) - want) <= 1e-2 * max(1.0, abs(want))
-
-    view: dict[str, np.ndarray] = {}
-    opened: dict[str, torch.Tensor] = {}
-    own: dict[str, tuple[torch.Tensor, ...]] = {}
-    for env in tap.envelopes:
-        if env.phase != Phase.ONLINE:
-            continue
-        step = env.tag.split("/", 1)[1]
-        if env.receiver == "bob":
-            for i, t in enumerate(env.tensors()):
-                view[f"recv {env.sender} {step}[{i}]"] = u64(t)
-                key = f"open {step}[{i}]"
-                opened[key] = opened[key] + t if key in opened else t
-        elif env.sender == "bob":
-            own[step] = env.tensors()  # the same tensors go to every peer
-    for step, tensors in own.items():
-        for i, t in enumerate(tensors):
-            key = f"open {step}[{i}]"
-            opened[key] = opened[key] + t
-    view.update({k: u64(v) for k, v in opened.items()})
-    return view
+    return envelope_view(tap.envelopes, "bob", PARTIES[n])
 
 
-async def collect(n: int, x: float, y: float, seeds: range, kind: str) -> dict[str, np.ndarray]:
-    runs: dict[str, list[np.ndarray]] = defaultdict(list)
-    for seed in seeds:
-        for key, v in (await bob_view(n, x, y, seed, kind)).items():
-            runs[key].append(v)
-    return {k: np.concatenate(v) for k, v in runs.items()}
-
-
-def ks_pvalues(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, float]:
-    assert sorted(a) == sorted(b)
-    out = {}
-    for key in a:
-        pa, pb = projections(a[key]), projections(b[key])
-        for name in pa:
-            out[f"{key} {name}"] = float(stats.ks_2samp(pa[name], pb[name]).pvalue)
-    return out
+async def collect(n: int, x: float, y: float, kind: str) -> list[list[FullView]]:
+    return [[await bob_view(n, x, y, kind)] for _ in range(RUNS)]
 
 
 SECRET_A = (1.0, 2.0)
@@ -186,27 +144,27 @@ SECRET_B = (-999.5, 0.125)
 
 @pytest.mark.parametrize("n", [2, 3])
 async def test_online_view_is_independent_of_the_secret(n: int) -> None:
-    a = await collect(n, *SECRET_A, range(10, 10 + RUNS), "mul")
-    b = await collect(n, *SECRET_B, range(20, 20 + RUNS), "mul")
-    peers = [p for p in PARTIES[n] if p != "bob"]
+    a = await collect(n, *SECRET_A, "mul")
+    b = await collect(n, *SECRET_B, "mul")
+    peers = {i for i, p in enumerate(PARTIES[n]) if p != "bob"}
     # bob hears eps, delta from every peer (and, with 3 parties, the truncation opening)
-    assert {k.split()[1] for k in a if k.startswith("recv")} == set(peers)
-    pvalues = ks_pvalues(a, b)
-    assert len(pvalues) == 4 * len(a)
-    worst = min(pvalues, key=pvalues.__getitem__)
-    assert pvalues[worst] > ALPHA, (worst, pvalues[worst])
+    assert {int(name.rsplit(" ", 1)[1]) for name, _, _ in a[0][0].received} == peers
+    report = compare(a, b)
+    assert not report.rejected(FWER), report.summary(FWER)
+    print(f"\n{report.summary(FWER, top=1)}")
 
 
 async def test_view_test_rejects_unmasked_opening() -> None:
-    a = await collect(2, *SECRET_A, range(10, 10 + RUNS), "leaky_mul")
-    b = await collect(2, *SECRET_B, range(20, 20 + RUNS), "leaky_mul")
-    pvalues = ks_pvalues(a, b)
+    a = await collect(2, *SECRET_A, "leaky_mul")
+    b = await collect(2, *SECRET_B, "leaky_mul")
+    report = compare(a, b)
     # What bob receives alone is alice's share, still uniform: the view has to include
     # bob's own messages (his shares) to show the leak. What he opens is x and y.
-    assert min(v for k, v in pvalues.items() if k.startswith("recv")) > ALPHA
-    for key in ("open leak[0]", "open leak[1]"):
-        for name in ("low16", "mod1000", "signed"):
-            assert pvalues[f"{key} {name}"] < 1e-100, (key, name)
+    assert not report.matching("recv")[0].pvalue < report.threshold(FWER)
+    for opened in ("open op", "leak[0]: "), ("open op", "leak[1]: "):
+        for feature in ("mod16", "magnitude"):
+            (f,) = [f for f in report.matching("(a) marginal", *opened) if feature in f.name]
+            assert f.pvalue < 1e-100, f
 
 
 async def test_dealer_traffic_is_independent_of_the_secret() -> None:

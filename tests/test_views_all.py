@@ -11,10 +11,11 @@ interceptor, and compares, per actor:
 * every value it opens: its own share of a masked value (what it sends, identical to each
   peer) combined with the peers' shares.
 
-Ring tensors get a two-sample Kolmogorov-Smirnov test on their low and high 16-bit slices
-and a two-proportion test per bit; bool tensors a two-proportion test per bit position.
-Each tensor holds 1,000-2,000 independent instances of the protocol (one run per secret).
-Bonferroni: the family-wise false-alarm rate over the whole file is below ``FWER``.
+The views (``conftest.envelope_view``) are compared by the one shared analysis,
+:func:`protocols.analysis.compare` (G-tests on marginal, joint, pair and per-element
+cross features). Each tensor holds 1,000-2,000 independent instances of the protocol (one
+run per secret). Bonferroni: the family-wise false-alarm rate over the whole file is below
+``FWER``.
 
 The provider must receive only CONTROL messages from the coordinator, byte-identical for
 A and B (op ids, kinds, shapes, divisors). The same analysis must flag deliberately leaky
@@ -24,20 +25,18 @@ variants of mul, matmul and truncation, which still compute the right result.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
-from conftest import envelope_metadata
-from scipy import special, stats
+from conftest import envelope_metadata, envelope_view
 
 import protocols as P
 from actors import Envelope, Phase
 from protocols import FixedPoint, Share
+from protocols.analysis import Report, compare
 from protocols.beaver import matmul_spec, mul_spec
 from protocols.params import Params
 from protocols.ring import floor_div
@@ -176,67 +175,13 @@ async def record(
 # ---------------------------------------------------------------------------------------
 
 
-def view_of(t: Transcript, actor: str) -> dict[str, torch.Tensor]:
-    """Named samples: what ``actor`` receives (input, online, offline) and what it opens."""
-    view: dict[str, torch.Tensor] = {}
-    got = [e for e in t.received(actor) if e.phase in (Phase.INPUT, Phase.ONLINE, Phase.OFFLINE)]
-    for e in got:
-        for i, tensor in enumerate(e.tensors()):
-            view[f"recv {e.sender} {e.tag}[{i}]"] = tensor
-    opened: dict[str, list[torch.Tensor]] = {}
-    for e in t.envs:
-        if e.sender == actor and e.phase == Phase.ONLINE and e.tag not in opened:
-            opened[e.tag] = list(e.tensors())
-    for e in got:
-        if e.phase == Phase.ONLINE:
-            acc = opened[e.tag]
-            for i, tensor in enumerate(e.tensors()):
-                acc[i] = acc[i] ^ tensor if tensor.dtype == torch.bool else acc[i] + tensor
-    for tag, tensors in opened.items():
-        for i, tensor in enumerate(tensors):
-            view[f"open {tag}[{i}]"] = tensor
-    return view
-
-
-def bit_columns(t: torch.Tensor) -> np.ndarray:
-    """0/1 matrix (samples, features): a ring element's 64 bits, or a bool tensor's bits
-    per position after the leading (element) dimension."""
-    if t.dtype == torch.int64:
-        raw = t.reshape(-1).numpy().astype("<i8").view(np.uint8).reshape(-1, 8)
-        return np.unpackbits(raw, axis=1, bitorder="little")
-    arr = t.numpy().astype(np.uint8)
-    return arr.reshape(arr.shape[0], -1) if arr.ndim > 1 else arr.reshape(-1, 1)
-
-
-def two_sample(name: str, a: torch.Tensor, b: torch.Tensor) -> list[tuple[str, float]]:
-    """p-values: per-bit two-proportion z tests; KS on the low and high 16-bit slices of
-    ring values."""
-    assert a.dtype == b.dtype and a.shape == b.shape, name
-    ma, mb = bit_columns(a), bit_columns(b)
-    n1, n2 = ma.shape[0], mb.shape[0]
-    p1, p2 = ma.mean(0, dtype=np.float64), mb.mean(0, dtype=np.float64)
-    pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
-    var = pooled * (1 - pooled) * (1 / n1 + 1 / n2)
-    z = np.where(var > 0, np.abs(p1 - p2) / np.sqrt(np.maximum(var, 1e-300)), 0.0)
-    pv = special.erfc(z / math.sqrt(2))
-    out = [(f"{name} bit{j} ({p1[j]:.3f} vs {p2[j]:.3f})", float(pv[j])) for j in range(len(pv))]
-    if a.dtype == torch.int64:
-        for label, shift in (("low16", 0), ("high16", 48)):
-            sa = ((a.reshape(-1) >> shift) & 0xFFFF).numpy()
-            sb = ((b.reshape(-1) >> shift) & 0xFFFF).numpy()
-            out.append((f"{name} KS {label}", float(stats.ks_2samp(sa, sb).pvalue)))
-    return out
-
-
-def analyse(ta: Transcript, tb: Transcript) -> list[tuple[str, float]]:
-    pvalues: list[tuple[str, float]] = []
-    for party in ta.parties:
-        va, vb = view_of(ta, party), view_of(tb, party)
-        assert va.keys() == vb.keys(), party
-        assert va, f"{party} saw nothing"
-        for key in sorted(va):
-            pvalues += two_sample(f"{party}: {key}", va[key], vb[key])
-    return pvalues
+def analyse(ta: Transcript, tb: Transcript) -> Report:
+    """Every feature of every party's view, one run on secret A against one on B."""
+    va = [envelope_view(ta.envs, p, ta.parties) for p in ta.parties]
+    vb = [envelope_view(tb.envs, p, tb.parties) for p in tb.parties]
+    for party, v in zip(ta.parties, va, strict=True):
+        assert v.opened or v.own, f"{party} saw nothing"
+    return compare([va], [vb])
 
 
 def metadata(t: Transcript) -> list[tuple[Any, ...]]:
@@ -263,10 +208,9 @@ async def transcripts(proto: Protocol, suite: Suite = DEFAULT) -> tuple[Transcri
 async def test_views_independent_of_secret(name: str) -> None:
     proto = PROTOCOLS[name]
     ta, tb = await transcripts(proto)
-    pvalues = analyse(ta, tb)
-    alpha = FWER / REAL_TESTS / len(pvalues)
-    bad = [f"{k}: p={p:.3g}" for k, p in pvalues if p < alpha]
-    assert not bad, f"views depend on the secret (alpha {alpha:.2g}):\n" + "\n".join(bad[:20])
+    report = analyse(ta, tb)
+    bad = report.rejected(FWER / REAL_TESTS)
+    assert not bad, "views depend on the secret:\n" + report.summary(FWER / REAL_TESTS, 20)
     # every party hears from every peer, or (input sharing) from the coordinator
     for party in ta.parties:
         senders = {e.sender for e in ta.received(party) if e.phase != Phase.CONTROL}
@@ -278,10 +222,7 @@ async def test_views_independent_of_secret(name: str) -> None:
     assert inbox_a == inbox_b
     if not name.startswith("input"):
         assert inbox_a, "the provider received no dealer request"
-    print(
-        f"\n{name}: {len(pvalues)} two-sample tests, alpha {alpha:.2g}, min p "
-        f"{min(p for _, p in pvalues):.3g}"
-    )
+    print(f"\n{name}: {report.summary(FWER / REAL_TESTS, top=1)}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -337,12 +278,12 @@ async def test_analysis_detects_leaky_variant(name: str) -> None:
     ta, tb = await transcripts(
         proto, DEFAULT.replace(f"leaky-{name}", **{kind: build})
     )  # the leaky variants still compute the right result
-    pvalues = analyse(ta, tb)
-    alpha = FWER / REAL_TESTS / len(pvalues)  # the very threshold of the real test
-    bad = [k for k, p in pvalues if p < alpha]
-    assert bad, f"{name}: the two-sample tests missed the leak"
+    report = analyse(ta, tb)
+    bad = [f.name for f in report.rejected(FWER / REAL_TESTS)]  # the real test's threshold
+    assert bad, f"{name}: the analysis missed the leak"
     # every party opens the leaked values, so every party's view gives it away; what it
     # receives alone is a peer's share, still uniform
-    for party in ta.parties:
-        assert any(k.startswith(f"{party}: open") for k in bad), (party, bad[:5])
-    assert not [k for k in bad if ": recv " in k], bad[:5]
+    for rank in range(proto.n):
+        assert any(k.startswith(f"party {rank} (a) marginal open") for k in bad), (rank, bad)
+    assert not [k for k in bad if " recv " in k], bad[:5]
+    print(f"\n{name}: {report.summary(FWER / REAL_TESTS, top=1)}")
