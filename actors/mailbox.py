@@ -160,9 +160,10 @@ class Mailbox:
             if limit is not None:
                 self._blocked[key] = sender
             waited = 0.0
+            suspect = False
             try:
                 while True:
-                    bound = math.inf if limit is None else limit
+                    bound = math.inf if limit is None else (limit / 4 if suspect else limit)
                     deadline = trio.current_time() + bound
                     with trio.move_on_after(bound) as scope:
                         await ev.wait()
@@ -173,9 +174,17 @@ class Mailbox:
                         # Woken long after the deadline: this process's loop was blocked
                         # by a computation, which proves nothing about the peer.
                         self.stalled()
+                        suspect = False
                         continue
                     chain = self.judge(sender, waited)
-                    if chain is not None:
+                    if chain is None:
+                        suspect = False
+                    elif not suspect:
+                        # Look once more after a short grace before blaming: when a
+                        # computation has just released this process's loop, this timer
+                        # can fire before the peers' heartbeats (due as long) are sent.
+                        suspect = True
+                    else:
                         raise ActorTimeout(self.owner, sender, repr(tag), waited, chain)
             finally:
                 del self._waiting[key]
