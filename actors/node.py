@@ -41,11 +41,12 @@ from protocols.suite import get_suite
 
 from .actor import first_error
 from .config import ClusterConfig, ConfigError, load_config
+from .holdings import OwnInputError
 from .log import configure_logging, get_logger
 from .mailbox import Roles
 from .messages import Session
 from .network import Chaos
-from .party import OwnInputError, Party
+from .party import Party
 from .policy import RevealPolicy, parse_rule
 from .provider import CryptoProvider
 from .tls import TlsTransport

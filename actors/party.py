@@ -19,8 +19,7 @@ them: a save and load cannot launder a party's data into the coordinator's.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,8 @@ from typing import Any
 import torch
 import trio
 
-from protocols import Prg, Share, party_material
-from protocols.context import Expect, Received
+from protocols import Prg, Share
 from protocols.errors import ProtocolError, UnknownTensorError
-from protocols.material import MaterialSpec
 from protocols.params import NO_PARAMS
 from protocols.prg import KEY_BYTES
 from protocols.sharing import share as make_shares
@@ -40,150 +37,21 @@ from protocols.suite import OpKind, Suite
 from .actor import control_batches, failures_named, malformed
 from .endpoint import Endpoint
 from .envelope import Phase
+from .holdings import (
+    NOBODY,
+    CheckpointRefused,
+    OpReused,
+    Slot,
+    encode_local,
+    shares_file,
+    write_private,
+)
 from .log import get_logger
 from .messages import Command, Reply, encode_control
+from .opcontext import OpContext, check_expect
 from .policy import NO_REVEALS, RevealLedger, RevealPolicy
 
 RUNTIME_KINDS = frozenset({"input", "reveal", "free", "barrier", "save", "load"})
-NOBODY: frozenset[str] = frozenset()
-
-
-def shares_file(directory: str | Path, party: str) -> Path:
-    """Where ``party`` keeps its own shares of a checkpoint in ``directory``."""
-    return Path(directory) / f"{party}.shares.pt"
-
-
-class CheckpointRefused(ProtocolError):
-    """A save or load names a folder outside the party's checkpoint root (a node's
-    ``checkpoints`` setting), or the party has no root at all."""
-
-
-class OwnInputError(ProtocolError):
-    """A party's own tensor cannot be shared (not finite, too large). The party's peers and
-    the coordinator get only :attr:`public`, which says nothing about the values."""
-
-    @property
-    def public(self) -> str:
-        return str(self).split(":", 1)[0] + ": its own input could not be encoded"
-
-
-class OpReused(ProtocolError):
-    """A command or dealer request names an op id this actor has already seen in this
-    session: refused before anything is computed or sent (op ids key the dealer material
-    and the PRG streams, so a reused id would reuse masks)."""
-
-
-def encode_local(values: torch.Tensor, scale: int, what: str) -> torch.Tensor:
-    """A party's own plaintext tensor in fixed point (``round(v * scale)``)."""
-    t = values.to(torch.float64)
-    if not bool(torch.isfinite(t).all()):
-        raise OwnInputError(f"{what}: not finite")
-    e = torch.round(t * scale)
-    if bool((e.abs() >= 2**62).any()):
-        raise OwnInputError(f"{what}: too large for the ring at scale {scale}")
-    return e.to(torch.int64)
-
-
-def write_private(path: Path, obj: object) -> None:
-    """``torch.save`` to a file only this user can read (0600, also if it existed), in a
-    folder created 0700."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        torch.save(obj, f)
-
-
-class Slot:
-    """A value a party holds or will hold, with the parties whose inputs it derives from."""
-
-    __slots__ = ("_event", "callbacks", "owners", "share")
-
-    def __init__(self, owners: frozenset[str]) -> None:
-        self.share: Share | None = None
-        self.owners = owners
-        self.callbacks: list[Callable[[], None]] = []
-        self._event: trio.Event | None = None  # made only if a task has to wait
-
-    @property
-    def ready(self) -> bool:
-        return self.share is not None
-
-    def set(self, share: Share) -> None:
-        self.share = share
-        if self._event is not None:
-            self._event.set()
-        callbacks, self.callbacks = self.callbacks, []
-        for cb in callbacks:
-            cb()
-
-    async def get(self) -> Share:
-        if self.share is None:
-            if self._event is None:
-                self._event = trio.Event()
-            await self._event.wait()
-        assert self.share is not None
-        return self.share
-
-
-def check_expect(tensors: Sequence[torch.Tensor], expect: Expect, what: str) -> None:
-    if len(tensors) != len(expect):
-        raise ProtocolError(f"{what}: expected {len(expect)} tensors, got {len(tensors)}")
-    for t, (shape, dtype) in zip(tensors, expect, strict=True):
-        if tuple(t.shape) != tuple(shape) or t.dtype != dtype:
-            raise ProtocolError(
-                f"{what}: expected {dtype} {tuple(shape)}, got {t.dtype} {tuple(t.shape)}"
-            )
-
-
-class OpContext:
-    """The :class:`protocols.PartyContext` of one party for one op."""
-
-    __slots__ = ("_party", "bytes_sent", "dealer_bytes", "op_id")
-
-    def __init__(self, party: Party, op_id: int) -> None:
-        self._party = party
-        self.op_id = op_id
-        self.bytes_sent = 0
-        self.dealer_bytes = 0
-
-    @property
-    def rank(self) -> int:
-        return self._party.rank
-
-    @property
-    def n_parties(self) -> int:
-        return len(self._party.parties)
-
-    async def send(self, peer: int, step: str, tensors: Sequence[torch.Tensor], depth: int) -> None:
-        p = self._party
-        self.bytes_sent += await p.endpoint.send(
-            p.parties[peer], f"{self.op_id}/{step}", Phase.ONLINE, depth, tensors=tensors
-        )
-
-    async def recv(self, peer: int, step: str, expect: Expect) -> Received:
-        p = self._party
-        env = await p.mailbox.recv(p.parties[peer], f"{self.op_id}/{step}")
-        if env.phase != Phase.ONLINE:
-            raise ProtocolError(f"{p.name}: {env.tag!r} from {env.sender} is not an online message")
-        tensors = env.tensors()
-        check_expect(tensors, expect, f"{p.name}: {env.tag!r} from {env.sender}")
-        return Received(tensors, env.depth)
-
-    async def material(self, spec: MaterialSpec) -> dict[str, torch.Tensor]:
-        p = self._party
-        fixes: tuple[torch.Tensor, ...] = ()
-        expected = spec.received(self.rank, self.n_parties)
-        if expected:
-            env = await p.mailbox.recv(p.provider, f"{self.op_id}/{spec.step()}")
-            if env.phase != Phase.OFFLINE:
-                raise ProtocolError(f"{p.name}: dealer message {env.tag!r} in wrong phase")
-            fixes = env.tensors()
-            self.dealer_bytes += env.payload_bytes
-            expect = [(i.shape, i.dtype) for i in expected]
-            check_expect(fixes, expect, f"{p.name}: dealer material {env.tag!r}")
-        assert p.prg is not None
-        return party_material(spec, self.rank, self.n_parties, p.prg, self.op_id, fixes)
 
 
 class Party:

@@ -23,9 +23,9 @@ from protocols.suite import Suite
 from .actor import failures_named, malformed, request_batches
 from .endpoint import Endpoint
 from .envelope import Phase
+from .holdings import OpReused
 from .log import get_logger
 from .messages import Requests
-from .party import OpReused
 
 
 class CryptoProvider:

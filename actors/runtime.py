@@ -42,8 +42,8 @@ from .endpoint import Transport
 from .envelope import Envelope, Phase
 from .log import debug_enabled, get_logger
 from .messages import Batch, Command, DealerRequest, Reply, Requests, encode_control
+from .opcontext import check_expect
 from .oplog import OpRecord, Shape, iteration_var, label_var, scoped
-from .party import check_expect
 from .policy import RevealRefused
 from .stats import CommStats
 

@@ -19,10 +19,10 @@ import actors.tls as tls_module
 from actors import Phase
 from actors.certs import write_certs
 from actors.config import ConfigError, load_config, write_local_config
+from actors.holdings import OwnInputError
 from actors.messages import Session
 from actors.network import Network
 from actors.node import EXIT_COORDINATOR_LOST, save_tensors, spawn_nodes, stop_nodes
-from actors.party import OwnInputError
 from actors.tls import TlsTransport
 from protocols.errors import PartyFailure, ProtocolError
 from training import Cluster

@@ -28,10 +28,10 @@ from seed_net import DATA, TARGET, loss_fn, make_net
 from actors import Chaos, Phase
 from actors.certs import write_certs
 from actors.config import ActorAddress, ClusterConfig, load_config, write_local_config
+from actors.holdings import OpReused
 from actors.mailbox import Roles
 from actors.messages import Batch, Command, DealerRequest, encode_control
 from actors.node import save_tensors, spawn_nodes, stop_nodes
-from actors.party import OpReused
 from actors.tls import PeerAuthError, TlsTransport
 from actors.wire import pack_frame
 from protocols.errors import PartyFailure, ProtocolError

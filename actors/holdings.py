@@ -1,0 +1,94 @@
+"""What a party holds: values with their owners (:class:`Slot`), its own plaintext inputs
+encoded, its private checkpoint files, and the errors a party raises about them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import trio
+
+from protocols import Share
+from protocols.errors import ProtocolError
+
+NOBODY: frozenset[str] = frozenset()
+
+
+def shares_file(directory: str | Path, party: str) -> Path:
+    """Where ``party`` keeps its own shares of a checkpoint in ``directory``."""
+    return Path(directory) / f"{party}.shares.pt"
+
+
+class CheckpointRefused(ProtocolError):
+    """A save or load names a folder outside the party's checkpoint root (a node's
+    ``checkpoints`` setting), or the party has no root at all."""
+
+
+class OwnInputError(ProtocolError):
+    """A party's own tensor cannot be shared (not finite, too large). The party's peers and
+    the coordinator get only :attr:`public`, which says nothing about the values."""
+
+    @property
+    def public(self) -> str:
+        return str(self).split(":", 1)[0] + ": its own input could not be encoded"
+
+
+class OpReused(ProtocolError):
+    """A command or dealer request names an op id this actor has already seen in this
+    session: refused before anything is computed or sent (op ids key the dealer material
+    and the PRG streams, so a reused id would reuse masks)."""
+
+
+def encode_local(values: torch.Tensor, scale: int, what: str) -> torch.Tensor:
+    """A party's own plaintext tensor in fixed point (``round(v * scale)``)."""
+    t = values.to(torch.float64)
+    if not bool(torch.isfinite(t).all()):
+        raise OwnInputError(f"{what}: not finite")
+    e = torch.round(t * scale)
+    if bool((e.abs() >= 2**62).any()):
+        raise OwnInputError(f"{what}: too large for the ring at scale {scale}")
+    return e.to(torch.int64)
+
+
+def write_private(path: Path, obj: object) -> None:
+    """``torch.save`` to a file only this user can read (0600, also if it existed), in a
+    folder created 0700."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        torch.save(obj, f)
+
+
+class Slot:
+    """A value a party holds or will hold, with the parties whose inputs it derives from."""
+
+    __slots__ = ("_event", "callbacks", "owners", "share")
+
+    def __init__(self, owners: frozenset[str]) -> None:
+        self.share: Share | None = None
+        self.owners = owners
+        self.callbacks: list[Callable[[], None]] = []
+        self._event: trio.Event | None = None  # made only if a task has to wait
+
+    @property
+    def ready(self) -> bool:
+        return self.share is not None
+
+    def set(self, share: Share) -> None:
+        self.share = share
+        if self._event is not None:
+            self._event.set()
+        callbacks, self.callbacks = self.callbacks, []
+        for cb in callbacks:
+            cb()
+
+    async def get(self) -> Share:
+        if self.share is None:
+            if self._event is None:
+                self._event = trio.Event()
+            await self._event.wait()
+        assert self.share is not None
+        return self.share
