@@ -25,102 +25,51 @@ from __future__ import annotations
 import contextlib
 import math
 import ssl
-import struct
 from collections.abc import Callable, Mapping
 from functools import partial
 
 import msgspec
 import trio
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.x509.oid import NameOID
 
-from protocols.errors import PartyFailure, ProtocolError, SmpcError
+from protocols.errors import PartyFailure, ProtocolError
 
 from .actor import first_error
-from .config import ClusterConfig, ConfigError
+from .config import ClusterConfig
 from .endpoint import Endpoint
 from .log import get_logger
 from .mailbox import Mailbox, Roles
 from .messages import Failure, MeterReport, Ready, Session
 from .network import Middleware
 from .stats import ActorStats
+from .tlslink import (
+    ACCEPT,
+    BYE,
+    COORDINATOR_ONLY,
+    FAIL,
+    FRAME,
+    HELLO,
+    NODE_ONLY,
+    READY,
+    STATS,
+    STATS_REQ,
+    TRACK,
+    PeerAuthError,
+    Records,
+    RemoteError,
+    SessionRefused,
+    check_own_certificate,
+    peer_name,
+    record,
+    ssl_context,
+)
 
-PREFIX = struct.Struct("<IB")
-MAX_RECORD = 1 << 28
 HANDSHAKE_SECONDS = 10.0
 MAX_HANDSHAKES = 16
 """Connections in their TLS handshake at once; more are closed at once, unread."""
 LOGGED_REFUSALS = 5
 """Refused connections logged one by one; after that one line per 100."""
 
-FRAME, ACCEPT, HELLO, READY, STATS_REQ, STATS, TRACK, FAIL, BYE = range(9)
-_NODE_ONLY = {READY, STATS}
-_COORDINATOR_ONLY = {HELLO, STATS_REQ, TRACK}
-
-
-class PeerAuthError(ProtocolError):
-    """A TLS peer is not who it must be: its certificate is not from the cluster CA, names
-    another actor than the one dialled, names an actor that may not connect here, or the
-    peer refused our certificate."""
-
-
-class RemoteError(SmpcError):
-    """A failure reported by another process (its type and message)."""
-
-
-class SessionRefused(SmpcError):
-    """A node refused the coordinator's session (e.g. a seeded session the node was not
-    started to accept); the message names the node and why. Nothing was computed."""
-
-    def __init__(self, actor: str, reason: str) -> None:
-        super().__init__(f"{actor} refused the session: {reason}")
-        self.actor = actor
-        self.reason = reason
-
-
 _ENC = msgspec.msgpack.Encoder()
-
-
-def _peer_name(stream: trio.SSLStream[trio.SocketStream]) -> str:
-    cert = stream.getpeercert()
-    if not cert:
-        raise PeerAuthError("the peer presented no certificate")
-    for rdn in cert.get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    raise PeerAuthError("the peer's certificate has no common name")
-
-
-class _Records:
-    """Length-prefixed records from a byte stream."""
-
-    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
-        self.stream = stream
-        self.buf = bytearray()
-
-    async def next(self) -> tuple[int, bytes] | None:
-        while True:
-            if len(self.buf) >= PREFIX.size:
-                size, kind = PREFIX.unpack_from(self.buf, 0)
-                if size > MAX_RECORD:
-                    raise ProtocolError(f"record of {size} bytes is larger than {MAX_RECORD}")
-                end = PREFIX.size + size
-                if len(self.buf) >= end:
-                    body = bytes(self.buf[PREFIX.size : end])
-                    del self.buf[:end]
-                    return kind, body
-            chunk = await self.stream.receive_some(1 << 16)
-            if not chunk:
-                if self.buf:
-                    raise ProtocolError("the stream ended inside a record")
-                return None
-            self.buf += chunk
-
-
-def record(kind: int, body: bytes | bytearray) -> bytes:
-    return PREFIX.pack(len(body), kind) + body
 
 
 class TlsTransport(Middleware):
@@ -171,62 +120,12 @@ class TlsTransport(Middleware):
         self._pending_reports: set[str] = set()
         self._remote_ops: dict[int, list[int]] = {}
         self._remote: dict[str, ActorStats] = {}
-        self._server_ctx = self._context(server=True)
-        self._client_ctx = self._context(server=False)
-        self._check_own_certificate()
+        self._server_ctx = ssl_context(config, name, server=True)
+        self._client_ctx = ssl_context(config, name, server=False)
+        check_own_certificate(config, name)
         self._handshakes = trio.CapacityLimiter(MAX_HANDSHAKES)
         self.refused = 0
         """Incoming connections refused so far (logged one by one only at first)."""
-
-    # -- TLS ------------------------------------------------------------------------------
-    def _context(self, server: bool) -> ssl.SSLContext:
-        me = self.config.actors[self.name]
-        for what, path in (("the CA certificate", self.config.ca), ("certificate", me.cert)):
-            if not path.is_file():
-                raise ConfigError(f"{self.name}: {what} {path} does not exist")
-        if not me.key.is_file():
-            raise ConfigError(f"{self.name}: key {me.key} does not exist")
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-        ctx.check_hostname = False  # the actor name in the certificate is checked instead
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        try:
-            ctx.load_verify_locations(cafile=str(self.config.ca))
-        except ssl.SSLError as exc:
-            raise ConfigError(
-                f"{self.name}: {self.config.ca} is not a CA certificate: {exc}"
-            ) from None
-        try:
-            ctx.load_cert_chain(str(me.cert), str(me.key))
-        except ssl.SSLError as exc:
-            raise ConfigError(
-                f"{self.name}: key {me.key} does not match certificate {me.cert} "
-                f"(or one of them is not PEM): {exc}"
-            ) from None
-        return ctx
-
-    def _check_own_certificate(self) -> None:
-        """The certificate this actor presents must name it and come from the cluster CA
-        (else every peer would refuse it, with a less clear message)."""
-        me = self.config.actors[self.name]
-        try:
-            cert = x509.load_pem_x509_certificate(me.cert.read_bytes())
-            ca = x509.load_pem_x509_certificate(self.config.ca.read_bytes())
-        except ValueError as exc:
-            raise ConfigError(f"{self.name}: {me.cert} or {self.config.ca}: {exc}") from None
-        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        if [n.value for n in names] != [self.name]:
-            raise ConfigError(
-                f"{self.name}: certificate {me.cert} names {[n.value for n in names]}, "
-                f"not {self.name!r}"
-            )
-        try:
-            cert.verify_directly_issued_by(ca)
-        except (ValueError, TypeError, InvalidSignature):
-            raise ConfigError(
-                f"{self.name}: certificate {me.cert} is not signed by the cluster CA "
-                f"{self.config.ca}"
-            ) from None
 
     # -- the Network interface ------------------------------------------------------------
     @property
@@ -329,11 +228,11 @@ class TlsTransport(Middleware):
                     ) from None
                 await trio.sleep(0.05)
         stream = trio.SSLStream(tcp, self._client_ctx, server_hostname=peer)
-        records = _Records(stream)
+        records = Records(stream)
         try:
             with trio.fail_after(HANDSHAKE_SECONDS):
                 await stream.do_handshake()
-                name = _peer_name(stream)
+                name = peer_name(stream)
                 if name != peer:
                     raise PeerAuthError(
                         f"{addr.host}:{addr.port} presented a certificate for {name!r}, "
@@ -375,12 +274,12 @@ class TlsTransport(Middleware):
 
     async def _handshake(
         self, tcp: trio.SocketStream
-    ) -> tuple[str, trio.SSLStream[trio.SocketStream], _Records] | None:
+    ) -> tuple[str, trio.SSLStream[trio.SocketStream], Records] | None:
         stream = trio.SSLStream(tcp, self._server_ctx, server_side=True)
         try:
             with trio.fail_after(HANDSHAKE_SECONDS):
                 await stream.do_handshake()
-                peer = _peer_name(stream)
+                peer = peer_name(stream)
                 if peer not in self.accepts:
                     raise PeerAuthError(f"{peer!r} may not connect to {self.name}")
                 if peer in self._streams or self._up[peer].is_set():
@@ -394,10 +293,10 @@ class TlsTransport(Middleware):
             await trio.aclose_forcefully(stream)
             return None
         await stream.send_all(record(ACCEPT, b""))
-        return peer, stream, _Records(stream)
+        return peer, stream, Records(stream)
 
     async def _serve_link(
-        self, peer: str, stream: trio.SSLStream[trio.SocketStream], records: _Records
+        self, peer: str, stream: trio.SSLStream[trio.SocketStream], records: Records
     ) -> None:
         self._streams[peer] = stream
         self._up[peer].set()
@@ -437,7 +336,7 @@ class TlsTransport(Middleware):
                 await trio.sleep(0.005)
             await trio.sleep(0.01)
 
-    async def _reader(self, peer: str, records: _Records) -> None:
+    async def _reader(self, peer: str, records: Records) -> None:
         while True:
             try:
                 item = await records.next()
@@ -484,9 +383,9 @@ class TlsTransport(Middleware):
     def _control(self, peer: str, kind: int, body: bytes) -> None:
         coordinator = self.config.coordinator
         try:
-            if kind in _COORDINATOR_ONLY and peer != coordinator:
+            if kind in COORDINATOR_ONLY and peer != coordinator:
                 raise ProtocolError(f"{self.name}: only {coordinator} may send record kind {kind}")
-            if kind in _NODE_ONLY and self.name != coordinator:
+            if kind in NODE_ONLY and self.name != coordinator:
                 raise ProtocolError(
                     f"{self.name}: record kind {kind} from {peer} is for {coordinator}"
                 )
