@@ -42,11 +42,39 @@ Observer = Callable[[Envelope], Envelope | None]
 """Middleware: sees each envelope before delivery; returns it (maybe changed) or None."""
 
 
-class Transport(Protocol):
-    """What endpoints and the coordinator need of a transport: :class:`Network` (every
-    actor in memory) or :class:`actors.tls.TlsTransport` (one actor, TLS links)."""
+class Carrier(Protocol):
+    """What moves frames: the one part a transport implements itself (a few members, as
+    trio's ``abc.Stream``). ``carry`` queues one frame on the link ``sender -> receiver``
+    without blocking (ProtocolError for a link it does not have); the frame reaches the
+    receiver's endpoint, through ``Middleware.deliver_frame``, with the sender the link
+    vouches for, intact and in order per link. ``run`` serves the links until cancelled.
+    :func:`actors.testing.check_carrier` is the conformance kit both transports pass."""
 
     endpoints: dict[str, Endpoint]
+
+    def carry(self, sender: str, receiver: str, frame: bytearray) -> None: ...
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None: ...
+
+
+class Metered(Protocol):
+    """The meters a transport gathers for the coordinator (every actor's, after a barrier)."""
+
+    def actor_stats(self) -> dict[str, ActorStats]: ...
+
+    async def settle(self) -> None: ...
+
+    def track_ops(self) -> None: ...
+
+    def take_ops(self) -> list[dict[int, list[int]]]: ...
+
+
+class Transport(Carrier, Metered, Protocol):
+    """What endpoints and the coordinator need of a transport: a carrier, its meters, and
+    the middleware around it (:class:`actors.network.Middleware`: observers, fault
+    injection, flow control). Implemented by :class:`actors.network.Network` (every actor
+    in memory) and :class:`actors.tls.TlsTransport` (one actor, TLS links)."""
+
     observers: list[Observer]
 
     @property
@@ -57,16 +85,6 @@ class Transport(Protocol):
     def before_send(self, sender: str) -> None: ...
 
     async def capacity(self, sender: str, receiver: str) -> None: ...
-
-    def carry(self, sender: str, receiver: str, frame: bytearray) -> None: ...
-
-    def actor_stats(self) -> dict[str, ActorStats]: ...
-
-    async def settle(self) -> None: ...
-
-    def track_ops(self) -> None: ...
-
-    def take_ops(self) -> list[dict[int, list[int]]]: ...
 
 
 class Endpoint:
