@@ -24,6 +24,7 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import torch
 import trio
 
@@ -35,6 +36,7 @@ from protocols.sharing import share as make_shares
 from protocols.suite import OpKind, Suite
 
 from .actor import control_batches, failures_named, malformed
+from .constants import PublicCache
 from .endpoint import Endpoint
 from .envelope import Phase
 from .holdings import (
@@ -83,6 +85,8 @@ class Party:
         self.seeded = seeded
         """The session's masks come from a seed the coordinator knows: own inputs refused."""
         self._open: set[int] = set()
+        self._constants = PublicCache()
+        """The public operands the coordinator sent by reference (:mod:`actors.constants`)."""
         self.parties = list(parties)
         self.rank = self.parties.index(name)
         self.provider = provider
@@ -177,6 +181,9 @@ class Party:
         if self._is_finished(op) or op in self._open:
             raise OpReused(f"{self.name}: operation id {op} is not new in this session ({kind})")
         self._open.add(op)
+        if cmd.params is not None and cmd.params.pub is not None and cmd.params.pub.ref:
+            params = self._constants.incoming(cmd.params, f"{self.name}: {kind} {op}")
+            cmd = msgspec.structs.replace(cmd, params=params)
         if kind == "free":
             for tid in cmd.ins:
                 self.store.pop(tid, None)

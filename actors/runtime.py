@@ -38,6 +38,7 @@ from .arguments import (
     sizes,
     value_bound_of,
 )
+from .constants import PublicCache
 from .endpoint import Transport
 from .envelope import Envelope, Phase
 from .log import debug_enabled, get_logger
@@ -106,6 +107,8 @@ class Runtime:
         self._nursery: trio.Nursery | None = None
         self._closed = False
         self._op_log: list[OpRecord] | None = None
+        self._constants = PublicCache()
+        """Public operands sent before go by reference (:mod:`actors.constants`)."""
         self._waits = 0
         self._endpoint.busy = lambda: self._waits
         self._log = get_logger(actor=coordinator)
@@ -206,7 +209,8 @@ class Runtime:
         outs = [self.new_tid() for _ in out_shapes]
         if specs:
             self._reqs.append(DealerRequest(op, kind, list(in_shapes), out_shapes[0], divisor))
-        self._command(Command(kind, op, tuple(inputs), tuple(outs), params))
+        sent = self._constants.outgoing(params)
+        self._command(Command(kind, op, tuple(inputs), tuple(outs), sent))
         self.last_op = op
         if self._op_log is not None or debug_enabled():
             cost = self.suite.cost(kind, in_shapes, out_shapes[0], divisor, n)

@@ -18,10 +18,13 @@ from .errors import ProtocolError
 
 
 class Pub(msgspec.Struct, frozen=True, array_like=True):
-    """A public int64 tensor: its shape and its little-endian bytes."""
+    """A public int64 tensor: its shape and its little-endian bytes. ``ref`` (> 0) names it
+    in the parties' cache of public constants (``actors.constants``): sent once with its
+    bytes, then as the shape and the ref alone."""
 
     shape: tuple[int, ...]
     data: bytes
+    ref: int = 0
 
     @classmethod
     def of(cls, t: torch.Tensor) -> Pub:
