@@ -123,10 +123,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from math import ceil, prod
+from typing import Literal
 
 import numpy as np
 import torch
 
+from . import fss_kernel
 from .context import PartyContext, Share
 from .material import Item, KeyGen, Kind, MaterialSpec
 from .prg import Prg, fixed_key_aes
@@ -134,6 +136,11 @@ from .sharing import open_ring
 
 CHUNK = 1 << 15
 """Elements processed together by keygen and eval (bounds the temporary memory)."""
+
+Impl = Literal["compiled", "numpy"]
+"""``"compiled"``: the numba level kernels of :mod:`protocols.fss_kernel` (the default);
+``"numpy"``: the vectorised numpy code below, kept as the reference the kernels are tested
+against bit for bit (tests/test_fss.py) and as the benchmark's baseline."""
 
 _U1 = np.uint64(1)
 _NOT1 = np.uint64(0xFFFFFFFFFFFFFFFE)
@@ -253,16 +260,23 @@ def _keygen_chunk(
     keys[:, words - m :, :] = last.T[None]
 
 
+def _check_impl(impl: str) -> None:
+    if impl not in ("compiled", "numpy"):
+        raise ValueError(f"DCF implementation is 'compiled' or 'numpy', got {impl!r}")
+
+
 def dcf_keygen(
-    alpha: torch.Tensor, beta: torch.Tensor, n_bits: int, seed: bytes
+    alpha: torch.Tensor, beta: torch.Tensor, n_bits: int, seed: bytes, impl: Impl = "compiled"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Keys of ``f(x) = beta if x < alpha else 0`` for every element, vectorised.
 
     ``alpha``: int64 ``(N,)``, the unsigned bit pattern of an ``n_bits``-bit value.
     ``beta``: int64 ``(N, m)`` payloads in Z_2^64. ``seed``: :func:`dcf_seed_bytes` uniform
     bytes (the root seeds; draw them from the dealer's cryptographic PRG). Returns the two
-    parties' keys, int64 ``(W, N)`` with the layout of the module doc.
+    parties' keys, int64 ``(W, N)`` with the layout of the module doc. ``impl``: see
+    :data:`Impl` (both give the same keys).
     """
+    _check_impl(impl)
     if alpha.dim() != 1 or beta.dim() != 2 or beta.shape[0] != alpha.shape[0]:
         raise ValueError(f"alpha (N,) and beta (N, m), got {alpha.shape} and {beta.shape}")
     N, m = beta.shape
@@ -273,6 +287,11 @@ def dcf_keygen(
     if n_bits < 64 and bool(np.any(a >> np.uint64(n_bits))):
         raise ValueError(f"alpha does not fit in {n_bits} bits")
     roots = np.frombuffer(seed, dtype=np.uint64).reshape(2, N, 2)
+    if impl == "compiled":
+        both = fss_kernel.keygen(
+            a.view(np.int64), b.view(np.int64), n_bits, roots.view(np.int64), CHUNK
+        )
+        return torch.from_numpy(both[0]), torch.from_numpy(both[1])
     keys = np.zeros((2, dcf_key_words(n_bits, m), N), dtype=np.uint64)
     for lo in range(0, N, CHUNK):
         hi = min(N, lo + CHUNK)
@@ -304,13 +323,15 @@ def _eval_chunk(rank: int, key: np.ndarray, x: np.ndarray, n_bits: int, m: int) 
 
 
 def dcf_eval(
-    rank: int, key: torch.Tensor, x: torch.Tensor, n_bits: int, m: int = 1
+    rank: int, key: torch.Tensor, x: torch.Tensor, n_bits: int, m: int = 1, impl: Impl = "compiled"
 ) -> torch.Tensor:
     """Party ``rank``'s share of ``f(x)`` for every element: int64 ``(N, m)``.
 
     ``key``: this party's int64 ``(W, N)`` key; ``x``: int64 ``(N,)``, unsigned ``n_bits``-bit
     bit patterns (public to the evaluator). Vectorised over all elements, level by level.
+    ``impl``: see :data:`Impl` (both give the same shares).
     """
+    _check_impl(impl)
     _check_dcf(n_bits, m)
     if rank not in (0, 1):
         raise ValueError(f"DCF keys belong to party 0 or 1, got rank {rank}")
@@ -321,6 +342,12 @@ def dcf_eval(
     if n_bits < 64:
         xu = xu & np.uint64((1 << n_bits) - 1)
     out = np.empty((N, m), dtype=np.uint64)
+    if impl == "compiled":
+        i64 = np.int64
+        fss_kernel.evaluate(
+            rank, np.ascontiguousarray(k.view(i64)), xu.view(i64), n_bits, out.view(i64), CHUNK
+        )
+        return _i64(out)
     for lo in range(0, N, CHUNK):
         hi = min(N, lo + CHUNK)
         out[lo:hi] = _eval_chunk(rank, k[:, lo:hi], xu[lo:hi], n_bits, m)
