@@ -58,11 +58,8 @@ class _Aes:
 # Working state, one row per element (one memory stream, not one per field): party 0's seed
 # (2 words), party 1's seed, t_0, t_1, then V (m words). ``enc`` is the AES output of the
 # level's blocks; the MMO input is recomputed from the state's seeds and the tweaks, so the
-# block buffer is write-only here. The keys are written into rows of a padded stride
-# (``N + _PAD`` words): with rows exactly N words apart and N a power of two, the ~10 rows a
-# level writes fall into the same cache set and were measured 2-4x slower.
+# block buffer is write-only here.
 
-_PAD = 8
 _S = 6
 """Words of an element's gen state before V."""
 
@@ -79,8 +76,8 @@ def _gen_init(
             s1 = roots[p, lo + e, 1]
             st[e, 2 * p] = s0
             st[e, 2 * p + 1] = s1
-            keys[p, 0, e] = s0
-            keys[p, 1, e] = s1
+            keys[p, 0, lo + e] = s0
+            keys[p, 1, lo + e] = s1
             for k in range(blocks.shape[2]):
                 blocks[p, e, k, 0] = s0 ^ k
                 blocks[p, e, k, 1] = s1
@@ -162,8 +159,8 @@ def _gen_level(
             vcw = vlose1 - vlose0 - v + beta[lo + e, j] * a
             vcw = (vcw ^ neg) - neg
             st[e, _S + j] = v - vkeep1 + vkeep0 + ((vcw ^ neg) - neg)
-            keys[0, vrow + j, e] = vcw
-            keys[1, vrow + j, e] = vcw
+            keys[0, vrow + j, lo + e] = vcw
+            keys[1, vrow + j, lo + e] = vcw
         tcwl = tl0 ^ tl1 ^ a ^ 1
         tcwr = tr0 ^ tr1 ^ a
         tcwkeep = tcwl ^ ((tcwl ^ tcwr) & a)
@@ -178,9 +175,9 @@ def _gen_level(
         st[e, 5] = tkeep1 ^ (t1 & tcwkeep)
         bits = (tcwl << shift) | (tcwr << (shift + 1))
         for p in range(2):
-            keys[p, 2 + 2 * i, e] = scw0
-            keys[p, 3 + 2 * i, e] = scw1
-            keys[p, trow, e] |= bits
+            keys[p, 2 + 2 * i, lo + e] = scw0
+            keys[p, 3 + 2 * i, lo + e] = scw1
+            keys[p, trow, lo + e] |= bits
         for k in range(count):
             blocks[0, e, k, 0] = s00 ^ (tweak0 + k)
             blocks[0, e, k, 1] = s01
@@ -189,7 +186,7 @@ def _gen_level(
 
 
 @njit(cache=True)
-def _gen_leaf(enc: np.ndarray, st: np.ndarray, keys: np.ndarray, tweak0: int) -> None:
+def _gen_leaf(lo: int, enc: np.ndarray, st: np.ndarray, keys: np.ndarray, tweak0: int) -> None:
     """``CW_{n+1} = (-1)^t1 (Convert(s_1) - Convert(s_0) - V)`` into the last m rows;
     ``enc``: AES of the Convert blocks (tweaks from ``tweak0``)."""
     m = st.shape[1] - _S
@@ -203,8 +200,8 @@ def _gen_leaf(enc: np.ndarray, st: np.ndarray, keys: np.ndarray, tweak0: int) ->
             c0 = enc[0, e, w, q] ^ st[e, q] ^ tw
             c1 = enc[1, e, w, q] ^ st[e, 2 + q] ^ tw
             last = ((c1 - c0 - st[e, _S + j]) ^ neg) - neg
-            keys[0, first + j, e] = last
-            keys[1, first + j, e] = last
+            keys[0, first + j, lo + e] = last
+            keys[1, first + j, lo + e] = last
 
 
 def keygen(
@@ -216,19 +213,17 @@ def keygen(
     N, m = beta.shape
     h = (m + 1) // 2
     words = 2 + (2 + m) * n_bits + -(-2 * n_bits // 64) + m
-    keys = np.empty((2, words, N), np.int64)
+    keys = np.zeros((2, words, N), np.int64)  # zeroed: the control-bit words are OR-ed in
     for lo in range(0, N, chunk):
         n = min(chunk, N - lo)
-        padded = np.zeros((2, words, n + _PAD), np.int64)
         st = np.empty((n, _S + m), np.int64)
         blocks = np.empty((2, n, 2 * h + 2, 2), np.int64)
         aes = _Aes(blocks)
-        _gen_init(roots, lo, st, padded, blocks)
+        _gen_init(roots, lo, st, keys, blocks)
         for i in range(n_bits):
             tweak0, count = (2 * h + 2, h) if i == n_bits - 1 else (0, 2 * h + 2)
-            _gen_level(i, n_bits, lo, alpha, beta, blocks, aes(), st, padded, tweak0, count)
-        _gen_leaf(aes(), st, padded, 2 * h + 2)
-        keys[:, :, lo : lo + n] = padded[:, :, :n]
+            _gen_level(i, n_bits, lo, alpha, beta, blocks, aes(), st, keys, tweak0, count)
+        _gen_leaf(lo, aes(), st, keys, 2 * h + 2)
     return keys
 
 

@@ -94,7 +94,10 @@ def main() -> None:
         if not torch.equal(ring_matmul(a, b), ring_matmul_limbs(a, b)):
             raise SystemExit(f"{label}: the two kernels disagree")
         ms = interleaved(
-            {"int64": lambda: ring_matmul(a, b), "limbs": lambda: ring_matmul_limbs(a, b)},
+            {
+                "int64": lambda a=a, b=b: ring_matmul(a, b),
+                "limbs": lambda a=a, b=b: ring_matmul_limbs(a, b),
+            },
             args.rounds,
         )
         row(label, ms["int64"], ms["limbs"])
@@ -104,7 +107,7 @@ def main() -> None:
         if not torch.equal(F.conv2d(x, w), conv_limbs(x, w)):
             raise SystemExit(f"{label}: the two kernels disagree")
         ms = interleaved(
-            {"int64": lambda: F.conv2d(x, w), "limbs": lambda: conv_limbs(x, w)},
+            {"int64": lambda x=x, w=w: F.conv2d(x, w), "limbs": lambda x=x, w=w: conv_limbs(x, w)},
             max(3, args.rounds // 3),
         )
         row(label, ms["int64"], ms["limbs"])
