@@ -32,11 +32,17 @@ ceil(m/2)``; tweak ``side*(h+1)`` gives the 127-bit child seed, whose lowest bit
 control bit and is then cleared, the other ``h`` give the 64-bit words of ``v``); the leaf
 ``Convert(s)`` uses tweaks ``2h+2 ..``. Key generation expands both children of both
 parties (``2(h+1)`` blocks per party per level); evaluation only the child x takes
-(``h+1`` blocks). Everything is vectorised: one ECB call per level over all elements (of a
-chunk of :data:`CHUNK`), no per-element Python. ChaCha20 was measured as the alternative:
-its seed is its key, so it needs one cipher set-up per element and level (~0.1-0.4 ms
-each here), against ~6 ms for one AES-ECB batch of 2^19 blocks; AES wins by orders of
-magnitude.
+(``h+1`` blocks). One ECB call per level over all elements (of a chunk of :data:`CHUNK`),
+no per-element Python. ChaCha20 was measured as the alternative: its seed is its key, so it
+needs one cipher set-up per element and level (~0.1-0.4 ms each here), against ~6 ms for
+one AES-ECB batch of 2^19 blocks; AES wins by orders of magnitude.
+
+Implementation: the level arithmetic runs in compiled numba kernels
+(:mod:`protocols.fss_kernel`: per level one AES call and one kernel, ~2 calls instead of
+~40 numpy calls), bit-identical to the vectorised numpy code kept here as the reference
+(``impl="numpy"``; tests/test_fss.py compares keys and shares). The first DCF call of a
+process loads the kernels from numba's on-disk cache (~0.4-0.6 s) or compiles them when the
+cache is cold (~2.5-3.5 s); :func:`warm_up` pays that up front.
 
 Key layout (one int64 tensor of shape ``(W, N)`` per party, N elements, word-major so each
 field is a contiguous row):
@@ -114,13 +120,14 @@ party and 3704 dealer bytes per element; for d = 2^16 (k = 16) 52 words, 1992 an
 The extra 8 (16 for ReLU) dealer bytes per element are the derived RING corrections
 (``b``; ``b`` and ``b r``; ``floor(r/d)``) sent to the last party. Divisor 1 costs nothing.
 
-Measured with ``scripts/bench_fss.py`` (2^18 elements, 2 shared cores, numpy + OpenSSL):
-keygen of both keys / evaluation of one key take about 5.0 s / 0.9 s for DReLU, 8.3 s /
-2.0 s for ReLU and 5.8 s / 0.9 s for truncation by 1000 (noisy machine).
+Timings: ``scripts/bench_fss.py`` prints both implementations side by side (the numpy
+reference was 5.0 s / 0.9 s for DReLU keygen / one evaluation at 2^18 elements; the
+kernels' figures are in the README).
 """
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 from math import ceil, prod
 from typing import Literal
@@ -352,6 +359,19 @@ def dcf_eval(
         hi = min(N, lo + CHUNK)
         out[lo:hi] = _eval_chunk(rank, k[:, lo:hi], xu[lo:hi], n_bits, m)
     return _i64(out)
+
+
+def warm_up() -> float:
+    """Load (or, with a cold on-disk cache, compile) the DCF kernels now; seconds taken.
+
+    The first DCF call of a process pays numba's start-up: ~0.4-0.6 s with the kernels
+    cached on disk, ~2.5-3.5 s when they must be compiled (a fresh clone's first run). A
+    long-lived process can call this before its timed work so the first op does not."""
+    t0 = time.perf_counter()
+    one = torch.ones(1, dtype=torch.int64)
+    k0, _ = dcf_keygen(one, one[:, None], 2, bytes(dcf_seed_bytes(1)))
+    dcf_eval(0, k0, one, 2)
+    return time.perf_counter() - t0
 
 
 # --------------------------------------------------------------------------------------
