@@ -15,11 +15,11 @@ the environment names a count: ``SMPC_TORCH_THREADS=n`` (``0``: leave torch's ow
 default), or else the standard ``OMP_NUM_THREADS`` (then torch already follows it). Why:
 the protocols run many medium-size int64 ops with Python between them, and torch's OpenMP
 workers spin-wait at each parallel region; when other processes share the cores a worker
-is often descheduled, every region then waits for it, and a Network A step measured 3.2-4x
-slower with 2 threads than with 1 (and 12x before the int64 matmul; issue 19: 1.8-7.4 s
-against ~0.2 s). A second thread gains little even on idle cores (see the README's
-figures). ``OMP_WAIT_POLICY=PASSIVE`` (set before Python starts; it cannot be set from
-here once torch is loaded) removes the spinning for those who want several threads.
+is often descheduled, every region then waits for it: a Network A step measured 4x slower
+with 2 threads than with 1 (396-416 against 97-102 ms; before the int64 matmul, 0.25-4.8 s
+against 0.23-0.26 s). ``OMP_WAIT_POLICY=PASSIVE`` (set before Python starts; it cannot be
+set from here once torch is loaded) removes the spinning: 2 passive threads measured 102-130 ms
+in the same runs, still no faster than 1 on this 2-core machine.
 """
 
 from __future__ import annotations

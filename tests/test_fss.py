@@ -156,6 +156,7 @@ def test_compiled_dcf_is_bit_identical_to_the_numpy_reference(
     or 40 over 97 elements leaves a partial last chunk)."""
     if chunk is not None:
         monkeypatch.setattr(fss, "CHUNK", chunk)
+        monkeypatch.setattr(fss, "KERNEL_CHUNK", chunk)
     n = 97
     mask = -1 if n_bits == 64 else (1 << n_bits) - 1
     alpha = ring(n, n_bits * 7 + m, "ref-alpha") & mask
