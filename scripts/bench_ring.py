@@ -17,6 +17,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -95,8 +96,8 @@ def main() -> None:
             raise SystemExit(f"{label}: the two kernels disagree")
         ms = interleaved(
             {
-                "int64": lambda a=a, b=b: ring_matmul(a, b),
-                "limbs": lambda a=a, b=b: ring_matmul_limbs(a, b),
+                "int64": partial(ring_matmul, a, b),
+                "limbs": partial(ring_matmul_limbs, a, b),
             },
             args.rounds,
         )
@@ -107,7 +108,7 @@ def main() -> None:
         if not torch.equal(F.conv2d(x, w), conv_limbs(x, w)):
             raise SystemExit(f"{label}: the two kernels disagree")
         ms = interleaved(
-            {"int64": lambda x=x, w=w: F.conv2d(x, w), "limbs": lambda x=x, w=w: conv_limbs(x, w)},
+            {"int64": partial(F.conv2d, x, w), "limbs": partial(conv_limbs, x, w)},
             max(3, args.rounds // 3),
         )
         row(label, ms["int64"], ms["limbs"])
