@@ -147,8 +147,8 @@ CHUNK = 1 << 15
 KERNEL_CHUNK = 1 << 12
 """Elements per pass of the compiled kernels: their per-level working set (seeds, AES
 blocks in and out, ~300 bytes per element) then stays in the L2 cache. Measured at 2^18
-elements: chunks of 2^15 made key generation 3.6x slower than chunks of 2^12 (4.7 vs
-1.3 s); 2^9 to 2^13 were alike within the machine's noise."""
+elements, same process, alternating: chunks of 2^12 took 1.1-1.3 s for key generation,
+chunks of 2^15 1.5 s; 2^9 to 2^13 were alike within the machine's noise."""
 
 Impl = Literal["compiled", "numpy"]
 """``"compiled"``: the numba level kernels of :mod:`protocols.fss_kernel` (the default);
