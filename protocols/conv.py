@@ -25,8 +25,13 @@ kind here is a *valid* correlation whose stride is ``(H - kh) / (Ho - 1)`` (1 wh
 Online cost, n parties, per party: ``8 (numel x + numel y) (n - 1)`` bytes, 1 round (+ the
 suite's truncation); dealer: ``8 numel(result)`` (the correction of ``c``), like matmul.
 
-Ring convolution: ``torch.nn.functional.conv2d`` on int64 CPU tensors wraps mod 2^64
-exactly (checked against an unfold + einsum reference in tests/test_layers.py).
+Ring convolution: ``torch.nn.functional.conv2d`` / ``conv_transpose2d`` and the int64
+``einsum`` on CPU tensors wrap mod 2^64 exactly: integer kernels, no float on the way
+(pinned on full-range operands against a numpy uint64 shift-and-sum reference in
+tests/test_kernels.py, and as adjoints in tests/test_layers.py). They stay: the float64
+limb split that the matmul once used was measured 6-12x slower for these convolutions
+(``scripts/bench_ring.py``), and a dilated-conv2d form of ``conv_dw`` was no faster than
+the einsum (2x slower for the MNIST Net's second layer).
 """
 
 from __future__ import annotations

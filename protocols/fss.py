@@ -32,11 +32,17 @@ ceil(m/2)``; tweak ``side*(h+1)`` gives the 127-bit child seed, whose lowest bit
 control bit and is then cleared, the other ``h`` give the 64-bit words of ``v``); the leaf
 ``Convert(s)`` uses tweaks ``2h+2 ..``. Key generation expands both children of both
 parties (``2(h+1)`` blocks per party per level); evaluation only the child x takes
-(``h+1`` blocks). Everything is vectorised: one ECB call per level over all elements (of a
-chunk of :data:`CHUNK`), no per-element Python. ChaCha20 was measured as the alternative:
-its seed is its key, so it needs one cipher set-up per element and level (~0.1-0.4 ms
-each here), against ~6 ms for one AES-ECB batch of 2^19 blocks; AES wins by orders of
-magnitude.
+(``h+1`` blocks). One ECB call per level over all elements (of a chunk of :data:`CHUNK`),
+no per-element Python. ChaCha20 was measured as the alternative: its seed is its key, so it
+needs one cipher set-up per element and level (~0.1-0.4 ms each here), against ~6 ms for
+one AES-ECB batch of 2^19 blocks; AES wins by orders of magnitude.
+
+Implementation: the level arithmetic runs in compiled numba kernels
+(:mod:`protocols.fss_kernel`: per level one AES call and one kernel, ~2 calls instead of
+~40 numpy calls), bit-identical to the vectorised numpy code kept here as the reference
+(``impl="numpy"``; tests/test_fss.py compares keys and shares). The first DCF call of a
+process loads the kernels from numba's on-disk cache (~0.4-0.6 s) or compiles them when the
+cache is cold (~2.5-3.5 s); :func:`warm_up` pays that up front.
 
 Key layout (one int64 tensor of shape ``(W, N)`` per party, N elements, word-major so each
 field is a contiguous row):
@@ -114,26 +120,40 @@ party and 3704 dealer bytes per element; for d = 2^16 (k = 16) 52 words, 1992 an
 The extra 8 (16 for ReLU) dealer bytes per element are the derived RING corrections
 (``b``; ``b`` and ``b r``; ``floor(r/d)``) sent to the last party. Divisor 1 costs nothing.
 
-Measured with ``scripts/bench_fss.py`` (2^18 elements, 2 shared cores, numpy + OpenSSL):
-keygen of both keys / evaluation of one key take about 5.0 s / 0.9 s for DReLU, 8.3 s /
-2.0 s for ReLU and 5.8 s / 0.9 s for truncation by 1000 (noisy machine).
+Timings: ``scripts/bench_fss.py`` prints both implementations side by side (the numpy
+reference was 5.0 s / 0.9 s for DReLU keygen / one evaluation at 2^18 elements; the
+kernels' figures are in the README).
 """
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 from math import ceil, prod
+from typing import Literal
 
 import numpy as np
 import torch
 
+from . import fss_kernel
 from .context import PartyContext, Share
 from .material import Item, KeyGen, Kind, MaterialSpec
 from .prg import Prg, fixed_key_aes
 from .sharing import open_ring
 
 CHUNK = 1 << 15
-"""Elements processed together by keygen and eval (bounds the temporary memory)."""
+"""Elements processed together by the numpy keygen and eval (bounds the temporary memory)."""
+
+KERNEL_CHUNK = 1 << 12
+"""Elements per pass of the compiled kernels: their per-level working set (seeds, AES
+blocks in and out, ~300 bytes per element) then stays in the L2 cache. Measured at 2^18
+elements, same process, alternating: chunks of 2^12 took 1.1-1.3 s for key generation,
+chunks of 2^15 1.5 s; 2^9 to 2^13 were alike within the machine's noise."""
+
+Impl = Literal["compiled", "numpy"]
+"""``"compiled"``: the numba level kernels of :mod:`protocols.fss_kernel` (the default);
+``"numpy"``: the vectorised numpy code below, kept as the reference the kernels are tested
+against bit for bit (tests/test_fss.py) and as the benchmark's baseline."""
 
 _U1 = np.uint64(1)
 _NOT1 = np.uint64(0xFFFFFFFFFFFFFFFE)
@@ -253,16 +273,23 @@ def _keygen_chunk(
     keys[:, words - m :, :] = last.T[None]
 
 
+def _check_impl(impl: str) -> None:
+    if impl not in ("compiled", "numpy"):
+        raise ValueError(f"DCF implementation is 'compiled' or 'numpy', got {impl!r}")
+
+
 def dcf_keygen(
-    alpha: torch.Tensor, beta: torch.Tensor, n_bits: int, seed: bytes
+    alpha: torch.Tensor, beta: torch.Tensor, n_bits: int, seed: bytes, impl: Impl = "compiled"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Keys of ``f(x) = beta if x < alpha else 0`` for every element, vectorised.
 
     ``alpha``: int64 ``(N,)``, the unsigned bit pattern of an ``n_bits``-bit value.
     ``beta``: int64 ``(N, m)`` payloads in Z_2^64. ``seed``: :func:`dcf_seed_bytes` uniform
     bytes (the root seeds; draw them from the dealer's cryptographic PRG). Returns the two
-    parties' keys, int64 ``(W, N)`` with the layout of the module doc.
+    parties' keys, int64 ``(W, N)`` with the layout of the module doc. ``impl``: see
+    :data:`Impl` (both give the same keys).
     """
+    _check_impl(impl)
     if alpha.dim() != 1 or beta.dim() != 2 or beta.shape[0] != alpha.shape[0]:
         raise ValueError(f"alpha (N,) and beta (N, m), got {alpha.shape} and {beta.shape}")
     N, m = beta.shape
@@ -273,6 +300,11 @@ def dcf_keygen(
     if n_bits < 64 and bool(np.any(a >> np.uint64(n_bits))):
         raise ValueError(f"alpha does not fit in {n_bits} bits")
     roots = np.frombuffer(seed, dtype=np.uint64).reshape(2, N, 2)
+    if impl == "compiled":
+        both = fss_kernel.keygen(
+            a.view(np.int64), b.view(np.int64), n_bits, roots.view(np.int64), KERNEL_CHUNK
+        )
+        return torch.from_numpy(both[0]), torch.from_numpy(both[1])
     keys = np.zeros((2, dcf_key_words(n_bits, m), N), dtype=np.uint64)
     for lo in range(0, N, CHUNK):
         hi = min(N, lo + CHUNK)
@@ -304,13 +336,15 @@ def _eval_chunk(rank: int, key: np.ndarray, x: np.ndarray, n_bits: int, m: int) 
 
 
 def dcf_eval(
-    rank: int, key: torch.Tensor, x: torch.Tensor, n_bits: int, m: int = 1
+    rank: int, key: torch.Tensor, x: torch.Tensor, n_bits: int, m: int = 1, impl: Impl = "compiled"
 ) -> torch.Tensor:
     """Party ``rank``'s share of ``f(x)`` for every element: int64 ``(N, m)``.
 
     ``key``: this party's int64 ``(W, N)`` key; ``x``: int64 ``(N,)``, unsigned ``n_bits``-bit
     bit patterns (public to the evaluator). Vectorised over all elements, level by level.
+    ``impl``: see :data:`Impl` (both give the same shares).
     """
+    _check_impl(impl)
     _check_dcf(n_bits, m)
     if rank not in (0, 1):
         raise ValueError(f"DCF keys belong to party 0 or 1, got rank {rank}")
@@ -321,10 +355,34 @@ def dcf_eval(
     if n_bits < 64:
         xu = xu & np.uint64((1 << n_bits) - 1)
     out = np.empty((N, m), dtype=np.uint64)
+    if impl == "compiled":
+        i64 = np.int64
+        fss_kernel.evaluate(
+            rank,
+            np.ascontiguousarray(k.view(i64)),
+            xu.view(i64),
+            n_bits,
+            out.view(i64),
+            KERNEL_CHUNK,
+        )
+        return _i64(out)
     for lo in range(0, N, CHUNK):
         hi = min(N, lo + CHUNK)
         out[lo:hi] = _eval_chunk(rank, k[:, lo:hi], xu[lo:hi], n_bits, m)
     return _i64(out)
+
+
+def warm_up() -> float:
+    """Load (or, with a cold on-disk cache, compile) the DCF kernels now; seconds taken.
+
+    The first DCF call of a process pays numba's start-up: ~0.4-0.6 s with the kernels
+    cached on disk, ~2.5-3.5 s when they must be compiled (a fresh clone's first run). A
+    long-lived process can call this before its timed work so the first op does not."""
+    t0 = time.perf_counter()
+    one = torch.ones(1, dtype=torch.int64)
+    k0, _ = dcf_keygen(one, one[:, None], 2, bytes(dcf_seed_bytes(1)))
+    dcf_eval(0, k0, one, 2)
+    return time.perf_counter() - t0
 
 
 # --------------------------------------------------------------------------------------

@@ -9,10 +9,22 @@ groups of 64 (the last group padded with zeros) and bit ``j`` of the 64 elements
 A tensor of N elements is then 64 planes of ``ceil(N / 64)`` words (8 bytes per element,
 like the elements themselves), and every ``&``/``^`` on planes processes 64 elements at once.
 Conversions use a 64x64 bit-matrix transpose done with torch ops over all groups at once.
+
+Threads. Importing this module (so the library) sets torch to ONE intra-op thread, unless
+the environment names a count: ``SMPC_TORCH_THREADS=n`` (``0``: leave torch's own
+default), or else the standard ``OMP_NUM_THREADS`` (then torch already follows it). Why:
+the protocols run many medium-size int64 ops with Python between them, and torch's OpenMP
+workers spin-wait at each parallel region; when other processes share the cores a worker
+is often descheduled, every region then waits for it: a Network A step measured 4x slower
+with 2 threads than with 1 (396-416 against 97-102 ms; before the int64 matmul, 0.25-4.8 s
+against 0.23-0.26 s). ``OMP_WAIT_POLICY=PASSIVE`` (set before Python starts; it cannot be
+set from here once torch is loaded) removes the spinning: 2 passive threads measured 102-130 ms
+in the same runs, still no faster than 1 on this 2-core machine.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from functools import lru_cache
 
@@ -33,6 +45,34 @@ _TRANSPOSE_STEPS = (
     (2, 0x3333333333333333),
     (1, 0x5555555555555555),
 )
+
+THREADS_ENV = "SMPC_TORCH_THREADS"
+
+
+def thread_policy(environ: dict[str, str] | os._Environ[str] = os.environ) -> int | None:
+    """The intra-op thread count the library sets (see the module doc), or None to leave
+    torch's: ``SMPC_TORCH_THREADS`` if set (0 means None), else None when
+    ``OMP_NUM_THREADS`` is set, else 1. A value that is not a count raises ValueError."""
+    raw = environ.get(THREADS_ENV)
+    if raw is None:
+        return None if environ.get("OMP_NUM_THREADS") else 1
+    try:
+        n = int(raw)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise ValueError(f"{THREADS_ENV} must be a thread count (0: torch's default), got {raw!r}")
+    return n or None
+
+
+def apply_thread_policy() -> None:
+    """Set torch's intra-op threads by :func:`thread_policy` (done once at import)."""
+    n = thread_policy()
+    if n is not None and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+apply_thread_policy()
 
 if sys.byteorder != "little":  # pragma: no cover - the packed views below assume it
     raise ImportError("protocols.ring's bit packing assumes a little-endian machine")
@@ -117,10 +157,20 @@ def pack_words(bits: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(raw.view(np.int64))
 
 
-_FLOAT_MATMUL_MIN = 4096
-"""Below this many multiply-adds torch's int64 matmul is faster than the limb splits."""
 _F64_EXACT = 2**53
 """Integers up to this magnitude (and every partial sum below it) are exact in float64."""
+
+
+def ring_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.matmul(a, b)`` modulo 2^64: torch's own int64 matmul, which wraps.
+
+    torch 2.13's CPU int64 GEMM is a vectorised integer kernel (no float on the way, so
+    products and sums wrap modulo 2^64 like every int64 op) and was measured 5-10x faster
+    than :func:`ring_matmul_limbs` at every shape tried, 2-D and batched, inner dimension
+    10 to 4096 (``scripts/bench_ring.py``); exactness on full-range operands, against an
+    independent uint64 reference, is pinned by tests/test_kernels.py.
+    """
+    return torch.matmul(a, b)
 
 
 @lru_cache(maxsize=64)
@@ -150,18 +200,19 @@ def _limbs(x: torch.Tensor, bits: int, n: int) -> list[torch.Tensor]:
     return out
 
 
-def ring_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``torch.matmul(a, b)`` modulo 2^64, through BLAS: int64 matmul in torch has no BLAS
-    kernel and was ~90% of an MLP step. Each operand is split into ``n`` centered limbs of
-    ``L`` bits held in float64 (``_limb_plan``: 3 limbs of 22 bits while the inner dimension
-    k <= 2048, so 6 limb products; 4 limbs of 16 bits, 10 products, up to k ~ 2^23); the
-    products whose shift lands below 2^64 are exact in float64 (every partial sum stays
-    within 2^53), are converted back to int64 and recombined with wrapping shifts.
-    Bit-identical to the int64 product (tests/test_ring_packing.py)."""
-    k = a.shape[-1]
-    work = a.numel() * (b.shape[-1] if b.dim() > 1 else 1)
-    plan = _limb_plan(k)
-    if plan is None or work < _FLOAT_MATMUL_MIN:
+def ring_matmul_limbs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.matmul(a, b)`` modulo 2^64 through float64 BLAS: the previous kernel, kept as
+    an independent exact reference (tests) and as the measured alternative
+    (``scripts/bench_ring.py``); slower than :func:`ring_matmul` everywhere measured.
+
+    Each operand is split into ``n`` centered limbs of ``L`` bits held in float64
+    (``_limb_plan``: 3 limbs of 22 bits while the inner dimension k <= 2048, so 6 limb
+    products; 4 limbs of 16 bits, 10 products, up to k ~ 2^23); the products whose shift
+    lands below 2^64 are exact in float64 (every partial sum stays within 2^53), are
+    converted back to int64 and recombined with wrapping shifts.
+    """
+    plan = _limb_plan(a.shape[-1])
+    if plan is None:
         return torch.matmul(a, b)
     bits, n = plan
     al, bl = _limbs(a, bits, n), _limbs(b, bits, n)

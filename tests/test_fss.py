@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from protocols import fss
 from protocols.context import Share
 from protocols.fss import (
     MAX_DIVISOR,
@@ -130,6 +131,57 @@ def test_dcf_rejects_bad_arguments() -> None:
         dcf_eval(0, k0, torch.ones(2, dtype=torch.int64), 3)
     with pytest.raises(ValueError):
         dcf_eval(2, k0, one, 3)
+
+
+@pytest.mark.parametrize(
+    ("n_bits", "m", "chunk"),
+    [
+        (1, 1, None),
+        (5, 3, None),
+        (31, 2, None),
+        (32, 1, 16),
+        (33, 2, None),
+        (63, 1, None),
+        (63, 2, 16),
+        (63, 2, None),
+        (64, 1, 40),
+        (64, 3, None),
+    ],
+)
+def test_compiled_dcf_is_bit_identical_to_the_numpy_reference(
+    n_bits: int, m: int, chunk: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The numba kernels (protocols.fss_kernel) give exactly the numpy reference's keys and
+    shares: same seeds, same PRG, same layout; also across chunk boundaries (a chunk of 16
+    or 40 over 97 elements leaves a partial last chunk)."""
+    if chunk is not None:
+        monkeypatch.setattr(fss, "CHUNK", chunk)
+        monkeypatch.setattr(fss, "KERNEL_CHUNK", chunk)
+    n = 97
+    mask = -1 if n_bits == 64 else (1 << n_bits) - 1
+    alpha = ring(n, n_bits * 7 + m, "ref-alpha") & mask
+    x = ring(n, n_bits * 7 + m, "ref-x") & mask
+    x[:20] = alpha[:20]  # on the path down to alpha, to its last level
+    x[20:30] = (alpha[20:30] - 1) & mask
+    beta = ring(n * m, n_bits + 3 * m, "ref-beta").reshape(n, m)
+    seed = Prg.from_seed(n_bits * 7 + m, "ref-seed").random_bytes(dcf_seed_bytes(n), (0, 0))
+    keys = dcf_keygen(alpha, beta, n_bits, seed)
+    ref = dcf_keygen(alpha, beta, n_bits, seed, impl="numpy")
+    for rank in (0, 1):
+        assert torch.equal(keys[rank], ref[rank])
+        got = dcf_eval(rank, keys[rank], x, n_bits, m)
+        assert torch.equal(got, dcf_eval(rank, keys[rank], x, n_bits, m, impl="numpy"))
+    assert not torch.equal(keys[0], keys[1])
+
+
+def test_dcf_rejects_an_unknown_implementation() -> None:
+    one = torch.ones(1, dtype=torch.int64)
+    seed = bytes(dcf_seed_bytes(1))
+    with pytest.raises(ValueError, match="implementation"):
+        dcf_keygen(one, one[:, None], 3, seed, impl="c")  # type: ignore[arg-type]
+    k0, _ = dcf_keygen(one, one[:, None], 3, seed)
+    with pytest.raises(ValueError, match="implementation"):
+        dcf_eval(0, k0, one, 3, impl="c")  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------ protocols

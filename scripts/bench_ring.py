@@ -1,0 +1,118 @@
+"""Micro-benchmark: the ring's int64 kernels against their float64-limb alternatives.
+
+For the matmul shapes of a Network A step (forward and backward), batched and long-inner
+shapes, prints the median ms of ``ring_matmul`` (torch's int64 matmul) and of
+``ring_matmul_limbs`` (float64 BLAS on 22- or 16-bit limbs) and their ratio; for the
+MNIST-Net and LeNet convolutions, torch's int64 ``conv2d`` against the same limb split
+over float64 ``conv2d``. Configurations are interleaved (one call of each per round) so
+that a change in the machine's load hits both alike. Ratios above 1: int64 is faster.
+
+Usage: ``PYTHONPATH=. python scripts/bench_ring.py [--rounds 15] [--threads 1]``
+(threads: torch intra-op threads; default: the library's policy, see protocols.ring).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+
+from protocols.ring import _limb_plan, _limbs, ring_matmul, ring_matmul_limbs
+
+Kernel = Callable[[], torch.Tensor]
+
+MATMULS = [
+    ("A fwd 128x784 @ 784x128", (128, 784), (784, 128)),
+    ("A fwd 128x128 @ 128x128", (128, 128), (128, 128)),
+    ("A fwd 128x128 @ 128x10", (128, 128), (128, 10)),
+    ("A dx 128x10 @ 10x128", (128, 10), (10, 128)),
+    ("A dw 784x128 @ 128x128", (784, 128), (128, 128)),
+    ("batched 32x64x64 @ 32x64x64", (32, 64, 64), (32, 64, 64)),
+    ("inner 4096: 256x4096 @ 4096x64", (256, 4096), (4096, 64)),
+]
+
+CONVS = [
+    ("MNIST conv1 32x1x28x28 * 32x1x3x3", (32, 1, 28, 28), (32, 1, 3, 3)),
+    ("MNIST conv2 32x32x26x26 * 64x32x3x3", (32, 32, 26, 26), (64, 32, 3, 3)),
+    ("LeNet conv2 128x6x14x14 * 16x6x5x5", (128, 6, 14, 14), (16, 6, 5, 5)),
+]
+
+
+def full_range(*shape: int) -> torch.Tensor:
+    return torch.randint(-(2**63), 2**63 - 1, shape, dtype=torch.int64)
+
+
+def conv_limbs(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """int64 ``conv2d`` through float64 limbs (the matmul's limb split, applied to conv)."""
+    plan = _limb_plan(w[0].numel())
+    if plan is None:
+        raise ValueError("inner dimension too large for float64 limbs")
+    bits, n = plan
+    xl, wl = _limbs(x, bits, n), _limbs(w, bits, n)
+    out = torch.zeros(0, dtype=torch.int64)
+    for s in range(n):
+        for i in range(s + 1):
+            term = F.conv2d(xl[i], wl[s - i]).to(torch.int64)
+            term <<= bits * s
+            out = term if out.numel() == 0 else out.add_(term)
+    return out
+
+
+def interleaved(kernels: dict[str, Kernel], rounds: int) -> dict[str, float]:
+    """Median ms of each kernel; one call of each per round, after one warm-up call."""
+    for k in kernels.values():
+        k()
+    times: dict[str, list[float]] = {name: [] for name in kernels}
+    for _ in range(rounds):
+        for name, k in kernels.items():
+            t0 = time.perf_counter()
+            k()
+            times[name].append(1e3 * (time.perf_counter() - t0))
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def row(label: str, fast: float, slow: float) -> None:
+    print(f"{label:<38} {fast:9.3f} {slow:9.3f} {slow / fast:7.1f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s)")
+    print(f"{'matmul (median ms)':<38} {'int64':>9} {'limbs':>9} {'limbs/int64':>8}")
+    for label, ash, bsh in MATMULS:
+        a, b = full_range(*ash), full_range(*bsh)
+        if not torch.equal(ring_matmul(a, b), ring_matmul_limbs(a, b)):
+            raise SystemExit(f"{label}: the two kernels disagree")
+        ms = interleaved(
+            {
+                "int64": partial(ring_matmul, a, b),
+                "limbs": partial(ring_matmul_limbs, a, b),
+            },
+            args.rounds,
+        )
+        row(label, ms["int64"], ms["limbs"])
+    print(f"{'conv2d (median ms)':<38} {'int64':>9} {'limbs':>9} {'limbs/int64':>8}")
+    for label, xs, ws in CONVS:
+        x, w = full_range(*xs), full_range(*ws)
+        if not torch.equal(F.conv2d(x, w), conv_limbs(x, w)):
+            raise SystemExit(f"{label}: the two kernels disagree")
+        ms = interleaved(
+            {"int64": partial(F.conv2d, x, w), "limbs": partial(conv_limbs, x, w)},
+            max(3, args.rounds // 3),
+        )
+        row(label, ms["int64"], ms["limbs"])
+
+
+if __name__ == "__main__":
+    main()
