@@ -5,7 +5,7 @@ for them)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
@@ -234,6 +234,17 @@ class CommStats:
             wall_seconds,
             MappingProxyType(dict(by_label or {})),
         )
+
+    def group_labels(self, depth: int = 1) -> CommStats:
+        """The same figures with labels merged by their first ``depth`` parts
+        (``"forward/fc1/relu"`` -> ``"forward"`` at depth 1, ``"forward/fc1"`` at 2)."""
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+            raise ValueError(f"depth must be a positive integer, got {depth!r}")
+        merged: dict[str, LabelStats] = {}
+        for k, v in self.by_label.items():
+            key = "/".join(k.split("/")[:depth])
+            merged[key] = merged.get(key, LabelStats()) + v
+        return replace(self, by_label=MappingProxyType(merged))
 
     def as_dict(self) -> dict[str, Any]:
         """The table's figures under :data:`LEGEND`'s names (the JSON log's fields), with

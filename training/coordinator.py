@@ -292,7 +292,8 @@ class TrainingCoordinator:
         costs = c.take_op_costs() if self.measure_phases else []
         if self.measure_phases and not self.phase_barriers:
             phases = _phases_from_ops(costs, start_stats.online_rounds)
-        labels = LabelBook.sums(costs)
+        # this step's ops only (not those the caller issued between two steps)
+        labels = LabelBook.sums(op for op in costs if op[0].iteration == self.iteration)
         record = IterationRecord(
             self.iteration,
             loss_value,
