@@ -1,6 +1,8 @@
 """Communication statistics: each actor meters the frames it sends and receives; the
 coordinator combines the meters (in one process it reads them, across processes it asks
-for them)."""
+for them). :class:`CommStats` prints as a table with the wall time and a legend of every
+row (:data:`LEGEND`); with the op log on, :class:`LabelBook` adds per-label rows (the
+meters' per-op bytes grouped by the ops' labels) that add up to the byte totals."""
 
 from __future__ import annotations
 
