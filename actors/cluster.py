@@ -258,7 +258,8 @@ class Cluster(Runtime):
                 )
 
     def _log_summary(self) -> None:
-        stats = self.stats()
+        stats = self.stats(by_label=self._op_log is not None)
+        self._log.debug("comm_stats", **stats.as_dict())  # the table's figures, as JSON
         for name, a in stats.per_actor.items():
             self._log.debug(
                 "actor_summary",

@@ -14,6 +14,7 @@ processes).
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -46,7 +47,7 @@ from .messages import Batch, Command, DealerRequest, Reply, Requests, encode_con
 from .opcontext import check_expect
 from .oplog import OpRecord, Shape, iteration_var, label_var, scoped
 from .policy import RevealRefused
-from .stats import CommStats
+from .stats import CommStats, LabelBook
 
 
 def access_denied(env: Envelope) -> AccessDenied | ProtocolError:
@@ -107,6 +108,8 @@ class Runtime:
         self._nursery: trio.Nursery | None = None
         self._closed = False
         self._op_log: list[OpRecord] | None = None
+        self._labels = LabelBook()
+        self._started = time.perf_counter()
         self._constants = PublicCache()
         """Public operands sent before go by reference (:mod:`actors.constants`)."""
         self._waits = 0
@@ -276,14 +279,8 @@ class Runtime:
         """``(record, online bytes, offline bytes, largest depth)`` of every op issued since
         the last call (call after ``await flush()``), measured, and forget them."""
         log, self._op_log = self._op_log or [], []
-        measured: dict[int, list[int]] = {}
-        for taken in self.network.take_ops():
-            for op, (on, off, depth) in taken.items():
-                m = measured.setdefault(op, [0, 0, 0])
-                m[0] += on
-                m[1] += off
-                m[2] = max(m[2], depth)
-        return [(rec, *measured.get(rec.op, (0, 0, 0))) for rec in log]  # type: ignore[misc]
+        self._labels.measure(self.network.take_ops())
+        return self._labels.take(log)
 
     async def reveal(self, tid: int, shape: Sequence[int], to: str | None = None) -> torch.Tensor:
         """Reveal a value to its owner (this coordinator) as the raw ring tensor."""
@@ -371,13 +368,27 @@ class Runtime:
         finally:
             self._waits -= 1
 
-    def stats(self) -> CommStats:
+    def stats(self, *, by_label: bool = False) -> CommStats:
         """Measured communication so far (call after ``await flush()`` for settled numbers).
 
         Rounds are the largest depth reached, where every op issued after the coordinator
         synchronised (a reveal or a flush) starts no earlier than the depth reached then:
-        the difference of two snapshots is what a network would spend in between."""
-        return CommStats.combine(self.network.actor_stats(), self._floor)
+        the difference of two snapshots is what a network would spend in between.
+        ``by_label=True`` adds per-label rows from the op log (needs ``track_op_costs()``,
+        which a ``TrainingCoordinator`` turns on)."""
+        labels = None
+        if by_label:
+            if self._op_log is None:
+                raise RuntimeError(
+                    "stats(by_label=True) needs the op log: call cluster.track_op_costs() "
+                    "before the ops to break down (a TrainingCoordinator turns it on)"
+                )
+            self._labels.measure(self.network.take_ops())
+            labels = self._labels.by_label(self._op_log)
+        wall = time.perf_counter() - self._started
+        return CommStats.combine(
+            self.network.actor_stats(), self._floor, wall_seconds=wall, by_label=labels
+        )
 
     # -- command batching ---------------------------------------------------------------------
     def _op_id(self) -> int:

@@ -30,6 +30,7 @@ from protocols.errors import NumericError
 from protocols.suite import SUITES
 from training import SGD, Adam, Cluster, SharedTensor, export_module
 from training.checkpoint import load_checkpoint, save_checkpoint
+from training.coordinator import ProgressBar, ProgressOption, predict
 from training.launch import (
     TRANSPORTS,
     add_check_args,
@@ -119,15 +120,13 @@ def make_optimizer(name: str, params: Any, lr: float, shared: bool) -> Any:
 
 
 async def encrypted_predictions(
-    model: nn.Module, x: SharedTensor, batch_size: int = 256
+    model: nn.Module, x: SharedTensor, batch_size: int = 256, progress: ProgressOption = None
 ) -> torch.Tensor:
     """Classes predicted on shares (argmax on shares); only the classes are revealed."""
-    out = []
-    with torch.no_grad():
-        for i in range(0, x.shape[0], batch_size):
-            logits = model(x[i : i + batch_size])
-            out.append((await logits.argmax(dim=1).get()).round().to(torch.int64))
-    return torch.cat(out)
+    classes = await predict(
+        model, x, batch_size=batch_size, reveal=lambda y: y.argmax(dim=1), progress=progress
+    )
+    return classes.round().to(torch.int64)
 
 
 def plaintext_predictions(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -188,6 +187,7 @@ async def train(args: argparse.Namespace, cluster: Cluster | None = None) -> Res
     res = Result(args.model)
     fp = {"precision": args.precision, "base": args.base}
     names = PARTY_NAMES[: args.parties]
+    progress: ProgressOption = False if args.quiet else None  # None: on a terminal only
     async with open_cluster(
         args.transport,
         names,
@@ -224,7 +224,12 @@ async def train(args: argparse.Namespace, cluster: Cluster | None = None) -> Res
         start = c.stats()
         for epoch in range(start_epoch, args.epochs):
             idx = epoch_batches(args, n, epoch)
-            bar = _progress(len(idx), f"{args.model} epoch {epoch + 1}/{args.epochs}", args)
+            bar = ProgressBar(
+                len(idx),
+                f"{args.model} epoch {epoch + 1}/{args.epochs}",
+                progress,
+                unit="batch",
+            )
             t0 = time.perf_counter()
             losses = []
             for b in idx:
@@ -233,22 +238,20 @@ async def train(args: argparse.Namespace, cluster: Cluster | None = None) -> Res
                 loss.backward()
                 opt.step()
                 losses.append(float((await loss.get()).reshape(-1)[0]))
-                if bar is not None:
+                if bar.active:
                     s = c.stats() - start
-                    bar.set_postfix(
-                        loss=f"{losses[-1]:.3f}",
-                        rounds=s.online_rounds,
-                        MB=f"{s.online_bytes / 1e6:.1f}",
-                    )
-                    bar.update(1)
+                    info = {"loss": losses[-1], "online_rounds": s.online_rounds}
+                    info["online_bytes"] = s.online_bytes
+                    shown = {"loss": f"{losses[-1]:.3f}", "rounds": s.online_rounds}
+                    shown["MB"] = f"{s.online_bytes / 1e6:.1f}"
+                    bar.advance(1, info, shown=shown)
             await c.flush()
             res.encrypted_seconds.append(time.perf_counter() - t0)
-            if bar is not None:
-                bar.close()
+            bar.close()
             t0 = time.perf_counter()
             plosses = plain_epoch(plain, popt, data, onehot_train, idx)
             res.plaintext_seconds.append(time.perf_counter() - t0)
-            pred = await encrypted_predictions(model, x_te)
+            pred = await encrypted_predictions(model, x_te, progress=progress)
             res.encrypted_acc.append(float((pred == data.y_test).float().mean()))
             ppred = plaintext_predictions(plain, data.x_test)
             res.plaintext_acc.append(float((ppred == data.y_test).float().mean()))
@@ -267,24 +270,16 @@ async def train(args: argparse.Namespace, cluster: Cluster | None = None) -> Res
         total = c.stats() - start
         res.online_rounds, res.online_bytes = total.online_rounds, total.online_bytes
         # Model out: a plain nn.Module with the trained weights.
-        revealed = await export_module(model)
+        revealed = await export_module(model, progress=progress)
         res.revealed_acc = float(
             (plaintext_predictions(revealed, data.x_test) == data.y_test).float().mean()
         )
         # Encrypted inference of the plaintext-trained model on the encrypted test data.
         served = c.share_module(plain, requires_grad=False, **fp)
-        pred = await encrypted_predictions(served, x_te)
+        pred = await encrypted_predictions(served, x_te, progress=progress)
         res.inference_acc = float((pred == data.y_test).float().mean())
         res.checker = c.checker
     return res
-
-
-def _progress(total: int, desc: str, args: argparse.Namespace) -> Any:
-    if args.quiet:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False, file=sys.stderr)
 
 
 def summary(args: argparse.Namespace, r: Result) -> str:

@@ -20,6 +20,7 @@ from actors import NetworkProfile, configure_logging
 from protocols.errors import NumericError
 from protocols.suite import SUITES
 from training import SGD, Cluster, TrainingCoordinator, launch
+from training.coordinator import ProgressBar
 
 PARTY_NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
 
@@ -142,31 +143,24 @@ async def train(args: argparse.Namespace) -> dict[str, object]:
             )
         records = []
         t0 = time.perf_counter()
-        progress = None
-        if show_progress:
-            from rich.progress import Progress
-
-            progress = Progress(transient=True)
-            task = progress.add_task("encrypted SGD", total=args.iterations)
-            progress.start()
-        try:
+        # the library's progress bar (stderr, on a terminal only); the table otherwise
+        with ProgressBar(
+            args.iterations, "encrypted SGD", None if show_progress else False
+        ) as progress:
             for i in range(args.iterations):
                 last = i == args.iterations - 1
                 # with --data-owners the predictions are the owners' to reveal, not ours
                 rec = await coord.step(x, y, reveal_predictions=last and not args.data_owners)
                 records.append(rec)
                 gap = abs(rec.loss - plain[i])
-                if progress is not None:
-                    progress.update(task, advance=1, description=f"loss {rec.loss:.4f}")
+                if show_progress:
+                    progress.advance(1, {"loss": rec.loss}, shown={"loss": f"{rec.loss:.4f}"})
                 elif not args.quiet:
                     print(
                         f"{i:>4} {rec.loss:>10.4f} {plain[i]:>10.4f} {gap:>8.4f} "
                         f"{rec.online_rounds:>6} {rec.online_bytes:>9} {rec.offline_bytes:>9} "
                         f"{rec.seconds * 1000:>7.1f}"
                     )
-        finally:
-            if progress is not None:
-                progress.stop()
         elapsed = time.perf_counter() - t0
         total = cluster.stats() - setup
         checker = cluster.checker

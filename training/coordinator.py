@@ -7,25 +7,136 @@ loss, backward, update). The phases are attributed from the ops' labels and the 
 the meter saw, without stopping the pipeline: phases overlap as the dependencies allow
 (the backward pass does not wait for the loss's square). ``phase_barriers=True`` instead
 lets each phase settle before the next starts, which costs extra waiting.
+
+Long runs report progress (:class:`ProgressBar`): ``fit``, :func:`predict` and
+``export_module`` take ``progress=``: ``None`` (default) draws a tqdm bar on stderr only
+when it is a terminal, ``True`` always, ``False`` never, and a callable receives a
+:class:`ProgressEvent` once per step instead of any bar.
 """
 
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType, TracebackType
+from typing import IO, Any, TypeAlias
 
 import torch
 from torch import nn
 
 from actors import CommStats, OpRecord, get_logger
+from actors.stats import LabelBook, LabelStats
 
 from .optim import SGD
 from .tensor import SharedTensor
 
 PHASES = ("forward", "loss", "backward", "update")
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressEvent:
+    """One finished unit of a long run (a training step, a batch, a revealed tensor)."""
+
+    done: int
+    """Units finished so far, this one included."""
+    total: int | None
+    desc: str
+    """What is running (``"training"``, ``"export"``, ...)."""
+    info: Mapping[str, Any]
+    """About this unit: for a training step its iteration, epoch, loss, online rounds,
+    online bytes and seconds; for an export the tensor's name."""
+
+
+ProgressOption: TypeAlias = bool | Callable[[ProgressEvent], object] | None
+"""``None``: a bar when stderr is a terminal; ``True``/``False``: always/never a bar; a
+callable: called with each :class:`ProgressEvent`, no bar."""
+
+
+class ProgressBar:
+    """The library's progress display: a transient tqdm bar, or the caller's callback.
+
+    ``progress=None`` draws the bar only when ``file`` (stderr) is a terminal (tqdm's
+    ``disable=None``), so logs, pipes and CI stay clean; ``delay`` seconds pass before it
+    appears (short runs show nothing). A callable gets one :class:`ProgressEvent` per
+    :meth:`advance` and no bar is drawn."""
+
+    def __init__(
+        self,
+        total: int | None,
+        desc: str,
+        progress: ProgressOption = None,
+        *,
+        unit: str = "step",
+        delay: float = 0.0,
+        file: IO[str] | None = None,
+    ) -> None:
+        if not (progress is None or isinstance(progress, bool) or callable(progress)):
+            raise TypeError(
+                f"progress must be None, True, False or a callable taking a ProgressEvent, "
+                f"got {type(progress).__name__}"
+            )
+        self.total, self.desc, self.done = total, desc, 0
+        self._callback = None if progress is None or isinstance(progress, bool) else progress
+        self._bar: Any = None
+        if progress is None or progress is True:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=total,
+                desc=desc,
+                unit=unit,
+                leave=False,
+                delay=delay,
+                file=sys.stderr if file is None else file,
+                disable=None if progress is None else False,
+                dynamic_ncols=True,
+            )
+            self._bar = None if bar.disable else bar
+
+    @property
+    def active(self) -> bool:
+        """Whether anything is shown or called (callers may skip computing the details)."""
+        return self._bar is not None or self._callback is not None
+
+    def advance(
+        self,
+        n: int = 1,
+        info: Mapping[str, Any] | None = None,
+        *,
+        shown: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``n`` more units done; ``info`` goes to the callback, ``shown`` (default
+        ``info``) after the bar."""
+        self.done += n
+        if self._bar is not None:
+            postfix = info if shown is None else shown
+            if postfix:
+                self._bar.set_postfix(postfix, refresh=False)
+            self._bar.update(n)
+        if self._callback is not None:
+            event = ProgressEvent(
+                self.done, self.total, self.desc, MappingProxyType(dict(info or {}))
+            )
+            self._callback(event)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +163,8 @@ class IterationRecord:
     """Per phase (rounds: growth of the largest depth by the end of the phase's ops)."""
     predictions: torch.Tensor | None = None
     """Revealed predictions, only when requested."""
+    by_label: Mapping[str, LabelStats] = field(default_factory=dict)
+    """Per op label (``forward/fc1``, ``backward/fc1``, ...), with ``measure_phases``."""
 
 
 def _phases_from_ops(
@@ -174,9 +287,13 @@ class TrainingCoordinator:
         preds = await pred.get(dtype=torch.float64) if reveal_predictions else None
         await c.flush()
         seconds = time.perf_counter() - t0
-        delta = c.stats() - start_stats
+        end = c.stats()
+        delta = end - start_stats
+        costs = c.take_op_costs() if self.measure_phases else []
         if self.measure_phases and not self.phase_barriers:
-            phases = _phases_from_ops(c.take_op_costs(), start_stats.online_rounds)
+            phases = _phases_from_ops(costs, start_stats.online_rounds)
+        # this step's ops only (not those the caller issued between two steps)
+        labels = LabelBook.sums(op for op in costs if op[0].iteration == self.iteration)
         record = IterationRecord(
             self.iteration,
             loss_value,
@@ -186,18 +303,20 @@ class TrainingCoordinator:
             seconds,
             phases,
             preds,
+            labels,
         )
+        fields = delta.as_dict()
+        fields["wall_seconds"] = round(end.wall_seconds, 6)  # since the cluster started
         self._log.info(
             "train_iteration",
             iteration=self.iteration,
             loss=loss_value,
-            online_rounds=delta.online_rounds,
-            online_bytes=delta.online_bytes,
-            offline_bytes=delta.offline_bytes,
+            **fields,
             seconds=round(seconds, 6),
             phases={
                 k: [v.online_rounds, v.online_bytes, v.offline_bytes] for k, v in phases.items()
             },
+            by_label={k: v.as_dict() for k, v in labels.items()},
         )
         self.iteration += 1
         return record
@@ -206,15 +325,129 @@ class TrainingCoordinator:
         self,
         data: SharedTensor,
         target: Any,
-        iterations: int,
+        iterations: int | None = None,
         on_iteration: Callable[[IterationRecord], None] | None = None,
+        *,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        batches: Callable[[int], Sequence[Any]] | None = None,
+        progress: ProgressOption = None,
     ) -> list[IterationRecord]:
-        if not isinstance(iterations, int) or iterations < 1:
-            raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
+        """Train, one :meth:`step` at a time: ``iterations`` steps on the whole of
+        ``data``, or ``epochs`` over mini-batches of it.
+
+        With ``epochs``, ``batch_size`` takes consecutive slices ``data[i:i + batch_size]``
+        and ``batches(epoch)`` instead returns the epoch's indices (index tensors or
+        slices, e.g. a shuffled permutation cut in pieces); the indices are public, only
+        the rows stay secret. Neither: the whole of ``data`` each epoch. ``progress``: see
+        :class:`ProgressBar` (one event per step)."""
+        plan = self._plan(data, iterations, epochs, batch_size, batches)
         records = []
-        for _ in range(iterations):
-            rec = await self.step(data, target)
-            records.append(rec)
-            if on_iteration is not None:
-                on_iteration(rec)
+        with ProgressBar(len(plan), "training", progress) as bar:
+            for epoch, index in plan:
+                if index is None:
+                    rec = await self.step(data, target)
+                else:
+                    rec = await self.step(data[index], target[index])
+                records.append(rec)
+                if on_iteration is not None:
+                    on_iteration(rec)
+                info = {
+                    "iteration": rec.iteration,
+                    "epoch": epoch,
+                    "loss": rec.loss,
+                    "online_rounds": rec.online_rounds,
+                    "online_bytes": rec.online_bytes,
+                    "seconds": rec.seconds,
+                }
+                shown = {"loss": f"{rec.loss:.4f}", "rounds": rec.online_rounds}
+                if epochs is not None:
+                    shown = {"epoch": f"{epoch + 1}/{epochs}", **shown}
+                bar.advance(1, info, shown=shown)
         return records
+
+    @staticmethod
+    def _plan(
+        data: Any,
+        iterations: int | None,
+        epochs: int | None,
+        batch_size: int | None,
+        batches: Callable[[int], Sequence[Any]] | None,
+    ) -> list[tuple[int, Any]]:
+        """``(epoch, index or None)`` of every step ``fit`` will take."""
+        if (iterations is None) == (epochs is None):
+            raise ValueError("fit takes either iterations (full-batch steps) or epochs")
+        count = iterations if iterations is not None else epochs
+        what = "iterations" if iterations is not None else "epochs"
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ValueError(f"{what} must be a positive integer, got {count!r}")
+        if iterations is not None:
+            if batch_size is not None or batches is not None:
+                raise ValueError("batch_size and batches go with epochs, not iterations")
+            return [(0, None)] * iterations
+        if batch_size is not None and batches is not None:
+            raise ValueError("give batch_size or batches, not both")
+        if batch_size is not None and (
+            not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1
+        ):
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        plan: list[tuple[int, Any]] = []
+        n = int(data.shape[0])
+        for e in range(count):
+            if batches is not None:
+                chosen = list(batches(e))
+                if not chosen:
+                    raise ValueError(f"batches({e}) returned no batch")
+                plan += [(e, b) for b in chosen]
+            elif batch_size is not None:
+                plan += [(e, slice(i, i + batch_size)) for i in range(0, n, batch_size)]
+            else:
+                plan.append((e, None))
+        return plan
+
+    async def predict(
+        self,
+        data: SharedTensor,
+        *,
+        batch_size: int = 256,
+        reveal: Callable[[Any], SharedTensor] | None = None,
+        progress: ProgressOption = None,
+    ) -> torch.Tensor:
+        """:func:`predict` with this coordinator's model."""
+        return await predict(
+            self.model, data, batch_size=batch_size, reveal=reveal, progress=progress
+        )
+
+
+async def predict(
+    model: nn.Module,
+    data: SharedTensor,
+    *,
+    batch_size: int = 256,
+    reveal: Callable[[Any], SharedTensor] | None = None,
+    progress: ProgressOption = None,
+) -> torch.Tensor:
+    """Inference on shares over mini-batches of ``data`` (no autograd); what
+    ``reveal(output)`` gives (default: the outputs themselves) is revealed to the owner
+    for each batch and the results are concatenated along dimension 0.
+
+    Pass e.g. ``reveal=lambda y: y.argmax(dim=1)`` to reveal only the classes. Each
+    batch is revealed before the next is issued, so the progress (one event per batch)
+    is real and the parties hold one batch's intermediates at a time."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not isinstance(data, SharedTensor):
+        raise TypeError(
+            f"predict: data is a {type(data).__name__}, not a SharedTensor; share it first"
+        )
+    n = int(data.shape[0])
+    out = []
+    with (
+        torch.no_grad(),
+        ProgressBar(-(-n // batch_size), "inference", progress, unit="batch", delay=1.0) as bar,
+    ):
+        for i in range(0, n, batch_size):
+            y = model(data[i : i + batch_size])
+            out.append(await (y if reveal is None else reveal(y)).get())
+            bar.advance(1, {"rows": min(n, i + batch_size)})
+    return torch.cat(out)

@@ -11,6 +11,7 @@ from torch import nn
 from protocols import FixedPoint
 from protocols.errors import UnsupportedOperation
 
+from .coordinator import ProgressBar, ProgressOption
 from .tensor import SharedTensor
 
 
@@ -57,20 +58,30 @@ def share_module(
     return shared
 
 
-async def reveal_module(module: nn.Module) -> dict[str, torch.Tensor]:
+async def reveal_module(
+    module: nn.Module, *, progress: ProgressOption = None
+) -> dict[str, torch.Tensor]:
     """Reveal every shared parameter and buffer to the coordinator (the owner), by name
-    (a state dict of plaintext tensors; :func:`export_module` gives a plain module)."""
+    (a state dict of plaintext tensors; :func:`export_module` gives a plain module).
+
+    One reveal per tensor: ``progress`` (see ``training.coordinator.ProgressBar``) counts
+    them; the bar appears only on a terminal and after a second, so small models show
+    nothing; a callable gets one event per tensor, with its name."""
+    named: list[tuple[str, SharedTensor]] = []
+    for name, t in (*module.named_parameters(), *module.named_buffers()):
+        if isinstance(t, SharedTensor):
+            named.append((name, t))
     out: dict[str, torch.Tensor] = {}
-    for name, p in module.named_parameters():
-        if isinstance(p, SharedTensor):
-            out[name] = await p.get()
-    for name, b in module.named_buffers():
-        if isinstance(b, SharedTensor):
-            out[name] = await b.get()
+    with ProgressBar(len(named), "export", progress, unit="tensor", delay=1.0) as bar:
+        for name, shared in named:
+            out[name] = await shared.get()
+            bar.advance(1, {"name": name})
     return out
 
 
-async def export_module(module: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
+async def export_module(
+    module: nn.Module, dtype: torch.dtype | None = None, *, progress: ProgressOption = None
+) -> nn.Module:
     """A plain ``nn.Module`` with the trained weights: every shared parameter and buffer is
     revealed to the coordinator (the model's owner) and put back as a torch tensor.
 
@@ -79,10 +90,12 @@ async def export_module(module: nn.Module, dtype: torch.dtype | None = None) -> 
     inference. Revealing the weights is the point: call it only where the owner may learn
     them (``torch.save`` of the shared model itself is refused, see
     ``training.checkpoint`` to save shares without revealing them). Floating-point
-    values come back as ``dtype`` (default: torch's default dtype).
+    values come back as ``dtype`` (default: torch's default dtype). ``progress``: as for
+    :func:`reveal_module` (one event per revealed tensor).
     """
     dtype = torch.get_default_dtype() if dtype is None else dtype
-    values = {k: v.to(dtype) for k, v in (await reveal_module(module)).items()}
+    revealed = await reveal_module(module, progress=progress)
+    values = {k: v.to(dtype) for k, v in revealed.items()}
     shared = [
         t
         for t in (*module.parameters(), *module.buffers())
