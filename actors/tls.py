@@ -66,6 +66,9 @@ from .tlslink import (
 HANDSHAKE_SECONDS = 10.0
 MAX_HANDSHAKES = 16
 """Connections in their TLS handshake at once; more are closed at once, unread."""
+MAX_QUEUED_BYTES = 2 << 30
+"""Default budget of bytes queued for one peer: a peer that stops reading is named, not
+buffered for without limit."""
 LOGGED_REFUSALS = 5
 """Refused connections logged one by one; after that one line per 100."""
 
@@ -98,6 +101,9 @@ class TlsTransport(Middleware):
         self.accepts = [] if name == config.coordinator else config.accepts(name)
         self.peers = [*self.accepts, *self.dials]
         self._out = {p: trio.open_memory_channel[bytes](math.inf) for p in self.peers}
+        self._queued: dict[str, int] = {}
+        self.max_queued_bytes = MAX_QUEUED_BYTES
+        """Bytes queued for one peer and not yet written (then: PartyFailure naming it)."""
         self._streams: dict[str, trio.SSLStream[trio.SocketStream]] = {}
         self._up = {p: trio.Event() for p in self.peers}
         self._byes: set[str] = set()
@@ -148,8 +154,22 @@ class TlsTransport(Middleware):
         self._send(receiver, FRAME, frame)
 
     def _send(self, receiver: str, kind: int, body: bytes | bytearray) -> None:
+        rec = record(kind, body)
+        queued = self._queued[receiver] = self._queued.get(receiver, 0) + len(rec)
+        if queued > self.max_queued_bytes and not self.closing:
+            self._queued[receiver] -= len(rec)
+            self._fail(
+                PartyFailure(
+                    receiver,
+                    ProtocolError(
+                        f"{self.name} has {queued} bytes queued for {receiver}, over its budget "
+                        f"of {self.max_queued_bytes}: {receiver} is not reading"
+                    ),
+                )
+            )
+            return
         with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-            self._out[receiver][0].send_nowait(record(kind, body))
+            self._out[receiver][0].send_nowait(rec)
 
     def actor_stats(self) -> dict[str, ActorStats]:
         """This actor's meter and the last snapshot of every remote one (see settle)."""
@@ -323,6 +343,7 @@ class TlsTransport(Middleware):
                     chunks.append(item)
                     size += len(item)
                 await stream.send_all(b"".join(chunks) if len(chunks) > 1 else first)
+                self._queued[peer] -= size
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._lost(peer, f"sending failed: {exc!r}")
 

@@ -17,9 +17,11 @@ the choice "with 2 parties truncation is local" is made once, in ``trunc``'s bui
 ``Cluster.start(..., protocols="fss")`` hands a suite to the parties and the provider; a
 test swaps one entry with :meth:`Suite.replace`, never by patching a module.
 
-Built-in suites (:data:`SUITES`): ``"default"`` (Beaver products, SecureML local
-truncation for 2 parties and the ABY3 truncation pair for 3+, the carry-tree comparison)
-and ``"fss"`` when :mod:`protocols.fss` is present (2-party function secret sharing).
+Built-in suites (:data:`SUITES`): ``"carry"`` (Beaver products, SecureML local
+truncation for 2 parties and the ABY3 truncation pair for 3+, the carry-tree comparison),
+``"fss"`` (2 parties: the function-secret-sharing comparison for every size), ``"default"``
+(FSS up to :data:`FSS_MAX_NUMEL` elements per op, the carry tree above) and
+``"fss-exact"`` (FSS comparison and exact FSS truncation).
 """
 
 from __future__ import annotations

@@ -226,3 +226,17 @@ async def test_silent_coordinator_after_hello_and_sanitised_errors(tmp_path: Pat
             if p.poll() is None:
                 p.kill()
             p.wait()
+
+
+async def test_a_peer_that_stops_reading_is_named(tmp_path: Path) -> None:
+    """Outgoing queues are bounded too: frames for a peer whose link is not draining pile
+    up to the budget, then the transport fails naming that peer (before: unbounded)."""
+    cfg = load_config(write_local_config(tmp_path, PARTIES))
+    alice = _transport(cfg)
+    alice.max_queued_bytes = 1 << 20
+    failures: list[BaseException] = []
+    alice.on_failure = failures.append
+    for _ in range(40):  # no writer runs: bob never reads
+        alice.carry("alice", "bob", bytearray(64 << 10))
+    assert failures and isinstance(failures[0], PartyFailure)
+    assert failures[0].actor == "bob" and "not reading" in str(failures[0])
