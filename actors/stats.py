@@ -173,8 +173,9 @@ class CommStats:
     online_messages: int
     per_actor: Mapping[str, ActorStats] = field(default_factory=lambda: _EMPTY)
     """Detail per actor name."""
-    wall_seconds: float = 0.0
-    """Seconds since the cluster started (after subtraction: between the two snapshots)."""
+    wall_seconds: float = field(default=0.0, compare=False)
+    """Seconds since the cluster started (after subtraction: between the two snapshots).
+    Not compared: two snapshots with the same traffic are equal whenever they were taken."""
     by_label: Mapping[str, LabelStats] = field(default_factory=lambda: _NO_LABELS)
     """Per label, from the op log (``cluster.stats(by_label=True)``; empty otherwise).
     Covers the ops issued since ``cluster.track_op_costs()``; ops without a label are

@@ -200,7 +200,10 @@ async def test_silent_coordinator_after_hello_and_sanitised_errors(tmp_path: Pat
         logs = "".join((tmp_path / f"{n}.log").read_text() for n in [*PARTIES, "james"])
         assert "silent for more than 3 s" in str(reported[0]) + logs
         codes = stop_nodes(procs)
-        assert codes == dict.fromkeys([*PARTIES, "james"], EXIT_COORDINATOR_LOST)
+        # each leaves by itself: the first to notice says "coordinator lost" (2); a node
+        # told so by a peer before its own clock ran out may exit as failed (1)
+        assert set(codes.values()) <= {EXIT_COORDINATOR_LOST, 1}, codes
+        assert EXIT_COORDINATOR_LOST in codes.values(), codes
     finally:
         for p in procs.values():
             if p.poll() is None:

@@ -204,7 +204,7 @@ def test_bench_floor(in_process: None, capsys: pytest.CaptureFixture[str]) -> No
 
 def test_bench_ops_all(in_process: None, capsys: pytest.CaptureFixture[str]) -> None:
     """``python scripts/bench_ops.py --all`` (``--quick``: half the elements, the same
-    protocols): every op of docs/ops.md; the four targets of issue 12 are met, with the
+    protocols): every op of docs/ops.md; the four targets against CrypTen are met, with the
     rounds and bytes docs/ops.md's targets table states."""
     import bench_ops
 
@@ -216,7 +216,7 @@ def test_bench_ops_all(in_process: None, capsys: pytest.CaptureFixture[str]) -> 
     assert len(rows) == 4 + 22
     for name in ("sigmoid 5000 in [-8,8]", "exp [-6,6] (rel.)", "cross_entropy 200x10"):
         assert name in rows, list(rows)
-    docs = (ROOT / "docs" / "ops.md").read_text().split("## Targets of issue 12")[1]
+    docs = (ROOT / "docs" / "ops.md").read_text().split("## Targets against CrypTen 0.4.1")[1]
     stated = [r.split(" | ") for r in docs.splitlines() if re.match(r"\| [a-z].* \| \d+ \|", r)]
     targets = list(rows.items())[:4]
     for (name, (rounds, per_element, error, target)), doc in zip(targets, stated[:4], strict=True):
