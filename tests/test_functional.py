@@ -9,9 +9,9 @@ when t is off by e1 (``poly_fp_bound``): ``t**2`` (one square, one truncation) i
 ``e2 = 2 T e1 + e1**2 + u``; ``t**3 = t**2 * t`` by ``T**2 e1 + T e2 + e1 e2 + u``;
 ``t**4 = (t**2)**2`` by ``2 T**2 e2 + e2**2 + u``; each public scaling ``c_i t^i`` adds
 ``|c_i| e_i`` plus its coefficient's encoding (``T**i 2**-q / 2`` with the q fractional
-bits ``training.tensor._public_precision`` gives it) plus one truncation u; the constant's encoding adds u/2.
+bits ``training.operands.public_precision`` gives it) plus one truncation u; the constant's encoding adds u/2.
 Selections by comparison bits and the sign product are exact (bit precision 0: no
-truncation). The fit error itself is computed by ``functional.fit_error`` on a dense
+truncation). The fit error itself is computed by ``training.approximation.fit_error`` on a dense
 grid. Decoding to float32 adds a relative 2**-24.
 """
 
@@ -31,8 +31,10 @@ from protocols import FixedPoint
 from protocols.errors import ShapeError, UnsupportedOperation
 from protocols.suite import DEFAULT
 from training import Cluster, SharedTensor, public
-from training import functional as Fn
-from training.tensor import _public_precision
+from training.activations import SIGMOID_KNOTS, TANH_KNOTS
+from training.approximation import FUNCS, fit, fit_error
+from training.operands import public_precision
+from training.range_reduction import exp_domain, log_domain
 
 U16 = 2.0**-16
 U3 = 1e-3
@@ -49,7 +51,7 @@ def poly_fp_bound(coeffs: tuple[float, ...], t_max: float, e1: float, u: float =
     out = u / 2
     fp = FixedPoint(2, round(-math.log2(u)))
     for i, c in enumerate(coeffs[1:], start=1):
-        q = _public_precision(fp, torch.tensor(c, dtype=torch.float64))
+        q = public_precision(fp, torch.tensor(c, dtype=torch.float64))
         out += abs(c) * errs[i] + t**i * 2.0**-q / 2 + u
     return out
 
@@ -59,9 +61,9 @@ def piecewise_bound(name: str, knots: tuple[float, ...], tail: float, e1: float)
     knot (the tail constant replaces a function that is monotone there)."""
     worst = 0.0
     for a, b in pairwise(knots):
-        c = Fn.fit(name, a, b)
-        worst = max(worst, Fn.fit_error(name, a, b) + poly_fp_bound(c, max(abs(a), abs(b)), e1))
-    f = Fn._FUNCS[name]
+        c = fit(name, a, b)
+        worst = max(worst, fit_error(name, a, b) + poly_fp_bound(c, max(abs(a), abs(b)), e1))
+    f = FUNCS[name]
     import numpy as np
 
     tail_err = float(abs(f(np.array([knots[-1]]))[0] - tail))
@@ -110,8 +112,8 @@ def symmetric_cost(n_knots: int) -> int:
 @pytest.mark.parametrize(
     ("name", "torch_fn", "knots", "table", "tail", "offset", "target_err"),
     [
-        ("sigmoid", torch.sigmoid, Fn.SIGMOID_KNOTS, "sigmoid_odd", 0.5, 0.5, 0.003),
-        ("tanh", torch.tanh, Fn.TANH_KNOTS, "tanh", 1.0, 0.0, 0.005),
+        ("sigmoid", torch.sigmoid, SIGMOID_KNOTS, "sigmoid_odd", 0.5, 0.5, 0.003),
+        ("tanh", torch.tanh, TANH_KNOTS, "tanh", 1.0, 0.0, 0.005),
     ],
 )
 async def test_sigmoid_tanh_accuracy_and_cost(
@@ -197,13 +199,13 @@ async def test_smooth_functions_forward_and_backward(fn: str) -> None:
         # e^k = e^lo + sum_k bit_k (e^k - e^(k-1)): each public scaling truncates (< u)
         # and encodes its factor with ~20 significant bits (relative 2**-20, telescoping
         # to < 2**-19 of e^k); times p(u) <= e.
-        rel_err = Fn.fit_error("exp", 0, 1) + poly_fp_bound(Fn.fit("exp", 0, 1), 1.0, U16 / 2)
+        rel_err = fit_error("exp", 0, 1) + poly_fp_bound(fit("exp", 0, 1), 1.0, U16 / 2)
         e_k = (n_knots + 1) * U16 + ref.detach().abs() * 2.0**-19
         tol = ref.detach().abs() * rel_err + math.e * e_k + 2 * U16
     elif fn == "log":
         # m = x s is off by s u/2 (x's encoding) + u: ln's slope on [1,2] is <= 1
-        fp = poly_fp_bound(Fn.fit("log1p", 0, 1), 1.0, U16 / 2 / ax.clamp(max=1) + U16)
-        tol = Fn.fit_error("log1p", 0, 1) + fp + (n_knots + 1) * U16 + 0 * ax
+        fp = poly_fp_bound(fit("log1p", 0, 1), 1.0, U16 / 2 / ax.clamp(max=1) + U16)
+        tol = fit_error("log1p", 0, 1) + fp + (n_knots + 1) * U16 + 0 * ax
     elif fn == "reciprocal":
         # Newton-Raphson leaves (1/17)**4 relatively; x's encoding u/2 relative u/(2|x|);
         # each of the 4 products truncates (u on y in [1/2, 1], relative <= 2u), the
@@ -211,10 +213,10 @@ async def test_smooth_functions_forward_and_backward(fn: str) -> None:
         tol = rel(ref.detach()) * ((1 / 17) ** 4 + U16 / (2 * ax) + 10 * U16) + 2 * U16
     else:
         name = "sqrt1p" if fn == "sqrt" else "recip_sqrt1p"
-        fp = poly_fp_bound(Fn.fit(name, 0, 1), 1.0, U16 / 2 / ax.clamp(max=1) + U16)
+        fp = poly_fp_bound(fit(name, 0, 1), 1.0, U16 / 2 / ax.clamp(max=1) + U16)
         # the selected constant 2**(+-k/2) carries one truncation per knot (< n u); p <= 1.5
         tol = (
-            rel(ref.detach()) * (Fn.fit_error(name, 0, 1) + fp)
+            rel(ref.detach()) * (fit_error(name, 0, 1) + fp)
             + 1.5 * (n_knots + 1) * U16
             + 2 * U16 * (1 + rel(ref.detach()))
         )
@@ -362,11 +364,11 @@ async def test_refusals_name_the_function() -> None:
 
 def test_fits_are_as_documented() -> None:
     """The fit errors the docs quote (docs/ops.md) stay what they are."""
-    assert max(Fn.fit_error("sigmoid_odd", a, b) for a, b in pairwise(Fn.SIGMOID_KNOTS)) < 2e-5
-    assert max(Fn.fit_error("tanh", a, b) for a, b in pairwise(Fn.TANH_KNOTS)) < 4e-5
-    assert Fn.fit_error("exp", 0, 1) < 6e-5
-    assert Fn.fit_error("log1p", 0, 1) < 1.5e-4
-    assert math.isclose(sum(Fn.fit("exp", 0, 1)), math.e, rel_tol=1e-4)
+    assert max(fit_error("sigmoid_odd", a, b) for a, b in pairwise(SIGMOID_KNOTS)) < 2e-5
+    assert max(fit_error("tanh", a, b) for a, b in pairwise(TANH_KNOTS)) < 4e-5
+    assert fit_error("exp", 0, 1) < 6e-5
+    assert fit_error("log1p", 0, 1) < 1.5e-4
+    assert math.isclose(sum(fit("exp", 0, 1)), math.e, rel_tol=1e-4)
 
 
 async def test_three_parties_same_accuracy() -> None:
@@ -377,7 +379,7 @@ async def test_three_parties_same_accuracy() -> None:
     async with Cluster.start(PARTIES[3], provider=PROVIDER, seed=2) as c:
         y = await reveal(share16(c, x).sigmoid())
         p = await reveal(F.softmax(share16(c, logits), 1))
-    bound = piecewise_bound("sigmoid_odd", Fn.SIGMOID_KNOTS, 0.5, U16 / 2) + F32
+    bound = piecewise_bound("sigmoid_odd", SIGMOID_KNOTS, 0.5, U16 / 2) + F32
     assert float((y - torch.sigmoid(x.double())).abs().max()) <= bound
     assert float((p - logits.double().softmax(1)).abs().max()) <= 0.003
 
@@ -578,13 +580,13 @@ async def test_domain_edges_are_documented_clamps() -> None:
     u = U16
     async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=3) as c:
         e = share16(c, torch.tensor([-20.0, -10.0, 9.0, 10.0, 10.3, 11.0, 15.0]))
-        _, hi = Fn.exp_domain(e)
+        _, hi = exp_domain(e)
         got = await reveal(e.exp())
         want = torch.tensor([-20.0, -10.0, 9.0, 10.0, 10.3, hi, hi]).double().exp()
         assert hi == pytest.approx(math.log(0.99 * 32768), abs=1e-3)
         err = (got - want).abs() - 3e-4 * want  # relative 3e-4 (e^10 = 22026), or 3 u
         assert float(err.max()) <= 3 * u, (got, want)
-        klo = Fn.log_domain(e)[0]
+        klo = log_domain(e)[0]
         r = share16(c, torch.tensor([0.0, 1e-3, -1e-3, 2.0**klo, 20000.0, 30000.0, -30000.0]))
         got = await reveal(r.reciprocal())
         want = torch.tensor([256.0, 256, -256, 256, 1 / 20000, 1 / 30000, -1 / 30000]).double()

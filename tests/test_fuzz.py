@@ -80,7 +80,7 @@ from protocols.errors import (
 from protocols.params import Params, Pub
 from training import SGD, Cluster, SharedTensor
 from training.cluster import default_precision
-from training.tensor import _public_precision
+from training.operands import public_precision
 
 PROVIDER = "james"
 COORD = "coordinator"
@@ -1515,7 +1515,7 @@ def library_value(op: str, b: Any) -> Any:
     if op in ("add", "radd", "sub", "rsub", "torch.add", "torch.sub"):
         t = torch.round(t * 1000) / 1000
     elif op != "div" and bool(torch.isfinite(t).all()) and not bool((t == torch.round(t)).all()):
-        q = _public_precision(FixedPoint(10, 3), t)  # the digits the library keeps
+        q = public_precision(FixedPoint(10, 3), t)  # the digits the library keeps
         t = torch.round(t * 10**q) / 10**q
     return t if isinstance(b, torch.Tensor | np.ndarray) else float(t)
 
@@ -1979,9 +1979,9 @@ async def test_sgd_arguments() -> None:
                         findings.add("step() raised after queuing part of the update", example)
                     return
 
-                # public factors keep the digits _public_precision gives them
+                # public factors keep the digits public_precision gives them
                 def digits(v: float) -> float:
-                    q = _public_precision(FixedPoint(10, 3), torch.tensor(float(v)))
+                    q = public_precision(FixedPoint(10, 3), torch.tensor(float(v)))
                     return round(v * 10**q) / 10**q
 
                 ql, qw = digits(lr), digits(weight_decay)

@@ -5,8 +5,9 @@ from . import dispatch as _dispatch  # noqa: F401  (fills the torch dispatch tab
 from .cluster import Cluster
 from .coordinator import IterationRecord, PhaseCost, TrainingCoordinator
 from .module import export_module, reveal_module, share_module
+from .operands import PublicOperandWarning, public
 from .optim import SGD, Adam, AdamW, Optimizer
-from .tensor import PublicOperandWarning, SharedTensor, public
+from .tensor import SharedTensor
 
 __all__ = [
     "SGD",

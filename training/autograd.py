@@ -1,7 +1,7 @@
 """Reverse-mode autograd over SharedTensors (micrograd style).
 
 Each op records its parents and a backward rule next to its forward (see
-:mod:`training.tensor`). A gradient is either a SharedTensor or a public torch tensor
+:mod:`training.handle`). A gradient is either a SharedTensor or a public torch tensor
 (the seed of ``loss.backward()`` is the public 1), and the helpers here do arithmetic on
 either, so public gradients stay public and cost nothing until they meet a secret.
 """
@@ -13,16 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .operands import PublicOperandWarning
+
 if TYPE_CHECKING:
-    from .tensor import SharedTensor
+    from .handle import Handle
 
 Value = Any  # SharedTensor | torch.Tensor
-
-
-def is_shared(v: Value) -> bool:
-    from .tensor import SharedTensor
-
-    return isinstance(v, SharedTensor)
 
 
 def unbroadcast(grad: Value, shape: tuple[int, ...]) -> Value:
@@ -38,15 +34,15 @@ def unbroadcast(grad: Value, shape: tuple[int, ...]) -> Value:
     return out.reshape(shape)
 
 
-def backward(root: SharedTensor, gradient: Value | None = None) -> None:
+def backward(root: Handle, gradient: Value | None = None) -> None:
     """Accumulate d(root)/d(leaf) into ``leaf.grad`` for every leaf that requires grad."""
     if gradient is None:
         if root.numel() != 1:
             raise RuntimeError("grad can be implicitly created only for scalar outputs")
         gradient = torch.ones(root.shape)
-    order: list[SharedTensor] = []
+    order: list[Handle] = []
     seen: set[int] = set()
-    stack: list[tuple[SharedTensor, bool]] = [(root, False)]
+    stack: list[tuple[Handle, bool]] = [(root, False)]
     while stack:
         node, expanded = stack.pop()
         if expanded:
@@ -60,7 +56,6 @@ def backward(root: SharedTensor, gradient: Value | None = None) -> None:
             if parent.requires_grad and id(parent) not in seen:
                 stack.append((parent, False))
     grads: dict[int, Value] = {id(root): gradient}
-    from .tensor import PublicOperandWarning
 
     # Backward rules combine gradients with public factors on purpose (a product's public
     # operand, a matmul's public matrix): those are public already, no warning.

@@ -49,7 +49,7 @@ from protocols.params import NO_PARAMS, Params
 from protocols.reference import REFERENCES, TRUNCATING, Tolerance
 
 if TYPE_CHECKING:
-    from .tensor import SharedTensor
+    from .handle import Handle
 
 
 class UncheckedOpWarning(UserWarning):
@@ -89,7 +89,7 @@ def _encoding(fp: FixedPoint, prec: int) -> str:
     return f"base {fp.base} / precision {prec}"
 
 
-def check_range(t: SharedTensor, raw: torch.Tensor) -> torch.Tensor:
+def check_range(t: Handle, raw: torch.Tensor) -> torch.Tensor:
     """``raw`` decoded, or :class:`ValueOutOfRange` if a value exceeds the cluster's bound."""
     fp = t.fp.with_precision(t.prec)
     values = fp.decode(raw)
@@ -180,15 +180,15 @@ class ShadowChecker:
             self._warned.add(key)
             warnings.warn(UncheckedOpWarning(message), stacklevel=4)
 
-    def input(self, t: SharedTensor, encoded: torch.Tensor) -> None:
+    def input(self, t: Handle, encoded: torch.Tensor) -> None:
         """The coordinator shared ``t`` itself: its shadow is what it encoded."""
         t._shadow = Shadow(encoded.to(torch.float64))
 
     def issued(
         self,
         origin: Origin,
-        operands: Sequence[SharedTensor],
-        results: Sequence[SharedTensor],
+        operands: Sequence[Handle],
+        results: Sequence[Handle],
         params: Params | None,
     ) -> None:
         """Queue the check of one op (called as it is issued)."""

@@ -1,5 +1,11 @@
-"""``__torch_function__`` entries for the functional API, losses and layers (filled into
-:data:`training.tensor._TORCH` on import of :mod:`training`)."""
+"""The torch bindings of the function modules: ``__torch_function__`` entries for the
+functional API, losses and layers (filled into :data:`training.tensor._TORCH`), and the
+SharedTensor methods implemented there (``x.exp()``, ``x / y``, ``x.softmax(1)``, filled
+into :data:`training.handle.FUNCTIONS`), both on import of :mod:`training`.
+
+Binding here, in the one module that imports both the SharedTensor and the function
+modules, keeps the imports one-way: the function modules import the tensor, the tensor
+never imports them."""
 
 from __future__ import annotations
 
@@ -11,9 +17,15 @@ import torch.nn.functional as F
 
 from protocols.errors import UnsupportedOperation
 
-from . import functional as Fn
+from . import activations as act
+from . import composite as comp
 from . import layers as L
-from .tensor import _TORCH, SharedTensor, cat, stack
+from . import losses as loss
+from . import maxima as mx
+from . import range_reduction as rr
+from .handle import FUNCTIONS
+from .shaping import cat, stack
+from .tensor import _TORCH, SharedTensor
 
 
 def _shared_first(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -22,13 +34,13 @@ def _shared_first(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _max(x: Any, dim: Any = None, keepdim: bool = False, **kw: Any) -> Any:
     if not isinstance(x, SharedTensor):
-        return Fn.maximum(dim, x)
+        return mx.maximum(dim, x)
     return x.max(dim, keepdim)
 
 
 def _min(x: Any, dim: Any = None, keepdim: bool = False, **kw: Any) -> Any:
     if not isinstance(x, SharedTensor):
-        return -Fn.maximum(-dim, -x)
+        return -mx.maximum(-dim, -x)
     return x.min(dim, keepdim)
 
 
@@ -48,15 +60,15 @@ def _no_inplace(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
 
 
 def _relu6(x: Any, inplace: bool = False) -> Any:
-    return _no_inplace(Fn.hardtanh, "relu6")(x, 0.0, 6.0, inplace=inplace)
+    return _no_inplace(act.hardtanh, "relu6")(x, 0.0, 6.0, inplace=inplace)
 
 
 def _softmax(x: Any, dim: Any = None, _stacklevel: int = 3, dtype: Any = None) -> Any:
-    return Fn.softmax(x, dim)
+    return loss.softmax(x, dim)
 
 
 def _log_softmax(x: Any, dim: Any = None, _stacklevel: int = 3, dtype: Any = None) -> Any:
-    return Fn.log_softmax(x, dim)
+    return loss.log_softmax(x, dim)
 
 
 def _no_out(name: str, out: Any) -> None:
@@ -113,19 +125,19 @@ def _where(condition: Any, input: Any = None, other: Any = None, *, out: Any = N
             "torch.where(condition) (the positions of nonzeros) would reveal a shared "
             "condition; use torch.where(condition, input, other)"
         )
-    return Fn.where(condition, input, other)
+    return comp.where(condition, input, other)
 
 
 def _pow(input: Any, exponent: Any, *, out: Any = None) -> Any:
     _no_out("pow", out)
     if isinstance(input, SharedTensor):
-        return Fn.pow(input, exponent)
+        return comp.pow(input, exponent)
     if isinstance(input, torch.Tensor) and input.numel() != 1:
         raise UnsupportedOperation(
             "a public tensor ** SharedTensor is supported only for a scalar base; use "
             "torch.exp(x * base.log())"
         )
-    return Fn.rpow(input, exponent)
+    return comp.rpow(input, exponent)
 
 
 def _reduction(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -148,14 +160,14 @@ ENTRIES: dict[Any, Callable[..., Any]] = {
     **_comparisons(),
     torch.sign: lambda x, *, out=None: _checked_out("sign", out, x.sign),
     torch.where: _where,
-    torch.Tensor.where: lambda x, condition, y: Fn.where(condition, x, y),
+    torch.Tensor.where: lambda x, condition, y: comp.where(condition, x, y),
     torch.pow: _pow,
     torch.Tensor.pow: _pow,
     torch.Tensor.__pow__: _pow,
     torch.Tensor.__rpow__: lambda a, b: _pow(b, a),
-    torch.square: lambda x, *, out=None: _checked_out("square", out, lambda: Fn.pow(x, 2)),
-    torch.var: _reduction(Fn.var),
-    torch.std: _reduction(Fn.std),
+    torch.square: lambda x, *, out=None: _checked_out("square", out, lambda: comp.pow(x, 2)),
+    torch.var: _reduction(comp.var),
+    torch.std: _reduction(comp.std),
     torch.is_floating_point: lambda x: True,
     # local gathers and linear ops (issue 20)
     torch.narrow: lambda x, dim, start, length: x.narrow(dim, start, length),
@@ -180,32 +192,32 @@ ENTRIES: dict[Any, Callable[..., Any]] = {
     torch.ger: lambda a, b, *, out=None: _checked_out(
         "ger", out, lambda: a.outer(b) if isinstance(a, SharedTensor) else b.outer(a).t()
     ),
-    F.pad: Fn.pad,
+    F.pad: comp.pad,
     # activations
-    torch.sigmoid: Fn.sigmoid,
-    F.sigmoid: Fn.sigmoid,
-    torch.tanh: Fn.tanh,
-    F.tanh: Fn.tanh,
+    torch.sigmoid: act.sigmoid,
+    F.sigmoid: act.sigmoid,
+    torch.tanh: act.tanh,
+    F.tanh: act.tanh,
     F.softmax: _softmax,
     torch.softmax: _softmax,
     F.log_softmax: _log_softmax,
     torch.log_softmax: _log_softmax,
-    F.leaky_relu: _no_inplace(Fn.leaky_relu, "leaky_relu"),
-    F.hardtanh: _no_inplace(Fn.hardtanh, "hardtanh"),
+    F.leaky_relu: _no_inplace(act.leaky_relu, "leaky_relu"),
+    F.hardtanh: _no_inplace(act.hardtanh, "hardtanh"),
     F.relu6: _relu6,
-    F.softplus: Fn.softplus,
-    F.silu: _no_inplace(Fn.silu, "silu"),
-    torch.abs: Fn.abs_,
-    torch.clamp: Fn.clamp,
-    torch.clip: Fn.clamp,
+    F.softplus: act.softplus,
+    F.silu: _no_inplace(act.silu, "silu"),
+    torch.abs: act.abs_,
+    torch.clamp: act.clamp,
+    torch.clip: act.clamp,
     # smooth functions and division
-    torch.exp: Fn.exp,
-    torch.sin: Fn.sin,
-    torch.cos: Fn.cos,
-    torch.log: Fn.log,
-    torch.reciprocal: Fn.reciprocal,
-    torch.sqrt: Fn.sqrt,
-    torch.rsqrt: Fn.rsqrt,
+    torch.exp: rr.exp,
+    torch.sin: rr.sin,
+    torch.cos: rr.cos,
+    torch.log: rr.log,
+    torch.reciprocal: rr.reciprocal,
+    torch.sqrt: rr.sqrt,
+    torch.rsqrt: rr.rsqrt,
     torch.div: _div,
     torch.true_divide: _div,
     torch.Tensor.__truediv__: lambda a, b: b.__rtruediv__(a),
@@ -214,10 +226,10 @@ ENTRIES: dict[Any, Callable[..., Any]] = {
     torch.max: _max,
     torch.min: _min,
     torch.maximum: lambda a, b: (
-        Fn.maximum(a, b) if isinstance(a, SharedTensor) else Fn.maximum(b, a)
+        mx.maximum(a, b) if isinstance(a, SharedTensor) else mx.maximum(b, a)
     ),
-    torch.argmax: lambda x, dim=None, keepdim=False: Fn.argmax(x, dim, keepdim),
-    torch.argmin: lambda x, dim=None, keepdim=False: Fn.argmax(-x, dim, keepdim),
+    torch.argmax: lambda x, dim=None, keepdim=False: mx.argmax(x, dim, keepdim),
+    torch.argmin: lambda x, dim=None, keepdim=False: mx.argmax(-x, dim, keepdim),
     # shape ops
     torch.cat: lambda tensors, dim=0: cat(tensors, dim),
     torch.concat: lambda tensors, dim=0: cat(tensors, dim),
@@ -228,12 +240,12 @@ ENTRIES: dict[Any, Callable[..., Any]] = {
     torch.permute: lambda x, dims: x.permute(dims),
     torch.flip: lambda x, dims: x.flip(dims),
     # losses
-    F.mse_loss: Fn.mse_loss,
-    F.l1_loss: Fn.l1_loss,
-    F.cross_entropy: Fn.cross_entropy,
-    F.nll_loss: Fn.nll_loss,
-    F.binary_cross_entropy: Fn.binary_cross_entropy,
-    F.binary_cross_entropy_with_logits: Fn.binary_cross_entropy_with_logits,
+    F.mse_loss: loss.mse_loss,
+    F.l1_loss: loss.l1_loss,
+    F.cross_entropy: loss.cross_entropy,
+    F.nll_loss: loss.nll_loss,
+    F.binary_cross_entropy: loss.binary_cross_entropy,
+    F.binary_cross_entropy_with_logits: loss.binary_cross_entropy_with_logits,
     # layers
     F.conv2d: L.conv2d,
     F.conv1d: L.conv1d,
@@ -246,3 +258,32 @@ ENTRIES: dict[Any, Callable[..., Any]] = {
 }
 
 _TORCH.update(ENTRIES)
+
+METHODS: dict[str, Callable[..., Any]] = {
+    "abs": act.abs_,
+    "clamp": act.clamp,
+    "sigmoid": act.sigmoid,
+    "tanh": act.tanh,
+    "exp": rr.exp,
+    "log": rr.log,
+    "sin": rr.sin,
+    "cos": rr.cos,
+    "reciprocal": rr.reciprocal,
+    "sqrt": rr.sqrt,
+    "rsqrt": rr.rsqrt,
+    "div": rr.div,
+    "pow": comp.pow,
+    "rpow": comp.rpow,
+    "where": comp.where,
+    "var": comp.var,
+    "std": comp.std,
+    "maximum": mx.maximum,
+    "max_dim": mx.max_dim,
+    "argmax": mx.argmax,
+    "softmax": loss.softmax,
+    "log_softmax": loss.log_softmax,
+}
+"""The SharedTensor methods whose implementation is a function module's (see
+:func:`training.handle.function`)."""
+
+FUNCTIONS.update(METHODS)

@@ -10,8 +10,9 @@
 * ``max_pool2d``: windows gathered locally, a ReLU tournament over each window
   (``ceil(log2 k)`` rounds) keeping the arg-max one-hot; backward multiplies the gradient
   by the one-hot (1 round, no truncation) and scatters it back.
-* ``dropout``: identity in eval mode or with p = 0; refused in training mode (the parties
-  would need a jointly drawn mask).
+* ``dropout``: identity in eval mode or with p = 0; in training mode ``x * b / (1 - p)``
+  with a mask b of Bernoulli bits the provider deals as shares (kind ``dropout``: one
+  product, 1 round), so no one learns which units were dropped; backward by the same mask.
 * ``batch_norm``: training mode with batch statistics (mean, biased variance, rsqrt) and
   eval mode with the running statistics (shared buffers); see :func:`batch_norm`.
 """
@@ -27,8 +28,10 @@ from protocols.errors import ShapeError, UnsupportedOperation
 from protocols.layers import KEEP_UNITS
 from protocols.params import Params
 
-from . import functional as Fn
+from .approximation import require_bits
 from .autograd import Value
+from .maxima import max_dim
+from .range_reduction import rsqrt
 from .tensor import SharedTensor
 
 PAD_MIN = -1.0e4
@@ -269,7 +272,7 @@ def max_pool2d(
     if return_indices:
         raise UnsupportedOperation(
             "max_pool2d(return_indices=True): the indices are secret; use "
-            "training.functional.max_dim for a shared one-hot"
+            "training.maxima.max_dim for a shared one-hot"
         )
     x, unbatched = _pool_input(input, "max_pool2d")
     k = _pair(kernel_size, "kernel_size")
@@ -281,7 +284,7 @@ def max_pool2d(
         )
     xp = _pad(x, (p[0], p[0], p[1], p[1]), PAD_MIN)
     win = xp._take(_windows(tuple(xp.shape), k, s, dil))
-    out, _ = Fn.max_dim(win, -1)
+    out, _ = max_dim(win, -1)
     return out.squeeze(0) if unbatched else out
 
 
@@ -353,7 +356,7 @@ def batch_norm(
     x = input
     if not isinstance(x, SharedTensor):
         raise UnsupportedOperation("batch_norm expects a shared input")
-    Fn.require_bits(x, "batch_norm", base2=True)
+    require_bits(x, "batch_norm", base2=True)
     c = int(x.shape[1])
     dims = [0, *range(2, x.dim())]
     shape = [1, c] + [1] * (x.dim() - 2)
@@ -363,7 +366,7 @@ def batch_norm(
         mean = x.mean(dims, keepdim=True)
         xc = x - mean
         var = (xc**2).mean(dims, keepdim=True)
-        inv = Fn.rsqrt(var + eps)
+        inv = rsqrt(var + eps)
         if running_mean is not None and momentum is not None:
             with torch.no_grad():
                 _update_running(running_mean, mean.reshape(c), momentum)
@@ -376,7 +379,7 @@ def batch_norm(
         xc = x - mean
         rv = running_var
         inv = (
-            Fn.rsqrt(rv + eps).reshape(shape)
+            rsqrt(rv + eps).reshape(shape)
             if isinstance(rv, SharedTensor)
             else (torch.as_tensor(rv, dtype=torch.float64).add(eps).rsqrt().reshape(shape))
         )

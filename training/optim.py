@@ -11,7 +11,7 @@ Adam needs ``1 / (sqrt(v_hat) + eps)`` of a secret ``v_hat``, over a range of ~2
 *integer encodings* of the gradients (the square truncated by a public power of two that
 follows the bias correction's sum of weights, not by ``2**f``), so a gradient of 1e-4
 (6 units at 16 bits) still has ~40 units in ``v``; the first moment keeps ``f/4`` extra
-bits; ``rsqrt`` (:func:`training.functional.rsqrt`, 5 rounds, over [2**-f, 2**(f+8)))
+bits; ``rsqrt`` (:func:`training.range_reduction.rsqrt`, 5 rounds, over [2**-f, 2**(f+8)))
 returns ``2**(f/4) / sqrt`` so that large ``v`` keep their significant bits, and the bias
 corrections are public factors of the update. ``eps`` is added under the root
 (``rsqrt(v_hat + eps**2)``) beside a floor of about ``2**-(f-1)`` in gradient units
@@ -35,8 +35,9 @@ import torch
 
 from protocols.params import Params
 
-from . import functional as Fn
+from .approximation import frac_bits, require_bits
 from .precision import check_learning_rate, note_adam_eps
+from .range_reduction import rsqrt
 from .tensor import SharedTensor, cat
 
 
@@ -269,7 +270,7 @@ class Adam(Optimizer):
 
     def _check_params(self, ps: list[SharedTensor]) -> None:
         for p in ps:
-            Fn.require_bits(p, type(self).__name__, base2=True)
+            require_bits(p, type(self).__name__, base2=True)
 
     def _validate(self, group: dict[str, Any]) -> None:
         group["lr"] = _check_number("lr", group["lr"], positive=True)
@@ -346,9 +347,9 @@ class Adam(Optimizer):
             if len(pending) > 1
             else (pending[0][2].reshape(-1))
         )
-        f = Fn.frac_bits(flat)
+        f = frac_bits(flat)
         s = f // 4  # 2**s / sqrt(V): relative precision for V up to the domain's top
-        r_all = Fn.rsqrt(flat, (-f, f + 8), scale_bits=s)
+        r_all = rsqrt(flat, (-f, f + 8), scale_bits=s)
         offset = 0
         for p, m, x, step in pending:
             n = x.numel()

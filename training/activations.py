@@ -1,0 +1,113 @@
+"""Activations on SharedTensors: sigmoid, tanh, softplus, SiLU, leaky ReLU, clamp,
+hardtanh and abs.
+
+sigmoid and tanh use their odd symmetry, softplus its even part: one ReLU gives ``|x|``
+and the sign bit (1 round), the function on ``|x|`` is a piecewise degree-4 polynomial on
+the knots below (:mod:`training.approximation`), beyond the last knot a constant, and the
+sign is applied by one product with the bit: 5 rounds for sigmoid and tanh, 4 for
+softplus. Their backward rules are the analytic derivatives from the output
+(``y - y**2``, ``1 - y**2``) or from sigmoid (softplus). They need at least
+:data:`training.approximation.MIN_BITS` fractional bits.
+
+The piecewise-linear ones are ReLUs of shifted inputs and exact: leaky ReLU and abs one
+ReLU, clamp and hardtanh two side by side (1 round), at any encoding.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from protocols.errors import UnsupportedOperation
+
+from .approximation import (
+    abs_sign,
+    expect_shared,
+    knot_bits,
+    piecewise,
+    powers,
+    require_bits,
+    signed,
+)
+from .tensor import SharedTensor
+
+# Piecewise tables: (knots, function); a segment [k_i, k_{i+1}) has its own polynomial;
+# beyond the last knot the value is the constant ``tail``.
+SIGMOID_KNOTS = (0.0, 1.5, 3.0, 5.0, 8.0)
+TANH_KNOTS = (0.0, 0.75, 1.5, 2.5, 4.0)
+SOFTPLUS_KNOTS = (0.0, 1.5, 3.0, 5.0, 8.0, 12.0)
+
+
+def sigmoid(x: SharedTensor) -> SharedTensor:
+    """1/(1+e^-x): 0.5 + sign(x) h(|x|), h piecewise degree 4 on [0,1.5,3,5,8], then
+    0.5. 5 rounds."""
+    x = expect_shared(x, "sigmoid")
+    require_bits(x, "sigmoid")
+    with torch.no_grad():
+        t, b = abs_sign(x)
+        pw = powers(t)
+        h = piecewise(t, pw, "sigmoid_odd", SIGMOID_KNOTS, knot_bits(t, SIGMOID_KNOTS[1:]), 0.5)
+        y = signed(b, h) + 0.5
+    return x._record(y, [x], lambda g: (g * (y - y**2),))
+
+
+def tanh(x: SharedTensor) -> SharedTensor:
+    """sign(x) h(|x|), h piecewise degree 4 on [0,.75,1.5,2.5,4], then 1. 5 rounds."""
+    x = expect_shared(x, "tanh")
+    require_bits(x, "tanh")
+    with torch.no_grad():
+        t, b = abs_sign(x)
+        pw = powers(t)
+        h = piecewise(t, pw, "tanh", TANH_KNOTS, knot_bits(t, TANH_KNOTS[1:]), 1.0)
+        y = signed(b, h)
+    return x._record(y, [x], lambda g: (g * (1 - y**2),))
+
+
+def softplus(x: SharedTensor, beta: float = 1.0, threshold: float = 20.0) -> SharedTensor:
+    """log(1 + e^x) = relu(x) + h(|x|), h = log1p(exp(-t)) piecewise (0 beyond 12);
+    backward g * sigmoid(x). 4 rounds."""
+    x = expect_shared(x, "softplus")
+    require_bits(x, "softplus")
+    if beta != 1.0:
+        raise UnsupportedOperation("softplus: only beta=1 is supported; scale the input")
+    with torch.no_grad():
+        r = x.relu()
+        t = r * 2 - x
+        pw = powers(t)
+        h = piecewise(t, pw, "softplus_even", SOFTPLUS_KNOTS, knot_bits(t, SOFTPLUS_KNOTS[1:]), 0.0)
+        y = r + h
+    return x._record(y, [x], lambda g: (g * sigmoid(x.detach()),))
+
+
+def silu(x: SharedTensor) -> SharedTensor:
+    require_bits(expect_shared(x, "silu"), "silu")
+    return x * sigmoid(x)
+
+
+def leaky_relu(x: SharedTensor, negative_slope: float = 0.01) -> SharedTensor:
+    """slope x + (1 - slope) relu(x): one ReLU (1 round)."""
+    return x * float(negative_slope) + x.relu() * (1.0 - float(negative_slope))
+
+
+def clamp(x: SharedTensor, min: float | None = None, max: float | None = None) -> SharedTensor:
+    """lo + relu(x - lo) - relu(x - hi): two ReLUs side by side (1 round)."""
+    x = expect_shared(x, "clamp")
+    if isinstance(min, SharedTensor) or isinstance(max, SharedTensor):
+        raise UnsupportedOperation("clamp with shared bounds is not supported; use relu")
+    if min is None and max is None:
+        raise ValueError("clamp needs min or max")
+    if min is not None and max is not None:
+        lo, hi = float(min), float(max)
+        return (x - lo).relu() - (x - hi).relu() + lo
+    if min is not None:
+        return (x - float(min)).relu() + float(min)
+    assert max is not None
+    return x - (x - float(max)).relu()
+
+
+def hardtanh(x: SharedTensor, min_val: float = -1.0, max_val: float = 1.0) -> SharedTensor:
+    return clamp(x, min_val, max_val)
+
+
+def abs_(x: SharedTensor) -> SharedTensor:
+    """|x| = 2 relu(x) - x (1 round; backward by the ReLU's bit)."""
+    return x.relu() * 2 - expect_shared(x, "abs")

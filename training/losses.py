@@ -1,0 +1,360 @@
+"""Softmax, log-softmax and the losses on SharedTensors: MSE, L1, NLL, cross entropy and
+binary cross entropy (on probabilities and on logits).
+
+* softmax: ``e^(x - max) / sum``: the max along the dimension (a tournament,
+  :mod:`training.maxima`), ``exp`` for ``z <= 0`` (3 rounds), the reciprocal of the sum on
+  its known range [1, n] (7), one product. log-softmax takes ``z - log(sum)`` instead.
+  Backward rules from the same exponentials: ``y (g - sum(g y))``.
+* cross entropy: ``-(T * log_softmax(x)).sum()`` with public one-hot (or probability)
+  targets T, and the backward ``(softmax(x) rowsum(T) - T) / N`` from the same
+  exponentials, never differentiating the approximations; class weights, ignore_index
+  and label smoothing go into T, public.
+* MSE (one square) and L1 (one ReLU) work at any encoding; NLL is a public selection.
+* binary cross entropy: log on (0, 1] (its domain from :func:`log_domain`); with logits,
+  ``softplus(x) - t x`` with the backward ``sigmoid(x) - t``.
+
+Reductions follow torch (``mean``, ``sum``, ``none``); the deprecated ``size_average``
+/ ``reduce`` arguments are refused by name.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from protocols.errors import ShapeError, UnsupportedOperation
+
+from .activations import abs_, sigmoid, softplus
+from .approximation import expect_shared, require_bits
+from .autograd import Value
+from .maxima import max_dim
+from .operands import public
+from .range_reduction import exp_nonpositive, log, log_domain, reciprocal_positive
+from .tensor import SharedTensor
+
+
+def _denominator_domain(n: int) -> tuple[int, int]:
+    return 0, max(1, math.ceil(math.log2(max(n, 2)))) + 1
+
+
+def _softmax_parts(
+    x: SharedTensor, dim: int
+) -> tuple[SharedTensor, SharedTensor, SharedTensor, int]:
+    """(z = x - max, e = exp(z), S = sum e, n) along ``dim``, no autograd."""
+    with torch.no_grad():
+        m, _ = max_dim(x.detach(), dim, keepdim=True, need_onehot=False)
+        z = x.detach() - m
+        e = exp_nonpositive(z)
+        s = e.sum(dim, keepdim=True)
+    return z, e, s, int(x.shape[dim])
+
+
+def softmax(x: SharedTensor, dim: int | None = None, **kwargs: Any) -> SharedTensor:
+    """e^(x - max) / sum: max (ceil(log2 n) rounds), exp for z <= 0 (3), reciprocal of
+    the sum on [1, n] (7), product (1). Backward y (g - sum(g y))."""
+    x = expect_shared(x, "softmax")
+    require_bits(x, "softmax", base2=True)
+    d = -1 if dim is None else dim
+    _, e, s, n = _softmax_parts(x, d)
+    with torch.no_grad():
+        y = e * reciprocal_positive(s, _denominator_domain(n))
+
+    def back(g: Value) -> tuple[Value]:
+        return (y * (g - (g * y).sum(d, keepdim=True)),)
+
+    return x._record(y, [x], back)
+
+
+def log_softmax(x: SharedTensor, dim: int | None = None, **kwargs: Any) -> SharedTensor:
+    """z - log(sum e^z): max, exp (3), log of the sum on [1, n] (4). Backward
+    g - softmax * sum(g)."""
+    x = expect_shared(x, "log_softmax")
+    require_bits(x, "log_softmax", base2=True)
+    d = -1 if dim is None else dim
+    z, e, s, n = _softmax_parts(x, d)
+    dom = _denominator_domain(n)
+    with torch.no_grad():
+        y = z - log(s, dom)
+        p = e * reciprocal_positive(s, dom) if x.requires_grad else None
+
+    def back(g: Value) -> tuple[Value]:
+        assert p is not None
+        return (g - p * g.sum(d, keepdim=True),)
+
+    return x._record(y, [x], back)
+
+
+# -- losses -----------------------------------------------------------------------------------------
+
+
+def _reduce(v: SharedTensor, reduction: str, count: int | float | None = None) -> SharedTensor:
+    if reduction == "mean":
+        c = v.numel() if count is None else count
+        return v.sum() * (1.0 / c) if not float(c).is_integer() else v.sum() / int(c)
+    if reduction == "sum":
+        return v.sum()
+    if reduction == "none":
+        return v
+    raise ValueError(f"{reduction!r} is not a valid value for reduction")
+
+
+def _legacy(size_average: Any, reduce: Any, reduction: str) -> str:
+    if size_average is not None or reduce is not None:
+        raise UnsupportedOperation(
+            "size_average/reduce are deprecated and not supported; use reduction="
+        )
+    return reduction
+
+
+def _target(target: Any, like: SharedTensor, name: str) -> Any:
+    if isinstance(target, SharedTensor):
+        if tuple(target.shape) != tuple(like.shape):
+            raise ShapeError(
+                f"{name}: target shape {tuple(target.shape)} != input {tuple(like.shape)}"
+            )
+        return target
+    try:
+        t = torch.as_tensor(target, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise UnsupportedOperation(
+            f"{name}: cannot use a {type(target).__name__} target: {exc}"
+        ) from None
+    if tuple(t.shape) != tuple(like.shape):
+        raise ShapeError(f"{name}: target shape {tuple(t.shape)} != input {tuple(like.shape)}")
+    return t
+
+
+def _difference(
+    name: str,
+    input: Any,
+    target: Any,
+    size_average: Any,
+    reduce: Any,
+    reduction: str,
+    weight: Any,
+) -> tuple[SharedTensor, str]:
+    """``x - t`` (the shared one first) and the reduction, for the pointwise losses."""
+    if weight is not None:
+        raise UnsupportedOperation(f"{name}: weight= is not supported")
+    reduction = _legacy(size_average, reduce, reduction)
+    x, t = (input, target) if isinstance(input, SharedTensor) else (target, input)
+    return x - _target(t, x, name), reduction
+
+
+def mse_loss(
+    input: Any,
+    target: Any,
+    size_average: Any = None,
+    reduce: Any = None,
+    reduction: str = "mean",
+    weight: Any = None,
+) -> SharedTensor:
+    """mean/sum of (x - t)^2: one square (1 round)."""
+    diff, reduction = _difference(
+        "mse_loss", input, target, size_average, reduce, reduction, weight
+    )
+    return _reduce(diff**2, reduction)
+
+
+def l1_loss(
+    input: Any,
+    target: Any,
+    size_average: Any = None,
+    reduce: Any = None,
+    reduction: str = "mean",
+    weight: Any = None,
+) -> SharedTensor:
+    """mean/sum of |x - t|: one ReLU (1 round)."""
+    diff, reduction = _difference("l1_loss", input, target, size_average, reduce, reduction, weight)
+    return _reduce(abs_(diff), reduction)
+
+
+def _class_targets(
+    input: SharedTensor, target: Any, weight: Any, ignore_index: int, name: str
+) -> tuple[Any, float]:
+    """Public per-element weights T (N, C, ...) and the mean's denominator."""
+    if isinstance(target, SharedTensor):
+        if tuple(target.shape) == tuple(input.shape):
+            if weight is not None:
+                raise UnsupportedOperation(f"{name}: weight= with probability targets")
+            return target, float(target.numel() // input.shape[1] if input.dim() > 1 else 1)
+        raise UnsupportedOperation(
+            f"{name}: shared class indices cannot select entries; share one-hot targets "
+            "(F.one_hot(y, C).float()) as probabilities instead"
+        )
+    try:
+        t = torch.as_tensor(target)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise UnsupportedOperation(f"{name}: cannot use a {type(target).__name__} target") from exc
+    c = int(input.shape[1]) if input.dim() > 1 else int(input.shape[0])
+    if t.is_floating_point():
+        if tuple(t.shape) != tuple(input.shape):
+            raise ShapeError(
+                f"{name}: probability target shape {tuple(t.shape)} != {tuple(input.shape)}"
+            )
+        t64 = t.to(torch.float64)
+        if weight is not None:
+            w = torch.as_tensor(weight, dtype=torch.float64)
+            shape = [1] * input.dim()
+            shape[1 if input.dim() > 1 else 0] = c
+            t64 = t64 * w.reshape(shape)
+        return t64, float(t.numel() // c)
+    t = t.to(torch.int64)
+    want = tuple(input.shape[:1]) + tuple(input.shape[2:]) if input.dim() > 1 else ()
+    if tuple(t.shape) != want:
+        raise ShapeError(f"{name}: class-index target shape {tuple(t.shape)}, expected {want}")
+    valid = t != ignore_index
+    safe = torch.where(valid, t, torch.zeros_like(t))
+    if bool(((safe < 0) | (safe >= c)).any()):
+        raise ShapeError(f"{name}: class index out of range [0, {c})")
+    onehot = torch.nn.functional.one_hot(safe, c).to(torch.float64)
+    onehot = onehot * valid.unsqueeze(-1)
+    w = (
+        torch.ones(c, dtype=torch.float64)
+        if weight is None
+        else torch.as_tensor(weight, dtype=torch.float64)
+    )
+    onehot = onehot * w
+    denom = float((w[safe] * valid).sum())
+    if input.dim() > 1:
+        onehot = onehot.movedim(-1, 1)
+    return onehot, denom
+
+
+def nll_loss(
+    input: Any,
+    target: Any,
+    weight: Any = None,
+    size_average: Any = None,
+    ignore_index: int = -100,
+    reduce: Any = None,
+    reduction: str = "mean",
+) -> SharedTensor:
+    """-(log-probs at the targets): a public one-hot selection (local)."""
+    x = expect_shared(input, "nll_loss")
+    reduction = _legacy(size_average, reduce, reduction)
+    t, denom = _class_targets(x, target, weight, ignore_index, "nll_loss")
+    picked = x * t
+    cdim = 1 if x.dim() > 1 else 0
+    per = -(picked.sum(cdim))
+    if reduction == "mean":
+        return per.sum() * (1.0 / denom) if not denom.is_integer() else per.sum() / int(denom)
+    return _reduce(per, reduction)
+
+
+def cross_entropy(
+    input: Any,
+    target: Any,
+    weight: Any = None,
+    size_average: Any = None,
+    ignore_index: int = -100,
+    reduce: Any = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> SharedTensor:
+    """-(T * log_softmax(x)).sum(); the backward is (softmax(x) rowsum(T) - T) / N from
+    the same exponentials (no differentiation of the approximations)."""
+    x = expect_shared(input, "cross_entropy")
+    require_bits(x, "cross_entropy", base2=True)
+    reduction = _legacy(size_average, reduce, reduction)
+    t, denom = _class_targets(x, target, weight, ignore_index, "cross_entropy")
+    cdim = 1 if x.dim() > 1 else 0
+    c = int(x.shape[cdim])
+    if label_smoothing:
+        if isinstance(t, SharedTensor):
+            t = t * (1.0 - label_smoothing) + label_smoothing / c
+        else:
+            rows = t.sum(cdim, keepdim=True)
+            t = t * (1.0 - label_smoothing) + rows * (label_smoothing / c)
+    z, e, s, n = _softmax_parts(x, cdim)
+    dom = _denominator_domain(n)
+    with torch.no_grad():
+        lsm = z - log(s, dom)
+        indices = isinstance(target, torch.Tensor) and not target.is_floating_point()
+        per = -((lsm * (public(t) if indices else t)).sum(cdim))  # class indices: public
+        if reduction == "mean":
+            loss = per.sum() * (1.0 / denom) if not denom.is_integer() else per.sum() / int(denom)
+        elif reduction in ("sum", "none"):
+            loss = _reduce(per, reduction)
+        else:
+            raise ValueError(f"{reduction!r} is not a valid value for reduction")
+        p = e * reciprocal_positive(s, dom) if x.requires_grad else None
+    rows = t.sum(cdim, keepdim=True)
+
+    def back(g: Value) -> tuple[Value]:
+        assert p is not None
+        grad = p * rows - t
+        if reduction == "mean":
+            return (grad * (g / denom),)
+        if reduction == "none":
+            return (grad * g.unsqueeze(cdim),)
+        return (grad * g,)
+
+    return x._record(loss, [x], back)
+
+
+def binary_cross_entropy(
+    input: Any,
+    target: Any,
+    weight: Any = None,
+    size_average: Any = None,
+    reduce: Any = None,
+    reduction: str = "mean",
+) -> SharedTensor:
+    """-(t log p + (1-t) log(1-p)); log on (0, 1]; backward (p - t) / (p (1 - p))."""
+    p = expect_shared(input, "binary_cross_entropy")
+    require_bits(p, "binary_cross_entropy", base2=True)
+    reduction = _legacy(size_average, reduce, reduction)
+    t = _target(target, p, "binary_cross_entropy")
+    if weight is not None:
+        raise UnsupportedOperation("binary_cross_entropy: weight= is not supported")
+    klo, _ = log_domain(p)
+    dom = (klo, 1)
+    with torch.no_grad():
+        per = -(log(p.detach(), dom) * t + log(1.0 - p.detach(), dom) * (1.0 - t))
+        loss = _reduce(per, reduction)
+    count = p.numel()
+
+    def back(g: Value) -> tuple[Value]:
+        q = p.detach()
+        r = reciprocal_positive(q - q**2, (klo, 0))
+        grad = (q - t) * r
+        if reduction == "mean":
+            return (grad * (g / count),)
+        return (grad * g,)
+
+    return p._record(loss, [p], back)
+
+
+def binary_cross_entropy_with_logits(
+    input: Any,
+    target: Any,
+    weight: Any = None,
+    size_average: Any = None,
+    reduce: Any = None,
+    reduction: str = "mean",
+    pos_weight: Any = None,
+) -> SharedTensor:
+    """softplus(x) - t x; backward (sigmoid(x) - t) / N."""
+    x = expect_shared(input, "binary_cross_entropy_with_logits")
+    require_bits(x, "binary_cross_entropy_with_logits", base2=True)
+    reduction = _legacy(size_average, reduce, reduction)
+    if weight is not None or pos_weight is not None:
+        raise UnsupportedOperation(
+            "binary_cross_entropy_with_logits: weight=/pos_weight= are not supported"
+        )
+    t = _target(target, x, "binary_cross_entropy_with_logits")
+    with torch.no_grad():
+        per = softplus(x.detach()) - x.detach() * t
+        loss = _reduce(per, reduction)
+    count = x.numel()
+
+    def back(g: Value) -> tuple[Value]:
+        grad = sigmoid(x.detach()) - t
+        if reduction == "mean":
+            return (grad * (g / count),)
+        return (grad * g,)
+
+    return x._record(loss, [x], back)

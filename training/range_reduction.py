@@ -1,0 +1,371 @@
+"""Smooth functions computed after a range reduction: exp, log, reciprocal, sqrt, rsqrt,
+division by a share, sin and cos.
+
+* **exp**: range reduction by integers: bits ``[x >= k]`` for every integer k in the
+  domain give ``k`` and ``e**k`` linearly, ``u = x - k`` in [0, 1) and ``exp(x) =
+  e**k * p(u)`` with a degree-4 ``p``. The input is clamped to the domain first: above
+  ln(0.99 max_value) (10.38 at 2/16) e^x does not encode, so exp saturates there.
+  Softmax uses a cheaper ``exp`` for ``x <= 0`` (4 knots, no clamp).
+* **range normalisation by powers of two** (log, reciprocal, sqrt, rsqrt): bits
+  ``[x >= 2**k]`` (1 round) select, linearly, ``s = 2**-k`` and the constants ``k``,
+  ``2**(k/2)``; ``m = x * s`` lies in [1, 2) (1 round; :class:`_Norm`). Then a degree-4
+  polynomial in ``m - 1`` (log, sqrt, rsqrt) or Newton-Raphson for ``1/m`` from the
+  linear start ``24/17 - 8/17 m`` (the classic 48/17 - 32/17 m' start for m' = m/2 in
+  [1/2, 1), relative error 1/17; 2 iterations leave (1/17)**4 < 1.2e-5).
+  ``s = 2**-k`` must be exact in fixed point, hence base 2: with f fractional bits the
+  domain is [2**-(f//2), 2**(31-f)), every encodable value above 2**-(f//2) (sqrt: from
+  2**-f). Below it (0, negative or tiny inputs) the knot 2**klo itself selects m = 1 and
+  the constants of klo: a documented clamp (log -> ln 2**klo, reciprocal -> +-2**-klo,
+  rsqrt -> 2**(-klo/2), sqrt -> 0), never garbage; the input is private, so a range
+  check would have to reveal it.
+* **sin / cos**: reduction by 2 pi (a local truncation to an integer multiple), then
+  symmetry and a polynomial in ``z**2``.
+
+The pieces (fits, powers, selections) are :mod:`training.approximation`'s.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import pairwise
+from typing import Any
+
+import torch
+
+from protocols.errors import UnsupportedOperation
+from protocols.params import Params
+
+from .activations import clamp
+from .approximation import (
+    abs_sign,
+    expect_shared,
+    fit,
+    frac_bits,
+    knot_bits,
+    knot_bits_batched,
+    poly,
+    powers,
+    require_bits,
+    select,
+    signed,
+)
+from .tensor import SharedTensor
+
+EXP_NEG_KNOTS = (-12.0, -6.0, -3.0, -1.5, 0.0)
+
+
+def exp_domain(x: SharedTensor) -> tuple[int, float]:
+    """[lo, hi] to which ``exp``'s input is clamped: below the integer lo, e^x is under
+    the resolution (e^lo < u/4); hi = ln(0.99 max_value) (10.38 at 2/16): above it e^x
+    does not encode (|v| < 2**31 / scale), so exp saturates there, documented and tested
+    (``tests/test_functional.py::test_exp_saturates_where_the_encoding_ends``)."""
+    f = frac_bits(x)
+    lo = -math.ceil(f * math.log(2)) - 1
+    hi = math.floor(math.log(0.99 * x.fp.max_value) * 1000) / 1000
+    return lo, hi
+
+
+_EXP_PRODUCT_BITS = 44
+"""Products in ``exp`` stay below 2**44 raw (local truncation fails with probability
+|x| / 2**64, here < 2**-20 per element)."""
+
+
+def exp(x: SharedTensor) -> SharedTensor:
+    """e^x: clamp to :func:`exp_domain` (1 round), bits [x >= k] for the domain's integers
+    (1 round), u = x - k and u^2 (1), u^3 u^4 (1), times e^k (1): 5 rounds. Backward g y.
+
+    e^k is selected linearly from the bits as integers at precision 0 (a product by them
+    needs no truncation; the product is then divided by a power of two, one local
+    truncation), in two parts so that no product exceeds 2**44 raw: ``round(e^k 2**f)``
+    for k up to K0 (7 at 2/16) and ``round(e^k 2**q)`` above (q = 44 - f -
+    log2(max_value) - 1, 12 at 2/16; relative error below 2**-q e^-K0 ~ 2e-7)."""
+    x = expect_shared(x, "exp")
+    require_bits(x, "exp")
+    lo, hi = exp_domain(x)
+    f = frac_bits(x)
+    log2e = 1.0 / math.log(2)
+    k0 = math.floor((_EXP_PRODUCT_BITS - 2 * f) / log2e) - 1
+    q = _EXP_PRODUCT_BITS - f - math.ceil(math.log2(x.fp.max_value)) - 1
+    with torch.no_grad():
+        xc = clamp(x, float(lo), hi)
+        ks = list(range(lo + 1, math.floor(hi) + 1))
+        bits = knot_bits(xc, ks)
+        kk: Any = float(lo)
+        # e^k selected as integers round(e^k 2**f) (k <= K0) and round(e^k 2**q) (above):
+        # public integer factors of the bits are exact, so the selected e^k is off by at
+        # most half a unit (a selection through public reals truncated once per term:
+        # up to ~10 u).
+        lo_int: Any = round(math.exp(lo) * 2**f)
+        hi_int: Any = None
+        prev_lo, prev_hi = lo_int, 0
+        for k, b in zip(ks, bits, strict=True):
+            kk = b * 1 + kk
+            e_lo = round(math.exp(k) * 2**f) if k <= k0 else 0
+            e_hi = round(math.exp(k) * 2**q) if k > k0 else 0
+            if e_lo != prev_lo:
+                lo_int = b * (e_lo - prev_lo) + lo_int
+            if e_hi != prev_hi:
+                term = b * (e_hi - prev_hi)
+                hi_int = term if hi_int is None else term + hi_int
+            prev_lo, prev_hi = e_lo, e_hi
+        u = xc - kk
+        p = poly(powers(u), fit("exp", 0.0, 1.0))
+        y = (p * lo_int) / 2**f
+        if hi_int is not None:
+            y = y + (p * hi_int) / 2**q
+    return x._record(y, [x], lambda g: (g * y,))
+
+
+def exp_nonpositive(z: SharedTensor) -> SharedTensor:
+    """e^z for z <= 0 (softmax after subtracting the max): piecewise degree 4 on
+    [-12,-6,-3,-1.5,0] and 0 below -12; 3 rounds, no backward (callers record theirs)."""
+    with torch.no_grad():
+        pw = powers(z)
+        polys = [poly(pw, fit("exp", a, b)) for a, b in pairwise(EXP_NEG_KNOTS[:-1])]
+        # the last polynomial covers [-1.5, 0] and goes on above 0 (tiny overshoot of z)
+        polys.append(poly(pw, fit("exp", EXP_NEG_KNOTS[-2], EXP_NEG_KNOTS[-1])))
+        return select(knot_bits(z, EXP_NEG_KNOTS[:-1]), [0.0, *polys])
+
+
+def log_domain(x: SharedTensor) -> tuple[int, int]:
+    """Exponents [klo, khi): inputs in [2**klo, 2**khi) are normalised exactly. At base 2
+    khi covers every encodable value (|v| < 2**(31 - f)); below 2**klo the functions
+    clamp (see :class:`_Norm`)."""
+    f = frac_bits(x)
+    khi = 31 - f if x.fp.base == 2 else x.fp.precision
+    return -(f // 2), khi
+
+
+def _top_knot(x: SharedTensor) -> int:
+    """The largest k with 2**k encodable as a public operand of ``x``."""
+    return math.floor(math.log2(x.fp.max_value)) - 1
+
+
+class _Norm:
+    """x = m * 2**k with m in [1, 2): bits, m, and linear selections of constants.
+
+    Knots above the largest encodable public constant 2**J are compared on ``x / 2**J``
+    (a local truncation), and their ``m`` is ``(x / 2**J) * 2**-(k - J)``: one more
+    product in the same round. Constants ``fn(k)`` for such k are still selected at the
+    handle's precision (so e.g. ``2**(-k/2)`` loses relative precision there).
+
+    ``below=True`` (the functions' default domains) adds the knot 2**klo itself: an input
+    below it (0, a negative value, or a positive one too small for the function's
+    accuracy) gets ``m = 1`` exactly and the constants' ``low`` values (by default those
+    of k = klo), i.e. a documented clamp to 2**klo instead of the garbage an
+    unnormalised ``m`` would give (log(0) was -7.28, reciprocal(0) 1446). Free in
+    rounds: one more element per input in the same comparison op, and the selections
+    stay linear."""
+
+    def __init__(
+        self, x: SharedTensor, domain: tuple[int, int] | None = None, *, below: bool = False
+    ) -> None:
+        klo, khi = domain if domain is not None else log_domain(x)
+        self.klo = klo
+        self.below = below
+        self.prec = x.fp.precision
+        self.ks = list(range(klo if below else klo + 1, khi))
+        top = _top_knot(x)
+        low = [k for k in self.ks if k <= top]
+        high = [k for k in self.ks if k > top]
+        if not high:
+            self.bits = knot_bits_batched([(x, [2.0**k for k in low])])
+            self.m = x * self.const(lambda k: 2.0**-k, low=0.0)
+        else:
+            xh = x / 2**top
+            self.bits = knot_bits_batched(
+                [(x, [2.0**k for k in low]), (xh, [2.0 ** (k - top) for k in high])]
+            )
+            # s_low selects 2**-k while k <= top and drops to 0 above; s_high takes over
+            s_low = self.const(lambda k: 2.0**-k if k <= top else 0.0, low=0.0)
+            s_high = self.const(lambda k: 2.0 ** -(k - top) if k > top else 0.0, low=0.0)
+            self.m = x * s_low + xh * s_high
+        if below:
+            self.m = self.m + self.const(lambda k: 0.0, low=1.0)
+
+    def const(self, fn: Any, low: float | None = None) -> Any:
+        """sum over the selected k of fn(k), linear in the bits (local); ``low`` is the
+        value below 2**klo (with ``below``; default fn(klo))."""
+        start = fn(self.klo) if (low is None or not self.below) else low
+        out: Any = start
+        prev = start
+        for k, b in zip(self.ks, self.bits, strict=True):
+            value = fn(k)
+            d = value - prev
+            prev = value
+            if d == 0.0:
+                continue
+            term = b * d
+            if not isinstance(out, SharedTensor) and float(out) != round(float(out)):
+                term = term._at_prec(max(term.prec, self.prec))  # keep out's digits
+            out = term + out if isinstance(out, SharedTensor) else term + float(out)
+        return out
+
+
+def _below(domain: tuple[int, int] | None, below: bool | None) -> bool:
+    return domain is None if below is None else below
+
+
+def sqrt_domain(x: SharedTensor) -> tuple[int, int]:
+    """sqrt normalises every positive encoding (from one unit, 2**-f): its result is
+    small where its input has few digits, so the absolute error stays ~2**-(f/2 + 1)."""
+    _, khi = log_domain(x)
+    return -frac_bits(x), khi
+
+
+def log(
+    x: SharedTensor, domain: tuple[int, int] | None = None, *, below: bool | None = None
+) -> SharedTensor:
+    """ln x for x > 0: k ln 2 + p(m - 1), p of degree 4 on [0, 1]. 4 rounds.
+    Backward g * reciprocal(x).
+
+    Domain (default) [2**-(f//2), 2**(31-f)): every encodable value above 2**-8 at 2/16.
+    Below it, including 0 and negative inputs, the result is ln(2**-(f//2)) (-5.545 at
+    2/16): a documented clamp (the input is private; checking it would reveal it)."""
+    x = expect_shared(x, "log")
+    require_bits(x, "log", base2=True)
+    with torch.no_grad():
+        n = _Norm(x, domain, below=_below(domain, below))
+        u = n.m - 1.0
+        y = poly(powers(u), fit("log1p", 0.0, 1.0)) + n.const(lambda k: k * math.log(2))
+    return x._record(y, [x], lambda g: (g * reciprocal_positive(x.detach(), domain, below=below),))
+
+
+def reciprocal_positive(
+    x: SharedTensor, domain: tuple[int, int] | None = None, *, below: bool | None = None
+) -> SharedTensor:
+    """1/x for x > 0: (1/m) s, 1/m by 2 Newton-Raphson steps from 24/17 - 8/17 m.
+    7 rounds. Backward -g y^2. Below the domain (default: x < 2**-(f//2)) the result is
+    2**(f//2) (256 at 2/16), as :class:`_Norm` says."""
+    x = expect_shared(x, "reciprocal")
+    require_bits(x, "reciprocal", base2=True)
+    with torch.no_grad():
+        n = _Norm(x, domain, below=_below(domain, below))
+        m = n.m
+        y = m * (-8.0 / 17.0) + 24.0 / 17.0  # 48/17 - 32/17 (m/2), halved
+        for _ in range(2):
+            y = y * (2.0 - m * y)
+        out = y * n.const(lambda k: 2.0**-k)
+    return x._record(out, [x], lambda g: (-(g * out**2),))
+
+
+def reciprocal(x: SharedTensor) -> SharedTensor:
+    """1/x for x != 0: |x| and the sign from one ReLU, then :func:`reciprocal_positive`
+    and one product with the sign. 9 rounds.
+
+    Domain |x| in [2**-(f//2), 2**(31-f)) ([0.0039, 32768) at 2/16: every encodable value
+    above 2**-8). For |x| < 2**-8 the result is +-2**8 = +-256 with the sign of x
+    (reciprocal(0) = +256, torch: inf): a documented clamp, since the input is private
+    and below 2**-8 its encoding has fewer than 8 significant bits anyway."""
+    x = expect_shared(x, "reciprocal")
+    require_bits(x, "reciprocal", base2=True)
+    with torch.no_grad():
+        t, b = abs_sign(x)
+        out = signed(b, reciprocal_positive(t))
+    return x._record(out, [x], lambda g: (-(g * out**2),))
+
+
+def sqrt(
+    x: SharedTensor, domain: tuple[int, int] | None = None, *, below: bool | None = None
+) -> SharedTensor:
+    """sqrt(x) for x >= 0: 2**(k/2) sqrt(m), sqrt(m) = p(m - 1) degree 4. 5 rounds.
+    Backward g * 0.5 * rsqrt(x).
+
+    Domain (default): every positive encoding, [2**-f, 2**(31-f)); 0 and negative inputs
+    give exactly 0 (documented; torch gives nan for x < 0). The backward at x below
+    2**-(f//2) is rsqrt's clamp, 2**(f//4 - 1) (8 at 2/16; torch: inf at 0)."""
+    x = expect_shared(x, "sqrt")
+    require_bits(x, "sqrt", base2=True)
+    with torch.no_grad():
+        n = _Norm(x, domain if domain is not None else sqrt_domain(x), below=_below(domain, below))
+        p = poly(powers(n.m - 1.0), fit("sqrt1p", 0.0, 1.0))
+        y = p * n.const(lambda k: 2.0 ** (k / 2), low=0.0)
+    return x._record(y, [x], lambda g: (g * (rsqrt(x.detach(), None) * 0.5),))
+
+
+def rsqrt(
+    x: SharedTensor,
+    domain: tuple[int, int] | None = None,
+    *,
+    scale_bits: int = 0,
+    below: bool | None = None,
+) -> SharedTensor:
+    """1/sqrt(x) for x > 0: 2**(-k/2) p(m - 1). 5 rounds. Backward -g y^3 / 2.
+    Default domain as :func:`log`; below it the result is 2**(f//4) (16 at 2/16).
+
+    ``scale_bits`` s > 0 returns ``2**s / sqrt(x)`` (no autograd): the selected constants
+    ``2**(s - k/2)`` keep s more significant bits for large x, where ``2**(-k/2)`` is only
+    a few units of the encoding."""
+    x = expect_shared(x, "rsqrt")
+    require_bits(x, "rsqrt", base2=True)
+    if scale_bits and torch.is_grad_enabled() and x.requires_grad:
+        raise UnsupportedOperation("rsqrt(scale_bits=...) has no backward; use no_grad")
+    with torch.no_grad():
+        n = _Norm(x, domain, below=_below(domain, below))
+        p = poly(powers(n.m - 1.0), fit("recip_sqrt1p", 0.0, 1.0))
+        y = p * n.const(lambda k: 2.0 ** (scale_bits - k / 2))
+    return x._record(y, [x], lambda g: (-(g * (y**2 * y) * 0.5),))
+
+
+def div(a: Any, b: SharedTensor) -> SharedTensor:
+    """a / b for a shared b (nonzero): a * reciprocal(b)."""
+    require_bits(b, "division by a SharedTensor", base2=True)
+    return reciprocal(b) * a if not isinstance(a, SharedTensor) else a * reciprocal(b)
+
+
+# -- sin / cos ----------------------------------------------------------------------------------
+
+_TWO_PI_BITS = 24
+"""2 pi is multiplied in as the integer round(2 pi 2**24) (an exact public integer product)
+and the result truncated to the handle's precision, so r = x - 2 pi k carries ~u of error
+for every encodable x instead of k 2**-17 from a 16-bit 2 pi."""
+
+
+def _reduce_angle(x: SharedTensor) -> SharedTensor:
+    """r = x - 2 pi k in (-2 pi, 2 pi): k = floor(x / 2 pi) (or one more) by one local
+    truncation of x / 2 pi to an integer (precision 0): the truncation's one-unit error
+    only moves r by one period, which sin does not see. Local, no rounds."""
+    f = x.fp.precision
+    t = x * (1.0 / (2 * math.pi))
+    k = t._op("trunc", [], t.shape, Params(d=x.fp.base**t.prec), prec=0)
+    shift = x.fp.base**_TWO_PI_BITS if x.fp.base == 2 else None
+    if shift is None or f >= _TWO_PI_BITS:
+        k2pi = k * (2 * math.pi)
+    else:
+        big = k * round(2 * math.pi * shift)  # precision 0 holding k 2 pi 2**24
+        k2pi = big._op("trunc", [], big.shape, Params(d=2 ** (_TWO_PI_BITS - f)), prec=f)
+    return x - k2pi
+
+
+def _sin_core(x: SharedTensor) -> SharedTensor:
+    """sin(x) for any encodable x, no autograd. r = x - 2 pi k (local); w = r - pi sgn(r)
+    in [-pi, pi) with sin(x) = -sin(w) (1 comparison); |w| and its sign (1 ReLU); z = |w|
+    - pi/2 in [-pi/2, pi/2] and sin|w| = cos(z), a degree-4 least-squares polynomial in
+    z**2 (fit error 4.7e-8; z**2, z**4, z**6 z**8: 3 rounds); the sign (1 product, no
+    truncation). 6 rounds."""
+    with torch.no_grad():
+        r = _reduce_angle(x)
+        b = r.drelu()
+        w = r + math.pi - b * (2 * math.pi)
+        a, sb = abs_sign(w)
+        z2 = (a - math.pi / 2) ** 2
+        c = poly(powers(z2), fit("cos_sqrt", 0.0, math.pi**2 / 4))
+        return (1 - sb * 2) * c
+
+
+def sin(x: SharedTensor) -> SharedTensor:
+    """torch.sin: range reduction by 2 pi (local, every encodable x), then symmetry and a
+    polynomial (:func:`_sin_core`): 6 rounds. Backward g cos(x) (6 more)."""
+    x = expect_shared(x, "sin")
+    require_bits(x, "sin", base2=True)
+    y = _sin_core(x)
+    return x._record(y, [x], lambda g: (g * _sin_core(x.detach() + math.pi / 2),))
+
+
+def cos(x: SharedTensor) -> SharedTensor:
+    """torch.cos = sin(x + pi/2): 6 rounds. Backward -g sin(x)."""
+    x = expect_shared(x, "cos")
+    require_bits(x, "cos", base2=True)
+    with torch.no_grad():
+        y = _sin_core(x + math.pi / 2)
+    return x._record(y, [x], lambda g: (-(g * _sin_core(x.detach())),))
