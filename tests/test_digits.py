@@ -24,7 +24,7 @@ from torch import nn
 from protocols.errors import UnsupportedOperation
 from training import Cluster, export_module, launch, reveal_module
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.handle import NotCopyable
+from training.errors import NotCopyable
 
 FP = {"precision": 16, "base": 2}
 

@@ -184,7 +184,10 @@ class Arithmetic(Shaping):
         return self._record(out, [self], lambda g: ((pt @ g) if left else (g @ pt),))
 
     # -- shape ops ---------------------------------------------------------------------------
-    def sum(self, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> Self:
+    def sum(
+        self, dim: int | Sequence[int] | None = None, keepdim: bool = False, *, axis: Any = None
+    ) -> Self:
+        dim = axis if dim is None else dim  # numpy's name, which torch accepts too
         if dim is None:
             dims = None
             shape: tuple[int, ...] = ()
@@ -206,8 +209,10 @@ class Arithmetic(Shaping):
 
         return self._record(out, [self], back)
 
-    def mean(self, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> Self:
-        total = self.sum(dim, keepdim)
+    def mean(
+        self, dim: int | Sequence[int] | None = None, keepdim: bool = False, *, axis: Any = None
+    ) -> Self:
+        total = self.sum(axis if dim is None else dim, keepdim)
         return total / (self.numel() // max(total.numel(), 1))
 
     def trace(self) -> Self:
@@ -277,3 +282,30 @@ class Arithmetic(Shaping):
 
     def clone(self) -> Self:
         return self + 0
+
+    # -- method forms of the operators (torch.Tensor.add, ...; CrypTen writes these) -----
+    def add(self, other: Any, *, alpha: Any = 1) -> Self:
+        """``self + alpha * other``."""
+        return self + (other if alpha == 1 else other * alpha)
+
+    def sub(self, other: Any, *, alpha: Any = 1) -> Self:
+        """``self - alpha * other``."""
+        return self - (other if alpha == 1 else other * alpha)
+
+    def mul(self, other: Any) -> Self:
+        return self * other
+
+    def div(self, other: Any, *, rounding_mode: str | None = None) -> Self:
+        if rounding_mode is not None:
+            raise UnsupportedOperation(
+                "SharedTensor.div with rounding_mode is not supported (true division only)"
+            )
+        return self / other
+
+    def matmul(self, other: Any) -> Self:
+        return self @ other
+
+    def neg(self) -> Self:
+        return -self
+
+    subtract, multiply, divide, true_divide, mm, negative = sub, mul, div, div, matmul, neg

@@ -140,6 +140,35 @@ def _pow(input: Any, exponent: Any, *, out: Any = None) -> Any:
     return comp.rpow(input, exponent)
 
 
+def _refuse_module_conversion(*args: Any) -> Any:
+    """torch asks this (``_has_compatible_shallow_copy_type``) only from
+    ``nn.Module._apply``: ``model.to(...)``, ``.cpu()``, ``.double()`` of a shared module."""
+    raise UnsupportedOperation(
+        "model.to(...) / .cpu() / .double() / .half() of a shared module cannot replace its "
+        "SharedTensor parameters: move or convert the plaintext model before sharing "
+        "(`model = Net().to(device)`, then cluster.share_module(model)); the shares stay "
+        "in the parties' CPU memory, so a shared model needs no device"
+    )
+
+
+def _like(fill: float | None) -> Callable[..., Any]:
+    """``torch.zeros_like(x)`` and friends: a new SharedTensor shaped like x (see
+    :meth:`training.idioms.Idioms.new_full`)."""
+
+    def run(
+        x: Any, value: Any = None, *, dtype: Any = None, requires_grad: bool = False, **kw: Any
+    ) -> Any:
+        device = kw.pop("device", None)
+        kw.pop("memory_format", None)
+        if kw.pop("layout", None) not in (None, torch.strided) or kw:
+            raise UnsupportedOperation(f"torch.*_like: unsupported arguments {sorted(kw)}")
+        like = x.to(device) if device is not None else x  # refuses devices but the CPU
+        v = value if fill is None else fill
+        return like.new_full(tuple(x.shape), v, dtype=dtype, requires_grad=requires_grad)
+
+    return run
+
+
 def _reduction(fn: Callable[..., Any]) -> Callable[..., Any]:
     def run(
         x: Any,
@@ -169,6 +198,15 @@ ENTRIES: dict[Any, Callable[..., Any]] = {
     torch.var: _reduction(comp.var),
     torch.std: _reduction(comp.std),
     torch.is_floating_point: lambda x: True,
+    # PyTorch habits (training.idioms)
+    torch._has_compatible_shallow_copy_type: _refuse_module_conversion,
+    torch.Tensor.view_as: lambda a, b: a.reshape(tuple(b.shape)),  # a public a, a shared b
+    torch.Tensor.reshape_as: lambda a, b: a.reshape(tuple(b.shape)),
+    torch.Tensor.expand_as: lambda a, b: a.expand(tuple(b.shape)),
+    torch.zeros_like: _like(0.0),
+    torch.ones_like: _like(1.0),
+    torch.empty_like: _like(0.0),
+    torch.full_like: _like(None),
     # local gathers and linear ops (issue 20)
     torch.narrow: lambda x, dim, start, length: x.narrow(dim, start, length),
     torch.index_select: lambda x, dim, index, *, out=None: _checked_out(

@@ -10,10 +10,12 @@ queue them for checking; :meth:`Handle._record` attaches the parents and the bac
 beside the forward (micrograd style, see :mod:`training.autograd`).
 
 The class is the base of :class:`training.tensor.SharedTensor`: the local rearrangements
-(:mod:`training.shaping`), the arithmetic (:mod:`training.arithmetic`) and the comparisons
-and functions (:mod:`training.tensor`) are built on it. Methods return ``Self``, which is
-the SharedTensor; a torch.Tensor method none of them defines raises
-:class:`UnsupportedAttribute` naming it. Functions implemented in the function modules
+(:mod:`training.shaping`), the arithmetic (:mod:`training.arithmetic`), the PyTorch
+habits (:mod:`training.idioms`) and the comparisons and functions (:mod:`training.tensor`)
+are built on it. Methods return ``Self``, which is the SharedTensor; a torch.Tensor method
+none of them defines raises :class:`training.errors.UnsupportedAttribute` naming it (and
+the torch layer it was needed in, :func:`training.errors.in_layer`); operands of two
+clusters raise :class:`training.errors.ClusterMismatch`. Functions implemented in the function modules
 (``exp``, ``softmax``, division by a share, ...) are called through :data:`FUNCTIONS`, a
 table :mod:`training.dispatch` fills on import of :mod:`training`, so that no module here
 imports the function modules (which import this one).
@@ -33,6 +35,7 @@ from protocols.params import Params, Pub
 from . import autograd
 from .autograd import Value, unbroadcast
 from .check import Origin, Shadow, check_range
+from .errors import ClusterMismatch, NotCopyable, UnsupportedAttribute, in_layer
 from .precision import check_values
 
 if TYPE_CHECKING:
@@ -56,11 +59,6 @@ def function(name: str) -> Callable[..., Any]:
         ) from None
 
 
-class UnsupportedAttribute(UnsupportedOperation, AttributeError):
-    """A torch.Tensor attribute or method with no secure version (also an AttributeError,
-    so ``hasattr`` stays False)."""
-
-
 class _Ref:
     """Owns one tensor id; when the last handle using it is collected, the parties free it."""
 
@@ -69,10 +67,6 @@ class _Ref:
     def __init__(self, cluster: Any, tid: int) -> None:
         self.tid = tid
         cluster.track(self, tid)
-
-
-class NotCopyable(UnsupportedOperation, TypeError):
-    """A SharedTensor (or a module holding them) was deep-copied or pickled."""
 
 
 class Handle:
@@ -196,11 +190,6 @@ class Handle:
             f"precision={self.prec}, id={self.tid}{grad})"
         )
 
-    def __bool__(self) -> bool:
-        raise UnsupportedOperation(
-            "the truth value of a SharedTensor is secret; reveal it with `await x.get()`"
-        )
-
     def __len__(self) -> int:
         return int(self.shape[0]) if self.shape else 0
 
@@ -247,7 +236,11 @@ class Handle:
     ) -> Self:
         for o in others:
             if o.cluster is not self.cluster:
-                raise ValueError("cannot combine SharedTensors of different clusters")
+                raise ClusterMismatch(
+                    f"cannot combine SharedTensors of two clusters ({kind}): each cluster's "
+                    "parties hold their own shares; reveal one (`await x.get()`) and share "
+                    "it with the other cluster"
+                )
             if o.fp.base != self.fp.base:
                 raise EncodingError(
                     f"cannot combine fixed-point bases {self.fp.base} and {o.fp.base}; "
@@ -336,25 +329,6 @@ class Handle:
     def backward(self, gradient: Value | None = None) -> None:
         autograd.backward(self, gradient)
 
-    # -- dtype -----------------------------------------------------------------------------------
-    def to(self, dtype: Any = None, *args: Any, **kwargs: Any) -> Self:
-        """``x.to(torch.float64)``: the same shares, revealed as ``dtype`` (no op is issued;
-        the gradient passes through). Devices and other arguments are refused."""
-        if args or kwargs or not isinstance(dtype, torch.dtype):
-            raise UnsupportedOperation(
-                "SharedTensor.to takes only a floating dtype (the shares stay where they are)"
-            )
-        if not dtype.is_floating_point:
-            raise UnsupportedOperation(
-                f"SharedTensor.to({dtype}): shares hold fixed-point reals; reveal and convert "
-                f"instead: `await x.get(dtype={dtype})`"
-            )
-        if dtype == self.dtype:
-            return self
-        out = self.detach()
-        out.dtype = dtype
-        return self._record(out, [self], lambda g: (g,))
-
     def is_floating_point(self) -> bool:
         return True
 
@@ -422,8 +396,9 @@ class Handle:
         if name.startswith("__") or name.startswith("_"):
             raise AttributeError(name)
         if hasattr(torch.Tensor, name):
-            raise UnsupportedAttribute(
+            message = (
                 f"torch.Tensor.{name} is not supported on SharedTensor "
                 "(see docs/ops.md for the supported operations)"
             )
+            raise UnsupportedAttribute(in_layer(message, f"torch.Tensor.{name}"))
         raise AttributeError(f"'SharedTensor' object has no attribute {name!r}")

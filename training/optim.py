@@ -304,7 +304,10 @@ class Adam(Optimizer):
                 for p in group["params"]:
                     if self._frozen(p):
                         continue
-                    g = -p.grad if group["maximize"] else p.grad
+                    g = p.grad
+                    if not isinstance(g, SharedTensor):  # public, e.g. a bias under .sum()
+                        g = SharedTensor.from_plain(p.cluster, g, p.fp, what="a public gradient")
+                    g = -g if group["maximize"] else g
                     if wd and self.decoupled:
                         p._assign(p * (1.0 - lr * wd))
                     elif wd:

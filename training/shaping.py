@@ -136,6 +136,14 @@ class Shaping(Handle):
         old = tuple(self.shape)
         return self._view("expand", S.expand(old, _shape_arg(shape)), lambda g: unbroadcast(g, old))
 
+    def view_as(self, other: Any) -> Self:
+        return self.reshape(tuple(other.shape))
+
+    reshape_as = view_as
+
+    def expand_as(self, other: Any) -> Self:
+        return self.expand(tuple(other.shape))
+
     # -- gather / scatter: indexing, permute, cat, windows -----------------------------------
     def _take(self, idx: torch.Tensor) -> Self:
         """``self.flatten()[idx]`` with ``idx``'s shape (local; see protocols.conv.take)."""

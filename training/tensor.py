@@ -9,7 +9,8 @@ an unmodified ``nn.Module.forward``; anything else raises
 The class is assembled in levels, each a module with one job: the handle itself (life
 cycle, issuing ops, autograd recording, reveal: :mod:`training.handle`), the local
 rearrangements (:mod:`training.shaping`), the arithmetic and its fixed-point rules
-(:mod:`training.arithmetic`); what a plaintext operand may be is
+(:mod:`training.arithmetic`) and PyTorch's habits (``.to``, ``.data``, ``new_*``, and the
+refused ``.item()``; :mod:`training.idioms`); what a plaintext operand may be is
 :mod:`training.operands`. This module adds the comparisons (shared 0/1 results from
 DReLUs), ReLU, the method forms of the smooth functions and maxima (implemented in the
 function modules and reached through :func:`training.handle.function`), and the torch
@@ -33,12 +34,14 @@ from protocols import shapes as S
 from protocols.errors import ShapeError, UnsupportedOperation
 
 from .arithmetic import Arithmetic
+from .errors import in_layer
 from .handle import function
+from .idioms import Idioms
 from .operands import public
 from .shaping import cat
 
 
-class SharedTensor(Arithmetic):
+class SharedTensor(Arithmetic, Idioms):
     """A secret-shared tensor (see module doc)."""
 
     __slots__ = ()
@@ -104,11 +107,17 @@ class SharedTensor(Arithmetic):
         values, _ = function("max_dim")(-self, dim, keepdim)
         return torch.return_types.min((-values, function("argmax")(-self, dim, keepdim)))
 
-    def argmax(self, dim: int | None = None, keepdim: bool = False) -> SharedTensor:
-        return function("argmax")(self, dim, keepdim)
+    def argmax(self, dim: int | None = None, keepdim: bool = False, *, axis: Any = None) -> Any:
+        return function("argmax")(self, axis if dim is None else dim, keepdim)
 
-    def argmin(self, dim: int | None = None, keepdim: bool = False) -> SharedTensor:
-        return function("argmax")(-self, dim, keepdim)
+    def argmin(self, dim: int | None = None, keepdim: bool = False, *, axis: Any = None) -> Any:
+        return function("argmax")(-self, axis if dim is None else dim, keepdim)
+
+    def maximum(self, other: Any) -> SharedTensor:
+        return function("maximum")(self, other)
+
+    def minimum(self, other: Any) -> SharedTensor:
+        return -function("maximum")(-self, -other)
 
     # -- comparisons and ReLU ------------------------------------------------------------------
     def drelu(self) -> SharedTensor:
@@ -236,10 +245,11 @@ class SharedTensor(Arithmetic):
         impl = _TORCH.get(func)
         if impl is None:
             name = getattr(func, "__name__", None) or repr(func)
-            raise UnsupportedOperation(
+            message = (
                 f"torch operation {name!r} is not supported on SharedTensor "
                 "(docs/ops.md lists the supported operations and layers)"
             )
+            raise UnsupportedOperation(in_layer(message, f"torch operation {name!r}"))
         return impl(*args, **(kwargs or {}))
 
     # Last in the class: below these, ``float`` in an annotation would name the method.
@@ -248,6 +258,11 @@ class SharedTensor(Arithmetic):
 
     def double(self) -> SharedTensor:
         return self.to(torch.float64)
+
+    def type(self, dtype: Any = None, non_blocking: bool = False) -> Any:
+        """``x.type(torch.float64)`` is ``x.to(torch.float64)`` (an integer dtype is refused
+        with the reveal to write instead); ``x.type()`` names the class."""
+        return "training.SharedTensor" if dtype is None else self.to(dtype)
 
 
 def _linear(x: Any, weight: Any, bias: Any = None) -> Any:
