@@ -102,6 +102,9 @@ class Endpoint:
         """Set by the actor: how many operations it is running."""
         self._heard: dict[str, float] = {}
         self._states: dict[str, Heartbeat] = {}
+        self._state_at: dict[str, float] = {}
+        """When each peer's last heartbeat arrived (a verdict needs states from during the
+        wait: an older one may describe a wait that has long ended)."""
         self._stalled_at = -math.inf
         """When this process was last seen stalled (a long computation blocked its loop)."""
 
@@ -145,6 +148,7 @@ class Endpoint:
         if env.phase == Phase.HEARTBEAT:
             try:
                 self._states[env.sender] = _HB_DEC.decode(env.body)
+                self._state_at[env.sender] = trio.current_time()
             except msgspec.DecodeError:
                 self.mailbox.fail(
                     ProtocolError(f"{self.name}: malformed heartbeat from {env.sender}")
@@ -188,13 +192,14 @@ class Endpoint:
         if trio.current_time() - self._stalled_at < self.timeout:
             return None
         chain = [self.name, sender]
+        since = trio.current_time() - waited
         while True:
             peer = chain[-1]
             if self._silent(peer, waited):
                 return tuple(chain)
             st = self._states.get(peer)
-            if st is None:
-                return None  # heard from it but no state yet: give it time
+            if st is None or self._state_at.get(peer, -math.inf) < since:
+                return None  # no state from during this wait yet: give it time
             nxt = st.waiting[0] if st.waiting else None
             if nxt is None:
                 return None if st.busy else tuple(chain)

@@ -15,7 +15,7 @@ exp/log/reciprocal, ...). Each is registered here once; :mod:`protocols.suite` m
 
 Smooth functions (exp, log, reciprocal, sigmoid, ...) and pooling maxima are compositions
 of registered kinds (comparisons, products, public scalings) built by the frontend
-(:mod:`training.functional`); they need no kind of their own.
+(:mod:`training.maxima`, :mod:`training.composite`); they need no kind of their own.
 """
 
 from __future__ import annotations

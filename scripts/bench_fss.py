@@ -85,12 +85,12 @@ def bench(name: str, dcfs: list[tuple[int, int]], numel: int, reps: int, referen
     print(f"{line}   ({8 * words} key bytes/element/party)")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("log_sizes", nargs="*", type=int, default=[3, 14, 18])
     ap.add_argument("--reps", type=int, default=None, help="default: 20 / 5 / 1 by size")
     ap.add_argument("--no-reference", action="store_true", help="skip the numpy reference")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     print(f"compiled kernels' first call in this process: {first_call_ms():.0f} ms")
     for log_n in args.log_sizes:
         reps = args.reps or (20 if log_n <= 8 else 5 if log_n <= 15 else 1)

@@ -80,11 +80,11 @@ def row(label: str, fast: float, slow: float) -> None:
     print(f"{label:<38} {fast:9.3f} {slow:9.3f} {slow / fast:7.1f}x")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--threads", type=int, default=None)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

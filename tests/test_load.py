@@ -42,7 +42,7 @@ def _model(c: Cluster) -> tuple[TrainingCoordinator, object, object]:
     net = nn.Sequential(
         nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 1)
     )
-    x, y = c.share(torch.randn(256, 64)), c.share(torch.randn(256, 1))
+    x, y = c.share(torch.randn(512, 64)), c.share(torch.randn(512, 1))
     model = c.share_module(net)
     opt = SGD(model.parameters(), lr=1e-3)
     return TrainingCoordinator(c, model, opt, lambda p, t: ((p - t) ** 2).mean()), x, y
@@ -53,7 +53,7 @@ async def test_training_next_to_cpu_hogs_has_no_spurious_timeout() -> None:
     with cpu_hogs(), trio.fail_after(240):
         async with Cluster.start(PARTIES[2], provider=PROVIDER, timeout=BOUND) as c:
             coord, x, y = _model(c)
-            losses = [(await coord.step(x, y)).loss for _ in range(3)]
+            losses = [(await coord.step(x, y)).loss for _ in range(8)]
     assert all(torch.isfinite(torch.tensor(losses)))
 
 

@@ -30,8 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE_TESTED = {
     "adam_noise.py",
     "bench_floor.py",
+    "bench_fss.py",
     "bench_ops.py",
     "bench_relu.py",
+    "bench_ring.py",
     "bench_train.py",
     "comm_report.py",
     "train_digits.py",
@@ -185,6 +187,28 @@ def test_bench_relu_without_crypten(in_process: None, capsys: pytest.CaptureFixt
         re.M,
     ), out
     assert "CrypTen" not in out
+
+
+def test_bench_ring(in_process: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """``python scripts/bench_ring.py``: both kernels agree on every shape (it exits
+    otherwise) and a ratio is printed for each."""
+    import bench_ring
+
+    bench_ring.main(["--rounds", "1"])
+    out = capsys.readouterr().out
+    rows = re.findall(r"^(\S.*?)\s+\d+\.\d{3}\s+\d+\.\d{3}\s+\d+\.\dx$", out, re.M)
+    assert len(rows) >= 4, out
+    assert "intra-op thread" in out
+
+
+def test_bench_fss(in_process: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """``python scripts/bench_fss.py 3 14`` at 2^3 only, beside the numpy reference."""
+    import bench_fss
+
+    bench_fss.main(["3", "--reps", "1"])
+    out = capsys.readouterr().out
+    assert re.search(r"^compiled kernels' first call in this process: \d+ ms", out, re.M), out
+    assert len(re.findall(r"\| numpy keygen .* eval .* ms \| .*x / .*x", out)) >= 2, out
 
 
 def test_bench_floor(in_process: None, capsys: pytest.CaptureFixture[str]) -> None:
