@@ -36,15 +36,20 @@ class PublicCache:
         self._bytes = 0
         self._next = 1
 
-    def _insert(self, ref: int, pub: Pub, digest: bytes) -> None:
+    def _insert(self, ref: int, pub: Pub, digest: bytes | None = None) -> None:
+        """Store ``pub`` under ``ref``, dropping the oldest entries past the budget;
+        ``digest``: its content key (the coordinator's side only looks up by content)."""
         self._entries[ref] = pub
-        self._by_digest[digest] = ref
-        self._digests[ref] = digest
+        if digest is not None:
+            self._by_digest[digest] = ref
+            self._digests[ref] = digest
         self._bytes += len(pub.data)
         while self._bytes > self.capacity and len(self._entries) > 1:
             old, gone = self._entries.popitem(last=False)
             self._bytes -= len(gone.data)
-            self._by_digest.pop(self._digests.pop(old), None)
+            dropped = self._digests.pop(old, None)
+            if dropped is not None:
+                self._by_digest.pop(dropped, None)
 
     # -- the coordinator's side ---------------------------------------------------------------
     def outgoing(self, params: Params | None) -> Params | None:
@@ -69,7 +74,7 @@ class PublicCache:
         if pub.data:
             if pub.ref in self._entries:
                 raise ProtocolError(f"{what}: public constant {pub.ref} is sent a second time")
-            self._insert(pub.ref, Pub(pub.shape, pub.data), _digest(pub))
+            self._insert(pub.ref, Pub(pub.shape, pub.data))
             return msgspec.structs.replace(params, pub=Pub(pub.shape, pub.data))
         held = self._entries.get(pub.ref)
         if held is None:

@@ -30,9 +30,13 @@ class OwnInputError(ProtocolError):
     """A party's own tensor cannot be shared (not finite, too large). The party's peers and
     the coordinator get only :attr:`public`, which says nothing about the values."""
 
+    def __init__(self, party: str, detail: str) -> None:
+        super().__init__(f"{party}: {detail}")
+        self.party = party
+
     @property
     def public(self) -> str:
-        return str(self).split(":", 1)[0] + ": its own input could not be encoded"
+        return f"{self.party}: its own input could not be encoded"
 
 
 class OpReused(ProtocolError):
@@ -41,14 +45,14 @@ class OpReused(ProtocolError):
     and the PRG streams, so a reused id would reuse masks)."""
 
 
-def encode_local(values: torch.Tensor, scale: int, what: str) -> torch.Tensor:
-    """A party's own plaintext tensor in fixed point (``round(v * scale)``)."""
+def encode_local(values: torch.Tensor, scale: int, party: str, name: str) -> torch.Tensor:
+    """``party``'s own plaintext tensor ``name`` in fixed point (``round(v * scale)``)."""
     t = values.to(torch.float64)
     if not bool(torch.isfinite(t).all()):
-        raise OwnInputError(f"{what}: not finite")
+        raise OwnInputError(party, f"{name!r}: not finite")
     e = torch.round(t * scale)
     if bool((e.abs() >= 2**62).any()):
-        raise OwnInputError(f"{what}: too large for the ring at scale {scale}")
+        raise OwnInputError(party, f"{name!r}: too large for the ring at scale {scale}")
     return e.to(torch.int64)
 
 

@@ -131,7 +131,7 @@ async def serve(
             log.warning("node_failed", blamed=blamed, error=str(err))
             cause = err.cause if isinstance(err, PartyFailure) else err
             if isinstance(cause, OwnInputError):  # its peers learn nothing of the values
-                cause = OwnInputError(cause.public)
+                cause = OwnInputError(cause.party, "its own input could not be encoded")
             transport.report_failure(blamed, cause)
         with trio.CancelScope(shield=True):
             await transport.close(0.5)

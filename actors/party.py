@@ -19,6 +19,7 @@ them: a save and load cannot launder a party's data into the coordinator's.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from contextlib import aclosing
 from pathlib import Path
@@ -321,7 +322,7 @@ class Party:
                 f"{self.name}: input {op} names shape {shape}, {tensor!r} is {tuple(values.shape)}"
             )
         assert cmd.params is not None
-        encoded = encode_local(values, cmd.params.d, f"{self.name}: {tensor!r}")
+        encoded = encode_local(values, cmd.params.d, self.name, tensor)
         pieces = make_shares(encoded, len(self.parties), Prg.fresh())
         for peer, piece in zip(self.parties, pieces, strict=True):
             if peer != self.name:
@@ -349,10 +350,7 @@ class Party:
         if to not in (self.coordinator, *self.parties):
             return f"{self.name} refused to reveal to {to!r}: only the coordinator and parties receive reveals"
         assert self.ledger is not None
-        numel = 1
-        for n in shape:
-            numel *= n
-        why = self.ledger.refusal(slot.owners, to, numel)
+        why = self.ledger.refusal(slot.owners, to, math.prod(shape))
         return None if why is None else f"{self.name} refused to reveal to {to!r}: {why}"
 
     async def _reveal(
@@ -368,13 +366,14 @@ class Party:
                 f"{self.name} refused reveal {op}: it names shape {shape}, "
                 f"the value is {tuple(share.value.shape)}"
             )
-        if refused is not None or to is None:
+        if refused is not None:  # _decide refuses a reveal that names no recipient
             self._log.warning("reveal_refused", op_id=op, to=to, owners=sorted(slot.owners))
             reply = Reply(denied=refused, malformed=malformed)
             await self.endpoint.send(
                 sender, f"{op}/out", Phase.CONTROL, control=encode_control(reply)
             )
             return
+        assert to is not None
         await self.endpoint.send(to, f"{op}/out", Phase.OUTPUT, share.depth, tensors=[share.value])
 
     def _checkpoint_dir(self, op: int, cmd: Command) -> Path:

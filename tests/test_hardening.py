@@ -157,7 +157,7 @@ async def test_handshakes_are_bounded_and_refusals_logged_sparingly(
 
 
 def test_own_input_errors_say_nothing_of_the_values() -> None:
-    err = OwnInputError("alice: 'features': not finite")
+    err = OwnInputError("alice", "'features': not finite")
     assert err.public == "alice: its own input could not be encoded"
 
 

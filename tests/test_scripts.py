@@ -15,6 +15,7 @@ import importlib
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ import pytest
 import structlog
 import torch
 
+from actors.config import write_local_config
 from training.report import PNGS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -284,3 +286,74 @@ def test_every_module_imports(name: str) -> None:
     module = importlib.import_module(name)
     assert module.__file__ is not None
     assert Path(module.__file__).resolve().is_relative_to(ROOT), module.__file__
+
+
+def test_readme_module_commands_certs_and_node_help(tmp_path: Path) -> None:
+    """The README's ``python -m actors.certs certs alice bob james coordinator --host ...``
+    and ``python -m actors.node --help`` as written (the node itself runs in the tls tests);
+    a malformed --allow-reveal is a usage error that names the expected form."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    certs = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "actors.certs",
+            str(tmp_path / "certs"),
+            "alice",
+            "bob",
+            "james",
+            "coordinator",
+            "--host",
+            "alice=10.0.0.1",
+            "--host",
+            "bob=10.0.0.2",
+            "--host",
+            "james=10.0.0.3",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert certs.returncode == 0, certs.stderr
+    for name in ("ca", "alice", "bob", "james", "coordinator"):
+        assert (tmp_path / "certs" / f"{name}.pem").is_file(), name
+    assert stat.S_IMODE((tmp_path / "certs" / "alice.key").stat().st_mode) == 0o600
+    node = subprocess.run(
+        [sys.executable, "-m", "actors.node", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert node.returncode == 0, node.stderr
+    for flag in (
+        "--allow-reveal",
+        "--allow-insecure-seed",
+        "--checkpoints",
+        "[actors.alice.reveal]",
+    ):
+        assert flag in node.stdout, flag
+    config = write_local_config(tmp_path / "cluster", ["alice", "bob"])
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "actors.node",
+            "--config",
+            str(config),
+            "--name",
+            "alice",
+            "--allow-reveal",
+            "coordinator:x",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert bad.returncode == 2, bad.stderr  # argparse's usage error, before any socket
+    assert "--allow-reveal 'coordinator:x': limits must be integers" in bad.stderr, bad.stderr

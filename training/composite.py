@@ -201,7 +201,7 @@ def var(
             f"var: {n} values with correction {c:g} leave {dof:g} degrees of freedom "
             "(torch returns nan/inf)"
         )
-    mean = x.mean(dims if dims is not None else None, keepdim=True) if dims else x.mean()
+    mean = x.mean(dims, keepdim=True) if dims else x.mean()
     sq = (x - mean) ** 2
     total = sq.sum(dims, keepdim) if dims is not None else sq.sum()
     if keepdim and dims is None:

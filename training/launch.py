@@ -20,13 +20,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import torch
 
 from actors import NetworkProfile
 from actors.config import write_local_config
 from actors.node import save_tensors, spawn_nodes, stop_nodes
-from actors.policy import RevealPolicy
+from actors.policy import policy_from_table
 from protocols import FixedPoint
 from protocols.errors import EncodingError
 
@@ -122,7 +121,7 @@ async def open_cluster(
     owned = {k: dict(v) for k, v in (data or {}).items()}
     rules = {p: {to: dict(lim) for to, lim in r.items()} for p, r in (reveal or {}).items()}
     if transport == "memory":
-        policies = {p: msgspec.convert({"rules": r}, RevealPolicy) for p, r in rules.items()}
+        policies = {p: policy_from_table(r, f"{p}'s reveal rules") for p, r in rules.items()}
         async with Cluster.start(
             list(parties),
             provider=provider,
