@@ -1,6 +1,6 @@
 """Op kinds for the layers, losses and smooth functions users bring (conv, pooling,
-exp/log/reciprocal, ...). Each is registered here once; :mod:`protocols.suite` merges
-:data:`LAYER_KINDS` into every built-in suite.
+exp/log/reciprocal, ...), each declared here once with
+:func:`protocols.opkind.register` (protocol, plaintext reference, report examples).
 
 * ``conv``, ``conv_dx``, ``conv_dw``: Beaver products for a 2-d convolution and its two
   transposes (:mod:`protocols.conv`), followed by the suite's truncation. Cost like matmul:
@@ -20,15 +20,29 @@ of registered kinds (comparisons, products, public scalings) built by the fronte
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from math import prod
+
+import torch
 
 from .beaver import mul, mul_spec
 from .context import PartyContext, Share
 from .conv import BILINEAR, bilinear, bilinear_spec, put, take
+from .kinds import D, Mat
 from .material import Item, MaterialSpec
-from .opkind import Builder, Cost, OpKind, Suite, truncated_product
-from .params import Params
+from .opkind import (
+    Builder,
+    Cost,
+    Example,
+    OpKind,
+    Reference,
+    Shape,
+    Suite,
+    register,
+    truncated_product,
+)
+from .params import Params, Pub
+from .reference import linear
 
 
 def _bilinear_kind(name: str) -> Builder:
@@ -81,9 +95,68 @@ def _dropout(suite: Suite, n: int) -> OpKind:
     )
 
 
-LAYER_KINDS: dict[str, Builder | OpKind] = {
-    "dropout": _dropout,
-    **{name: _bilinear_kind(name) for name in BILINEAR},
-    "take": OpKind("take", local=take),
-    "put": OpKind("put", local=put),
+def _dropout_reference(
+    x: Sequence[torch.Tensor], p: Params, out: Sequence[Shape], got: Sequence[torch.Tensor]
+) -> list[torch.Tensor]:
+    """The mask is known to nobody: check the revealed one is 0/1 and ``x * mask``."""
+    bit = (got[1].to(torch.float64) > 0.5).to(torch.float64)  # a non-0/1 mask will differ
+    return [x[0] * bit, bit]
+
+
+register(
+    "dropout",
+    _dropout,
+    reference=_dropout_reference,
+    examples=lambda v, m: [
+        Example("keep 3/4", ((v,),), ((v,), (v,)), Params(d=3 * KEEP_UNITS // 4))
+    ],
+)
+
+_CONV: tuple[Shape, Shape, Shape] = ((2, 3, 6, 6), (4, 3, 3, 3), (2, 4, 4, 4))
+"""x, w and the result of the measured convolution (stride 1, no padding)."""
+_OPERANDS: dict[str, tuple[tuple[Shape, Shape], Shape]] = {
+    "conv": ((_CONV[0], _CONV[1]), _CONV[2]),
+    "conv_dx": ((_CONV[2], _CONV[1]), _CONV[0]),
+    "conv_dw": ((_CONV[0], _CONV[2]), _CONV[1]),
 }
+
+
+def _conv_examples(name: str) -> Callable[[int, Mat], list[Example]]:
+    shapes, out = _OPERANDS[name]
+    note = f"{_CONV[0]}*{_CONV[1]}"
+    return lambda v, m: [Example(note, shapes, (out,), Params(d=D, shape=out))]
+
+
+def _bilinear_reference(name: str) -> Reference:
+    fn = BILINEAR[name]
+    return lambda x, p, out, got: [fn(x[0], x[1], out[0]) / p.d]
+
+
+for _name in BILINEAR:
+    register(
+        _name,
+        _bilinear_kind(_name),
+        reference=_bilinear_reference(_name),
+        examples=_conv_examples(_name),
+        truncating=True,
+    )
+
+
+def _reversed(size: int) -> Pub:
+    return Pub.of(torch.arange(size - 1, -1, -1))
+
+
+register(
+    "take",
+    OpKind("take", local=take),
+    reference=linear(take),
+    examples=lambda v, m: [Example("reversed", ((v,),), ((v,),), Params(pub=_reversed(v)))],
+)
+register(
+    "put",
+    OpKind("put", local=put),
+    reference=linear(put),
+    examples=lambda v, m: [
+        Example("reversed", ((v,),), ((v,),), Params(pub=_reversed(v), shape=(v,)))
+    ],
+)

@@ -1,21 +1,41 @@
-"""The shapes of a protocol suite: :class:`Cost`, :class:`OpKind` and :class:`Suite`
-(see :mod:`protocols.suite` for what they mean and the built-in registrations)."""
+"""The shapes of a protocol suite: :class:`Cost`, :class:`OpKind`, :class:`Registration`
+and :class:`Suite`.
+
+An op kind is declared once, as a :class:`Registration`: its name, how to build it for a
+number of parties (the runner, its dealer specs and its closed-form cost: an
+:class:`OpKind`), its plaintext reference (what check mode compares with), the examples the
+communication report measures, and whether it divides by ``params.d``. :func:`register`
+keeps every built-in registration in :data:`KINDS` and refuses a second one of the same
+name; the built-in suites (:mod:`protocols.suite`) are views of it. Adding a kind is one
+``register(...)`` call in the module that implements it (:mod:`protocols.kinds` for the
+arithmetic and comparisons, :mod:`protocols.layers` for the layers) and one test; the
+report, check mode and every suite pick it up from there."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from .context import PartyContext, Share
 from .errors import UnsupportedOperation
 from .material import MaterialSpec
 from .params import Params
 
+if TYPE_CHECKING:
+    import torch
+
 Shape = tuple[int, ...]
 LocalRun = Callable[[int, Sequence[Share], Params], list[Share]]
 InteractiveRun = Callable[[PartyContext, Sequence[Share], Params], Awaitable[list[Share]]]
 SpecFn = Callable[[Sequence[Shape], Shape, int, int], list[MaterialSpec]]
 CostFn = Callable[[Sequence[Shape], Shape, int, int], "Cost"]
+Reference = Callable[
+    [Sequence["torch.Tensor"], Params, Sequence[Shape], Sequence["torch.Tensor"]],
+    list["torch.Tensor"],
+]
+"""``reference(inputs, params, out_shapes, revealed)``: the plaintext result, in float64 on
+*encoded* values (see :mod:`protocols.reference`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,43 +98,136 @@ def _constant(kind: OpKind) -> Builder:
     return lambda suite, n: kind
 
 
-class Suite:
-    """A named set of op kinds (see module doc)."""
+def _as_builder(entry: Builder | OpKind) -> Builder:
+    return _constant(entry) if isinstance(entry, OpKind) else entry
 
-    def __init__(self, name: str, builders: Mapping[str, Builder | OpKind]) -> None:
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One op the communication report measures for a kind: operand shapes, result
+    shapes, public parameters, and a note for the table."""
+
+    note: str
+    shapes: tuple[Shape, ...]
+    out: tuple[Shape, ...]
+    params: Params | None = None
+
+
+Examples = Callable[[int, tuple[int, int, int]], list[Example]]
+"""``examples(size, (m, k, n))``: the ops to measure at ``size`` elements (vectors) and an
+``m x k @ k x n`` product (matrices)."""
+
+
+def _no_examples(size: int, mat: tuple[int, int, int]) -> list[Example]:
+    return []
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """Everything about one op kind, declared together (see module doc)."""
+
+    name: str
+    build: Builder
+    reference: Reference | None = None
+    """None only for kinds a test or an experiment registers (check mode reports them)."""
+    examples: Examples = _no_examples
+    truncating: bool = False
+    """The ring holds ``params.d`` times the result before the kind's truncation."""
+
+    def rebuilt(self, build: Builder | OpKind) -> Registration:
+        """The same meaning (reference, examples) with another protocol."""
+        return replace(self, build=_as_builder(build))
+
+
+KINDS: dict[str, Registration] = {}
+"""Every built-in op kind, by name (filled by :func:`register` on import)."""
+
+
+def register(
+    name: str,
+    build: Builder | OpKind,
+    *,
+    reference: Reference,
+    examples: Examples,
+    truncating: bool = False,
+) -> Registration:
+    """Declare a built-in op kind (see module doc); a second kind of the same name is an
+    error, never a silent override (a test swaps a protocol with :meth:`Suite.replace`)."""
+    if name in KINDS:
+        raise ValueError(f"op kind {name!r} is registered twice")
+    reg = KINDS[name] = Registration(name, _as_builder(build), reference, examples, truncating)
+    return reg
+
+
+Entry = Registration | Builder | OpKind
+
+
+class Suite:
+    """A named set of op kinds: registrations, each built per number of parties."""
+
+    def __init__(self, name: str, entries: Mapping[str, Entry] | Iterable[Registration]) -> None:
         self.name = name
-        self._builders: dict[str, Builder] = {
-            k: _constant(b) if isinstance(b, OpKind) else b for k, b in builders.items()
+        items = entries.items() if isinstance(entries, Mapping) else ((r.name, r) for r in entries)
+        self._entries: dict[str, Registration] = {
+            k: v if isinstance(v, Registration) else Registration(k, _as_builder(v))
+            for k, v in items
         }
         self._cache: dict[tuple[str, int], OpKind] = {}
 
     def __repr__(self) -> str:
-        return f"Suite({self.name!r}, {len(self._builders)} kinds)"
+        return f"Suite({self.name!r}, {len(self._entries)} kinds)"
 
     @property
     def names(self) -> tuple[str, ...]:
-        return tuple(sorted(self._builders))
+        return tuple(sorted(self._entries))
 
     def __contains__(self, name: object) -> bool:
-        return name in self._builders
+        return name in self._entries
+
+    def registration(self, name: str) -> Registration:
+        """The declaration of kind ``name``; UnsupportedOperation if the suite has none."""
+        reg = self._entries.get(name)
+        if reg is None:
+            raise UnsupportedOperation(
+                f"protocol suite {self.name!r} has no op kind {name!r} "
+                f"(it has: {', '.join(self.names)})"
+            )
+        return reg
+
+    def reference(self, name: str) -> Reference | None:
+        """Kind ``name``'s plaintext reference (None: unknown or none declared)."""
+        reg = self._entries.get(name)
+        return None if reg is None else reg.reference
+
+    def truncating(self, name: str) -> bool:
+        reg = self._entries.get(name)
+        return reg is not None and reg.truncating
+
+    def examples(self, name: str, size: int, mat: tuple[int, int, int]) -> list[Example]:
+        return self.registration(name).examples(size, mat)
 
     def kind(self, name: str, n_parties: int) -> OpKind:
         """The op kind ``name`` for ``n_parties`` parties; UnsupportedOperation if unknown."""
         key = (name, n_parties)
         op = self._cache.get(key)
         if op is None:
-            build = self._builders.get(name)
-            if build is None:
-                raise UnsupportedOperation(
-                    f"protocol suite {self.name!r} has no op kind {name!r} "
-                    f"(it has: {', '.join(self.names)})"
-                )
-            op = self._cache[key] = build(self, n_parties)
+            op = self._cache[key] = self.registration(name).build(self, n_parties)
         return op
 
-    def replace(self, name: str | None = None, **builders: Builder | OpKind) -> Suite:
-        """A new suite with some entries replaced or added (for tests and experiments)."""
-        return Suite(name or f"{self.name}+{'+'.join(builders)}", {**self._builders, **builders})
+    def replace(self, name: str | None = None, **entries: Entry) -> Suite:
+        """A new suite with some entries replaced or added (for tests and experiments). A
+        bare builder or OpKind for a known name keeps that kind's meaning (reference,
+        examples), so a swapped-in protocol is checked against what the kind should give."""
+        merged = dict(self._entries)
+        for k, v in entries.items():
+            old = merged.get(k)
+            if isinstance(v, Registration):
+                merged[k] = v
+            elif old is not None:
+                merged[k] = old.rebuilt(v)
+            else:
+                merged[k] = Registration(k, _as_builder(v))
+        return Suite(name or f"{self.name}+{'+'.join(entries)}", merged)
 
     def specs(
         self, kind: str, shapes: Sequence[Shape], out: Shape, divisor: int, n_parties: int

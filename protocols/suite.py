@@ -1,4 +1,6 @@
-"""The protocol suite: every op kind registered once, chosen by name.
+"""The built-in protocol suites: named views of the registered op kinds
+(:data:`protocols.opkind.KINDS`, declared in :mod:`protocols.kinds` and
+:mod:`protocols.layers`), some with another protocol for the same meaning.
 
 An :class:`OpKind` is everything the runtime needs to know about one kind of operation:
 
@@ -10,50 +12,39 @@ An :class:`OpKind` is everything the runtime needs to know about one kind of ope
 * its closed-form cost: ``cost(in_shapes, out_shape, divisor, n_parties)`` gives online
   rounds and the online bytes each party sends; the dealer bytes follow from the specs.
 
-A :class:`Suite` maps names to *builders* ``(suite, n_parties) -> OpKind``, so a kind can
-depend on the number of parties and on other kinds of the same suite: the products
-(``mul``, ``matmul``, ``scale``...) truncate with whatever the suite's ``trunc`` is, and
-the choice "with 2 parties truncation is local" is made once, in ``trunc``'s builder.
-``Cluster.start(..., protocols="fss")`` hands a suite to the parties and the provider; a
-test swaps one entry with :meth:`Suite.replace`, never by patching a module.
+A :class:`Suite` maps names to registrations whose *builders* ``(suite, n_parties) ->
+OpKind`` may depend on the number of parties and on other kinds of the same suite: the
+products (``mul``, ``matmul``, ``scale``...) truncate with whatever the suite's ``trunc``
+is, ``abs`` compares with whatever its ``relu`` is, and the choice "with 2 parties
+truncation is local" is made once, in ``trunc``'s builder. ``Cluster.start(...,
+protocols="fss")`` hands a suite to the parties and the provider; a test swaps one entry
+with :meth:`Suite.replace`, never by patching a module.
 
-Built-in suites (:data:`SUITES`): ``"carry"`` (Beaver products, SecureML local
-truncation for 2 parties and the ABY3 truncation pair for 3+, the carry-tree comparison),
-``"fss"`` (2 parties: the function-secret-sharing comparison for every size), ``"default"``
-(FSS up to :data:`FSS_MAX_NUMEL` elements per op, the carry tree above) and
-``"fss-exact"`` (FSS comparison and exact FSS truncation).
+Built-in suites (:data:`SUITES`), all with the same kinds:
+
+* ``"carry"``: Beaver products, SecureML local truncation for 2 parties and the ABY3
+  truncation pair for 3+, the carry-tree comparison (7 rounds);
+* ``"fss"``: with 2 parties the function-secret-sharing comparison (1 round) for every
+  size (3+ parties: as ``carry``);
+* ``"default"``: FSS up to :data:`FSS_MAX_NUMEL` elements per op, the carry tree above;
+* ``"fss-exact"``: the FSS comparison and the exact FSS truncation (2 parties).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from math import prod
 
 from . import fss
-from . import local as L
-from .beaver import matmul, matmul_spec, mul, mul_spec, square, square_spec
-from .compare import DRELU_ROUNDS, drelu, drelu_online_bytes, drelu_spec, relu
+from . import kinds as _kinds  # noqa: F401  (registers the arithmetic kinds)
+from . import layers as _layers  # noqa: F401  (registers the layer kinds)
 from .context import PartyContext, Share
-from .layers import LAYER_KINDS
-from .material import MaterialSpec
-from .opkind import (
-    FREE,
-    Builder,
-    Cost,
-    InteractiveRun,
-    LocalRun,
-    OpKind,
-    Shape,
-    Suite,
-    _constant,
-    truncated_product,
-)
+from .opkind import FREE, KINDS, Builder, Cost, OpKind, Registration, Shape, Suite
 from .params import Params
-from .truncate import trunc_spec, truncate_local, truncate_pair
 
 __all__ = [
     "DEFAULT",
-    "DEFAULT_KINDS",
+    "KINDS",
     "SUITES",
     "Cost",
     "OpKind",
@@ -63,143 +54,17 @@ __all__ = [
 ]
 
 
-# -- registrations -------------------------------------------------------------------------
-
-
 def _numel(s: Shape) -> int:
     return prod(s)
-
-
-def _local(name: str, fn: LocalRun, n_in: int = 1) -> Builder:
-    return lambda suite, n: OpKind(name, local=fn, n_in=n_in)
-
-
-def _trunc_default(suite: Suite, n: int) -> OpKind:
-    """SecureML local truncation with 2 parties, the ABY3 truncation pair with 3+."""
-    if n == 2:
-        return OpKind("trunc", local=lambda rank, x, p: [truncate_local(x[0], p.d, rank)])
-
-    async def run(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
-        return [await truncate_pair(ctx, x[0], p.d, sub=1)]
-
-    return OpKind(
-        "trunc",
-        run=run,
-        specs=lambda s, out, d, n: [trunc_spec(out, d, sub=1)] if d != 1 else [],
-        cost=lambda s, out, d, n: Cost(1, 8 * _numel(out) * (n - 1)) if d != 1 else FREE,
-    )
-
-
-def _truncated_product(
-    name: str,
-    product: Callable[[PartyContext, Sequence[Share]], Awaitable[Share]],
-    spec: Callable[[Sequence[Shape]], MaterialSpec],
-    online: Callable[[Sequence[Shape], int], int],
-    n_in: int,
-) -> Builder:
-    """An interactive Beaver product followed by the suite's truncation."""
-    return truncated_product(
-        name, lambda ctx, x, p: product(ctx, x), lambda s, out: spec(s), online, n_in
-    )
-
-
-def _public_then_trunc(name: str, product: Callable[[Sequence[Share], Params], Share]) -> Builder:
-    """A local product with a public operand, then the suite's truncation: local when the
-    truncation is."""
-
-    def build(suite: Suite, n: int) -> OpKind:
-        t = suite.kind("trunc", n)
-        if t.local is not None:
-            fn = t.local
-            return OpKind(name, local=lambda rank, x, p: fn(rank, [product(x, p)], p))
-        assert t.run is not None
-        tr = t.run
-
-        async def run(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
-            return await tr(ctx, [product(x, p)], p)
-
-        return OpKind(name, run=run, specs=t.specs, cost=t.cost)
-
-    return build
-
-
-async def _mul(ctx: PartyContext, x: Sequence[Share]) -> Share:
-    return await mul(ctx, x[0], x[1])
-
-
-async def _square(ctx: PartyContext, x: Sequence[Share]) -> Share:
-    return await square(ctx, x[0])
-
-
-async def _matmul(ctx: PartyContext, x: Sequence[Share]) -> Share:
-    return await matmul(ctx, x[0], x[1])
-
-
-async def _drelu(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
-    return [await drelu(ctx, x[0])]
-
-
-async def _relu(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
-    return list(await relu(ctx, x[0]))
-
-
-def _comparison(name: str, fn: InteractiveRun, with_relu: bool) -> Builder:
-    return lambda suite, n: OpKind(
-        name,
-        run=fn,
-        specs=lambda s, out, d, n: [drelu_spec(s[0], with_relu=with_relu)],
-        cost=lambda s, out, d, n: Cost(
-            DRELU_ROUNDS, drelu_online_bytes(_numel(s[0]), n, with_relu=with_relu)
-        ),
-        n_out=2 if with_relu else 1,
-    )
-
-
-DEFAULT_KINDS: dict[str, Builder | OpKind] = {
-    "add": _local("add", L.add, 2),
-    "sub": _local("sub", L.sub, 2),
-    "neg": _local("neg", L.neg),
-    "add_pub": _local("add_pub", L.add_pub),
-    "mul_pub": _local("mul_pub", L.mul_pub),
-    "sum": _local("sum", L.sum_),
-    "transpose": _local("transpose", L.transpose),
-    "reshape": _local("reshape", L.reshape),
-    "expand": _local("expand", L.expand),
-    "trunc": _trunc_default,
-    "scale": _public_then_trunc("scale", L.public_product),
-    "matmul_pub": _public_then_trunc("matmul_pub", L.public_matmul),
-    "mul": _truncated_product(
-        "mul",
-        _mul,
-        lambda s: mul_spec(s[0], s[1]),
-        lambda s, n: 8 * (_numel(s[0]) + _numel(s[1])) * (n - 1),
-        2,
-    ),
-    "square": _truncated_product(
-        "square", _square, lambda s: square_spec(s[0]), lambda s, n: 8 * _numel(s[0]) * (n - 1), 1
-    ),
-    "matmul": _truncated_product(
-        "matmul",
-        _matmul,
-        lambda s: matmul_spec(s[0], s[1]),
-        lambda s, n: 8 * (_numel(s[0]) + _numel(s[1])) * (n - 1),
-        2,
-    ),
-    "drelu": _comparison("drelu", _drelu, False),
-    "relu": _comparison("relu", _relu, True),
-    **LAYER_KINDS,
-}
 
 
 def _two_party(name: str, two: Builder) -> Builder:
     """``two`` with 2 parties; the carry-tree suite's entry with 3 or more (FSS keys are
     2-party objects)."""
-    fallback = CARRY_KINDS[name]
+    fallback = KINDS[name].build
 
     def build(suite: Suite, n: int) -> OpKind:
-        if n == 2:
-            return two(suite, n)
-        return fallback(suite, n) if not isinstance(fallback, OpKind) else fallback
+        return two(suite, n) if n == 2 else fallback(suite, n)
 
     return build
 
@@ -233,25 +98,15 @@ def _fss_trunc(suite: Suite, n: int) -> OpKind:
     )
 
 
-CARRY_KINDS = DEFAULT_KINDS
-"""Carry-tree comparison (7 rounds, any n), local truncation (2 parties) or the dealer
-truncation pair (3+)."""
+def _variant(builds: dict[str, Builder]) -> list[Registration]:
+    """Every registered kind, with another protocol (same meaning) for those in ``builds``."""
+    return [reg.rebuilt(builds[k]) if k in builds else reg for k, reg in KINDS.items()]
 
-FSS_KINDS: dict[str, Builder | OpKind] = {
-    **CARRY_KINDS,
+
+_FSS_SIGN = {
     "drelu": _two_party("drelu", _fss_sign("drelu", False)),
     "relu": _two_party("relu", _fss_sign("relu", True)),
 }
-"""2 parties: FSS comparison (1 round) with local truncation (0 rounds, fails with
-probability |x|/2^64 per element)."""
-
-FSS_EXACT_KINDS: dict[str, Builder | OpKind] = {
-    **FSS_KINDS,
-    "trunc": _two_party("trunc", _fss_trunc),
-}
-"""2 parties: FSS comparison and exact FSS truncation (1 round each, no failure for
-|x| < 2^62)."""
-
 FSS_MAX_NUMEL = 10_000
 """The default suite's FSS comparison is used up to this many elements per op, the carry
 tree above it. Measured (scripts/bench_fss.py, scripts/bench_relu.py, here): an FSS ReLU
@@ -291,22 +146,15 @@ def _by_size(name: str, small: Builder, large: Builder) -> Builder:
     return build
 
 
-def _builder(kinds: dict[str, Builder | OpKind], name: str) -> Builder:
-    entry = kinds[name]
-    return _constant(entry) if isinstance(entry, OpKind) else entry
-
-
-DEFAULT_KINDS_BY_SIZE: dict[str, Builder | OpKind] = {
-    **CARRY_KINDS,
-    **{k: _by_size(k, _builder(FSS_KINDS, k), _builder(CARRY_KINDS, k)) for k in ("drelu", "relu")},
-}
+CARRY = Suite("carry", KINDS.values())
+FSS = Suite("fss", _variant(_FSS_SIGN))
+FSS_EXACT = Suite("fss-exact", _variant({**_FSS_SIGN, "trunc": _two_party("trunc", _fss_trunc)}))
+DEFAULT = Suite(
+    "default",
+    _variant({k: _by_size(k, _FSS_SIGN[k], KINDS[k].build) for k in ("drelu", "relu")}),
+)
 """2 parties: FSS comparison for ops of at most FSS_MAX_NUMEL elements, the carry tree for
 larger ones; local truncation."""
-
-CARRY = Suite("carry", CARRY_KINDS)
-FSS = Suite("fss", FSS_KINDS)
-FSS_EXACT = Suite("fss-exact", FSS_EXACT_KINDS)
-DEFAULT = Suite("default", DEFAULT_KINDS_BY_SIZE)
 
 SUITES: dict[str, Suite] = {s.name: s for s in (DEFAULT, CARRY, FSS, FSS_EXACT)}
 

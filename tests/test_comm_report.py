@@ -13,7 +13,7 @@ from comm_report import TRAIN_XOR, main
 
 from protocols import FixedPoint
 from protocols.opkind import Cost, OpKind, Suite
-from protocols.suite import DEFAULT, DEFAULT_KINDS, SUITES
+from protocols.suite import DEFAULT, KINDS, SUITES
 from training.report import PNGS, WAN, Profile, Report, build, config, write
 from training.report.engine import MLP_SIM
 from training.report.measure import Workload, measure_ops, mlp_workload
@@ -109,9 +109,7 @@ def test_markdown_json_and_plots_are_written_and_consistent(report: Report, tmp_
 
 async def test_a_wrong_closed_form_is_flagged() -> None:
     def wrong_mul(suite: Suite, n: int) -> OpKind:
-        real = DEFAULT_KINDS["mul"]
-        assert not isinstance(real, OpKind)
-        return replace(real(suite, n), cost=lambda s, out, d, n: Cost(1, 1))
+        return replace(KINDS["mul"].build(suite, n), cost=lambda s, out, d, n: Cost(1, 1))
 
     broken = DEFAULT.replace("broken", mul=wrong_mul)
     rows, _ = await measure_ops(broken, 2, (4,), ((2, 2, 2),))

@@ -28,6 +28,7 @@ from .approximation import (
     require_bits,
     signed,
 )
+from .registry import implements
 from .tensor import SharedTensor
 
 # Piecewise tables: (knots, function); a segment [k_i, k_{i+1}) has its own polynomial;
@@ -108,6 +109,7 @@ def hardtanh(x: SharedTensor, min_val: float = -1.0, max_val: float = 1.0) -> Sh
     return clamp(x, min_val, max_val)
 
 
+@implements(torch.abs, torch.Tensor.abs, methods=("abs", "__abs__"))
 def abs_(x: SharedTensor) -> SharedTensor:
     """|x| = 2 relu(x) - x (1 round; backward by the ReLU's bit)."""
     return x.relu() * 2 - expect_shared(x, "abs")

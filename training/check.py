@@ -14,7 +14,7 @@ The coordinator owns every value it shared, so it keeps a float64 plaintext *sha
 each SharedTensor (in encoded units; :class:`Shadow`, shared by every handle of the same
 value). Ops are queued as usual; at the next reveal (``get``) or ``flush`` the coordinator
 reveals the result of every op issued since, in one batch, and in issue order computes
-each op's plaintext reference (:data:`protocols.reference.REFERENCES`, plain torch) from
+each op's plaintext reference (declared with its kind: :meth:`protocols.opkind.Suite.reference`, plain torch) from
 its operands' shadows. The first result further from its reference than the tolerance
 (2 units in the last place + 1e-9 of the magnitude by default) raises
 :class:`ShadowMismatch` naming the op kind, op id, label, the error and the tolerance,
@@ -45,8 +45,9 @@ import torch
 
 from protocols import FixedPoint
 from protocols.errors import ShadowMismatch, ValueOutOfRange
+from protocols.opkind import Suite
 from protocols.params import NO_PARAMS, Params
-from protocols.reference import REFERENCES, TRUNCATING, Tolerance
+from protocols.reference import Tolerance
 
 if TYPE_CHECKING:
     from .handle import Handle
@@ -157,8 +158,10 @@ class _Issued:
 class ShadowChecker:
     """Check mode for one cluster (see module doc)."""
 
-    def __init__(self, tolerance: Tolerance) -> None:
+    def __init__(self, tolerance: Tolerance, suite: Suite) -> None:
         self.tolerance = tolerance
+        self.suite = suite
+        """Where each kind's reference is declared (the cluster's protocol suite)."""
         self._pending: list[_Issued] = []
         self._warned: set[str] = set()
         self.checked_ops = 0
@@ -227,7 +230,7 @@ class ShadowChecker:
                     o.shadow.pending = False  # unchecked after an error: unknown
 
     def _check(self, item: _Issued, got: list[torch.Tensor]) -> None:
-        ref = REFERENCES.get(item.origin.kind)
+        ref = self.suite.reference(item.origin.kind)
         if ref is None:
             self._warn(
                 f"kind:{item.origin.kind}",
@@ -264,7 +267,7 @@ class ShadowChecker:
             f"{e / scale:.6g}), tolerance {tol / scale:.3g} ({self.tolerance.units:g} units "
             f"in the last place at {_encoding(out.fp, out.prec)} + {self.tolerance.rel:g} x "
             f"|expected|); {int((over > 0).sum())} of {over.numel()} elements are outside it. "
-            f"Likely cause: {_cause(origin.kind, item.params, expected, abs(g - e))}",
+            f"Likely cause: {_cause(self.suite.truncating(origin.kind), item.params, expected, abs(g - e))}",
             kind=origin.kind,
             op=origin.op,
             label=origin.label,
@@ -273,8 +276,8 @@ class ShadowChecker:
         )
 
 
-def _cause(kind: str, params: Params, expected: torch.Tensor, error: float) -> str:
-    d = params.d if kind in TRUNCATING else 1
+def _cause(truncating: bool, params: Params, expected: torch.Tensor, error: float) -> str:
+    d = params.d if truncating else 1
     need = float(expected.abs().max()) * d
     if need >= 2**63:
         return (
@@ -282,7 +285,7 @@ def _cause(kind: str, params: Params, expected: torch.Tensor, error: float) -> s
             "truncation): it wrapped around the 64-bit ring. Use smaller values or a "
             "smaller learning rate, or a lower precision"
         )
-    if kind in TRUNCATING and d > 1 and error >= 2**62 / d:
+    if truncating and d > 1 and error >= 2**62 / d:
         return (
             f"a truncation failure (off by about 2**64 / {d}; probability |x| / 2**64 per "
             "element, x the product, see protocols/truncate.py): keep products smaller, or "

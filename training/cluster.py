@@ -35,7 +35,7 @@ class Cluster(Runtime):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.checker = None if self.check is None else ShadowChecker(self.check)
+        self.checker = None if self.check is None else ShadowChecker(self.check, self.suite)
         """Check mode (``Cluster.start(check=True)``, see training.check), or None."""
 
     async def flush(self) -> None:

@@ -1,7 +1,10 @@
-"""The torch bindings of the function modules: ``__torch_function__`` entries for the
-functional API, losses and layers (filled into :data:`training.tensor._TORCH`), and the
-SharedTensor methods implemented there (``x.exp()``, ``x / y``, ``x.softmax(1)``, filled
-into :data:`training.handle.FUNCTIONS`), both on import of :mod:`training`.
+"""The torch bindings that need glue (argument shapes torch's signature has and ours does
+not, ``out=``, mirrored operands), bound into :data:`training.registry.TORCH`, and the
+SharedTensor methods implemented in the function modules (``x.exp()``, ``x / y``,
+``x.softmax(1)``, filled into :data:`training.handle.FUNCTIONS`), on import of
+:mod:`training`; then every method bound with :func:`training.registry.implements` is
+installed on the class. A function whose torch signature is its own is bound where it is
+written, with ``@implements`` (e.g. ``abs`` in :mod:`training.activations`).
 
 Binding here, in the one module that imports both the SharedTensor and the function
 modules, keeps the imports one-way: the function modules import the tensor, the tensor
@@ -24,8 +27,9 @@ from . import losses as loss
 from . import maxima as mx
 from . import range_reduction as rr
 from .handle import FUNCTIONS
+from .registry import bind, install_methods
 from .shaping import cat, stack
-from .tensor import _TORCH, SharedTensor
+from .tensor import SharedTensor
 
 
 def _shared_first(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -245,7 +249,6 @@ ENTRIES: dict[Any, Callable[..., Any]] = {
     F.relu6: _relu6,
     F.softplus: act.softplus,
     F.silu: _no_inplace(act.silu, "silu"),
-    torch.abs: act.abs_,
     torch.clamp: act.clamp,
     torch.clip: act.clamp,
     # smooth functions and division
@@ -295,10 +298,9 @@ ENTRIES: dict[Any, Callable[..., Any]] = {
     F.batch_norm: L.batch_norm,
 }
 
-_TORCH.update(ENTRIES)
+bind(ENTRIES)
 
 METHODS: dict[str, Callable[..., Any]] = {
-    "abs": act.abs_,
     "clamp": act.clamp,
     "sigmoid": act.sigmoid,
     "tanh": act.tanh,
@@ -325,3 +327,4 @@ METHODS: dict[str, Callable[..., Any]] = {
 :func:`training.handle.function`)."""
 
 FUNCTIONS.update(METHODS)
+install_methods(SharedTensor)

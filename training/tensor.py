@@ -14,8 +14,8 @@ refused ``.item()``; :mod:`training.idioms`); what a plaintext operand may be is
 :mod:`training.operands`. This module adds the comparisons (shared 0/1 results from
 DReLUs), ReLU, the method forms of the smooth functions and maxima (implemented in the
 function modules and reached through :func:`training.handle.function`), and the torch
-dispatch table :data:`_TORCH`, which :mod:`training.dispatch` completes with the
-functional API, losses and layers.
+torch bindings of its own operators (into :data:`training.registry.TORCH`, the one
+table, which the function modules and :mod:`training.dispatch` complete).
 
 Autograd: an op records its parents and its backward rule beside its forward.
 """
@@ -23,7 +23,7 @@ Autograd: an op records its parents and its backward rule beside its forward.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,7 @@ from .errors import in_layer
 from .handle import function
 from .idioms import Idioms
 from .operands import public
+from .registry import TORCH, bind
 from .shaping import cat
 
 
@@ -73,11 +74,6 @@ class SharedTensor(Arithmetic, Idioms):
 
     def tanh(self) -> SharedTensor:
         return function("tanh")(self)
-
-    def abs(self) -> SharedTensor:
-        return function("abs")(self)
-
-    __abs__ = abs
 
     def clamp(self, min: Any = None, max: Any = None) -> SharedTensor:
         return function("clamp")(self, min, max)
@@ -242,7 +238,7 @@ class SharedTensor(Arithmetic, Idioms):
     def __torch_function__(
         cls, func: Any, types: Any, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
     ) -> Any:
-        impl = _TORCH.get(func)
+        impl = TORCH.get(func)
         if impl is None:
             name = getattr(func, "__name__", None) or repr(func)
             message = (
@@ -290,30 +286,32 @@ def _mean(x: Any, dim: Any = None, keepdim: bool = False, **kw: Any) -> Any:
     return x.mean(dim, keepdim)
 
 
-_TORCH: dict[Any, Callable[..., Any]] = {
-    torch.matmul: lambda a, b: a @ b if isinstance(a, SharedTensor) else b.__rmatmul__(a),
-    torch.mm: lambda a, b: a @ b if isinstance(a, SharedTensor) else b.__rmatmul__(a),
-    F.linear: _linear,
-    F.relu: _relu,
-    torch.relu: lambda x: x.relu(),
-    torch.add: lambda a, b: a + b if isinstance(a, SharedTensor) else b + a,
-    torch.sub: lambda a, b: a - b if isinstance(a, SharedTensor) else b.__rsub__(a),
-    torch.mul: lambda a, b: a * b if isinstance(a, SharedTensor) else b * a,
-    torch.neg: lambda a: -a,
-    torch.sum: _sum,
-    torch.mean: _mean,
-    torch.t: lambda a: a.t(),
-    torch.transpose: lambda a, d0, d1: a.transpose(d0, d1),
-    torch.reshape: lambda a, shape: a.reshape(shape),
-    torch.Tensor.__add__: lambda a, b: b + a,
-    torch.Tensor.__radd__: lambda a, b: b + a,
-    torch.Tensor.add: lambda a, b: b + a,
-    torch.Tensor.__sub__: lambda a, b: b.__rsub__(a),
-    torch.Tensor.__rsub__: lambda a, b: b - a,
-    torch.Tensor.sub: lambda a, b: b.__rsub__(a),
-    torch.Tensor.__mul__: lambda a, b: b * a,
-    torch.Tensor.__rmul__: lambda a, b: b * a,
-    torch.Tensor.mul: lambda a, b: b * a,
-    torch.Tensor.__matmul__: lambda a, b: b.__rmatmul__(a),
-    torch.Tensor.matmul: lambda a, b: b.__rmatmul__(a),
-}
+bind(
+    {
+        torch.matmul: lambda a, b: a @ b if isinstance(a, SharedTensor) else b.__rmatmul__(a),
+        torch.mm: lambda a, b: a @ b if isinstance(a, SharedTensor) else b.__rmatmul__(a),
+        F.linear: _linear,
+        F.relu: _relu,
+        torch.relu: lambda x: x.relu(),
+        torch.add: lambda a, b: a + b if isinstance(a, SharedTensor) else b + a,
+        torch.sub: lambda a, b: a - b if isinstance(a, SharedTensor) else b.__rsub__(a),
+        torch.mul: lambda a, b: a * b if isinstance(a, SharedTensor) else b * a,
+        torch.neg: lambda a: -a,
+        torch.sum: _sum,
+        torch.mean: _mean,
+        torch.t: lambda a: a.t(),
+        torch.transpose: lambda a, d0, d1: a.transpose(d0, d1),
+        torch.reshape: lambda a, shape: a.reshape(shape),
+        torch.Tensor.__add__: lambda a, b: b + a,
+        torch.Tensor.__radd__: lambda a, b: b + a,
+        torch.Tensor.add: lambda a, b: b + a,
+        torch.Tensor.__sub__: lambda a, b: b.__rsub__(a),
+        torch.Tensor.__rsub__: lambda a, b: b - a,
+        torch.Tensor.sub: lambda a, b: b.__rsub__(a),
+        torch.Tensor.__mul__: lambda a, b: b * a,
+        torch.Tensor.__rmul__: lambda a, b: b * a,
+        torch.Tensor.mul: lambda a, b: b * a,
+        torch.Tensor.__matmul__: lambda a, b: b.__rmatmul__(a),
+        torch.Tensor.matmul: lambda a, b: b.__rmatmul__(a),
+    }
+)

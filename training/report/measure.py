@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from actors import CommStats, NetworkProfile, OpRecord, Phase
-from protocols.params import Params, Pub
+from protocols.params import Params
 from protocols.suite import Suite, get_suite
 
 from ..cluster import Cluster
@@ -96,66 +96,7 @@ def party_sent(d: CommStats, n: int) -> list[int]:
 
 
 # -- (a) every op kind of every suite against its closed form ------------------------------------
-@dataclass(frozen=True, slots=True)
-class Case:
-    """One op to measure: operand shapes, result shapes, public parameters."""
-
-    note: str
-    shapes: tuple[Shape, ...]
-    out: tuple[Shape, ...]
-    params: Params | None = None
-
-
-def _pub(shape: Shape, integral: bool = False) -> Pub:
-    hi = 5 if integral else 2000
-    return Pub.of(torch.randint(-hi, hi, shape, generator=torch.Generator().manual_seed(3)))
-
-
-def _perm(size: int) -> Pub:
-    return Pub.of(torch.arange(size - 1, -1, -1))
-
-
-_CONV: tuple[Shape, Shape, Shape] = ((2, 3, 6, 6), (4, 3, 3, 3), (2, 4, 4, 4))
-"""x, w and the result of the measured convolution (stride 1, no padding)."""
-
-
-def cases(kind: str, size: int, mat: Shape) -> list[Case]:
-    """The cases measured for ``kind`` at ``size`` elements and an ``(m, k, n)`` matmul; []
-    for a kind this report does not know (flagged as unmeasured)."""
-    v, (m, k, n) = (size,), mat
-    e = Case("", (v,), (v,))
-    t = Params(d=D)
-    table: dict[str, list[Case]] = {
-        "add": [Case("", (v, v), (v,))],
-        "sub": [Case("", (v, v), (v,))],
-        "neg": [e],
-        "add_pub": [Case("", (v,), (v,), Params(pub=_pub(v)))],
-        "mul_pub": [Case("integer", (v,), (v,), Params(pub=_pub(v, True)))],
-        "scale": [Case("", (v,), (v,), Params(pub=_pub(v), d=D))],
-        "sum": [Case("all", (v,), ((),), Params())],
-        "transpose": [Case("", ((m, k),), ((k, m),), Params(d0=0, d1=1))],
-        "reshape": [Case("", (v,), ((size, 1),), Params(shape=(size, 1)))],
-        "expand": [Case("", ((1, size),), ((2, size),), Params(shape=(2, size)))],
-        "trunc": [Case("", (v,), (v,), t)],
-        "matmul_pub": [Case("", ((m, k),), ((m, n),), Params(pub=_pub((k, n)), d=D))],
-        "mul": [Case("", (v, v), (v,), t), Case("x*bit, d=1", (v, v), (v,))],
-        "square": [Case("", (v,), (v,), t)],
-        "matmul": [Case("", ((m, k), (k, n)), ((m, n),), t)],
-        "drelu": [e],
-        "relu": [Case("", (v,), (v, v))],
-        "dropout": [Case("keep 3/4", (v,), (v, v), Params(d=3 * 2**18))],
-        "take": [Case("reversed", (v,), (v,), Params(pub=_perm(size)))],
-        "put": [Case("reversed", (v,), (v,), Params(pub=_perm(size), shape=v))],
-        **{
-            kind: [Case(f"{_CONV[0]}*{_CONV[1]}", sh, (o,), Params(d=D, shape=o))]
-            for kind, sh, o in (
-                ("conv", (_CONV[0], _CONV[1]), _CONV[2]),
-                ("conv_dx", (_CONV[2], _CONV[1]), _CONV[0]),
-                ("conv_dw", (_CONV[0], _CONV[2]), _CONV[1]),
-            )
-        },
-    }
-    return table.get(kind, [])
+# The ops measured for each kind are its registration's examples (protocols.opkind.register).
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,16 +136,16 @@ async def measure_ops(
     suite: str | Suite, n: int, sizes: Sequence[int], mats: Sequence[Shape]
 ) -> tuple[list[OpRow], list[str]]:
     """Every registered kind of ``suite`` for ``n`` parties, one op at a time in one cluster
-    (each between two flushes, so it starts at the depth reached); also the kinds with no
-    case here."""
+    (each between two flushes, so it starts at the depth reached), on its registered
+    examples; also the kinds registered without any."""
     rows: list[OpRow] = []
     gen = torch.Generator().manual_seed(11)
     s = get_suite(suite)
     async with TracedCluster.start(PARTIES[:n], protocols=s, seed=5) as c:
-        missing = [k for k in s.names if not cases(k, 1, (1, 1, 1))]
+        missing = [k for k in s.names if not s.examples(k, 1, (1, 1, 1))]
         for size, mat in zip(sizes, mats, strict=True):
             for kind in s.names:
-                for case in cases(kind, size, mat):
+                for case in s.examples(kind, size, (mat[0], mat[1], mat[2])):
                     tids = [
                         c.input(torch.randint(-2000, 2000, s, generator=gen)) for s in case.shapes
                     ]
