@@ -11,6 +11,8 @@ examples the communication report measures, and whether it truncates. The layer 
 * Beaver products (``mul``, ``square``, ``matmul``): 1 round, then the suite's truncation.
 * comparisons (``drelu``, ``relu``): the bit-sliced carry tree (7 rounds, any number of
   parties); :mod:`protocols.suite` swaps in the FSS comparison for 2 parties.
+* ``abs``: the suite's ReLU, then ``2 relu(x) - x`` locally, with the bit kept for the
+  backward pass (whatever comparison the suite has: one op instead of three commands).
 """
 
 from __future__ import annotations
@@ -270,3 +272,25 @@ register(
     examples=unary(),
 )
 register("relu", _comparison("relu", _relu, True), reference=_relu_reference, examples=_with_bit)
+
+
+def _abs(suite: Suite, n: int) -> OpKind:
+    """The suite's ReLU (whatever comparison it uses), then ``2 relu(x) - x`` locally; the
+    comparison bit is the second output (the backward pass's sign)."""
+    r = suite.kind("relu", n)
+    relu_run = r.run
+    assert relu_run is not None
+
+    async def run(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
+        y, bit = await relu_run(ctx, x, p)
+        return [Share(2 * y.value - x[0].value, y.depth), bit]
+
+    return OpKind("abs", run=run, specs=r.specs, cost=r.cost, n_out=2)
+
+
+register(
+    "abs",
+    _abs,
+    reference=lambda x, p, out, got: [x[0].abs(), _sign_bit(x[0])],
+    examples=_with_bit,
+)

@@ -111,5 +111,11 @@ def hardtanh(x: SharedTensor, min_val: float = -1.0, max_val: float = 1.0) -> Sh
 
 @implements(torch.abs, torch.Tensor.abs, methods=("abs", "__abs__"))
 def abs_(x: SharedTensor) -> SharedTensor:
-    """|x| = 2 relu(x) - x (1 round; backward by the ReLU's bit)."""
-    return x.relu() * 2 - expect_shared(x, "abs")
+    """|x|: one ``abs`` op (the suite's ReLU, then ``2 relu(x) - x`` at each party; the
+    comparison's cost, see :mod:`protocols.kinds`); gradient ``g (2 [x >= 0] - 1)`` (+g at
+    0, where torch gives 0)."""
+    x = expect_shared(x, "abs")
+    label = x.cluster.current_label()
+    with x.cluster.label(f"{label}/abs" if label else "abs"):
+        out, bit = x._submit("abs", [x], [(x.shape, None), (x.shape, 0)])
+        return x._record(out, [x], lambda g: (g * (2 * bit - 1),))
