@@ -124,6 +124,7 @@ class Cluster(Runtime):
             names, provider, coordinator, net, seed, suite, value_bound=value_bound, check=check
         )
         dealer = CryptoProvider(provider, names, coordinator, net.endpoints[provider], seed, suite)
+        cluster.dealer = dealer
         actors = [
             Party(
                 n,

@@ -47,6 +47,7 @@ from .messages import Batch, Command, DealerRequest, Reply, Requests, encode_con
 from .opcontext import check_expect
 from .oplog import OpRecord, Shape, iteration_var, label_var, scoped
 from .policy import RevealRefused
+from .provider import CryptoProvider
 from .stats import CommStats, LabelBook
 
 
@@ -119,6 +120,8 @@ class Runtime:
         """The session id (TLS clusters)."""
         self.catalog: dict[str, dict[str, Shape]] = {}
         """Named tensors each party holds: name -> shape (see :meth:`input_from`)."""
+        self.dealer: CryptoProvider | None = None
+        """The provider actor when it runs in this process (its ``compute_seconds``)."""
 
     def _check_open(self) -> None:
         if self._closed or self._nursery is None:

@@ -14,6 +14,8 @@ import subprocess
 from pathlib import Path
 
 PEERS = Path(__file__).resolve().parents[2] / "shared" / "peers"
+OURS = Path(__file__).resolve().parent / "peer_workloads"
+"""Peer workloads written here (e.g. the MNIST Net step), run the same way."""
 
 
 def crypten_venv() -> Path:
@@ -24,15 +26,15 @@ def crypten_venv() -> Path:
 
 
 def run_peer(script: str, args: list[str], timeout: float = 900.0) -> str | None:
-    """The stdout of ``shared/peers/<script> args`` in CrypTen's venv, or None (after
-    printing why)."""
+    """The stdout of ``shared/peers/<script> args`` (or of ``scripts/peer_workloads/<script>``
+    if it is there) in CrypTen's venv, or None (after printing why)."""
     venv = crypten_venv()
     try:
         subprocess.run(
             ["bash", str(PEERS / "setup_crypten.sh"), str(venv)], check=True, capture_output=True
         )
         return subprocess.run(
-            [str(venv / "bin" / "python"), str(PEERS / script), *args],
+            [str(venv / "bin" / "python"), str(_where(script) / script), *args],
             check=True,
             capture_output=True,
             text=True,
@@ -42,6 +44,10 @@ def run_peer(script: str, args: list[str], timeout: float = 900.0) -> str | None
         err = getattr(e, "stderr", None) or ""
         print(f"CrypTen unavailable ({type(e).__name__}: {e}) {str(err)[-300:]}".strip())
         return None
+
+
+def _where(script: str) -> Path:
+    return OURS if (OURS / script).exists() else PEERS
 
 
 def number(pattern: str, text: str | None) -> float | None:

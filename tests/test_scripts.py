@@ -177,6 +177,33 @@ def test_bench_train_network_a_without_crypten(
     assert re.search(r"^default\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+-\s+22\s", out, re.M), out
 
 
+def test_bench_train_mnist_net_without_crypten(
+    in_process: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pytorch/examples' MNIST Net, one step at batch 2 after one warm-up step: control bytes
+    stay under 1% of the online bytes (issue 19's target; they were 50-560 MB per run before
+    public constants went by reference: the first step still sends the pooling and
+    convolution index tensors once, ~11 MB at batch 2), and the dealer's share of the step
+    is reported."""
+    import bench_train
+
+    argv = ["--workload", "mnist-net", "--batch", "2", "--suites", "default"]
+    bench_train.main([*argv, "--iterations", "1", "--warmup", "1", "--no-crypten"])
+    out = capsys.readouterr().out
+    assert "mnist-net, 2 parties, 1 iterations" in out, out
+    assert re.search(r"^suite .* control B\s+dealer ms\s+online ms$", out, re.M), out
+    row = re.search(
+        r"^default\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+-\s+(\d+)\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)"
+        r"\s+([\d.]+)\s+([\d.]+)$",
+        out,
+        re.M,
+    )
+    assert row, out
+    online, dealer, control = (int(row[i].replace(",", "")) for i in (2, 3, 4))
+    assert online > 10**6 and dealer > 10**6 and 0 < control < online / 100, out
+    assert float(row[5]) > 0, out
+
+
 def test_bench_relu_without_crypten(in_process: None, capsys: pytest.CaptureFixture[str]) -> None:
     import bench_relu
 
