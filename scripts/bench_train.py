@@ -23,7 +23,7 @@ import math
 import statistics
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -265,9 +265,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=None, help="default 10 (seed) / 1")
     ap.add_argument("--no-crypten", action="store_true", help="skip the CrypTen comparison")
     ap.add_argument("--batch", type=int, default=32, help="mnist-net's batch (default 32)")
+    ap.add_argument(
+        "--encoding",
+        metavar="BASE/PRECISION",
+        help="fixed point of the shares, e.g. 10/3 (default: the workload's; the costs do not "
+        "depend on it, smooth functions and losses need base 2)",
+    )
     args = ap.parse_args(argv)
     suites = bench_setup(ap, args)
     w = mnist_workload(args.batch) if args.workload == "mnist-net" else WORKLOADS[args.workload]
+    if args.encoding:
+        try:
+            base, precision = (int(v) for v in args.encoding.split("/"))
+        except ValueError:
+            ap.error(f"--encoding takes BASE/PRECISION, e.g. 10/3, got {args.encoding!r}")
+        w = replace(w, base=base, precision=precision)
     iterations = args.iterations or (200 if w.name == "seed" else 5)
     warmup = args.warmup if args.warmup is not None else (10 if w.name == "seed" else 1)
     plain = plaintext_ms(w, iterations + warmup)
@@ -275,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     peer = None if args.no_crypten or args.parties != 2 else crypten_ms(w)
     print(
         f"\n{w.name}, {args.parties} parties, {iterations} iterations (median ms per iteration, "
-        f"torch threads {torch.get_num_threads()})"
+        f"torch threads {torch.get_num_threads()}, encoding {w.base}/{w.precision})"
     )
     print(f"plaintext torch   {plain:9.3f} ms")
     if peer is not None:
