@@ -22,12 +22,8 @@ MAX_LINES = 450
 NOT_YET_SPLIT = {
     # the TLS carrier: one class (links, records, sessions); its pieces are in tlslink.py.
     "actors/tls.py",
-    # the view analysis and its feature families (issue 18 item 5); to split by family.
-    "protocols/analysis.py",
     # the coordinator with fit/predict and progress (issue 22); to split progress out.
     "training/coordinator.py",
-    # one protocol family (the FSS comparison: keys, evaluation, dealer); not split yet.
-    "protocols/fss.py",
     # the communication-cost report (issue 21, item 1) is reworked separately.
     "training/report/measure.py",
     "training/report/render.py",
