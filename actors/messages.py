@@ -8,7 +8,8 @@
   :class:`MeterReport`.
 
 (Parties also exchange :class:`actors.policy.RevealPolicy` at start.) Structs are arrays on
-the wire where the field order is fixed (commands: ``[kind, op, ins, outs, params, to]``);
+the wire where the field order is fixed (commands: ``[kind, op, ins, outs, params, to,
+owner, tensor, directory]``, trailing defaults left out);
 a decoding error names the field that is wrong (``Expected `int`, got `str` - at
 `$[1][0][1]```). Nothing is pickled.
 """
@@ -27,8 +28,9 @@ from .phase import Phase
 from .stats import ActorStats
 
 
-class Command(msgspec.Struct, frozen=True, array_like=True):
-    """One operation for a party: run ``kind`` on tensors ``ins``, store ``outs``."""
+class Command(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+    """One operation for a party: run ``kind`` on tensors ``ins``, store ``outs``. Each
+    field names one thing; a kind reads only its own."""
 
     kind: str
     op: int
@@ -36,7 +38,14 @@ class Command(msgspec.Struct, frozen=True, array_like=True):
     outs: tuple[int, ...] = ()
     params: Params | None = None
     to: str | None = None
-    """reveal: the recipient."""
+    """reveal: the recipient (the coordinator or a party)."""
+    owner: str | None = None
+    """input: the party that shares its own tensor :attr:`tensor` (None: the coordinator
+    sends the shares)."""
+    tensor: str | None = None
+    """input from :attr:`owner`: the name of the owner's local tensor."""
+    directory: str | None = None
+    """save / load: the checkpoint folder (inside each party's checkpoint root)."""
 
 
 class Batch(msgspec.Struct, frozen=True, array_like=True):
@@ -47,13 +56,21 @@ class Batch(msgspec.Struct, frozen=True, array_like=True):
 
 
 class DealerRequest(msgspec.Struct, frozen=True, array_like=True):
-    """What the dealer learns of an op: its id, kind, operand and result shapes, divisor."""
+    """What the dealer learns of an op: its id, kind, operand and result shapes, and the
+    public parameters its material depends on (never a public operand)."""
 
     op: int
     kind: str
     shapes: list[tuple[int, ...]]
     out: tuple[int, ...]
     d: int = 1
+    """The truncation divisor (:attr:`protocols.params.Params.d`)."""
+    keep: int = 0
+    """dropout: the keep units (:attr:`protocols.params.Params.keep`); 0 otherwise."""
+
+    def params(self) -> Params:
+        """The op's public parameters as far as the dealer knows them."""
+        return Params(d=self.d, keep=self.keep)
 
 
 class Requests(msgspec.Struct, frozen=True, array_like=True):

@@ -2022,6 +2022,9 @@ BAD_PARAMS = st.sampled_from(
         Params(d=-5),
         Params(d="x"),  # type: ignore[arg-type]
         Params(d=2**70),
+        Params(keep=-1),
+        Params(keep=2**20 + 1),
+        Params(scale=0),
         Params(dims=("a",)),  # type: ignore[arg-type]
         Params(pub=Pub((2,), "x")),  # type: ignore[arg-type]
     ]
