@@ -1,4 +1,4 @@
-"""The TLS transport: :class:`actors.tlslinks.TlsLinks` plus the session between processes.
+"""The TLS transport: :class:`actors.tlscarrier.TlsCarrier` plus the session between processes.
 
 The links carry frames exactly as the in-memory network does (same frames and meters, so
 rounds and bytes are too); this module adds the transport's own unmetered records, one
@@ -24,6 +24,7 @@ from .endpoint import Endpoint
 from .mailbox import Roles
 from .messages import Failure, MeterReport, Ready, Session
 from .stats import ActorStats
+from .tlscarrier import TlsCarrier
 from .tlslink import (
     COORDINATOR_ONLY,
     FAIL,
@@ -37,14 +38,13 @@ from .tlslink import (
     RemoteError,
     SessionRefused,
 )
-from .tlslinks import TlsLinks
 
 __all__ = ["HELLO", "PeerAuthError", "SessionRefused", "TlsTransport"]
 
 _ENC = msgspec.msgpack.Encoder()
 
 
-class TlsTransport(TlsLinks):
+class TlsTransport(TlsCarrier):
     """The TLS links of one actor and its side of the session (see the module doc)."""
 
     def __init__(

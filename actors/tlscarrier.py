@@ -1,7 +1,7 @@
-"""TLS links: one local actor's connections to its peers over TCP with mutual TLS.
+"""The TLS carrier: one local actor's links to its peers over TCP with mutual TLS.
 
-:class:`TlsLinks` carries frames for ONE actor (its endpoint is the only one in
-``endpoints``): :meth:`~TlsLinks.carry` queues a frame for the peer's writer task; a
+:class:`TlsCarrier` carries frames for ONE actor (its endpoint is the only one in
+``endpoints``): :meth:`~TlsCarrier.carry` queues a frame for the peer's writer task; a
 reader task per peer reads records and hands frames to the endpoint with the sender taken
 from the peer's certificate (never from the frame); ``before_send``, ``capacity``,
 ``observers`` and chaos behave as in the in-memory network (:class:`Middleware`), and
@@ -61,7 +61,7 @@ LOGGED_REFUSALS = 5
 """Refused connections logged one by one; after that one line per 100."""
 
 
-class TlsLinks(Middleware):
+class TlsCarrier(Middleware):
     """The TLS links of one actor (see the module doc); control records go to
     :meth:`_control`, which a subclass implements."""
 
