@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 import trio
 
+from protocols.layers import KEEP_UNITS
 from protocols.params import Params
 from protocols.reference import Tolerance
 
@@ -94,4 +95,12 @@ def checked_params(params: Any, what: str) -> Params | None:
         raise ValueError(f"{what}: malformed params {params!r}: {exc}") from None
     if checked.d < 1:
         raise ValueError(f"{what}: the divisor must be a positive integer, got {checked.d}")
+    if not 0 <= checked.keep <= KEEP_UNITS:
+        raise ValueError(
+            f"{what}: dropout's keep units are 1 to {KEEP_UNITS} (0 when unused), got {checked.keep}"
+        )
+    if checked.scale < 1:
+        raise ValueError(
+            f"{what}: the encoding scale must be a positive integer, got {checked.scale}"
+        )
     return params

@@ -8,7 +8,8 @@
   :class:`MeterReport`.
 
 (Parties also exchange :class:`actors.policy.RevealPolicy` at start.) Structs are arrays on
-the wire where the field order is fixed (commands: ``[kind, op, ins, outs, params, to]``);
+the wire where the field order is fixed (commands: ``[kind, op, ins, outs, params,
+target]``, the target a tagged :class:`Recipient`, :class:`FromParty` or :class:`Folder`);
 a decoding error names the field that is wrong (``Expected `int`, got `str` - at
 `$[1][0][1]```). Nothing is pickled.
 """
@@ -27,16 +28,61 @@ from .phase import Phase
 from .stats import ActorStats
 
 
+class Recipient(msgspec.Struct, frozen=True, array_like=True, tag=1):
+    """reveal: who receives the shares (the coordinator or a party)."""
+
+    name: str
+
+
+class FromParty(msgspec.Struct, frozen=True, array_like=True, tag=2):
+    """input: the party that shares its own local tensor ``tensor``."""
+
+    owner: str
+    tensor: str
+
+
+class Folder(msgspec.Struct, frozen=True, array_like=True, tag=3):
+    """save / load: the checkpoint folder (inside each party's checkpoint root)."""
+
+    path: str
+
+
+Target = Recipient | FromParty | Folder
+
+
 class Command(msgspec.Struct, frozen=True, array_like=True):
-    """One operation for a party: run ``kind`` on tensors ``ins``, store ``outs``."""
+    """One operation for a party: run ``kind`` on tensors ``ins``, store ``outs``. What a
+    command is aimed at is one typed field, ``target`` (a reveal's recipient, an input's
+    owner and tensor, a checkpoint's folder), so no field means two things and a command
+    costs one byte for it when it has none (msgspec 0.23 writes every field of an array
+    struct, defaults included)."""
 
     kind: str
     op: int
     ins: tuple[int, ...] = ()
     outs: tuple[int, ...] = ()
     params: Params | None = None
-    to: str | None = None
-    """reveal: the recipient."""
+    target: Target | None = None
+
+    @property
+    def to(self) -> str | None:
+        """reveal: the recipient."""
+        return self.target.name if isinstance(self.target, Recipient) else None
+
+    @property
+    def owner(self) -> str | None:
+        """input from a party: the party (None: the coordinator sends the shares)."""
+        return self.target.owner if isinstance(self.target, FromParty) else None
+
+    @property
+    def tensor(self) -> str | None:
+        """input from :attr:`owner`: the name of the owner's local tensor."""
+        return self.target.tensor if isinstance(self.target, FromParty) else None
+
+    @property
+    def directory(self) -> str | None:
+        """save / load: the checkpoint folder."""
+        return self.target.path if isinstance(self.target, Folder) else None
 
 
 class Batch(msgspec.Struct, frozen=True, array_like=True):
@@ -47,13 +93,21 @@ class Batch(msgspec.Struct, frozen=True, array_like=True):
 
 
 class DealerRequest(msgspec.Struct, frozen=True, array_like=True):
-    """What the dealer learns of an op: its id, kind, operand and result shapes, divisor."""
+    """What the dealer learns of an op: its id, kind, operand and result shapes, and the
+    public parameters its material depends on (never a public operand)."""
 
     op: int
     kind: str
     shapes: list[tuple[int, ...]]
     out: tuple[int, ...]
     d: int = 1
+    """The truncation divisor (:attr:`protocols.params.Params.d`)."""
+    keep: int = 0
+    """dropout: the keep units (:attr:`protocols.params.Params.keep`); 0 otherwise."""
+
+    def params(self) -> Params:
+        """The op's public parameters as far as the dealer knows them."""
+        return Params(d=self.d, keep=self.keep)
 
 
 class Requests(msgspec.Struct, frozen=True, array_like=True):

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from protocols.params import Params
 from protocols.suite import Cost
 
 Shape = tuple[int, ...]
@@ -39,7 +40,8 @@ class OpRecord:
     iteration: int | None
     shapes: tuple[Shape, ...]
     out: tuple[Shape, ...]
-    divisor: int
+    params: Params
+    """The op's public parameters as issued (divisor, dropout's keep units, operands...)."""
     interactive: bool
     cost: Cost
     """The suite's closed form for this op (rounds, online bytes per party, dealer bytes)."""

@@ -206,8 +206,10 @@ class Party:
             if tid in self.store:
                 raise ProtocolError(f"{self.name}: operation {op} would overwrite tensor {tid}")
             outs.append(self.store.setdefault(tid, Slot(owners)))
-        if kind == "input" and cmd.to is not None:
-            source, _, tensor = cmd.to.partition(":")
+        if kind == "input" and cmd.owner is not None:
+            source, tensor = cmd.owner, cmd.tensor
+            if tensor is None:
+                raise ProtocolError(f"{self.name}: input {op} from {source!r} names no tensor")
             if source not in self.parties:
                 raise ProtocolError(f"{self.name}: input {op} from {source!r}, not a party")
             if self.seeded:
@@ -322,7 +324,11 @@ class Party:
                 f"{self.name}: input {op} names shape {shape}, {tensor!r} is {tuple(values.shape)}"
             )
         assert cmd.params is not None
-        encoded = encode_local(values, cmd.params.d, self.name, tensor)
+        if cmd.params.scale < 1:
+            raise ProtocolError(
+                f"{self.name}: input {op} names encoding scale {cmd.params.scale}, not positive"
+            )
+        encoded = encode_local(values, cmd.params.scale, self.name, tensor)
         pieces = make_shares(encoded, len(self.parties), Prg.fresh())
         for peer, piece in zip(self.parties, pieces, strict=True):
             if peer != self.name:
@@ -378,15 +384,15 @@ class Party:
 
     def _checkpoint_dir(self, op: int, cmd: Command) -> Path:
         """The folder a save/load names, inside this party's checkpoint root."""
-        if cmd.to is None:
+        if cmd.directory is None:
             raise ProtocolError(f"{self.name}: {cmd.kind} {op} names no directory")
         if self.checkpoint_root is None:
-            return Path(cmd.to)
+            return Path(cmd.directory)
         root = self.checkpoint_root.resolve()
-        path = (root / cmd.to).resolve()
+        path = (root / cmd.directory).resolve()
         if not path.is_relative_to(root):
             raise CheckpointRefused(
-                f"{self.name}: {cmd.kind} {op} names {cmd.to!r}, outside its checkpoint root "
+                f"{self.name}: {cmd.kind} {op} names {cmd.directory!r}, outside its checkpoint root "
                 f"{root} (a node's 'checkpoints' setting)"
             )
         return path

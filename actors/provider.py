@@ -2,7 +2,7 @@
 
 At start it draws one ChaCha20 key per party (from the OS, or from the seed in the
 insecure deterministic mode) and sends it to that party (32 offline bytes each). After
-that it receives only dealer requests ``(op id, kind, shapes, divisor)`` from the
+that it receives only dealer requests ``(op id, kind, shapes, divisor, keep units)`` from the
 coordinator, builds the op's material specs from the cluster's protocol suite, and sends
 each party what it must receive (:func:`protocols.material.dealer_messages`: corrections
 to the last party, per-party keys to everyone). It never receives anything computed from
@@ -85,7 +85,10 @@ class CryptoProvider:
                     raise ValueError(f"negative size in {req.shapes} -> {req.out}")
                 if req.d < 1:
                     raise ValueError(f"divisor {req.d} is not a positive integer")
-                specs = self.suite.specs(req.kind, req.shapes, req.out, req.d, n)
+                if req.keep < 0:
+                    raise ValueError(f"dropout keep units {req.keep} are negative")
+                param = self.suite.kind(req.kind, n).param(req.params())
+                specs = self.suite.specs(req.kind, req.shapes, req.out, param, n)
             self._busy += 1
             try:
                 for spec in specs:

@@ -25,7 +25,7 @@ import trio
 
 from protocols import share
 from protocols.errors import AccessDenied, ProtocolError, ShapeError
-from protocols.params import Params
+from protocols.params import NO_PARAMS, Params
 from protocols.prg import Prg
 from protocols.reference import Tolerance
 from protocols.suite import Cost, Suite
@@ -43,7 +43,17 @@ from .constants import PublicCache
 from .endpoint import Transport
 from .envelope import Envelope, Phase
 from .log import debug_enabled, get_logger
-from .messages import Batch, Command, DealerRequest, Reply, Requests, encode_control
+from .messages import (
+    Batch,
+    Command,
+    DealerRequest,
+    Folder,
+    FromParty,
+    Recipient,
+    Reply,
+    Requests,
+    encode_control,
+)
 from .opcontext import check_expect
 from .oplog import OpRecord, Shape, iteration_var, label_var, scoped
 from .policy import RevealRefused
@@ -152,9 +162,10 @@ class Runtime:
         ):
             self._endpoint.send_nowait(party, f"{op}/in", Phase.INPUT, tensors=[piece])
         shape = tuple(encoded.shape)
-        self._command(Command("input", op, (), (tid,), Params(shape=shape)))
+        params = Params(shape=shape)
+        self._command(Command("input", op, (), (tid,), params))
         self.last_op = op
-        self._record(op, "input", (), (shape,), 1, False, Cost(0, 0, 0))
+        self._record(op, "input", (), (shape,), params, False, Cost(0, 0, 0))
         return tid
 
     def input_from(self, owner: str, name: str, scale: int) -> tuple[int, Shape]:
@@ -171,14 +182,14 @@ class Runtime:
                 f"{owner} holds no tensor named {name!r} "
                 f"(it holds {sorted(self.catalog.get(owner, {}))})"
             )
-        if ":" in name:
-            raise ValueError(f"tensor names may not contain ':', got {name!r}")
         tid = self.new_tid()
         op = self._op_id()
-        params = Params(d=scale, shape=shape)
-        self._command(Command("input", op, (), (tid,), params, f"{owner}:{name}"))
+        if not isinstance(scale, int) or scale < 1:
+            raise ValueError(f"the encoding scale is a positive integer, got {scale!r}")
+        params = Params(scale=scale, shape=shape)
+        self._command(Command("input", op, (), (tid,), params, FromParty(owner, name)))
         self.last_op = op
-        self._record(op, "input", (), (shape,), 1, False, Cost(0, 0, 0))
+        self._record(op, "input", (), (shape,), params, False, Cost(0, 0, 0))
         return tid, shape
 
     def submit(
@@ -192,7 +203,8 @@ class Runtime:
         """Queue one op; returns the ids of its outputs at once (asynchronous dispatch).
 
         ``shapes`` are the shared operands' shapes, ``out`` the results' shapes; the suite
-        decides from them (and the divisor) which dealer material the op needs."""
+        decides from them (and the kind's parameter: the divisor, dropout's keep units)
+        which dealer material the op needs."""
         self._check_open()
         n = len(self.parties)
         if not isinstance(kind, str):
@@ -209,18 +221,20 @@ class Runtime:
         if len(in_shapes) != len(inputs):
             raise ValueError(f"{kind}: {len(inputs)} inputs but {len(in_shapes)} shapes")
         params = checked_params(params, kind)
-        divisor = 1 if params is None else params.d
-        specs = impl.specs(in_shapes, out_shapes[0], divisor, n)
+        given = NO_PARAMS if params is None else params
+        param = impl.param(given)
+        specs = impl.specs(in_shapes, out_shapes[0], param, n)
         op = self._op_id()
         outs = [self.new_tid() for _ in out_shapes]
         if specs:
-            self._reqs.append(DealerRequest(op, kind, list(in_shapes), out_shapes[0], divisor))
+            request = DealerRequest(op, kind, list(in_shapes), out_shapes[0], given.d, given.keep)
+            self._reqs.append(request)
         sent = self._constants.outgoing(params)
         self._command(Command(kind, op, tuple(inputs), tuple(outs), sent))
         self.last_op = op
         if self._op_log is not None or debug_enabled():
-            cost = self.suite.cost(kind, in_shapes, out_shapes[0], divisor, n)
-            self._record(op, kind, in_shapes, out_shapes, divisor, impl.interactive, cost)
+            cost = self.suite.cost(kind, in_shapes, out_shapes[0], param, n)
+            self._record(op, kind, in_shapes, out_shapes, given, impl.interactive, cost)
         return outs
 
     def _record(
@@ -229,12 +243,12 @@ class Runtime:
         kind: str,
         shapes: tuple[Shape, ...],
         out: tuple[Shape, ...],
-        divisor: int,
+        params: Params,
         interactive: bool,
         cost: Cost,
     ) -> None:
         rec = OpRecord(
-            op, kind, label_var.get(), iteration_var.get(), shapes, out, divisor, interactive, cost
+            op, kind, label_var.get(), iteration_var.get(), shapes, out, params, interactive, cost
         )
         if self._op_log is not None:
             self._op_log.append(rec)
@@ -246,7 +260,8 @@ class Runtime:
             iteration=rec.iteration,
             shapes=[list(s) for s in shapes],
             out=[list(s) for s in out],
-            divisor=divisor,
+            divisor=params.d,
+            keep=params.keep,
             interactive=interactive,
             rounds=cost.rounds,
             online_bytes=cost.online_bytes,
@@ -306,7 +321,9 @@ class Runtime:
         ops = []
         for tid, shape in wanted:
             ops.append(self._op_id())
-            self._command(Command("reveal", ops[-1], (tid,), (), Params(shape=shape), to))
+            self._command(
+                Command("reveal", ops[-1], (tid,), (), Params(shape=shape), Recipient(to))
+            )
         self._send_pending()
         out: list[torch.Tensor] = []
         denied: AccessDenied | ProtocolError | None = None
@@ -340,7 +357,7 @@ class Runtime:
         (in-process clusters: the parties see this file system). Done at the next flush."""
         self._check_open()
         op = self._op_id()
-        self._command(Command("save", op, ids(tids, "save"), (), None, str(directory)))
+        self._command(Command("save", op, ids(tids, "save"), target=Folder(str(directory))))
 
     def load_shares(self, directory: str | Path, count: int) -> list[int]:
         """Have every party read back its own ``count`` shares saved by :meth:`save_shares`;
@@ -348,7 +365,7 @@ class Runtime:
         self._check_open()
         op = self._op_id()
         tids = [self.new_tid() for _ in range(count)]
-        self._command(Command("load", op, (), tuple(tids), None, str(directory)))
+        self._command(Command("load", op, (), tuple(tids), target=Folder(str(directory))))
         return tids
 
     def resume_op_ids(self, next_op: int) -> None:

@@ -1,4 +1,4 @@
-"""The wire: typed control messages (msgspec over msgpack) and the binary frame.
+"""The wire: the binary frame every message travels in, on every transport.
 
 **Frame.** Every message on every transport is one frame::
 
@@ -13,9 +13,8 @@ TLS transport from the peer's certificate), so a message cannot claim to be from
 else. The meter counts the frame's length as sent: payload bytes (tensor data, or the
 whole control body) and header bytes (the rest) are both measured, not estimated.
 
-**Control messages** are msgspec structs encoded as msgpack arrays: a command batch is
-``[floor, [[kind, op, ins, outs, params, to], ...]]``; a decoding error names the field
-that is wrong (``Expected `int`, got `str` - at `$[1][0][1]```). Nothing is pickled.
+A control body is a msgspec struct encoded as msgpack (:mod:`actors.messages`, where every
+control message is defined); nothing is pickled.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The DCF's key generation and evaluation as compiled (numba) level kernels.
 
 Same construction, PRG, tweaks and key layout as the numpy reference in
-:mod:`protocols.fss` (whose module doc states them), bit for bit. What changes is the
+:mod:`protocols.dcf` (whose module doc states them), bit for bit. What changes is the
 shape of the work: the numpy code spends ~40 array calls per level, which for a handful of
 elements is pure call overhead (~10 ms per 8-element ReLU over 63 levels). Here each level
 is ONE batched AES-ECB call (OpenSSL through ``cryptography``, AES-NI, constant time) and

@@ -61,13 +61,18 @@ def _bilinear_kind(name: str) -> Builder:
 
 
 KEEP_UNITS = 2**20
-"""Dropout's keep probability travels as the divisor field: ``d = round(keep * 2**20)``."""
+"""Dropout's keep probability travels in its own field, :attr:`Params.keep`, as
+``round(keep * 2**20)`` (1 to ``2**20``)."""
 
 
 def dropout_mask_spec(shape: tuple[int, ...], keep_units: int, sub: int = 0) -> MaterialSpec:
     """A dropout mask dealt as arithmetic shares of 0/1 bits, 1 with probability
     ``keep_units / 2**20``: the dealer draws a uniform ``u`` and derives ``b = [u < t]``
     (unsigned 20-bit reading). No party and not the coordinator knows the mask."""
+    if not isinstance(keep_units, int) or not 1 <= keep_units <= KEEP_UNITS:
+        raise ValueError(
+            f"dropout keeps 1 to {KEEP_UNITS} units of 2**-20 (params.keep), got {keep_units!r}"
+        )
     return MaterialSpec(
         "dropout",
         sub,
@@ -82,16 +87,17 @@ def _dropout(suite: Suite, n: int) -> OpKind:
 
     async def run(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
         shape = tuple(x[0].value.shape)
-        m = await ctx.material(dropout_mask_spec(shape, p.d))
+        m = await ctx.material(dropout_mask_spec(shape, p.keep))
         bit = Share(m["b"], x[0].depth)
         return [await mul(ctx, x[0], bit, sub=1), bit]
 
     return OpKind(
         "dropout",
         run=run,
-        specs=lambda s, out, d, n: [dropout_mask_spec(s[0], d), mul_spec(s[0], s[0], sub=1)],
-        cost=lambda s, out, d, n: Cost(1, 16 * prod(s[0]) * (n - 1)),
+        specs=lambda s, out, keep, n: [dropout_mask_spec(s[0], keep), mul_spec(s[0], s[0], sub=1)],
+        cost=lambda s, out, keep, n: Cost(1, 16 * prod(s[0]) * (n - 1)),
         n_out=2,
+        param=lambda p: p.keep,
     )
 
 
@@ -108,7 +114,7 @@ register(
     _dropout,
     reference=_dropout_reference,
     examples=lambda v, m: [
-        Example("keep 3/4", ((v,),), ((v,), (v,)), Params(d=3 * KEEP_UNITS // 4))
+        Example("keep 3/4", ((v,),), ((v,), (v,)), Params(keep=3 * KEEP_UNITS // 4))
     ],
 )
 

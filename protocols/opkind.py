@@ -69,6 +69,10 @@ def _free(shapes: Sequence[Shape], out: Shape, d: int, n: int) -> Cost:
     return FREE
 
 
+def _divisor(params: Params) -> int:
+    return params.d
+
+
 @dataclass(frozen=True, slots=True)
 class OpKind:
     """One registered kind of operation (see module doc)."""
@@ -81,6 +85,10 @@ class OpKind:
     """Rounds and online bytes; :meth:`Suite.cost` adds the dealer bytes from ``specs``."""
     n_out: int = 1
     n_in: int = 1
+    param: Callable[[Params], int] = field(default=_divisor)
+    """The public integer ``specs`` and ``cost`` take from the op's params (and the dealer
+    from its request): the divisor ``params.d``, unless the kind reads another field
+    (dropout: ``params.keep``)."""
 
     def __post_init__(self) -> None:
         if (self.local is None) == (self.run is None):

@@ -55,7 +55,14 @@ class Params(msgspec.Struct, frozen=True, omit_defaults=True):
     """Public parameters of an op; each kind reads the fields it needs."""
 
     d: int = 1
-    """Truncation divisor (a public positive integer, the fixed-point scale)."""
+    """Truncation divisor (a public positive integer, the fixed-point scale): the ring
+    holds ``d`` times a product until the kind truncates it."""
+    keep: int = 0
+    """dropout: the keep probability in units of ``2**-20``
+    (:data:`protocols.layers.KEEP_UNITS`), 1 to ``2**20``; 0 for every other kind."""
+    scale: int = 1
+    """input of a party's own tensor: the fixed-point encoding scale (the party shares
+    ``round(v * scale)``)."""
     pub: Pub | None = None
     """Public operand (add_pub, mul_pub, scale, matmul_pub)."""
     left: bool = False

@@ -7,9 +7,10 @@ An :class:`OpKind` is everything the runtime needs to know about one kind of ope
 * how a party runs it: ``local(rank, shares, params)`` or ``run(ctx, shares, params)``
   (a coroutine over a :class:`~protocols.context.PartyContext`);
 * the dealer material it needs, from public facts alone: ``specs(in_shapes, out_shape,
-  divisor, n_parties)`` (the coordinator decides from it whether to ask the dealer, and the
-  dealer builds the same specs);
-* its closed-form cost: ``cost(in_shapes, out_shape, divisor, n_parties)`` gives online
+  param, n_parties)`` (the coordinator decides from it whether to ask the dealer, and the
+  dealer builds the same specs), where ``param = OpKind.param(params)`` is the divisor
+  ``params.d`` or, for dropout, its keep units ``params.keep``;
+* its closed-form cost: ``cost(in_shapes, out_shape, param, n_parties)`` gives online
   rounds and the online bytes each party sends; the dealer bytes follow from the specs.
 
 A :class:`Suite` maps names to registrations whose *builders* ``(suite, n_parties) ->

@@ -2,7 +2,7 @@
 
 Runs one warm training iteration of a workload on the real cluster (as ``bench_train.py``)
 with the op log on, then replays every *interactive* op of that iteration, with the same
-kind, shapes and divisor, through the protocol harness of ``protocols.testing``: the
+kind, shapes and parameters, through the protocol harness of ``protocols.testing``: the
 parties' coroutines and the runtime's dealer code path (``Board(real_dealer=True)``: PRG
 draws, corrections, FSS key generation), exchanging tensors on an in-memory board, with no
 actors, frames, commands, heartbeats or meters. Local ops are left out. The sum is a lower
@@ -36,7 +36,7 @@ Shape = tuple[int, ...]
 
 
 async def op_log(w: Workload, suite: str, parties: int) -> tuple[list[tuple], float]:
-    """The interactive ops ``(kind, shapes, out, divisor)`` of one warm iteration and the
+    """The interactive ops ``(kind, shapes, out, params)`` of one warm iteration and the
     runtime's median ms per iteration over 20 iterations."""
     async with Cluster.start(NAMES[:parties], provider="james", protocols=suite) as cluster:
         coord, xs, ys = on_cluster(cluster, w)
@@ -46,7 +46,7 @@ async def op_log(w: Workload, suite: str, parties: int) -> tuple[list[tuple], fl
         await coord.step(xs, ys)
         await cluster.flush()
         ops = [
-            (r.kind, r.shapes, r.out[0], r.divisor)
+            (r.kind, r.shapes, r.out[0], r.params)
             for r, *_ in cluster.take_op_costs()
             if r.interactive
         ]
@@ -71,10 +71,8 @@ async def replay(suite: Suite, ops: Sequence[tuple], parties: int, seed: int) ->
             ]
         )
     t0 = time.perf_counter()
-    for op_id, ((kind, _, _, divisor), shares) in enumerate(zip(ops, inputs, strict=True)):
-        await run_parties(
-            parties, _runner(suite, kind, shares, Params(d=divisor), op_id), board=board
-        )
+    for op_id, ((kind, _, _, params), shares) in enumerate(zip(ops, inputs, strict=True)):
+        await run_parties(parties, _runner(suite, kind, shares, params, op_id), board=board)
     return time.perf_counter() - t0
 
 

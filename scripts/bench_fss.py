@@ -1,4 +1,4 @@
-"""Time DCF key generation and evaluation for the FSS protocols (protocols.fss).
+"""Time DCF key generation and evaluation for the FSS protocols (protocols.dcf).
 
 Usage: ``python scripts/bench_fss.py [log2 numel ...] [--reps R] [--no-reference]``
 (default sizes 3, 14 and 18: 8, 16384 and 262144 elements). For each size and each of
@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from protocols.fss import Impl, dcf_eval, dcf_key_words, dcf_keygen, dcf_seed_bytes
+from protocols.dcf import Impl, dcf_eval, dcf_key_words, dcf_keygen, dcf_seed_bytes
 
 PROTOCOLS: list[tuple[str, list[tuple[int, int]]]] = [
     ("drelu", [(63, 1)]),

@@ -1,6 +1,7 @@
 """Rounds, online bytes per element and max error of the smooth functions and losses
 against plaintext torch (2 parties, default suite, base 2 / 16 fractional bits), with
-CrypTen 0.4.1's figures from issue 12 as anchors.
+the targets set from CrypTen 0.4.1's figures as anchors (docs/ops.md, "Targets against
+CrypTen 0.4.1").
 
     python scripts/bench_ops.py            # the targets table
     python scripts/bench_ops.py --all      # every op of docs/ops.md
@@ -251,7 +252,7 @@ def _bind(fn: Callable[[Any], Any], s: Any) -> Callable[[], Any]:
 
 def render(rows: list[Row]) -> str:
     out = [
-        "| op | rounds | online B/element | max error | CrypTen 0.4.1 target (issue 12) or fixed point (base/bits) |",
+        "| op | rounds | online B/element | max error | CrypTen 0.4.1 target or fixed point (base/bits) |",
         "|---|---|---|---|---|",
     ]
     for row in rows:

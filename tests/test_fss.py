@@ -1,4 +1,4 @@
-"""Two-party FSS (protocols.fss): the DCF, and the 1-round DReLU, ReLU and truncation.
+"""Two-party FSS: the DCF (protocols.dcf), and the 1-round DReLU, ReLU and truncation.
 
 * DCF: exhaustive over every (alpha, x) for small bit widths, random and edge alphas and
   inputs for n = 64 and 63, scalar and vector payloads;
@@ -23,14 +23,11 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols import fss
+from protocols import dcf
 from protocols.context import Share
+from protocols.dcf import dcf_eval, dcf_key_words, dcf_keygen, dcf_seed_bytes
 from protocols.fss import (
     MAX_DIVISOR,
-    dcf_eval,
-    dcf_key_words,
-    dcf_keygen,
-    dcf_seed_bytes,
     drelu_fss,
     drelu_fss_spec,
     fss_cost,
@@ -155,8 +152,8 @@ def test_compiled_dcf_is_bit_identical_to_the_numpy_reference(
     shares: same seeds, same PRG, same layout; also across chunk boundaries (a chunk of 16
     or 40 over 97 elements leaves a partial last chunk)."""
     if chunk is not None:
-        monkeypatch.setattr(fss, "CHUNK", chunk)
-        monkeypatch.setattr(fss, "KERNEL_CHUNK", chunk)
+        monkeypatch.setattr(dcf, "CHUNK", chunk)
+        monkeypatch.setattr(dcf, "KERNEL_CHUNK", chunk)
     n = 97
     mask = -1 if n_bits == 64 else (1 << n_bits) - 1
     alpha = ring(n, n_bits * 7 + m, "ref-alpha") & mask

@@ -61,7 +61,10 @@ from actors.messages import (
     Batch,
     Command,
     DealerRequest,
+    Folder,
+    FromParty,
     Heartbeat,
+    Recipient,
     Reply,
     Requests,
     decode_control,
@@ -1082,7 +1085,7 @@ _COMMANDS = st.builds(
     ins=_ints(),
     outs=_ints(),
     params=st.sampled_from(SAMPLE_PARAMS),
-    to=st.sampled_from([None, COORD]),
+    target=st.sampled_from([None, Recipient(COORD), FromParty("alice", "x"), Folder("ckpt")]),
 )
 _REQUESTS = st.builds(
     DealerRequest,
@@ -2022,6 +2025,9 @@ BAD_PARAMS = st.sampled_from(
         Params(d=-5),
         Params(d="x"),  # type: ignore[arg-type]
         Params(d=2**70),
+        Params(keep=-1),
+        Params(keep=2**20 + 1),
+        Params(scale=0),
         Params(dims=("a",)),  # type: ignore[arg-type]
         Params(pub=Pub((2,), "x")),  # type: ignore[arg-type]
     ]

@@ -15,7 +15,7 @@ import structlog
 import torch
 import trio
 
-import actors.tls as tls_module
+import actors.tlscarrier as tls_module
 from actors import Phase
 from actors.certs import write_certs
 from actors.config import ConfigError, load_config, write_local_config

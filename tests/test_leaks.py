@@ -80,10 +80,12 @@ def _relu(x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------
 
 
-async def _suite_op(ctx: Any, suite: Any, kind: str, xs: list[Share], d: int = 1) -> list[Share]:
+async def _suite_op(
+    ctx: Any, suite: Any, kind: str, xs: list[Share], d: int = 1, keep: int = 0
+) -> list[Share]:
     op = suite.kind(kind, ctx.n_parties)
     assert op.run is not None
-    out: list[Share] = await op.run(ctx, xs, Params(d=d))
+    out: list[Share] = await op.run(ctx, xs, Params(d=d, keep=keep))
     return out
 
 
@@ -132,7 +134,7 @@ async def _conv_twice(ctx: Ctx, x: list[Share]) -> Any:
 
 
 async def _dropout(ctx: Any, x: Share) -> list[Share]:
-    return await _suite_op(ctx, DEFAULT, "dropout", [x], KEEP)
+    return await _suite_op(ctx, DEFAULT, "dropout", [x], keep=KEEP)
 
 
 async def _dropout_twice(ctx: Ctx, x: list[Share]) -> Any:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from actors import Phase
-from actors.messages import Command, Reply
+from actors.messages import Command, Recipient, Reply
 from protocols.errors import AccessDenied
 from training import Cluster
 
@@ -33,7 +33,7 @@ async def test_party_refuses_a_reveal_for_someone_else() -> None:
         seen: list = []
         c.network.observe(lambda env: (seen.append(env), env)[1])
         op = c._op_id()
-        c._command(Command("reveal", op, (x.tid,), (), None, "james"))
+        c._command(Command("reveal", op, (x.tid,), (), None, Recipient("james")))
         await c.flush()
         for party in ("alice", "bob"):
             env = await c._mailbox.recv(party, f"{op}/out")

@@ -489,7 +489,7 @@ async def test_narrow_fss_truncation_mask_is_caught() -> None:
 async def _dropout(ctx: Ctx, x: list[Share]) -> Any:
     kind = DEFAULT.kind("dropout", ctx(0).n_parties)
     assert kind.run is not None
-    return await kind.run(ctx(5), [x[0]], Params(d=3 * 2**18))
+    return await kind.run(ctx(5), [x[0]], Params(keep=3 * 2**18))
 
 
 def dropout_check(xs: list[torch.Tensor], out: list[torch.Tensor]) -> None:

@@ -155,7 +155,7 @@ async def test_nothing_is_revealed_to_the_provider() -> None:
     """Even the coordinator's own value: a reveal command naming the provider (as a
     coordinator that skipped its own check would send) is refused at every party."""
     from actors.cluster import access_denied
-    from actors.messages import Command
+    from actors.messages import Command, Recipient
     from protocols.params import Params
 
     async with Cluster.start(TWO, provider=PROVIDER) as c:
@@ -163,7 +163,7 @@ async def test_nothing_is_revealed_to_the_provider() -> None:
         await c.flush()
         tap = Tap(c)
         op = c._op_id()
-        c._command(Command("reveal", op, (x.tid,), (), Params(shape=(1,)), PROVIDER))
+        c._command(Command("reveal", op, (x.tid,), (), Params(shape=(1,)), Recipient(PROVIDER)))
         await c.flush()
         for party in TWO:
             env = await c._mailbox.recv(party, f"{op}/out")

@@ -211,7 +211,7 @@ ENTRIES: dict[Any, Callable[..., Any]] = {
     torch.ones_like: _like(1.0),
     torch.empty_like: _like(0.0),
     torch.full_like: _like(None),
-    # local gathers and linear ops (issue 20)
+    # local gathers and linear ops (training/shaping.py)
     torch.narrow: lambda x, dim, start, length: x.narrow(dim, start, length),
     torch.index_select: lambda x, dim, index, *, out=None: _checked_out(
         "index_select", out, lambda: x.index_select(dim, index)

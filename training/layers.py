@@ -328,7 +328,9 @@ def dropout(input: Any, p: float = 0.5, training: bool = True, inplace: bool = F
     keep = max(1, round((1 - p) * KEEP_UNITS))
     shape = tuple(input.shape)
     with input.cluster.label(_sub_label(input.cluster, "dropout")):
-        kept, bit = input._submit("dropout", [input], [(shape, None), (shape, 0)], Params(d=keep))
+        kept, bit = input._submit(
+            "dropout", [input], [(shape, None), (shape, 0)], Params(keep=keep)
+        )
     kept = kept._record(kept, [input], lambda g: (g * bit,))
     return kept * (KEEP_UNITS / keep)
 

@@ -223,7 +223,7 @@ class Shaping(Handle):
     def contiguous(self) -> Self:
         return self
 
-    # -- more local gathers (issue 20): each is a public-index take, exact, backward the
+    # -- more local gathers: each is a public-index take, exact, backward the
     # adjoint scatter-add; the linear ones below are sums of such takes.
     def narrow(self, dim: int, start: int, length: int) -> Self:
         return self._take(self._index_of("narrow", lambda p: p.narrow(dim, start, length)))

@@ -1,5 +1,6 @@
 """The communication-cost report as a library: measure (:mod:`.measure`), run a set of
-measurements (:mod:`.engine`), render (:mod:`.render`)."""
+measurements (:mod:`.engine`), render (:mod:`.render`: markdown :mod:`.sections`, PNG
+:mod:`.plots`, JSON)."""
 
 from .engine import Config, Report, build, build_networks, config
 from .measure import LAN, NETWORKS, WAN, Profile, Workload

@@ -1,374 +1,32 @@
-"""Render a :class:`~training.report.engine.Report` to markdown, JSON and PNG plots
-(matplotlib's object-oriented Figure API, no pyplot state)."""
+"""Render a :class:`~training.report.engine.Report`: ``report.md`` (the sections of
+:mod:`.sections` under a summary), ``report.json`` and the plots of :mod:`.plots`; the
+networks-only variant (``networks.md``, ``networks.json``).
+"""
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from matplotlib.figure import Figure
-
 from .engine import Report
-from .measure import LAN, NETWORKS, WAN, IterationCost, OpRow, exponent
-
-PNGS = ("protocols.png", "breakdown.png", "sweep_batch.png", "sweep_width.png", "projection.png")
-PEERS = "/work/shared/peers/README.md"
-DESIGN = "/work/shared/DESIGN.md"
-
-
-def _n(v: float) -> str:
-    if isinstance(v, int) or float(v).is_integer():
-        return f"{int(v):,}"
-    return f"{v:,.3f}".rstrip("0")
-
-
-def _ms(s: float) -> str:
-    return f"{1000 * s:.1f} ms"
-
-
-def _table(head: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return [*out, ""]
-
-
-def _kinds(k: dict[str, int]) -> str:
-    return ", ".join(f"{name} x{c}" if c > 1 else name for name, c in k.items()) or "-"
-
-
-# -- sections ----------------------------------------------------------------------------
-def _ops_section(rep: Report) -> list[str]:
-    cfg = rep.config
-    out = [
-        "## 1. Every op kind against its suite's closed form",
-        "",
-        f"Each op alone, between two `await cluster.flush()` calls in one cluster per suite "
-        f"and party count: rounds and bytes from the meter (`cluster.stats()` after minus "
-        f"before) and from the op log (`take_op_costs`), beside `suite.cost(...)`. Shapes: "
-        f"element-wise {', '.join(str(s) for s in cfg.sizes)} elements, matmul "
-        f"{', '.join(f'({m},{k})@({k},{n})' for m, k, n in cfg.mats)}; figures per result "
-        f"element at the largest shape. *equal*: meter, op log and closed form agree at "
-        f"every shape (rounds; every party's online bytes; dealer bytes).",
-        "",
-    ]
-    for suite in cfg.suites:
-        rows = [r for r in rep.ops if r.suite == suite]
-        talk = {r.kind for r in rows if r.interactive}
-        local = sorted({r.kind for r in rows} - talk)
-        inter: dict[tuple[str, str], dict[int, list[OpRow]]] = {}
-        for r in rows:
-            if r.kind in talk:
-                inter.setdefault((r.kind, r.note), {}).setdefault(r.parties, []).append(r)
-        body = []
-        for (kind, note), by_n in sorted(inter.items()):
-            cells: list[object] = [f"{kind} ({note})" if note else kind]
-            for n in cfg.parties:
-                group = by_n[n]
-                big = max(group, key=lambda r: r.elements)
-                e = big.elements
-                cells.append(
-                    f"{big.rounds} / {_n(big.online_per_party[0] / e)} / {_n(big.dealer / e)}"
-                    + ("" if big.interactive else " (local)")
-                    + ("" if all(r.equal for r in group) else " **MISMATCH**")
-                )
-            body.append(cells)
-        local_ok = all(r.equal and r.rounds == r.dealer == 0 for r in rows if not r.interactive)
-        out += [f"### Suite `{suite}`", ""]
-        out += _table(
-            ["op", *(f"{n} parties: rounds / online B per party / dealer B" for n in cfg.parties)],
-            body,
-        )
-        out.append(
-            f"Local for every party count ({', '.join(local)}): 0 rounds, 0 bytes measured: "
-            f"{'yes' if local_ok else '**NO**'}. Every case equal to the closed form: "
-            f"{'yes' if all(r.equal for r in rows) else '**NO**'}."
-        )
-        out.append("")
-    return out
-
-
-def _label_rows(it: IterationCost) -> list[list[object]]:
-    return [
-        [lab.label, _kinds(lab.kinds), lab.local_ops, lab.critical_rounds, _n(lab.online),
-         _n(lab.dealer), "yes" if (lab.online, lab.dealer) == (lab.closed_online, lab.closed_dealer) else "**NO**"]
-        for lab in it.labels
-    ]  # fmt: skip
-
-
-def _training_section(rep: Report) -> list[str]:
-    cfg = rep.config
-    out = [
-        f"## 2. One iteration of {rep.workload}",
-        "",
-        f"{rep.workload}'s network, data, init, loss and SGD with the TrainingCoordinator's "
-        f"defaults, {cfg.iterations} iterations per suite and party count; the last is broken "
-        "down from the op log (every op issued, local ones too, with its measured bytes and "
-        "depth). Rounds on the critical path: the longest chain of ops through their "
-        "operands, each op's rounds from its measured end depth minus the depth its "
-        "operands were ready at. *equal*: measured bytes = closed form for the label's ops.",
-        "",
-    ]
-    rows = []
-    for (suite, n), its in rep.training.items():
-        it = its[-1]
-        r = it.record
-        same = len({(i.record.online_rounds, i.record.online_bytes) for i in its}) == 1
-        rows.append(
-            [suite, n, r.online_rounds, _n(r.online_bytes), _n(r.offline_bytes),
-             sum(sum(lab.kinds.values()) for lab in it.labels), _ms(rep.compute(suite, n)),
-             "yes" if all(it.checks.values()) and same else "**NO**"]
-        )  # fmt: skip
-    out += _table(
-        ["suite", "parties", "rounds", "online B", "dealer B", "interactive ops",
-         "compute (median, no latency)", "all checks hold"],
-        rows,
-    )  # fmt: skip
-    first = next(iter(rep.training.values()))[-1]
-    out += ["Checks per iteration (all suites): " + "; ".join(first.checks) + ".", ""]
-    for suite in cfg.suites:
-        it = rep.last(suite, 2)
-        out += [f"### Suite `{suite}`, 2 parties", ""]
-        out += _table(
-            ["label", "interactive ops", "local ops", "rounds on critical path", "online B",
-             "dealer B", "equal"],
-            _label_rows(it),
-        )  # fmt: skip
-        path = " -> ".join(f"{lab} {kind} ({r})" for _, kind, lab, r in it.path)
-        phases = ", ".join(f"{k} {v.online_rounds}" for k, v in it.record.phases.items())
-        out += [
-            f"Critical path ({sum(p[3] for p in it.path)} rounds = the iteration's "
-            f"{it.record.online_rounds}): {path}. The coordinator's own phase attribution "
-            f"(growth of the largest depth, in issue order): {phases}.",
-            "",
-        ]
-    return out
-
-
-def _sweep_section(rep: Report) -> list[str]:
-    out = [
-        "## 3. Growth of one iteration's cost",
-        "",
-        "Two-layer MLP Linear(2, width), ReLU, Linear(width, 1), loss ((pred - y)**2).sum(), "
-        "SGD at lr 0.01 x min(1, 8 / batch) x min(1, 64 / width), at least 5e-4 (the loss "
-        "sums over the batch: a fixed 0.01 diverges at large batch or width, beyond the "
-        "reveal bound; `training.report.measure.mlp_lr`), suite `default`; one cluster per "
-        "point, cost of its second iteration. Batch "
-        "sweep at width 2, width sweep at batch 4. Exponents: least-squares slope of log "
-        "cost on log x, over all points and over the upper half. Every point's measured "
-        f"rounds and bytes equal the closed form: "
-        f"{'yes' if not any('sweep' in m for m in rep.mismatches) else '**NO**'}.",
-        "",
-    ]
-    for axis in ("batch", "width"):
-        pts = [p for p in rep.sweeps if p.axis == axis]
-        ns = sorted({p.parties for p in pts})
-        xs = sorted({p.x for p in pts})
-        rows = []
-        for x in xs:
-            row: list[object] = [x]
-            for n in ns:
-                (p,) = [q for q in pts if q.x == x and q.parties == n]
-                row += [p.rounds, _n(p.online), _n(p.dealer), _ms(p.seconds)]
-            rows.append(row)
-        head = [axis]
-        for n in ns:
-            head += [f"{n}p rounds", f"{n}p online B", f"{n}p dealer B", f"{n}p compute"]
-        out += [f"### {axis}", "", *_table(head, rows)]
-        fits = []
-        for n in ns:
-            ps = sorted((p for p in pts if p.parties == n), key=lambda p: p.x)
-            upper = ps[len(ps) // 2 :]
-            for q in ("online", "dealer", "rounds"):
-                ex = [exponent([p.x for p in s], [getattr(p, q) for p in s]) for s in (ps, upper)]
-                fits.append(
-                    [
-                        n,
-                        q,
-                        _n(round(ex[0], 3)),
-                        f"{_n(round(ex[1], 3))} ({upper[0].x}..{upper[-1].x})",
-                    ]
-                )
-        out += _table(["parties", "quantity", "exponent, all points", "exponent, upper half"], fits)
-        out += [f"![{axis} sweep](sweep_{axis}.png)", ""]
-    return out
-
-
-def _losses(losses: Sequence[float]) -> str:
-    return f"{losses[0]:.4g} -> {losses[-1]:.4g}" if losses else "-"
-
-
-def _projection_section(rep: Report) -> list[str]:
-    out = [
-        "## 4. Projected time per iteration",
-        "",
-        f"time = rounds x latency + the busiest party's online payload bytes / bandwidth + "
-        f"compute (median seconds per iteration measured without latency in this run). "
-        f"{LAN.name}: {LAN.latency * 1e3:g} ms, {LAN.bandwidth / 1e9:g} Gbit/s; {WAN.name}: "
-        f"{WAN.latency * 1e3:g} ms, {WAN.bandwidth / 1e6:g} Mbit/s. Dealer material is "
-        "preprocessing, not on this path.",
-        "",
-    ]
-    rows = []
-    for suite, n in rep.training:
-        it = rep.last(suite, n)
-        rows.append(
-            [suite, n, it.record.online_rounds, _n(it.busiest_party_online),
-             _ms(rep.compute(suite, n)), _ms(rep.projection(suite, n, LAN)),
-             _ms(rep.projection(suite, n, WAN))]
-        )  # fmt: skip
-    out += _table(
-        ["suite", "parties", "rounds", "busiest party online B", "compute", "LAN", "WAN"], rows
-    )
-    out += [
-        "Cross-check on the simulated network (`Cluster.start(network=NetworkProfile(...))`, "
-        "every party-to-party link delayed by the latency and busy for frame bytes / "
-        "bandwidth). Each simulated cluster takes turns, step by step, with one without "
-        "delays whose median is the compute term. Difference = (projected - measured) / "
-        "measured. Loss: the simulated cluster's revealed loss at its first and last step "
-        "(every revealed value is below the reveal bound, or the run fails).",
-        "",
-    ]
-    sim = [
-        [s.workload, s.suite, s.profile.name, s.rounds, _n(s.bytes_per_party), _ms(s.compute),
-         _ms(s.projected), _ms(s.measured), f"{100 * s.error:+.1f}%", _losses(s.losses)]
-        for s in rep.simulated
-    ]  # fmt: skip
-    out += _table(
-        ["workload", "suite", "network", "rounds", "busiest party B", "compute", "projected",
-         "measured (median)", "difference", "loss"],
-        sim,
-    )  # fmt: skip
-    return [*out, "![projection](projection.png)", ""]
-
-
-def _anchor_section(rep: Report) -> list[str]:
-    it = rep.last("default", 2)
-    relu = {
-        r.suite: r
-        for r in rep.ops
-        if r.kind == "relu" and r.parties == 2 and r.elements == max(rep.config.sizes)
-    }
-    rows = [
-        [f"ReLU, suite `{s}` (measured)", r.rounds, _n(r.online_per_party[0] / r.elements),
-         _n(r.dealer / r.elements)]
-        for s, r in relu.items()
-    ] + [
-        ["ReLU, CrypTen A2B adder (anchor, DESIGN.md)", 9, "232", "~120"],
-        ["ReLU, FSS gates, Boyle et al. 2021 (anchor, DESIGN.md)", 1, "16", "~2,100"],
-    ]  # fmt: skip
-    return [
-        "## 5. Anchors",
-        "",
-        f"Quoted, not measured here: {DESIGN} (per element, 2 parties) and {PEERS} (CrypTen "
-        "0.4.1 measured on a 2-core machine; CrypTen counts a round per communicator call).",
-        "",
-        *_table(["", "rounds", "online B per element per party", "dealer B per element"], rows),
-        f"{rep.workload}, 2 parties: CrypTen (anchor, {PEERS}) 60 communicator calls, 9,776 "
-        f"B (party 1) and 285-291 ms per iteration; here (measured, suite `default`) "
-        f"{it.record.online_rounds} rounds, {_n(it.busiest_party_online)} online B for the "
-        f"busiest party and {_ms(rep.compute('default', 2))} per iteration.",
-        "",
-    ]
-
-
-CRYPTEN_A = (
-    "CrypTen 0.4.1, Network A, batch 128, 2 parties + TTP (anchor, "
-    f"{PEERS}): 1,155-1,345 ms/step, 92 communicator calls (CrypTen counts a round per call), "
-    "82.3 MB at party 1 (about 57 MB of it gradient thresholding)"
-)
-PAPERS_NOTE = (
-    "Published figures of SecureNN (Wagh, Gupta, Chandran, PETS 2019) and Falcon (Wagh et "
-    "al., PETS 2021) for these networks: not quoted. The search tool reached the papers' "
-    "abstracts and their public code (snwagh/securenn-public, snwagh/falcon-public), not "
-    "their result tables, so the column is left empty rather than filled from memory. Their "
-    "settings differ from ours in any case: 3 parties (SecureNN: 2 share holders and a "
-    "helper; Falcon: 3-party replicated secret sharing), ring Z_2^64 (SecureNN's code: "
-    "uint64_t) / Z_2^32 (Falcon's code: uint32_t), semi-honest with privacy against one "
-    "malicious party (SecureNN's abstract) / malicious security with abort, honest majority "
-    "(Falcon's abstract), no dealer. Ours: 2 or 3 parties, ring Z_2^64 (fixed "
-    "point base 10, precision 3), semi-honest, a trusted dealer sends the correlated "
-    "randomness (the *dealer B* column, preprocessing), online phase only on the network."
+from .measure import LAN, NETWORKS, WAN, IterationCost
+from .plots import PNGS, plots
+from .sections import (
+    CRYPTEN_A,
+    PAPERS_NOTE,
+    anchor_section,
+    ms,
+    networks_section,
+    num,
+    ops_section,
+    projection_section,
+    sweep_section,
+    training_section,
 )
 
-
-def networks_section(rep: Report, number: int = 6) -> list[str]:
-    """SecureNN's / Falcon's networks A-D: one training iteration each, measured."""
-    if not rep.networks:
-        return []
-    cfg = rep.config
-    out = [
-        f"## {number}. SecureNN's and Falcon's networks A-D",
-        "",
-        f"One training iteration each (forward, sum-of-squares loss on one-hot targets, "
-        f"backward, SGD update; the first iteration, so *compute* includes warm-up) on random "
-        f"MNIST-shaped data (1x28x28, 10 classes), batch {cfg.network_batch}, all measured in "
-        f"this run with the meter and the op log; *closed form* is `suite.cost(...)` summed "
-        f"over the op log (rounds: its longest path). Projection as in section 4: rounds x "
-        f"latency + busiest party's online B / bandwidth + the iteration's own wall time "
-        f"without delays (LAN {LAN.latency * 1e3:g} ms, {LAN.bandwidth / 1e9:g} Gbit/s; WAN "
-        f"{WAN.latency * 1e3:g} ms, {WAN.bandwidth / 1e6:g} Mbit/s). Batch "
-        f"{cfg.network_batch} measured directly (no scaling). The `default` suite uses FSS "
-        "comparisons for ops of at most 1024 elements and the carry tree above, so its "
-        "rounds depend on the batch.",
-        "",
-        "Definitions (ours; architectures checked against the papers' public code, the "
-        "letters A-D follow this project's brief and were not confirmed against the papers' "
-        "text):",
-        "",
-        *_table(
-            ["network", "layers (ours)", "checked against", "differs from the papers' code"],
-            [[n, d.layers, d.source, d.differs] for n, d in NETWORKS.items() if n in cfg.networks],
-        ),
-    ]
-    rows = []
-    for c in rep.networks:
-        rows.append(
-            [c.network, c.suite, c.parties, c.batch, c.rounds, _n(c.online),
-             _n(c.busiest_party_online), _n(c.dealer), _ms(c.seconds), _ms(c.project(LAN)),
-             _ms(c.project(WAN)), "yes" if c.ok else "**NO**", ""]
-        )  # fmt: skip
-    out += _table(
-        ["network", "suite", "parties", "batch", "online rounds", "online B (all parties)",
-         "busiest party online B", "dealer B", "compute", "LAN", "WAN", "= closed form",
-         "paper (not found)"],
-        rows,
-    )  # fmt: skip
-    same = sorted(
-        {
-            c.network
-            for c in rep.networks
-            for d in rep.networks
-            if (c.network, c.parties, c.suite, d.suite)
-            == (d.network, d.parties, "default", "carry")
-            and (c.rounds, c.online, c.dealer) == (d.rounds, d.online, d.dealer)
-        }
-    )
-    if same:
-        out += [
-            f"Suites `default` and `carry` cost the same for network(s) {', '.join(same)} at "
-            f"batch {cfg.network_batch}: every comparison there (ReLU, max-pool) has more "
-            "than 1024 elements, so `default` also takes the carry tree.",
-            "",
-        ]
-    out += [f"- {CRYPTEN_A}.", f"- {PAPERS_NOTE}", ""]
-    a = [c for c in rep.networks if c.network == "A" and c.parties == 2]
-    if a and cfg.network_batch == 128:
-        out += [
-            "Network A, 2 parties, batch 128, here (measured) against CrypTen (anchor): "
-            + "; ".join(
-                f"suite `{c.suite}` {c.rounds} rounds, {_n(c.busiest_party_online)} online B "
-                f"for the busiest party ({c.busiest_party_online / 82.3e6:.2f}x CrypTen's "
-                f"party 1), {_ms(c.seconds)} per iteration"
-                for c in a
-            )
-            + ". CrypTen's figures are from another run on a similar 2-core machine.",
-            "",
-        ]
-    return out
+__all__ = ["PNGS", "markdown", "networks_markdown", "to_json", "write", "write_networks"]
 
 
 def networks_markdown(rep: Report) -> str:
@@ -415,11 +73,11 @@ def markdown(rep: Report) -> str:
         f"{sum(len(v) for v in rep.training.values())} training iterations, "
         f"{len(rep.sweeps)} sweep points).",
         f"- {rep.workload}, 2 parties, suite `default`: {d.record.online_rounds} rounds, "
-        f"{_n(d.record.online_bytes)} online B, {_n(d.record.offline_bytes)} dealer B per "
+        f"{num(d.record.online_bytes)} online B, {num(d.record.offline_bytes)} dealer B per "
         f"iteration; suite `carry`: {c.record.online_rounds} rounds, "
-        f"{_n(c.record.online_bytes)} online B, {_n(c.record.offline_bytes)} dealer B.",
+        f"{num(c.record.online_bytes)} online B, {num(c.record.offline_bytes)} dealer B.",
         f"- Projected per iteration (`default`, 2 parties): LAN "
-        f"{_ms(rep.projection('default', 2, LAN))}, WAN {_ms(rep.projection('default', 2, WAN))}; "
+        f"{ms(rep.projection('default', 2, LAN))}, WAN {ms(rep.projection('default', 2, WAN))}; "
         "against simulated runs: "
         + ", ".join(f"{s.suite} {s.profile.name} {100 * s.error:+.1f}%" for s in rep.simulated)
         + ".",
@@ -428,15 +86,15 @@ def markdown(rep: Report) -> str:
     if bad:
         head += ["## MISMATCHES", "", *(f"- **{b}**" for b in bad), ""]
     body = [
-        *_ops_section(rep),
+        *ops_section(rep),
         "![protocols](protocols.png)",
         "",
-        *_training_section(rep),
+        *training_section(rep),
         "![breakdown](breakdown.png)",
         "",
-        *_sweep_section(rep),
-        *_projection_section(rep),
-        *_anchor_section(rep),
+        *sweep_section(rep),
+        *projection_section(rep),
+        *anchor_section(rep),
         *networks_section(rep),
     ]
     return "\n".join(head + body)
@@ -491,87 +149,6 @@ def to_json(rep: Report) -> dict[str, Any]:
         },
         "networks_anchors": {"crypten_network_a": CRYPTEN_A, "papers": PAPERS_NOTE},
     }
-
-
-# -- plots -------------------------------------------------------------------------------------
-def _save(fig: Figure, path: Path) -> None:
-    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.2, wspace=0.3)
-    fig.savefig(path, dpi=90)
-
-
-def plots(rep: Report, out: Path) -> None:
-    suites = rep.config.suites
-    big = max(rep.config.sizes)
-    kinds = sorted({r.kind for r in rep.ops if r.interactive and not r.note})
-    fig = Figure(figsize=(10, 4))
-    for ax, what in zip(fig.subplots(1, 2), ("online B per party", "dealer B"), strict=True):
-        width = 0.8 / len(suites)
-        for j, s in enumerate(suites):
-            vals = []
-            for k in kinds:
-                rs = [r for r in rep.ops if (r.suite, r.kind, r.parties, r.note) == (s, k, 2, "")]
-                r = max(rs, key=lambda r: r.elements) if rs else None
-                v = 0.0 if r is None else (r.online_per_party[0] if "online" in what else r.dealer)
-                vals.append(v / r.elements if r else math.nan)
-            ax.bar([i + j * width for i in range(len(kinds))], vals, width, label=s)
-        ax.set_xticks(
-            [i + 0.4 - width / 2 for i in range(len(kinds))], kinds, rotation=30, fontsize=8
-        )
-        ax.set_yscale("log")
-        ax.set_title(f"{what} per element (2 parties, {big} elements)", fontsize=9)
-    fig.legend(*fig.axes[0].get_legend_handles_labels(), loc="upper center", ncols=len(suites))
-    fig.subplots_adjust(top=0.82)
-    _save(fig, out / "protocols.png")
-
-    fig = Figure(figsize=(10, 4))
-    ax1, ax2 = fig.subplots(1, 2)
-    names = list(dict.fromkeys(lab.label for s in suites for lab in rep.last(s, 2).labels))
-    for j, s in enumerate(suites):
-        left = [0.0, 0.0]
-        for lab in rep.last(s, 2).labels:
-            colour = f"C{names.index(lab.label) % 10}"
-            for ax, v, side in ((ax1, lab.critical_rounds, 0), (ax2, lab.online, 1)):
-                if v:
-                    ax.barh(j, v, left=left[side], color=colour, edgecolor="white")
-                    text = lab.label.split("/")[-1]
-                    ax.text(left[side] + v / 2, j, text, ha="center", va="center", fontsize=6)
-                    left[side] += v
-    for ax, t in ((ax1, "rounds on the critical path"), (ax2, "online bytes (all parties)")):
-        ax.set_yticks(range(len(suites)), suites)
-        ax.set_title(f"{rep.workload}: {t}", fontsize=9)
-    _save(fig, out / "breakdown.png")
-
-    for axis in ("batch", "width"):
-        fig = Figure(figsize=(6, 4))
-        ax = fig.subplots()
-        for n in sorted({p.parties for p in rep.sweeps}):
-            ps = sorted(
-                (p for p in rep.sweeps if p.axis == axis and p.parties == n), key=lambda p: p.x
-            )
-            ax.loglog(
-                [p.x for p in ps], [p.online for p in ps], "o-", label=f"online B, {n} parties"
-            )
-            ax.loglog(
-                [p.x for p in ps], [p.dealer for p in ps], "s--", label=f"dealer B, {n} parties"
-            )
-        ax.set_xlabel(axis)
-        ax.set_ylabel("bytes per iteration")
-        ax.set_title(f"MLP iteration cost vs {axis} (suite default)")
-        ax.legend(fontsize=7)
-        _save(fig, out / f"sweep_{axis}.png")
-
-    fig = Figure(figsize=(7, 4))
-    ax = fig.subplots()
-    names = [f"{s.workload}\n{s.suite}, {s.profile.name}" for s in rep.simulated]
-    xs = range(len(names))
-    ax.bar(
-        [x - 0.2 for x in xs], [1e3 * s.projected for s in rep.simulated], 0.4, label="projected"
-    )
-    ax.bar([x + 0.2 for x in xs], [1e3 * s.measured for s in rep.simulated], 0.4, label="simulated")
-    ax.set_xticks(list(xs), names, fontsize=7)
-    ax.set_ylabel("ms per iteration")
-    ax.legend()
-    _save(fig, out / "projection.png")
 
 
 def write(rep: Report, out: Path) -> None:
