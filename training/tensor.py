@@ -77,6 +77,11 @@ class SharedTensor(Arithmetic, Idioms):
     def abs(self) -> SharedTensor:
         return function("abs")(self)
 
+    def unfold(self, dimension: int, size: int, step: int) -> SharedTensor:
+        """``Tensor.unfold``: windows of ``size`` every ``step`` along ``dimension`` as a new
+        last dimension (a local gather; :func:`training.convolution.tensor_unfold`)."""
+        return function("unfold")(self, dimension, size, step)
+
     __abs__ = abs
 
     def clamp(self, min: Any = None, max: Any = None) -> SharedTensor:
