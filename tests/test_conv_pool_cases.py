@@ -409,6 +409,135 @@ async def test_pool_costs() -> None:
             assert (c.stats() - before).online_rounds == rounds
 
 
+async def test_three_parties_pick_the_same() -> None:
+    """With 3 parties (carry-tree comparisons, dealer truncation) ties still go first and
+    padding still never wins; the public-kernel conv keeps its accuracy."""
+    ties = torch.zeros(1, 1, 4, 4)
+    ties[0, 0, 1:, 1:] = -20000.0
+    x, w = uniform((1, 2, 5, 5), -6, 6, 14), uniform((3, 2, 2, 2), -6, 6, 15)
+    async with Cluster.start(PARTIES[3], provider=PROVIDER, seed=5) as c:
+        y, i = F.max_pool2d(c.share(ties - 1, **ENC), 3, 1, 1, return_indices=True)
+        conv = F.conv2d(c.share(x, **ENC), w, padding=1)
+        got = await reveal_all(c, [y, i, conv])
+    ry, ri = F.max_pool2d(ties.double() - 1, 3, 1, 1, return_indices=True)
+    assert torch.equal(got[0], ry) and torch.equal(got[1].long(), ri)
+    _check(
+        "conv2d public, 3 parties", got[2], F.conv2d(x.double(), w.double(), padding=1), OURS_CONV
+    )
+
+
+async def _costs() -> None:
+    """``python tests/test_conv_pool_cases.py --costs``: the docs/ops.md figures (2 parties,
+    2/16, input 8x4x12x12): rounds, online bytes per party and dealer bytes per input
+    element, forward without grad and backward with a shared upstream gradient."""
+    x, cols = uniform((8, 4, 12, 12), -6, 6, 1), uniform((8, 36, 144), -6, 6, 4)
+    w, wt = uniform((6, 4, 3, 3), -1, 1, 2), uniform((4, 6, 3, 3), -1, 1, 3)
+    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=3) as c:
+        ws, wts = c.share(w, **ENC, requires_grad=True), c.share(wt, **ENC, requires_grad=True)
+        ct = dict(stride=2, padding=1, output_padding=1)
+        cases: list[tuple[str, Callable[[Any], Any], Callable[[Any], Any], torch.Tensor]] = [
+            (
+                "conv2d public, padding 1",
+                lambda t: F.conv2d(t, w, padding=1),
+                lambda t: F.conv2d(t, w.double(), padding=1),
+                x,
+            ),
+            (
+                "conv2d shared, padding 1",
+                lambda t: F.conv2d(t, ws, padding=1),
+                lambda t: F.conv2d(t, w.double(), padding=1),
+                x,
+            ),
+            (
+                "conv_transpose2d public",
+                lambda t: F.conv_transpose2d(t, wt, **ct),
+                lambda t: F.conv_transpose2d(t, wt.double(), **ct),
+                x,
+            ),
+            (
+                "conv_transpose2d shared",
+                lambda t: F.conv_transpose2d(t, wts, **ct),
+                lambda t: F.conv_transpose2d(t, wt.double(), **ct),
+                x,
+            ),
+            (
+                "unfold k3 p1",
+                lambda t: F.unfold(t, 3, padding=1),
+                lambda t: F.unfold(t, 3, padding=1),
+                x,
+            ),
+            (
+                "fold k3 p1",
+                lambda t: F.fold(t, (12, 12), 3, padding=1),
+                lambda t: F.fold(t, (12, 12), 3, padding=1),
+                cols,
+            ),
+            ("max_pool2d 2", lambda t: F.max_pool2d(t, 2), lambda t: F.max_pool2d(t, 2), x),
+            (
+                "max_pool2d 3 s2 p1",
+                lambda t: F.max_pool2d(t, 3, 2, 1),
+                lambda t: F.max_pool2d(t, 3, 2, 1),
+                x,
+            ),
+            (
+                "max_pool2d 3 s2 p1 ceil indices",
+                lambda t: F.max_pool2d(t, 3, 2, 1, ceil_mode=True, return_indices=True)[0],
+                lambda t: F.max_pool2d(t, 3, 2, 1, ceil_mode=True),
+                x,
+            ),
+            (
+                "max_pool2d 2 dilation 2",
+                lambda t: F.max_pool2d(t, 2, 1, 0, 2),
+                lambda t: F.max_pool2d(t, 2, 1, 0, 2),
+                x,
+            ),
+            (
+                "avg_pool2d 3 s2 p1 ceil no-pad",
+                lambda t: F.avg_pool2d(t, 3, 2, 1, True, False),
+                lambda t: F.avg_pool2d(t, 3, 2, 1, True, False),
+                x,
+            ),
+            (
+                "adaptive_avg 12->5",
+                lambda t: F.adaptive_avg_pool2d(t, 5),
+                lambda t: F.adaptive_avg_pool2d(t, 5),
+                x,
+            ),
+            (
+                "adaptive_max 12->5",
+                lambda t: F.adaptive_max_pool2d(t, 5),
+                lambda t: F.adaptive_max_pool2d(t, 5),
+                x,
+            ),
+        ]
+        print(
+            "| op | rounds | B/elt | dealer B/elt | max abs err | bwd rounds | bwd B/elt | bwd dealer |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        for name, fn, ref, t in cases:
+            n, xs = t.numel(), c.share(t, **ENC)
+            await c.flush()
+            before = c.stats()
+            y = fn(xs)
+            await c.flush()
+            d = c.stats() - before
+            (got,) = await reveal_all(c, [y])
+            err = float((got - ref(t.double())).abs().max())
+            xg = c.share(t, **ENC, requires_grad=True)
+            yg = fn(xg)
+            g = c.share(uniform(tuple(yg.shape), -1, 1, 9), **ENC)
+            await c.flush()
+            before = c.stats()
+            yg.backward(g)
+            await c.flush()
+            b = c.stats() - before
+            print(
+                f"| {name} | {d.online_rounds} | {d.online_bytes / 2 / n:.1f} | "
+                f"{d.offline_bytes / n:.1f} | {err:.2g} | {b.online_rounds} | "
+                f"{b.online_bytes / 2 / n:.1f} | {b.offline_bytes / n:.1f} |"
+            )
+
+
 async def _table() -> None:
     """``python tests/test_conv_pool_cases.py``: the measured maxima of the conv grids."""
     for transpose in (False, True):
@@ -419,4 +548,6 @@ async def _table() -> None:
 
 
 if __name__ == "__main__":
-    trio.run(_table)
+    import sys
+
+    trio.run(_costs if "--costs" in sys.argv else _table)

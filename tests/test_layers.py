@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.grad import conv2d_input, conv2d_weight
 
 from protocols.conv import conv_dw_ring, conv_dx_ring, conv_ring
-from protocols.errors import ShapeError, UnsupportedOperation
+from protocols.errors import ShapeError
 from protocols.suite import DEFAULT
 from training import Cluster, SharedTensor, public
 
