@@ -6,19 +6,22 @@ tolerance, 0.05, is the floor, ours is stated per family and asserted.
 
 Grids (written from CrypTen's published parameter lists, not its code):
 
-* conv2d: images 5x5 and 16x7, 1 or 5 input channels per group, batches 1 and 3,
-  kernels 1x1, 2x2, 2x3, 1 or 3 outputs per group, padding 0, 1, (0, 1), stride 1, 2,
-  (1, 2), dilation 1, 2, groups 1, 2, a public and a shared kernel: CrypTen's 864
-  configurations, forward, all of them; forward + backward on every 9th.
-* conv_transpose2d: the same grid with output_padding where stride allows (864).
+* conv2d: images 5x5 and 16x7 with 1 or 5 input channels per group (4 settings), and
+  for each batches 1 and 3, kernels 1x1, 2x2, 2x3, 1 or 3 outputs per group, padding 0,
+  1, (0, 1), stride 1, 2, (1, 2), dilation 1, 2, groups 1, 2 (432 combinations), each with
+  a public and a shared kernel: CrypTen's 864 per setting. The test runs a fixed random
+  sample of 72 combinations (both kernels, backward on every 3rd);
+  ``python tests/test_conv_pool_cases.py`` sweeps all 1,728 (backward on every 9th).
+* conv_transpose2d: the same grid, output_padding the largest the stride / dilation allow.
 * max_pool2d: inputs (1, 4, 5, w) for w = 2..4, every kernel < w, strides 1..k and
-  (1, k), padding 0..k//2, dilation 1, 2, ceil_mode, return_indices (CrypTen's 176).
+  (1, k), padding 0..k//2, dilation 1, 2, ceil_mode (88), each with return_indices
+  (every one) and without (every 4th): CrypTen's 176.
   Indices must equal torch's exactly (ties go to the first tap, as in torch).
 * adaptive pools: square inputs 1..10, every output size 1..in and None (CrypTen's 65),
   avg and max (with indices).
 
 Each grid runs in one cluster: the cases are queued together (asynchronous dispatch), so
-their rounds overlap, and revealed in one batch.
+their rounds overlap, and revealed together.
 """
 
 from __future__ import annotations
@@ -144,9 +147,9 @@ async def _conv_sweep(
 
 @pytest.mark.parametrize("transpose", [False, True], ids=["conv2d", "conv_transpose2d"])
 async def test_conv_grid_within_tolerance(transpose: bool) -> None:
-    """72 of CrypTen's 432 configurations per kernel kind (a fixed random sample; the
-    whole grid: ``python tests/test_conv_pool_cases.py``), public and shared kernel,
-    forward; backward (input and shared kernel) on every 3rd."""
+    """72 of the grid's 1,728 configurations (a fixed random sample; the whole grid:
+    ``python tests/test_conv_pool_cases.py``), public and shared kernel, forward;
+    backward (input, and the shared kernel) on every 3rd."""
     fwd, grad = await _conv_sweep(transpose, grad_every=3, sample=72)
     assert len(fwd) == 144 and len(grad) == 72
 
