@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.grad import conv2d_input, conv2d_weight
 
 from protocols.conv import conv_dw_ring, conv_dx_ring, conv_ring
-from protocols.errors import ShapeError, UnsupportedOperation
+from protocols.errors import ShapeError
 from protocols.suite import DEFAULT
 from training import Cluster, SharedTensor, public
 
@@ -219,12 +219,15 @@ async def test_avg_and_adaptive_pool() -> None:
             assert float((await reveal(y) - ref.detach()).abs().max()) <= U / 2 + U + F32 * 8
             # d/dx: the public 1 divided by k: u/2 per window, summed over <= 4 windows
             assert float((await reveal(xs.grad) - xd.grad).abs().max()) <= 4 * U
-        with pytest.raises(UnsupportedOperation, match="non-uniform"):
-            F.adaptive_avg_pool2d(c.share(x), 3)
-        with pytest.raises(UnsupportedOperation, match="ceil_mode"):
-            F.avg_pool2d(c.share(torch.randn(1, 1, 5, 5)), 2, ceil_mode=True)
-        with pytest.raises(UnsupportedOperation, match="indices"):
-            F.max_pool2d(c.share(x), 2, return_indices=True)
+        # once refused, now torch's semantics (the grids: tests/test_conv_pool_cases.py):
+        # non-uniform adaptive windows, ceil_mode's partial windows, return_indices
+        y5 = torch.randn(1, 1, 5, 5, generator=gen)
+        got = await reveal(F.adaptive_avg_pool2d(c.share(x), 3))
+        assert float((got - F.adaptive_avg_pool2d(x.double(), 3)).abs().max()) <= 2 * U
+        got = await reveal(F.avg_pool2d(c.share(y5), 2, ceil_mode=True))
+        assert float((got - F.avg_pool2d(y5.double(), 2, ceil_mode=True)).abs().max()) <= 2 * U
+        _, idx = F.max_pool2d(c.share(x), 2, return_indices=True)
+        assert torch.equal((await reveal(idx)).long(), F.max_pool2d(x, 2, return_indices=True)[1])
 
 
 async def test_shape_ops_forward_and_backward() -> None:

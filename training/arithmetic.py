@@ -181,7 +181,13 @@ class Arithmetic(Shaping):
         params = Params(pub=self._encode_public(pub, q), d=d, left=left)
         out = self._op("matmul_pub", [], shape, params, prec=prec)
         pt = pub.t() if pub.dim() == 2 else pub
-        return self._record(out, [self], lambda g: ((pt @ g) if left else (g @ pt),))
+
+        def back(g: Value) -> tuple[Value]:
+            if isinstance(g, torch.Tensor):  # a public gradient: torch's matmul needs one dtype
+                g = g.to(torch.promote_types(g.dtype, pt.dtype))
+            return ((pt @ g) if left else (g @ pt),)
+
+        return self._record(out, [self], back)
 
     # -- shape ops ---------------------------------------------------------------------------
     def sum(

@@ -22,9 +22,11 @@ from protocols.errors import UnsupportedOperation
 
 from . import activations as act
 from . import composite as comp
+from . import convolution as conv
 from . import layers as L
 from . import losses as loss
 from . import maxima as mx
+from . import pooling as pool
 from . import range_reduction as rr
 from .handle import FUNCTIONS
 from .registry import bind, install_methods
@@ -288,12 +290,18 @@ ENTRIES: dict[Any, Callable[..., Any]] = {
     F.binary_cross_entropy: loss.binary_cross_entropy,
     F.binary_cross_entropy_with_logits: loss.binary_cross_entropy_with_logits,
     # layers
-    F.conv2d: L.conv2d,
-    F.conv1d: L.conv1d,
-    F.avg_pool2d: L.avg_pool2d,
-    F.max_pool2d: L.max_pool2d,
-    F.adaptive_avg_pool2d: L.adaptive_avg_pool2d,
-    F.adaptive_max_pool2d: L.adaptive_max_pool2d,
+    F.conv2d: conv.conv2d,
+    F.conv1d: conv.conv1d,
+    F.conv_transpose2d: conv.conv_transpose2d,
+    F.unfold: conv.unfold,
+    F.fold: conv.fold,
+    torch.Tensor.unfold: conv.tensor_unfold,
+    F.avg_pool2d: pool.avg_pool2d,
+    F.max_pool2d: pool.max_pool2d,
+    F.max_pool2d_with_indices: pool.max_pool2d_with_indices,
+    F.adaptive_avg_pool2d: pool.adaptive_avg_pool2d,
+    F.adaptive_max_pool2d: pool.adaptive_max_pool2d,
+    F.adaptive_max_pool2d_with_indices: pool.adaptive_max_pool2d_with_indices,
     F.dropout: L.dropout,
     F.batch_norm: L.batch_norm,
 }
@@ -320,6 +328,7 @@ METHODS: dict[str, Callable[..., Any]] = {
     "maximum": mx.maximum,
     "max_dim": mx.max_dim,
     "argmax": mx.argmax,
+    "unfold": conv.tensor_unfold,
     "softmax": loss.softmax,
     "log_softmax": loss.log_softmax,
 }

@@ -4,12 +4,12 @@ its arg-max one-hot, and ``argmax``.
 * ``maximum(a, b) = b + relu(a - b)``: 1 round.
 * along a dimension: a tournament, one ReLU per level (``max(a, b) = b + relu(a - b)``),
   ``ceil(log2 n)`` rounds (:func:`max_last`); the arg-max one-hot (for backward and
-  ``argmax``; ties go to the later element) is updated with the levels' bits, 1 round
-  behind. The backward multiplies the gradient by the one-hot (no truncation: the bits
-  have precision 0).
+  ``argmax``; ties go to the earlier element, as in torch: the bit is ``a - b >= 0``) is
+  updated with the levels' bits, 1 round behind. The backward multiplies the gradient by
+  the one-hot (no truncation: the bits have precision 0).
 * ``argmax``: the shared index ``sum_i i * onehot_i`` (local after the tournament).
 
-Max pooling (:mod:`training.layers`) and softmax's shift (:mod:`training.losses`) use
+Max pooling (:mod:`training.pooling`) and softmax's shift (:mod:`training.losses`) use
 :func:`max_dim`.
 """
 
@@ -55,7 +55,7 @@ def _restore(y: SharedTensor, d: int, nd: int) -> SharedTensor:
 
 def max_last(x: SharedTensor, onehot: bool) -> tuple[SharedTensor, SharedTensor | None]:
     """Maximum over the last dimension by a tournament (ceil(log2 n) rounds), and
-    optionally the arg-max one-hot (ties: the later element), precision 0."""
+    optionally the arg-max one-hot (ties: the earlier element), precision 0."""
     n = int(x.shape[-1])
     cur = x
     # (candidates, n) per position; public until the first level's bits

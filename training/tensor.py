@@ -75,6 +75,11 @@ class SharedTensor(Arithmetic, Idioms):
     def tanh(self) -> SharedTensor:
         return function("tanh")(self)
 
+    def unfold(self, dimension: int, size: int, step: int) -> SharedTensor:
+        """``Tensor.unfold``: windows of ``size`` every ``step`` along ``dimension`` as a new
+        last dimension (a local gather; :func:`training.convolution.tensor_unfold`)."""
+        return function("unfold")(self, dimension, size, step)
+
     def clamp(self, min: Any = None, max: Any = None) -> SharedTensor:
         return function("clamp")(self, min, max)
 
