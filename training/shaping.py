@@ -160,7 +160,8 @@ def _add_at(input: Any, src: Any, target: torch.Tensor, shape: tuple[int, ...]) 
     else:
         added = put_any(as_public(src).to(torch.float64).reshape(target.shape), target, shape)
     if isinstance(input, Shaping):
-        out = input + (added if isinstance(added, Shaping) else public(added))
+        shared: Any = input  # Arithmetic's __add__ (a level above this one)
+        out = shared + (added if isinstance(added, Shaping) else public(added))
     else:
         out = added + public(as_public(input).to(torch.float64))
     return cast("SharedTensor", out)
