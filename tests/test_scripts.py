@@ -38,6 +38,7 @@ SMOKE_TESTED = {
     "bench_ring.py",
     "bench_train.py",
     "comm_report.py",
+    "op_table.py",  # bench_ops.py --all prints its table (test_bench_ops_all)
     "train_digits.py",
     "train_xor.py",
 }
