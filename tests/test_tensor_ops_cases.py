@@ -25,7 +25,7 @@ from conftest import PARTIES, PROVIDER
 from test_crypten_cases import CRYPTEN_TOL, crypten_metric, uniform
 
 from protocols import FixedPoint
-from protocols.errors import ShapeError, UnsupportedOperation
+from protocols.errors import ShapeError, UnsupportedOperation, ValueOutOfRange
 from training import Cluster, SharedTensor
 from training.range_reduction import exp_nonpositive
 
@@ -352,3 +352,16 @@ async def test_refusals_name_the_problem() -> None:
             torch.linalg.norm(s, ord=2)
         with pytest.raises(UnsupportedOperation, match="out="):
             torch.gather(s, 0, torch.zeros(3, 4, dtype=torch.long), out=torch.empty(3, 4))
+
+
+async def test_out_of_range_error_names_the_op_and_value_not_the_learning_rate() -> None:
+    """``x ** -2`` of 0.001 (1e6 does not encode): ValueOutOfRange at get() names the op,
+    the worst value and the bound; its advice was "a smaller learning rate" for every
+    op, also outside training (issue 20: log(-1), sqrt(-1))."""
+    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=3) as c:
+        y = c.share(torch.tensor([0.001, 2.0]), precision=16, base=2) ** -2
+        with pytest.raises(ValueOutOfRange) as info:
+            await y.get()
+    message = str(info.value)
+    assert "learning rate" not in message
+    assert "revealed value" in message and "of op" in message and "46340" in message, message
