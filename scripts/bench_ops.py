@@ -4,7 +4,8 @@ the targets set from CrypTen 0.4.1's figures as anchors (docs/ops.md, "Targets a
 CrypTen 0.4.1").
 
     python scripts/bench_ops.py            # the targets table
-    python scripts/bench_ops.py --all      # every op of docs/ops.md
+    python scripts/bench_ops.py --all      # every op of docs/ops.md, and issue 20's op
+                                           # table (scripts/op_table.py) at 10^3 and 10^5
 
 Rounds and bytes are ``cluster.stats()`` deltas around the op after ``await
 cluster.flush()``; bytes are online bytes sent per party divided by the input's elements.
@@ -24,6 +25,8 @@ import torch.nn.functional as F
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import op_table
 
 from training import Cluster
 
@@ -267,7 +270,12 @@ async def run(all_ops: bool, shrink: int = 1) -> None:
         rows = await targets(c, 10_000 // shrink)
         if all_ops:
             rows += await every_op(c, 4000 // shrink)
-    print(render(rows))
+        print(render(rows))
+        if all_ops:
+            # issue 20's ops at 10**3 and 10**5 elements (--quick: 10**2 and 10**3)
+            small, large = (100, 1000) if shrink > 1 else (1000, 100_000)
+            print()
+            print(await op_table.table(c, small, large))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,6 +38,7 @@ SMOKE_TESTED = {
     "bench_ring.py",
     "bench_train.py",
     "comm_report.py",
+    "op_table.py",  # bench_ops.py --all prints its table (test_bench_ops_all)
     "train_digits.py",
     "train_xor.py",
 }
@@ -260,13 +261,19 @@ def test_bench_ops_all(in_process: None, capsys: pytest.CaptureFixture[str]) -> 
     protocols): every op of docs/ops.md; the four targets against CrypTen are met, with the
     rounds and bytes docs/ops.md's targets table states."""
     import bench_ops
+    import op_table
 
     bench_ops.main(["--all", "--quick"])
-    out = capsys.readouterr().out
+    out, issue20 = capsys.readouterr().out.split("\n\n")
     table = [line.split(" | ") for line in out.splitlines() if line.startswith("| ")]
     assert table[0][:4] == ["| op", "rounds", "online B/element", "max error"]
     rows = {r[0][2:]: r[1:] for r in table[1:]}
     assert len(rows) == 4 + 22
+    ops20 = [line.split(" | ") for line in issue20.splitlines() if line.startswith("| ")]
+    assert ops20[0][:3] == ["| issue-20 op", "max error", "rounds 10^2 / 10^3"]
+    assert len(ops20) == 1 + len(op_table.OPS)
+    for r in ops20[1:]:
+        assert float(r[1]) <= 0.01, r  # every op within 0.01 of float64 torch
     for name in ("sigmoid 5000 in [-8,8]", "exp [-6,6] (rel.)", "cross_entropy 200x10"):
         assert name in rows, list(rows)
     docs = (ROOT / "docs" / "ops.md").read_text().split("## Targets against CrypTen 0.4.1")[1]

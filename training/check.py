@@ -120,9 +120,8 @@ def check_range(t: Handle, raw: torch.Tensor) -> torch.Tensor:
     )
     raise ValueOutOfRange(
         f"revealed value {worst:.6g} of {origin} is outside |v| < {bound:.8g} ({why}; "
-        f"{count} of {values.numel()} elements are outside). {what} Use smaller values or "
-        "a smaller learning rate, or a lower precision (more integer headroom in the "
-        "64-bit ring)"
+        f"{count} of {values.numel()} elements are outside). {what} Use smaller inputs "
+        "to this op, or a lower precision (more integer headroom in the 64-bit ring)"
         + (
             ""
             if checked
@@ -282,8 +281,8 @@ def _cause(truncating: bool, params: Params, expected: torch.Tensor, error: floa
     if need >= 2**63:
         return (
             f"the exact result needs 2**{math.log2(need):.1f} >= 2**63 in the ring (before "
-            "truncation): it wrapped around the 64-bit ring. Use smaller values or a "
-            "smaller learning rate, or a lower precision"
+            "truncation): it wrapped around the 64-bit ring. Use smaller inputs to this op, "
+            "or a lower precision"
         )
     if truncating and d > 1 and error >= 2**62 / d:
         return (

@@ -26,11 +26,12 @@ from . import convolution as conv
 from . import layers as L
 from . import losses as loss
 from . import maxima as mx
+from . import norms as nm
 from . import pooling as pool
 from . import range_reduction as rr
 from .handle import FUNCTIONS
 from .registry import bind, install_methods
-from .shaping import cat, stack
+from .shaping import cat, index_add, scatter_add, stack
 from .tensor import SharedTensor
 
 
@@ -237,6 +238,25 @@ ENTRIES: dict[Any, Callable[..., Any]] = {
         "ger", out, lambda: a.outer(b) if isinstance(a, SharedTensor) else b.outer(a).t()
     ),
     F.pad: comp.pad,
+    torch.gather: lambda x, dim, index, *, sparse_grad=False, out=None: _checked_out(
+        "gather", out, lambda: x.gather(dim, index)
+    ),
+    torch.scatter_add: lambda x, dim, index, src, *, out=None: _checked_out(
+        "scatter_add", out, lambda: scatter_add(x, dim, index, src)
+    ),
+    torch.Tensor.scatter_add: scatter_add,  # a public tensor's .scatter_add(dim, i, shared)
+    torch.index_add: lambda x, dim, index, source, *, alpha=1, out=None: _checked_out(
+        "index_add", out, lambda: index_add(x, dim, index, source, alpha=alpha)
+    ),
+    torch.Tensor.index_add: index_add,
+    # norms (training.norms)
+    torch.norm: nm.norm,
+    torch.Tensor.norm: nm.norm,
+    torch.linalg.vector_norm: nm.vector_norm,
+    torch.linalg.norm: nm.linalg_norm,
+    F.normalize: nm.normalize,
+    F.cosine_similarity: nm.cosine_similarity,
+    torch.cosine_similarity: nm.cosine_similarity,
     # activations
     torch.sigmoid: act.sigmoid,
     F.sigmoid: act.sigmoid,
@@ -330,6 +350,7 @@ METHODS: dict[str, Callable[..., Any]] = {
     "argmax": mx.argmax,
     "unfold": conv.tensor_unfold,
     "softmax": loss.softmax,
+    "norm": nm.norm,
     "log_softmax": loss.log_softmax,
 }
 """The SharedTensor methods whose implementation is a function module's (see

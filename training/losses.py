@@ -2,7 +2,7 @@
 binary cross entropy (on probabilities and on logits).
 
 * softmax: ``e^(x - max) / sum``: the max along the dimension (a tournament,
-  :mod:`training.maxima`), ``exp`` for ``z <= 0`` (3 rounds), the reciprocal of the sum on
+  :mod:`training.maxima`), ``exp`` for ``z <= 0`` (4 rounds), the reciprocal of the sum on
   its known range [1, n] (7), one product. log-softmax takes ``z - log(sum)`` instead.
   Backward rules from the same exponentials: ``y (g - sum(g y))``.
 * cross entropy: ``-(T * log_softmax(x)).sum()`` with public one-hot (or probability)
@@ -10,7 +10,9 @@ binary cross entropy (on probabilities and on logits).
   exponentials, never differentiating the approximations; class weights, ignore_index
   and label smoothing go into T, public.
 * MSE (one square) and L1 (one ReLU) work at any encoding; NLL is a public selection.
-* binary cross entropy: log on (0, 1] (its domain from :func:`log_domain`); with logits,
+* binary cross entropy: log on every positive encoding [2**-f, 1] (0 gives ln 2**-f,
+  -11.09 at 2/16; torch clamps at -100), the gradient exact for p (1 - p) >= 2**(2-f)
+  and clamped at 2**(f-2) = 16384 in magnitude below (p < 6.1e-5 at 2/16); with logits,
   ``softplus(x) - t x`` with the backward ``sigmoid(x) - t``.
 
 Reductions follow torch (``mean``, ``sum``, ``none``); the deprecated ``size_average``
@@ -24,14 +26,16 @@ from typing import Any
 
 import torch
 
+from protocols import shapes as S
 from protocols.errors import ShapeError, UnsupportedOperation
 
 from .activations import abs_, sigmoid, softplus
-from .approximation import expect_shared, require_bits
+from .approximation import expect_shared, frac_bits, require_bits
 from .autograd import Value
 from .maxima import max_dim
 from .operands import public
-from .range_reduction import exp_nonpositive, log, log_domain, reciprocal_positive
+from .range_reduction import exp_nonpositive, log, reciprocal_positive
+from .shaping import cat
 from .tensor import SharedTensor
 
 
@@ -51,12 +55,31 @@ def _softmax_parts(
     return z, e, s, int(x.shape[dim])
 
 
+def _softmax_dim(x: SharedTensor, dim: int | None) -> int:
+    """``dim``, or torch's implicit choice when it is None (torch warns that it is
+    deprecated): 0 for 0-, 1- and 3-d inputs, else 1. A 0-d input takes dim 0 or -1."""
+    if dim is None:
+        return 0 if x.dim() in (0, 1, 3) else 1
+    S.norm_dim("softmax", dim, max(x.dim(), 1))  # torch's range check, as a ShapeError
+    return dim
+
+
+def _constant_like(x: SharedTensor, value: float) -> SharedTensor:
+    """softmax (1) / log_softmax (0) of a 0-d tensor, as torch: a single-element
+    distribution. Local; gradient 0 (torch's too)."""
+    with torch.no_grad():
+        out = x.detach() * 0 + value
+    return x._record(out, [x], lambda g: (g * 0,))
+
+
 def softmax(x: SharedTensor, dim: int | None = None, **kwargs: Any) -> SharedTensor:
-    """e^(x - max) / sum: max (ceil(log2 n) rounds), exp for z <= 0 (3), reciprocal of
+    """e^(x - max) / sum: max (ceil(log2 n) rounds), exp for z <= 0 (4), reciprocal of
     the sum on [1, n] (7), product (1). Backward y (g - sum(g y))."""
     x = expect_shared(x, "softmax")
     require_bits(x, "softmax", base2=True)
-    d = -1 if dim is None else dim
+    d = _softmax_dim(x, dim)
+    if x.dim() == 0:
+        return _constant_like(x, 1.0)
     _, e, s, n = _softmax_parts(x, d)
     with torch.no_grad():
         y = e * reciprocal_positive(s, _denominator_domain(n))
@@ -68,11 +91,13 @@ def softmax(x: SharedTensor, dim: int | None = None, **kwargs: Any) -> SharedTen
 
 
 def log_softmax(x: SharedTensor, dim: int | None = None, **kwargs: Any) -> SharedTensor:
-    """z - log(sum e^z): max, exp (3), log of the sum on [1, n] (4). Backward
+    """z - log(sum e^z): max, exp (4), log of the sum on [1, n] (4). Backward
     g - softmax * sum(g)."""
     x = expect_shared(x, "log_softmax")
     require_bits(x, "log_softmax", base2=True)
-    d = -1 if dim is None else dim
+    d = _softmax_dim(x, dim)
+    if x.dim() == 0:
+        return _constant_like(x, 0.0)
     z, e, s, n = _softmax_parts(x, d)
     dom = _denominator_domain(n)
     with torch.no_grad():
@@ -303,24 +328,34 @@ def binary_cross_entropy(
     reduce: Any = None,
     reduction: str = "mean",
 ) -> SharedTensor:
-    """-(t log p + (1-t) log(1-p)); log on (0, 1]; backward (p - t) / (p (1 - p))."""
+    """-(t log p + (1-t) log(1-p)); log on [2**-f, 1]; backward (p - t) / (p (1 - p))
+    (see the module doc for the edges: p = 0.001 and 1e-4 were 20% and 86% off when the
+    log and reciprocal domains started at 2**-(f//2))."""
     p = expect_shared(input, "binary_cross_entropy")
     require_bits(p, "binary_cross_entropy", base2=True)
     reduction = _legacy(size_average, reduce, reduction)
     t = _target(target, p, "binary_cross_entropy")
     if weight is not None:
         raise UnsupportedOperation("binary_cross_entropy: weight= is not supported")
-    klo, _ = log_domain(p)
-    dom = (klo, 1)
+    f = frac_bits(p)
+    dom = (-f, 1)  # every positive encoding of p and 1 - p; 0 gives ln 2**-f
     with torch.no_grad():
-        per = -(log(p.detach(), dom) * t + log(1.0 - p.detach(), dom) * (1.0 - t))
+        per = -(
+            log(p.detach(), dom, below=True) * t
+            + log(1.0 - p.detach(), dom, below=True) * (1.0 - t)
+        )
         loss = _reduce(per, reduction)
     count = p.numel()
 
     def back(g: Value) -> tuple[Value]:
         q = p.detach()
-        r = reciprocal_positive(q - q**2, (klo, 0))
-        grad = (q - t) * r
+        # (p - t) / (p (1 - p)) = (1 - t) / (1 - p) - t / p: 1 - p and p are exact
+        # where p (1 - p) = q - q**2 was rounded to a unit (1.4% off at p = 0.999), and
+        # with public t the combination is local. Both reciprocals in one op, exact from
+        # 2**(2-f) (6.1e-5 at 2/16), clamped below to 2**(f-2) = 16384 (must encode)
+        pair = cat([q.unsqueeze(0), (1.0 - q).unsqueeze(0)])
+        both = reciprocal_positive(pair, (2 - f, 1), below=True)
+        grad = both[1] * (1.0 - t) - both[0] * t
         if reduction == "mean":
             return (grad * (g / count),)
         return (grad * g,)

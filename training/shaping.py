@@ -1,5 +1,6 @@
 """Local rearrangements of SharedTensors: reshaping, transposition, gathers and scatters by
-public index (indexing, permute, flip, narrow, index_select, repeat, roll, diagonal), and
+public index (indexing, permute, flip, narrow, index_select, repeat, roll, diagonal,
+gather), the scatter-adds by public index (``scatter_add``, ``index_add``), and
 ``torch.cat`` / ``torch.stack``.
 
 None of these needs communication or a truncation: every party applies the same public
@@ -30,7 +31,7 @@ from protocols.params import Params, Pub
 
 from .autograd import Value, unbroadcast
 from .handle import Handle
-from .operands import as_public
+from .operands import as_public, public
 
 if TYPE_CHECKING:
     from .tensor import SharedTensor
@@ -99,6 +100,71 @@ def stack(tensors: Sequence[Any], dim: int = 0) -> SharedTensor:
         [t.unsqueeze(d) if isinstance(t, Shaping) else as_public(t).unsqueeze(d) for t in items],
         d,
     )
+
+
+def _public_index(name: str, index: Any) -> torch.Tensor:
+    """A public integer index tensor (a shared one is refused: it would select by secret)."""
+    if isinstance(index, Handle):
+        raise UnsupportedOperation(
+            f"{name} with a shared index is not supported; use a public index, or multiply "
+            "by a shared one-hot mask and sum"
+        )
+    idx = torch.as_tensor(index)
+    if idx.is_floating_point() or idx.dtype == torch.bool:
+        raise ShapeError(f"{name}: index must be an integer tensor, got {idx.dtype}")
+    return idx.to(torch.int64)
+
+
+def scatter_add(input: Any, dim: int, index: Any, src: Any) -> SharedTensor:
+    """``torch.scatter_add``: ``out = input`` with ``src[i][j]`` added at
+    ``out[index[i][j]][j]`` (dim 0; likewise for other dims), for a public index and
+    input and src shared or public (at least one shared). The flat target of each used
+    src element is ``positions.gather(dim, index)``; the scatter is a ``put`` (local,
+    exact, duplicates accumulate); backward: the input's gradient passes, src's is the
+    gather of it (the adjoint)."""
+    idx = _public_index("scatter_add", index)
+    shape = tuple(int(n) for n in input.shape)
+    try:  # torch's own checks of the shapes, on zeros
+        torch.zeros(shape).scatter_add(dim, idx, torch.zeros(tuple(src.shape)))
+    except (RuntimeError, IndexError, TypeError, ValueError) as exc:
+        raise ShapeError(f"scatter_add into shape {shape}: {exc}") from None
+    pos = torch.arange(int(np.prod(shape)), dtype=torch.int64).reshape(shape)
+    target = pos.gather(dim, idx)
+    used = tuple(slice(0, int(n)) for n in idx.shape)
+    return _add_at(input, src[used] if idx.dim() else src, target, shape)
+
+
+def index_add(input: Any, dim: int, index: Any, source: Any, *, alpha: Any = 1) -> SharedTensor:
+    """``torch.index_add``: ``out = input`` with ``alpha * source[..., i, ...]`` added at
+    ``out[..., index[i], ...]`` along ``dim`` (public index; input and source shared or
+    public, at least one shared): a ``put`` at ``positions.index_select(dim, index)``,
+    local and exact (alpha a public scalar scales source first)."""
+    idx = _public_index("index_add", index)
+    shape = tuple(int(n) for n in input.shape)
+    try:
+        torch.zeros(shape).index_add(dim, idx, torch.zeros(tuple(source.shape)))
+    except (RuntimeError, IndexError, TypeError, ValueError) as exc:
+        raise ShapeError(f"index_add into shape {shape}: {exc}") from None
+    pos = torch.arange(int(np.prod(shape)), dtype=torch.int64).reshape(shape)
+    target = pos.index_select(dim, idx.reshape(-1))
+    src = source if alpha == 1 else source * alpha
+    return _add_at(input, src, target, shape)
+
+
+def _add_at(input: Any, src: Any, target: torch.Tensor, shape: tuple[int, ...]) -> SharedTensor:
+    """``input + (src scattered, added, at the flat positions target)``."""
+    if not isinstance(input, Shaping) and not isinstance(src, Shaping):
+        raise UnsupportedOperation("scatter_add/index_add: expected a SharedTensor operand")
+    if isinstance(src, Shaping):
+        added: Any = src.reshape(tuple(target.shape))._put(target, shape)
+    else:
+        added = put_any(as_public(src).to(torch.float64).reshape(target.shape), target, shape)
+    if isinstance(input, Shaping):
+        shared: Any = input  # Arithmetic's __add__ (a level above this one)
+        out = shared + (added if isinstance(added, Shaping) else public(added))
+    else:
+        out = added + public(as_public(input).to(torch.float64))
+    return cast("SharedTensor", out)
 
 
 class Shaping(Handle):
@@ -243,6 +309,18 @@ class Shaping(Handle):
 
     def diagonal(self, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Self:
         return self._take(self._index_of("diagonal", lambda p: p.diagonal(offset, dim1, dim2)))
+
+    def gather(self, dim: int, index: Any, *, sparse_grad: bool = False) -> Self:
+        """``torch.gather`` by a public index: ``positions.gather(dim, index)`` taken
+        (local, exact); backward scatter-adds the gradient back (the take's adjoint)."""
+        idx = _public_index("gather", index)
+        return self._take(self._index_of("gather", lambda p: p.gather(dim, idx)))
+
+    def scatter_add(self, dim: int, index: Any, src: Any) -> SharedTensor:
+        return scatter_add(self, dim, index, src)
+
+    def index_add(self, dim: int, index: Any, source: Any, *, alpha: Any = 1) -> SharedTensor:
+        return index_add(self, dim, index, source, alpha=alpha)
 
     def _index_of(self, name: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """``fn`` applied to the positions tensor; torch's refusal as a ShapeError."""

@@ -232,6 +232,11 @@ class SharedTensor(Arithmetic, Idioms):
     def std(self, dim: Any = None, unbiased: Any = None, keepdim: bool = False, **kw: Any) -> Any:
         return function("std")(self, dim, unbiased, keepdim, **kw)
 
+    def norm(
+        self, p: Any = "fro", dim: Any = None, keepdim: bool = False, dtype: Any = None
+    ) -> SharedTensor:
+        return function("norm")(self, p, dim, keepdim, dtype=dtype)
+
     def pow(self, exponent: Any) -> SharedTensor:
         return self**exponent
 
