@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import structlog
@@ -20,7 +19,7 @@ from training.testing import (
     Tap,
     envelope_metadata,
     envelope_view,
-    start,
+    start_cluster,
 )
 
 __all__ = [
@@ -68,19 +67,12 @@ def quiet_logs() -> Iterator[None]:
 @pytest.fixture
 async def cluster() -> AsyncIterator[Cluster]:
     """A running 2-party cluster with seed 1 (reproducible shares; INSECURE, tests only)."""
-    async with start(2, seed=1) as c:
+    async with start_cluster(2, seed=1) as c:
         yield c
 
 
 @pytest.fixture
 async def cluster3() -> AsyncIterator[Cluster]:
     """A running 3-party cluster with seed 1."""
-    async with start(3, seed=1) as c:
+    async with start_cluster(3, seed=1) as c:
         yield c
-
-
-@pytest.fixture
-def start_cluster() -> Callable[..., AbstractAsyncContextManager[Cluster]]:
-    """The kit's factory, :func:`training.testing.start`, for tests that need a size,
-    suite, seed or option of their own: ``async with start_cluster(3, seed=4) as c``."""
-    return start
