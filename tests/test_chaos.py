@@ -17,7 +17,8 @@ import trio
 
 from actors import Chaos, configure_logging
 from protocols.errors import PartyFailure
-from training import SGD, Cluster, TrainingCoordinator, reveal_module
+from training import SGD, TrainingCoordinator, reveal_module
+from training.testing import start_cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from seed_net import DATA, TARGET, loss_fn, make_net
@@ -29,7 +30,7 @@ STEPS = 1
 async def _train(
     chaos: Chaos | None, steps: int = STEPS
 ) -> tuple[list[float], dict[str, torch.Tensor], dict[str, int]]:
-    async with Cluster.start(["alice", "bob"], provider="james", seed=SEED, chaos=chaos) as c:
+    async with start_cluster(2, seed=SEED, chaos=chaos) as c:
         x, y = c.share(DATA), c.share(TARGET)
         model = c.share_module(make_net())
         coord = TrainingCoordinator(
