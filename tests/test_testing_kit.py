@@ -27,19 +27,19 @@ from training.testing import (
     record,
     reveal,
     reveal_raw,
-    start,
+    start_cluster,
     value_of,
 )
 
 
 async def test_start_defaults_and_options() -> None:
-    async with start() as c:
+    async with start_cluster() as c:
         assert c.parties == ["alice", "bob"]
         assert PROVIDER in c.stats().per_actor
-    async with start(3, seed=2, protocols="carry", timeout=5.0) as c:
+    async with start_cluster(3, seed=2, protocols="carry", timeout=5.0) as c:
         assert c.parties == PARTIES[3]
         assert c.suite is CARRY
-    async with start(["ann", "ben"], provider="pat") as c:
+    async with start_cluster(["ann", "ben"], provider="pat") as c:
         assert c.parties == ["ann", "ben"] and "pat" in c.stats().per_actor
 
 
@@ -55,7 +55,6 @@ async def test_fixtures(
     cluster: Cluster, cluster3: Cluster, start_cluster: Callable[..., Any]
 ) -> None:
     assert cluster.parties == PARTIES[2] and cluster3.parties == PARTIES[3]
-    assert start_cluster is start
     x = cluster.share(torch.tensor([1.5]))
     assert torch.equal(await reveal(x), torch.tensor([1.5], dtype=torch.float64))
 
@@ -93,7 +92,7 @@ async def test_reveal_helpers(cluster: Cluster) -> None:
 
 
 async def _run(secret: float) -> Any:
-    async with start(2) as c:
+    async with start_cluster(2) as c:
         x = c.share(torch.full((64,), secret))
         async with record(c) as rec:
             y = x * x
