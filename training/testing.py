@@ -3,7 +3,7 @@ for protocols and :mod:`actors.testing` for transports).
 
 What almost every test of a cluster writes, written once:
 
-- :func:`start`: a cluster of ``n`` parties (:data:`PARTIES`) and the provider
+- :func:`start_cluster`: a cluster of ``n`` parties (:data:`PARTIES`) and the provider
   :data:`PROVIDER`, with ``Cluster.start``'s own defaults for everything else;
 - :func:`measure`: the cost of a block of ops, flushed on both sides so that work issued
   before it is not counted and work issued in it is (``async with measure(c) as m: ...``,
@@ -50,7 +50,7 @@ def parties(n: int) -> list[str]:
     return list(PARTIES[n])
 
 
-def start(
+def start_cluster(
     n: int | Sequence[str] = 2,
     seed: int | None = None,
     *,
