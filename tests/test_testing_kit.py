@@ -5,7 +5,6 @@ recorded views that see what a party saw."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,7 +23,7 @@ from training.testing import (
     cost,
     measure,
     parties,
-    record,
+    recorded,
     reveal,
     reveal_raw,
     start_cluster,
@@ -51,9 +50,7 @@ def test_parties_are_fresh_lists_and_sizes_are_checked() -> None:
         parties(4)
 
 
-async def test_fixtures(
-    cluster: Cluster, cluster3: Cluster, start_cluster: Callable[..., Any]
-) -> None:
+async def test_fixtures(cluster: Cluster, cluster3: Cluster) -> None:
     assert cluster.parties == PARTIES[2] and cluster3.parties == PARTIES[3]
     x = cluster.share(torch.tensor([1.5]))
     assert torch.equal(await reveal(x), torch.tensor([1.5], dtype=torch.float64))
@@ -94,7 +91,7 @@ async def test_reveal_helpers(cluster: Cluster) -> None:
 async def _run(secret: float) -> Any:
     async with start_cluster(2) as c:
         x = c.share(torch.full((64,), secret))
-        async with record(c) as rec:
+        async with recorded(c) as rec:
             y = x * x
             await c.flush()
         after = len(rec.envs)

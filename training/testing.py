@@ -10,7 +10,7 @@ What almost every test of a cluster writes, written once:
   then ``m.stats``);
 - :func:`reveal`, :func:`value_of`, :func:`reveal_raw`: a result as float64, as it is, or
   as its ring integers;
-- :class:`Recording`, :class:`Tap`, :func:`envelope_view`, :func:`envelope_metadata`,
+- :func:`recorded`, :class:`Recording`, :class:`Tap`, :func:`envelope_view`, :func:`envelope_metadata`,
   :func:`analyse`: the recorded messages of a run turned into each party's view for the
   two-sample tests of :mod:`protocols.analysis`, and into the message pattern that must
   not depend on a secret.
@@ -203,7 +203,7 @@ class Recording:
 
 
 @asynccontextmanager
-async def record(cluster: Cluster) -> AsyncIterator[Recording]:
+async def recorded(cluster: Cluster) -> AsyncIterator[Recording]:
     """Record every envelope the network accepts inside the block (nothing after it)."""
     rec = Recording([], list(cluster.parties))
     tap = Tap(cluster)
