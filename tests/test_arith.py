@@ -29,12 +29,12 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from conftest import PARTIES, PROVIDER
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from protocols import FixedPoint
 from training import Cluster
+from training.testing import start_cluster
 
 CONFIGS = [FixedPoint(10, 3), FixedPoint(2, 16)]
 F32 = 2.0**-24
@@ -139,9 +139,7 @@ async def test_linear_ops(n: int, fp: FixedPoint, data: st.DataObject) -> None:
     ints = [2, -3, 0, 1]
     # Linear ops are exact up to 2**63; sums of inputs at the encoding limit pass the
     # revealed-range bound (the headroom, where a square would wrap): switch it off here.
-    async with Cluster.start(
-        PARTIES[case.n], provider=PROVIDER, seed=case.seed, value_bound=None
-    ) as c:
+    async with start_cluster(case.n, seed=case.seed, value_bound=None) as c:
         X = c.share(x, precision=fp.precision, base=fp.base)
         Y = c.share(y, precision=fp.precision, base=fp.base)
         R = c.share(row, precision=fp.precision, base=fp.base)
@@ -183,7 +181,7 @@ async def test_products(n: int, fp: FixedPoint, data: st.DataObject) -> None:
     ax, ay, aw, arow = (t.abs() for t in (xd, yd, wd, rowd))
     p = 0.37 if fp.base == 10 else 0.375
     ep = int(fp.encode(torch.tensor(p, dtype=torch.float64)))
-    async with Cluster.start(PARTIES[case.n], provider=PROVIDER, seed=case.seed) as c:
+    async with start_cluster(case.n, seed=case.seed) as c:
         X = c.share(x, precision=fp.precision, base=fp.base)
         Y = c.share(y, precision=fp.precision, base=fp.base)
         W = c.share(w, precision=fp.precision, base=fp.base)
@@ -226,7 +224,7 @@ async def test_products(n: int, fp: FixedPoint, data: st.DataObject) -> None:
 
 async def test_mixed_precision_and_scalar_shapes() -> None:
     """Operands at different precisions align to the larger one; scalars broadcast."""
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=3) as c:
+    async with start_cluster(2, seed=3) as c:
         a = c.share(torch.tensor([1.5, -2.25]), precision=2)
         b = c.share(torch.tensor([0.125, 4.0]), precision=3)
         total = a + b

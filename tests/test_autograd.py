@@ -36,21 +36,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from protocols.errors import UnsupportedOperation
-from training import Cluster, SharedTensor
+from training import SharedTensor
+from training.testing import measure, reveal, start_cluster
 
-PARTIES = {2: ["alice", "bob"], 3: ["alice", "bob", "carol"]}
-PROVIDER = "james"
 U = 1e-3  # base 10, precision 3
 HALF = U / 2  # input encoding error
 F32 = 2.0**-24  # float32 decoding, relative
-
-
-async def reveal(v: object) -> torch.Tensor:
-    """A gradient may be a SharedTensor or a public torch tensor."""
-    if isinstance(v, SharedTensor):
-        return (await v.get()).to(torch.float64)
-    assert isinstance(v, torch.Tensor), f"unexpected gradient type {type(v).__name__}"
-    return v.detach().to(torch.float64)
 
 
 def uniform(gen: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
@@ -232,7 +223,7 @@ async def test_gradients_match_torch(case: Case, n: int) -> None:
         # pre-activations away from 0 by more than the forward error so both agree.
         pre = xs[0] if case.name != "composite" else F.linear(*[x.double() for x in xs])
         assert float(pre.abs().min()) > 20 * U, "regenerate: a pre-activation is near 0"
-    async with Cluster.start(PARTIES[n], provider=PROVIDER, seed=n) as c:
+    async with start_cluster(n, seed=n) as c:
         leaves = [c.share(x, precision=3, base=10, requires_grad=True) for x in xs]
         Rs = c.share(R, precision=3, base=10)
         out = case.fn(*leaves)
@@ -260,7 +251,7 @@ async def test_public_gradients_stay_public_and_exact(n: int) -> None:
     the public 0.25: no secret is involved, so they stay torch tensors and are exact."""
     gen = torch.Generator().manual_seed(7)
     x = uniform(gen, X)
-    async with Cluster.start(PARTIES[n], provider=PROVIDER, seed=3) as c:
+    async with start_cluster(n, seed=3) as c:
         cases = [
             (lambda t: t.sum(), torch.ones(X)),
             (lambda t: (t * 3).sum(), torch.full(X, 3.0)),
@@ -302,7 +293,7 @@ async def test_gradient_accumulates_over_two_backward_calls(n: int, order: str) 
         "public_then_shared": torch.full(X, HALF, dtype=torch.float64),
         "public_twice": torch.zeros(X, dtype=torch.float64),
     }[order]
-    async with Cluster.start(PARTIES[n], provider=PROVIDER, seed=5) as c:
+    async with start_cluster(n, seed=5) as c:
         xs = c.share(x, requires_grad=True)
         r1, r2 = c.share(R1), c.share(R2)
         makes = losses(xs, r1, r2)
@@ -336,14 +327,14 @@ async def test_gradient_accumulates_over_two_backward_calls(n: int, order: str) 
     ids=["atan", "erf", "cumprod", "sort", "gelu"],
 )
 async def test_unsupported_torch_function_names_it(fn: Callable[..., object], name: str) -> None:
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
+    async with start_cluster(2, seed=1) as c:
         xs = c.share(torch.ones(2, 3), requires_grad=True)
         with pytest.raises(UnsupportedOperation, match=name):
             fn(xs)
 
 
 async def test_unsupported_function_inside_module_forward_names_it() -> None:
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
+    async with start_cluster(2, seed=1) as c:
         model = c.share_module(nn.Sequential(nn.Linear(2, 2), nn.GELU()))
         with pytest.raises(UnsupportedOperation, match="gelu"):
             model(c.share(torch.ones(4, 2)))
@@ -364,11 +355,9 @@ class _IntBuffer(nn.Module):
 async def test_share_module_refuses_buffers(module: nn.Module) -> None:
     # BatchNorm's floating-point running statistics are shared since issue 12
     # (tests/test_layers.py); integer buffers other than num_batches_tracked are refused.
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
-        await c.flush()
-        before = c.stats()
-        with pytest.raises(UnsupportedOperation, match="counts"):
-            c.share_module(module, requires_grad=True)
-        await c.flush()
+    async with start_cluster(2, seed=1) as c:
+        async with measure(c) as m:
+            with pytest.raises(UnsupportedOperation, match="counts"):
+                c.share_module(module, requires_grad=True)
         # refused before anything was shared: no parameter left the coordinator
-        assert (c.stats() - before).input_bytes == 0
+        assert m.stats.input_bytes == 0

@@ -33,9 +33,10 @@ from protocols import FixedPoint, Share
 from protocols.compare import DRELU_ROUNDS
 from protocols.testing import Board, run_protocol
 from training import Cluster, SharedTensor
+from training.testing import PARTIES, reveal_raw, start_cluster
+from training.testing import measure as measured
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-PARTIES = {2: ["alice", "bob"], 3: ["alice", "bob", "carol"]}
 RAW = FixedPoint(10, 0)  # precision 0: decode is the identity on ring integers
 ROUNDS = DRELU_ROUNDS  # measured rounds must equal the protocol's documented count
 
@@ -76,11 +77,6 @@ def ring_input(c: Cluster, values: torch.Tensor) -> SharedTensor:
     return SharedTensor(c, c.input(values), values.shape, RAW)
 
 
-async def reveal_raw(t: SharedTensor) -> torch.Tensor:
-    """The revealed ring integers of ``t`` (no fixed-point decoding, no float rounding)."""
-    return await t.cluster.reveal(t.tid, t.shape)
-
-
 def assert_exact(got: torch.Tensor, want: torch.Tensor, what: str, x: torch.Tensor) -> None:
     assert got.dtype == torch.int64, what
     assert got.shape == want.shape, what
@@ -111,7 +107,7 @@ def relu_ring(x: torch.Tensor) -> torch.Tensor:
 async def test_drelu_exact_on_edge_values(n: int, seed: int | None) -> None:
     # each edge value is repeated so it meets many different masks r
     x = torch.tensor(EDGES, dtype=torch.int64).repeat(40)
-    async with Cluster.start(PARTIES[n], provider="james", protocols="carry", seed=seed) as c:
+    async with start_cluster(n, protocols="carry", seed=seed) as c:
         xs = ring_input(c, x)
         bit = xs.drelu()
         assert bit.prec == 0
@@ -130,7 +126,7 @@ async def test_drelu_exact_on_random_full_range(n: int) -> None:
     x = torch.randint(INT64_MIN, INT64_MAX, (50_000,), dtype=torch.int64, generator=g)
     small = torch.randint(-(2**20), 2**20, (10_000,), dtype=torch.int64, generator=g)
     x = torch.cat([x, small, torch.tensor([INT64_MAX])])
-    async with Cluster.start(PARTIES[n], provider="james", protocols="carry", seed=None) as c:
+    async with start_cluster(n, protocols="carry", seed=None) as c:
         xs = ring_input(c, x)
         assert_exact(await reveal_raw(xs.drelu()), sign_bits(x), f"drelu n={n}", x)
         assert_exact(await reveal_raw(xs.relu()), relu_ring(x), f"relu n={n}", x)
@@ -144,7 +140,7 @@ async def test_drelu_exact_on_random_full_range(n: int) -> None:
 )
 async def test_drelu_exact_hypothesis(values: list[int], n: int, seed: int | None) -> None:
     x = torch.tensor(values, dtype=torch.int64)
-    async with Cluster.start(PARTIES[n], provider="james", protocols="carry", seed=seed) as c:
+    async with start_cluster(n, protocols="carry", seed=seed) as c:
         xs = ring_input(c, x)
         bit, y = xs.drelu(), xs.relu()
         assert_exact(await reveal_raw(bit), sign_bits(x), "drelu", x)
@@ -155,7 +151,7 @@ async def test_drelu_exact_hypothesis(values: list[int], n: int, seed: int | Non
 async def test_drelu_shapes(shape: tuple[int, ...]) -> None:
     g = torch.Generator().manual_seed(7)
     x = torch.randint(INT64_MIN, INT64_MAX, shape, dtype=torch.int64, generator=g)
-    async with Cluster.start(PARTIES[3], provider="james", protocols="carry", seed=3) as c:
+    async with start_cluster(3, protocols="carry", seed=3) as c:
         xs = ring_input(c, x)
         bit, y = xs.drelu(), xs.relu()
         assert bit.shape == torch.Size(shape) and y.shape == torch.Size(shape)
@@ -272,7 +268,7 @@ async def test_relu_fixed_point_exact(n: int, fp: FixedPoint) -> None:
     plain = enc.to(torch.float64) / fp.scale
     assert torch.equal(fp.encode(plain), enc)  # the test values are exactly representable
     want = relu_ring(enc)
-    async with Cluster.start(PARTIES[n], provider="james", protocols="carry", seed=n) as c:
+    async with start_cluster(n, protocols="carry", seed=n) as c:
         x = c.share(plain, precision=fp.precision, base=fp.base)
         outs = {"method": x.relu(), "torch.relu": torch.relu(x), "F.relu": F.relu(x)}
         for name, y in outs.items():
@@ -290,7 +286,7 @@ async def test_relu_at_range_limit_python_scalars(fp: FixedPoint) -> None:
     limit = 2**protocols.ENCODED_LIMIT_BITS - 1
     values = [fp.max_value, -fp.max_value, (limit - 1) / fp.scale, -(limit - 1) / fp.scale]
     enc = torch.tensor([limit, -limit, limit - 1, -limit + 1], dtype=torch.int64)
-    async with Cluster.start(PARTIES[2], provider="james", protocols="carry", seed=1) as c:
+    async with start_cluster(2, protocols="carry", seed=1) as c:
         x = c.share(values, precision=fp.precision, base=fp.base)
         assert_exact(await reveal_raw(x), enc, "shared encoding", enc)
         assert_exact(await reveal_raw(x.relu()), relu_ring(enc), "relu", enc)
@@ -313,7 +309,7 @@ async def test_comparisons_match_torch(n: int) -> None:
     b = torch.where(near & ~equal, one_ulp, b)
     assert bool((a == b).any()) and bool((a < b).any()) and bool((a > b).any())
     pa, pb = a.to(torch.float64) / fp.scale, b.to(torch.float64) / fp.scale
-    async with Cluster.start(PARTIES[n], provider="james", protocols="carry", seed=None) as c:
+    async with start_cluster(n, protocols="carry", seed=None) as c:
         x, y = c.share(pa), c.share(pb)
         cases = {
             "x < 0": (x < 0, a < 0),
@@ -344,15 +340,11 @@ async def measure(
 ) -> tuple[Any, torch.Tensor, SharedTensor]:
     g = torch.Generator().manual_seed(numel)
     x = torch.randint(INT64_MIN, INT64_MAX, (numel,), dtype=torch.int64, generator=g)
-    async with Cluster.start(
-        PARTIES[n], provider="james", protocols="carry", seed=numel, **kw
-    ) as c:
+    async with start_cluster(n, protocols="carry", seed=numel, **kw) as c:
         xs = ring_input(c, x)
-        await c.flush()
-        before = c.stats()
-        out = op(xs)
-        await c.flush()
-        delta = c.stats() - before
+        async with measured(c) as m:
+            out = op(xs)
+        delta = m.stats
         return delta, x, await reveal_raw(out)
 
 
@@ -421,13 +413,11 @@ async def test_report_measured_costs_per_element(n: int) -> None:
 @pytest.mark.parametrize("n", [2, 3])
 async def test_comparison_operators_cost_one_drelu(n: int) -> None:
     numel = 64
-    async with Cluster.start(PARTIES[n], provider="james", protocols="carry", seed=4) as c:
+    async with start_cluster(n, protocols="carry", seed=4) as c:
         x, y = c.share(torch.randn(numel)), c.share(torch.randn(numel))
-        await c.flush()
-        before = c.stats()
-        _ = x > y
-        await c.flush()
-        delta = c.stats() - before
+        async with measured(c) as m:
+            _ = x > y
+        delta = m.stats
     assert delta.online_rounds == ROUNDS
     assert delta.per_actor["alice"].sent[Phase.ONLINE] == protocols.drelu_online_bytes(numel, n)
     assert delta.offline_bytes == protocols.drelu_offline_bytes(numel)
@@ -443,13 +433,11 @@ async def test_independent_relus_share_rounds(n: int) -> None:
     k, numel = 5, 16
     g = torch.Generator().manual_seed(n)
     xs = [torch.randint(-(10**6), 10**6, (numel,), generator=g) for _ in range(k)]
-    async with Cluster.start(PARTIES[n], provider="james", protocols="carry", seed=n) as c:
+    async with start_cluster(n, protocols="carry", seed=n) as c:
         shared = [ring_input(c, x) for x in xs]
-        await c.flush()
-        before = c.stats()
-        outs = [s.relu() for s in shared]
-        await c.flush()
-        delta = c.stats() - before
+        async with measured(c) as m:
+            outs = [s.relu() for s in shared]
+        delta = m.stats
         for x, out in zip(xs, outs, strict=True):
             assert_exact(await reveal_raw(out), relu_ring(x), "relu", x)
     assert delta.online_rounds == ROUNDS
@@ -461,13 +449,11 @@ async def test_independent_relus_share_rounds(n: int) -> None:
 @pytest.mark.parametrize("n", [2, 3])
 async def test_dependent_relus_add_rounds(n: int) -> None:
     x = torch.tensor([-3, -1, 0, 1, 5, INT64_MIN, INT64_MAX], dtype=torch.int64)
-    async with Cluster.start(PARTIES[n], provider="james", protocols="carry", seed=n) as c:
+    async with start_cluster(n, protocols="carry", seed=n) as c:
         xs = ring_input(c, x)
-        await c.flush()
-        before = c.stats()
-        y = (xs.relu() - 2).relu()  # the second depends on the first
-        await c.flush()
-        delta = c.stats() - before
+        async with measured(c) as m:
+            y = (xs.relu() - 2).relu()  # the second depends on the first
+        delta = m.stats
         assert_exact(await reveal_raw(y), relu_ring(relu_ring(x) - 2), "relu(relu(x)-2)", x)
     assert delta.online_rounds == 2 * ROUNDS
     per_party = 2 * protocols.drelu_online_bytes(x.numel(), n, with_relu=True)
@@ -476,13 +462,11 @@ async def test_dependent_relus_add_rounds(n: int) -> None:
 
 @pytest.mark.parametrize("n", [2, 3])
 async def test_mixed_independent_comparisons_share_rounds(n: int) -> None:
-    async with Cluster.start(PARTIES[n], provider="james", protocols="carry", seed=9) as c:
+    async with start_cluster(n, protocols="carry", seed=9) as c:
         x, y = c.share(torch.randn(10)), c.share(torch.randn(10))
-        await c.flush()
-        before = c.stats()
-        _ = [x.relu(), y.drelu(), x > y, torch.relu(y), x <= 0.5]
-        await c.flush()
-        assert (c.stats() - before).online_rounds == ROUNDS
+        async with measured(c) as m:
+            _ = [x.relu(), y.drelu(), x > y, torch.relu(y), x <= 0.5]
+        assert m.stats.online_rounds == ROUNDS
 
 
 LATENCY = 0.01
@@ -490,9 +474,7 @@ LATENCY = 0.01
 
 async def _timed(n: int, build: Callable[[list[SharedTensor]], object], k: int) -> float:
     profile = NetworkProfile(latency=LATENCY)
-    async with Cluster.start(
-        PARTIES[n], provider="james", protocols="carry", seed=1, network=profile
-    ) as c:
+    async with start_cluster(n, protocols="carry", seed=1, network=profile) as c:
         shared = [c.share(torch.randn(8)) for _ in range(k)]
         await c.flush()
         t0 = trio.current_time()

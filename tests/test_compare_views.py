@@ -23,21 +23,28 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import envelope_metadata, envelope_view
 from scipy import stats
 
-from actors import Envelope, Phase
+from actors import Phase
 from actors.messages import Requests
 from protocols import FixedPoint, Share
-from protocols.analysis import FullView, Report, compare, g_test, marginal_features
+from protocols.analysis import g_test, marginal_features
 from protocols.compare import DRELU_ROUNDS
 from protocols.material import MaterialSpec
 from protocols.ring import to_bits, to_planes
 from protocols.suite import CARRY, OpKind, Suite
 from protocols.testing import TamperContext
-from training import Cluster, SharedTensor
+from training import SharedTensor
+from training.testing import (
+    PARTIES,
+    Recording,
+    analyse,
+    envelope_view,
+    recorded,
+    reveal_raw,
+    start_cluster,
+)
 
-PARTIES = {2: ["alice", "bob"], 3: ["alice", "bob", "carol"]}
 NUMEL = 2000
 FWER = 1e-6
 RAW = FixedPoint(10, 0)
@@ -48,44 +55,29 @@ RAW = FixedPoint(10, 0)
 # ---------------------------------------------------------------------------------------
 
 
-class Transcript:
-    def __init__(self, envs: list[Envelope], parties: list[str]) -> None:
-        self.envs = envs
-        self.parties = parties
-
-    def received(self, name: str, phases: Sequence[Phase]) -> list[Envelope]:
-        return [e for e in self.envs if e.receiver == name and e.phase in phases]
-
-    def metadata(self) -> list[tuple[Any, ...]]:
-        """Everything but the payload values, for messages that are not commands."""
-        return envelope_metadata(self.envs)
-
-
 async def record(
     value: int,
     n: int,
     *,
     check: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None],
     suite: Suite = CARRY,
-) -> Transcript:
+) -> Recording:
     """Run drelu and relu on a tensor of NUMEL copies of the ring integer ``value``."""
     x = torch.full((NUMEL,), value, dtype=torch.int64)
-    log: list[Envelope] = []
-    async with Cluster.start(PARTIES[n], provider="james", seed=None, protocols=suite) as c:
+    async with start_cluster(n, seed=None, protocols=suite) as c:
         xs = SharedTensor(c, c.input(x), x.shape, RAW)
         await c.flush()
-        stop = c.network.observe(lambda env: (log.append(env), env)[1])
-        bit, y = xs.drelu(), xs.relu()
-        await c.flush()
-        stop()
-        check(x, await c.reveal(bit.tid, bit.shape), await c.reveal(y.tid, y.shape))
+        async with recorded(c) as rec:
+            bit, y = xs.drelu(), xs.relu()
+            await c.flush()
+        check(x, await reveal_raw(bit), await reveal_raw(y))
         totals = c.stats()
     # who may receive what, over the cluster's whole life
     james = totals.per_actor["james"].received
     assert {p for p, v in james.items() if v} == {Phase.CONTROL}
     coordinator = totals.per_actor["coordinator"].received
     assert {p for p, v in coordinator.items() if v} <= {Phase.OUTPUT, Phase.CONTROL}
-    return Transcript(log, PARTIES[n])
+    return rec
 
 
 def correct(x: torch.Tensor, bit: torch.Tensor, y: torch.Tensor) -> None:
@@ -98,16 +90,7 @@ def correct(x: torch.Tensor, bit: torch.Tensor, y: torch.Tensor) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-def views(t: Transcript) -> list[FullView]:
-    return [envelope_view(t.envs, p, t.parties) for p in t.parties]
-
-
-def analyse(ta: Transcript, tb: Transcript) -> Report:
-    """Every feature of every party's view, one run on secret A against one on B."""
-    return compare([views(ta)], [views(tb)])
-
-
-def provider_requests(t: Transcript) -> list[Any]:
+def provider_requests(t: Recording) -> list[Any]:
     envs = [e for e in t.envs if e.receiver == "james"]
     assert envs, "the provider received no request"
     out = []

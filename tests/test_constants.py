@@ -9,14 +9,14 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import PARTIES, PROVIDER
 from torch import nn
 
 import actors.constants as constants
 from actors.constants import PublicCache
 from protocols.errors import ProtocolError
 from protocols.params import Params, Pub
-from training import SGD, Cluster, TrainingCoordinator
+from training import SGD, TrainingCoordinator
+from training.testing import measure, start_cluster
 
 FP = {"precision": 16, "base": 2}
 
@@ -33,7 +33,7 @@ class Net(nn.Module):
 
 
 async def _two_steps() -> tuple[list[float], int, int]:
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=7) as c:
+    async with start_cluster(2, seed=7) as c:
         torch.manual_seed(0)
         x = c.share(torch.randn(32, 1, 14, 14), **FP)
         y = c.share(F.one_hot(torch.arange(32) % 10, 10).double(), **FP)
@@ -41,11 +41,9 @@ async def _two_steps() -> tuple[list[float], int, int]:
         opt = SGD(model.parameters(), lr=0.01)
         coord = TrainingCoordinator(c, model, opt, lambda p, t: -(p * t).sum() / 32)
         losses = [(await coord.step(x, y)).loss]
-        await c.flush()
-        before = c.stats()
-        losses.append((await coord.step(x, y)).loss)
-        await c.flush()
-        step = c.stats() - before
+        async with measure(c) as m:
+            losses.append((await coord.step(x, y)).loss)
+        step = m.stats
     return losses, step.control_bytes, step.online_bytes
 
 

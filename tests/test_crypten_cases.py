@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import PARTIES, PROVIDER
 
 from training import Cluster, SharedTensor, public
+from training.testing import measure, start_cluster
 
 CRYPTEN_TOL = 0.05
 """CrypTen's default tolerance (``_check``): relative tol, or absolute tol / 10."""
@@ -252,11 +252,9 @@ async def run_case(c: Cluster, case: Case) -> tuple[torch.Tensor, torch.Tensor, 
         else c.share(t, precision=16, base=2)
         for i, t in enumerate(ins)
     ]
-    await c.flush()
-    before = c.stats()
-    out = case.secure(*args)
-    await c.flush()
-    delta = c.stats() - before
+    async with measure(c) as m:
+        out = case.secure(*args)
+    delta = m.stats
     assert isinstance(out, SharedTensor), case.name
     got = await out.get(dtype=torch.float64)
     ref = case.reference(*[t if t.dtype == torch.bool else t.double() for t in ins]).double()
@@ -266,7 +264,7 @@ async def run_case(c: Cluster, case: Case) -> tuple[torch.Tensor, torch.Tensor, 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 async def test_case_within_our_tolerance_and_cryptens(case: Case) -> None:
     assert case.ours <= case.crypten, "our tolerance must be at least as tight as CrypTen's"
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=7) as c:
+    async with start_cluster(2, seed=7) as c:
         got, ref, _ = await run_case(c, case)
     assert got.shape == ref.shape, (case.name, got.shape, ref.shape)
     metric = crypten_metric(got, ref)
@@ -283,7 +281,7 @@ async def _table() -> None:
         "online B/elt | dealer B/elt |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=7) as c:
+    async with start_cluster(2, seed=7) as c:
         for case in CASES:
             got, ref, d = await run_case(c, case)
             n = _inputs_numel(case)

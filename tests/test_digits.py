@@ -18,13 +18,13 @@ import structlog
 import torch
 import train_digits as td
 import trio
-from conftest import PARTIES, PROVIDER
 from torch import nn
 
 from protocols.errors import UnsupportedOperation
 from training import Cluster, export_module, launch, reveal_module
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.errors import NotCopyable
+from training.testing import start_cluster
 
 FP = {"precision": 16, "base": 2}
 
@@ -50,7 +50,7 @@ async def test_export_module_plain_copy_and_encrypted_inference() -> None:
     torch.manual_seed(0)
     net = td.DigitsMLP()
     data = td.load_digits("mlp", limit=64)
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
+    async with start_cluster(2, seed=1) as c:
         model = c.share_module(net, **FP)
         with pytest.raises(NotCopyable, match="save_checkpoint"):
             copy.deepcopy(model)
@@ -95,7 +95,7 @@ async def test_checkpoint_files_and_exact_resume(tmp_path: Path) -> None:
     onehot = torch.nn.functional.one_hot(data.y_train, 10).float()
 
     async def run(resume_from: Path | None) -> dict[str, torch.Tensor]:
-        async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=11) as c:
+        async with start_cluster(2, seed=11) as c:
             x, y = c.share(data.x_train, **FP), c.share(onehot, **FP)
             if resume_from is None:
                 model = c.share_module(net, **FP)
@@ -133,9 +133,9 @@ async def test_checkpoint_files_and_exact_resume(tmp_path: Path) -> None:
 async def test_checkpoint_refuses_other_parties(tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = nn.Linear(3, 2)
-    async with Cluster.start(PARTIES[2], provider=PROVIDER) as c:
+    async with start_cluster(2) as c:
         await save_checkpoint(c, tmp_path, c.share_module(net, **FP))
-    async with Cluster.start(PARTIES[3], provider=PROVIDER) as c:
+    async with start_cluster(3) as c:
         with pytest.raises(ValueError, match="parties"):
             await load_checkpoint(c, tmp_path, net)
 

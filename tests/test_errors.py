@@ -12,7 +12,6 @@ import pytest
 import torch
 import trio
 import trio.testing
-from conftest import PARTIES, PROVIDER, Tap
 
 from actors import Envelope, Phase
 from actors.codec import encode_tensors
@@ -28,6 +27,7 @@ from protocols.errors import (
 )
 from protocols.suite import DEFAULT, Suite
 from training import Cluster
+from training.testing import PARTIES, PROVIDER, Tap, start_cluster
 
 BOUND = 5.0  # seconds within which every failure must reach the caller
 
@@ -50,7 +50,7 @@ def ring(*shape: int) -> tuple[bytes, int]:
     ],
 )
 async def test_share_refuses_bad_values_and_sends_nothing(value: float, match: str) -> None:
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
+    async with start_cluster(2, seed=1) as c:
         tap = Tap(c)
         data = torch.tensor([1.0, value, 2.0], dtype=torch.float64)
         with pytest.raises(EncodingError, match=match):
@@ -64,7 +64,7 @@ async def test_share_refuses_bad_values_and_sends_nothing(value: float, match: s
 
 
 async def test_share_refuses_empty_tensor() -> None:
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
+    async with start_cluster(2, seed=1) as c:
         with pytest.raises(ShapeError, match="empty"):
             c.share(torch.zeros(0, 3))
 
@@ -88,7 +88,7 @@ async def test_shape_mismatch_raises_before_anything_is_sent(
         "mul": lambda x, y: x * y,
         "matmul": lambda x, y: x @ y,
     }
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
+    async with start_cluster(2, seed=1) as c:
         x, y = c.share(torch.ones(a)), c.share(torch.ones(b))
         await c.flush()
         tap = Tap(c)
@@ -107,7 +107,7 @@ async def test_shape_mismatch_raises_before_anything_is_sent(
 
 async def test_unknown_tensor_id_is_a_named_party_failure() -> None:
     with trio.fail_after(BOUND), pytest.raises(PartyFailure) as info:
-        async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
+        async with start_cluster(2, seed=1) as c:
             x = c.share(torch.ones(2))
             c.submit("add", [9999, x.tid], [(2,), (2,)], [(2,)])
             await c.flush()
@@ -162,7 +162,7 @@ INJECTIONS: dict[str, Callable[[Envelope], list[Envelope]]] = {
 @pytest.mark.parametrize("case", list(INJECTIONS))
 async def test_unexpected_message_in_running_op(case: str) -> None:
     with trio.fail_after(BOUND), pytest.raises(PartyFailure) as info:
-        async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1, timeout=BOUND) as c:
+        async with start_cluster(2, seed=1, timeout=BOUND) as c:
             x = c.share(torch.ones(2))
             await c.flush()
             Injector(c, alice_to_bob_online, INJECTIONS[case])
@@ -208,7 +208,7 @@ TAMPER: dict[str, tuple[Callable[[Envelope], Envelope], str]] = {
 async def test_tampered_message_is_a_protocol_error(case: str) -> None:
     make, match = TAMPER[case]
     with trio.fail_after(BOUND), pytest.raises(PartyFailure, match=match) as info:
-        async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1, timeout=BOUND) as c:
+        async with start_cluster(2, seed=1, timeout=BOUND) as c:
             x = c.share(torch.ones(2))
             await c.flush()
             c.network.observe(lambda env: reshaped(env, make))
@@ -231,7 +231,7 @@ async def test_stray_message_is_a_protocol_error(sender: str, tag: str) -> None:
     """A message nobody will ever ask for must not be ignored silently: the cluster fails
     with a ProtocolError naming the receiver, at the latest when the block ends."""
     with trio.fail_after(BOUND), pytest.raises(PartyFailure) as info:
-        async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1, timeout=BOUND) as c:
+        async with start_cluster(2, seed=1, timeout=BOUND) as c:
             x = c.share(torch.ones(2))
             await c.flush()
             c.network.endpoints[sender].send_nowait(
@@ -246,7 +246,7 @@ async def test_stray_message_is_a_protocol_error(sender: str, tag: str) -> None:
 
 
 async def test_message_from_unknown_actor_is_refused_by_the_network() -> None:
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
+    async with start_cluster(2, seed=1) as c:
         with pytest.raises(ProtocolError, match="mallory"):
             c.network.carry("mallory", "bob", bytearray(40))
         assert "mallory" not in c.network.endpoints
@@ -275,9 +275,7 @@ async def test_party_that_raises_is_named(n: int) -> None:
     suite = with_kind("mul", flaky)
     with trio.fail_after(BOUND), pytest.raises(PartyFailure) as info:
         # a long timeout: the others must be cancelled, not time out
-        async with Cluster.start(
-            PARTIES[n], provider=PROVIDER, seed=1, timeout=60, protocols=suite
-        ) as c:
+        async with start_cluster(n, seed=1, timeout=60, protocols=suite) as c:
             x = c.share(torch.ones(2))
             await (x * x).get()
     assert info.value.actor == "bob"
@@ -299,9 +297,7 @@ async def test_provider_that_raises_is_named() -> None:
 
     suite = DEFAULT.replace("broken-dealer", mul=build)
     with trio.fail_after(BOUND), pytest.raises(PartyFailure) as info:
-        async with Cluster.start(
-            PARTIES[2], provider=PROVIDER, seed=1, timeout=60, protocols=suite
-        ) as c:
+        async with start_cluster(2, seed=1, timeout=60, protocols=suite) as c:
             x = c.share(torch.ones(2))
             await (x * x).get()
     assert info.value.actor == PROVIDER
@@ -322,9 +318,7 @@ async def test_failure_surfaces_even_while_coordinator_waits_elsewhere() -> None
 
     suite = with_kind("square", slow_then_fail)
     with trio.fail_after(BOUND), pytest.raises(PartyFailure) as info:
-        async with Cluster.start(
-            PARTIES[2], provider=PROVIDER, seed=1, timeout=60, protocols=suite
-        ) as c:
+        async with start_cluster(2, seed=1, timeout=60, protocols=suite) as c:
             x = c.share(torch.ones(2))
             await (x**2).get()
     assert info.value.actor == "alice"
@@ -335,7 +329,7 @@ async def test_failure_surfaces_even_while_coordinator_waits_elsewhere() -> None
 
 async def test_silent_party_yields_timeout_naming_it() -> None:
     with trio.fail_after(BOUND), pytest.raises(ActorTimeout) as info:
-        async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1, timeout=0.5) as c:
+        async with start_cluster(2, seed=1, timeout=0.5) as c:
             x = c.share(torch.ones(2))
             await c.flush()
             Tap(c, drop=lambda env: env.sender == "bob")
@@ -347,7 +341,7 @@ async def test_silent_party_yields_timeout_naming_it() -> None:
 
 async def test_silent_party_at_barrier_yields_timeout_naming_it() -> None:
     with trio.fail_after(BOUND), pytest.raises(ActorTimeout) as info:
-        async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1, timeout=0.5) as c:
+        async with start_cluster(2, seed=1, timeout=0.5) as c:
             x = c.share(torch.ones(2))
             await c.flush()
             Tap(c, drop=lambda env: env.sender == "bob")
@@ -360,7 +354,7 @@ async def test_silent_party_at_barrier_yields_timeout_naming_it() -> None:
 
 async def test_silent_dealer_yields_timeout_naming_it() -> None:
     with trio.fail_after(BOUND), pytest.raises(ActorTimeout) as info:
-        async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1, timeout=0.5) as c:
+        async with start_cluster(2, seed=1, timeout=0.5) as c:
             x = c.share(torch.ones(2))
             await c.flush()
             Tap(c, drop=lambda env: env.sender == PROVIDER)
@@ -383,7 +377,7 @@ async def test_silent_dealer_yields_timeout_naming_it() -> None:
     ],
 )
 async def test_unsupported_torch_function_is_named(call: Callable[[Any], Any], name: str) -> None:
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
+    async with start_cluster(2, seed=1) as c:
         x = c.share(torch.ones(3))
         await c.flush()
         tap = Tap(c)
@@ -394,7 +388,7 @@ async def test_unsupported_torch_function_is_named(call: Callable[[Any], Any], n
 
 
 async def test_other_unsupported_operations() -> None:
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
+    async with start_cluster(2, seed=1) as c:
         x = c.share(torch.ones(3))
         # x / x and x ** 0.5 are supported since issue 12 (tests/test_functional.py)
         with pytest.raises(UnsupportedOperation, match="floor division"):
@@ -408,7 +402,7 @@ async def test_other_unsupported_operations() -> None:
 
 
 async def test_reveal_to_non_owner_is_denied_and_sends_nothing() -> None:
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
+    async with start_cluster(2, seed=1) as c:
         x = c.share(torch.ones(3))
         await c.flush()
         tap = Tap(c)
@@ -420,7 +414,7 @@ async def test_reveal_to_non_owner_is_denied_and_sends_nothing() -> None:
 async def test_default_timeout_on_a_mock_clock(autojump_clock: trio.testing.MockClock) -> None:
     """The default bound (30 s) without waiting 30 s: trio's autojump clock."""
     with pytest.raises(ActorTimeout) as info:
-        async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
+        async with start_cluster(2, seed=1) as c:
             await c.flush()
             Tap(c, drop=lambda env: env.sender == "bob")
             start = trio.current_time()
@@ -447,9 +441,7 @@ async def test_busy_party_is_not_reported_silent() -> None:
 
     suite = with_kind("mul", hog)
     with trio.fail_after(20):
-        async with Cluster.start(
-            PARTIES[2], provider=PROVIDER, seed=1, timeout=0.3, protocols=suite
-        ) as c:
+        async with start_cluster(2, seed=1, timeout=0.3, protocols=suite) as c:
             x = c.share(torch.tensor([1.5, -2.0]))
             got = await (x * x).get(dtype=torch.float64)
     assert torch.allclose(got, torch.tensor([2.25, 4.0], dtype=torch.float64))

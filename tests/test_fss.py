@@ -252,10 +252,13 @@ def spread(n: int, seed: int) -> torch.Tensor:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("d", "parts"), [(1000, 4), (2**16, 1)])
+@pytest.mark.parametrize(
+    ("d", "parts"), [pytest.param(1000, 4, marks=pytest.mark.full), (1000, 1), (2**16, 1)]
+)
 async def test_truncation_one_million(d: int, parts: int) -> None:
-    """10^6 elements for the seed's divisor 1000 (a quarter of that for 2^16, which is
-    exact by construction and checked over the whole int64 range elsewhere)."""
+    """10^6 elements for the seed's divisor 1000 (``-m full``; by default a quarter of
+    that, the first quarter of the same values), 2.5 * 10^5 for 2^16, which is exact by
+    construction and checked over the whole int64 range elsewhere."""
     total = 0
     for part in range(parts):
         x = spread(250_000, 100 + part)

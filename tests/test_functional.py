@@ -25,16 +25,17 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import PARTIES, PROVIDER
 
 from protocols import FixedPoint
 from protocols.errors import ShapeError, UnsupportedOperation
 from protocols.suite import DEFAULT
-from training import Cluster, SharedTensor, public
+from training import SharedTensor, public
 from training.activations import SIGMOID_KNOTS, TANH_KNOTS
 from training.approximation import FUNCS, fit, fit_error
 from training.operands import public_precision
 from training.range_reduction import exp_domain, log_domain
+from training.testing import cost as kit_cost
+from training.testing import reveal, start_cluster
 
 U16 = 2.0**-16
 U3 = 1e-3
@@ -70,19 +71,9 @@ def piecewise_bound(name: str, knots: tuple[float, ...], tail: float, e1: float)
     return max(worst, tail_err + U16)
 
 
-async def reveal(v: Any) -> torch.Tensor:
-    if isinstance(v, SharedTensor):
-        return (await v.get()).double()
-    return torch.as_tensor(v).double()
-
-
 async def cost(c: Any, make: Callable[[], Any]) -> tuple[Any, int, int]:
     """(result, rounds, online bytes sent per party) of the ops ``make`` issues."""
-    await c.flush()
-    before = c.stats()
-    y = make()
-    await c.flush()
-    d = c.stats() - before
+    y, d = await kit_cost(c, make)
     return y, d.online_rounds, d.online_bytes // 2
 
 
@@ -126,7 +117,7 @@ async def test_sigmoid_tanh_accuracy_and_cost(
     target_err: float,
 ) -> None:
     x = torch.linspace(-8, 8, 10_000)
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=2) as c:
+    async with start_cluster(2, seed=2) as c:
         sx = share16(c, x)
         y, rounds, sent = await cost(c, lambda: getattr(sx, name)())
         got = await reveal(y)
@@ -144,7 +135,7 @@ async def test_softmax_and_cross_entropy_targets() -> None:
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(32, 10, generator=g) * 3
     labels = torch.randint(0, 10, (32,), generator=g)
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=2) as c:
+    async with start_cluster(2, seed=2) as c:
         s = share16(c, logits)
         y, rounds, _ = await cost(c, lambda: F.softmax(s, dim=1))
         assert rounds <= 30
@@ -182,7 +173,7 @@ async def test_smooth_functions_forward_and_backward(fn: str) -> None:
         x = torch.linspace(0.05, 200, 500)
     g = torch.Generator().manual_seed(1)
     w = torch.rand(x.shape, generator=g) + 0.5  # upstream weight
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=2) as c:
+    async with start_cluster(2, seed=2) as c:
         sx = share16(c, x, requires_grad=True)
         y = getattr(sx, fn)()
         (y * public(w)).sum().backward()
@@ -236,7 +227,7 @@ async def test_piecewise_linear_activations_base10() -> None:
     exact products with the bits, so only the encoding (u/2) and one public scaling
     truncation (u) remain; gradients are the bits times the upstream (exact)."""
     x = torch.linspace(-3, 8, 111)
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=2) as c:
+    async with start_cluster(2, seed=2) as c:
         cases = [
             (lambda t: t.abs(), torch.abs),
             (lambda t: F.leaky_relu(t, 0.1), lambda t: F.leaky_relu(t, 0.1)),
@@ -264,7 +255,7 @@ async def test_piecewise_linear_activations_base10() -> None:
 async def test_max_argmax_and_backward() -> None:
     g = torch.Generator().manual_seed(3)
     x = torch.randn(6, 7, 5, generator=g)
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=2) as c:
+    async with start_cluster(2, seed=2) as c:
         for dim in (0, 1, 2):
             sx = c.share(x, requires_grad=True)
             vals, idx = sx.max(dim)
@@ -328,7 +319,7 @@ async def test_log_softmax_and_losses() -> None:
         ("l1", lambda t: F.l1_loss(t, reg_t), logits, 0.001, 0.001),
         ("ce_module", lambda t: torch.nn.CrossEntropyLoss()(t, labels), logits, 0.003, 0.003 / 16),
     ]
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=2) as c:
+    async with start_cluster(2, seed=2) as c:
         for name, fn, x, ltol, gtol in cases:
             sx = share16(c, x, requires_grad=True)
             loss = fn(sx)
@@ -344,7 +335,7 @@ async def test_log_softmax_and_losses() -> None:
 
 
 async def test_refusals_name_the_function() -> None:
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=2) as c:
+    async with start_cluster(2, seed=2) as c:
         s = c.share(torch.randn(4, 3))
         with pytest.raises(UnsupportedOperation, match="one-hot"):
             F.cross_entropy(share16(c, torch.randn(4, 3)), share16(c, torch.tensor([0, 1, 2, 0.0])))
@@ -376,7 +367,7 @@ async def test_three_parties_same_accuracy() -> None:
     the values are the same (within the 2-party bounds), only the rounds grow."""
     x = torch.linspace(-8, 8, 200)
     logits = torch.randn(4, 10, generator=torch.Generator().manual_seed(5)) * 3
-    async with Cluster.start(PARTIES[3], provider=PROVIDER, seed=2) as c:
+    async with start_cluster(3, seed=2) as c:
         y = await reveal(share16(c, x).sigmoid())
         p = await reveal(F.softmax(share16(c, logits), 1))
     bound = piecewise_bound("sigmoid_odd", SIGMOID_KNOTS, 0.5, U16 / 2) + F32
@@ -392,7 +383,7 @@ async def test_smooth_functions_refuse_coarse_encodings_before_queueing() -> Non
 
     from training import Adam
 
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=2) as c:
+    async with start_cluster(2, seed=2) as c:
         x = c.share(torch.rand(3, 4) + 0.5)
         await c.flush()
         tap = Tap(c)
@@ -423,7 +414,7 @@ async def test_comparisons_are_shared_bits_never_identity() -> None:
     xa = torch.tensor([1.0, 2.0, -3.0, 0.5])
     xb = torch.tensor([1.0, 5.0, -3.0, 0.25])
     want = {n: getattr(xa, n)(xb).double() for n in ("eq", "ne", "lt", "le", "gt", "ge")}
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=3) as c:
+    async with start_cluster(2, seed=3) as c:
         a, b = c.share(xa), c.share(xb)
         same = c.share(xa.clone())
         assert torch.equal(await reveal(a == same), torch.ones(4, dtype=torch.float64))
@@ -459,7 +450,7 @@ async def test_comparisons_are_shared_bits_never_identity() -> None:
 
 
 async def test_get_returns_the_shared_dtype() -> None:
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=3) as c:
+    async with start_cluster(2, seed=3) as c:
         x32 = c.share(torch.tensor([1.5, 20000.0])) + 0.001  # 20000.001: no float32 holds it
         x64 = c.share(torch.tensor([1.5, 20000.001], dtype=torch.float64))
         xi = c.share(torch.tensor([1, 2]))
@@ -502,7 +493,7 @@ async def test_sign_where_var_std_with_gradients() -> None:
     x = torch.randn(4, 6, generator=g) * 3
     y = torch.randn(4, 6, generator=g)
     mask = x > 0
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=3) as c:
+    async with start_cluster(2, seed=3) as c:
         sx = share16(c, torch.tensor([-2.0, 0.0, 1e-4, 3.0]))
         assert torch.equal(
             await reveal(torch.sign(sx)), torch.tensor([-1.0, 0.0, 1.0, 1.0]).double()
@@ -539,7 +530,7 @@ async def test_sign_where_var_std_with_gradients() -> None:
 @pytest.mark.parametrize("p", [-3, -2, -1, 0, 1, 2, 3, 4, 5, 8, 2.0, 3.0, 0.5, -0.5, 1.75, -1.5])
 async def test_pow_any_real_exponent(p: float) -> None:
     x = torch.linspace(0.5, 6.0 if abs(p) <= 3 else 2.5, 12)
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=3) as c:
+    async with start_cluster(2, seed=3) as c:
         got, want = await _grads(c, lambda t: t**p, x)
         s = share16(c, x)
         _, rounds, _ = await cost(c, lambda: s**p)
@@ -558,7 +549,7 @@ async def test_pow_any_real_exponent(p: float) -> None:
 
 async def test_rpow_and_torch_pow_dispatch() -> None:
     x = torch.linspace(-3, 3, 7)
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=3) as c:
+    async with start_cluster(2, seed=3) as c:
         s = share16(c, x)
         for got in (2**s, torch.pow(2.0, s)):
             assert float(((await reveal(got)) / 2 ** x.double() - 1).abs().max()) <= 1e-3
@@ -578,7 +569,7 @@ async def test_domain_edges_are_documented_clamps() -> None:
     states (they cannot check a private input without revealing it); inside, every
     encodable value is normalised (no more reciprocal(30000) < 0, log(0) = -7.28)."""
     u = U16
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=3) as c:
+    async with start_cluster(2, seed=3) as c:
         e = share16(c, torch.tensor([-20.0, -10.0, 9.0, 10.0, 10.3, 11.0, 15.0]))
         _, hi = exp_domain(e)
         got = await reveal(e.exp())
@@ -627,7 +618,7 @@ async def test_tensor_ops_local_and_linear() -> None:
         ("dot", lambda a, b, c: torch.dot(b, c), 1e-4),
         ("outer", lambda a, b, c: torch.outer(b, c), 1e-4),
     ]
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=3) as c:
+    async with start_cluster(2, seed=3) as c:
         for name, fn, tol in cases:
             got, want = await _grads(c, fn, x, v, w)
             for i, (gv, wv) in enumerate(zip(got, want, strict=True)):
@@ -653,7 +644,7 @@ async def test_sin_cos_range_reduction_over_the_whole_encoding() -> None:
     the same error: a few u from the polynomial in z**2 (fit 4.7e-8) and the reduction."""
     x = torch.cat([torch.linspace(-10, 10, 401), torch.tensor([100.0, -1000.0, 32000.0])])
     xe = enc(x)
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=3) as c:
+    async with start_cluster(2, seed=3) as c:
         s = share16(c, x, requires_grad=True)
         y, rounds, _ = await cost(c, lambda: torch.sin(s))
         assert rounds == 6

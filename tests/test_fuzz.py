@@ -84,10 +84,9 @@ from protocols.params import Params, Pub
 from training import SGD, Cluster, SharedTensor
 from training.cluster import default_precision
 from training.operands import public_precision
+from training.testing import PARTIES, PROVIDER, start_cluster
 
-PROVIDER = "james"
 COORD = "coordinator"
-PARTIES = {2: ["alice", "bob"], 3: ["alice", "bob", "carol"]}
 TIMEOUT = 1.0  # virtual seconds (mock clock) every wait on another actor may last
 BOUND = 30.0  # virtual seconds within which every run must end, error or not
 CASES: Counter[str] = Counter()
@@ -198,7 +197,7 @@ def everyone(n: int) -> list[str]:
 
 async def clean_run(n: int) -> list[tuple[Key, Phase]]:
     seen: list[tuple[Key, Phase]] = []
-    async with Cluster.start(PARTIES[n], provider=PROVIDER, seed=None, timeout=TIMEOUT) as c:
+    async with start_cluster(n, seed=None, timeout=TIMEOUT) as c:
 
         def tap(env: Envelope) -> Envelope:
             seen.append(((env.sender, env.receiver, env.tag), env.phase))
@@ -574,9 +573,7 @@ async def corrupted_run(n: int, keys: Sequence[Key], muts: Sequence[Mutation]) -
     start = trio.current_time()
     try:
         with trio.fail_after(BOUND):
-            async with Cluster.start(
-                PARTIES[n], provider=PROVIDER, seed=None, timeout=TIMEOUT
-            ) as c:
+            async with start_cluster(n, seed=None, timeout=TIMEOUT) as c:
                 corrupter = Corrupter(c.network, everyone(n), keys, muts)
                 out["corrupter"] = corrupter
                 out["results"] = await workload(c)
@@ -689,9 +686,7 @@ def test_corrupted_key_setup(family: str) -> None:
             start = trio.current_time()
             try:
                 with trio.fail_after(BOUND):
-                    async with Cluster.start(
-                        PARTIES[n], provider=PROVIDER, seed=None, timeout=TIMEOUT
-                    ) as c:
+                    async with start_cluster(n, seed=None, timeout=TIMEOUT) as c:
                         out["results"] = await workload(c)
             except Exception as exc:
                 out["error"] = exc
@@ -1266,7 +1261,7 @@ def test_wrong_field_types_from_the_coordinator(to: str, data: st.DataObject) ->
 
     async def go() -> None:
         with trio.fail_after(BOUND), pytest.raises(PartyFailure) as info:
-            async with Cluster.start(PARTIES[2], provider=PROVIDER, timeout=TIMEOUT) as c:
+            async with start_cluster(2, timeout=TIMEOUT) as c:
                 x = c.share(X)
                 await c.flush()
                 seq = c._cmd_seq if to == "party" else c._req_seq
@@ -1407,7 +1402,7 @@ async def test_share_malformed_values() -> None:
     findings = Findings()
     accepted: list[tuple[SharedTensor, torch.Tensor, FixedPoint, str]] = []
     with trio.fail_after(120), findings.cluster_errors():
-        async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=7) as c:
+        async with start_cluster(2, seed=7) as c:
             await c.flush()
 
             @settings(FUZZ, max_examples=350)
@@ -1547,7 +1542,7 @@ async def test_arithmetic_with_malformed_operands() -> None:
     checks: list[tuple[SharedTensor, torch.Tensor, torch.Tensor, str, str]] = []
     poisoned: list[str] = []  # accepted ops the parties may fail on: no reveals then
     with trio.fail_after(120), findings.cluster_errors():
-        async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=8) as c:
+        async with start_cluster(2, seed=8) as c:
             shared = {k: c.share(v) for k, v in POOL.items()}
             await c.flush()
 
@@ -1674,7 +1669,7 @@ async def test_shape_operations_with_bad_arguments() -> None:
     checks: list[tuple[SharedTensor, torch.Tensor, str, str]] = []
     poisoned: list[str] = []
     with trio.fail_after(120), findings.cluster_errors():
-        async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=9) as c:
+        async with start_cluster(2, seed=9) as c:
             shared = {k: c.share(v) for k, v in POOL.items()}
             await c.flush()
 
@@ -1882,9 +1877,7 @@ def test_network_profile_values(latency: Any, bandwidth: Any) -> None:
 
     async def go() -> None:
         with trio.fail_after(10**6):
-            async with Cluster.start(
-                PARTIES[2], provider=PROVIDER, network=prof, timeout=10**5
-            ) as c:
+            async with start_cluster(2, network=prof, timeout=10**5) as c:
                 x = c.share(torch.tensor([1.5, -2.0]))
                 assert (await (x * x).relu().get()).tolist() == [2.25, 4.0]
 
@@ -1918,9 +1911,7 @@ def test_chaos_values(seed: int, crash: Any, max_delay: float) -> None:
 
     async def go() -> None:
         with trio.fail_after(10**6):
-            async with Cluster.start(
-                PARTIES[2], provider=PROVIDER, chaos=chaos, timeout=10**5
-            ) as c:
+            async with start_cluster(2, chaos=chaos, timeout=10**5) as c:
                 x = c.share(torch.tensor([1.5, -2.0]))
                 assert (await (x * x).get()).tolist() == [2.25, 4.0]
 
@@ -1953,7 +1944,7 @@ async def test_sgd_arguments() -> None:
     checks: list[tuple[SharedTensor, torch.Tensor, str]] = []
     p0 = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
     with trio.fail_after(120), findings.cluster_errors():
-        async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=10) as c:
+        async with start_cluster(2, seed=10) as c:
 
             @settings(FUZZ, max_examples=150)
             @given(lr=LRS, momentum=LRS, weight_decay=LRS)
@@ -2081,7 +2072,7 @@ def test_submit_malformed_arguments(
 
     async def go() -> None:
         with trio.fail_after(BOUND):
-            async with Cluster.start(PARTIES[2], provider=PROVIDER, timeout=TIMEOUT) as c:
+            async with start_cluster(2, timeout=TIMEOUT) as c:
                 handles = {k: c.share(v) for k, v in known.items()}
                 await c.flush()
                 ids = [handles[i].tid if isinstance(i, str) and i in handles else i for i in inputs]
@@ -2125,7 +2116,7 @@ def test_reveal_malformed_arguments(tid: Any, shape: Any, to: Any) -> None:
 
     async def go() -> None:
         with trio.fail_after(BOUND):
-            async with Cluster.start(PARTIES[2], provider=PROVIDER, timeout=TIMEOUT) as c:
+            async with start_cluster(2, timeout=TIMEOUT) as c:
                 x = c.share(X)
                 await c.flush()
                 before = queued(c)

@@ -26,8 +26,9 @@ from actors.node import EXIT_COORDINATOR_LOST, save_tensors, spawn_nodes, stop_n
 from actors.tls import TlsTransport
 from protocols.errors import PartyFailure, ProtocolError
 from training import Cluster
+from training.testing import PARTIES, start_cluster
 
-PARTIES = ["alice", "bob"]
+TWO = PARTIES[2]
 
 
 def test_reissued_keys_are_private_and_ca_is_reserved(tmp_path: Path) -> None:
@@ -49,7 +50,7 @@ async def test_a_flooding_peer_is_stopped_by_the_budget() -> None:
     """Frames nobody asked for are held up to a budget per sender (64 of 1 MiB here
     against 8 MiB): the receiver's next wait names the sender and the budget, and it does
     not keep buffering."""
-    net = Network(PARTIES, timeout=5)
+    net = Network(TWO, timeout=5)
     alice = net.endpoints["alice"].mailbox
     alice.max_buffered_bytes = 8 << 20
     with trio.fail_after(20):
@@ -73,7 +74,7 @@ async def test_a_flooding_peer_is_stopped_by_the_budget() -> None:
 async def test_claimed_messages_free_the_budget() -> None:
     """A peer sending a lot that is asked for is never stopped: the budget counts only what
     waits unclaimed."""
-    net = Network(PARTIES, timeout=5)
+    net = Network(TWO, timeout=5)
     alice = net.endpoints["alice"].mailbox
     alice.max_buffered_bytes = 3 << 20
     block = torch.zeros(1 << 17, dtype=torch.int64)
@@ -94,7 +95,7 @@ def _transport(cfg: object, name: str = "alice") -> TlsTransport:
 
 
 def test_file_errors_name_the_path(tmp_path: Path) -> None:
-    cfg = load_config(write_local_config(tmp_path, PARTIES))
+    cfg = load_config(write_local_config(tmp_path, TWO))
     (tmp_path / "alice.key").rename(tmp_path / "moved.key")
     with pytest.raises(ConfigError, match=r"key .*alice\.key does not exist"):
         _transport(cfg)
@@ -111,7 +112,7 @@ def test_file_errors_name_the_path(tmp_path: Path) -> None:
 def test_a_node_checks_its_own_certificate(tmp_path: Path) -> None:
     """A node given another actor's certificate and key (a copy-paste slip) says so at
     start instead of failing every handshake."""
-    cfg = load_config(write_local_config(tmp_path, PARTIES))
+    cfg = load_config(write_local_config(tmp_path, TWO))
     bob = cfg.actors["bob"]
     actors = dict(cfg.actors)
     actors["alice"] = dataclasses.replace(cfg.actors["alice"], cert=bob.cert, key=bob.key)
@@ -132,7 +133,7 @@ async def test_handshakes_are_bounded_and_refusals_logged_sparingly(
     closed at once), and the log has a few lines, not one per connection."""
     monkeypatch.setattr(tls_module, "MAX_HANDSHAKES", 4)
     monkeypatch.setattr(tls_module, "HANDSHAKE_SECONDS", 1.0)
-    cfg = load_config(write_local_config(tmp_path, PARTIES))
+    cfg = load_config(write_local_config(tmp_path, TWO))
     alice = _transport(cfg)
     alice.dials = []
     port = cfg.actors["alice"].port
@@ -164,7 +165,7 @@ def test_own_input_errors_say_nothing_of_the_values() -> None:
 async def test_in_memory_own_input_error_is_typed() -> None:
     data = {"alice": {"f": torch.tensor([1.0, float("nan")])}}
     with pytest.raises(PartyFailure) as info:
-        async with Cluster.start(PARTIES, provider="james", data=data) as c:
+        async with start_cluster(2, data=data) as c:
             c.share_from("alice", "f")
             await c.flush()
     assert isinstance(info.value.cause, OwnInputError)
@@ -179,8 +180,8 @@ async def test_silent_coordinator_after_hello_and_sanitised_errors(tmp_path: Pat
     command) is dropped by every node after idle_timeout, counted from its session message
     (before: the nodes waited forever). (2) Over TLS, a party's own NaN reaches its peers
     and the coordinator as a message that says nothing of the values."""
-    cfg_path = write_local_config(tmp_path, PARTIES, idle_timeout=3.0)
-    procs = spawn_nodes(cfg_path, [*PARTIES, "james"], log_dir=tmp_path)
+    cfg_path = write_local_config(tmp_path, TWO, idle_timeout=3.0)
+    procs = spawn_nodes(cfg_path, [*TWO, "james"], log_dir=tmp_path)
     try:
         cfg = load_config(cfg_path)
         coordinator = TlsTransport("coordinator", cfg, timeout=30, connect_timeout=60)
@@ -197,7 +198,7 @@ async def test_silent_coordinator_after_hello_and_sanitised_errors(tmp_path: Pat
                 nursery.cancel_scope.cancel()
         assert time.monotonic() - opened >= 2.5
         assert reported  # why, when the report wins the race with the link's reset:
-        logs = "".join((tmp_path / f"{n}.log").read_text() for n in [*PARTIES, "james"])
+        logs = "".join((tmp_path / f"{n}.log").read_text() for n in [*TWO, "james"])
         assert "silent for more than 3 s" in str(reported[0]) + logs
         codes = stop_nodes(procs)
         # each leaves by itself: the first to notice says "coordinator lost" (2); a node
@@ -212,8 +213,8 @@ async def test_silent_coordinator_after_hello_and_sanitised_errors(tmp_path: Pat
     nan = tmp_path / "nan"
     nan.mkdir()
     save_tensors(nan / "alice.npz", {"f": torch.tensor([1.0, float("nan")])})
-    cfg_path = write_local_config(nan, PARTIES, data={"alice": nan / "alice.npz"})
-    procs = spawn_nodes(cfg_path, [*PARTIES, "james"], log_dir=nan)
+    cfg_path = write_local_config(nan, TWO, data={"alice": nan / "alice.npz"})
+    procs = spawn_nodes(cfg_path, [*TWO, "james"], log_dir=nan)
     try:
         with trio.fail_after(90), pytest.raises(PartyFailure) as info:
             async with Cluster.connect(cfg_path) as c:
@@ -234,7 +235,7 @@ async def test_silent_coordinator_after_hello_and_sanitised_errors(tmp_path: Pat
 async def test_a_peer_that_stops_reading_is_named(tmp_path: Path) -> None:
     """Outgoing queues are bounded too: frames for a peer whose link is not draining pile
     up to the budget, then the transport fails naming that peer (before: unbounded)."""
-    cfg = load_config(write_local_config(tmp_path, PARTIES))
+    cfg = load_config(write_local_config(tmp_path, TWO))
     alice = _transport(cfg)
     alice.max_queued_bytes = 1 << 20
     failures: list[BaseException] = []

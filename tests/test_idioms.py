@@ -37,24 +37,20 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import PARTIES, PROVIDER
 from torch import nn
 
 from protocols.errors import UnsupportedOperation
-from training import SGD, Adam, Cluster, SharedTensor, export_module
+from training import SGD, Adam, SharedTensor, export_module
 from training.errors import (
     ClusterMismatch,
     RevealRequired,
     UnsupportedAttribute,
     UnsupportedOptimizer,
 )
+from training.testing import start_cluster
+from training.testing import value_of as reveal
 
 FP: dict[str, Any] = {"precision": 16, "base": 2}
-
-
-async def reveal(x: Any) -> Any:
-    """A SharedTensor's value (``await x.get()``); a plaintext value as it is."""
-    return await x.get() if isinstance(x, SharedTensor) else x
 
 
 # -- the idioms ------------------------------------------------------------------------------
@@ -62,7 +58,7 @@ async def reveal(x: Any) -> Any:
 
 @pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "Adadelta"])
 async def test_torch_optimizers_on_shares_name_the_library_ones(name: str) -> None:
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
+    async with start_cluster(2, seed=1) as c:
         model = c.share_module(nn.Linear(3, 2))
         cls = getattr(torch.optim, name)
         want = f"training.{name}" if name != "Adadelta" else "training.SGD, training.Adam"
@@ -82,7 +78,7 @@ async def test_torch_optimizers_on_shares_name_the_library_ones(name: str) -> No
 
 
 async def test_plaintext_value_idioms_say_await_get() -> None:
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
+    async with start_cluster(2, seed=1) as c:
         x = c.share(torch.tensor([1.5, -2.0]))
         s = x.sum()
         for call, hint in [
@@ -101,7 +97,7 @@ async def test_plaintext_value_idioms_say_await_get() -> None:
 
 
 async def test_data_detach_and_cpu_work_and_other_devices_say_where() -> None:
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
+    async with start_cluster(2, seed=1) as c:
         x = c.share(torch.tensor([1.0, 2.0]), requires_grad=True)
         y = x * 3
         for same in (y.data, y.detach(), y.cpu(), y.to("cpu"), y.to(torch.device("cpu"))):
@@ -135,7 +131,7 @@ async def test_adam_takes_a_public_gradient() -> None:
     ropt = torch.optim.Adam(ref.parameters(), lr=0.1, eps=2.0**-10)  # the noise floor's eps
     ref(x).sum().backward()
     ropt.step()
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
+    async with start_cluster(2, seed=1) as c:
         model = c.share_module(net, **FP)
         opt = Adam(model.parameters(), lr=0.1)
         model(c.share(x, **FP)).sum().backward()
@@ -147,7 +143,7 @@ async def test_adam_takes_a_public_gradient() -> None:
 
 
 async def test_moving_or_converting_a_shared_module_says_to_do_it_before_sharing() -> None:
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
+    async with start_cluster(2, seed=1) as c:
         model = c.share_module(nn.Linear(3, 2))
         for call in (
             lambda: model.to("cpu"),
@@ -163,7 +159,7 @@ async def test_moving_or_converting_a_shared_module_says_to_do_it_before_sharing
 
 async def test_method_forms_of_the_operators_match_torch() -> None:
     a, b = torch.tensor([[1.0, -2.0], [0.5, 3.0]]), torch.tensor([[2.0, 1.0], [-1.0, 0.25]])
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
+    async with start_cluster(2, seed=1) as c:
         x, y = c.share(a, **FP), c.share(b, **FP)
         cases = [
             (x.add(y), a.add(b)),
@@ -209,7 +205,7 @@ async def test_method_forms_of_the_operators_match_torch() -> None:
 
 
 async def test_unsupported_layers_are_named_by_the_layer() -> None:
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
+    async with start_cluster(2, seed=1) as c:
         for layer, args, kind in [
             (nn.LSTM(3, 4), (torch.randn(2, 1, 3),), UnsupportedOperation),
             (nn.MultiheadAttention(4, 2), (torch.randn(2, 1, 4),) * 3, UnsupportedAttribute),
@@ -232,8 +228,8 @@ async def test_unsupported_layers_are_named_by_the_layer() -> None:
 
 async def test_mixing_two_clusters_raises_one_library_error() -> None:
     async with (
-        Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c,
-        Cluster.start(PARTIES[2], provider=PROVIDER, seed=2) as d,
+        start_cluster(2, seed=1) as c,
+        start_cluster(2, seed=2) as d,
     ):
         x, y = c.share(torch.ones(2)), d.share(torch.ones(2))
         for mix in (lambda: x + y, lambda: x * y, lambda: x @ y, lambda: torch.cat([x, y])):
@@ -373,7 +369,7 @@ async def test_pytorch_examples_mnist_loops(capsys: pytest.CaptureFixture[str]) 
     plain_test = batches(x[:8], y[:8], 8, lambda t: t)
 
     await MnistExample.test(initial, device, plain_test)
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=4) as c:
+    async with start_cluster(2, seed=4) as c:
         model = c.share_module(net, **FP)
         train_loader = batches(x, y, 8, lambda t: c.share(t, **FP))
         test_loader = batches(x[:8], y[:8], 8, lambda t: c.share(t, **FP))
@@ -438,7 +434,7 @@ async def test_crypten_linear_svm(capsys: pytest.CaptureFixture[str]) -> None:
     torch.manual_seed(7)
     w_ref, b_ref = await train_linear_svm(features, labels, epochs=8)
     ref_out = capsys.readouterr().out
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=8) as c:
+    async with start_cluster(2, seed=8) as c:
         torch.manual_seed(7)  # the same initial weights (the cluster draws from its own PRG)
         w, b = await train_linear_svm(c.share(features, **FP), c.share(labels, **FP), epochs=8)
         w_got, b_got = await w.get(), await b.get()
@@ -567,7 +563,7 @@ async def test_d2l_train_ch6(capsys: pytest.CaptureFixture[str]) -> None:
         Plain,
     )
     ref_out = capsys.readouterr().out
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=11) as c:
+    async with start_cluster(2, seed=11) as c:
 
         class Secure:
             SGD = SGD

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch
 import trio
-from conftest import PARTIES, PROVIDER
 
 from actors import NetworkProfile
 from training import Cluster
+from training.testing import start_cluster
 
 L = 0.02
 K = 5
@@ -30,15 +30,13 @@ async def timed_chain(c: Cluster, k: int) -> tuple[float, int]:
 
 async def warm_up() -> None:
     """torch's first int64 kernels take seconds to load; pay that outside the timing."""
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=0) as c:
+    async with start_cluster(2, seed=0) as c:
         await timed_chain(c, 1)
 
 
 async def test_dependent_chain_takes_rounds_times_latency() -> None:
     await warm_up()
-    async with Cluster.start(
-        PARTIES[2], provider=PROVIDER, seed=1, network=NetworkProfile(latency=L)
-    ) as c:
+    async with start_cluster(2, seed=1, network=NetworkProfile(latency=L)) as c:
         elapsed, rounds = await timed_chain(c, K)
     assert rounds == K
     # Each round waits for one message delivery; provider and coordinator links are
@@ -48,9 +46,7 @@ async def test_dependent_chain_takes_rounds_times_latency() -> None:
 
 async def test_independent_muls_take_one_latency() -> None:
     await warm_up()
-    async with Cluster.start(
-        PARTIES[2], provider=PROVIDER, seed=1, network=NetworkProfile(latency=L)
-    ) as c:
+    async with start_cluster(2, seed=1, network=NetworkProfile(latency=L)) as c:
         xs = [c.share(torch.rand(4)) for _ in range(K)]
         await c.flush()
         start = trio.current_time()
@@ -63,7 +59,7 @@ async def test_independent_muls_take_one_latency() -> None:
 
 async def test_no_latency_is_fast() -> None:
     await warm_up()
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
+    async with start_cluster(2, seed=1) as c:
         elapsed, rounds = await timed_chain(c, K)
     assert rounds == K
     assert elapsed < 0.05, elapsed

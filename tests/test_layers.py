@@ -14,23 +14,17 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import PARTIES, PROVIDER
 from torch import nn
 from torch.nn.grad import conv2d_input, conv2d_weight
 
 from protocols.conv import conv_dw_ring, conv_dx_ring, conv_ring
 from protocols.errors import ShapeError
 from protocols.suite import DEFAULT
-from training import Cluster, SharedTensor, public
+from training import public
+from training.testing import measure, reveal, start_cluster
 
 U = 1e-3
 F32 = 2.0**-24
-
-
-async def reveal(v: Any) -> torch.Tensor:
-    if isinstance(v, SharedTensor):
-        return (await v.get()).double()
-    return torch.as_tensor(v).double()
 
 
 def ring(shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
@@ -74,7 +68,7 @@ async def test_conv2d_forward_backward_against_torch(cfg: dict[str, Any]) -> Non
     x = torch.rand(2, 4, 9, 8, generator=gen) * 4 - 2
     w = torch.rand(6, 4 // cfg["groups"], 3, 3, generator=gen) - 0.5
     b = torch.rand(6, generator=gen) - 0.5
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=3) as c:
+    async with start_cluster(2, seed=3) as c:
         xs, ws, bs = (c.share(t, requires_grad=True) for t in (x, w, b))
         y = F.conv2d(xs, ws, bs, **cfg)
         r = torch.rand(tuple(y.shape), generator=gen) + 0.5
@@ -120,20 +114,17 @@ async def test_conv2d_forward_backward_against_torch(cfg: dict[str, Any]) -> Non
 @pytest.mark.parametrize("n", [2, 3])
 async def test_conv_costs_match_closed_form(n: int) -> None:
     x_shape, w_shape, out = (2, 3, 8, 8), (4, 3, 3, 3), (2, 4, 6, 6)
-    async with Cluster.start(PARTIES[n], provider=PROVIDER, seed=3) as c:
+    async with start_cluster(n, seed=3) as c:
         xs = c.share(torch.rand(x_shape), requires_grad=True)
         ws = c.share(torch.rand(w_shape) - 0.5, requires_grad=True)
         gs = c.share(torch.rand(out) - 0.5)
-        await c.flush()
-        before = c.stats()
-        y = F.conv2d(xs, ws)
-        await c.flush()
-        d = c.stats() - before
+        async with measure(c) as m:
+            y = F.conv2d(xs, ws)
+        d = m.stats
         # backward: conv_dx and conv_dw side by side, each its closed form
-        before = c.stats()
-        y.backward(gs)
-        await c.flush()
-        db = c.stats() - before
+        async with measure(c) as mb:
+            y.backward(gs)
+        db = mb.stats
     dx = DEFAULT.cost("conv_dx", [out, w_shape], x_shape, 1000, n)
     dw = DEFAULT.cost("conv_dw", [x_shape, out], w_shape, 1000, n)
     assert db.online_rounds == max(dx.rounds, dw.rounds) == d.online_rounds
@@ -152,7 +143,7 @@ async def test_conv_costs_match_closed_form(n: int) -> None:
 async def test_conv1d_against_torch() -> None:
     gen = torch.Generator().manual_seed(8)
     x, w = torch.rand(3, 2, 12, generator=gen) * 2 - 1, torch.rand(4, 2, 3, generator=gen) - 0.5
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=3) as c:
+    async with start_cluster(2, seed=3) as c:
         for cfg in (dict(stride=1, padding=0), dict(stride=2, padding=1, dilation=2)):
             xs, ws = c.share(x), c.share(w)
             got = await reveal(F.conv1d(xs, ws, None, **cfg))
@@ -164,7 +155,7 @@ async def test_conv1d_against_torch() -> None:
 async def test_max_pool2d_forward_backward() -> None:
     gen = torch.Generator().manual_seed(9)
     x = torch.randn(2, 3, 8, 8, generator=gen)
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=3) as c:
+    async with start_cluster(2, seed=3) as c:
         for cfg in (
             dict(kernel_size=2),
             dict(kernel_size=3, stride=2, padding=1),
@@ -186,17 +177,15 @@ async def test_max_pool2d_forward_backward() -> None:
         # nn.MaxPool2d inside a module and its rounds: ceil(log2 4) = 2
         pool = nn.MaxPool2d(2)
         xs = c.share(x)
-        await c.flush()
-        before = c.stats()
-        pool(xs)
-        await c.flush()
-        assert (c.stats() - before).online_rounds == 2
+        async with measure(c) as m:
+            pool(xs)
+        assert m.stats.online_rounds == 2
 
 
 async def test_avg_and_adaptive_pool() -> None:
     gen = torch.Generator().manual_seed(10)
     x = torch.randn(2, 3, 8, 8, generator=gen)
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=3) as c:
+    async with start_cluster(2, seed=3) as c:
         cases = [
             (lambda t: F.avg_pool2d(t, 2), 4),
             (lambda t: F.avg_pool2d(t, 3, stride=2, padding=1), 9),
@@ -205,11 +194,9 @@ async def test_avg_and_adaptive_pool() -> None:
         ]
         for fn, _k in cases:
             xs = c.share(x, requires_grad=True)
-            await c.flush()
-            before = c.stats()
-            y = fn(xs)
-            await c.flush()
-            assert (c.stats() - before).online_rounds == 0  # local with 2 parties
+            async with measure(c) as m:
+                y = fn(xs)
+            assert m.stats.online_rounds == 0  # local with 2 parties
             y.sum().backward()
             xd = x.double().requires_grad_(True)
             ref = fn(xd)
@@ -249,7 +236,7 @@ async def test_shape_ops_forward_and_backward() -> None:
         lambda p, q: p.permute(2, 0, 1),
         lambda p, q: nn.Flatten()(q),
     ]
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=3) as c:
+    async with start_cluster(2, seed=3) as c:
         for fn in fns:
             pa, pb = c.share(a, requires_grad=True), c.share(b, requires_grad=True)
             y = fn(pa, pb)
@@ -275,7 +262,7 @@ async def test_shape_ops_forward_and_backward() -> None:
 async def test_dropout_and_batchnorm() -> None:
     gen = torch.Generator().manual_seed(12)
     x = torch.randn(16, 3, 4, 4, generator=gen) * 2 + 1
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=3) as c:
+    async with start_cluster(2, seed=3) as c:
         drop = nn.Dropout(0.5)
         drop.eval()
         xs = c.share(x)
@@ -314,7 +301,7 @@ async def test_bad_arguments_get_typed_errors() -> None:
     UnsupportedOperation), never a bare IndexError/RuntimeError from torch internals."""
     from protocols.errors import SmpcError
 
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=3) as c:
+    async with start_cluster(2, seed=3) as c:
         x = c.share(torch.randn(2, 3, 4))
         y = c.share(torch.randn(2, 3, 4), precision=16, base=2)
         calls = [
@@ -350,15 +337,13 @@ async def test_dropout_in_training_uses_a_dealt_mask(n: int) -> None:
     form (1 round, one Beaver product)."""
     p, numel = 0.25, 4000
     x = torch.rand(numel, dtype=torch.float64) + 0.5  # never 0: a 0 output means dropped
-    async with Cluster.start(PARTIES[n], provider=PROVIDER, seed=4) as c:
+    async with start_cluster(n, seed=4) as c:
         drop = nn.Dropout(p)
         drop.train()
         xs = c.share(x, requires_grad=True)
-        await c.flush()
-        before = c.stats()
-        y = drop(xs)
-        await c.flush()
-        d = c.stats() - before
+        async with measure(c) as m:
+            y = drop(xs)
+        d = m.stats
         got = await y.get()
         y.sum().backward()
         grad = await xs.grad.get()

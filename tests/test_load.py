@@ -15,11 +15,11 @@ from contextlib import contextmanager
 import pytest
 import torch
 import trio
-from conftest import PARTIES, PROVIDER, Tap
 from torch import nn
 
 from protocols.errors import ActorTimeout
 from training import SGD, Cluster, TrainingCoordinator
+from training.testing import Tap, start_cluster
 
 BOUND = 0.1  # seconds: far below one step's computations here, so the test has teeth
 HOG = "import time\nend = time.time() + {s}\nwhile time.time() < end: pass\n"
@@ -51,7 +51,7 @@ def _model(c: Cluster) -> tuple[TrainingCoordinator, object, object]:
 @pytest.mark.slow
 async def test_training_next_to_cpu_hogs_has_no_spurious_timeout() -> None:
     with cpu_hogs(), trio.fail_after(240):
-        async with Cluster.start(PARTIES[2], provider=PROVIDER, timeout=BOUND) as c:
+        async with start_cluster(2, timeout=BOUND) as c:
             coord, x, y = _model(c)
             losses = [(await coord.step(x, y)).loss for _ in range(8)]
     assert all(torch.isfinite(torch.tensor(losses)))
@@ -59,7 +59,7 @@ async def test_training_next_to_cpu_hogs_has_no_spurious_timeout() -> None:
 
 async def test_a_silent_party_is_named_quickly_under_load() -> None:
     with cpu_hogs(seconds=30), trio.fail_after(60), pytest.raises(ActorTimeout) as info:
-        async with Cluster.start(PARTIES[2], provider=PROVIDER, timeout=BOUND) as c:
+        async with start_cluster(2, timeout=BOUND) as c:
             x = c.share(torch.ones(4))
             await c.flush()
             Tap(c, drop=lambda env: env.sender == "bob")

@@ -13,7 +13,7 @@ import torch
 
 from actors import configure_logging
 from protocols import drelu_online_bytes
-from training import Cluster
+from training.testing import start_cluster
 
 
 @pytest.fixture
@@ -25,9 +25,7 @@ def debug_logs() -> Iterator[None]:
 
 async def test_protocol_runs_and_actor_summaries(debug_logs: None) -> None:
     with structlog.testing.capture_logs() as events:
-        async with Cluster.start(
-            ["alice", "bob"], provider="james", seed=3, protocols="carry"
-        ) as c:
+        async with start_cluster(2, seed=3, protocols="carry") as c:
             x, y = c.share(torch.ones(2, 3)), c.share(torch.ones(3, 4))
             with c.label("demo"):
                 z = (x @ y).relu()
@@ -66,7 +64,7 @@ async def test_json_lines_on_request(tmp_path: Path) -> None:
     path = tmp_path / "run.jsonl"
     configure_logging(json_path=str(path))
     try:
-        async with Cluster.start(["alice", "bob"], provider="james") as c:
+        async with start_cluster(2) as c:
             x = c.share(torch.tensor([1.0, -2.0]))
             assert torch.equal(await (x * x).get(), torch.tensor([1.0, 4.0]))
     finally:

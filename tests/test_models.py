@@ -36,10 +36,10 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import PARTIES, PROVIDER
 from torch import nn
 
-from training import SGD, Adam, Cluster, SharedTensor
+from training import SGD, Adam, SharedTensor
+from training.testing import start_cluster
 
 STEPS = 3
 
@@ -137,7 +137,7 @@ async def test_model_trains_like_torch(kind: str, opt: str) -> None:
     }
     inputs = record_inputs(ref)
     worst: dict[str, float] = {}
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=6) as c:
+    async with start_cluster(2, seed=6) as c:
         model = c.share_module(net, precision=16, base=2)
         sopt: Any = (
             SGD(model.parameters(), lr=lr) if opt == "sgd" else Adam(model.parameters(), lr=lr)

@@ -15,23 +15,23 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import PARTIES, PROVIDER
 from torch import nn
 
 from protocols import FixedPoint
 from protocols.errors import ShadowMismatch, UnsupportedOperation, ValueOutOfRange
 from protocols.reference import Tolerance
 from protocols.suite import DEFAULT, Suite
-from training import SGD, Adam, Cluster, PublicOperandWarning
+from training import SGD, Adam, PublicOperandWarning
 from training.check import UncheckedOpWarning
 from training.cluster import default_precision
 from training.sync import Session
+from training.testing import PARTIES, PROVIDER, start_cluster
 
 
 async def test_plaintext_module_on_shares_refuses_to_train() -> None:
     torch.manual_seed(0)
     net = nn.Linear(3, 2)
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
+    async with start_cluster(2, seed=1) as c:
         x = c.share(torch.randn(4, 3), base=2)
         with pytest.raises(UnsupportedOperation, match="share_module"):
             net(x)
@@ -44,7 +44,7 @@ async def test_plaintext_module_on_shares_refuses_to_train() -> None:
 
 async def test_base_two_defaults_to_sixteen_bits() -> None:
     assert default_precision(10) == 3 and default_precision(2) == 16
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
+    async with start_cluster(2, seed=1) as c:
         x = c.share(torch.tensor([1.0 / 3]), base=2)
         assert x.fp.precision == 16
         assert c.share(torch.tensor([1.0 / 3])).fp.precision == 3
@@ -58,7 +58,7 @@ async def test_base_two_defaults_to_sixteen_bits() -> None:
 
 def test_cluster_inside_asyncio_says_what_to_do() -> None:
     async def main() -> None:
-        async with Cluster.start(PARTIES[2], provider=PROVIDER):
+        async with start_cluster(2):
             pass
 
     with pytest.raises(RuntimeError, match=r"training\.sync\.Session"):
@@ -147,7 +147,7 @@ def test_headroom_is_where_a_square_still_fits_the_ring() -> None:
 
 
 async def test_x_to_the_fourth_at_2000_names_the_op_and_label() -> None:
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
+    async with start_cluster(2, seed=1) as c:
         x = c.share(torch.tensor([2000.0, 1.0]))
         with c.label("x4"):
             y = x**4
@@ -163,18 +163,18 @@ async def test_x_to_the_fourth_at_2000_names_the_op_and_label() -> None:
 
 async def test_value_bound_is_configurable_and_validated() -> None:
     with pytest.raises(ValueError, match="value_bound"):
-        async with Cluster.start(PARTIES[2], provider=PROVIDER, value_bound=-1.0):
+        async with start_cluster(2, value_bound=-1.0):
             pass
     with pytest.raises(TypeError, match="value_bound"):
-        async with Cluster.start(PARTIES[2], provider=PROVIDER, value_bound="big"):
+        async with start_cluster(2, value_bound="big"):
             pass
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1, value_bound=10.0) as c:
+    async with start_cluster(2, seed=1, value_bound=10.0) as c:
         x = c.share(torch.tensor([3.0, -4.0]))
         assert (await (x * 2).get()).tolist() == [6.0, -8.0]
         with pytest.raises(ValueOutOfRange, match="value_bound") as info:
             await (x * 3).get()
         assert info.value.worst == -12.0 and info.value.kind == "mul_pub"
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1, value_bound=None) as c:
+    async with start_cluster(2, seed=1, value_bound=None) as c:
         x = c.share(torch.tensor([2000.0]))
         assert abs(float(await (x**4).get())) > 1e12  # off: the garbage comes back
 
@@ -189,7 +189,7 @@ class _EdgeMask:
 
 
 async def _truncate_with_edge_shares(**start: Any) -> torch.Tensor:
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1, **start) as c:
+    async with start_cluster(2, seed=1, **start) as c:
         c._prg = _EdgeMask()  # type: ignore[assignment]
         x = c.share(torch.tensor([5.0]))
         with c.label("shrink"):
@@ -213,7 +213,7 @@ async def test_forced_truncation_failure_is_caught_at_reveal() -> None:
 
 async def _train_seed(lr: float, iterations: int, **start: Any) -> list[float]:
     losses = []
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=3, **start) as c:
+    async with start_cluster(2, seed=3, **start) as c:
         x, y = c.share(DATA), c.share(TARGET)
         model = c.share_module(make_net())
         opt = SGD(model.parameters(), lr=lr)
@@ -258,7 +258,7 @@ async def test_check_mode_covers_an_mlp_with_cross_entropy_dropout_and_adam() ->
     data, target = torch.randn(8, 4), torch.randint(0, 3, (8,))
     with warnings.catch_warnings():
         warnings.simplefilter("error", UncheckedOpWarning)
-        async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=4, check=True) as c:
+        async with start_cluster(2, seed=4, check=True) as c:
             x = c.share(data, base=2)
             model = c.share_module(net, base=2)
             opt = Adam(model.parameters(), lr=0.05)
@@ -283,7 +283,7 @@ def _off_by(units: int) -> Suite:
 
 async def test_check_mode_names_a_wrong_protocol() -> None:
     async def run(**start: Any) -> float:
-        async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1, **start) as c:
+        async with start_cluster(2, seed=1, **start) as c:
             a, b = c.share(torch.tensor([1.5, 2.0])), c.share(torch.tensor([2.0, -1.0]))
             s = a + b
             with c.label("product"):
@@ -302,14 +302,14 @@ async def test_check_mode_names_a_wrong_protocol() -> None:
 
 async def test_check_mode_says_what_it_cannot_check() -> None:
     data = {"alice": {"f": torch.tensor([1.0, 2.0])}}
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, data=data, check=True) as c:
+    async with start_cluster(2, data=data, check=True) as c:
         x = c.share_from("alice", "f")
         with pytest.warns(UncheckedOpWarning, match="never saw"):
             y = x * 2
         await c.flush()
         assert y.origin is not None and y.origin.kind == "mul_pub"
     with pytest.raises(TypeError, match="check"):
-        async with Cluster.start(PARTIES[2], provider=PROVIDER, check="yes"):  # type: ignore[arg-type]
+        async with start_cluster(2, check="yes"):  # type: ignore[arg-type]
             pass
 
 

@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import PARTIES, PROVIDER
 from torch import nn
 
-from training import SGD, Adam, AdamW, Cluster, reveal_module
+from training import SGD, Adam, AdamW, reveal_module
 from training.optim import NOISE_FLOOR
+from training.testing import start_cluster
 
 U = 2.0**-16
 GRAD_ERR = 1e-4
@@ -51,7 +51,7 @@ async def run(
     ropt = make_ref(ref)
     rs = sched(ropt) if sched else None
     grads: list[torch.Tensor] = []
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=4) as c:
+    async with start_cluster(2, seed=4) as c:
         model = c.share_module(net, precision=16, base=2)
         opt = make_ours(model)
         s = sched(opt) if sched else None
@@ -162,7 +162,7 @@ async def test_adam_small_gradients_match_torch_per_step() -> None:
     sign = torch.randint(0, 2, (n,), generator=gen) * 2 - 1
     ref = torch.zeros(n, requires_grad=True)
     ropt = torch.optim.Adam([ref], lr=lr)
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=6) as c:
+    async with start_cluster(2, seed=6) as c:
         p = c.share(torch.zeros(n), precision=16, base=2, requires_grad=True)
         opt = Adam([p], lr=lr, noise_floor=0)
         before = torch.zeros(n, dtype=torch.float64)
@@ -192,7 +192,7 @@ async def test_adam_noise_floor_keeps_rounding_noise_from_moving_weights() -> No
         (torch.randint(-1, 2, (n,), generator=gen) / 2**16).to(torch.float64) for _ in range(steps)
     ]
     moved = {}
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=7) as c:
+    async with start_cluster(2, seed=7) as c:
         for floor in (0, NOISE_FLOOR):
             p = c.share(torch.zeros(n), precision=16, base=2, requires_grad=True)
             opt = Adam([p], lr=lr, noise_floor=floor)
@@ -208,7 +208,7 @@ async def test_adam_says_which_eps_it_uses(monkeypatch: pytest.MonkeyPatch) -> N
     from training import precision
 
     monkeypatch.setattr(precision, "_ADAM_NOTED", False)
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=8) as c:
+    async with start_cluster(2, seed=8) as c:
         p = c.share(torch.zeros(3), precision=16, base=2, requires_grad=True)
         with pytest.warns(precision.PrecisionWarning, match=r"torch\.optim\.Adam\(eps=0\.000977\)"):
             opt = Adam([p], lr=0.01)

@@ -13,12 +13,12 @@ from __future__ import annotations
 import pytest
 import torch
 import trio
-from conftest import PARTIES, PROVIDER
 from seed_net import DATA, TARGET, loss_fn, make_net
 
 from actors import NetworkProfile
 from protocols.suite import get_suite
 from training import SGD, Cluster, TrainingCoordinator
+from training.testing import start_cluster
 
 L = 0.01
 CASES = [(2, "default"), (2, "carry"), (2, "fss-exact"), (3, "default")]
@@ -38,9 +38,7 @@ async def interval(c: Cluster, body) -> tuple[int, float]:  # type: ignore[no-un
 @pytest.mark.parametrize(("n", "suite"), CASES)
 async def test_rounds_after_a_reveal(n: int, suite: str, autojump_clock: trio.abc.Clock) -> None:
     mul, relu = rounds_of(suite, "mul", n), rounds_of(suite, "relu", n)
-    async with Cluster.start(
-        PARTIES[n], provider=PROVIDER, seed=1, protocols=suite, network=NetworkProfile(latency=L)
-    ) as c:
+    async with start_cluster(n, seed=1, protocols=suite, network=NetworkProfile(latency=L)) as c:
         v = c.share(torch.tensor([1.001, -0.5, 0.25, 2.0]))
         w = (v * v).relu()  # something deeper than v is in flight before the reveal
         await v.get()
@@ -78,9 +76,7 @@ async def test_rounds_after_a_reveal(n: int, suite: str, autojump_clock: trio.ab
 async def test_training_rounds_with_the_loss_revealed_each_iteration(
     n: int, suite: str, per_iteration: int, autojump_clock: trio.abc.Clock
 ) -> None:
-    async with Cluster.start(
-        PARTIES[n], provider=PROVIDER, seed=2, protocols=suite, network=NetworkProfile(latency=L)
-    ) as c:
+    async with start_cluster(n, seed=2, protocols=suite, network=NetworkProfile(latency=L)) as c:
         x, y = c.share(DATA), c.share(TARGET)
         model = c.share_module(make_net())
         coord = TrainingCoordinator(c, model, SGD(model.parameters(), lr=0.1), loss_fn)

@@ -8,11 +8,11 @@ import torch
 from actors import Phase
 from actors.messages import Command, Recipient, Reply
 from protocols.errors import AccessDenied
-from training import Cluster
+from training.testing import start_cluster
 
 
 async def test_reveal_only_to_owner_nothing_sent() -> None:
-    async with Cluster.start(["alice", "bob"], provider="james") as c:
+    async with start_cluster(2) as c:
         x = c.share(torch.tensor([1.0, -2.0]))
         await c.flush()
         before = c.stats()
@@ -27,7 +27,7 @@ async def test_reveal_only_to_owner_nothing_sent() -> None:
 
 async def test_party_refuses_a_reveal_for_someone_else() -> None:
     """Defence in depth: even a command that reached the parties is refused there."""
-    async with Cluster.start(["alice", "bob"], provider="james") as c:
+    async with start_cluster(2) as c:
         x = c.share(torch.tensor([3.0]))
         await c.flush()
         seen: list = []
@@ -47,7 +47,7 @@ async def _alice_view(seed: int | None) -> list[torch.Tensor]:
     """What alice receives, in a fixed order (by sender and tag): arrival order may vary
     with timing, the content must not in the seeded mode."""
     got: list[tuple[str, str, tuple[torch.Tensor, ...]]] = []
-    async with Cluster.start(["alice", "bob"], provider="james", seed=seed) as c:
+    async with start_cluster(2, seed=seed) as c:
         c.network.observe(
             lambda env: (
                 got.append((env.sender, env.tag, env.tensors()))
@@ -74,7 +74,7 @@ async def test_unseeded_runs_differ_seeded_runs_agree() -> None:
 async def test_mixed_bases_are_refused_and_mixed_precisions_align() -> None:
     from protocols.errors import EncodingError
 
-    async with Cluster.start(["alice", "bob"], provider="james") as c:
+    async with start_cluster(2) as c:
         a = c.share(torch.tensor([1.5]), precision=3, base=10)
         b = c.share(torch.tensor([0.25]), precision=16, base=2)
         before = c.stats().messages

@@ -517,7 +517,8 @@ async def test_training_run_draws_no_stream_twice(n: int, monkeypatch: pytest.Mo
     keys have one holder): a spy records every draw, changing nothing."""
     from seed_net import DATA, TARGET, loss_fn, make_net
 
-    from training import SGD, Cluster, TrainingCoordinator
+    from training import SGD, TrainingCoordinator
+    from training.testing import start_cluster
 
     draws: list[tuple[bytes, tuple[int, int]]] = []
     real = Prg.random_bytes
@@ -527,8 +528,7 @@ async def test_training_run_draws_no_stream_twice(n: int, monkeypatch: pytest.Mo
         return real(self, nbytes, label)
 
     monkeypatch.setattr(Prg, "random_bytes", spy)
-    names = ["alice", "bob", "carol"][:n]
-    async with Cluster.start(names, provider="james") as c:
+    async with start_cluster(n) as c:
         x, y = c.share(DATA), c.share(TARGET)
         model = c.share_module(make_net())
         coord = TrainingCoordinator(

@@ -13,13 +13,13 @@ import pytest
 import torch
 import train_xor
 import trio
-from conftest import PARTIES, PROVIDER
 from torch import nn
 
 from actors import configure_logging
 from actors.stats import LABEL_LEGEND, LEGEND, ROWS, UNLABELLED
 from training import SGD, Cluster, TrainingCoordinator, export_module
 from training.coordinator import ProgressBar, ProgressEvent, predict
+from training.testing import start_cluster
 
 DATA = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
 TARGET = torch.tensor([[0.0], [1.0], [1.0], [0.0]])
@@ -55,7 +55,7 @@ class Terminal(io.StringIO):
 
 # -- the table ----------------------------------------------------------------------------
 async def test_table_has_the_wall_time_and_a_legend_of_every_row() -> None:
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=1) as c:
+    async with start_cluster(2, seed=1) as c:
         x = c.share(DATA)
         await (x * x).get()
         before = c.stats()
@@ -79,7 +79,7 @@ async def test_table_has_the_wall_time_and_a_legend_of_every_row() -> None:
 
 # -- per-label rows -----------------------------------------------------------------------
 async def test_per_label_rows_add_up_to_the_totals() -> None:
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=2) as c:
+    async with start_cluster(2, seed=2) as c:
         c.track_op_costs()
         x, y = c.share(DATA), c.share(TARGET)
         coord = coordinator(c)
@@ -177,7 +177,7 @@ async def test_fit_progress_quiet_off_a_terminal_and_a_callback_per_step(
     quiet_logs: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     events: list[ProgressEvent] = []
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=3) as c:
+    async with start_cluster(2, seed=3) as c:
         x, y = c.share(DATA), c.share(TARGET)
         coord = coordinator(c)
         quiet = await coord.fit(x, y, 2)  # progress=None, and pytest's stderr is no tty
@@ -199,7 +199,7 @@ async def test_fit_progress_quiet_off_a_terminal_and_a_callback_per_step(
 
 async def test_fit_mini_batches_are_the_steps_a_loop_would_take(quiet_logs: None) -> None:
     async def run(use_fit: bool) -> list[float]:
-        async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=4) as c:
+        async with start_cluster(2, seed=4) as c:
             x, y = c.share(DATA), c.share(TARGET)
             coord = coordinator(c)
             order = [torch.tensor([3, 0]), torch.tensor([1, 2])]
@@ -227,7 +227,7 @@ async def test_export_and_predict_report_each_tensor_and_batch(
     exported: list[ProgressEvent] = []
     batches: list[ProgressEvent] = []
     x_plain = torch.rand(10, 2, generator=torch.Generator().manual_seed(5))
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=5) as c:
+    async with start_cluster(2, seed=5) as c:
         model = c.share_module(net())
         plain = await export_module(model, progress=exported.append)
         x = c.share(x_plain)

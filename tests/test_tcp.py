@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 import torch
 import trio
-from conftest import Tap
 from seed_net import DATA, TARGET, loss_fn, make_net
 
 from actors import Chaos, Phase
@@ -36,10 +35,11 @@ from actors.tls import PeerAuthError, TlsTransport
 from actors.wire import pack_frame
 from protocols.errors import PartyFailure, ProtocolError
 from training import SGD, Cluster, TrainingCoordinator
+from training.testing import PARTIES, Tap, start_cluster
 
 SEED = 11
-PARTIES = ["alice", "bob"]
-NODES = [*PARTIES, "james"]
+TWO = PARTIES[2]
+NODES = [*TWO, "james"]
 START = 90.0  # node processes import torch: slow on a loaded machine
 tls = pytest.mark.tls
 
@@ -48,7 +48,7 @@ tls = pytest.mark.tls
 def local_nodes(
     tmp: Path,
     data: dict[str, dict[str, torch.Tensor]] | None = None,
-    parties: list[str] = PARTIES,
+    parties: list[str] = TWO,
     *,
     seeded: bool = False,
     reveal: dict[str, dict[str, dict[str, int]]] | None = None,
@@ -101,7 +101,7 @@ _TOTALS = (
 async def test_same_losses_bytes_and_rounds_over_tls(tmp_path: Path) -> None:
     """Same seed: the same losses, bit for bit, and the same rounds and bytes per
     iteration and in total, whether the actors share a process or talk over TLS."""
-    async with Cluster.start(PARTIES, provider="james", seed=SEED) as c:
+    async with start_cluster(2, seed=SEED) as c:
         expected = _figures(await _train(c, 3))
         await c.flush()
         total = c.stats()
@@ -123,13 +123,12 @@ async def test_same_losses_bytes_and_rounds_over_tls(tmp_path: Path) -> None:
 async def test_three_parties_in_check_mode_over_tls(tmp_path: Path) -> None:
     """Three parties over TLS, with check mode on (every op revealed to the coordinator and
     compared with plaintext torch): the same losses, rounds and bytes as in memory."""
-    three = ["alice", "bob", "carol"]
-    async with Cluster.start(three, provider="james", seed=SEED, check=True) as c:
+    async with start_cluster(3, seed=SEED, check=True) as c:
         expected = _figures(await _train(c, 2))
         await c.flush()
         total = c.stats()
     with (
-        local_nodes(tmp_path, parties=three, seeded=True) as (config, procs),
+        local_nodes(tmp_path, parties=PARTIES[3], seeded=True) as (config, procs),
         trio.fail_after(START),
     ):
         async with Cluster.connect(config, seed=SEED, check=True) as c:
@@ -142,14 +141,14 @@ async def test_three_parties_in_check_mode_over_tls(tmp_path: Path) -> None:
     assert tcp_total.online_rounds == total.online_rounds
     assert tcp_total.online_bytes == total.online_bytes
     assert tcp_total.output_bytes == total.output_bytes > 0
-    assert codes == {**dict.fromkeys(three, 0), "james": 0}
+    assert codes == {**dict.fromkeys(PARTIES[3], 0), "james": 0}
 
 
 @tls
 async def test_data_owners_train_like_one_owner(tmp_path: Path) -> None:
     """alice holds the data, bob the targets; the coordinator never sees either, and the
     losses match the coordinator-owned run within the fixed-point tolerance."""
-    async with Cluster.start(PARTIES, provider="james") as c:
+    async with start_cluster(2) as c:
         one_owner = [r.loss for r in await _train(c, 3)]
     data = {"alice": {"features": DATA}, "bob": {"targets": TARGET}}
     losses_only = {"coordinator": {"max_elements": 1}}
@@ -166,7 +165,7 @@ async def test_data_owners_train_like_one_owner(tmp_path: Path) -> None:
 
 
 @tls
-@pytest.mark.parametrize("victim", ["bob", "james"])
+@pytest.mark.parametrize("victim", ["bob", pytest.param("james", marks=pytest.mark.full)])
 async def test_kill_9_is_named_within_2s_and_leaves_no_process(victim: str, tmp_path: Path) -> None:
     """kill -9 of a party or the provider mid-step: the error names it within 2 s and
     every other node exits by itself."""
@@ -234,7 +233,7 @@ def test_nodes_exit_when_the_coordinator_is_killed(tmp_path: Path) -> None:
 
 
 @tls
-@pytest.mark.parametrize("crash", [("bob", 4), ("james", 3)])
+@pytest.mark.parametrize("crash", [("bob", 4), pytest.param(("james", 3), marks=pytest.mark.full)])
 async def test_chaos_crash_over_tls_names_the_actor(crash: tuple[str, int], tmp_path: Path) -> None:
     """A subset of the chaos tests, over TLS: the crash happens inside the node process."""
     chaos = Chaos(seed=1, crash=crash)
@@ -253,7 +252,7 @@ async def test_chaos_crash_over_tls_names_the_actor(crash: tuple[str, int], tmp_
 
 
 def _config(tmp: Path) -> ClusterConfig:
-    return load_config(write_local_config(tmp, PARTIES))
+    return load_config(write_local_config(tmp, TWO))
 
 
 async def test_certificate_from_another_ca_is_refused(tmp_path: Path) -> None:
@@ -300,7 +299,7 @@ async def test_message_claiming_another_sender_is_refused(tmp_path: Path) -> Non
     """The sender is the certificate's name: a command batch sent by alice (only the
     coordinator may send one) is refused by bob's mailbox, naming alice."""
     cfg = _config(tmp_path)
-    roles = Roles("coordinator", "james", frozenset(PARTIES))
+    roles = Roles("coordinator", "james", frozenset(TWO))
     bob = TlsTransport("bob", cfg, timeout=5, roles=roles, connect_timeout=5)
     bob.dials = []
     alice = TlsTransport("alice", cfg, timeout=5, roles=roles, connect_timeout=5)
@@ -323,7 +322,7 @@ async def test_message_claiming_another_sender_is_refused(tmp_path: Path) -> Non
 
 async def test_reused_op_id_is_refused_before_anything_is_sent() -> None:
     with trio.fail_after(30), pytest.raises(PartyFailure) as info:
-        async with Cluster.start(PARTIES, provider="james", seed=SEED) as c:
+        async with start_cluster(2, seed=SEED) as c:
             x, y = c.share(DATA), c.share(DATA)
             z = x * y
             await c.flush()
@@ -338,7 +337,7 @@ async def test_reused_op_id_is_refused_before_anything_is_sent() -> None:
 
 async def test_reused_dealer_op_id_is_refused() -> None:
     with trio.fail_after(30), pytest.raises(PartyFailure) as info:
-        async with Cluster.start(PARTIES, provider="james", seed=SEED) as c:
+        async with start_cluster(2, seed=SEED) as c:
             x = c.share(DATA)
             _ = x * x
             await c.flush()

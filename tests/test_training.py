@@ -15,14 +15,13 @@ from torch import nn
 
 from protocols.compare import DRELU_ROUNDS
 from protocols.suite import DEFAULT
-from training import SGD, Cluster, TrainingCoordinator, reveal_module
+from training import SGD, TrainingCoordinator, reveal_module
+from training.testing import measure, start_cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from seed_net import DATA, TARGET, Net, loss_fn, make_net, plaintext_losses
 
-PARTIES = {2: ["alice", "bob"], 3: ["alice", "bob", "carol"]}
-PROVIDER = "james"
 F32 = 2.0**-24  # float32 decoding, relative
 
 # Online rounds of one ReLU (= DReLU; the product with x and the bit's conversion ride
@@ -80,7 +79,7 @@ PLAIN_20 = plaintext_losses(make_net(), 20, 0.1)
 
 
 async def _train_seed_net(n: int, precision: int, base: int, iterations: int, seed: int):
-    async with Cluster.start(PARTIES[n], provider=PROVIDER, seed=seed) as c:
+    async with start_cluster(n, seed=seed) as c:
         x = c.share(DATA, precision=precision, base=base)
         y = c.share(TARGET, precision=precision, base=base)
         model = c.share_module(make_net(), requires_grad=True, precision=precision, base=base)
@@ -142,18 +141,16 @@ async def test_seed_net_tracks_plaintext(n: int, precision: int, base: int, max_
 @pytest.mark.parametrize("n", [2, 3])
 async def test_round_breakdown_layer_by_layer(n: int) -> None:
     """The forward's rounds split as matmul / ReLU / matmul (see EXPECTED_PHASES)."""
-    async with Cluster.start(PARTIES[n], provider=PROVIDER, seed=9) as c:
+    async with start_cluster(n, seed=9) as c:
         x, y = c.share(DATA), c.share(TARGET)
         model = c.share_module(make_net(), requires_grad=True)
         opt = SGD(model.parameters(), lr=0.1)
         measured: dict[str, int] = {}
 
         async def phase(name: str, fn):
-            await c.flush()
-            before = c.stats()
-            out = fn()
-            await c.flush()
-            measured[name] = (c.stats() - before).online_rounds
+            async with measure(c) as m:
+                out = fn()
+            measured[name] = m.stats.online_rounds
             return out
 
         for _ in range(2):  # the second iteration starts from updated (deeper) weights
@@ -281,7 +278,7 @@ async def test_sgd_momentum_weight_decay_matches_torch(n: int) -> None:
         )
         assert ratio > 2, other
 
-    async with Cluster.start(PARTIES[n], provider=PROVIDER, seed=4) as c:
+    async with start_cluster(n, seed=4) as c:
         xs, ys = c.share(x), c.share(y)
         model = c.share_module(lin, requires_grad=True)
         opt = SGD(model.parameters(), lr=LR, momentum=MOM, weight_decay=WD)
@@ -303,7 +300,7 @@ async def test_sgd_each_step_matches_torch_from_the_same_point(n: int) -> None:
     shadow = copy.deepcopy(lin).double()
     topt = torch.optim.SGD(shadow.parameters(), lr=LR, momentum=MOM, weight_decay=WD)
     ev: tuple[torch.Tensor, torch.Tensor] | None = None
-    async with Cluster.start(PARTIES[n], provider=PROVIDER, seed=6) as c:
+    async with start_cluster(n, seed=6) as c:
         xs, ys = c.share(x), c.share(y)
         model = c.share_module(lin, requires_grad=True)
         opt = SGD(model.parameters(), lr=LR, momentum=MOM, weight_decay=WD)

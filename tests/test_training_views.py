@@ -24,14 +24,13 @@ import torch
 from actors import Envelope, Phase
 from actors.messages import Reply, Requests
 from protocols import FixedPoint
-from training import SGD, Cluster, TrainingCoordinator
+from training import SGD, TrainingCoordinator
+from training.testing import PARTIES, PROVIDER, Tap, start_cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from seed_net import DATA, TARGET, loss_fn, make_net
 
-PARTIES = {2: ["alice", "bob"], 3: ["alice", "bob", "carol"]}
-PROVIDER = "james"
 COORDINATOR = "coordinator"
 
 
@@ -45,9 +44,8 @@ async def _run(
 ):
     """Train with a tap on the network from right after start-up; returns the log and the
     iteration records."""
-    log: list[Envelope] = []
-    async with Cluster.start(PARTIES[n], provider=PROVIDER, seed=seed) as c:
-        c.network.observe(lambda env: (log.append(env), env)[1])
+    async with start_cluster(n, seed=seed) as c:
+        log = Tap(c).envelopes
         x, y = c.share(data), c.share(target)
         model = c.share_module(net, requires_grad=True)
         coord = TrainingCoordinator(c, model, SGD(model.parameters(), lr=0.1), loss_fn)

@@ -11,12 +11,11 @@ import math
 
 import pytest
 import torch
-from conftest import PARTIES, PROVIDER
 
 from actors import Phase
 from protocols import Prg, Share, reconstruct, share, truncate_local
 from protocols.params import Params
-from training import Cluster
+from training.testing import measure, start_cluster
 
 D = 1000  # base 10, precision 3
 LX = 36  # documented range of products in these checks: |x| < 2**36
@@ -46,13 +45,11 @@ def values(n: int, lx: int, seed: int) -> torch.Tensor:
 async def cluster_truncate(
     n_parties: int, x: torch.Tensor, seed: int
 ) -> tuple[torch.Tensor, object]:
-    async with Cluster.start(PARTIES[n_parties], provider=PROVIDER, seed=seed) as c:
+    async with start_cluster(n_parties, seed=seed) as c:
         tid = c.input(x)
-        await c.flush()
-        before = c.stats()
-        (out,) = c.submit("trunc", [tid], [x.shape], [x.shape], Params(d=D))
-        await c.flush()
-        cost = c.stats() - before
+        async with measure(c) as m:
+            (out,) = c.submit("trunc", [tid], [x.shape], [x.shape], Params(d=D))
+        cost = m.stats
         return await c.reveal(out, tuple(x.shape)), cost
 
 
@@ -105,7 +102,7 @@ async def test_three_party_protocol() -> None:
 async def test_other_divisors(divisor: int) -> None:
     for n_parties in (2, 3):
         x = values(2000, LX, seed=divisor)
-        async with Cluster.start(PARTIES[n_parties], provider=PROVIDER, seed=5) as c:
+        async with start_cluster(n_parties, seed=5) as c:
             (out,) = c.submit("trunc", [c.input(x)], [x.shape], [x.shape], Params(d=divisor))
             got = await c.reveal(out, tuple(x.shape))
         err = errors(got, x, divisor)

@@ -17,7 +17,6 @@ import msgspec
 import pytest
 import torch
 import trio
-from conftest import PARTIES, PROVIDER, Tap
 from seed_net import DATA, TARGET, loss_fn, make_net
 from torch import nn
 
@@ -30,6 +29,7 @@ from actors.tls import SessionRefused
 from protocols.errors import PartyFailure
 from training import SGD, Cluster, TrainingCoordinator, export_module, public
 from training.checkpoint import load_checkpoint, save_checkpoint
+from training.testing import PARTIES, PROVIDER, Tap, start_cluster
 
 TWO = PARTIES[2]
 ALICE = {"alice": {"features": DATA}}
@@ -56,7 +56,7 @@ def _outputs(tap: Tap) -> list:
 async def test_values_derived_from_a_party_input_are_refused(what: str) -> None:
     """Owners propagate through local and interactive ops; the refusal names the owner
     and its rule, and no share leaves any party (no OUTPUT message at all)."""
-    async with Cluster.start(TWO, provider=PROVIDER, data=ALICE) as c:
+    async with start_cluster(2, data=ALICE) as c:
         x = c.share_from("alice", "features")
         y = DERIVED[what](x)
         await c.flush()
@@ -70,7 +70,7 @@ async def test_values_derived_from_a_party_input_are_refused(what: str) -> None:
 
 async def test_one_element_rule_lets_the_loss_through_not_a_batch() -> None:
     policies = {"alice": RevealPolicy({"coordinator": RevealRule(max_elements=1, max_total=2)})}
-    async with Cluster.start(TWO, provider=PROVIDER, data=ALICE, reveal_policy=policies) as c:
+    async with start_cluster(2, data=ALICE, reveal_policy=policies) as c:
         x = c.share_from("alice", "features")
         total = float(await x.sum().get())
         assert total == pytest.approx(float(DATA.sum()), abs=0.01)
@@ -86,7 +86,7 @@ async def test_every_owner_must_allow() -> None:
     the refusal names bob."""
     data = {"alice": {"features": DATA}, "bob": {"targets": TARGET}}
     policies = {"alice": LOSSES_ONLY}
-    async with Cluster.start(TWO, provider=PROVIDER, data=data, reveal_policy=policies) as c:
+    async with start_cluster(2, data=data, reveal_policy=policies) as c:
         x, y = c.share_from("alice", "features"), c.share_from("bob", "targets")
         with pytest.raises(RevealRefused, match="bob's own reveal policy allows nothing"):
             await (x[:, :1] * y).sum().get()
@@ -99,12 +99,12 @@ async def test_seed_training_with_owners_reveals_losses_only() -> None:
     the trained model (derived from both) does not."""
     data = {"alice": {"features": DATA}, "bob": {"targets": TARGET}}
     policies = {"alice": LOSSES_ONLY, "bob": LOSSES_ONLY}
-    async with Cluster.start(TWO, provider=PROVIDER) as c:
+    async with start_cluster(2) as c:
         model = c.share_module(make_net())
         coord = TrainingCoordinator(c, model, SGD(model.parameters(), lr=0.1), loss_fn)
         x, y = c.share(DATA), c.share(TARGET)
         expected = [(await coord.step(x, y)).loss for _ in range(3)]
-    async with Cluster.start(TWO, provider=PROVIDER, data=data, reveal_policy=policies) as c:
+    async with start_cluster(2, data=data, reveal_policy=policies) as c:
         model = c.share_module(make_net())
         coord = TrainingCoordinator(c, model, SGD(model.parameters(), lr=0.1), loss_fn)
         x, y = c.share_from("alice", "features"), c.share_from("bob", "targets")
@@ -121,7 +121,7 @@ async def test_checkpoint_keeps_owners_and_files_are_private(tmp_path: Path) -> 
     folder.mkdir(mode=0o755)
     (folder / "alice.shares.pt").write_bytes(b"old")
     (folder / "alice.shares.pt").chmod(0o644)
-    async with Cluster.start(TWO, provider=PROVIDER, data=ALICE) as c:
+    async with start_cluster(2, data=ALICE) as c:
         x = c.share_from("alice", "features")
         net = nn.Linear(2, 1)
         model = c.share_module(net)
@@ -139,14 +139,14 @@ async def test_checkpoint_keeps_owners_and_files_are_private(tmp_path: Path) -> 
         # the weight's gradient is x-weighted; the bias's (a count of rows) is not
         assert saved["owners"] == [["alice"], []]
     sub = tmp_path / "new" / "deeper"
-    async with Cluster.start(TWO, provider=PROVIDER) as c:
+    async with start_cluster(2) as c:
         await save_checkpoint(c, sub, c.share_module(nn.Linear(2, 1)))
     assert stat.S_IMODE((sub / "bob.shares.pt").stat().st_mode) == 0o600
 
 
 async def test_a_seeded_cluster_refuses_party_inputs() -> None:
     with pytest.raises(PartyFailure, match="seeded"):
-        async with Cluster.start(TWO, provider=PROVIDER, seed=3, data=ALICE) as c:
+        async with start_cluster(2, seed=3, data=ALICE) as c:
             c.share_from("alice", "features")
             await c.flush()
 
@@ -158,7 +158,7 @@ async def test_nothing_is_revealed_to_the_provider() -> None:
     from actors.messages import Command, Recipient
     from protocols.params import Params
 
-    async with Cluster.start(TWO, provider=PROVIDER) as c:
+    async with start_cluster(2) as c:
         x = c.share(torch.tensor([3.0]))
         await c.flush()
         tap = Tap(c)
@@ -323,14 +323,6 @@ async def test_over_tls_nothing_derived_from_alice_reaches_the_coordinator(
 async def test_over_tls_a_seed_is_refused_and_never_reaches_a_party(tmp_path: Path) -> None:
     """Nodes not started with --allow-insecure-seed refuse a seeded session (typed error
     naming the node) and exit with code 4; the seed is sent to the provider only."""
-    config, procs = _nodes(tmp_path)
-    try:
-        with trio.fail_after(START), pytest.raises(SessionRefused, match="seeded"):
-            async with Cluster.connect(config, seed=5):
-                pass
-        assert stop_nodes(procs, grace=20) == dict.fromkeys([*TWO, "james"], EXIT_REFUSED)
-    finally:
-        _kill(procs)
     captured: list[bytes] = []
     from actors.tls import HELLO, TlsTransport
 
@@ -344,14 +336,15 @@ async def test_over_tls_a_seed_is_refused_and_never_reaches_a_party(tmp_path: Pa
             assert session.seeded
         send(self, receiver, kind, body)
 
+    # one set of nodes for both claims (node processes are slow to start)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(TlsTransport, "_send", spy)
-        (tmp_path / "again").mkdir()
-        config, procs = _nodes(tmp_path / "again")
+        config, procs = _nodes(tmp_path)
         try:
-            with trio.fail_after(START), pytest.raises(SessionRefused):
+            with trio.fail_after(START), pytest.raises(SessionRefused, match="seeded"):
                 async with Cluster.connect(config, seed=5):
                     pass
+            assert stop_nodes(procs, grace=20) == dict.fromkeys([*TWO, "james"], EXIT_REFUSED)
         finally:
             _kill(procs)
     assert len(captured) == 3

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 import torch
-from conftest import PARTIES, PROVIDER, Tap, envelope_view
 from scipy import stats
 
 from actors import Phase
@@ -29,7 +28,7 @@ from protocols import PartyContext, Share, open_ring
 from protocols.analysis import FullView, compare
 from protocols.params import Params
 from protocols.suite import DEFAULT, OpKind
-from training import Cluster
+from training.testing import PARTIES, PROVIDER, Tap, envelope_view, start_cluster
 
 ALPHA = 1e-4  # per share test; a real leak gives p-values around 1e-100
 FWER = 1e-6  # per online-view analysis (Bonferroni over its features)
@@ -53,7 +52,7 @@ def chi2_uniform_bytes(v: np.ndarray) -> dict[str, float]:
 
 
 async def input_shares(n: int, secret: float, seed: int | None) -> dict[str, np.ndarray]:
-    async with Cluster.start(PARTIES[n], provider=PROVIDER, seed=seed) as c:
+    async with start_cluster(n, seed=seed) as c:
         tap = Tap(c)
         c.share(torch.full((65536,), secret))
         await c.flush()
@@ -116,7 +115,7 @@ async def bob_view(n: int, x: float, y: float, kind: str) -> FullView:
     """Bob's view of one product in an unseeded cluster (fresh keys): what he receives
     online and what he opens from it with his own messages (``conftest.envelope_view``)."""
     suite = LEAKY if kind == "leaky_mul" else DEFAULT
-    async with Cluster.start(PARTIES[n], provider=PROVIDER, seed=None, protocols=suite) as c:
+    async with start_cluster(n, seed=None, protocols=suite) as c:
         X = c.share(torch.full((N,), x))
         Y = c.share(torch.full((N,), y))
         await c.flush()
@@ -172,7 +171,7 @@ async def test_dealer_traffic_is_independent_of_the_secret() -> None:
     byte-identical, so nothing the dealer handles is derived from secret data."""
 
     async def dealer_traffic(x: float) -> list[tuple[str, str, str, bytes]]:
-        async with Cluster.start(PARTIES[3], provider=PROVIDER, seed=33) as c:
+        async with start_cluster(3, seed=33) as c:
             tap = Tap(c)
             X = c.share(torch.full((50,), x))
             W = c.share(torch.full((50, 4), x / 2))

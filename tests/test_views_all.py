@@ -31,21 +31,20 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import envelope_metadata, envelope_view
 
 import protocols as P
-from actors import Envelope, Phase
+from actors import Phase
 from protocols import FixedPoint, Share
-from protocols.analysis import Report, compare
+from protocols.analysis import Report
 from protocols.beaver import matmul_spec, mul_spec
 from protocols.params import Params
 from protocols.ring import floor_div
 from protocols.suite import DEFAULT, OpKind, Suite
 from protocols.truncate import trunc_spec
 from training import Cluster, SharedTensor
+from training.testing import PROVIDER, Recording, recorded, start_cluster
+from training.testing import analyse as kit_analyse
 
-PARTIES = {2: ["alice", "bob"], 3: ["alice", "bob", "carol"]}
-PROVIDER = "james"
 COORD = "coordinator"
 FWER = 1e-6  # family-wise false-alarm rate of all the independence tests in this file
 NUMEL = 2000
@@ -137,37 +136,26 @@ REAL_TESTS = len(PROTOCOLS)
 # ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class Transcript:
-    envs: list[Envelope]
-    parties: list[str]
-
-    def received(self, actor: str) -> list[Envelope]:
-        return [e for e in self.envs if e.receiver == actor]
-
-
 async def record(
     proto: Protocol, secret: dict[str, torch.Tensor], suite: Suite = DEFAULT
-) -> Transcript:
+) -> Recording:
     """Share ``secret``, run the protocol, reveal and check; every message from the first
     input share to the last protocol message is recorded."""
-    log: list[Envelope] = []
-    async with Cluster.start(PARTIES[proto.n], provider=PROVIDER, seed=None, protocols=suite) as c:
-        stop = c.network.observe(lambda env: (log.append(env), env)[1])
-        if proto.raw:
-            xs = {
-                k: SharedTensor(c, c.input(v.to(torch.int64)), v.shape, RAW)
-                for k, v in secret.items()
-            }
-        else:
-            xs = {k: c.share(v) for k, v in secret.items()}
-        out = proto.run(c, xs)
-        await c.flush()
-        stop()
+    async with start_cluster(proto.n, seed=None, protocols=suite) as c:
+        async with recorded(c) as rec:
+            if proto.raw:
+                xs = {
+                    k: SharedTensor(c, c.input(v.to(torch.int64)), v.shape, RAW)
+                    for k, v in secret.items()
+                }
+            else:
+                xs = {k: c.share(v) for k, v in secret.items()}
+            out = proto.run(c, xs)
+            await c.flush()
         raw = await c.reveal(out.tid, out.shape)
         got = raw if proto.raw else out.fp.with_precision(out.prec).decode(raw)
         proto.check(secret, got)
-    return Transcript(log, PARTIES[proto.n])
+    return rec
 
 
 # ---------------------------------------------------------------------------------------
@@ -175,27 +163,21 @@ async def record(
 # ---------------------------------------------------------------------------------------
 
 
-def analyse(ta: Transcript, tb: Transcript) -> Report:
+def analyse(ta: Recording, tb: Recording) -> Report:
     """Every feature of every party's view, one run on secret A against one on B."""
-    va = [envelope_view(ta.envs, p, ta.parties) for p in ta.parties]
-    vb = [envelope_view(tb.envs, p, tb.parties) for p in tb.parties]
-    for party, v in zip(ta.parties, va, strict=True):
+    for party, v in zip(ta.parties, ta.views(), strict=True):
         assert v.opened or v.own, f"{party} saw nothing"
-    return compare([va], [vb])
+    return kit_analyse(ta, tb)
 
 
-def metadata(t: Transcript) -> list[tuple[Any, ...]]:
-    return envelope_metadata(t.envs)
-
-
-def provider_inbox(t: Transcript) -> list[tuple[str, str, Phase, bytes]]:
+def provider_inbox(t: Recording) -> list[tuple[str, str, Phase, bytes]]:
     return [(e.sender, e.tag, e.phase, e.body) for e in t.received(PROVIDER)]
 
 
-async def transcripts(proto: Protocol, suite: Suite = DEFAULT) -> tuple[Transcript, Transcript]:
+async def transcripts(proto: Protocol, suite: Suite = DEFAULT) -> tuple[Recording, Recording]:
     ta = await record(proto, proto.secrets[0], suite)
     tb = await record(proto, proto.secrets[1], suite)
-    assert metadata(ta) == metadata(tb), "message pattern depends on the secret"
+    assert ta.metadata() == tb.metadata(), "message pattern depends on the secret"
     return ta, tb
 
 
