@@ -123,7 +123,7 @@ def _check_requests(view: list[Envelope]) -> int:
         body = e.control(Requests).items
         assert body
         for req in body:
-            assert set(msgspec.structs.asdict(req)) == {"op", "kind", "shapes", "out", "d"}
+            assert set(msgspec.structs.asdict(req)) == {"op", "kind", "shapes", "out", "d", "keep"}
             assert all(dim >= 0 for shape in [*req.shapes, req.out] for dim in shape), req
             count += 1
     return count
