@@ -39,6 +39,7 @@ import torch.nn.functional as F  # noqa: E402
 import trio  # noqa: E402
 from peers import PEERS, crypten_venv  # noqa: E402
 
+from protocols.errors import ValueOutOfRange  # noqa: E402
 from training import Cluster  # noqa: E402
 
 PARTIES = ["alice", "bob"]
@@ -82,6 +83,7 @@ class Figures:
     online_mb: float = 0.0
     dealer_per_element: float = 0.0
     error: float = 0.0
+    failures: list[str] = field(default_factory=list)
 
 
 async def ours(n: int, names: list[str], results: dict[str, Figures]) -> None:
@@ -98,10 +100,14 @@ async def ours(n: int, names: list[str], results: dict[str, Figures]) -> None:
             await c.flush()
             before = c.stats()
             t0 = time.perf_counter()
-            got = await op(x).get()
+            f = results.setdefault(name, Figures())
+            try:
+                got = await op(x).get()
+            except ValueOutOfRange as e:  # garbage caught at the reveal: say so, carry on
+                f.failures.append(str(e)[:160])
+                continue
             dt = time.perf_counter() - t0
             d = c.stats() - before
-            f = results.setdefault(name, Figures())
             f.ms.append(1000 * dt)
             f.online_mb = d.online_bytes / 1e6
             f.dealer_per_element = d.offline_bytes / xs[domain].numel()
@@ -223,7 +229,12 @@ def render(n: int, a: dict[str, Figures], b: dict[str, Figures]) -> str:
         "CrypTen | dealer B/element ours / CrypTen TTP | max error ours / CrypTen |",
         "|---|---|---|---|---|---|---|",
     ]
+    notes = []
     for name, f in a.items():
+        notes += [f"{name}: run failed: {m}" for m in f.failures]
+        if not f.ms:
+            out.append(f"| {name} | failed | - | - | - | - | - |")
+            continue
         mine = statistics.median(f.ms)
         g = b.get(name)
         if g is None:
@@ -238,7 +249,7 @@ def render(n: int, a: dict[str, Figures], b: dict[str, Figures]) -> str:
             f"{g.online_mb:.1f} | {f.dealer_per_element:.0f} / {g.dealer_per_element:.0f} | "
             f"{f.error:.1e} / {g.error:.1e} |"
         )
-    return "\n".join(out)
+    return "\n".join(out + notes)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,7 +27,6 @@ The pieces (fits, powers, selections) are :mod:`training.approximation`'s.
 from __future__ import annotations
 
 import math
-from itertools import pairwise
 from typing import Any
 
 import torch
@@ -46,12 +45,9 @@ from .approximation import (
     poly,
     powers,
     require_bits,
-    select,
     signed,
 )
 from .tensor import SharedTensor
-
-EXP_NEG_KNOTS = (-12.0, -6.0, -3.0, -1.5, 0.0)
 
 
 def exp_domain(x: SharedTensor) -> tuple[int, float]:
@@ -116,15 +112,59 @@ def exp(x: SharedTensor) -> SharedTensor:
     return x._record(y, [x], lambda g: (g * y,))
 
 
+EXP_SQUARINGS = 6
+"""exp_nonpositive(z) = p(z / 2**6) ** (2**6): 6 squarings after a degree-4 fit on
+[lo/64, 0] (fit error ~1e-7, times 64 after the squarings)."""
+
+_SQUARE_RAW_BITS = 20
+"""Each squaring's operand stays below 2**20 raw (its product below 2**40: a local
+truncation fails with probability < 2**-24 per element). For z <= 0 every operand is at
+most 1, so the squarings run at 20 fractional bits (4 more than the encoding's): their
+rounding, amplified by the later squarings, stays below ~64 * 2**-20 = 6e-5 relative.
+(For exp over its whole domain the same scheme would need the last squaring of values up
+to e^5.2 = 180 at 14 bits: 2**-14 absolute error near 0, 4x the knots' error; exp keeps
+its knots.)"""
+
+
+def _reinterpret(x: SharedTensor, prec: int) -> SharedTensor:
+    """The same ring integers read at another precision (x * base**(prec - x.prec)):
+    a free local op; used to divide by a power of two without losing a bit."""
+    return x._op("trunc", [], x.shape, Params(d=1), prec=prec)
+
+
+def _lower(x: SharedTensor, prec: int) -> SharedTensor:
+    """x at a lower precision (one local truncation)."""
+    if prec >= x.prec:
+        return x
+    return x._op("trunc", [], x.shape, Params(d=x.fp.base ** (x.prec - prec)), prec=prec)
+
+
+def _exp_squarings(xc: SharedTensor, lo: float, hi: float) -> SharedTensor:
+    """e^x for x in [lo, hi] (base 2; no autograd, no clamp): t = x / 64 is x's ring
+    integers read at 6 more fractional bits (exact), p(t) a degree-4 fit of e^t on
+    [lo/64, hi/64] evaluated at that precision (t**2; t**3, t**4: 2 rounds), then 6
+    squarings (6 rounds), each at the highest precision that keeps its product below
+    2**40 raw (:data:`_SQUARE_RAW_BITS`). 8 rounds, 9 products, no comparison."""
+    f = xc.fp.precision
+    m = EXP_SQUARINGS
+    t = _reinterpret(xc, xc.prec + m)
+    y = poly(powers(t), fit("exp", lo / 2**m, hi / 2**m))
+    for j in range(m):
+        top = math.exp(hi / 2 ** (m - j))  # bound on the operand of squaring j (+ fit error)
+        y = _lower(y, min(y.prec, math.floor(_SQUARE_RAW_BITS - math.log2(top) + 0.01)))
+        y = y**2
+    return _lower(y, f)._at_prec(f)
+
+
 def exp_nonpositive(z: SharedTensor) -> SharedTensor:
-    """e^z for z <= 0 (softmax after subtracting the max): piecewise degree 4 on
-    [-12,-6,-3,-1.5,0] and 0 below -12; 3 rounds, no backward (callers record theirs)."""
+    """e^z for z <= 0 (softmax after subtracting the max): z clamped below at exp's lo
+    (one ReLU, 1 round), then :func:`_exp_squarings` on [lo, 0] (8 rounds); no backward
+    (callers record theirs). Every product stays below 2**40 raw, however negative z is
+    (the former piecewise fit took z**4 of the unreduced z: ~2**46 raw at z = -12)."""
     with torch.no_grad():
-        pw = powers(z)
-        polys = [poly(pw, fit("exp", a, b)) for a, b in pairwise(EXP_NEG_KNOTS[:-1])]
-        # the last polynomial covers [-1.5, 0] and goes on above 0 (tiny overshoot of z)
-        polys.append(poly(pw, fit("exp", EXP_NEG_KNOTS[-2], EXP_NEG_KNOTS[-1])))
-        return select(knot_bits(z, EXP_NEG_KNOTS[:-1]), [0.0, *polys])
+        lo, _ = exp_domain(z)
+        zc = (z - float(lo)).relu() + float(lo)
+        return _exp_squarings(zc, float(lo), 0.0)
 
 
 def log_domain(x: SharedTensor) -> tuple[int, int]:
