@@ -114,7 +114,7 @@ async def ours(n: int, names: list[str], results: dict[str, Figures]) -> None:
             f.error = max_error(got, ref(xs[domain]))
 
 
-PEER = r'''
+PEER = r"""
 import sys, time
 import torch
 import crypten
@@ -179,7 +179,7 @@ if __name__ == "__main__":
     both = {k: (res[0][k][0], res[0][k][1] + res[1][k][1], res[0][k][2] + res[1][k][2], res[0][k][3])
             for k in res[0]}
     torch.save(both, sys.argv[4])
-'''
+"""
 
 
 def crypten_run(n: int, names: list[str], workdir: Path, results: dict[str, Figures]) -> bool:

@@ -5,19 +5,21 @@ division by a share, sin and cos.
   domain give ``k`` and ``e**k`` linearly, ``u = x - k`` in [0, 1) and ``exp(x) =
   e**k * p(u)`` with a degree-4 ``p``. The input is clamped to the domain first: above
   ln(0.99 max_value) (10.38 at 2/16) e^x does not encode, so exp saturates there.
-  Softmax uses a cheaper ``exp`` for ``x <= 0`` (4 knots, no clamp).
-* **range normalisation by powers of two** (log, reciprocal, sqrt, rsqrt): bits
-  ``[x >= 2**k]`` (1 round) select, linearly, ``s = 2**-k`` and the constants ``k``,
-  ``2**(k/2)``; ``m = x * s`` lies in [1, 2) (1 round; :class:`_Norm`). Then a degree-4
-  polynomial in ``m - 1`` (log, sqrt, rsqrt) or Newton-Raphson for ``1/m`` from the
-  linear start ``24/17 - 8/17 m`` (the classic 48/17 - 32/17 m' start for m' = m/2 in
-  [1/2, 1), relative error 1/17; 2 iterations leave (1/17)**4 < 1.2e-5).
-  ``s = 2**-k`` must be exact in fixed point, hence base 2: with f fractional bits the
-  domain is [2**-(f//2), 2**(31-f)), every encodable value above 2**-(f//2) (sqrt: from
-  2**-f). Below it (0, negative or tiny inputs) the knot 2**klo itself selects m = 1 and
-  the constants of klo: a documented clamp (log -> ln 2**klo, reciprocal -> +-2**-klo,
-  rsqrt -> 2**(-klo/2), sqrt -> 0), never garbage; the input is private, so a range
-  check would have to reveal it.
+  Softmax uses ``exp`` for ``z <= 0``: a clamp below (one ReLU), then 6 squarings of a
+  degree-4 fit of e^(z/64) at 20 fractional bits (no knots).
+* **range normalisation by powers of two** (log, reciprocal, sqrt, rsqrt): a search over
+  the exponent (:class:`~training.normalisation.Norm`: 6 comparisons in 3 levels for the
+  default domains) gives ``m = x 2**-k`` in [1, 2), ``k`` linearly and the constants
+  ``2**(a k)`` as exact integer products. Then a degree-4 polynomial in ``m - 1`` (log,
+  sqrt, rsqrt) or Newton-Raphson for ``1/m`` from the linear start ``24/17 - 8/17 m``
+  (the classic 48/17 - 32/17 m' start for m' = m/2 in [1/2, 1), relative error 1/17; 2
+  iterations leave (1/17)**4 < 1.2e-5). Powers of two must be exact in fixed point,
+  hence base 2: with f fractional bits the domain is [2**-(f//2), 2**(31-f)), every
+  encodable value above 2**-(f//2) (sqrt: from 2**-f). Below it (0, negative or tiny
+  inputs) every search bit is 0, m is set to 1 and the constants are those of klo: a
+  documented clamp (log -> ln 2**klo, reciprocal -> +-2**-klo, rsqrt -> 2**(-klo/2),
+  sqrt -> 0), never garbage; the input is private, so a range check would have to
+  reveal it.
 * **sin / cos**: reduction by 2 pi (a local truncation to an integer multiple), then
   symmetry and a polynomial in ``z**2``.
 
@@ -46,7 +48,7 @@ from .approximation import (
     require_bits,
     signed,
 )
-from .shaping import cat
+from .normalisation import Norm, lower, reinterpret
 from .tensor import SharedTensor
 
 
@@ -126,19 +128,6 @@ to e^5.2 = 180 at 14 bits: 2**-14 absolute error near 0, 4x the knots' error; ex
 its knots.)"""
 
 
-def _reinterpret(x: SharedTensor, prec: int) -> SharedTensor:
-    """The same ring integers read at another precision (x * base**(prec - x.prec)):
-    a free local op; used to divide by a power of two without losing a bit."""
-    return x._op("trunc", [], x.shape, Params(d=1), prec=prec)
-
-
-def _lower(x: SharedTensor, prec: int) -> SharedTensor:
-    """x at a lower precision (one local truncation)."""
-    if prec >= x.prec:
-        return x
-    return x._op("trunc", [], x.shape, Params(d=x.fp.base ** (x.prec - prec)), prec=prec)
-
-
 def _exp_squarings(xc: SharedTensor, lo: float, hi: float) -> SharedTensor:
     """e^x for x in [lo, hi] (base 2; no autograd, no clamp): t = x / 64 is x's ring
     integers read at 6 more fractional bits (exact), p(t) a degree-4 fit of e^t on
@@ -147,13 +136,13 @@ def _exp_squarings(xc: SharedTensor, lo: float, hi: float) -> SharedTensor:
     2**40 raw (:data:`_SQUARE_RAW_BITS`). 8 rounds, 9 products, no comparison."""
     f = xc.fp.precision
     m = EXP_SQUARINGS
-    t = _reinterpret(xc, xc.prec + m)
+    t = reinterpret(xc, xc.prec + m)
     y = poly(powers(t), fit("exp", lo / 2**m, hi / 2**m))
     for j in range(m):
         top = math.exp(hi / 2 ** (m - j))  # bound on the operand of squaring j (+ fit error)
-        y = _lower(y, min(y.prec, math.floor(_SQUARE_RAW_BITS - math.log2(top) + 0.01)))
+        y = lower(y, min(y.prec, math.floor(_SQUARE_RAW_BITS - math.log2(top) + 0.01)))
         y = y**2
-    return _lower(y, f)._at_prec(f)
+    return lower(y, f)._at_prec(f)
 
 
 def exp_nonpositive(z: SharedTensor) -> SharedTensor:
@@ -170,171 +159,10 @@ def exp_nonpositive(z: SharedTensor) -> SharedTensor:
 def log_domain(x: SharedTensor) -> tuple[int, int]:
     """Exponents [klo, khi): inputs in [2**klo, 2**khi) are normalised exactly. At base 2
     khi covers every encodable value (|v| < 2**(31 - f)); below 2**klo the functions
-    clamp (see :class:`_Norm`)."""
+    clamp (see :class:`~training.normalisation.Norm`)."""
     f = frac_bits(x)
     khi = 31 - f if x.fp.base == 2 else x.fp.precision
     return -(f // 2), khi
-
-
-def _top_knot(x: SharedTensor) -> int:
-    """The largest k with 2**k encodable as a public operand of ``x``."""
-    return math.floor(math.log2(x.fp.max_value)) - 1
-
-
-def _search_levels(span: int) -> list[tuple[int, int]]:
-    """Levels ``(s, r)`` of the exponent search for z in [1, 2**span): a level compares z
-    with 2**s, 2**2s, .. 2**rs in one op and leaves z below 2**s; the last has s = 1.
-    Fewest comparisons among the searches of at most 3 levels (fewest levels on a tie):
-    span 23 (the default domains): (8, 2), (2, 3), (1, 1), 6 comparisons in 3 levels."""
-    if span <= 1:
-        return []
-    best: tuple[tuple[int, int], list[tuple[int, int]]] | None = None
-    for s1 in range(1, span + 1):
-        for s0 in range(s1, span + 1, s1):
-            chain = sorted({s0, s1, 1}, reverse=True)
-            levels = []
-            for i, st in enumerate(chain):
-                above = chain[i - 1] if i else None
-                r = (above // st - 1) if above is not None else math.ceil(span / st) - 1
-                levels.append((st, r))
-            levels = [(st, r) for st, r in levels if r > 0]
-            top_s, top_r = levels[0] if levels else (1, 0)
-            cover = (top_r + 1) * top_s
-            if cover < span or not levels or levels[-1][0] != 1:
-                continue
-            key = (sum(r for _, r in levels), len(levels))
-            if best is None or key < best[0]:
-                best = (key, levels)
-    assert best is not None
-    return best[1]
-
-
-class _Norm:
-    """x = m * 2**k with m in [1, 2), by a search over the exponent.
-
-    With z = x * 2**-klo (x's ring integers read at f + klo fractional bits: exact) and
-    the levels of :func:`_search_levels`: a level compares z with 2**s .. 2**rs (one
-    comparison op of r N elements, 1 round with FSS) and selects, by the telescoping sum
-    over its bits, z / 2**(t s) for the largest t with z >= 2**(t s) (z's ring integers
-    read at t s more bits, then one local truncation of a value below 2**34 raw, and
-    exact products with the bits: 1 round). After the levels ``m = z`` and ``k = klo +
-    sum s t``. The default domains take 6 comparisons per element in 3 levels, where one
-    comparison per power of two took 24.
-
-    ``below=True`` (the functions' default domains) adds the bit c = [z >= 1] to the first
-    level's op: an input below 2**klo (0, a negative value, or one too small for the
-    function's accuracy) has every bit 0 and gets ``m = 1`` (in the last level's round:
-    ``1 + c (z - 1)``) and the constants of k = klo (or ``low``), a documented clamp
-    instead of the garbage an unnormalised ``m`` would give.
-
-    Constants: :meth:`linear` (``a + b k``, local) and :meth:`times_pow2` (``y * 2**(c +
-    a k)`` for a in {1, -1, 1/2, -1/2}: each level's factor ``2**(a s t)`` as an exact
-    integer at precision 0, one product per level, one division by a power of two, one
-    product with y)."""
-
-    def __init__(
-        self, x: SharedTensor, domain: tuple[int, int] | None = None, *, below: bool = False
-    ) -> None:
-        klo, khi = domain if domain is not None else log_domain(x)
-        f = x.fp.precision
-        self.klo, self.below, self.f = klo, below, f
-        self.levels = _search_levels(max(khi - klo, 1))
-        q = f + 2  # z's precision between levels: 2 guard bits for m
-        z = _reinterpret(x, f + klo) if f + klo >= 0 else x * 2 ** (-klo - f)
-        self.bits: list[list[SharedTensor]] = []
-        self.c: SharedTensor | None = None
-        for j, (s, r) in enumerate(self.levels):
-            diffs = [(z - float(2 ** (s * t))).unsqueeze(0) for t in range(1, r + 1)]
-            if j == 0 and below:
-                diffs.append((z - 1.0).unsqueeze(0))
-            d = (diffs[0] if len(diffs) == 1 else cat(diffs)).drelu()
-            bits = [d[t] for t in range(r)]
-            if j == 0 and below:
-                self.c = d[r]
-            zq = z._at_prec(q) if z.prec <= q else _lower(z, q)
-            last = j == len(self.levels) - 1
-            if last and self.c is not None:
-                out: Any = self.c * (zq - 1.0) + 1.0  # bits imply c: 1 + c (z_new - 1)
-            else:
-                out = zq
-            prev = zq
-            for t, bt in enumerate(bits, start=1):
-                w = _lower(_reinterpret(z, z.prec + s * t), q)
-                out = out + bt * (w - prev)
-                prev = w
-            z = out
-            self.bits.append(bits)
-        if not self.levels and below:  # a one-exponent domain: only the clamp
-            self.c = (z - 1.0).drelu()
-            z = self.c * (z._at_prec(q) - 1.0) + 1.0
-        self.m = _lower(z, f)
-
-    def exponent(self) -> Any:
-        """k - klo = sum s t, an integer share at precision 0 (linear in the bits)."""
-        out: Any = None
-        for (s, _), bits in zip(self.levels, self.bits, strict=True):
-            for bt in bits:
-                term = bt * s
-                out = term if out is None else out + term
-        return out
-
-    def linear(self, a: float, slope: float) -> SharedTensor:
-        """a + slope k for the selected k (local)."""
-        return self.exponent() * float(slope) + float(a + slope * self.klo)
-
-    def times_pow2(
-        self, y: SharedTensor, a: float, c: float = 0.0, *, low_zero: bool = False
-    ) -> SharedTensor:
-        """y * 2**(c + a k) for the selected k, a in {1, -1, 1/2, -1/2}; ``low_zero``
-        (a > 0): 0 below the domain. Each level's factor 2**(a s t) (a < 0: 2**(|a| s (r -
-        t)), so that it stays an integer) is linear in its bits and the factors are
-        multiplied at precision 0 (exact, no truncation); the product D is read at the
-        precision that makes it the constant and divided down to f bits (exact where the
-        constant is a multiple of 2**-f); a level with a s not an integer (s = 1, |a| =
-        1/2) and an irrational power of 2 left over are applied to the result, where they
-        are scalings of a value of the result's size."""
-        d: Any = None
-        total = 0
-        halves: list[tuple[int, list[SharedTensor]]] = []
-        for (s, r), bits in zip(self.levels, self.bits, strict=True):
-            if not (a * s).is_integer():
-                halves.append((s, bits))
-                continue
-            g = int(abs(a) * s)
-            first = self.c if (low_zero and d is None and self.c is not None) else None
-            if a > 0:  # 1 + sum_t b_t (2**(g t) - 2**(g (t - 1)))
-                factor: Any = first if first is not None else 1
-                for t, bt in enumerate(bits, start=1):
-                    factor = bt * (2 ** (g * t) - 2 ** (g * (t - 1))) + factor
-            else:  # 2**(g r) + sum_t b_t (2**(g (r - t)) - 2**(g (r - t + 1)))
-                factor = 2 ** (g * r)
-                for t, bt in enumerate(bits, start=1):
-                    factor = bt * (2 ** (g * (r - t)) - 2 ** (g * (r - t + 1))) + factor
-                total += g * r
-            d = factor if d is None else d * factor
-        # the constant is D * 2**pe
-        pe = c + a * self.klo - total
-        p = -math.floor(pe)
-        frac = pe + p
-        if d is None:
-            const: Any = 2.0 ** (-p)
-        elif p >= 0:
-            const = _lower(_reinterpret(d, p), self.f) if p > self.f else _reinterpret(d, p)
-        else:
-            const = d * 2 ** (-p)
-        out = _lower(y * const, self.f)
-        for s, bits in halves:
-            prev_v, delta = 1.0, out
-            for t, bt in enumerate(bits, start=1):
-                v = 2.0 ** (a * s * t)
-                delta = delta + (out * bt) * (v - prev_v)
-                prev_v = v
-            out = delta
-        if frac:
-            out = out * 2.0**frac
-        if low_zero and self.c is not None and d is None:
-            out = out * self.c
-        return out
 
 
 def _below(domain: tuple[int, int] | None, below: bool | None) -> bool:
@@ -360,7 +188,7 @@ def log(
     x = expect_shared(x, "log")
     require_bits(x, "log", base2=True)
     with torch.no_grad():
-        n = _Norm(x, domain, below=_below(domain, below))
+        n = Norm(x, domain or log_domain(x), below=_below(domain, below))
         u = n.m - 1.0
         y = poly(powers(u), fit("log1p", 0.0, 1.0)) + n.linear(0.0, math.log(2))
     return x._record(y, [x], lambda g: (g * reciprocal_positive(x.detach(), domain, below=below),))
@@ -371,11 +199,11 @@ def reciprocal_positive(
 ) -> SharedTensor:
     """1/x for x > 0: (1/m) s, 1/m by 2 Newton-Raphson steps from 24/17 - 8/17 m.
     7 rounds. Backward -g y^2. Below the domain (default: x < 2**-(f//2)) the result is
-    2**(f//2) (256 at 2/16), as :class:`_Norm` says."""
+    2**(f//2) (256 at 2/16), as :class:`~training.normalisation.Norm` says."""
     x = expect_shared(x, "reciprocal")
     require_bits(x, "reciprocal", base2=True)
     with torch.no_grad():
-        n = _Norm(x, domain, below=_below(domain, below))
+        n = Norm(x, domain or log_domain(x), below=_below(domain, below))
         m = n.m
         y = m * (-8.0 / 17.0) + 24.0 / 17.0  # 48/17 - 32/17 (m/2), halved
         for _ in range(2):
@@ -412,7 +240,7 @@ def sqrt(
     x = expect_shared(x, "sqrt")
     require_bits(x, "sqrt", base2=True)
     with torch.no_grad():
-        n = _Norm(x, domain if domain is not None else sqrt_domain(x), below=_below(domain, below))
+        n = Norm(x, domain or sqrt_domain(x), below=_below(domain, below))
         p = poly(powers(n.m - 1.0), fit("sqrt1p", 0.0, 1.0))
         y = n.times_pow2(p, 0.5, low_zero=True)
     return x._record(y, [x], lambda g: (g * (rsqrt(x.detach(), None) * 0.5),))
@@ -436,7 +264,7 @@ def rsqrt(
     if scale_bits and torch.is_grad_enabled() and x.requires_grad:
         raise UnsupportedOperation("rsqrt(scale_bits=...) has no backward; use no_grad")
     with torch.no_grad():
-        n = _Norm(x, domain, below=_below(domain, below))
+        n = Norm(x, domain or log_domain(x), below=_below(domain, below))
         p = poly(powers(n.m - 1.0), fit("recip_sqrt1p", 0.0, 1.0))
         y = n.times_pow2(p, -0.5, float(scale_bits))
     return x._record(y, [x], lambda g: (-(g * (y**2 * y) * 0.5),))
