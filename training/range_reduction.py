@@ -42,13 +42,13 @@ from .approximation import (
     expect_shared,
     fit,
     frac_bits,
-    knot_bits,
     poly,
     powers,
     require_bits,
     signed,
 )
-from .normalisation import Norm, lower, reinterpret
+from .normalisation import Norm, lower, reinterpret, search_levels
+from .shaping import cat
 from .tensor import SharedTensor
 
 
@@ -69,49 +69,83 @@ _EXP_PRODUCT_BITS = 44
 
 
 def exp(x: SharedTensor) -> SharedTensor:
-    """e^x: clamp to :func:`exp_domain` (1 round), bits [x >= k] for the domain's integers
-    (1 round), u = x - k and u^2 (1), u^3 u^4 (1), times e^k (1): 5 rounds. Backward g y.
+    """e^x: clamp to :func:`exp_domain`, k = the integer part of x - lo by a search
+    (:func:`~training.normalisation.search_levels`: 6 comparisons in 3 levels at 2/16,
+    the first level beside the clamp), u = x - k in [0, 1) and ``e^x = e^k p(u)`` with a
+    degree-4 ``p``. Backward g y.
 
-    e^k is selected linearly from the bits as integers at precision 0 (a product by them
-    needs no truncation; the product is then divided by a power of two, one local
-    truncation), in two parts so that no product exceeds 2**44 raw: ``round(e^k 2**f)``
-    for k up to K0 (7 at 2/16) and ``round(e^k 2**q)`` above (q = 44 - f -
-    log2(max_value) - 1, 12 at 2/16; relative error below 2**-q e^-K0 ~ 2e-7)."""
+    e^k is never computed as a number: for each value t of the first level's digit the
+    partial table ``round(e^k 2**a_t)`` over the later digits is selected as an exact
+    integer (products of bits and integers at precision 0, no truncation), multiplied by
+    p(u) and divided by 2**a_t (one truncation), where a_t is the largest scale that
+    keeps that product below 2**44 raw for the k of that digit (2**-20 failure per element
+    at the top of each range, as before); the first digit then selects among the 4
+    results. So small e^k keep their digits (a_t = 36 for k <= -7 at 2/16) and large
+    ones fit (a_t = 12 for k >= 6): relative error of the table below 1e-5 / e^k... in
+    units, half a unit of 2**-a_t. 24 comparisons (one per integer) became 6; 15
+    products."""
     x = expect_shared(x, "exp")
     require_bits(x, "exp")
     lo, hi = exp_domain(x)
-    f = frac_bits(x)
-    log2e = 1.0 / math.log(2)
-    k0 = math.floor((_EXP_PRODUCT_BITS - 2 * f) / log2e) - 1
-    q = _EXP_PRODUCT_BITS - f - math.ceil(math.log2(x.fp.max_value)) - 1
+    kmax = math.floor(hi) - lo  # k - lo in [0, kmax]
+    levels = search_levels(kmax + 1)
     with torch.no_grad():
+        (s0, r0) = levels[0]
+        first = cat([(x - float(lo + s0 * t)).unsqueeze(0) for t in range(1, r0 + 1)]).drelu()
         xc = clamp(x, float(lo), hi)
-        ks = list(range(lo + 1, math.floor(hi) + 1))
-        bits = knot_bits(xc, ks)
-        kk: Any = float(lo)
-        # e^k selected as integers round(e^k 2**f) (k <= K0) and round(e^k 2**q) (above):
-        # public integer factors of the bits are exact, so the selected e^k is off by at
-        # most half a unit (a selection through public reals truncated once per term:
-        # up to ~10 u).
-        lo_int: Any = round(math.exp(lo) * 2**f)
-        hi_int: Any = None
-        prev_lo, prev_hi = lo_int, 0
-        for k, b in zip(ks, bits, strict=True):
-            kk = b * 1 + kk
-            e_lo = round(math.exp(k) * 2**f) if k <= k0 else 0
-            e_hi = round(math.exp(k) * 2**q) if k > k0 else 0
-            if e_lo != prev_lo:
-                lo_int = b * (e_lo - prev_lo) + lo_int
-            if e_hi != prev_hi:
-                term = b * (e_hi - prev_hi)
-                hi_int = term if hi_int is None else term + hi_int
-            prev_lo, prev_hi = e_lo, e_hi
-        u = xc - kk
-        p = poly(powers(u), fit("exp", 0.0, 1.0))
-        y = (p * lo_int) / 2**f
-        if hi_int is not None:
-            y = y + (p * hi_int) / 2**q
+        bits = [[first[t] for t in range(r0)]]
+        w = xc - float(lo)
+        rest = w - _digit_sum(s0, bits[0])
+        for s, r in levels[1:]:
+            d = cat([(rest - float(s * t)).unsqueeze(0) for t in range(1, r + 1)]).drelu()
+            bits.append([d[t] for t in range(r)])
+            rest = rest - _digit_sum(s, bits[-1])
+        p = poly(powers(rest), fit("exp", 0.0, 1.0))
+        pmax = math.log2(math.e * x.fp.scale)  # p < e, raw bits
+        parts = []
+        for t in range(r0 + 1):
+            ks = [lo + s0 * t + j for j in range(s0) if lo + s0 * t + j <= lo + kmax]
+            a = math.floor(_EXP_PRODUCT_BITS - pmax - max(ks) / math.log(2))
+            table = _table(
+                levels[1:], bits[1:], lambda k, a=a, o=lo + s0 * t: round(math.exp(o + k) * 2**a)
+            )
+            prod = p * table  # p 2**a_t e^k at p's precision: divide by 2**a_t
+            parts.append(lower(reinterpret(prod, prod.prec + a), prod.prec))
+        y = parts[0]
+        for t in range(1, r0 + 1):
+            y = y + bits[0][t - 1] * (parts[t] - parts[t - 1])
     return x._record(y, [x], lambda g: (g * y,))
+
+
+def _digit_sum(s: int, bits: list[SharedTensor]) -> Any:
+    """s * (number of the level's bits set): the level's digit times its step (local)."""
+    out: Any = None
+    for b in bits:
+        out = b * s if out is None else out + b * s
+    return out
+
+
+def _table(
+    levels: list[tuple[int, int]], bits: list[list[SharedTensor]], fn: Any, off: int = 0
+) -> Any:
+    """fn(off + the later levels' digits) for integer fn, selected exactly at precision
+    0: the last level linearly (telescoping over its monotone bits), each earlier one by
+    products of its bits with the differences of the sub-tables."""
+    s, r = levels[0] if levels else (1, 0)
+    if not levels:
+        return fn(off)
+    if len(levels) == 1:
+        out: Any = fn(off)
+        for t in range(1, r + 1):
+            dv = fn(off + s * t) - fn(off + s * (t - 1))
+            if dv:
+                out = bits[0][t - 1] * dv + out
+        return out
+    subs = [_table(levels[1:], bits[1:], fn, off + s * t) for t in range(r + 1)]
+    out = subs[0]
+    for t in range(1, r + 1):
+        out = out + bits[0][t - 1] * (subs[t] - subs[t - 1])
+    return out
 
 
 EXP_SQUARINGS = 6
