@@ -63,6 +63,21 @@ def search_levels(span: int) -> list[tuple[int, int]]:
     return best[1]
 
 
+_PUBLIC_RAW_BITS = 30
+"""Public thresholds are encoded below 2**30 raw (the encoder refuses 2**31)."""
+
+
+def _above(z: SharedTensor, e: int) -> SharedTensor:
+    """z - 2**e, whose sign is the comparison bit [z >= 2**e]. A threshold too large to
+    encode at z's precision (Adam's rsqrt: 2**32 at precision 0) is compared on z / 2**d
+    (one local truncation): its one-unit error can only flip the bit within a unit of
+    the threshold, where m then lands a unit outside [1, 2) (the fits extend there)."""
+    d = e + z.prec - _PUBLIC_RAW_BITS
+    if d <= 0:
+        return z - float(2**e)
+    return z / 2**d - float(2 ** (e - d))
+
+
 class Norm:
     """x = m * 2**k with m in [1, 2), by a search over the exponent.
 
@@ -96,7 +111,7 @@ class Norm:
         self.bits: list[list[SharedTensor]] = []
         self.c: SharedTensor | None = None
         for j, (s, r) in enumerate(self.levels):
-            diffs = [(z - float(2 ** (s * t))).unsqueeze(0) for t in range(1, r + 1)]
+            diffs = [_above(z, s * t).unsqueeze(0) for t in range(1, r + 1)]
             if j == 0 and below:
                 diffs.append((z - 1.0).unsqueeze(0))
             d = (diffs[0] if len(diffs) == 1 else cat(diffs)).drelu()
