@@ -36,6 +36,7 @@ SMOKE_TESTED = {
     "bench_ops.py",
     "bench_relu.py",
     "bench_ring.py",
+    "bench_smooth.py",
     "bench_train.py",
     "comm_report.py",
     "op_table.py",  # bench_ops.py --all prints its table (test_bench_ops_all)
@@ -287,6 +288,23 @@ def test_bench_ops_all(in_process: None, capsys: pytest.CaptureFixture[str]) -> 
         max_error = float(target.split(", ")[-1].rstrip(" |"))
         assert int(rounds) <= int(max_rounds) and float(error) <= max_error, (name, target)
         assert all(float(per_element) <= int(b) for b in max_bytes), (name, target)
+
+
+def test_bench_smooth_quick(in_process: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """``python scripts/bench_smooth.py --quick`` without CrypTen: a row per smooth function
+    with our time, online MB, dealer bytes per element and a small error."""
+    import bench_smooth
+
+    bench_smooth.main(["--quick", "--no-crypten"])
+    out = capsys.readouterr().out
+    rows = [r.split(" | ") for r in out.splitlines() if r.startswith("| ") and "---" not in r]
+    assert rows[0][0] == "| function (2000 elements)"
+    body = {r[0][2:]: r for r in rows[1:]}
+    assert list(body) == list(bench_smooth.FUNCTIONS)
+    for name, r in body.items():
+        assert float(r[1]) > 0 and r[2] == "-", (name, r)
+        ours_err = float(r[6].split(" / ")[0])
+        assert ours_err < 1e-2, (name, r)  # relative above 1 (division: ~3e-3)
 
 
 def test_adam_noise(in_process: None, capsys: pytest.CaptureFixture[str]) -> None:

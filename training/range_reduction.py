@@ -5,19 +5,21 @@ division by a share, sin and cos.
   domain give ``k`` and ``e**k`` linearly, ``u = x - k`` in [0, 1) and ``exp(x) =
   e**k * p(u)`` with a degree-4 ``p``. The input is clamped to the domain first: above
   ln(0.99 max_value) (10.38 at 2/16) e^x does not encode, so exp saturates there.
-  Softmax uses a cheaper ``exp`` for ``x <= 0`` (4 knots, no clamp).
-* **range normalisation by powers of two** (log, reciprocal, sqrt, rsqrt): bits
-  ``[x >= 2**k]`` (1 round) select, linearly, ``s = 2**-k`` and the constants ``k``,
-  ``2**(k/2)``; ``m = x * s`` lies in [1, 2) (1 round; :class:`_Norm`). Then a degree-4
-  polynomial in ``m - 1`` (log, sqrt, rsqrt) or Newton-Raphson for ``1/m`` from the
-  linear start ``24/17 - 8/17 m`` (the classic 48/17 - 32/17 m' start for m' = m/2 in
-  [1/2, 1), relative error 1/17; 2 iterations leave (1/17)**4 < 1.2e-5).
-  ``s = 2**-k`` must be exact in fixed point, hence base 2: with f fractional bits the
-  domain is [2**-(f//2), 2**(31-f)), every encodable value above 2**-(f//2) (sqrt: from
-  2**-f). Below it (0, negative or tiny inputs) the knot 2**klo itself selects m = 1 and
-  the constants of klo: a documented clamp (log -> ln 2**klo, reciprocal -> +-2**-klo,
-  rsqrt -> 2**(-klo/2), sqrt -> 0), never garbage; the input is private, so a range
-  check would have to reveal it.
+  Softmax uses ``exp`` for ``z <= 0``: a clamp below (one ReLU), then 6 squarings of a
+  degree-4 fit of e^(z/64) at 20 fractional bits (no knots).
+* **range normalisation by powers of two** (log, reciprocal, sqrt, rsqrt): a search over
+  the exponent (:class:`~training.normalisation.Norm`: 6 comparisons in 3 levels for the
+  default domains) gives ``m = x 2**-k`` in [1, 2), ``k`` linearly and the constants
+  ``2**(a k)`` as exact integer products. Then a degree-4 polynomial in ``m - 1`` (log,
+  sqrt, rsqrt) or Newton-Raphson for ``1/m`` from the linear start ``24/17 - 8/17 m``
+  (the classic 48/17 - 32/17 m' start for m' = m/2 in [1/2, 1), relative error 1/17; 2
+  iterations leave (1/17)**4 < 1.2e-5). Powers of two must be exact in fixed point,
+  hence base 2: with f fractional bits the domain is [2**-(f//2), 2**(31-f)), every
+  encodable value above 2**-(f//2) (sqrt: from 2**-f). Below it (0, negative or tiny
+  inputs) every search bit is 0, m is set to 1 and the constants are those of klo: a
+  documented clamp (log -> ln 2**klo, reciprocal -> +-2**-klo, rsqrt -> 2**(-klo/2),
+  sqrt -> 0), never garbage; the input is private, so a range check would have to
+  reveal it.
 * **sin / cos**: reduction by 2 pi (a local truncation to an integer multiple), then
   symmetry and a polynomial in ``z**2``.
 
@@ -27,7 +29,6 @@ The pieces (fits, powers, selections) are :mod:`training.approximation`'s.
 from __future__ import annotations
 
 import math
-from itertools import pairwise
 from typing import Any
 
 import torch
@@ -41,20 +42,14 @@ from .approximation import (
     expect_shared,
     fit,
     frac_bits,
-    knot_bits,
-    knot_bits_batched,
     poly,
     powers,
     require_bits,
-    select,
     signed,
 )
+from .normalisation import Norm, lower, reinterpret, search_levels
+from .shaping import cat
 from .tensor import SharedTensor
-
-EXP_NEG_KNOTS = (-14.0, -9.0, -6.0, -3.5, -1.5, 0.0)
-"""exp_nonpositive's segments: below -14 e^z < 2**-20 counts as 0. Narrow where e^z is large,
-wide where it is small: a softmax over 10**5 logits (sigma 3) sums the fit errors into
-its denominator (1.9e-3 off with [-12, -6, -3, -1.5, 0], 1.9e-4 with these)."""
 
 
 def exp_domain(x: SharedTensor) -> tuple[int, float]:
@@ -74,157 +69,134 @@ _EXP_PRODUCT_BITS = 44
 
 
 def exp(x: SharedTensor) -> SharedTensor:
-    """e^x: clamp to :func:`exp_domain` (1 round), bits [x >= k] for the domain's integers
-    (1 round), u = x - k and u^2 (1), u^3 u^4 (1), times e^k (1): 5 rounds. Backward g y.
+    """e^x: clamp to :func:`exp_domain`, k = the integer part of x - lo by a search
+    (:func:`~training.normalisation.search_levels`: 6 comparisons in 3 levels at 2/16,
+    the first level beside the clamp), u = x - k in [0, 1) and ``e^x = e^k p(u)`` with a
+    degree-4 ``p``. Backward g y.
 
-    e^k is selected linearly from the bits as integers at precision 0 (a product by them
-    needs no truncation; the product is then divided by a power of two, one local
-    truncation), in two parts so that no product exceeds 2**44 raw: ``round(e^k 2**f)``
-    for k up to K0 (7 at 2/16) and ``round(e^k 2**q)`` above (q = 44 - f -
-    log2(max_value) - 1, 12 at 2/16; relative error below 2**-q e^-K0 ~ 2e-7)."""
+    e^k is never computed as a number: for each value t of the first level's digit the
+    partial table ``round(e^k 2**a_t)`` over the later digits is selected as an exact
+    integer (products of bits and integers at precision 0, no truncation), multiplied by
+    p(u) and divided by 2**a_t (one truncation), where a_t is the largest scale that
+    keeps that product below 2**44 raw for the k of that digit (2**-20 failure per element
+    at the top of each range, as before); the first digit then selects among the 4
+    results. So small e^k keep their digits (a_t = 36 for k <= -7 at 2/16) and large
+    ones fit (a_t = 12 for k >= 6): relative error of the table below 1e-5 / e^k... in
+    units, half a unit of 2**-a_t. 24 comparisons (one per integer) became 6; 15
+    products."""
     x = expect_shared(x, "exp")
     require_bits(x, "exp")
     lo, hi = exp_domain(x)
-    f = frac_bits(x)
-    log2e = 1.0 / math.log(2)
-    k0 = math.floor((_EXP_PRODUCT_BITS - 2 * f) / log2e) - 1
-    q = _EXP_PRODUCT_BITS - f - math.ceil(math.log2(x.fp.max_value)) - 1
+    kmax = math.floor(hi) - lo  # k - lo in [0, kmax]
+    levels = search_levels(kmax + 1)
     with torch.no_grad():
+        (s0, r0) = levels[0]
+        first = cat([(x - float(lo + s0 * t)).unsqueeze(0) for t in range(1, r0 + 1)]).drelu()
         xc = clamp(x, float(lo), hi)
-        ks = list(range(lo + 1, math.floor(hi) + 1))
-        bits = knot_bits(xc, ks)
-        kk: Any = float(lo)
-        # e^k selected as integers round(e^k 2**f) (k <= K0) and round(e^k 2**q) (above):
-        # public integer factors of the bits are exact, so the selected e^k is off by at
-        # most half a unit (a selection through public reals truncated once per term:
-        # up to ~10 u).
-        lo_int: Any = round(math.exp(lo) * 2**f)
-        hi_int: Any = None
-        prev_lo, prev_hi = lo_int, 0
-        for k, b in zip(ks, bits, strict=True):
-            kk = b * 1 + kk
-            e_lo = round(math.exp(k) * 2**f) if k <= k0 else 0
-            e_hi = round(math.exp(k) * 2**q) if k > k0 else 0
-            if e_lo != prev_lo:
-                lo_int = b * (e_lo - prev_lo) + lo_int
-            if e_hi != prev_hi:
-                term = b * (e_hi - prev_hi)
-                hi_int = term if hi_int is None else term + hi_int
-            prev_lo, prev_hi = e_lo, e_hi
-        u = xc - kk
-        p = poly(powers(u), fit("exp", 0.0, 1.0))
-        y = (p * lo_int) / 2**f
-        if hi_int is not None:
-            y = y + (p * hi_int) / 2**q
+        bits = [[first[t] for t in range(r0)]]
+        w = xc - float(lo)
+        rest = w - _digit_sum(s0, bits[0])
+        for s, r in levels[1:]:
+            d = cat([(rest - float(s * t)).unsqueeze(0) for t in range(1, r + 1)]).drelu()
+            bits.append([d[t] for t in range(r)])
+            rest = rest - _digit_sum(s, bits[-1])
+        p = poly(powers(rest), fit("exp", 0.0, 1.0))
+        pmax = math.log2(math.e * x.fp.scale)  # p < e, raw bits
+        parts = []
+        for t in range(r0 + 1):
+            ks = [lo + s0 * t + j for j in range(s0) if lo + s0 * t + j <= lo + kmax]
+            a = math.floor(_EXP_PRODUCT_BITS - pmax - max(ks) / math.log(2))
+            table = _table(
+                levels[1:], bits[1:], lambda k, a=a, o=lo + s0 * t: round(math.exp(o + k) * 2**a)
+            )
+            prod = p * table  # p 2**a_t e^k at p's precision: divide by 2**a_t
+            parts.append(lower(reinterpret(prod, prod.prec + a), prod.prec))
+        y = parts[0]
+        for t in range(1, r0 + 1):
+            y = y + bits[0][t - 1] * (parts[t] - parts[t - 1])
     return x._record(y, [x], lambda g: (g * y,))
 
 
-def exp_nonpositive(z: SharedTensor) -> SharedTensor:
-    """e^z for z <= 0 (softmax after subtracting the max): piecewise degree 4 on
-    :data:`EXP_NEG_KNOTS` and 0 below -14; 4 rounds, no backward (callers record theirs).
+def _digit_sum(s: int, bits: list[SharedTensor]) -> Any:
+    """s * (number of the level's bits set): the level's digit times its step (local)."""
+    out: Any = None
+    for b in bits:
+        out = b * s if out is None else out + b * s
+    return out
 
-    The powers are of ``u = z - c``, c the centre of z's segment (selected linearly from
-    the knot bits, 1 round), so |u| <= 2.5 inside the domain and every product stays
-    below 2**38 raw: a local truncation fails with probability |x| / 2**64 per element,
-    and powers of z itself (z**4 up to 20736 at z = -12, 2**46 raw) failed about once
-    per 10**5 elements (softmax and cross-entropy at that size raised or, worse,
-    returned garbage inside the headroom). Below -14 u is unbounded, but every bit is 0
-    there, so the selection multiplies whatever the powers hold by exact zeros."""
+
+def _table(
+    levels: list[tuple[int, int]], bits: list[list[SharedTensor]], fn: Any, off: int = 0
+) -> Any:
+    """fn(off + the later levels' digits) for integer fn, selected exactly at precision
+    0: the last level linearly (telescoping over its monotone bits), each earlier one by
+    products of its bits with the differences of the sub-tables."""
+    s, r = levels[0] if levels else (1, 0)
+    if not levels:
+        return fn(off)
+    if len(levels) == 1:
+        out: Any = fn(off)
+        for t in range(1, r + 1):
+            dv = fn(off + s * t) - fn(off + s * (t - 1))
+            if dv:
+                out = bits[0][t - 1] * dv + out
+        return out
+    subs = [_table(levels[1:], bits[1:], fn, off + s * t) for t in range(r + 1)]
+    out = subs[0]
+    for t in range(1, r + 1):
+        out = out + bits[0][t - 1] * (subs[t] - subs[t - 1])
+    return out
+
+
+EXP_SQUARINGS = 6
+"""exp_nonpositive(z) = p(z / 2**6) ** (2**6): 6 squarings after a degree-4 fit on
+[lo/64, 0] (fit error ~1e-7, times 64 after the squarings)."""
+
+_SQUARE_RAW_BITS = 20
+"""Each squaring's operand stays below 2**20 raw (its product below 2**40: a local
+truncation fails with probability < 2**-24 per element). For z <= 0 every operand is at
+most 1, so the squarings run at 20 fractional bits (4 more than the encoding's): their
+rounding, amplified by the later squarings, stays below ~64 * 2**-20 = 6e-5 relative.
+(For exp over its whole domain the same scheme would need the last squaring of values up
+to e^5.2 = 180 at 14 bits: 2**-14 absolute error near 0, 4x the knots' error; exp keeps
+its knots.)"""
+
+
+def _exp_squarings(xc: SharedTensor, lo: float, hi: float) -> SharedTensor:
+    """e^x for x in [lo, hi] (base 2; no autograd, no clamp): t = x / 64 is x's ring
+    integers read at 6 more fractional bits (exact), p(t) a degree-4 fit of e^t on
+    [lo/64, hi/64] evaluated at that precision (t**2; t**3, t**4: 2 rounds), then 6
+    squarings (6 rounds), each at the highest precision that keeps its product below
+    2**40 raw (:data:`_SQUARE_RAW_BITS`). 8 rounds, 9 products, no comparison."""
+    f = xc.fp.precision
+    m = EXP_SQUARINGS
+    t = reinterpret(xc, xc.prec + m)
+    y = poly(powers(t), fit("exp", lo / 2**m, hi / 2**m))
+    for j in range(m):
+        top = math.exp(hi / 2 ** (m - j))  # bound on the operand of squaring j (+ fit error)
+        y = lower(y, min(y.prec, math.floor(_SQUARE_RAW_BITS - math.log2(top) + 0.01)))
+        y = y**2
+    return lower(y, f)._at_prec(f)
+
+
+def exp_nonpositive(z: SharedTensor) -> SharedTensor:
+    """e^z for z <= 0 (softmax after subtracting the max): z clamped below at exp's lo
+    (one ReLU, 1 round), then :func:`_exp_squarings` on [lo, 0] (8 rounds); no backward
+    (callers record theirs). Every product stays below 2**40 raw, however negative z is
+    (the former piecewise fit took z**4 of the unreduced z: ~2**46 raw at z = -12)."""
     with torch.no_grad():
-        segments = list(pairwise(EXP_NEG_KNOTS))
-        centres = [(a + b) / 2 for a, b in segments]
-        bits = knot_bits(z, EXP_NEG_KNOTS[:-1])
-        # u = (z - c_0) - (c - c_0): the offsets' selection starts from 0, so a first,
-        # integral difference (a precision-0 product) never rounds a fractional start
-        u = (z - centres[0]) - select(bits, [0.0, *[c - centres[0] for c in centres]])
-        pw = powers(u)
-        # e^z = e^c e^(z - c): the fit of e^u on [a - c, b - c] scaled by e^c (the last
-        # segment's polynomial goes on a little above 0: the max's tiny overshoot of z).
-        # The constant terms are selected apart, as bits times public reals (truncated
-        # at random, unbiased): added as public constants each would be rounded the same
-        # way for every element of its segment, a bias of up to u/2 per element that a
-        # softmax over 10**5 elements sums into its denominator (3% at sigma 3).
-        coeffs = [
-            [math.exp(c) * v for v in fit("exp", a - c, b - c)]
-            for (a, b), c in zip(segments, centres, strict=True)
-        ]
-        polys = [poly(pw, [0.0, *cs[1:]]) for cs in coeffs]
-        return select(bits, [0.0, *polys]) + select(bits, [0.0, *[cs[0] for cs in coeffs]])
+        lo, _ = exp_domain(z)
+        zc = (z - float(lo)).relu() + float(lo)
+        return _exp_squarings(zc, float(lo), 0.0)
 
 
 def log_domain(x: SharedTensor) -> tuple[int, int]:
     """Exponents [klo, khi): inputs in [2**klo, 2**khi) are normalised exactly. At base 2
     khi covers every encodable value (|v| < 2**(31 - f)); below 2**klo the functions
-    clamp (see :class:`_Norm`)."""
+    clamp (see :class:`~training.normalisation.Norm`)."""
     f = frac_bits(x)
     khi = 31 - f if x.fp.base == 2 else x.fp.precision
     return -(f // 2), khi
-
-
-def _top_knot(x: SharedTensor) -> int:
-    """The largest k with 2**k encodable as a public operand of ``x``."""
-    return math.floor(math.log2(x.fp.max_value)) - 1
-
-
-class _Norm:
-    """x = m * 2**k with m in [1, 2): bits, m, and linear selections of constants.
-
-    Knots above the largest encodable public constant 2**J are compared on ``x / 2**J``
-    (a local truncation), and their ``m`` is ``(x / 2**J) * 2**-(k - J)``: one more
-    product in the same round. Constants ``fn(k)`` for such k are still selected at the
-    handle's precision (so e.g. ``2**(-k/2)`` loses relative precision there).
-
-    ``below=True`` (the functions' default domains) adds the knot 2**klo itself: an input
-    below it (0, a negative value, or a positive one too small for the function's
-    accuracy) gets ``m = 1`` exactly and the constants' ``low`` values (by default those
-    of k = klo), i.e. a documented clamp to 2**klo instead of the garbage an
-    unnormalised ``m`` would give (log(0) was -7.28, reciprocal(0) 1446). Free in
-    rounds: one more element per input in the same comparison op, and the selections
-    stay linear."""
-
-    def __init__(
-        self, x: SharedTensor, domain: tuple[int, int] | None = None, *, below: bool = False
-    ) -> None:
-        klo, khi = domain if domain is not None else log_domain(x)
-        self.klo = klo
-        self.below = below
-        self.prec = x.fp.precision
-        self.ks = list(range(klo if below else klo + 1, khi))
-        top = _top_knot(x)
-        low = [k for k in self.ks if k <= top]
-        high = [k for k in self.ks if k > top]
-        if not high:
-            self.bits = knot_bits_batched([(x, [2.0**k for k in low])])
-            self.m = x * self.const(lambda k: 2.0**-k, low=0.0)
-        else:
-            xh = x / 2**top
-            self.bits = knot_bits_batched(
-                [(x, [2.0**k for k in low]), (xh, [2.0 ** (k - top) for k in high])]
-            )
-            # s_low selects 2**-k while k <= top and drops to 0 above; s_high takes over
-            s_low = self.const(lambda k: 2.0**-k if k <= top else 0.0, low=0.0)
-            s_high = self.const(lambda k: 2.0 ** -(k - top) if k > top else 0.0, low=0.0)
-            self.m = x * s_low + xh * s_high
-        if below:
-            self.m = self.m + self.const(lambda k: 0.0, low=1.0)
-
-    def const(self, fn: Any, low: float | None = None) -> Any:
-        """sum over the selected k of fn(k), linear in the bits (local); ``low`` is the
-        value below 2**klo (with ``below``; default fn(klo))."""
-        start = fn(self.klo) if (low is None or not self.below) else low
-        out: Any = start
-        prev = start
-        for k, b in zip(self.ks, self.bits, strict=True):
-            value = fn(k)
-            d = value - prev
-            prev = value
-            if d == 0.0:
-                continue
-            term = b * d
-            if not isinstance(out, SharedTensor) and float(out) != round(float(out)):
-                term = term._at_prec(max(term.prec, self.prec))  # keep out's digits
-            out = term + out if isinstance(out, SharedTensor) else term + float(out)
-        return out
 
 
 def _below(domain: tuple[int, int] | None, below: bool | None) -> bool:
@@ -250,9 +222,9 @@ def log(
     x = expect_shared(x, "log")
     require_bits(x, "log", base2=True)
     with torch.no_grad():
-        n = _Norm(x, domain, below=_below(domain, below))
+        n = Norm(x, domain or log_domain(x), below=_below(domain, below))
         u = n.m - 1.0
-        y = poly(powers(u), fit("log1p", 0.0, 1.0)) + n.const(lambda k: k * math.log(2))
+        y = poly(powers(u), fit("log1p", 0.0, 1.0)) + n.linear(0.0, math.log(2))
     return x._record(y, [x], lambda g: (g * reciprocal_positive(x.detach(), domain, below=below),))
 
 
@@ -261,16 +233,16 @@ def reciprocal_positive(
 ) -> SharedTensor:
     """1/x for x > 0: (1/m) s, 1/m by 2 Newton-Raphson steps from 24/17 - 8/17 m.
     7 rounds. Backward -g y^2. Below the domain (default: x < 2**-(f//2)) the result is
-    2**(f//2) (256 at 2/16), as :class:`_Norm` says."""
+    2**(f//2) (256 at 2/16), as :class:`~training.normalisation.Norm` says."""
     x = expect_shared(x, "reciprocal")
     require_bits(x, "reciprocal", base2=True)
     with torch.no_grad():
-        n = _Norm(x, domain, below=_below(domain, below))
+        n = Norm(x, domain or log_domain(x), below=_below(domain, below))
         m = n.m
         y = m * (-8.0 / 17.0) + 24.0 / 17.0  # 48/17 - 32/17 (m/2), halved
         for _ in range(2):
             y = y * (2.0 - m * y)
-        out = y * n.const(lambda k: 2.0**-k)
+        out = n.times_pow2(y, -1.0)
     return x._record(out, [x], lambda g: (-(g * out**2),))
 
 
@@ -302,9 +274,9 @@ def sqrt(
     x = expect_shared(x, "sqrt")
     require_bits(x, "sqrt", base2=True)
     with torch.no_grad():
-        n = _Norm(x, domain if domain is not None else sqrt_domain(x), below=_below(domain, below))
+        n = Norm(x, domain or sqrt_domain(x), below=_below(domain, below))
         p = poly(powers(n.m - 1.0), fit("sqrt1p", 0.0, 1.0))
-        y = p * n.const(lambda k: 2.0 ** (k / 2), low=0.0)
+        y = n.times_pow2(p, 0.5, low_zero=True)
     return x._record(y, [x], lambda g: (g * (rsqrt(x.detach(), None) * 0.5),))
 
 
@@ -326,9 +298,9 @@ def rsqrt(
     if scale_bits and torch.is_grad_enabled() and x.requires_grad:
         raise UnsupportedOperation("rsqrt(scale_bits=...) has no backward; use no_grad")
     with torch.no_grad():
-        n = _Norm(x, domain, below=_below(domain, below))
+        n = Norm(x, domain or log_domain(x), below=_below(domain, below))
         p = poly(powers(n.m - 1.0), fit("recip_sqrt1p", 0.0, 1.0))
-        y = p * n.const(lambda k: 2.0 ** (scale_bits - k / 2))
+        y = n.times_pow2(p, -0.5, float(scale_bits))
     return x._record(y, [x], lambda g: (-(g * (y**2 * y) * 0.5),))
 
 
