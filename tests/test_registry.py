@@ -113,3 +113,22 @@ async def test_a_swapped_protocol_is_checked_against_the_kinds_meaning() -> None
         assert torch.equal(
             await abs(c.share(torch.tensor([-2.0, 1.0]))).get(), torch.tensor([2.0, 1.0])
         )
+
+
+def test_each_plain_function_is_bound_where_it_is_written() -> None:
+    """torch.f, SharedTensor.f and the implementation are one object for the functions
+    bound with @implements (no second table, no method stub in the class)."""
+    import torch.nn.functional as F
+
+    from training import activations, range_reduction
+
+    for mod, names in (
+        (range_reduction, ("exp", "log", "sin", "cos", "reciprocal", "sqrt", "rsqrt")),
+        (activations, ("sigmoid", "tanh", "clamp")),
+    ):
+        for name in names:
+            fn = getattr(mod, name)
+            assert registry.TORCH[getattr(torch, name)] is fn, name
+            assert registry.METHODS[name] is fn and getattr(SharedTensor, name) is fn, name
+    assert registry.TORCH[F.sigmoid] is activations.sigmoid
+    assert SharedTensor.clip is activations.clamp

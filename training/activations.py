@@ -16,6 +16,7 @@ ReLU, clamp and hardtanh two side by side (1 round), at any encoding.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from protocols.errors import UnsupportedOperation
 
@@ -38,6 +39,7 @@ TANH_KNOTS = (0.0, 0.75, 1.5, 2.5, 4.0)
 SOFTPLUS_KNOTS = (0.0, 1.5, 3.0, 5.0, 8.0, 12.0)
 
 
+@implements(torch.sigmoid, F.sigmoid, methods=("sigmoid",))
 def sigmoid(x: SharedTensor) -> SharedTensor:
     """1/(1+e^-x): 0.5 + sign(x) h(|x|), h piecewise degree 4 on [0,1.5,3,5,8], then
     0.5. 5 rounds."""
@@ -51,6 +53,7 @@ def sigmoid(x: SharedTensor) -> SharedTensor:
     return x._record(y, [x], lambda g: (g * (y - y**2),))
 
 
+@implements(torch.tanh, F.tanh, methods=("tanh",))
 def tanh(x: SharedTensor) -> SharedTensor:
     """sign(x) h(|x|), h piecewise degree 4 on [0,.75,1.5,2.5,4], then 1. 5 rounds."""
     x = expect_shared(x, "tanh")
@@ -89,6 +92,7 @@ def leaky_relu(x: SharedTensor, negative_slope: float = 0.01) -> SharedTensor:
     return x * float(negative_slope) + x.relu() * (1.0 - float(negative_slope))
 
 
+@implements(torch.clamp, torch.clip, methods=("clamp", "clip"))
 def clamp(x: SharedTensor, min: float | None = None, max: float | None = None) -> SharedTensor:
     """lo + relu(x - lo) - relu(x - hi): two ReLUs side by side (1 round)."""
     x = expect_shared(x, "clamp")

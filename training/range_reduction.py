@@ -48,6 +48,7 @@ from .approximation import (
     signed,
 )
 from .normalisation import Norm, lower, reinterpret, search_levels
+from .registry import implements
 from .shaping import cat
 from .tensor import SharedTensor
 
@@ -68,6 +69,7 @@ _EXP_PRODUCT_BITS = 44
 |x| / 2**64, here < 2**-20 per element)."""
 
 
+@implements(torch.exp, methods=("exp",))
 def exp(x: SharedTensor) -> SharedTensor:
     """e^x: clamp to :func:`exp_domain`, k = the integer part of x - lo by a search
     (:func:`~training.normalisation.search_levels`: 6 comparisons in 3 levels at 2/16,
@@ -210,6 +212,7 @@ def sqrt_domain(x: SharedTensor) -> tuple[int, int]:
     return -frac_bits(x), khi
 
 
+@implements(torch.log, methods=("log",))
 def log(
     x: SharedTensor, domain: tuple[int, int] | None = None, *, below: bool | None = None
 ) -> SharedTensor:
@@ -246,6 +249,7 @@ def reciprocal_positive(
     return x._record(out, [x], lambda g: (-(g * out**2),))
 
 
+@implements(torch.reciprocal, methods=("reciprocal",))
 def reciprocal(x: SharedTensor) -> SharedTensor:
     """1/x for x != 0: |x| and the sign from one ReLU, then :func:`reciprocal_positive`
     and one product with the sign. 9 rounds.
@@ -262,6 +266,7 @@ def reciprocal(x: SharedTensor) -> SharedTensor:
     return x._record(out, [x], lambda g: (-(g * out**2),))
 
 
+@implements(torch.sqrt, methods=("sqrt",))
 def sqrt(
     x: SharedTensor, domain: tuple[int, int] | None = None, *, below: bool | None = None
 ) -> SharedTensor:
@@ -280,6 +285,7 @@ def sqrt(
     return x._record(y, [x], lambda g: (g * (rsqrt(x.detach(), None) * 0.5),))
 
 
+@implements(torch.rsqrt, methods=("rsqrt",))
 def rsqrt(
     x: SharedTensor,
     domain: tuple[int, int] | None = None,
@@ -350,6 +356,7 @@ def _sin_core(x: SharedTensor) -> SharedTensor:
         return (1 - sb * 2) * c
 
 
+@implements(torch.sin, methods=("sin",))
 def sin(x: SharedTensor) -> SharedTensor:
     """torch.sin: range reduction by 2 pi (local, every encodable x), then symmetry and a
     polynomial (:func:`_sin_core`): 6 rounds. Backward g cos(x) (6 more)."""
@@ -359,6 +366,7 @@ def sin(x: SharedTensor) -> SharedTensor:
     return x._record(y, [x], lambda g: (g * _sin_core(x.detach() + math.pi / 2),))
 
 
+@implements(torch.cos, methods=("cos",))
 def cos(x: SharedTensor) -> SharedTensor:
     """torch.cos = sin(x + pi/2): 6 rounds. Backward -g sin(x)."""
     x = expect_shared(x, "cos")

@@ -47,43 +47,12 @@ class SharedTensor(Arithmetic, Idioms):
 
     __slots__ = ()
 
-    # -- smooth functions, maxima (function modules, via training.handle.function) -----
-    def exp(self) -> SharedTensor:
-        return function("exp")(self)
-
-    def log(self) -> SharedTensor:
-        return function("log")(self)
-
-    def sin(self) -> SharedTensor:
-        return function("sin")(self)
-
-    def cos(self) -> SharedTensor:
-        return function("cos")(self)
-
-    def reciprocal(self) -> SharedTensor:
-        return function("reciprocal")(self)
-
-    def sqrt(self) -> SharedTensor:
-        return function("sqrt")(self)
-
-    def rsqrt(self) -> SharedTensor:
-        return function("rsqrt")(self)
-
-    def sigmoid(self) -> SharedTensor:
-        return function("sigmoid")(self)
-
-    def tanh(self) -> SharedTensor:
-        return function("tanh")(self)
-
+    # -- methods implemented in the function modules (via training.handle.function); the
+    # plain ones (exp, log, sigmoid, abs, clamp, ...) are bound there with @implements
     def unfold(self, dimension: int, size: int, step: int) -> SharedTensor:
         """``Tensor.unfold``: windows of ``size`` every ``step`` along ``dimension`` as a new
         last dimension (a local gather; :func:`training.convolution.tensor_unfold`)."""
         return function("unfold")(self, dimension, size, step)
-
-    def clamp(self, min: Any = None, max: Any = None) -> SharedTensor:
-        return function("clamp")(self, min, max)
-
-    clip = clamp
 
     def softmax(self, dim: int, **kw: Any) -> SharedTensor:
         return function("softmax")(self, dim)
