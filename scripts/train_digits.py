@@ -30,7 +30,7 @@ from protocols.errors import NumericError
 from protocols.suite import SUITES
 from training import SGD, Adam, Cluster, SharedTensor, export_module
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.coordinator import ProgressBar, ProgressOption, predict
+from training.coordinator import predict
 from training.launch import (
     TRANSPORTS,
     add_check_args,
@@ -39,6 +39,7 @@ from training.launch import (
     check_script_args,
     open_cluster,
 )
+from training.progress import ProgressBar, ProgressOption
 
 PARTY_NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
 

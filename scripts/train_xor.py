@@ -20,7 +20,7 @@ from actors import NetworkProfile, configure_logging
 from protocols.errors import NumericError
 from protocols.suite import SUITES
 from training import SGD, Cluster, TrainingCoordinator, launch
-from training.coordinator import ProgressBar
+from training.progress import ProgressBar
 
 PARTY_NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
 

@@ -18,7 +18,8 @@ from torch import nn
 from actors import configure_logging
 from actors.stats import LABEL_LEGEND, LEGEND, ROWS, UNLABELLED
 from training import SGD, Cluster, TrainingCoordinator, export_module
-from training.coordinator import ProgressBar, ProgressEvent, predict
+from training.coordinator import predict
+from training.progress import ProgressBar, ProgressEvent
 from training.testing import start_cluster
 
 DATA = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])

@@ -11,7 +11,7 @@ from torch import nn
 from protocols import FixedPoint
 from protocols.errors import UnsupportedOperation
 
-from .coordinator import ProgressBar, ProgressOption
+from .progress import ProgressBar, ProgressOption
 from .tensor import SharedTensor
 
 
@@ -64,7 +64,7 @@ async def reveal_module(
     """Reveal every shared parameter and buffer to the coordinator (the owner), by name
     (a state dict of plaintext tensors; :func:`export_module` gives a plain module).
 
-    One reveal per tensor: ``progress`` (see ``training.coordinator.ProgressBar``) counts
+    One reveal per tensor: ``progress`` (see ``training.progress.ProgressBar``) counts
     them; the bar appears only on a terminal and after a second, so small models show
     nothing; a callable gets one event per tensor, with its name."""
     named: list[tuple[str, SharedTensor]] = []

@@ -3,7 +3,9 @@ measurements (:mod:`.engine`), render (:mod:`.render`: markdown :mod:`.sections`
 :mod:`.plots`, JSON)."""
 
 from .engine import Config, Report, build, build_networks, config
-from .measure import LAN, NETWORKS, WAN, Profile, Workload
+from .measure import Workload
+from .networks import NETWORKS
+from .projection import LAN, WAN, Profile
 from .render import PNGS, markdown, to_json, write, write_networks
 
 __all__ = [

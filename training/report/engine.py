@@ -13,23 +13,9 @@ import torch
 
 from protocols.suite import SUITES
 
-from .measure import (
-    LAN,
-    WAN,
-    IterationCost,
-    NetworkCost,
-    OpRow,
-    Profile,
-    Simulated,
-    SweepPoint,
-    Workload,
-    measure_iterations,
-    measure_network,
-    measure_ops,
-    mlp_workload,
-    simulate,
-    sweep,
-)
+from .measure import IterationCost, OpRow, Workload, measure_iterations, measure_ops, mlp_workload
+from .networks import NetworkCost, measure_network
+from .projection import LAN, WAN, Profile, Simulated, SweepPoint, simulate, sweep
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from .engine import Report
-from .measure import LAN, NETWORKS, WAN, IterationCost
+from .measure import IterationCost
+from .networks import NETWORKS
 from .plots import PNGS, plots
+from .projection import LAN, WAN
 from .sections import (
     CRYPTEN_A,
     PAPERS_NOTE,

@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .engine import Report
-from .measure import LAN, NETWORKS, WAN, IterationCost, OpRow, exponent
+from .measure import IterationCost, OpRow
+from .networks import NETWORKS
+from .projection import LAN, WAN, exponent
 
 PEERS = "/work/shared/peers/README.md"
 DESIGN = "/work/shared/DESIGN.md"
