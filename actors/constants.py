@@ -21,8 +21,11 @@ from protocols.params import Params, Pub
 
 MIN_BYTES = 256
 """Smaller public operands travel as bytes every time (a reference saves nothing)."""
-CAPACITY = 64 << 20
-"""Bytes of public constants each side keeps (oldest dropped first)."""
+CAPACITY = 1 << 30
+"""Bytes of public constants each side keeps (oldest dropped first). A CNN step's gathers
+are large: pytorch/examples' MNIST Net at batch 32 sends ~92 MB of them per party, so a
+64 MB budget evicted them every step and resent them all (184 MB of control per step,
+half the online bytes); 1 GiB, the same as a peer's mailbox budget, holds them."""
 
 
 class PublicCache:
