@@ -75,14 +75,27 @@ def request_batches(mailbox: Mailbox, sender: str) -> AsyncGenerator[Requests, N
     return _batches(mailbox, sender, "req", Requests)
 
 
-@contextmanager
-def malformed(actor: str, what: str, item: Any) -> Iterator[None]:
-    """Turn the lookup and type errors of a malformed command into a ProtocolError."""
-    try:
-        yield
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-        if isinstance(exc, SmpcError):
-            raise
+_MALFORMED = (KeyError, TypeError, ValueError, IndexError, AttributeError)
+
+
+class malformed:  # noqa: N801 - used as a function: ``with malformed(...)``
+    """Turn the lookup and type errors of a malformed command into a ProtocolError.
+
+    A class, not a ``@contextmanager``: it wraps every command a party runs, and a
+    generator-based manager costs several Python calls per use."""
+
+    __slots__ = ("actor", "item", "what")
+
+    def __init__(self, actor: str, what: str, item: Any) -> None:
+        self.actor, self.what, self.item = actor, what, item
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc is None or not isinstance(exc, _MALFORMED) or isinstance(exc, SmpcError):
+            return
         raise ProtocolError(
-            f"{actor}: malformed {what} {str(item)[:120]}: {type(exc).__name__}: {exc}"
+            f"{self.actor}: malformed {self.what} {str(self.item)[:120]}: "
+            f"{type(exc).__name__}: {exc}"
         ) from None

@@ -37,10 +37,12 @@ def int64s(values: Any, what: str, kind: str, bad_type: str) -> tuple[int, ...]:
     """Non-negative int64 values as the wire carries them, or TypeError/ValueError before
     anything is queued (a value the encoder refuses would fail the whole batch later)."""
     try:
-        out = tuple(operator.index(v) for v in values)
+        # map over a builtin: no Python frame per element (this runs for every operand of
+        # every op issued)
+        out = tuple(map(operator.index, values))
     except TypeError:
         raise TypeError(f"{what}: {bad_type}, got {values!r}") from None
-    if any(not 0 <= v < 2**63 for v in out):
+    if out and (min(out) < 0 or max(out) >= 2**63):
         raise ValueError(f"{what}: {kind} must be non-negative int64 values, got {out}")
     return out
 
@@ -56,7 +58,7 @@ def sizes(shape: Any, what: str) -> Shape:
 def shape_list(shapes: Any, what: str) -> tuple[Shape, ...]:
     if isinstance(shapes, str | bytes) or not isinstance(shapes, Sequence | Iterator):
         raise TypeError(f"{what}: expected a sequence of shapes, got {shapes!r}")
-    return tuple(sizes(s, what) for s in shapes)
+    return tuple([sizes(s, what) for s in shapes])
 
 
 ValueBound = float | str | None

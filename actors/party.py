@@ -106,6 +106,8 @@ class Party:
         self._done: set[int] = set()
         self._running: dict[int, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
+        self._kinds: dict[str, OpKind] = {}
+        """The suite's kinds by name, looked up once (the suite is fixed for the session)."""
         self._log = get_logger(actor=name)
 
     # -- bookkeeping ------------------------------------------------------------------
@@ -134,9 +136,12 @@ class Party:
             ) from None
 
     def _kind(self, kind: str) -> OpKind:
-        if kind not in self.suite:
-            raise ProtocolError(f"{self.name}: unknown command kind {kind!r}")
-        return self.suite.kind(kind, len(self.parties))
+        impl = self._kinds.get(kind)
+        if impl is None:
+            if kind not in self.suite:
+                raise ProtocolError(f"{self.name}: unknown command kind {kind!r}")
+            impl = self._kinds[kind] = self.suite.kind(kind, len(self.parties))
+        return impl
 
     # -- main loop --------------------------------------------------------------------
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -200,7 +205,10 @@ class Party:
                 f"{self.name}: {kind} takes {impl.n_in} inputs and {impl.n_out} outputs, "
                 f"operation {op} names {len(ins)} and {len(cmd.outs)}"
             )
-        owners = frozenset().union(*(s.owners for s in ins)) if ins else NOBODY
+        if len(ins) == 1:
+            owners = ins[0].owners
+        else:
+            owners = frozenset().union(*[s.owners for s in ins]) if ins else NOBODY
         outs = []
         for tid in cmd.outs:
             if tid in self.store:
@@ -242,7 +250,7 @@ class Party:
     ) -> None:
         """Run a local op now if its inputs exist, else as soon as the last one is set
         (a callback, not a task: local ops need no scheduling of their own)."""
-        missing = [s for s in ins if not s.ready]
+        missing = [s for s in ins if s.share is None]
         fn = impl.local
         assert fn is not None
         params = cmd.params or NO_PARAMS

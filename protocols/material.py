@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache, reduce
 from math import prod
 from operator import add, xor
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -110,8 +111,8 @@ class MaterialSpec:
 
     def received(self, rank: int, n_parties: int) -> tuple[Item, ...]:
         """The items party ``rank`` receives from the dealer, in message order."""
-        fixes = self.corrections if rank == n_parties - 1 else ()
-        return (*fixes, *self.keys)
+        facts = _layout(self)
+        return facts.last if rank == n_parties - 1 else facts.keys
 
     def dealer_bytes(self, n_parties: int) -> int:
         """Bytes of material the dealer sends for this spec, summed over parties."""
@@ -123,12 +124,29 @@ class MaterialSpec:
         return f"dealer{self.sub}"
 
 
+class _Layout(NamedTuple):
+    """What a draw and a receipt need of a spec, worked out once per distinct spec."""
+
+    n_ring: int
+    n_bits: int
+    ring: list[int]
+    """Element counts of the 8-byte items, in item order."""
+    bits: list[int]
+    """Element counts of the bit items, in item order."""
+    shared: tuple[tuple[str, bool, tuple[int, ...]], ...]
+    """``(name, is bits, shape)`` of every shared item, in item order."""
+    keys: tuple[Item, ...]
+    last: tuple[Item, ...]
+    """What the last party receives: the corrections, then the keys."""
+
+
 @lru_cache(maxsize=1024)
-def _layout(spec: MaterialSpec) -> tuple[int, int, list[int], list[int]]:
-    """Element counts of the 8-byte items and of the bit items, in item order."""
+def _layout(spec: MaterialSpec) -> _Layout:
     ring = [prod(i.shape) for i in spec.items if i.shared and i.kind is not Kind.BITS]
     bits = [prod(i.shape) for i in spec.items if i.kind is Kind.BITS]
-    return sum(ring), sum(bits), ring, bits
+    shared = tuple((i.name, i.kind is Kind.BITS, i.shape) for i in spec.items if i.shared)
+    keys = spec.keys
+    return _Layout(sum(ring), sum(bits), ring, bits, shared, keys, (*spec.corrections, *keys))
 
 
 def draw_all(prg: Prg, spec: MaterialSpec, op_id: int) -> dict[str, torch.Tensor]:
@@ -138,22 +156,27 @@ def draw_all(prg: Prg, spec: MaterialSpec, op_id: int) -> dict[str, torch.Tensor
     first all 8-byte items (ring elements and words), then all bit items packed together.
     The layout is the same for every holder of the key, so the dealer and the party agree.
     """
-    n_ring, n_bits, ring, bits = _layout(spec)
+    n_ring, n_bits, ring, bits, shared, _, _ = _layout(spec)
     raw = prg.random_bytes(8 * n_ring + (n_bits + 7) // 8, (op_id, spec.sub))
-    rings = iter(
-        torch.frombuffer(bytearray(raw[: 8 * n_ring]), dtype=DTYPE).split(ring) if n_ring else ()
-    )
-    packed = np.frombuffer(raw, np.uint8, offset=8 * n_ring)
-    bools = iter(
-        torch.from_numpy(np.unpackbits(packed)[:n_bits].view(np.bool_)).split(bits)
-        if n_bits
-        else ()
-    )
-    return {
-        i.name: next(bools if i.kind is Kind.BITS else rings).view(i.shape)
-        for i in spec.items
-        if i.shared
-    }
+    rings: Sequence[torch.Tensor] = ()
+    bools: Sequence[torch.Tensor] = ()
+    if n_ring:
+        whole = torch.frombuffer(bytearray(raw[: 8 * n_ring]), dtype=DTYPE)
+        rings = whole.split(ring) if len(ring) > 1 else (whole,)
+    if n_bits:
+        packed = np.frombuffer(raw, np.uint8, offset=8 * n_ring)
+        flat = torch.from_numpy(np.unpackbits(packed)[:n_bits].view(np.bool_))
+        bools = flat.split(bits) if len(bits) > 1 else (flat,)
+    out: dict[str, torch.Tensor] = {}
+    r = b = 0
+    for name, is_bits, shape in shared:
+        if is_bits:
+            out[name] = bools[b].view(shape)
+            b += 1
+        else:
+            out[name] = rings[r].view(shape)
+            r += 1
+    return out
 
 
 def party_material(
@@ -197,15 +220,16 @@ def dealer_messages(
     values = deal(secrets, spec)
     n = len(prgs)
     out: list[list[torch.Tensor]] = [[] for _ in range(n)]
-    for item in spec.corrections:
+    facts = _layout(spec)
+    for item in facts.last[: len(facts.last) - len(facts.keys)]:  # the corrections
         value = values[item.name]
         for d in draws[:-1]:
             value = value ^ d[item.name] if item.xor else value - d[item.name]
         out[-1].append(value.contiguous())
-    if spec.keys:
+    if facts.keys:
         if spec.keygen is None:
             raise ValueError(f"material spec {spec.kind!r} has key items but no keygen")
         keys = spec.keygen(values, n, dealer_prg, (op_id, spec.sub))
         for rank in range(n):
-            out[rank] += [keys[rank][i.name].contiguous() for i in spec.keys]
+            out[rank] += [keys[rank][i.name].contiguous() for i in facts.keys]
     return out
