@@ -53,7 +53,7 @@ def test_every_script_the_readme_docs_and_reports_name_has_a_smoke_test() -> Non
     assert all((ROOT / "scripts" / s).is_file() for s in named)
 
 
-def _run(*argv: str) -> subprocess.CompletedProcess[str]:
+def _run(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """``python argv...`` from the repository root, on this checkout's packages."""
     env = {
         **os.environ,
@@ -62,7 +62,7 @@ def _run(*argv: str) -> subprocess.CompletedProcess[str]:
         ),
     }
     return subprocess.run(
-        [sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -344,42 +344,14 @@ def test_readme_module_commands_certs_and_node_help(tmp_path: Path) -> None:
     """The README's ``python -m actors.certs certs alice bob james coordinator --host ...``
     and ``python -m actors.node --help`` as written (the node itself runs in the tls tests);
     a malformed --allow-reveal is a usage error that names the expected form."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    certs = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "actors.certs",
-            str(tmp_path / "certs"),
-            "alice",
-            "bob",
-            "james",
-            "coordinator",
-            "--host",
-            "alice=10.0.0.1",
-            "--host",
-            "bob=10.0.0.2",
-            "--host",
-            "james=10.0.0.3",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    hosts = ["--host", "alice=10.0.0.1", "--host", "bob=10.0.0.2", "--host", "james=10.0.0.3"]
+    names = ["alice", "bob", "james", "coordinator"]
+    certs = _run("-m", "actors.certs", str(tmp_path / "certs"), *names, *hosts, timeout=120)
     assert certs.returncode == 0, certs.stderr
     for name in ("ca", "alice", "bob", "james", "coordinator"):
         assert (tmp_path / "certs" / f"{name}.pem").is_file(), name
     assert stat.S_IMODE((tmp_path / "certs" / "alice.key").stat().st_mode) == 0o600
-    node = subprocess.run(
-        [sys.executable, "-m", "actors.node", "--help"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    node = _run("-m", "actors.node", "--help", timeout=120)
     assert node.returncode == 0, node.stderr
     for flag in (
         "--allow-reveal",
@@ -389,23 +361,9 @@ def test_readme_module_commands_certs_and_node_help(tmp_path: Path) -> None:
     ):
         assert flag in node.stdout, flag
     config = write_local_config(tmp_path / "cluster", ["alice", "bob"])
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "actors.node",
-            "--config",
-            str(config),
-            "--name",
-            "alice",
-            "--allow-reveal",
-            "coordinator:x",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    bad = _run(
+        "-m", "actors.node", "--config", str(config), "--name", "alice",
+        "--allow-reveal", "coordinator:x", timeout=120,
+    )  # fmt: skip
     assert bad.returncode == 2, bad.stderr  # argparse's usage error, before any socket
     assert "--allow-reveal 'coordinator:x': limits must be integers" in bad.stderr, bad.stderr
