@@ -68,10 +68,12 @@ def unary(note: str = "", params: Params | None = None) -> Callable[[int, Mat], 
 # -- local linear kinds ------------------------------------------------------------------------
 
 
-def _local(name: str, fn: LocalRun, examples: Callable[[int, Mat], list[Example]]) -> None:
+def _local(
+    name: str, fn: LocalRun, examples: Callable[[int, Mat], list[Example]], n_in: int = 1
+) -> None:
     register(
         name,
-        lambda suite, n: OpKind(name, local=fn, n_in=2 if name in ("add", "sub") else 1),
+        lambda suite, n: OpKind(name, local=fn, n_in=n_in),
         reference=linear(fn),
         examples=examples,
     )
@@ -81,8 +83,8 @@ def _binary(size: int, mat: Mat) -> list[Example]:
     return [Example("", ((size,), (size,)), ((size,),))]
 
 
-_local("add", L.add, _binary)
-_local("sub", L.sub, _binary)
+_local("add", L.add, _binary, n_in=2)
+_local("sub", L.sub, _binary, n_in=2)
 _local("neg", L.neg, unary())
 _local("add_pub", L.add_pub, lambda v, m: unary("", Params(pub=example_pub((v,))))(v, m))
 _local(
