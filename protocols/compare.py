@@ -40,8 +40,9 @@ Steps (l = 64 ring bits):
    ``x K = k x + (1 - 2k) (c alpha - r alpha)``: no extra round and no extra opening.
 
 Messages: when 64 divides N the masked planes travel as int64 words (8 bytes per 64 bits,
-no padding); otherwise as bools of shape ``(*shape, planes)``, which the network packs, so
-no padding bit is ever sent. Either way q planes cost ``ceil(q N / 8)`` bytes per peer.
+no padding); otherwise each plane as its first ``ceil(N / 8)`` bytes (the bits past N
+cleared), so no padding bit is ever sent. Either way q planes cost ``q ceil(N / 8)`` bytes
+per peer.
 
 Costs per element for N a multiple of 64 (online figures hold for any N a multiple of 8;
 the dealer deals every bit plane as ``ceil(N/64)`` words; exact totals with ceilings are
@@ -71,7 +72,7 @@ import torch
 
 from .context import PartyContext, Share
 from .material import Item, Kind, MaterialSpec
-from .ring import RING_BITS, n_words, pack_words, to_planes, unpack_words
+from .ring import RING_BITS, bytes_to_words, n_words, to_planes, unpack_words, words_to_bytes
 from .sharing import open_bits, open_ring
 
 LEAF_PAIRS = (RING_BITS - 2) // 2
@@ -171,24 +172,18 @@ async def _open_planes(
     """Open XOR-shared bit planes (already masked!) in one round.
 
     When the element count is a multiple of 64 the words travel as they are (8 bytes per 64
-    bits, no padding); otherwise as bools of shape ``(*shape, planes)`` (``shape`` for a
-    single plane), so that no padding bit is ever sent. Either way a tensor of q planes
-    costs ``ceil(N q / 8)`` bytes per peer.
+    bits, no padding); otherwise each plane as its first ``ceil(N / 8)`` bytes (uint8, the
+    bits past N cleared), so that no padding bit is ever sent. Either way a tensor of q
+    planes costs ``q ceil(N / 8)`` bytes per peer. (Bit planes used to travel as bools,
+    one per element and plane: unpacking, transposing and re-packing them cost ~10x the
+    rest of a 10^5-element comparison.)
     """
     numel = prod(shape)
     if numel % RING_BITS == 0:
         return await open_bits(ctx, step, planes, depth)
-    wire = [
-        unpack_words(p, numel).reshape(shape)
-        if p.dim() == 1
-        else unpack_words(p, numel).t().reshape(*shape, p.shape[0])
-        for p in planes
-    ]
+    wire = [words_to_bytes(p, numel) for p in planes]
     opened, depth = await open_bits(ctx, step, wire, depth)
-    return [
-        pack_words(o.reshape(numel)) if p.dim() == 1 else pack_words(o.reshape(numel, -1).t())
-        for o, p in zip(opened, planes, strict=True)
-    ], depth
+    return [bytes_to_words(o, numel) for o in opened], depth
 
 
 async def _sign(ctx: PartyContext, x: Share, with_relu: bool) -> tuple[Share, Share | None]:
@@ -260,7 +255,7 @@ def drelu_online_bytes(numel: int, n_parties: int, *, with_relu: bool = False) -
     (the same for both: ReLU's product reuses the opened ``c``)."""
     per_peer = 8 * numel  # c; ReLU needs nothing more (x = c - r)
     for q in LEVELS:
-        per_peer += (3 if q > 1 else 2) * ceil(numel * q / 8)
+        per_peer += (3 if q > 1 else 2) * q * ceil(numel / 8)
     per_peer += ceil(numel / 8)
     return per_peer * (n_parties - 1)
 

@@ -157,6 +157,23 @@ def pack_words(bits: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(raw.view(np.int64))
 
 
+def words_to_bytes(words: torch.Tensor, numel: int) -> torch.Tensor:
+    """The first ``ceil(numel / 8)`` bytes of each row of words, as uint8, with the bits past
+    ``numel`` in the last byte cleared: bit planes on the wire with no padding bit sent."""
+    nbytes = (numel + 7) // 8
+    raw = words.contiguous().view(torch.uint8)[..., :nbytes].clone()
+    if numel % 8:
+        raw[..., -1] &= (1 << (numel % 8)) - 1
+    return raw
+
+
+def bytes_to_words(raw: torch.Tensor, numel: int) -> torch.Tensor:
+    """Inverse of :func:`words_to_bytes`: the bytes zero padded back into int64 words."""
+    out = raw.new_zeros((*raw.shape[:-1], 8 * n_words(numel)))
+    out[..., : raw.shape[-1]] = raw
+    return out.view(torch.int64)
+
+
 _F64_EXACT = 2**53
 """Integers up to this magnitude (and every partial sum below it) are exact in float64."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from ..material import Kind
@@ -43,6 +44,29 @@ def combine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a ^ b if a.dtype == torch.bool else a + b
 
 
+def _as_bools(t: torch.Tensor, numel: int | None) -> torch.Tensor:
+    """A bit-plane opening sent as bytes (uint8 ``(q, ceil(n/8))`` or ``(ceil(n/8),)``,
+    :func:`protocols.ring.words_to_bytes`) as per-element bools ``(n, q)`` or ``(n,)``, the
+    layout the features read; every other tensor as it is."""
+    if t.dtype != torch.uint8 or numel is None or t.dim() == 0:
+        return t
+    bits = np.unpackbits(
+        t.reshape(-1, t.shape[-1]).numpy(), axis=-1, count=numel, bitorder="little"
+    )
+    out = torch.from_numpy(bits.view(np.bool_))
+    return out.reshape(numel) if t.dim() == 1 else out.t().contiguous()
+
+
+def _op_numels(view: View) -> dict[int, int]:
+    """Each op's element count, read from its first ring opening (a comparison's ``c``)."""
+    out: dict[int, int] = {}
+    for op, _step, _peer, tensors in view.sent:
+        for t in tensors:
+            if t.dtype == torch.int64 and op not in out:
+                out[op] = t.numel()
+    return out
+
+
 def full_view(view: View, rank: int) -> FullView:
     """Build the full view from a :class:`protocols.testing.View`.
 
@@ -61,14 +85,17 @@ def full_view(view: View, rank: int) -> FullView:
         if kind is not None:
             out.kinds[label] = kind
     opened: dict[tuple[int, str, int], torch.Tensor] = {}
+    numels = _op_numels(view)
     for op, step, _peer, tensors in view.sent:
         for i, t in enumerate(tensors):
+            t = _as_bools(t, numels.get(op))
             key = (op, step, i)
             if key not in opened:
                 opened[key] = t.clone()
                 out.sent.append((f"op{op} {step}[{i}]", op, t))
     for op, step, peer, tensors in view.received:
         for i, t in enumerate(tensors):
+            t = _as_bools(t, numels.get(op))
             out.received.append((f"op{op} {step}[{i}] from {peer}", op, t))
             key = (op, step, i)
             opened[key] = combine(opened[key], t) if key in opened else t.clone()
