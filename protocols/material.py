@@ -157,14 +157,14 @@ def draw_all(prg: Prg, spec: MaterialSpec, op_id: int) -> dict[str, torch.Tensor
     The layout is the same for every holder of the key, so the dealer and the party agree.
     """
     n_ring, n_bits, ring, bits, shared, _, _ = _layout(spec)
-    raw = prg.random_bytes(8 * n_ring + (n_bits + 7) // 8, (op_id, spec.sub))
+    raw = prg.random_array(8 * n_ring + (n_bits + 7) // 8, (op_id, spec.sub))
     rings: Sequence[torch.Tensor] = ()
     bools: Sequence[torch.Tensor] = ()
     if n_ring:
-        whole = torch.frombuffer(bytearray(raw[: 8 * n_ring]), dtype=DTYPE)
+        whole = torch.from_numpy(raw[: 8 * n_ring].view(np.int64))
         rings = whole.split(ring) if len(ring) > 1 else (whole,)
     if n_bits:
-        packed = np.frombuffer(raw, np.uint8, offset=8 * n_ring)
+        packed = raw[8 * n_ring :]
         flat = torch.from_numpy(np.unpackbits(packed)[:n_bits].view(np.bool_))
         bools = flat.split(bits) if len(bits) > 1 else (flat,)
     out: dict[str, torch.Tensor] = {}

@@ -54,11 +54,14 @@ class Prg:
     def key(self) -> bytes:
         return self._key
 
-    def random_bytes(self, n: int, label: tuple[int, int]) -> bytes:
-        """``n`` keystream bytes for ``label = (op id, stream)``. The op id must fit 64 bits
-        and the stream 32 (they form the 96-bit nonce: nothing is masked away, so two labels
-        never alias), and one label yields at most 2**32 blocks of 64 bytes (the 32-bit
-        block counter never wraps)."""
+    def random_array(self, n: int, label: tuple[int, int]) -> np.ndarray:
+        """``n`` keystream bytes for ``label = (op id, stream)`` as a fresh, writable uint8
+        array (every draw goes through here). The op id must fit 64 bits and the stream 32
+        (they form the 96-bit nonce: nothing is masked away, so two labels never alias),
+        and one label yields at most 2**32 blocks of 64 bytes (the 32-bit block counter
+        never wraps). The keystream is written straight into the array (``update_into``
+        over a shared zero source): ``update(bytes(n))`` and a copy into a tensor took 3x
+        as long (1.0 against 3.2 GB/s measured)."""
         op_id, stream = label
         if not (isinstance(op_id, int) and 0 <= op_id < 2**64):
             raise ValueError(f"PRG label op id {op_id!r} is not an unsigned 64-bit integer")
@@ -69,7 +72,15 @@ class Prg:
         # ChaCha20 in `cryptography` takes a 16-byte nonce: 4-byte block counter, 12-byte nonce.
         nonce = struct.pack("<IQI", 0, op_id, stream)
         enc = Cipher(algorithms.ChaCha20(self._key, nonce), mode=None).encryptor()
-        return enc.update(bytes(n))
+        out = np.empty(n + 16, np.uint8)  # update_into wants room for a block's slack
+        done = enc.update_into(_zeros(n), out.data) if n else 0
+        if done != n:  # pragma: no cover - a stream cipher returns every byte at once
+            raise AssertionError("ChaCha20 returned a partial keystream")
+        return out[:n]
+
+    def random_bytes(self, n: int, label: tuple[int, int]) -> bytes:
+        """The same keystream as :meth:`random_array`, as bytes."""
+        return self.random_array(n, label).tobytes()
 
     def next_label(self) -> tuple[int, int]:
         """A label never used before by this generator, for fresh (uncorrelated) draws."""
@@ -79,14 +90,26 @@ class Prg:
     def ring(self, shape: tuple[int, ...], label: tuple[int, int] | None = None) -> torch.Tensor:
         """Uniform elements of Z_2^64 as int64."""
         n = prod(shape)
-        raw = self.random_bytes(8 * n, label or self.next_label())
-        return torch.frombuffer(bytearray(raw), dtype=torch.int64).reshape(shape)
+        raw = self.random_array(8 * n, label or self.next_label())
+        return torch.from_numpy(raw.view(np.int64)).reshape(shape)
 
     def bits(self, shape: tuple[int, ...], label: tuple[int, int] | None = None) -> torch.Tensor:
         """Uniform bits as a bool tensor."""
         n = prod(shape)
-        raw = np.frombuffer(self.random_bytes((n + 7) // 8, label or self.next_label()), np.uint8)
+        raw = self.random_array((n + 7) // 8, label or self.next_label())
         return torch.from_numpy(np.unpackbits(raw)[:n].astype(np.bool_)).reshape(shape)
+
+
+_ZEROS = np.zeros(0, np.uint8)
+
+
+def _zeros(n: int) -> memoryview:
+    """A read-only source of ``n`` zero bytes for the cipher, grown (never shrunk) on demand."""
+    global _ZEROS
+    if _ZEROS.size < n:
+        _ZEROS = np.zeros(max(n, 2 * _ZEROS.size), np.uint8)
+        _ZEROS.flags.writeable = False
+    return _ZEROS[:n].data
 
 
 @lru_cache(maxsize=1)

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -372,9 +373,9 @@ class RecordingPrg(Prg):
         self.holder = holder
         self.log = log
 
-    def random_bytes(self, n: int, label: tuple[int, int]) -> bytes:
+    def random_array(self, n: int, label: tuple[int, int]) -> np.ndarray:
         self.log.append((self.holder, self.key, label))
-        return super().random_bytes(n, label)
+        return super().random_array(n, label)
 
 
 async def audited_run(
@@ -521,13 +522,13 @@ async def test_training_run_draws_no_stream_twice(n: int, monkeypatch: pytest.Mo
     from training.testing import start_cluster
 
     draws: list[tuple[bytes, tuple[int, int]]] = []
-    real = Prg.random_bytes
+    real = Prg.random_array
 
-    def spy(self: Prg, nbytes: int, label: tuple[int, int]) -> bytes:
+    def spy(self: Prg, nbytes: int, label: tuple[int, int]) -> np.ndarray:
         draws.append((self.key, label))
         return real(self, nbytes, label)
 
-    monkeypatch.setattr(Prg, "random_bytes", spy)
+    monkeypatch.setattr(Prg, "random_array", spy)
     async with start_cluster(n) as c:
         x, y = c.share(DATA), c.share(TARGET)
         model = c.share_module(make_net())
