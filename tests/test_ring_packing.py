@@ -16,7 +16,9 @@ import torch
 import protocols
 from protocols.compare import drelu_spec
 from protocols.material import Kind
+from protocols.prg import Prg
 from protocols.ring import (
+    bytes_to_words,
     from_planes,
     n_words,
     pack_words,
@@ -24,6 +26,7 @@ from protocols.ring import (
     to_planes,
     transpose64,
     unpack_words,
+    words_to_bytes,
 )
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -68,6 +71,40 @@ def test_pack_words_leading_dims() -> None:
     words = pack_words(bits)
     assert words.shape == (3, 5, 3)
     assert torch.equal(unpack_words(words, 130), bits)
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 61, 64, 65, 1000])
+def test_wire_bytes_carry_no_padding_bit(n: int) -> None:
+    """Bit planes travel as their first ceil(n/8) bytes: nothing past element n is sent
+    (the padding of the last word holds mask bits of padding elements), and the words come
+    back with exactly the first n bits of each plane."""
+    g = torch.Generator().manual_seed(n)
+    words = torch.randint(INT64_MIN, INT64_MAX, (3, n_words(n)), dtype=torch.int64, generator=g)
+    wire = words_to_bytes(words, n)
+    assert wire.dtype == torch.uint8 and wire.shape == (3, (n + 7) // 8)
+    back = bytes_to_words(wire, n)
+    assert torch.equal(unpack_words(back, 64 * n_words(n))[:, n:].sum(), torch.tensor(0))
+    assert torch.equal(unpack_words(back, n), unpack_words(words, n))
+    single = words_to_bytes(words[0], n)  # one plane: no leading dim
+    assert torch.equal(bytes_to_words(single, n), back[0])
+
+
+def test_prg_array_is_the_chacha20_keystream() -> None:
+    """random_array writes ChaCha20's keystream (the nonce is the label) straight into its
+    array; random_bytes, ring and bits read the same stream."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+    prg = Prg.from_seed(5, "keystream test")
+    nonce = (0).to_bytes(4, "little") + (9).to_bytes(8, "little") + (2).to_bytes(4, "little")
+    want = Cipher(algorithms.ChaCha20(prg.key, nonce), mode=None).encryptor().update(bytes(4099))
+    got = prg.random_array(4099, (9, 2))
+    assert got.flags.writeable and got.tobytes() == want
+    assert prg.random_bytes(4099, (9, 2)) == want
+    ring = prg.ring((3,), (9, 2))
+    assert ring.tolist() == [
+        int.from_bytes(want[8 * i : 8 * i + 8], "little", signed=True) for i in range(3)
+    ]
+    assert prg.random_array(0, (9, 3)).size == 0
 
 
 @pytest.mark.parametrize("with_relu", [False, True], ids=["drelu", "relu"])
