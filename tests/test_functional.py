@@ -96,8 +96,9 @@ RELU, DRELU, SQUARE, MUL = (
 
 
 def symmetric_cost(n_knots: int) -> int:
-    """relu, comparisons with the inner knots, t^2, t^3 and t^4, the selections, the sign."""
-    return RELU + n_knots * DRELU + SQUARE + MUL + SQUARE + n_knots * MUL + MUL
+    """relu, comparisons with the inner knots, u^2 beside the signed bits (sign x bit),
+    u^3 and u^4, the signed selection (sign x first segment + one product per bit)."""
+    return RELU + n_knots * DRELU + SQUARE + n_knots * MUL + MUL + SQUARE + (n_knots + 1) * MUL
 
 
 @pytest.mark.parametrize(
@@ -126,7 +127,7 @@ async def test_sigmoid_tanh_accuracy_and_cost(
     err = float((got - ref).abs().max())
     assert err <= bound, (err, bound)
     assert bound <= target_err  # the issue's CrypTen anchor
-    assert rounds == 5  # relu; bits + t^2; t^3 t^4; select; sign
+    assert rounds == 5  # relu; bits; u^2 + signed bits; u^3 u^4; signed select
     assert sent == x.numel() * symmetric_cost(len(knots) - 1)
     assert sent / x.numel() <= 256
 

@@ -20,15 +20,7 @@ import torch.nn.functional as F
 
 from protocols.errors import UnsupportedOperation
 
-from .approximation import (
-    abs_sign,
-    expect_shared,
-    knot_bits,
-    piecewise,
-    powers,
-    require_bits,
-    signed,
-)
+from .approximation import abs_sign, expect_shared, piecewise, require_bits
 from .registry import implements
 from .tensor import SharedTensor
 
@@ -47,9 +39,7 @@ def sigmoid(x: SharedTensor) -> SharedTensor:
     require_bits(x, "sigmoid")
     with torch.no_grad():
         t, b = abs_sign(x)
-        pw = powers(t)
-        h = piecewise(t, pw, "sigmoid_odd", SIGMOID_KNOTS, knot_bits(t, SIGMOID_KNOTS[1:]), 0.5)
-        y = signed(b, h) + 0.5
+        y = piecewise(t, "sigmoid_odd", SIGMOID_KNOTS, 0.5, sign=b * 2 - 1) + 0.5
     return x._record(y, [x], lambda g: (g * (y - y**2),))
 
 
@@ -60,9 +50,7 @@ def tanh(x: SharedTensor) -> SharedTensor:
     require_bits(x, "tanh")
     with torch.no_grad():
         t, b = abs_sign(x)
-        pw = powers(t)
-        h = piecewise(t, pw, "tanh", TANH_KNOTS, knot_bits(t, TANH_KNOTS[1:]), 1.0)
-        y = signed(b, h)
+        y = piecewise(t, "tanh", TANH_KNOTS, 1.0, sign=b * 2 - 1)
     return x._record(y, [x], lambda g: (g * (1 - y**2),))
 
 
@@ -76,9 +64,7 @@ def softplus(x: SharedTensor, beta: float = 1.0, threshold: float = 20.0) -> Sha
     with torch.no_grad():
         r = x.relu()
         t = r * 2 - x
-        pw = powers(t)
-        h = piecewise(t, pw, "softplus_even", SOFTPLUS_KNOTS, knot_bits(t, SOFTPLUS_KNOTS[1:]), 0.0)
-        y = r + h
+        y = r + piecewise(t, "softplus_even", SOFTPLUS_KNOTS, 0.0)
     return x._record(y, [x], lambda g: (g * sigmoid(x.detach()),))
 
 

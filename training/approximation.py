@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from protocols.errors import UnsupportedOperation
+from protocols.params import Params
 
 from .shaping import cat
 from .tensor import SharedTensor
@@ -64,12 +65,14 @@ FUNCS: dict[str, Any] = {
 
 
 @cache
-def fit(name: str, lo: float, hi: float, degree: int = DEGREE) -> tuple[float, ...]:
+def fit(
+    name: str, lo: float, hi: float, degree: int = DEGREE, centre: float = 0.0
+) -> tuple[float, ...]:
     """Least-squares polynomial (monomial coefficients, low to high) of ``name`` on
-    [lo, hi], from 4001 Chebyshev points."""
+    [lo, hi], from 4001 Chebyshev points, in the variable ``t - centre``."""
     k = np.arange(4001)
     x = (lo + hi) / 2 + (hi - lo) / 2 * np.cos(np.pi * (k + 0.5) / 4001)
-    c = np.polynomial.polynomial.polyfit(x, FUNCS[name](x), degree)
+    c = np.polynomial.polynomial.polyfit(x - centre, FUNCS[name](x), degree)
     return tuple(float(v) for v in c)
 
 
@@ -148,20 +151,99 @@ def select(bits: Sequence[SharedTensor], values: Sequence[Any]) -> SharedTensor:
     return out
 
 
+CENTRED_EXTRA_BITS = 20
+"""The segments' polynomials are summed at ``f + 20`` fractional bits (public integer
+coefficients ``round(c 2**20)``, exact products) and truncated once, after the selection."""
+
+_CONST_BITS = 30
+"""The constant terms are selected as integers ``round(c 2**30)`` (below 2**31 for
+|c| < 1) times the bits, so each element's constant carries ~2**-31 of rounding."""
+
+
 def piecewise(
-    t: SharedTensor,
-    pw: Sequence[Any],
-    name: str,
-    knots: Sequence[float],
-    bits: Sequence[SharedTensor],
-    tail: float,
-    head: float | None = None,
+    t: SharedTensor, name: str, knots: Sequence[float], tail: float, sign: Any = None
 ) -> SharedTensor:
-    """The piecewise fit of ``name`` on ``knots`` (bits[k] = [t >= knots[k]] for k >= 1;
-    with ``head`` also bits for knots[0], below which the value is ``head``)."""
-    polys: list[Any] = [poly(pw, fit(name, a, b)) for a, b in pairwise(knots)]
-    values = ([head] if head is not None else []) + polys + [tail]
-    return select(bits, values)
+    """``sign * h(t)``, h the piecewise degree-4 fit of ``name`` on ``knots`` (t >=
+    knots[0]) and ``tail`` beyond the last knot; ``sign`` a shared +-1 at precision 0 (or
+    None). Rounds: the knot bits (1); u**2 with the signed bits (1); u**3, u**4 (1); the
+    selection (1): 4 after t, as before centring (without a sign 4 as well, one more than
+    powers of t itself, whose bits ran beside t**2).
+
+    Every product stays below ~2**36 raw in the domain (a 2-party local truncation fails
+    with probability |x| / 2**64 per element):
+
+    * the powers are of ``u = t - c``, c the centre of t's segment (dyadic), selected
+      exactly from the bits (bits times integers at precision 0), so |u| <= half the
+      widest segment (1.5 for sigmoid: u**4 < 2**35 raw; powers of t itself reached
+      t**4 = 2**44 raw on [5, 8], and sigmoid on 3 * 10**5 values there failed).
+    * each segment's polynomial is a sum of exact integer products ``u**k round(c_k
+      2**20)`` at f + 20 bits; the bits select among them (bit products need no
+      truncation) and the sum is truncated once, ``|h| 2**(f + 20)`` raw (< 2**36): no
+      truncation of an intermediate product by a public real (each of which reaches
+      2**20 times its operand's raw value).
+    * constant terms are selected as bits times integers ``round(c 2**30)``: added as
+      public constants at f bits each would be rounded the same way for every element of
+      its segment (a bias a sum over many elements accumulates).
+
+    Beyond the last knot u is unbounded and the powers are garbage, but every bit is 1
+    there and the telescoping selection leaves exactly the tail (ring arithmetic)."""
+    f = t.prec
+    inner = knots[1:]
+    bits = knot_bits(t, inner)  # bits[k] = [t >= knots[k + 1]]
+    segs = list(pairwise(knots))
+    cents = [round((a + b) / 2 * 2**f) for a, b in segs]  # centres in units of 2**-f
+    offset = _int_select(None, bits, [c - cents[0] for c in [*cents, cents[-1]]])
+    u = (t - cents[0] / 2**f) - _reinterpret(offset, f)
+    pw = powers(u)
+    sel = bits if sign is None else [sign * b for b in bits]  # beside u**2 (exact: prec 0)
+    w = f + CENTRED_EXTRA_BITS
+    coeffs = [fit(name, a, b, DEGREE, c / 2**f) for (a, b), c in zip(segs, cents, strict=True)]
+    qs: list[Any] = []
+    for cs in coeffs:
+        q: Any = None
+        for p, c in zip(pw[1:], cs[1:], strict=False):
+            term = p * round(c * 2**CENTRED_EXTRA_BITS)
+            q = term if q is None else q + term
+        qs.append(_reinterpret(q, w))
+    qs.append(qs[-1] * 0)  # the tail's non-constant part: a shared 0 at w bits (local)
+    y = select(sel, qs) if sign is None else _select_signed(sign, sel, qs)
+    consts = [cs[0] for cs in coeffs] + [tail]
+    ints = [round(c * 2**_CONST_BITS) for c in consts]
+    if max(abs(v) for v in ints) >= 2**31:
+        raise UnsupportedOperation(f"piecewise {name}: constant terms must be below 1")
+    cpart = _reinterpret(_int_select(sign, sel, ints), _CONST_BITS)
+    out = y + cpart._at_prec(w) if w >= _CONST_BITS else y + cpart
+    return out._op("trunc", [], out.shape, Params(d=t.fp.base ** (out.prec - f)), prec=f)
+
+
+def _reinterpret(x: SharedTensor, prec: int) -> SharedTensor:
+    """The same ring integers read at precision ``prec`` (free, exact)."""
+    return x._op("trunc", [], x.shape, Params(d=1), prec=prec)
+
+
+def _int_select(sign: Any, bits: Sequence[SharedTensor], ints: Sequence[int]) -> SharedTensor:
+    """``first ints[0] + sum_k bits[k] (ints[k+1] - ints[k])`` at precision 0, exact
+    (first = sign, or 1 without one): integers selected by the bits, no truncation."""
+    out: Any = None if sign is None else sign * int(ints[0])
+    for b, lo, hi in zip(bits, ints[:-1], ints[1:], strict=True):
+        if hi != lo:
+            out = b * int(hi - lo) if out is None else out + b * int(hi - lo)
+    if out is None:
+        out = bits[0] * 0
+    if sign is None and ints[0]:
+        out = out + int(ints[0])
+    assert isinstance(out, SharedTensor)
+    return out
+
+
+def _select_signed(sign: Any, sel: Sequence[SharedTensor], values: Sequence[Any]) -> SharedTensor:
+    """``sign values[0] + sum_k sel[k] (values[k+1] - values[k])`` (sel = sign * bits): the
+    signed value of the selected segment, 1 round (products by +-1/0 at precision 0)."""
+    out: Any = sign * values[0]
+    for b, lo, hi in zip(sel, values[:-1], values[1:], strict=True):
+        out = out + b * (hi - lo)
+    assert isinstance(out, SharedTensor)
+    return out
 
 
 def knot_bits(t: SharedTensor, knots: Sequence[float]) -> list[SharedTensor]:
