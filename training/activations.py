@@ -28,7 +28,7 @@ from .tensor import SharedTensor
 # beyond the last knot the value is the constant ``tail``.
 SIGMOID_KNOTS = (0.0, 1.5, 3.0, 5.0, 8.0)
 TANH_KNOTS = (0.0, 0.75, 1.5, 2.5, 4.0)
-SOFTPLUS_KNOTS = (0.0, 1.5, 3.0, 5.0, 8.0, 12.0)
+SOFTPLUS_KNOTS = (0.0, 1.5, 3.0, 5.0, 8.5, 12.0)
 
 
 @implements(torch.sigmoid, F.sigmoid, methods=("sigmoid",))

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from itertools import pairwise
 from typing import Any
@@ -151,13 +152,125 @@ def select(bits: Sequence[SharedTensor], values: Sequence[Any]) -> SharedTensor:
     return out
 
 
+PRODUCT_BITS = 34
+"""A 2-party local truncation of x fails with probability |x| / 2**64 per element (README,
+"Truncation failure"); the documented rate 2**-30 needs |x| < 2**34 raw. :func:`piecewise`
+keeps every truncated value in the domain below it at 2/16 (``tests/test_edges_at_scale.py``
+checks every truncation of an instrumented run)."""
+
 CENTRED_EXTRA_BITS = 20
-"""The segments' polynomials are summed at ``f + 20`` fractional bits (public integer
-coefficients ``round(c 2**20)``, exact products) and truncated once, after the selection."""
+"""At most this many extra fractional bits for the sum of a segment's terms (exact products
+of the powers and public integer coefficients), truncated once after the selection;
+fewer where |h| 2**(f + e) would pass 2**33 (:func:`plan`)."""
 
 _CONST_BITS = 30
 """The constant terms are selected as integers ``round(c 2**30)`` (below 2**31 for
-|c| < 1) times the bits, so each element's constant carries ~2**-31 of rounding."""
+|c| < 1: a public integer factor must be) times the bits, so each element's constant
+carries ~2**-31 of rounding (fewer digits in another base: ``base**d <= 2**30``)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How :func:`piecewise` evaluates a table at one encoding (digits of its base; the
+    tests derive their error bounds from it).
+
+    * ``cents``: the segments' centres in units of ``base**-f``; ``half``: max |u|, u = t
+      minus its segment's centre; ``coeffs``: the fits in u, per segment.
+    * ``d2``: u**2 (raw ``(half base**f)**2``) is truncated by ``base**d2`` and kept at
+      ``2 f - d2`` digits, so that u**3 = u**2 u and u**4 = (u**2)**2 stay below
+      2**PRODUCT_BITS raw (sigmoid, |u| <= 1.5 at 2/16: 17 bits; u**4 at 16 bits was
+      2**34.3 raw).
+    * ``w``: the digits of the sum (f + e, ``2 max|h| base**w <= 2**34``: sigmoid 34 bits
+      at 2/16, tanh and softplus 33; with 36 (e = 20) the truncation was 2**35-2**36 raw).
+    * ``pis``: the digits at which u, u**2, u**3, u**4 enter the sum: each term ``u**k
+      round(c_k base**(w - pi_k))`` is exact at w digits, and pi_k balances the power's
+      truncation (|c_k| base**-pi_k) against its coefficient's rounding (half**k
+      base**(pi_k - w) / 2): with all powers at 16 bits the rounding of the coefficients
+      of u**4 on softplus's [5, 8.5] alone was up to 3.6e-5.
+    * ``cd``: digits of the constants."""
+
+    cents: tuple[int, ...]
+    half: float
+    coeffs: tuple[tuple[float, ...], ...]
+    d2: int
+    w: int
+    pis: tuple[int, ...]
+    cd: int
+
+    def power_errors(self, base: int, f: int) -> list[float]:
+        """Bounds of the errors of u, u**2, u**3, u**4 as they enter the sum (one unit per
+        truncation; u itself is exact)."""
+        p2, h = 2 * f - self.d2, self.half
+        unit = [float(base) ** -p for p in self.pis]
+        e2 = float(base) ** -p2
+        return [
+            0.0 if self.pis[0] >= f else unit[0],
+            e2 + (unit[1] if self.pis[1] < p2 else 0.0),
+            h * e2 + unit[2],
+            2 * h * h * e2 + e2 * e2 + unit[3],
+        ]
+
+    def ints(self, base: int) -> list[list[int]]:
+        """Each segment's coefficients of u**1..u**4 as the public integers of the sum."""
+        return [
+            [round(c * float(base) ** (self.w - p)) for c, p in zip(cs[1:], self.pis, strict=True)]
+            for cs in self.coeffs
+        ]
+
+
+@cache
+def plan(name: str, knots: tuple[float, ...], tail: float, base: int, f: int) -> Plan:
+    """The :class:`Plan` of the table ``name`` on ``knots`` at ``base**-f``."""
+    scale, lb = float(base) ** f, math.log2(base)
+    segs = list(pairwise(knots))
+    cents = tuple(round((a + b) / 2 * scale) for a, b in segs)
+    half = max(max(b - c / scale, c / scale - a) for (a, b), c in zip(segs, cents, strict=True))
+    coeffs = tuple(fit(name, a, b, DEGREE, c / scale) for (a, b), c in zip(segs, cents, strict=True))
+    raw_u = half * scale
+    d2 = f
+    while d2 < 2 * f:
+        r2 = raw_u * raw_u / float(base) ** d2
+        if r2 * max(r2, raw_u) < 2**PRODUCT_BITS:
+            break
+        d2 += 1
+    grid = np.linspace(knots[0], knots[-1], 200001)
+    top = max(float(np.abs(FUNCS[name](grid)).max()), abs(tail))
+    room = PRODUCT_BITS - 1 - math.log2(top) if top > 0 else PRODUCT_BITS - 1
+    e = min(math.floor(room / lb + 1e-9), math.floor((f * lb + CENTRED_EXTRA_BITS) / lb + 1e-9))
+    w = max(e, f)
+    p2 = 2 * f - d2
+    pis = []
+    for k in range(1, DEGREE + 1):
+        cmax = max(abs(cs[k]) for cs in coeffs)
+        best: tuple[float, int] | None = None
+        for pi in range(0, w + 1):
+            if cmax * float(base) ** (w - pi) >= 2**31 - 1:
+                continue  # the coefficient would not be a public integer factor
+            unit = float(base) ** -pi
+            native = [f, p2, w + 1, w + 1][k - 1]  # u, u**2 exact down to these digits
+            err = cmax * (unit if pi < native else 0.0) + half**k * float(base) ** (pi - w) / 2
+            if best is None or err < best[0]:
+                best = (err, pi)
+        if best is None:
+            raise UnsupportedOperation(f"piecewise {name}: coefficients too large for {base}/{f}")
+        pis.append(best[1])
+    cd = min(w, math.floor(_CONST_BITS / lb + 1e-9))
+    return Plan(cents, half, coeffs, d2, w, tuple(pis), cd)
+
+
+def _exact(a: SharedTensor, b: SharedTensor) -> SharedTensor:
+    """``a b`` untruncated, at precision ``a.prec + b.prec`` (the operands read as integers:
+    a product of precision-0 values needs no truncation)."""
+    ai = _reinterpret(a, 0)
+    p = ai._square() if a is b else ai * _reinterpret(b, 0)
+    return _reinterpret(p, a.prec + b.prec)
+
+
+def _to_prec(x: SharedTensor, prec: int) -> SharedTensor:
+    """x at another precision: exact upwards, one local truncation (raw |x|) downwards."""
+    if prec >= x.prec:
+        return x._at_prec(prec)
+    return x._op("trunc", [], x.shape, Params(d=x.fp.base ** (x.prec - prec)), prec=prec)
 
 
 def piecewise(
@@ -169,51 +282,52 @@ def piecewise(
     selection (1): 4 after t, as before centring (without a sign 4 as well, one more than
     powers of t itself, whose bits ran beside t**2).
 
-    Every product stays below ~2**36 raw in the domain (a 2-party local truncation fails
-    with probability |x| / 2**64 per element):
+    Every truncated value stays below 2**34 raw in the domain at 2/16 (a 2-party local
+    truncation fails with probability |x| / 2**64 per element; 2**-30 is the documented
+    rate), the choices in :class:`Plan`:
 
-    * the powers are of ``u = t - c``, c the centre of t's segment (dyadic), selected
-      exactly from the bits (bits times integers at precision 0), so |u| <= half the
-      widest segment (1.5 for sigmoid: u**4 < 2**35 raw; powers of t itself reached
-      t**4 = 2**44 raw on [5, 8], and sigmoid on 3 * 10**5 values there failed).
-    * each segment's polynomial is a sum of exact integer products ``u**k round(c_k
-      2**20)`` at f + 20 bits; the bits select among them (bit products need no
-      truncation) and the sum is truncated once, ``|h| 2**(f + 20)`` raw (< 2**36): no
-      truncation of an intermediate product by a public real (each of which reaches
-      2**20 times its operand's raw value).
+    * the powers are of ``u = t - c``, c the centre of t's segment, selected exactly from
+      the bits (bits times integers at precision 0), so |u| <= half the widest segment;
+      the products are taken exactly (operands read as integers) and each truncated once
+      by a chosen power of the base (sigmoid: u**2 2**33.2, u**3 2**32.8, u**4 2**32.3
+      raw). Powers of t itself reached t**4 = 2**44 raw on [5, 8] (sigmoid on 3 * 10**5
+      values there failed).
+    * each segment's polynomial is a sum of exact integer products at w digits; the bits
+      select among them (bit products need no truncation) and the sum is truncated once,
+      ``|h| 2**w`` raw (< 2**33).
     * constant terms are selected as bits times integers ``round(c 2**30)``: added as
       public constants at f bits each would be rounded the same way for every element of
       its segment (a bias a sum over many elements accumulates).
 
-    Beyond the last knot u is unbounded and the powers are garbage, but every bit is 1
-    there and the telescoping selection leaves exactly the tail (ring arithmetic)."""
-    f = t.prec
-    inner = knots[1:]
-    bits = knot_bits(t, inner)  # bits[k] = [t >= knots[k + 1]]
-    segs = list(pairwise(knots))
-    cents = [round((a + b) / 2 * 2**f) for a, b in segs]  # centres in units of 2**-f
+    Beyond the last knot u is unbounded and the powers are garbage (their truncations may
+    fail), but every bit is 1 there and the telescoping selection leaves exactly the tail
+    (ring arithmetic)."""
+    f, base = t.prec, t.fp.base
+    pl = plan(name, tuple(knots), tail, base, f)
+    bits = knot_bits(t, knots[1:])  # bits[k] = [t >= knots[k + 1]]
+    cents = pl.cents
     offset = _int_select(None, bits, [c - cents[0] for c in [*cents, cents[-1]]])
-    u = (t - cents[0] / 2**f) - _reinterpret(offset, f)
-    pw = powers(u)
-    sel = bits if sign is None else [sign * b for b in bits]  # beside u**2 (exact: prec 0)
-    w = f + CENTRED_EXTRA_BITS
-    coeffs = [fit(name, a, b, DEGREE, c / 2**f) for (a, b), c in zip(segs, cents, strict=True)]
+    u = (t - cents[0] / float(base) ** f) - _reinterpret(offset, f)
+    u2 = _to_prec(_exact(u, u), 2 * f - pl.d2)  # beside the signed bits (1 round)
+    sel = bits if sign is None else [sign * b for b in bits]  # exact: precision 0
+    u3 = _to_prec(_exact(u2, u), pl.pis[2])  # u**3 and u**4 in 1 round
+    u4 = _to_prec(_exact(u2, u2), pl.pis[3])
+    pw = [_to_prec(u, pl.pis[0]), _to_prec(u2, pl.pis[1]), u3, u4]
     qs: list[Any] = []
-    for cs in coeffs:
+    for ks in pl.ints(base):
         q: Any = None
-        for p, c in zip(pw[1:], cs[1:], strict=False):
-            term = p * round(c * 2**CENTRED_EXTRA_BITS)
+        for p, k in zip(pw, ks, strict=True):
+            term = _reinterpret(p * k, pl.w)  # exact: p's digits plus k's are w
             q = term if q is None else q + term
-        qs.append(_reinterpret(q, w))
-    qs.append(qs[-1] * 0)  # the tail's non-constant part: a shared 0 at w bits (local)
+        qs.append(q)
+    qs.append(qs[-1] * 0)  # the tail's non-constant part: a shared 0 at w digits (local)
     y = select(sel, qs) if sign is None else _select_signed(sign, sel, qs)
-    consts = [cs[0] for cs in coeffs] + [tail]
-    ints = [round(c * 2**_CONST_BITS) for c in consts]
+    consts = [cs[0] for cs in pl.coeffs] + [tail]
+    ints = [round(c * float(base) ** pl.cd) for c in consts]
     if max(abs(v) for v in ints) >= 2**31:
         raise UnsupportedOperation(f"piecewise {name}: constant terms must be below 1")
-    cpart = _reinterpret(_int_select(sign, sel, ints), _CONST_BITS)
-    out = y + cpart._at_prec(w) if w >= _CONST_BITS else y + cpart
-    return out._op("trunc", [], out.shape, Params(d=t.fp.base ** (out.prec - f)), prec=f)
+    cpart = _reinterpret(_int_select(sign, sel, ints), pl.cd)
+    return _to_prec(y + cpart._at_prec(pl.w), f)
 
 
 def _reinterpret(x: SharedTensor, prec: int) -> SharedTensor:
