@@ -77,11 +77,11 @@ def fit(
     return tuple(float(v) for v in c)
 
 
-def fit_error(name: str, lo: float, hi: float, degree: int = DEGREE) -> float:
+def fit_error(name: str, lo: float, hi: float, degree: int = DEGREE, centre: float = 0.0) -> float:
     """Max error of :func:`fit` on a dense grid (for the docs and the tests' bounds)."""
     x = np.linspace(lo, hi, 20001)
-    c = fit(name, lo, hi, degree)
-    return float(np.abs(np.polynomial.polynomial.polyval(x, c) - FUNCS[name](x)).max())
+    c = fit(name, lo, hi, degree, centre)
+    return float(np.abs(np.polynomial.polynomial.polyval(x - centre, c) - FUNCS[name](x)).max())
 
 
 # -- helpers -----------------------------------------------------------------------------------
