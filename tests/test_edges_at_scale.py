@@ -22,8 +22,9 @@ the functions' own errors (docs/ops.md), not the input's rounding.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
@@ -31,7 +32,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from protocols import FixedPoint
+from actors.messages import Command
+from protocols import FixedPoint, kinds
 from protocols.errors import ValueOutOfRange
 from training import Cluster, SharedTensor
 from training.activations import SIGMOID_KNOTS, SOFTPLUS_KNOTS, TANH_KNOTS
@@ -39,7 +41,7 @@ from training.range_reduction import exp_domain, log_domain
 from training.testing import reveal, reveal_raw, start_cluster
 
 U = 2.0**-16
-DEFAULT_N = 20_000
+DEFAULT_N = 100_000
 FULL_N = 10_000_000
 CHUNK = 1_000_000
 ROW = 10
@@ -146,7 +148,7 @@ EDGES: list[Edge] = [
     ),
     Edge(
         "sqrt",
-        lambda g, n: edges(g, n, [(0.0, 0.06)] + LARGE, [0.0, -1.0, U, LOG_LO, TOP]),
+        lambda g, n: edges(g, n, [(0.0, 0.06), *LARGE], [0.0, -1.0, U, LOG_LO, TOP]),
         lambda c, s, o: s.sqrt(),
         lambda x, o: x.clamp(min=0).sqrt(),
         # docs: 1.3e-4 absolute on [0, 10]; above 10 (not in docs/ops.md) relative 1e-4:
@@ -155,7 +157,7 @@ EDGES: list[Edge] = [
     ),
     Edge(
         "rsqrt",
-        lambda g, n: edges(g, n, SMALL + [(8192.0, TOP)], [LOG_LO, 2.0**14, TOP]),
+        lambda g, n: edges(g, n, [*SMALL, (8192.0, TOP)], [LOG_LO, 2.0**14, TOP]),
         lambda c, s, o: s.rsqrt(),
         lambda x, o: x.rsqrt(),
         lambda x, ref: 1.5e-4 * ref + 2 * U,  # docs: relative 1.5e-4, 2 u above 2^14
@@ -236,6 +238,9 @@ class Worst:
     ratio: float = -1.0
     text: str = ""
     bad: int = 0
+    far: list[str] = field(default_factory=list)
+    """Elements off by more than 100 tolerances (a failed truncation, not an accuracy
+    overshoot): input, output, expected, the first 8."""
     garbage: list[str] | None = None
 
 
@@ -251,6 +256,11 @@ async def run_chunk(c: Cluster, e: Edge, x: torch.Tensor, other: torch.Tensor) -
         idx = (raw.abs() >= limit).nonzero().flatten()[:8].tolist()
         per = max(1, x.numel() // raw.numel())
         return [f"x[{i}] = {float(x[i * per]):.6f}: raw {int(raw[i])}" for i in idx]
+
+
+def _at(x: torch.Tensor, ref: torch.Tensor, i: int) -> str:
+    """Element i's input: the value, or its row of logits (cross-entropy's rows)."""
+    return f"x = {float(x[i])!r}" if ref.shape == x.shape else f"row {_rows(x)[i].tolist()}"
 
 
 async def check_edges(e: Edge, n: int, seed: int = 0) -> Worst:
@@ -269,12 +279,15 @@ async def check_edges(e: Edge, n: int, seed: int = 0) -> Worst:
             tol = e.tol(x.double() if ref.shape == x.shape else ref, ref)
             ratio = err / tol
             worst.bad += int((ratio > 1).sum())
+            for j in (ratio > 100).nonzero().flatten()[: 8 - len(worst.far)].tolist():
+                worst.far.append(
+                    f"{_at(x, ref, j)}: got {float(got[j]):.6g}, expected {float(ref[j]):.6g}"
+                )
             i = int(ratio.argmax())
             if float(ratio[i]) > worst.ratio:
-                xi = float(x[i]) if ref.shape == x.shape else _rows(x)[i].tolist()
                 worst.ratio = float(ratio[i])
                 worst.text = (
-                    f"{e.name}: worst element x = {xi}: got {float(got[i]):.8g}, expected "
+                    f"{e.name}: worst element {_at(x, ref, i)}: got {float(got[i]):.8g}, expected "
                     f"{float(ref[i]):.8g}, error {float(err[i]):.3g} = "
                     f"{worst.ratio:.3f} x tolerance {float(tol[i]):.3g}"
                 )
@@ -283,15 +296,99 @@ async def check_edges(e: Edge, n: int, seed: int = 0) -> Worst:
 
 def test_edges_are_the_documented_ones() -> None:
     """The edges above are the functions' own (docs/ops.md), not a narrower guess."""
-    assert EXP_HI == pytest.approx(math.log(0.99 * 2**15), abs=1e-3) and EXP_LO <= -12
+    assert abs(EXP_HI - math.log(0.99 * 2**15)) <= 1e-3 and EXP_LO <= -12
     assert LOG_LO == 2.0**-8
     assert SIGMOID_KNOTS[-1] == 8.0 and TANH_KNOTS[-1] == 4.0 and SOFTPLUS_KNOTS[-1] == 12.0
 
 
-@pytest.mark.parametrize("n", [DEFAULT_N, pytest.param(FULL_N, marks=pytest.mark.full)])
-@pytest.mark.parametrize("e", EDGES, ids=[e.name for e in EDGES])
+KNOWN = {
+    "exp": "relative error 5.9e-5 at x = 8.09 (e^x = 3264.47 for 3264.66) beyond the documented "
+    "5.3e-5: 6 of 10^5 elements; at 10^7 also ~10 truncation failures (e.g. -1024 for "
+    "e^-10.58), the lowering at range_reduction.py:115 of products up to 2^43 raw",
+}
+"""Functions off at the default size, with what is off (fixes belong to their modules):
+strict, so a fix shows as XPASS and the mark must go."""
+
+
+def _params() -> list[Any]:
+    out = []
+    for e in EDGES:
+        marks = [pytest.mark.xfail(reason=KNOWN[e.name], strict=True)] if e.name in KNOWN else []
+        out.append(pytest.param(e, DEFAULT_N, id=f"{e.name}-default", marks=marks))
+        out.append(pytest.param(e, FULL_N, id=f"{e.name}-1e7", marks=pytest.mark.full))
+    return out
+
+
+@pytest.mark.parametrize(("e", "n"), _params())
 async def test_no_element_off_at_the_edges(e: Edge, n: int) -> None:
     w = await check_edges(e, n)
     print(w.text)
     assert w.garbage is None, f"{e.name}: elements that do not decode: {w.garbage}"
-    assert w.bad == 0, f"{w.bad} elements beyond the tolerance; {w.text}"
+    assert w.bad == 0, (
+        f"{w.bad} elements beyond the tolerance ({len(w.far)}+ far off: {w.far}); {w.text}"
+    )
+
+
+class TruncationTap:
+    """Both parties' shares of every value a local truncation divides (``protocols.kinds``'
+    SecureML truncation, 2 parties), paired by the op that truncates: the raw magnitude
+    |x| that sets its failure probability |x| / 2**64."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, torch.Tensor] = {}
+        self.raw: dict[int, float] = {}
+        self.unpaired = 0
+
+    def __call__(self, x: Any, d: int, rank: int) -> Any:
+        out = _TRUNCATE(x, d, rank)
+        if d == 1:
+            return out  # a reinterpretation: nothing is divided
+        frame = sys._getframe(1)
+        while frame is not None and not isinstance(frame.f_locals.get("cmd"), Command):
+            frame = frame.f_back
+        if frame is None:
+            self.unpaired += 1
+            return out
+        op = frame.f_locals["cmd"].op
+        if op in self.pending:
+            total = self.pending.pop(op) + x.value  # int64 wraps as the ring does
+            self.raw[op] = float(total.abs().max())
+        else:
+            self.pending[op] = x.value.clone()
+        return out
+
+
+_TRUNCATE = kinds.truncate_local
+DOMAINS = [
+    ("sigmoid", SIGMOID_KNOTS[-1], lambda s: s.sigmoid()),
+    ("tanh", TANH_KNOTS[-1], lambda s: s.tanh()),
+    ("softplus", SOFTPLUS_KNOTS[-1], lambda s: F.softplus(s)),
+    ("silu", SIGMOID_KNOTS[-1], lambda s: F.silu(s)),
+    ("bce_with_logits", SOFTPLUS_KNOTS[-1], None),
+]
+
+
+@pytest.mark.parametrize(("name", "edge", "fn"), DOMAINS, ids=[d[0] for d in DOMAINS])
+async def test_every_truncation_within_the_documented_rate(
+    name: str, edge: float, fn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An instrumented run of each piecewise function on its domain [-edge, edge]: every
+    truncated value stays below 2**34 raw (failure probability < 2**-30 per element).
+    Beyond the last knot the powers of u are garbage and may exceed it harmlessly (the
+    selection cancels them exactly), so the inputs stop at the last knot."""
+    tap = TruncationTap()
+    monkeypatch.setattr(kinds, "truncate_local", tap)
+    x = torch.linspace(-edge, edge, 20_000)
+    target = (torch.arange(x.numel()) % 2).float()
+    async with start_cluster(2, seed=5) as c:
+        s = c.share(x, precision=16, base=2)
+        y = (
+            fn(s)
+            if fn is not None
+            else F.binary_cross_entropy_with_logits(s, target, reduction="none")
+        )
+        await reveal(y)
+    assert tap.unpaired == 0 and not tap.pending, (tap.unpaired, list(tap.pending))
+    assert len(tap.raw) >= 4  # u**2, u**3, u**4 and the sum at least
+    worst = max(tap.raw.values())
+    assert worst < 2**34, f"{name}: a truncation of 2**{math.log2(worst):.2f} raw"

@@ -225,7 +225,9 @@ def plan(name: str, knots: tuple[float, ...], tail: float, base: int, f: int) ->
     segs = list(pairwise(knots))
     cents = tuple(round((a + b) / 2 * scale) for a, b in segs)
     half = max(max(b - c / scale, c / scale - a) for (a, b), c in zip(segs, cents, strict=True))
-    coeffs = tuple(fit(name, a, b, DEGREE, c / scale) for (a, b), c in zip(segs, cents, strict=True))
+    coeffs = tuple(
+        fit(name, a, b, DEGREE, c / scale) for (a, b), c in zip(segs, cents, strict=True)
+    )
     raw_u = half * scale
     d2 = f
     while d2 < 2 * f:
