@@ -1,13 +1,14 @@
 """Activations on SharedTensors: sigmoid, tanh, softplus, SiLU, leaky ReLU, clamp,
 hardtanh and abs.
 
-sigmoid and tanh use their odd symmetry, softplus its even part: one ReLU gives ``|x|``
-and the sign bit (1 round), the function on ``|x|`` is a piecewise degree-4 polynomial on
-the knots below (:mod:`training.approximation`), beyond the last knot a constant, and the
-sign is applied by one product with the bit: 5 rounds for sigmoid and tanh, 4 for
-softplus. Their backward rules are the analytic derivatives from the output
-(``y - y**2``, ``1 - y**2``) or from sigmoid (softplus). They need at least
-:data:`training.approximation.MIN_BITS` fractional bits.
+sigmoid and tanh use their odd symmetry, softplus and SiLU an even part: one ReLU gives
+``|x|`` and the sign bit (1 round), the function on ``|x|`` is a piecewise degree-4
+polynomial on the knots below in powers of ``u = |x| - centre`` (:func:`~training.
+approximation.piecewise`: every truncation below 2**34 raw at 2/16, the documented 2**-30
+failure rate), beyond the last knot a constant, the sign folded into the selection: 5
+rounds for sigmoid, tanh and softplus, 6 for SiLU. Their backward rules are the analytic
+derivatives from the output (``y - y**2``, ``1 - y**2``) or from sigmoid (softplus,
+SiLU). They need at least :data:`training.approximation.MIN_BITS` fractional bits.
 
 The piecewise-linear ones are ReLUs of shifted inputs and exact: leaky ReLU and abs one
 ReLU, clamp and hardtanh two side by side (1 round), at any encoding.
@@ -25,7 +26,8 @@ from .registry import implements
 from .tensor import SharedTensor
 
 # Piecewise tables: (knots, function); a segment [k_i, k_{i+1}) has its own polynomial;
-# beyond the last knot the value is the constant ``tail``.
+# beyond the last knot the value is the constant ``tail``. Half the widest segment must
+# stay below 2 at 2/16 (u**2 below 2**34 raw): softplus's knot 8.5 (was 8: [8, 12]).
 SIGMOID_KNOTS = (0.0, 1.5, 3.0, 5.0, 8.0)
 TANH_KNOTS = (0.0, 0.75, 1.5, 2.5, 4.0)
 SOFTPLUS_KNOTS = (0.0, 1.5, 3.0, 5.0, 8.5, 12.0)
@@ -56,7 +58,7 @@ def tanh(x: SharedTensor) -> SharedTensor:
 
 def softplus(x: SharedTensor, beta: float = 1.0, threshold: float = 20.0) -> SharedTensor:
     """log(1 + e^x) = relu(x) + h(|x|), h = log1p(exp(-t)) piecewise (0 beyond 12);
-    backward g * sigmoid(x). 4 rounds."""
+    backward g * sigmoid(x). 5 rounds."""
     x = expect_shared(x, "softplus")
     require_bits(x, "softplus")
     if beta != 1.0:

@@ -12,14 +12,17 @@ docs/ops.md for the measured table.
   computed at import (cached); :func:`fit_error` gives their error for docs and tests.
 * **powers** (:func:`powers`): ``t**2`` (1 round), ``t**3, t**4`` (1 round), shared by
   every segment; a polynomial in them is a local public combination (:func:`poly`).
-* **piecewise polynomials** (:func:`piecewise`): the input is compared with all knots at
-  once (1 round, 8 B per knot: :func:`knot_bits`, or :func:`knot_bits_batched` for many
-  knots as one op), each segment has its own polynomial, and the segments are selected by
-  the telescoping sum ``p_0 + sum_k [t >= k_k] (p_k - p_{k-1})`` (:func:`select`, 1
-  round: products with a comparison bit need no truncation). Values of a polynomial far
-  outside its segment cancel exactly in the ring, so no clamping is needed.
+* **piecewise polynomials** (:func:`piecewise`, the activations'): the input is compared
+  with all knots at once (1 round, 8 B per knot: :func:`knot_bits`, or
+  :func:`knot_bits_batched` for many knots as one op), each segment has its own
+  polynomial in ``u = t - centre`` (exact products, every truncation below
+  2**34 raw at 2/16: :class:`Plan`), and the segments are selected by the telescoping sum
+  ``p_0 + sum_k [t >= k_k] (p_k - p_{k-1})`` (:func:`select`, 1 round: products with a
+  comparison bit need no truncation). Values of a polynomial far outside its segment
+  cancel exactly in the ring, so no clamping is needed.
 * **odd/even symmetry** (:func:`abs_sign`, :func:`signed`): one ReLU gives ``t = |x|`` and
-  the sign bit in 1 round; the sign is applied by one product with the bit.
+  the sign bit in 1 round; :func:`piecewise` folds the sign into the selection (the bits
+  times the sign beside u**2).
 
 Accuracy needs fractional bits (:func:`require_bits`): use base 2 with 16 bits
 (``cluster.share(t, precision=16, base=2)``) for the smooth functions; the default base 10
