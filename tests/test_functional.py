@@ -30,8 +30,8 @@ from protocols import FixedPoint
 from protocols.errors import ShapeError, UnsupportedOperation
 from protocols.suite import DEFAULT
 from training import SharedTensor, public
-from training.activations import SIGMOID_KNOTS, TANH_KNOTS
-from training.approximation import FUNCS, fit, fit_error
+from training.activations import SIGMOID_KNOTS, SOFTPLUS_KNOTS, TANH_KNOTS
+from training.approximation import FUNCS, fit, fit_error, plan
 from training.operands import public_precision
 from training.range_reduction import exp_domain, log_domain
 from training.testing import cost as kit_cost
@@ -57,18 +57,43 @@ def poly_fp_bound(coeffs: tuple[float, ...], t_max: float, e1: float, u: float =
     return out
 
 
-def piecewise_bound(name: str, knots: tuple[float, ...], tail: float, e1: float) -> float:
-    """Fit + fixed-point error of a piecewise table, and the tail's error at the last
-    knot (the tail constant replaces a function that is monotone there)."""
+def segments_bound(
+    name: str, knots: tuple[float, ...], tail: float, e1: float, base: int = 2, f: int = 16
+) -> float:
+    """Error of a piecewise table (``training.approximation.piecewise``) at 2/16 for an
+    input off by e1, from the evaluation plan the function itself uses: per segment the
+    fit's error (in u = t - centre), each power's truncations times its coefficient, each
+    coefficient's rounding to a public integer times max |u|**k, the constant's rounding,
+    the one final truncation (u) and the input's error times the fit's slope. Selections
+    by the bits and the sign are exact (precision 0)."""
+    pl = plan(name, knots, tail, base, f)
+    errs = pl.power_errors(base, f)
+    unit, b_ = float(base) ** -f, float(base)
     worst = 0.0
-    for a, b in pairwise(knots):
-        c = fit(name, a, b)
-        worst = max(worst, fit_error(name, a, b) + poly_fp_bound(c, max(abs(a), abs(b)), e1))
+    for (a, b), c, cs, ks in zip(pairwise(knots), pl.cents, pl.coeffs, pl.ints(base), strict=True):
+        centre = c * unit
+        uh = max(b - centre, centre - a)
+        terms = list(zip(cs[1:], ks, pl.pis, errs, strict=True))
+        rounding = sum(
+            uh**k * abs(kk * b_ ** (pi - pl.w) - ck)
+            for k, (ck, kk, pi, _) in enumerate(terms, start=1)
+        )
+        powers = sum(abs(ck) * ek for ck, _, _, ek in terms)
+        const = abs(round(cs[0] * b_**pl.cd) / b_**pl.cd - cs[0])
+        slope = sum(k * abs(ck) * uh ** (k - 1) for k, ck in enumerate(cs[1:], start=1))
+        fit_err = fit_error(name, a, b, centre=centre)
+        worst = max(worst, fit_err + rounding + powers + const + unit + slope * e1)
+    return worst
+
+
+def piecewise_bound(name: str, knots: tuple[float, ...], tail: float, e1: float) -> float:
+    """:func:`segments_bound`, or the tail's error at the last knot (the tail constant
+    replaces a function that is monotone there), whichever is larger."""
     f = FUNCS[name]
     import numpy as np
 
     tail_err = float(abs(f(np.array([knots[-1]]))[0] - tail))
-    return max(worst, tail_err + U16)
+    return max(segments_bound(name, knots, tail, e1), tail_err + U16)
 
 
 async def cost(c: Any, make: Callable[[], Any]) -> tuple[Any, int, int]:
@@ -96,8 +121,9 @@ RELU, DRELU, SQUARE, MUL = (
 
 
 def symmetric_cost(n_knots: int) -> int:
-    """relu, comparisons with the inner knots, t^2, t^3 and t^4, the selections, the sign."""
-    return RELU + n_knots * DRELU + SQUARE + MUL + SQUARE + n_knots * MUL + MUL
+    """relu, comparisons with the inner knots, u^2 beside the signed bits (sign x bit),
+    u^3 and u^4, the signed selection (sign x first segment + one product per bit)."""
+    return RELU + n_knots * DRELU + SQUARE + n_knots * MUL + MUL + SQUARE + (n_knots + 1) * MUL
 
 
 @pytest.mark.parametrize(
@@ -126,9 +152,78 @@ async def test_sigmoid_tanh_accuracy_and_cost(
     err = float((got - ref).abs().max())
     assert err <= bound, (err, bound)
     assert bound <= target_err  # the issue's CrypTen anchor
-    assert rounds == 5  # relu; bits + t^2; t^3 t^4; select; sign
+    inner = x.abs() < knots[-1]  # before the tail: the pieces' own bound
+    inner_bound = segments_bound(table, knots, tail, U16 / 2) + F32
+    inner_err = float((got - ref)[inner].abs().max())
+    assert inner_err <= inner_bound, (inner_err, inner_bound)
+    assert rounds == 5  # relu; bits; u^2 + signed bits; u^3 u^4; signed select
     assert sent == x.numel() * symmetric_cost(len(knots) - 1)
     assert sent / x.numel() <= 256
+
+
+@pytest.mark.parametrize(("base", "prec"), [(10, 4), (2, 12)])
+async def test_piecewise_at_other_encodings(base: int, prec: int) -> None:
+    """sigmoid, tanh and softplus at base 10 / 4 digits and 2 / 12 bits: the plan works in
+    the encoding's digits (a plan in bits divided by 10**26 at base 10), each within its
+    bound derived for that encoding."""
+    x = torch.linspace(-12, 12, 4001)
+    e1 = float(base) ** -prec / 2
+    cases = [
+        ("sigmoid", torch.sigmoid, SIGMOID_KNOTS, "sigmoid_odd", 0.5),
+        ("tanh", torch.tanh, TANH_KNOTS, "tanh", 1.0),
+        ("softplus", F.softplus, SOFTPLUS_KNOTS, "softplus_even", 0.0),
+    ]
+    async with start_cluster(2, seed=3) as c:
+        s = c.share(x, precision=prec, base=base)
+        for name, ref_fn, knots, table, tail in cases:
+            fn = getattr(F, name)
+            got = await reveal(fn(s))
+            err = (got - ref_fn(x.double())).abs()
+            ref = ref_fn(x.double())
+            # softplus's relu(x) adds x's encoding (e1); decoding to float32 2**-24 relative
+            floor = e1 + F32 * ref.abs()
+            inner = x.abs() < knots[-1]
+            bound = segments_bound(table, knots, tail, e1, base, prec)
+            assert bool((err[inner] <= bound + floor[inner]).all()), (name, float(err.max()))
+            tail_err = float(
+                abs(FUNCS[table](torch.tensor([knots[-1]]).double().numpy())[0] - tail)
+            )
+            assert bool((err <= max(bound, tail_err + float(base) ** -prec) + floor).all()), name
+
+
+async def test_silu_forward_and_backward() -> None:
+    """silu = relu(x) - t m (m = sigmoid(-t) = 1/2 - h(t)): off by t times h's error plus
+    one truncation (x's encoding in relu); beyond 8, m is an exact 0 and the error is t
+    sigmoid(-t) itself. Backward g (sigmoid(x) + x m (1 - m)) against torch autograd."""
+    x = torch.linspace(-10, 10, 4001)
+    g = torch.Generator().manual_seed(1)
+    w = torch.rand(x.shape, generator=g) + 0.5
+    async with start_cluster(2, seed=2) as c:
+        sx = share16(c, x, requires_grad=True)
+        y, rounds, sent = await cost(c, lambda: F.silu(sx))
+        (y * public(w)).sum().backward()
+        got, grad = await reveal(y), await reveal(sx.grad)
+    xd = x.double().requires_grad_(True)
+    ref = F.silu(xd)
+    (ref * w.double()).sum().backward()
+    assert xd.grad is not None
+    t = x.double().abs()
+    eh = segments_bound("sigmoid_odd", SIGMOID_KNOTS, 0.5, U16 / 2)
+    tail = (t * torch.sigmoid(-t)).where(t >= SIGMOID_KNOTS[-1], torch.zeros_like(t))
+    tol = t * eh + 2 * U16 + tail + F32 * ref.detach().abs()
+    err = (got - ref.detach()).abs()
+    assert bool((err <= tol).all()), float((err - tol).max())
+    assert rounds == 6  # relu; bits; u^2; u^3 u^4; select; t m
+    knots = len(SIGMOID_KNOTS) - 1
+    assert sent == x.numel() * (RELU + knots * DRELU + SQUARE + MUL + SQUARE + knots * MUL + MUL)
+    # sigmoid(x) off by eh, x m (1 - m) by |x| (1 + 2 m) eh (m <= 1/2), the tails' m(1 - m)
+    # dropped (<= sigmoid(-8)); the products' truncations and the weight's encoding
+    gref = xd.grad
+    gtol = (eh * (1 + 2 * t) + (t + 1) * torch.sigmoid(-t) * (t >= 8)) * w + 8 * U16 * (
+        1 + gref.abs()
+    )
+    gerr = (grad - gref).abs()
+    assert bool((gerr <= gtol).all()), float((gerr - gtol).max())
 
 
 async def test_softmax_and_cross_entropy_targets() -> None:
