@@ -20,6 +20,22 @@ _DTYPES: dict[torch.dtype, int] = {torch.int64: 1, torch.bool: 2, torch.uint8: 3
 _CODES = {v: k for k, v in _DTYPES.items()}
 
 
+_HEADS: dict[tuple[int, tuple[int, ...]], bytes] = {}
+"""Record headers by (dtype code, shape): a training step sends the same few shapes again
+and again, so each header is packed once (bounded: past the bound a new shape's header is
+packed every time, never stored)."""
+_MAX_HEADS = 4096
+
+
+def _head(code: int, shape: tuple[int, ...]) -> bytes:
+    head = _HEADS.get((code, shape))
+    if head is None:
+        head = _REC.pack(code, len(shape)) + struct.pack(f"<{len(shape)}I", *shape)
+        if len(_HEADS) < _MAX_HEADS:
+            _HEADS[(code, shape)] = head
+    return head
+
+
 def _records(tensors: Sequence[torch.Tensor]) -> tuple[list[tuple[bytes, np.ndarray]], int, int]:
     out = []
     size = payload = 0
@@ -27,10 +43,11 @@ def _records(tensors: Sequence[torch.Tensor]) -> tuple[list[tuple[bytes, np.ndar
         code = _DTYPES.get(t.dtype)
         if code is None:
             raise ProtocolError(f"cannot send a tensor of dtype {t.dtype}")
-        shape = tuple(t.shape)
-        head = _REC.pack(code, len(shape)) + struct.pack(f"<{len(shape)}I", *shape)
-        arr = t.detach().contiguous().numpy().reshape(-1)
-        data = np.packbits(arr) if t.dtype == torch.bool else arr.view(np.uint8)
+        head = _head(code, tuple(t.shape))
+        if t.requires_grad:
+            t = t.detach()
+        arr = t.contiguous().numpy().reshape(-1)
+        data = np.packbits(arr) if code == 2 else arr.view(np.uint8)
         out.append((head, data))
         size += len(head) + data.nbytes
         payload += data.nbytes

@@ -75,9 +75,9 @@ async def mul(ctx: PartyContext, x: Share, y: Share, *, sub: int = 0) -> Share:
     (eps, delta), depth = await open_ring(
         ctx, f"mul{sub}", [x.value - t["a"], y.value - t["b"]], max(x.depth, y.depth)
     )
-    z = t["c"] + eps * t["b"] + t["a"] * delta
-    if ctx.rank == 0:
-        z = z + eps * delta
+    # Party 0 also adds eps * delta, folded in as eps * (b_0 + delta): one product fewer.
+    b = t["b"] + delta if ctx.rank == 0 else t["b"]
+    z = t["c"] + eps * b + t["a"] * delta
     return Share(z, depth)
 
 
@@ -85,9 +85,9 @@ async def square(ctx: PartyContext, x: Share, *, sub: int = 0) -> Share:
     """``x * x`` opening only ``x - a``; 1 round, half the bytes of ``mul(x, x)``."""
     t = await ctx.material(square_spec(tuple(x.value.shape), sub))
     (eps,), depth = await open_ring(ctx, f"sq{sub}", [x.value - t["a"]], x.depth)
-    z = t["c"] + 2 * eps * t["a"]
-    if ctx.rank == 0:
-        z = z + eps * eps
+    # Party 0 also adds eps**2, folded in as eps * (2 a_0 + eps): one product fewer.
+    a2 = 2 * t["a"]
+    z = t["c"] + eps * (a2 + eps if ctx.rank == 0 else a2)
     return Share(z, depth)
 
 
@@ -97,7 +97,8 @@ async def matmul(ctx: PartyContext, x: Share, y: Share, *, sub: int = 0) -> Shar
     (eps, delta), depth = await open_ring(
         ctx, f"mm{sub}", [x.value - t["a"], y.value - t["b"]], max(x.depth, y.depth)
     )
-    z = t["c"] + ring_matmul(eps, t["b"]) + ring_matmul(t["a"], delta)
-    if ctx.rank == 0:
-        z = z + ring_matmul(eps, delta)
+    # Party 0 also adds eps @ delta, folded in as eps @ (b_0 + delta): exact in the ring
+    # (the product distributes modulo 2^64), one GEMM fewer at party 0 (3 -> 2).
+    b = t["b"] + delta if ctx.rank == 0 else t["b"]
+    z = t["c"] + ring_matmul(eps, b) + ring_matmul(t["a"], delta)
     return Share(z, depth)

@@ -129,9 +129,10 @@ async def bilinear(
     (eps, delta), depth = await open_ring(
         ctx, f"{kind}{sub}", [x.value - t["a"], y.value - t["b"]], max(x.depth, y.depth)
     )
-    z = t["c"] + fn(eps, t["b"], out) + fn(t["a"], delta, out)
-    if ctx.rank == 0:
-        z = z + fn(eps, delta, out)
+    # Party 0 also adds fn(eps, delta), folded in as fn(eps, b_0 + delta): fn is bilinear
+    # (exact in the ring), one product fewer at party 0.
+    b = t["b"] + delta if ctx.rank == 0 else t["b"]
+    z = t["c"] + fn(eps, b, out) + fn(t["a"], delta, out)
     return Share(z, depth)
 
 

@@ -157,25 +157,28 @@ def draw_all(prg: Prg, spec: MaterialSpec, op_id: int) -> dict[str, torch.Tensor
     The layout is the same for every holder of the key, so the dealer and the party agree.
     """
     n_ring, n_bits, ring, bits, shared, _, _ = _layout(spec)
-    raw = prg.random_bytes(8 * n_ring + (n_bits + 7) // 8, (op_id, spec.sub))
-    rings: Sequence[torch.Tensor] = ()
-    bools: Sequence[torch.Tensor] = ()
-    if n_ring:
-        whole = torch.frombuffer(bytearray(raw[: 8 * n_ring]), dtype=DTYPE)
-        rings = whole.split(ring) if len(ring) > 1 else (whole,)
+    raw = prg.keystream(8 * n_ring + (n_bits + 7) // 8, (op_id, spec.sub))
+    flat: torch.Tensor | None = None
     if n_bits:
         packed = np.frombuffer(raw, np.uint8, offset=8 * n_ring)
         flat = torch.from_numpy(np.unpackbits(packed)[:n_bits].view(np.bool_))
-        bools = flat.split(bits) if len(bits) > 1 else (flat,)
+    # Every item a view of the one keystream buffer (each its own region), made directly
+    # from its offset: no copy of the draw, no per-spec split.
     out: dict[str, torch.Tensor] = {}
     r = b = 0
     for name, is_bits, shape in shared:
         if is_bits:
-            out[name] = bools[b].view(shape)
-            b += 1
+            assert flat is not None
+            out[name] = flat.narrow(0, b, prod(shape)).view(shape)
+            b += prod(shape)
         else:
-            out[name] = rings[r].view(shape)
-            r += 1
+            count = prod(shape)
+            out[name] = (
+                torch.frombuffer(raw, dtype=DTYPE, count=count, offset=8 * r).view(shape)
+                if count
+                else torch.empty(shape, dtype=DTYPE)
+            )
+            r += count
     return out
 
 

@@ -59,6 +59,14 @@ class Prg:
         and the stream 32 (they form the 96-bit nonce: nothing is masked away, so two labels
         never alias), and one label yields at most 2**32 blocks of 64 bytes (the 32-bit
         block counter never wraps)."""
+        return bytes(self.keystream(n, label))
+
+    def keystream(self, n: int, label: tuple[int, int]) -> bytearray:
+        """:meth:`random_bytes` in a fresh writable buffer (what tensors are built on).
+
+        The same bytes: ChaCha20 run in place over ``n`` zero bytes is its keystream. In
+        place, because ``update(bytes(n))`` allocates the zeros and the output apart and
+        was measured ~4x slower on 800 kB draws (Network A's weights)."""
         op_id, stream = label
         if not (isinstance(op_id, int) and 0 <= op_id < 2**64):
             raise ValueError(f"PRG label op id {op_id!r} is not an unsigned 64-bit integer")
@@ -68,8 +76,12 @@ class Prg:
             raise ValueError(f"{n} bytes from one PRG label exceed the 32-bit block counter")
         # ChaCha20 in `cryptography` takes a 16-byte nonce: 4-byte block counter, 12-byte nonce.
         nonce = struct.pack("<IQI", 0, op_id, stream)
-        enc = Cipher(algorithms.ChaCha20(self._key, nonce), mode=None).encryptor()
-        return enc.update(bytes(n))
+        buf = bytearray(n)
+        if n:
+            enc = Cipher(algorithms.ChaCha20(self._key, nonce), mode=None).encryptor()
+            if enc.update_into(buf, buf) != n:  # pragma: no cover - a stream cipher returns all
+                raise AssertionError("ChaCha20 returned a partial keystream")
+        return buf
 
     def next_label(self) -> tuple[int, int]:
         """A label never used before by this generator, for fresh (uncorrelated) draws."""
@@ -79,8 +91,10 @@ class Prg:
     def ring(self, shape: tuple[int, ...], label: tuple[int, int] | None = None) -> torch.Tensor:
         """Uniform elements of Z_2^64 as int64."""
         n = prod(shape)
-        raw = self.random_bytes(8 * n, label or self.next_label())
-        return torch.frombuffer(bytearray(raw), dtype=torch.int64).reshape(shape)
+        if n == 0:
+            return torch.empty(shape, dtype=torch.int64)
+        raw = self.keystream(8 * n, label or self.next_label())
+        return torch.frombuffer(raw, dtype=torch.int64).view(shape)
 
     def bits(self, shape: tuple[int, ...], label: tuple[int, int] | None = None) -> torch.Tensor:
         """Uniform bits as a bool tensor."""
