@@ -156,7 +156,7 @@ def draw_all(prg: Prg, spec: MaterialSpec, op_id: int) -> dict[str, torch.Tensor
     first all 8-byte items (ring elements and words), then all bit items packed together.
     The layout is the same for every holder of the key, so the dealer and the party agree.
     """
-    n_ring, n_bits, ring, bits, shared, _, _ = _layout(spec)
+    n_ring, n_bits, _, _, shared, _, _ = _layout(spec)
     raw = prg.keystream(8 * n_ring + (n_bits + 7) // 8, (op_id, spec.sub))
     flat: torch.Tensor | None = None
     if n_bits:
