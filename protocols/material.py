@@ -158,26 +158,22 @@ def draw_all(prg: Prg, spec: MaterialSpec, op_id: int) -> dict[str, torch.Tensor
     """
     n_ring, n_bits, _, _, shared, _, _ = _layout(spec)
     raw = prg.keystream(8 * n_ring + (n_bits + 7) // 8, (op_id, spec.sub))
-    flat: torch.Tensor | None = None
+    words = np.frombuffer(raw, np.int64, count=n_ring)
+    flat: np.ndarray | None = None
     if n_bits:
-        packed = np.frombuffer(raw, np.uint8, offset=8 * n_ring)
-        flat = torch.from_numpy(np.unpackbits(packed)[:n_bits].view(np.bool_))
-    # Every item a view of the one keystream buffer (each its own region), made directly
-    # from its offset: no copy of the draw, no per-spec split.
+        flat = np.unpackbits(np.frombuffer(raw, np.uint8, offset=8 * n_ring))[:n_bits]
+    # Every item a view of the one keystream buffer (each its own region), sliced in numpy
+    # (measured ~2x cheaper per item than torch slicing): no copy of the draw, no split.
     out: dict[str, torch.Tensor] = {}
     r = b = 0
     for name, is_bits, shape in shared:
+        count = prod(shape)
         if is_bits:
             assert flat is not None
-            out[name] = flat.narrow(0, b, prod(shape)).view(shape)
-            b += prod(shape)
+            out[name] = torch.from_numpy(flat[b : b + count].view(np.bool_).reshape(shape))
+            b += count
         else:
-            count = prod(shape)
-            out[name] = (
-                torch.frombuffer(raw, dtype=DTYPE, count=count, offset=8 * r).view(shape)
-                if count
-                else torch.empty(shape, dtype=DTYPE)
-            )
+            out[name] = torch.from_numpy(words[r : r + count].reshape(shape))
             r += count
     return out
 
