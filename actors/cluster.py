@@ -56,6 +56,9 @@ class _Collector:
     """Clusters serving in this process now."""
     saved: tuple[int, ...] = (700, 10, 10)
     """The thresholds to restore after the last."""
+    froze = False
+    """Whether the first froze the objects (not if the process had frozen some itself:
+    ``gc.unfreeze`` cannot tell its own from the process's)."""
 
 
 @contextmanager
@@ -71,11 +74,14 @@ def collector_tuned() -> Iterator[None]:
     sight (``gc.freeze``: they are the long-lived imports and set-up) and the young
     threshold is raised; nothing is disabled, cycles are still collected. Both are undone
     when the last serving cluster of the process closes (frozen objects go back to the
-    oldest generation and are collected as usual).
+    oldest generation and are collected as usual; a process that froze objects itself
+    keeps its own freeze, untouched).
     """
     if _Collector.serving == 0:
         _Collector.saved = gc.get_threshold()
-        gc.freeze()
+        _Collector.froze = gc.get_freeze_count() == 0
+        if _Collector.froze:
+            gc.freeze()
         young, *older = _Collector.saved
         gc.set_threshold(max(young, YOUNG_THRESHOLD), *older)
     _Collector.serving += 1
@@ -85,7 +91,8 @@ def collector_tuned() -> Iterator[None]:
         _Collector.serving -= 1
         if _Collector.serving == 0:
             gc.set_threshold(*_Collector.saved)
-            gc.unfreeze()
+            if _Collector.froze:
+                gc.unfreeze()
 
 
 class Cluster(Runtime):
