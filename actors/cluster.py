@@ -13,10 +13,11 @@ README. The runtime the frontend drives (issuing, batching, reveals, the op log)
 
 from __future__ import annotations
 
+import gc
 import math
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -45,6 +46,53 @@ from .provider import CryptoProvider
 from .runtime import Runtime, access_denied
 
 C = TypeVar("C", bound="Cluster")
+
+YOUNG_THRESHOLD = 20_000
+"""Allocations between young collections while a cluster serves (Python's default: 700)."""
+
+
+class _Collector:
+    serving = 0
+    """Clusters serving in this process now."""
+    saved: tuple[int, ...] = (700, 10, 10)
+    """The thresholds to restore after the last."""
+    froze = False
+    """Whether the first froze the objects (not if the process had frozen some itself:
+    ``gc.unfreeze`` cannot tell its own from the process's)."""
+
+
+@contextmanager
+def collector_tuned() -> Iterator[None]:
+    """Python's cyclic collector set for the runtime while a cluster serves.
+
+    Why: a training step allocates thousands of short-lived containers (commands, slots,
+    envelopes, trio tasks), so at the default threshold the young generation is collected
+    about twice per step, and every few hundred steps a full collection walks every object
+    of the process (torch and its imports: ~270,000, ~150 ms). Measured on train_xor's
+    workload: ~0.2 ms per step in young collections, ~0.75 ms per step on average in full
+    ones. The objects that exist when the cluster starts are moved out of the collector's
+    sight (``gc.freeze``: they are the long-lived imports and set-up) and the young
+    threshold is raised; nothing is disabled, cycles are still collected. Both are undone
+    when the last serving cluster of the process closes (frozen objects go back to the
+    oldest generation and are collected as usual; a process that froze objects itself
+    keeps its own freeze, untouched).
+    """
+    if _Collector.serving == 0:
+        _Collector.saved = gc.get_threshold()
+        _Collector.froze = gc.get_freeze_count() == 0
+        if _Collector.froze:
+            gc.freeze()
+        young, *older = _Collector.saved
+        gc.set_threshold(max(young, YOUNG_THRESHOLD), *older)
+    _Collector.serving += 1
+    try:
+        yield
+    finally:
+        _Collector.serving -= 1
+        if _Collector.serving == 0:
+            gc.set_threshold(*_Collector.saved)
+            if _Collector.froze:
+                gc.unfreeze()
 
 
 class Cluster(Runtime):
@@ -280,7 +328,8 @@ class Cluster(Runtime):
         every op, check nothing is left over and log the summary; always mark the cluster
         closed, run ``close`` (shielded) and stop the actors."""
         try:
-            yield
+            with collector_tuned():
+                yield
             await self.flush()
             self._check_quiet()
             self._log_summary()

@@ -18,6 +18,24 @@ from protocols.errors import ProtocolError
 _REC = struct.Struct("<BB")
 _DTYPES: dict[torch.dtype, int] = {torch.int64: 1, torch.bool: 2, torch.uint8: 3}
 _CODES = {v: k for k, v in _DTYPES.items()}
+_NP = {1: np.int64, 3: np.uint8}
+"""numpy's dtype of each byte-aligned record code."""
+
+
+_HEADS: dict[tuple[int, tuple[int, ...]], bytes] = {}
+"""Record headers by (dtype code, shape): a training step sends the same few shapes again
+and again, so each header is packed once (bounded: past the bound a new shape's header is
+packed every time, never stored)."""
+_MAX_HEADS = 4096
+
+
+def _head(code: int, shape: tuple[int, ...]) -> bytes:
+    head = _HEADS.get((code, shape))
+    if head is None:
+        head = _REC.pack(code, len(shape)) + struct.pack(f"<{len(shape)}I", *shape)
+        if len(_HEADS) < _MAX_HEADS:
+            _HEADS[(code, shape)] = head
+    return head
 
 
 def _records(tensors: Sequence[torch.Tensor]) -> tuple[list[tuple[bytes, np.ndarray]], int, int]:
@@ -27,10 +45,11 @@ def _records(tensors: Sequence[torch.Tensor]) -> tuple[list[tuple[bytes, np.ndar
         code = _DTYPES.get(t.dtype)
         if code is None:
             raise ProtocolError(f"cannot send a tensor of dtype {t.dtype}")
-        shape = tuple(t.shape)
-        head = _REC.pack(code, len(shape)) + struct.pack(f"<{len(shape)}I", *shape)
-        arr = t.detach().contiguous().numpy().reshape(-1)
-        data = np.packbits(arr) if t.dtype == torch.bool else arr.view(np.uint8)
+        head = _head(code, tuple(t.shape))
+        if t.requires_grad:
+            t = t.detach()
+        arr = t.contiguous().numpy().reshape(-1)
+        data = np.packbits(arr) if code == 2 else arr.view(np.uint8)
         out.append((head, data))
         size += len(head) + data.nbytes
         payload += data.nbytes
@@ -67,8 +86,10 @@ def decode_tensors(body: memoryview | bytes) -> tuple[torch.Tensor, ...]:
                 bits = np.unpackbits(raw)[:n].astype(np.bool_)
                 out.append(torch.from_numpy(bits).reshape(shape))
             elif n:
-                chunk = bytearray(view[pos : pos + size])
-                out.append(torch.frombuffer(chunk, dtype=dtype).reshape(shape))
+                # a writable copy of the record, viewed through numpy (cheaper per tensor
+                # than torch.frombuffer + reshape; the same bytes)
+                chunk = np.frombuffer(bytearray(view[pos : pos + size]), _NP[code])
+                out.append(torch.from_numpy(chunk.reshape(shape)))
             else:
                 out.append(torch.empty(shape, dtype=dtype))
             pos += size

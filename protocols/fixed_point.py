@@ -94,6 +94,8 @@ class FixedPoint:
         )
         if t.is_complex():
             raise EncodingError("complex values cannot be encoded in fixed point")
+        if t.numel() == 1:
+            return self._encode_scalar(t)
         t = t.to(torch.float64)
         if not bool(torch.isfinite(t).all()):
             bad = "NaN" if bool(torch.isnan(t).any()) else "an infinite value"
@@ -106,6 +108,22 @@ class FixedPoint:
                 f"|v| <= {self.max_value!r} (base {self.base}, precision {self.precision})"
             )
         return e.to(torch.int64)
+
+    def _encode_scalar(self, t: torch.Tensor) -> torch.Tensor:
+        """:meth:`encode` of a one-element tensor, the same checks and rounding (Python's
+        float is the same double, its round the same ties-to-even) on a Python number:
+        public scalars (learning rates, constant factors) are encoded on every step."""
+        v = float(t.item())
+        if not math.isfinite(v):
+            bad = "NaN" if math.isnan(v) else "an infinite value"
+            raise EncodingError(f"cannot encode {bad} in fixed point")
+        scaled = v * self.scale
+        if abs(scaled) >= 2**ENCODED_LIMIT_BITS or abs(e := round(scaled)) >= 2**ENCODED_LIMIT_BITS:
+            raise EncodingError(
+                f"value {abs(v)!r} is outside the safe fixed-point range "
+                f"|v| <= {self.max_value!r} (base {self.base}, precision {self.precision})"
+            )
+        return torch.full(t.shape, e, dtype=torch.int64)
 
     def decode(self, encoded: torch.Tensor) -> torch.Tensor:
         """Ring elements (read as signed) back to float64 reals (float32 would lose the last
