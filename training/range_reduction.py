@@ -34,7 +34,9 @@ from typing import Any
 import torch
 
 from protocols.errors import UnsupportedOperation
-from protocols.params import Params
+from protocols.lookup import DIGIT_BITS, digit_bits
+from protocols.lookup import rows as lookup_rows
+from protocols.params import Params, Pub
 
 from .activations import clamp
 from .approximation import (
@@ -71,10 +73,131 @@ _EXP_PRODUCT_BITS = 44
 
 @implements(torch.exp, methods=("exp",))
 def exp(x: SharedTensor) -> SharedTensor:
-    """e^x: clamp to :func:`exp_domain`, k = the integer part of x - lo by a search
+    """e^x. Base 2 (:func:`_exp_pow2`): a clamp (2 ReLUs in one round), t = x log2 e
+    split into an integer j and an exact u in (-1, 1) by one local truncation, 2**j from
+    a digit lookup (no comparison), 2**u by a degree-5 polynomial. Base 10:
+    :func:`_exp_search`. Backward g y."""
+    x = expect_shared(x, "exp")
+    require_bits(x, "exp")
+    with torch.no_grad():
+        y = _exp_pow2(x) if x.fp.base == 2 else _exp_search(x)
+    return x._record(y, [x], lambda g: (g * y,))
+
+
+def exp_pow2_domain(x: SharedTensor) -> tuple[float, float, int, int]:
+    """(lo, hi, J, B) of the base-2 exp: the input is clamped to [lo, hi] with ``lo = -J
+    ln 2`` (J = f rounded up to a multiple of 8: 16 at 2/16, lo = -11.09, where e^lo is one
+    unit: below it the result is off by at most a unit) and hi as :func:`exp_domain`;
+    j = x log2 e + J (or one more) lies in [0, 2**B) (B = 5 at 2/16)."""
+    f = frac_bits(x)
+    big_j = 8 * math.ceil(f / 8)
+    lo = -big_j * math.log(2)
+    hi = exp_domain(x)[1]
+    jmax = math.floor((hi - lo) * math.log2(math.e)) + 1  # the truncation may round up
+    return lo, hi, big_j, max(jmax.bit_length(), DIGIT_BITS + 1)
+
+
+EXP_DEGREE = 5
+"""2**u on (-1, 1): the degree-5 least-squares fit is within 4e-6 relative (degree 4:
+8e-5, more than the encoding's unit allows at p = 1/2)."""
+
+
+def _mul_at(a: SharedTensor, b: SharedTensor, prec: int) -> SharedTensor:
+    """a * b (Beaver) truncated to precision ``prec`` (base 2): the raw product holds
+    a.prec + b.prec fractional bits."""
+    d = 2 ** (a.prec + b.prec - prec)
+    shape = torch.broadcast_shapes(a.shape, b.shape)
+    return a._op("mul", [b], shape, Params(d=d), prec=prec)
+
+
+def _exp_pow2(x: SharedTensor) -> SharedTensor:
+    """e^x = 2**(t - J) for t = (x - lo) log2 e, at base 2 with f fractional bits (2/16:
+    f = 16, J = 16, B = 5; raw bounds in brackets):
+
+    1. xc = clamp(x, lo, hi) (2 ReLUs side by side), t = (xc - lo) log2 e (one public
+       scaling) in [0, 31) and its integer part k = trunc(t / 2**f), a local truncation
+       (2 parties; the dealer pair with 3+): k is floor(t) or one more, so u = t - k,
+       computed on the shares, is exact and in (-1, 1), and j = k in [0, 2**B);
+    2. the digits of j (kind ``digits``, :mod:`protocols.lookup`: 2 rounds, no
+       comparison) give, as local public products with the indicator rows, A = 2**d0 and,
+       from the top digit D (q = J / 8), ``W- = 2**min(j, J) = [D < q] 2**(8D) A + [D >= q]
+       2**J`` and ``W+ = 2**max(j - J, 0) = [D >= q] 2**(8(D - q)) A + [D < q]`` (two exact
+       products at precision 0, one round);
+    3. beside them p(u) ~ 2**u at f + 1 bits: u**2, u**3, u**4, u**5 (3 rounds, each
+       product below 2**34 raw), then one integer combination of the monomials truncated
+       once (its sum below 2**34 raw);
+    4. e^x = trunc(p W- / 2**J) W+ (the first product below 2**(f + 2 + J) = 2**34, the
+       second exact: below 2**32), lowered to f bits (below 2**32).
+
+    The small results lose no digit to a large truncation (W- shifts them right by at most
+    J bits after the product) and the large ones none to rounding (W+ is a power of two,
+    multiplied in exactly). Rounds at 2/16: clamp + 5; no product above 2**34 raw."""
+    f = x.fp.precision
+    lo, hi, big_j, bits = exp_pow2_domain(x)
+    shape = x.shape
+    fp1 = f + 1
+    xc = clamp(x, lo, hi).reshape(-1)
+    t = _times_log2e(xc, fp1) + float(big_j)  # in [0, 2**B - 1), at f + 1 bits
+    k = t._op("trunc", [], t.shape, Params(d=2**t.prec), prec=0)
+    u = t - k  # exact, in (-1, 1), at f + 1 bits
+    rows = k._op("digits", [], (lookup_rows(bits), *k.shape), Params(d=bits), prec=0)
+    sizes = digit_bits(bits)
+    q = big_j // 8
+    top = 1 << sizes[-1] if len(sizes) == 2 else 0
+    if len(sizes) != 2 or sizes[0] != 3:
+        raise UnsupportedOperation(f"exp: a {bits}-bit exponent lookup is not supported")
+    table = torch.zeros(5, 8 + top, dtype=torch.int64)
+    table[0, :8] = 2 ** torch.arange(8)
+    for dd in range(top):
+        below = dd < q
+        table[1, 8 + dd] = 2 ** (8 * dd) if below else 0  # G- (times A)
+        table[2, 8 + dd] = 0 if below else 2 ** (8 * (dd - q))  # G+ (times A)
+        table[3, 8 + dd] = 0 if below else 2**big_j  # H-
+        table[4, 8 + dd] = 1 if below else 0  # H+
+    pub = Pub.of(table)
+    tab = rows._op("matmul_pub", [], (5, *k.shape), Params(pub=pub, left=True), prec=0)
+    w = tab[0] * tab[1:3] + tab[3:5]  # (W-, W+), exact at precision 0
+    # p(u) ~ 2**u: monomials at f + 1 bits, one combination, one truncation
+    u2 = _mul_at(u, u, fp1)
+    u3 = _mul_at(u, u2, fp1)
+    u4 = _mul_at(u2, u2, fp1)
+    u5 = _mul_at(u, u4, fp1)
+    ln2 = math.log(2)
+    c = [v * ln2**i for i, v in enumerate(fit("exp", -ln2, ln2, EXP_DEGREE))]
+    a = _EXP_COEFF_BITS
+    mono = [u, u2, u3, u4, u5]
+    acc: Any = None
+    for m_i, c_i in zip(mono, c[1:], strict=True):
+        term = m_i * round(c_i * 2**a)
+        acc = term if acc is None else acc + term
+    p = lower(reinterpret(acc, fp1 + a), fp1) + float(c[0])
+    z = _mul_at(p, reinterpret(w[0], big_j), fp1)  # p W- / 2**J: truncated by 2**J
+    y = z * w[1]
+    return lower(y, f)._at_prec(f).reshape(shape)
+
+
+def _times_log2e(x: SharedTensor, prec: int) -> SharedTensor:
+    """x log2 e at ``prec`` bits (base 2) for |x| < 2**(34 - 13.53 - x.prec) (11.6 at
+    2/16: exp's clamped input): log2 e = C1 / 2**13 + C2 / 2**26 + (below 2**-27), each
+    integer product exact and truncated once, below 2**34 raw (a single 19-bit log2 e
+    would take the product to 2**39). Error: 2 units of 2**-prec."""
+    c1 = round(math.log2(math.e) * 2**13)
+    c2 = round((math.log2(math.e) - c1 / 2**13) * 2**26)
+    hi = lower(reinterpret(x * c1, x.prec + 13), prec)
+    lo_part = lower(reinterpret(x * c2, x.prec + 26), prec)
+    return hi + lo_part
+
+
+_EXP_COEFF_BITS = 16
+"""p's coefficients as integers round(c 2**16) times the monomials (at f + 1 bits, below
+2**18 raw: the sum stays below 2**34), truncated once."""
+
+
+def _exp_search(x: SharedTensor) -> SharedTensor:
+    """e^x at any base: clamp to :func:`exp_domain`, k = the integer part of x - lo by a search
     (:func:`~training.normalisation.search_levels`: 6 comparisons in 3 levels at 2/16,
     the first level beside the clamp), u = x - k in [0, 1) and ``e^x = e^k p(u)`` with a
-    degree-4 ``p``. Backward g y.
+    degree-4 ``p``.
 
     e^k is never computed as a number: for each value t of the first level's digit the
     partial table ``round(e^k 2**a_t)`` over the later digits is selected as an exact
@@ -82,41 +205,35 @@ def exp(x: SharedTensor) -> SharedTensor:
     p(u) and divided by 2**a_t (one truncation), where a_t is the largest scale that
     keeps that product below 2**44 raw for the k of that digit (2**-20 failure per element
     at the top of each range, as before); the first digit then selects among the 4
-    results. So small e^k keep their digits (a_t = 36 for k <= -7 at 2/16) and large
-    ones fit (a_t = 12 for k >= 6): relative error of the table below 1e-5 / e^k... in
-    units, half a unit of 2**-a_t. 24 comparisons (one per integer) became 6; 15
-    products."""
-    x = expect_shared(x, "exp")
-    require_bits(x, "exp")
+    results. 24 comparisons (one per integer) became 6; 15 products."""
     lo, hi = exp_domain(x)
     kmax = math.floor(hi) - lo  # k - lo in [0, kmax]
     levels = search_levels(kmax + 1)
-    with torch.no_grad():
-        (s0, r0) = levels[0]
-        first = cat([(x - float(lo + s0 * t)).unsqueeze(0) for t in range(1, r0 + 1)]).drelu()
-        xc = clamp(x, float(lo), hi)
-        bits = [[first[t] for t in range(r0)]]
-        w = xc - float(lo)
-        rest = w - _digit_sum(s0, bits[0])
-        for s, r in levels[1:]:
-            d = cat([(rest - float(s * t)).unsqueeze(0) for t in range(1, r + 1)]).drelu()
-            bits.append([d[t] for t in range(r)])
-            rest = rest - _digit_sum(s, bits[-1])
-        p = poly(powers(rest), fit("exp", 0.0, 1.0))
-        pmax = math.log2(math.e * x.fp.scale)  # p < e, raw bits
-        parts = []
-        for t in range(r0 + 1):
-            ks = [lo + s0 * t + j for j in range(s0) if lo + s0 * t + j <= lo + kmax]
-            a = math.floor(_EXP_PRODUCT_BITS - pmax - max(ks) / math.log(2))
-            table = _table(
-                levels[1:], bits[1:], lambda k, a=a, o=lo + s0 * t: round(math.exp(o + k) * 2**a)
-            )
-            prod = p * table  # p 2**a_t e^k at p's precision: divide by 2**a_t
-            parts.append(lower(reinterpret(prod, prod.prec + a), prod.prec))
-        y = parts[0]
-        for t in range(1, r0 + 1):
-            y = y + bits[0][t - 1] * (parts[t] - parts[t - 1])
-    return x._record(y, [x], lambda g: (g * y,))
+    (s0, r0) = levels[0]
+    first = cat([(x - float(lo + s0 * t)).unsqueeze(0) for t in range(1, r0 + 1)]).drelu()
+    xc = clamp(x, float(lo), hi)
+    bits = [[first[t] for t in range(r0)]]
+    w = xc - float(lo)
+    rest = w - _digit_sum(s0, bits[0])
+    for s, r in levels[1:]:
+        d = cat([(rest - float(s * t)).unsqueeze(0) for t in range(1, r + 1)]).drelu()
+        bits.append([d[t] for t in range(r)])
+        rest = rest - _digit_sum(s, bits[-1])
+    p = poly(powers(rest), fit("exp", 0.0, 1.0))
+    pmax = math.log2(math.e * x.fp.scale)  # p < e, raw bits
+    parts = []
+    for t in range(r0 + 1):
+        ks = [lo + s0 * t + j for j in range(s0) if lo + s0 * t + j <= lo + kmax]
+        a = math.floor(_EXP_PRODUCT_BITS - pmax - max(ks) / math.log(2))
+        table = _table(
+            levels[1:], bits[1:], lambda k, a=a, o=lo + s0 * t: round(math.exp(o + k) * 2**a)
+        )
+        prod = p * table  # p 2**a_t e^k at p's precision: divide by 2**a_t
+        parts.append(lower(reinterpret(prod, prod.prec + a), prod.prec))
+    y = parts[0]
+    for t in range(1, r0 + 1):
+        y = y + bits[0][t - 1] * (parts[t] - parts[t - 1])
+    return y
 
 
 def _digit_sum(s: int, bits: list[SharedTensor]) -> Any:
