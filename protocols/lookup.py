@@ -88,9 +88,7 @@ def digits_spec(shape: Shape, bits: int, n_parties: int) -> MaterialSpec:
         items += [Item(f"r{i}", shape), Item(f"e{i}", ((1 << b) - 1, *shape), derived=True)]
 
     def derive(s: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {
-            f"e{i}": _onehot(s[f"r{i}"] & ((1 << b) - 1), 1 << b) for i, b in enumerate(sizes)
-        }
+        return {f"e{i}": _onehot(s[f"r{i}"] & ((1 << b) - 1), 1 << b) for i, b in enumerate(sizes)}
 
     return MaterialSpec("digits", 0, tuple(items), derive)
 
