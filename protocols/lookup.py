@@ -6,8 +6,10 @@ additive sharing of an integer j (precision 0); the output, of shape ``(rows, *s
 holds the indicators ``[digit_i(j mod 2**B) == v]`` of every digit, digit 0 first, each
 digit's ``2**b_i`` rows in the order v = 0, 1, ... The digits are 3 bits from the bottom,
 the last one what remains (:func:`digit_bits`: B = 5 -> 3 + 2 bits, 12 rows). Any table
-over a digit is then a local public product ``T @ rows`` (exp's powers of two, a digit's
-value), and a table over j that factors over the digits a product of such lookups.
+over a digit is then a local public product ``T @ rows``; with ``params.pub = T`` (int64,
+``(n_t, rows)``) the kind returns ``T @ rows`` itself, shape ``(n_t, *shape)`` (exp's
+powers of two: no separate op and no dense int64 product). A table over j that factors
+over the digits is a product of such lookups.
 
 Protocol for one digit of b bits (m = 2**b), from the dealer's uniform ``r`` (RING,
 drawn by every party from its PRG: no bytes) and the arithmetic shares of the one-hot
@@ -47,7 +49,7 @@ from .context import PartyContext, Share
 from .errors import ProtocolError
 from .material import Item, MaterialSpec
 from .opkind import Cost, Example, OpKind, Shape, Suite
-from .params import Params
+from .params import Params, Pub
 
 MAX_BITS = 8
 """Largest B: a 3+-party lookup deals a one-hot of 2**B rows (2 KB per element at 8)."""
@@ -130,8 +132,11 @@ def _indicators(ctx: PartyContext, e: torch.Tensor, c: torch.Tensor, m: int) -> 
     return full.gather(0, (c.unsqueeze(0) - ar) & (m - 1))
 
 
-async def digits(ctx: PartyContext, x: Share, bits: int) -> Share:
-    """The indicator rows of j's digits (see module doc)."""
+async def digits(
+    ctx: PartyContext, x: Share, bits: int, table: torch.Tensor | None = None
+) -> Share:
+    """The indicator rows of j's digits (see module doc), or ``table @ rows`` for a public
+    int64 ``table`` of shape ``(n_t, rows)``."""
     shape = tuple(x.value.shape)
     sizes = digit_bits(bits, ctx.n_parties)
     mat = await ctx.material(digits_spec(shape, bits, ctx.n_parties))
@@ -151,7 +156,18 @@ async def digits(ctx: PartyContext, x: Share, bits: int) -> Share:
                 s = s + (low != 0).to(torch.int64)
     if len(sizes) != len(digit_bits(bits)):  # 3+ parties: one digit of all B bits
         out = _split(out[0], bits)
-    return Share(torch.cat(out), depth)
+    ind = torch.cat(out)
+    return Share(ind if table is None else apply_table(table, ind), depth)
+
+
+def apply_table(table: torch.Tensor, ind: torch.Tensor) -> torch.Tensor:
+    """``table @ ind`` modulo 2**64 over the nonzero entries of the (small, sparse) public
+    table: a table over one digit touches only that digit's rows."""
+    out = torch.zeros((table.shape[0], *ind.shape[1:]), dtype=torch.int64)
+    for t, v in table.nonzero().tolist():
+        w = int(table[t, v])
+        out[t] += ind[v] if w == 1 else ind[v] * w
+    return out
 
 
 def _split(onehot: torch.Tensor, bits: int) -> list[torch.Tensor]:
@@ -177,14 +193,18 @@ def digits_reference(
         d = (j >> shift) & ((1 << b) - 1)
         res += [(d == v).to(torch.float64) for v in range(1 << b)]
         shift += b
-    return [torch.stack(res)]
+    ind = torch.stack(res)
+    if p.pub is None:
+        return [ind]
+    return [(p.public().to(torch.float64) @ ind.flatten(1)).view(-1, *ind.shape[1:])]
 
 
 def build_digits(suite: Suite, n: int) -> OpKind:
     """The ``digits`` kind (registered in :mod:`protocols.kinds`)."""
 
     async def run(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
-        return [await digits(ctx, x[0], p.d)]
+        table = None if p.pub is None else p.public().to(torch.int64)
+        return [await digits(ctx, x[0], p.d, table)]
 
     return OpKind(
         "digits",
@@ -195,4 +215,11 @@ def build_digits(suite: Suite, n: int) -> OpKind:
 
 
 def digits_examples(size: int, mat: tuple[int, int, int]) -> list[Example]:
-    return [Example("B = 5 (exp)", ((size,),), ((rows(5), size),), Params(d=5))]
+    table = torch.zeros(3, rows(5), dtype=torch.int64)
+    table[0, :8] = 2 ** torch.arange(8)
+    table[1, 8:10] = torch.tensor([1, 256])
+    table[2, 10:12] = torch.tensor([1, 256])
+    return [
+        Example("B = 5, rows", ((size,),), ((rows(5), size),), Params(d=5)),
+        Example("B = 5, exp's table", ((size,),), ((3, size),), Params(d=5, pub=Pub.of(table))),
+    ]

@@ -28,9 +28,11 @@ The pieces (fits, powers, selections) are :mod:`training.approximation`'s.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
+import numpy as np
 import torch
 
 from protocols.errors import UnsupportedOperation
@@ -75,8 +77,8 @@ _EXP_PRODUCT_BITS = 44
 def exp(x: SharedTensor) -> SharedTensor:
     """e^x. Base 2 (:func:`_exp_pow2`): a clamp (2 ReLUs in one round), t = x log2 e
     split into an integer j and an exact u in (-1, 1) by one local truncation, 2**j from
-    a digit lookup (no comparison), 2**u by a degree-5 polynomial. Base 10:
-    :func:`_exp_search`. Backward g y."""
+    a digit lookup (no comparison), 2**u by a degree-5 polynomial: clamp + 5 rounds.
+    Base 10: :func:`_exp_search` (13 rounds with FSS comparisons). Backward g y."""
     x = expect_shared(x, "exp")
     require_bits(x, "exp")
     with torch.no_grad():
@@ -111,27 +113,25 @@ def _mul_at(a: SharedTensor, b: SharedTensor, prec: int) -> SharedTensor:
 
 
 def _exp_pow2(x: SharedTensor) -> SharedTensor:
-    """e^x = 2**(t - J) for t = (x - lo) log2 e, at base 2 with f fractional bits (2/16:
-    f = 16, J = 16, B = 5; raw bounds in brackets):
+    """e^x = 2**(t - J) for t = x log2 e + J, at base 2 with f fractional bits (2/16:
+    f = 16, J = 16, B = 5; raw bounds in brackets, all below 2**34):
 
-    1. xc = clamp(x, lo, hi) (2 ReLUs side by side), t = (xc - lo) log2 e (one public
-       scaling) in [0, 31) and its integer part k = trunc(t / 2**f), a local truncation
-       (2 parties; the dealer pair with 3+): k is floor(t) or one more, so u = t - k,
-       computed on the shares, is exact and in (-1, 1), and j = k in [0, 2**B);
-    2. the digits of j (kind ``digits``, :mod:`protocols.lookup`: 2 rounds, no
-       comparison) give, as local public products with the indicator rows, A = 2**d0 and,
-       from the top digit D (q = J / 8), ``W- = 2**min(j, J) = [D < q] 2**(8D) A + [D >= q]
-       2**J`` and ``W+ = 2**max(j - J, 0) = [D >= q] 2**(8(D - q)) A + [D < q]`` (two exact
-       products at precision 0, one round);
-    3. beside them p(u) ~ 2**u at f + 1 bits: u**2, u**3, u**4, u**5 (3 rounds, each
-       product below 2**34 raw), then one integer combination of the monomials truncated
-       once (its sum below 2**34 raw);
-    4. e^x = trunc(p W- / 2**J) W+ (the first product below 2**(f + 2 + J) = 2**34, the
-       second exact: below 2**32), lowered to f bits (below 2**32).
+    1. xc = clamp(x, lo, hi) (2 ReLUs side by side); t = xc log2 e + J at f + 1 bits
+       (:func:`_times_log2e`, two exact integer products [2**33]) in [0, 31); its integer
+       part k = trunc(t / 2**(f+1)), one local truncation (2 parties; the dealer pair with
+       3+), is floor(t) or one more, so u = t - k, computed on the shares, is exact and in
+       (-1, 1), and j = k is in [0, 2**B);
+    2. the ``digits`` kind (:mod:`protocols.lookup`: 2 rounds, no comparison) gives, with
+       j = d0 + 8 D and q = J / 8, the tables ``A = 2**d0``, ``E- = [D < q] 2**(8D)`` and
+       ``E+ = [D >= q] 2**(8(D - q))`` as exact integers;
+    3. beside it p(u) ~ 2**u at f + 1 bits (:func:`_exp2_poly`: 3 products, 3 rounds);
+    4. m = p A, exact [2**25]; then e^x = p 2**(j - J) is m E- / 2**(J + 1) where D < q
+       (one truncation to f bits [2**33]: small results keep their digits) and m E+, exact
+       [2**32], lowered to f bits, where D >= q (large ones lose none to rounding); the
+       other branch is an exact 0.
 
-    The small results lose no digit to a large truncation (W- shifts them right by at most
-    J bits after the product) and the large ones none to rounding (W+ is a power of two,
-    multiplied in exactly). Rounds at 2/16: clamp + 5; no product above 2**34 raw."""
+    Rounds at 2/16: the clamp + 5; 6 products; 80 dealer bytes per element for the
+    lookup."""
     f = x.fp.precision
     lo, hi, big_j, bits = exp_pow2_domain(x)
     shape = x.shape
@@ -140,57 +140,93 @@ def _exp_pow2(x: SharedTensor) -> SharedTensor:
     t = _times_log2e(xc, fp1) + float(big_j)  # in [0, 2**B - 1), at f + 1 bits
     k = t._op("trunc", [], t.shape, Params(d=2**t.prec), prec=0)
     u = t - k  # exact, in (-1, 1), at f + 1 bits
-    rows = k._op("digits", [], (lookup_rows(bits), *k.shape), Params(d=bits), prec=0)
     sizes = digit_bits(bits)
-    q = big_j // 8
-    top = 1 << sizes[-1] if len(sizes) == 2 else 0
-    if len(sizes) != 2 or sizes[0] != 3:
+    if len(sizes) != 2 or sizes[0] != DIGIT_BITS:
         raise UnsupportedOperation(f"exp: a {bits}-bit exponent lookup is not supported")
-    table = torch.zeros(5, 8 + top, dtype=torch.int64)
-    table[0, :8] = 2 ** torch.arange(8)
-    for dd in range(top):
-        below = dd < q
-        table[1, 8 + dd] = 2 ** (8 * dd) if below else 0  # G- (times A)
-        table[2, 8 + dd] = 0 if below else 2 ** (8 * (dd - q))  # G+ (times A)
-        table[3, 8 + dd] = 0 if below else 2**big_j  # H-
-        table[4, 8 + dd] = 1 if below else 0  # H+
-    pub = Pub.of(table)
-    tab = rows._op("matmul_pub", [], (5, *k.shape), Params(pub=pub, left=True), prec=0)
-    w = tab[0] * tab[1:3] + tab[3:5]  # (W-, W+), exact at precision 0
-    # p(u) ~ 2**u: monomials at f + 1 bits, one combination, one truncation
-    u2 = _mul_at(u, u, fp1)
-    u3 = _mul_at(u, u2, fp1)
-    u4 = _mul_at(u2, u2, fp1)
-    u5 = _mul_at(u, u4, fp1)
-    ln2 = math.log(2)
-    c = [v * ln2**i for i, v in enumerate(fit("exp", -ln2, ln2, EXP_DEGREE))]
+    q = big_j // 8
+    table = torch.zeros(3, lookup_rows(bits), dtype=torch.int64)
+    table[0, :8] = 2 ** torch.arange(8)  # A = 2**d0
+    for dd in range(1 << sizes[1]):
+        if dd < q:
+            table[1, 8 + dd] = 2 ** (8 * dd)  # E- = [D < q] 2**(8D)
+        else:
+            table[2, 8 + dd] = 2 ** (8 * (dd - q))  # E+ = [D >= q] 2**(8(D - q))
+    tab = k._op("digits", [], (3, *k.shape), Params(d=bits, pub=Pub.of(table)), prec=0)
+    p = _exp2_poly(u)
+    m = _mul_at(p, tab[0], fp1)  # p 2**d0, exact (below 2**25 raw)
+    # D < q: p 2**(j - J) by one truncation to f bits; D >= q: exact (below 2**32 raw),
+    # then lowered to f bits; the other branch is an exact 0 (its table entry is 0)
+    small = _mul_at(m, reinterpret(tab[1], big_j), f)
+    large = lower(m * tab[2], f)
+    return (small + large)._at_prec(f).reshape(shape)
+
+
+_EXP_COEFF_BITS = 16
+"""p's coefficients as integers round(c 2**16) times monomials at f + 1 bits: sums at
+f + 17 = 33 bits, below 2**34 raw, truncated once."""
+
+
+def _exp2_poly(u: SharedTensor) -> SharedTensor:
+    """2**u for u in (-1, 1) at u's precision F (f + 1 = 17 bits), degree 5 in 3 products
+    and 3 rounds: u**2; u**3 and q = c3 + c4 u + c5 u**2 (q at F + 3 bits, q < 0.07);
+    u**3 q; then p = c0 + c1 u + c2 u**2 + u**3 q with c1, c2 integer multiples of 2**-16.
+    The sums are held at F + 16 = 33 bits (below 2**34 raw; a handle cannot say 33 bits,
+    so they are held under precision F and divided by explicit divisors), the last one
+    lowered to 30 bits to add c0 and then to F: its rounding is one unit of 2**-F plus c2
+    times u**2's and q times u**3's (~1.4 units), the fit's ~4e-6 relative."""
+    big_f = u.prec
     a = _EXP_COEFF_BITS
-    mono = [u, u2, u3, u4, u5]
-    acc: Any = None
-    for m_i, c_i in zip(mono, c[1:], strict=True):
-        term = m_i * round(c_i * 2**a)
-        acc = term if acc is None else acc + term
-    p = lower(reinterpret(acc, fp1 + a), fp1) + float(c[0])
-    z = _mul_at(p, reinterpret(w[0], big_j), fp1)  # p W- / 2**J: truncated by 2**J
-    y = z * w[1]
-    return lower(y, f)._at_prec(f).reshape(shape)
+    c = _exp2_coefficients()
+    u2 = u**2
+    u3 = _mul_at(u, u2, big_f)
+    # q: raw integers at F + a bits (c3 added as c3 2**a at F bits: the same integer)
+    qs = u * round(c[4] * 2**a) + u2 * round(c[5] * 2**a) + float(c[3] * 2**a)
+    qv = _divide(qs, 2 ** (a - 3), big_f + 3)
+    u3q = u3._op("mul", [qv], u3.shape, Params(d=2**4), prec=big_f)  # raw at F + a bits
+    acc = u * round(c[1] * 2**a) + u2 * round(c[2] * 2**a) + u3q
+    return lower(_divide(acc, 2 ** (big_f + a - 30), 30) + float(c[0]), big_f)
+
+
+@functools.lru_cache(maxsize=1)
+def _exp2_coefficients() -> tuple[float, ...]:
+    """Degree-5 fit of 2**u on [-1, 1], least squares in the relative error (4001
+    Chebyshev points), with c1, c2, c4, c5 multiples of 2**-16 (p multiplies them in as
+    integers; c0 and c3 are added as constants at 30 and 33 bits): each is rounded in turn
+    and the others refitted to what the rounding left, so the rounding costs ~1e-6
+    relative instead of up to 4 units of 2**-17 at |u| = 1."""
+    k = np.arange(4001)
+    u = np.cos(np.pi * (k + 0.5) / 4001)
+    target = 2.0**u
+    coef: dict[int, float] = {}
+    for i in (1, 2, 4, 5, None):
+        free = [m for m in range(EXP_DEGREE + 1) if m not in coef]
+        rest = target - sum(v * u**m for m, v in coef.items())
+        basis = np.stack([u**m / target for m in free], 1)
+        sol = dict(zip(free, np.linalg.lstsq(basis, rest / target, rcond=None)[0], strict=True))
+        if i is None:
+            coef.update({m: float(v) for m, v in sol.items()})
+        else:
+            coef[i] = round(float(sol[i]) * 2**_EXP_COEFF_BITS) / 2**_EXP_COEFF_BITS
+    return tuple(coef[m] for m in range(EXP_DEGREE + 1))
+
+
+def _divide(x: SharedTensor, d: int, prec: int) -> SharedTensor:
+    """x's raw integers divided by d (one local truncation), read at ``prec``."""
+    return x._op("trunc", [], x.shape, Params(d=d), prec=prec)
 
 
 def _times_log2e(x: SharedTensor, prec: int) -> SharedTensor:
     """x log2 e at ``prec`` bits (base 2) for |x| < 2**(34 - 13.53 - x.prec) (11.6 at
     2/16: exp's clamped input): log2 e = C1 / 2**13 + C2 / 2**26 + (below 2**-27), each
-    integer product exact and truncated once, below 2**34 raw (a single 19-bit log2 e
-    would take the product to 2**39). Error: 2 units of 2**-prec."""
+    integer product exact (a single 19-bit log2 e would take the product to 2**39), both
+    truncated to prec + 3 bits (below 2**34 raw), summed, and lowered to ``prec``: error
+    1.25 units of 2**-prec."""
     c1 = round(math.log2(math.e) * 2**13)
     c2 = round((math.log2(math.e) - c1 / 2**13) * 2**26)
-    hi = lower(reinterpret(x * c1, x.prec + 13), prec)
-    lo_part = lower(reinterpret(x * c2, x.prec + 26), prec)
-    return hi + lo_part
-
-
-_EXP_COEFF_BITS = 16
-"""p's coefficients as integers round(c 2**16) times the monomials (at f + 1 bits, below
-2**18 raw: the sum stays below 2**34), truncated once."""
+    fine = prec + 3
+    hi = _divide(x * c1, 2 ** (x.prec + 13 - fine), fine)
+    lo_part = _divide(x * c2, 2 ** (x.prec + 26 - fine), fine)
+    return lower(hi + lo_part, prec)
 
 
 def _exp_search(x: SharedTensor) -> SharedTensor:
