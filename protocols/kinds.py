@@ -13,6 +13,8 @@ examples the communication report measures, and whether it truncates. The layer 
   parties); :mod:`protocols.suite` swaps in the FSS comparison for 2 parties.
 * ``abs``: the suite's ReLU, then ``2 relu(x) - x`` locally, with the bit kept for the
   backward pass (whatever comparison the suite has: one op instead of three commands).
+* ``digits``: the one-hot indicators of a shared integer's digits from a dealer one-hot
+  and one small opening per digit (:mod:`protocols.lookup`; exp's powers of two).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from . import local as L
 from .beaver import matmul, matmul_spec, mul, mul_spec, square, square_spec
 from .compare import DRELU_ROUNDS, drelu, drelu_online_bytes, drelu_spec, relu
 from .context import PartyContext, Share
+from .lookup import build_digits, digits_examples, digits_reference
 from .material import MaterialSpec
 from .opkind import (
     FREE,
@@ -295,4 +298,14 @@ register(
     _abs,
     reference=lambda x, p, out, got: [x[0].abs(), _sign_bit(x[0])],
     examples=_with_bit,
+)
+
+
+# -- digit lookups -----------------------------------------------------------------------------
+
+register(
+    "digits",
+    build_digits,
+    reference=digits_reference,
+    examples=digits_examples,
 )

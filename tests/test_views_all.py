@@ -2,9 +2,9 @@
 
 Semi-honest security: what an actor sees must not depend on the secrets. For each
 protocol (input sharing, Beaver mul, square, matmul, the 3-party dealer truncation pair,
-DReLU, ReLU) this file runs the operation on secret A and, in a fresh cluster, on secret
-B (unseeded clusters: fresh OS keys), records every message with the network's
-interceptor, and compares, per actor:
+DReLU, ReLU, the digit lookup of 2 and 3 parties) this file runs the operation on secret
+A and, in a fresh cluster, on secret B (unseeded clusters: fresh OS keys), records every
+message with the network's interceptor, and compares, per actor:
 
 * every tensor it receives: input shares, online openings from each peer, dealer
   material (decoded with ``Envelope.tensors()``);
@@ -19,7 +19,8 @@ run per secret). Bonferroni: the family-wise false-alarm rate over the whole fil
 
 The provider must receive only CONTROL messages from the coordinator, byte-identical for
 A and B (op ids, kinds, shapes, divisors). The same analysis must flag deliberately leaky
-variants of mul, matmul and truncation, which still compute the right result.
+variants of mul, matmul, truncation and the digit lookup (mask r = 0), which still
+compute the right result.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from actors import Phase
 from protocols import FixedPoint, Share
 from protocols.analysis import Report
 from protocols.beaver import matmul_spec, mul_spec
+from protocols.lookup import digits, digits_reference, rows
 from protocols.params import Params
 from protocols.ring import floor_div
 from protocols.suite import DEFAULT, OpKind, Suite
@@ -96,6 +98,19 @@ def run_trunc(c: Cluster, xs: dict[str, Any]) -> Any:
     return SharedTensor(c, tid, xs["x"].shape, RAW)
 
 
+def run_digits(c: Cluster, xs: dict[str, Any]) -> Any:
+    """The 5-bit digit lookup (exp's): 12 indicator rows per element."""
+    shape = tuple(xs["x"].shape)
+    out = (rows(5), *shape)
+    (tid,) = c.submit("digits", [xs["x"].tid], [shape], [out], Params(d=5))
+    return SharedTensor(c, tid, out, RAW)
+
+
+def digits_check(x: dict[str, torch.Tensor], got: torch.Tensor) -> None:
+    (want,) = digits_reference([x["x"]], Params(d=5), [], [])
+    assert torch.equal(got.double(), want)
+
+
 M, K, N = 40, 25, 40  # matmul (M, K) @ (K, N): 1,000 + 1,000 opened, 1,600 dealt
 VEC = (NUMEL,)
 A_MUL = {"x": full(VEC, 1.5), "y": full(VEC, 2.0)}
@@ -104,6 +119,8 @@ A_MM = {"x": full((M, K), 1.5), "w": full((K, N), -0.5)}
 B_MM = {"x": full((M, K), -30.75), "w": full((K, N), 4.0)}
 A_TR = {"x": full(VEC, 1_234_567_891.0)}
 B_TR = {"x": full(VEC, -987_654.0)}
+A_DG = {"x": full(VEC, 5.0)}  # digits 5, 0
+B_DG = {"x": full(VEC, 26.0)}  # digits 2, 3
 A_CMP = {"x": full(VEC, 5.0)}
 B_CMP = {"x": full(VEC, -5.0)}
 
@@ -127,6 +144,8 @@ PROTOCOLS: dict[str, Protocol] = {
         2, (A_CMP, B_CMP), lambda c, xs: xs["x"].drelu(), near(0, lambda x: (x >= 0).double())
     ),
     "relu-2": Protocol(2, (A_CMP, B_CMP), lambda c, xs: xs["x"].relu(), near(0, torch.relu)),
+    "digits-2": Protocol(2, (A_DG, B_DG), run_digits, digits_check, raw=True),
+    "digits-3": Protocol(3, (A_DG, B_DG), run_digits, digits_check, raw=True),
 }
 REAL_TESTS = len(PROTOCOLS)
 
@@ -241,7 +260,34 @@ async def leaky_trunc(ctx: P.PartyContext, x: Sequence[Share], p: Params) -> lis
     return [Share(z, depth)]
 
 
+class _NoMask:
+    """A party context whose digit-lookup material is r = 0 (its one-hot e_0)."""
+
+    def __init__(self, ctx: P.PartyContext) -> None:
+        self._ctx = ctx
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx, name)
+
+    async def material(self, spec: Any) -> dict[str, torch.Tensor]:
+        real = await self._ctx.material(spec)  # consume the dealer's (real) material
+        out = {k: torch.zeros_like(v) for k, v in real.items()}
+        if self._ctx.rank == 0:
+            for k, v in out.items():
+                if k.startswith("e"):
+                    v[0] = 1
+        return out
+
+
+async def leaky_digits(ctx: P.PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
+    """BROKEN on purpose: the lookup's mask r is 0, so c = j mod 2**b is opened as it is
+    (the result is still right: the one-hot of r = 0 is e_0)."""
+    return [await digits(_NoMask(ctx), x[0], p.d)]  # type: ignore[arg-type]
+
+
 LEAKY = {
+    "digits-2": ("digits", leaky_digits),
+    "digits-3": ("digits", leaky_digits),
     "mul-2": ("mul", leaky_mul),
     "mul-3": ("mul", leaky_mul),
     "matmul-2": ("matmul", leaky_matmul),
