@@ -1,0 +1,320 @@
+"""exp: the clamp, one local truncation that splits t = x log2 e + 16 into j + u exactly,
+the ``digits`` lookup of 2^j (:mod:`protocols.lookup`) and a degree-5 fit of 2^u (base 2);
+the former 3-level search at base 10; softmax's exp for z <= 0 by squarings. Split from
+:mod:`training.range_reduction` (log, reciprocal, sqrt, rsqrt, sin, cos) along its job."""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from protocols.errors import UnsupportedOperation
+from protocols.lookup import DIGIT_BITS, digit_bits
+from protocols.lookup import rows as lookup_rows
+from protocols.params import Params, Pub
+
+from .activations import clamp
+from .approximation import (
+    expect_shared,
+    fit,
+    frac_bits,
+    poly,
+    powers,
+    require_bits,
+)
+from .normalisation import lower, reinterpret, search_levels
+from .registry import implements
+from .shaping import cat
+from .tensor import SharedTensor
+
+
+def exp_domain(x: SharedTensor) -> tuple[int, float]:
+    """[lo, hi] to which ``exp``'s input is clamped: below the integer lo, e^x is under
+    the resolution (e^lo < u/4); hi = ln(0.99 max_value) (10.38 at 2/16): above it e^x
+    does not encode (|v| < 2**31 / scale), so exp saturates there, documented and tested
+    (``tests/test_functional.py::test_exp_saturates_where_the_encoding_ends``)."""
+    f = frac_bits(x)
+    lo = -math.ceil(f * math.log(2)) - 1
+    hi = math.floor(math.log(0.99 * x.fp.max_value) * 1000) / 1000
+    return lo, hi
+
+
+_EXP_PRODUCT_BITS = 44
+"""Products in ``exp`` stay below 2**44 raw (local truncation fails with probability
+|x| / 2**64, here < 2**-20 per element)."""
+
+
+@implements(torch.exp, methods=("exp",))
+def exp(x: SharedTensor) -> SharedTensor:
+    """e^x. Base 2 (:func:`_exp_pow2`): a clamp (2 ReLUs in one round), t = x log2 e
+    split into an integer j and an exact u in (-1, 1) by one local truncation, 2**j from
+    a digit lookup (no comparison), 2**u by a degree-5 polynomial: clamp + 5 rounds.
+    Base 10: :func:`_exp_search` (13 rounds with FSS comparisons). Backward g y."""
+    x = expect_shared(x, "exp")
+    require_bits(x, "exp")
+    with torch.no_grad():
+        y = _exp_pow2(x) if x.fp.base == 2 else _exp_search(x)
+    return x._record(y, [x], lambda g: (g * y,))
+
+
+def exp_pow2_domain(x: SharedTensor) -> tuple[float, float, int, int]:
+    """(lo, hi, J, B) of the base-2 exp: the input is clamped to [lo, hi] with ``lo = -J
+    ln 2`` (J = f rounded up to a multiple of 8: 16 at 2/16, lo = -11.09, where e^lo is one
+    unit: below it the result is off by at most a unit) and hi as :func:`exp_domain`;
+    j = x log2 e + J (or one more) lies in [0, 2**B) (B = 5 at 2/16)."""
+    f = frac_bits(x)
+    big_j = 8 * math.ceil(f / 8)
+    lo = -big_j * math.log(2)
+    hi = exp_domain(x)[1]
+    jmax = math.floor((hi - lo) * math.log2(math.e)) + 1  # the truncation may round up
+    return lo, hi, big_j, max(jmax.bit_length(), DIGIT_BITS + 1)
+
+
+EXP_DEGREE = 5
+"""2**u on (-1, 1): the degree-5 least-squares fit is within 4e-6 relative (degree 4:
+8e-5, more than the encoding's unit allows at p = 1/2)."""
+
+
+def _mul_at(a: SharedTensor, b: SharedTensor, prec: int) -> SharedTensor:
+    """a * b (Beaver) truncated to precision ``prec`` (base 2): the raw product holds
+    a.prec + b.prec fractional bits."""
+    d = 2 ** (a.prec + b.prec - prec)
+    shape = torch.broadcast_shapes(a.shape, b.shape)
+    return a._op("mul", [b], shape, Params(d=d), prec=prec)
+
+
+def _exp_pow2(x: SharedTensor) -> SharedTensor:
+    """e^x = 2**(t - J) for t = x log2 e + J, at base 2 with f fractional bits (2/16:
+    f = 16, J = 16, B = 5; raw bounds in brackets, all below 2**34):
+
+    1. xc = clamp(x, lo, hi) (2 ReLUs side by side); t = xc log2 e + J at f + 1 bits
+       (:func:`_times_log2e`, two exact integer products [2**33]) in [0, 31); its integer
+       part k = trunc(t / 2**(f+1)), one local truncation (2 parties; the dealer pair with
+       3+), is floor(t) or one more, so u = t - k, computed on the shares, is exact and in
+       (-1, 1), and j = k is in [0, 2**B);
+    2. the ``digits`` kind (:mod:`protocols.lookup`: 2 rounds, no comparison) gives, with
+       j = d0 + 8 D and q = J / 8, the tables ``A = 2**d0``, ``E- = [D < q] 2**(8D)`` and
+       ``E+ = [D >= q] 2**(8(D - q))`` as exact integers;
+    3. beside it p(u) ~ 2**u at f + 1 bits (:func:`_exp2_poly`: 3 products, 3 rounds);
+    4. m = p A, exact [2**25]; then e^x = p 2**(j - J) is m E- / 2**(J + 1) where D < q
+       (one truncation to f bits [2**33]: small results keep their digits) and m E+, exact
+       [2**32], lowered to f bits, where D >= q (large ones lose none to rounding); the
+       other branch is an exact 0.
+
+    Rounds at 2/16: the clamp + 5; 6 products; 80 dealer bytes per element for the
+    lookup."""
+    f = x.fp.precision
+    lo, hi, big_j, bits = exp_pow2_domain(x)
+    shape = x.shape
+    fp1 = f + 1
+    xc = clamp(x, lo, hi).reshape(-1)
+    t = _times_log2e(xc, fp1) + float(big_j)  # in [0, 2**B - 1), at f + 1 bits
+    k = t._op("trunc", [], t.shape, Params(d=2**t.prec), prec=0)
+    u = t - k  # exact, in (-1, 1), at f + 1 bits
+    sizes = digit_bits(bits)
+    if len(sizes) != 2 or sizes[0] != DIGIT_BITS:
+        raise UnsupportedOperation(f"exp: a {bits}-bit exponent lookup is not supported")
+    q = big_j // 8
+    table = torch.zeros(3, lookup_rows(bits), dtype=torch.int64)
+    table[0, :8] = 2 ** torch.arange(8)  # A = 2**d0
+    for dd in range(1 << sizes[1]):
+        if dd < q:
+            table[1, 8 + dd] = 2 ** (8 * dd)  # E- = [D < q] 2**(8D)
+        else:
+            table[2, 8 + dd] = 2 ** (8 * (dd - q))  # E+ = [D >= q] 2**(8(D - q))
+    tab = k._op("digits", [], (3, *k.shape), Params(d=bits, pub=Pub.of(table)), prec=0)
+    p = _exp2_poly(u)
+    m = _mul_at(p, tab[0], fp1)  # p 2**d0, exact (below 2**25 raw)
+    # D < q: p 2**(j - J) by one truncation to f bits; D >= q: exact (below 2**32 raw),
+    # then lowered to f bits; the other branch is an exact 0 (its table entry is 0)
+    small = _mul_at(m, reinterpret(tab[1], big_j), f)
+    large = lower(m * tab[2], f)
+    return (small + large)._at_prec(f).reshape(shape)
+
+
+_EXP_COEFF_BITS = 16
+"""p's coefficients as integers round(c 2**16) times monomials at f + 1 bits: sums at
+f + 17 = 33 bits, below 2**34 raw, truncated once."""
+
+
+def _exp2_poly(u: SharedTensor) -> SharedTensor:
+    """2**u for u in (-1, 1) at u's precision F (f + 1 = 17 bits), degree 5 in 3 products
+    and 3 rounds: u**2; u**3 and q = c3 + c4 u + c5 u**2 (q at F + 3 bits, q < 0.07);
+    u**3 q; then p = c0 + c1 u + c2 u**2 + u**3 q with c1, c2 integer multiples of 2**-16.
+    The sums are held at F + 16 = 33 bits (below 2**34 raw; a handle cannot say 33 bits,
+    so they are held under precision F and divided by explicit divisors), the last one
+    lowered to 30 bits to add c0 and then to F: its rounding is one unit of 2**-F plus c2
+    times u**2's and q times u**3's (~1.4 units), the fit's ~4e-6 relative."""
+    big_f = u.prec
+    a = _EXP_COEFF_BITS
+    c = _exp2_coefficients()
+    u2 = u**2
+    u3 = _mul_at(u, u2, big_f)
+    # q: raw integers at F + a bits (c3 added as c3 2**a at F bits: the same integer)
+    qs = u * round(c[4] * 2**a) + u2 * round(c[5] * 2**a) + float(c[3] * 2**a)
+    qv = _divide(qs, 2 ** (a - 3), big_f + 3)
+    u3q = u3._op("mul", [qv], u3.shape, Params(d=2**4), prec=big_f)  # raw at F + a bits
+    acc = u * round(c[1] * 2**a) + u2 * round(c[2] * 2**a) + u3q
+    return lower(_divide(acc, 2 ** (big_f + a - 30), 30) + float(c[0]), big_f)
+
+
+@functools.lru_cache(maxsize=1)
+def _exp2_coefficients() -> tuple[float, ...]:
+    """Degree-5 fit of 2**u on [-1, 1], least squares in the relative error (4001
+    Chebyshev points), with c1, c2, c4, c5 multiples of 2**-16 (p multiplies them in as
+    integers; c0 and c3 are added as constants at 30 and 33 bits): each is rounded in turn
+    and the others refitted to what the rounding left, so the rounding costs ~1e-6
+    relative instead of up to 4 units of 2**-17 at |u| = 1."""
+    k = np.arange(4001)
+    u = np.cos(np.pi * (k + 0.5) / 4001)
+    target = 2.0**u
+    coef: dict[int, float] = {}
+    for i in (1, 2, 4, 5, None):
+        free = [m for m in range(EXP_DEGREE + 1) if m not in coef]
+        rest = target - sum(v * u**m for m, v in coef.items())
+        basis = np.stack([u**m / target for m in free], 1)
+        sol = dict(zip(free, np.linalg.lstsq(basis, rest / target, rcond=None)[0], strict=True))
+        if i is None:
+            coef.update({m: float(v) for m, v in sol.items()})
+        else:
+            coef[i] = round(float(sol[i]) * 2**_EXP_COEFF_BITS) / 2**_EXP_COEFF_BITS
+    return tuple(coef[m] for m in range(EXP_DEGREE + 1))
+
+
+def _divide(x: SharedTensor, d: int, prec: int) -> SharedTensor:
+    """x's raw integers divided by d (one local truncation), read at ``prec``."""
+    return x._op("trunc", [], x.shape, Params(d=d), prec=prec)
+
+
+def _times_log2e(x: SharedTensor, prec: int) -> SharedTensor:
+    """x log2 e at ``prec`` bits (base 2) for |x| < 2**(34 - 13.53 - x.prec) (11.6 at
+    2/16: exp's clamped input): log2 e = C1 / 2**13 + C2 / 2**26 + (below 2**-27), each
+    integer product exact (a single 19-bit log2 e would take the product to 2**39), both
+    truncated to prec + 3 bits (below 2**34 raw), summed, and lowered to ``prec``: error
+    1.25 units of 2**-prec."""
+    c1 = round(math.log2(math.e) * 2**13)
+    c2 = round((math.log2(math.e) - c1 / 2**13) * 2**26)
+    fine = prec + 3
+    hi = _divide(x * c1, 2 ** (x.prec + 13 - fine), fine)
+    lo_part = _divide(x * c2, 2 ** (x.prec + 26 - fine), fine)
+    return lower(hi + lo_part, prec)
+
+
+def _exp_search(x: SharedTensor) -> SharedTensor:
+    """e^x at any base: clamp to :func:`exp_domain`, k = the integer part of x - lo by a search
+    (:func:`~training.normalisation.search_levels`: 6 comparisons in 3 levels at 2/16,
+    the first level beside the clamp), u = x - k in [0, 1) and ``e^x = e^k p(u)`` with a
+    degree-4 ``p``.
+
+    e^k is never computed as a number: for each value t of the first level's digit the
+    partial table ``round(e^k 2**a_t)`` over the later digits is selected as an exact
+    integer (products of bits and integers at precision 0, no truncation), multiplied by
+    p(u) and divided by 2**a_t (one truncation), where a_t is the largest scale that
+    keeps that product below 2**44 raw for the k of that digit (2**-20 failure per element
+    at the top of each range, as before); the first digit then selects among the 4
+    results. 24 comparisons (one per integer) became 6; 15 products."""
+    lo, hi = exp_domain(x)
+    kmax = math.floor(hi) - lo  # k - lo in [0, kmax]
+    levels = search_levels(kmax + 1)
+    (s0, r0) = levels[0]
+    first = cat([(x - float(lo + s0 * t)).unsqueeze(0) for t in range(1, r0 + 1)]).drelu()
+    xc = clamp(x, float(lo), hi)
+    bits = [[first[t] for t in range(r0)]]
+    w = xc - float(lo)
+    rest = w - _digit_sum(s0, bits[0])
+    for s, r in levels[1:]:
+        d = cat([(rest - float(s * t)).unsqueeze(0) for t in range(1, r + 1)]).drelu()
+        bits.append([d[t] for t in range(r)])
+        rest = rest - _digit_sum(s, bits[-1])
+    p = poly(powers(rest), fit("exp", 0.0, 1.0))
+    pmax = math.log2(math.e * x.fp.scale)  # p < e, raw bits
+    parts = []
+    for t in range(r0 + 1):
+        ks = [lo + s0 * t + j for j in range(s0) if lo + s0 * t + j <= lo + kmax]
+        a = math.floor(_EXP_PRODUCT_BITS - pmax - max(ks) / math.log(2))
+        table = _table(
+            levels[1:], bits[1:], lambda k, a=a, o=lo + s0 * t: round(math.exp(o + k) * 2**a)
+        )
+        prod = p * table  # p 2**a_t e^k at p's precision: divide by 2**a_t
+        parts.append(lower(reinterpret(prod, prod.prec + a), prod.prec))
+    y = parts[0]
+    for t in range(1, r0 + 1):
+        y = y + bits[0][t - 1] * (parts[t] - parts[t - 1])
+    return y
+
+
+def _digit_sum(s: int, bits: list[SharedTensor]) -> Any:
+    """s * (number of the level's bits set): the level's digit times its step (local)."""
+    out: Any = None
+    for b in bits:
+        out = b * s if out is None else out + b * s
+    return out
+
+
+def _table(
+    levels: list[tuple[int, int]], bits: list[list[SharedTensor]], fn: Any, off: int = 0
+) -> Any:
+    """fn(off + the later levels' digits) for integer fn, selected exactly at precision
+    0: the last level linearly (telescoping over its monotone bits), each earlier one by
+    products of its bits with the differences of the sub-tables."""
+    s, r = levels[0] if levels else (1, 0)
+    if not levels:
+        return fn(off)
+    if len(levels) == 1:
+        out: Any = fn(off)
+        for t in range(1, r + 1):
+            dv = fn(off + s * t) - fn(off + s * (t - 1))
+            if dv:
+                out = bits[0][t - 1] * dv + out
+        return out
+    subs = [_table(levels[1:], bits[1:], fn, off + s * t) for t in range(r + 1)]
+    out = subs[0]
+    for t in range(1, r + 1):
+        out = out + bits[0][t - 1] * (subs[t] - subs[t - 1])
+    return out
+
+
+EXP_SQUARINGS = 6
+"""exp_nonpositive(z) = p(z / 2**6) ** (2**6): 6 squarings after a degree-4 fit on
+[lo/64, 0] (fit error ~1e-7, times 64 after the squarings)."""
+
+_SQUARE_RAW_BITS = 20
+"""Each squaring's operand stays below 2**20 raw (its product below 2**40: a local
+truncation fails with probability < 2**-24 per element). For z <= 0 every operand is at
+most 1, so the squarings run at 20 fractional bits (4 more than the encoding's): their
+rounding, amplified by the later squarings, stays below ~64 * 2**-20 = 6e-5 relative.
+(For exp over its whole domain the same scheme would need the last squaring of values up
+to e^5.2 = 180 at 14 bits: 2**-14 absolute error near 0, 4x the knots' error; exp keeps
+its knots.)"""
+
+
+def _exp_squarings(xc: SharedTensor, lo: float, hi: float) -> SharedTensor:
+    """e^x for x in [lo, hi] (base 2; no autograd, no clamp): t = x / 64 is x's ring
+    integers read at 6 more fractional bits (exact), p(t) a degree-4 fit of e^t on
+    [lo/64, hi/64] evaluated at that precision (t**2; t**3, t**4: 2 rounds), then 6
+    squarings (6 rounds), each at the highest precision that keeps its product below
+    2**40 raw (:data:`_SQUARE_RAW_BITS`). 8 rounds, 9 products, no comparison."""
+    f = xc.fp.precision
+    m = EXP_SQUARINGS
+    t = reinterpret(xc, xc.prec + m)
+    y = poly(powers(t), fit("exp", lo / 2**m, hi / 2**m))
+    for j in range(m):
+        top = math.exp(hi / 2 ** (m - j))  # bound on the operand of squaring j (+ fit error)
+        y = lower(y, min(y.prec, math.floor(_SQUARE_RAW_BITS - math.log2(top) + 0.01)))
+        y = y**2
+    return lower(y, f)._at_prec(f)
+
+
+def exp_nonpositive(z: SharedTensor) -> SharedTensor:
+    """e^z for z <= 0 (softmax after subtracting the max): z clamped below at exp's lo
+    (one ReLU, 1 round), then :func:`_exp_squarings` on [lo, 0] (8 rounds); no backward
+    (callers record theirs). Every product stays below 2**40 raw, however negative z is
+    (the former piecewise fit took z**4 of the unreduced z: ~2**46 raw at z = -12)."""
+    with torch.no_grad():
+        lo, _ = exp_domain(z)
+        zc = (z - float(lo)).relu() + float(lo)
+        return _exp_squarings(zc, float(lo), 0.0)
