@@ -98,15 +98,10 @@ class FixedPoint:
             return self._encode_scalar(t)
         t = t.to(torch.float64)
         if not bool(torch.isfinite(t).all()):
-            bad = "NaN" if bool(torch.isnan(t).any()) else "an infinite value"
-            raise EncodingError(f"cannot encode {bad} in fixed point")
+            raise _not_finite(bool(torch.isnan(t).any()))
         e = torch.round(t * self.scale)
         if t.numel() and float(e.abs().max()) >= 2**ENCODED_LIMIT_BITS:
-            worst = float(t.abs().max())
-            raise EncodingError(
-                f"value {worst!r} is outside the safe fixed-point range "
-                f"|v| <= {self.max_value!r} (base {self.base}, precision {self.precision})"
-            )
+            raise self._out_of_range(float(t.abs().max()))
         return e.to(torch.int64)
 
     def _encode_scalar(self, t: torch.Tensor) -> torch.Tensor:
@@ -115,17 +110,24 @@ class FixedPoint:
         public scalars (learning rates, constant factors) are encoded on every step."""
         v = float(t.item())
         if not math.isfinite(v):
-            bad = "NaN" if math.isnan(v) else "an infinite value"
-            raise EncodingError(f"cannot encode {bad} in fixed point")
-        scaled = v * self.scale
-        if abs(scaled) >= 2**ENCODED_LIMIT_BITS or abs(e := round(scaled)) >= 2**ENCODED_LIMIT_BITS:
-            raise EncodingError(
-                f"value {abs(v)!r} is outside the safe fixed-point range "
-                f"|v| <= {self.max_value!r} (base {self.base}, precision {self.precision})"
-            )
+            raise _not_finite(math.isnan(v))
+        e = round(v * self.scale)
+        if abs(e) >= 2**ENCODED_LIMIT_BITS:
+            raise self._out_of_range(abs(v))
         return torch.full(t.shape, e, dtype=torch.int64)
+
+    def _out_of_range(self, worst: float) -> EncodingError:
+        return EncodingError(
+            f"value {worst!r} is outside the safe fixed-point range "
+            f"|v| <= {self.max_value!r} (base {self.base}, precision {self.precision})"
+        )
 
     def decode(self, encoded: torch.Tensor) -> torch.Tensor:
         """Ring elements (read as signed) back to float64 reals (float32 would lose the last
         fixed-point digit above ~16,384 at base 10 / precision 3)."""
         return encoded.to(torch.float64) / self.scale
+
+
+def _not_finite(nan: bool) -> EncodingError:
+    bad = "NaN" if nan else "an infinite value"
+    return EncodingError(f"cannot encode {bad} in fixed point")

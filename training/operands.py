@@ -145,7 +145,7 @@ def integral(t: torch.Tensor) -> bool:
         v = t.item()
         ok = t.dtype in _INT_DTYPES or (math.isfinite(v) and v == math.floor(v))
         if ok and abs(v) >= _INT_LIMIT:
-            raise EncodingError(f"public integer factor {float(abs(v)):g} is too large (>= 2**31)")
+            raise _too_large(float(abs(v)))
         return ok
     if t.dtype in _INT_DTYPES:
         ok = True
@@ -155,7 +155,9 @@ def integral(t: torch.Tensor) -> bool:
     else:
         return False
     if ok and t.numel() and float(t.abs().max()) >= _INT_LIMIT:
-        raise EncodingError(
-            f"public integer factor {float(t.abs().max()):g} is too large (>= 2**31)"
-        )
+        raise _too_large(float(t.abs().max()))
     return ok
+
+
+def _too_large(v: float) -> EncodingError:
+    return EncodingError(f"public integer factor {v:g} is too large (>= 2**31)")
