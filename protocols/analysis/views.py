@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from ..material import Kind
+from ..ring import bytes_to_words, unpack_words
 from ..testing import View
 
 
@@ -50,11 +50,8 @@ def _as_bools(t: torch.Tensor, numel: int | None) -> torch.Tensor:
     layout the features read; every other tensor as it is."""
     if t.dtype != torch.uint8 or numel is None or t.dim() == 0:
         return t
-    bits = np.unpackbits(
-        t.reshape(-1, t.shape[-1]).numpy(), axis=-1, count=numel, bitorder="little"
-    )
-    out = torch.from_numpy(bits.view(np.bool_))
-    return out.reshape(numel) if t.dim() == 1 else out.t().contiguous()
+    out = unpack_words(bytes_to_words(t, numel), numel)
+    return out.reshape(numel) if t.dim() == 1 else out.reshape(-1, numel).t().contiguous()
 
 
 def _op_numels(view: View) -> dict[int, int]:
