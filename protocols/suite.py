@@ -27,7 +27,9 @@ Built-in suites (:data:`SUITES`), all with the same kinds:
   truncation pair for 3+, the carry-tree comparison (7 rounds);
 * ``"fss"``: with 2 parties the function-secret-sharing comparison (1 round) for every
   size (3+ parties: as ``carry``);
-* ``"default"``: FSS up to :data:`FSS_MAX_NUMEL` elements per op, the carry tree above;
+* ``"default"``: FSS up to a limit of elements per op, the carry tree above: the limit
+  is :data:`FSS_MAX_NUMEL` (10^4) over TLS and, in one process, :func:`fss_limit` of the
+  links' simulated latency (255 without); ``"default@N"`` names the limit N;
 * ``"fss-exact"``: the FSS comparison and the exact FSS truncation (2 parties).
 """
 
@@ -45,11 +47,14 @@ from .params import Params
 
 __all__ = [
     "DEFAULT",
+    "FSS_MAX_NUMEL",
     "KINDS",
     "SUITES",
     "Cost",
     "OpKind",
     "Suite",
+    "default_suite",
+    "fss_limit",
     "get_suite",
     "register_suite",
 ]
@@ -109,19 +114,39 @@ _FSS_SIGN = {
     "relu": _two_party("relu", _fss_sign("relu", True)),
 }
 FSS_MAX_NUMEL = 10_000
-"""The default suite's FSS comparison is used up to this many elements per op, the carry
-tree above it. Measured (scripts/bench_fss.py, scripts/bench_relu.py, here): an FSS ReLU
-costs 1 round but ~4.1 KB of dealer keys and ~25 us of key generation and evaluation per
-element; the bit-sliced carry tree costs 7 rounds, ~36 B of dealer material and well under
-1 us per element. The six rounds saved are worth ~240 ms on a 40 ms WAN and ~1.2 ms on a
-0.2 ms LAN, which the FSS compute repays up to ~10^4 elements on the WAN (the dealer's keys
-are offline traffic, sent ahead of the online phase). Network A's 16,384-element ReLUs
-therefore use the carry tree; the seed's, a softmax's or a 10^4-element sigmoid's use FSS."""
+"""The most elements per op for which a ``default`` suite uses the FSS comparison: the
+limit for slow links (over TLS, where the links' latency is not known, it is the limit).
+Measured (scripts/bench_fss.py, scripts/bench_relu.py, here): an FSS ReLU costs 1 round
+but ~4.1 KB of dealer keys and ~20 us of key generation and evaluation per element; the
+bit-sliced carry tree costs 7 rounds, ~36 B of dealer material and well under 1 us per
+element. The six rounds saved are worth ~240 ms on a 40 ms WAN, which the FSS compute
+repays up to ~10^4 elements; in one process they are worth ~5 ms (the per-round cost of
+the runtime), repaid only up to a few hundred elements: :func:`fss_limit`."""
+
+FSS_SECONDS_PER_ELEMENT = 20e-6
+"""FSS key generation and evaluation per element beyond the carry tree's (measured: a
+ReLU on 8,192 elements in one process, 158 ms FSS against 15 ms carry, load ~3)."""
+ROUND_SECONDS = 0.85e-3
+"""The runtime's own cost of one online round in one process (the crossover measured
+between 128 and 512 elements without latency, ~800 with 1 ms)."""
+ROUNDS_SAVED = 6
+FSS_MIN_NUMEL = 64
 
 
-def _by_size(name: str, small: Builder, large: Builder) -> Builder:
-    """``small`` for ops on at most :data:`FSS_MAX_NUMEL` elements, ``large`` above: the
-    choice depends only on the public shape, so the parties and the dealer agree."""
+def fss_limit(latency: float) -> int:
+    """The element count up to which the FSS comparison is faster than the carry tree on
+    links of ``latency`` seconds: six rounds' worth of time over FSS's extra compute per
+    element, between :data:`FSS_MIN_NUMEL` and :data:`FSS_MAX_NUMEL` (no latency: 255;
+    1 ms: 555; 40 ms and more: 10^4)."""
+    if not (latency >= 0 and latency < float("inf")):
+        raise ValueError(f"latency must be a finite number of seconds >= 0, got {latency!r}")
+    n = ROUNDS_SAVED * (latency + ROUND_SECONDS) / FSS_SECONDS_PER_ELEMENT
+    return int(min(FSS_MAX_NUMEL, max(FSS_MIN_NUMEL, round(n))))
+
+
+def _by_size(name: str, small: Builder, large: Builder, limit: int) -> Builder:
+    """``small`` for ops on at most ``limit`` elements, ``large`` above: the choice depends
+    only on the public shape and the suite, so the parties and the dealer agree."""
 
     def build(suite: Suite, n: int) -> OpKind:
         a, b = small(suite, n), large(suite, n)
@@ -129,7 +154,7 @@ def _by_size(name: str, small: Builder, large: Builder) -> Builder:
             return a
 
         def pick(shape: Shape) -> OpKind:
-            return a if _numel(shape) <= FSS_MAX_NUMEL else b
+            return a if _numel(shape) <= limit else b
 
         async def run(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
             kind = pick(tuple(x[0].value.shape))
@@ -150,12 +175,27 @@ def _by_size(name: str, small: Builder, large: Builder) -> Builder:
 CARRY = Suite("carry", KINDS.values())
 FSS = Suite("fss", _variant(_FSS_SIGN))
 FSS_EXACT = Suite("fss-exact", _variant({**_FSS_SIGN, "trunc": _two_party("trunc", _fss_trunc)}))
-DEFAULT = Suite(
-    "default",
-    _variant({k: _by_size(k, _FSS_SIGN[k], KINDS[k].build) for k in ("drelu", "relu")}),
-)
+_DEFAULTS: dict[int, Suite] = {}
+
+
+def default_suite(limit: int = FSS_MAX_NUMEL) -> Suite:
+    """The ``default`` suite with the FSS comparison up to ``limit`` elements per op and the
+    carry tree above (2 parties; local truncation), named ``"default"`` for
+    :data:`FSS_MAX_NUMEL` and ``"default@<limit>"`` otherwise (a name every node resolves
+    alike, :func:`get_suite`)."""
+    if not (isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0):
+        raise ValueError(f"an FSS limit is an element count >= 0, got {limit!r}")
+    if limit not in _DEFAULTS:
+        name = "default" if limit == FSS_MAX_NUMEL else f"default@{limit}"
+        builds = {k: _by_size(k, _FSS_SIGN[k], KINDS[k].build, limit) for k in ("drelu", "relu")}
+        _DEFAULTS[limit] = Suite(name, _variant(builds))
+    return _DEFAULTS[limit]
+
+
+DEFAULT = default_suite()
 """2 parties: FSS comparison for ops of at most FSS_MAX_NUMEL elements, the carry tree for
-larger ones; local truncation."""
+larger ones; local truncation. A cluster in one process picks ``default_suite(fss_limit(
+its links' latency))`` when asked for ``"default"`` (or for nothing)."""
 
 SUITES: dict[str, Suite] = {s.name: s for s in (DEFAULT, CARRY, FSS, FSS_EXACT)}
 
@@ -172,9 +212,14 @@ def get_suite(choice: str | Suite | None) -> Suite:
         return DEFAULT
     if isinstance(choice, Suite):
         return choice
+    if isinstance(choice, str) and choice.startswith("default@"):
+        limit = choice.removeprefix("default@")
+        if limit.isdigit() and limit == str(int(limit)):
+            return default_suite(int(limit))
     suite = SUITES.get(choice) if isinstance(choice, str) else None
     if suite is None:
         raise ValueError(
-            f"unknown protocol suite {choice!r}; known suites: {', '.join(sorted(SUITES))}"
+            f"unknown protocol suite {choice!r}; known suites: {', '.join(sorted(SUITES))} "
+            "(and default@N: FSS up to N elements)"
         )
     return suite
