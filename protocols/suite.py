@@ -27,9 +27,12 @@ Built-in suites (:data:`SUITES`), all with the same kinds:
   truncation pair for 3+, the carry-tree comparison (7 rounds);
 * ``"fss"``: with 2 parties the function-secret-sharing comparison (1 round) for every
   size (3+ parties: as ``carry``);
-* ``"default"``: FSS up to a limit of elements per op, the carry tree above: the limit
-  is :data:`FSS_MAX_NUMEL` (10^4) over TLS and, in one process, :func:`fss_limit` of the
-  links' simulated latency (255 without); ``"default@N"`` names the limit N;
+* ``"default"``: FSS up to a limit of elements per op, the carry tree above. By name
+  (:func:`get_suite`, :data:`DEFAULT`) the limit is :data:`FSS_MAX_NUMEL` (10^4, the WAN
+  form); a cluster asked for ``"default"`` picks its own: :func:`fss_limit` of its party
+  links' simulated latency in one process (180 without latency), the same 180 over TLS
+  when every node is on a loopback address, 10^4 between hosts. ``"default@N"`` names
+  the limit N (e.g. ``"default@10000"`` pins the WAN form anywhere);
 * ``"fss-exact"``: the FSS comparison and the exact FSS truncation (2 parties).
 """
 
@@ -54,7 +57,9 @@ __all__ = [
     "OpKind",
     "Suite",
     "default_suite",
+    "describe",
     "fss_limit",
+    "fss_limit_of",
     "get_suite",
     "register_suite",
 ]
@@ -115,30 +120,41 @@ _FSS_SIGN = {
 }
 FSS_MAX_NUMEL = 10_000
 """The most elements per op for which a ``default`` suite uses the FSS comparison: the
-limit for slow links (over TLS, where the links' latency is not known, it is the limit).
-Measured (scripts/bench_fss.py, scripts/bench_relu.py, here): an FSS ReLU costs 1 round
-but ~4.1 KB of dealer keys and ~20 us of key generation and evaluation per element; the
-bit-sliced carry tree costs 7 rounds, ~36 B of dealer material and well under 1 us per
-element. The six rounds saved are worth ~240 ms on a 40 ms WAN, which the FSS compute
-repays up to ~10^4 elements; in one process they are worth ~5 ms (the per-round cost of
-the runtime), repaid only up to a few hundred elements: :func:`fss_limit`."""
+limit of :data:`DEFAULT`, the form for slow links (and over TLS between hosts, whose
+latency the coordinator does not know). Measured (scripts/bench_fss.py,
+scripts/bench_relu.py): an FSS ReLU costs 1 round but ~4.1 KB of dealer keys and ~20 us
+of key generation and evaluation per element; the bit-sliced carry tree costs 7 rounds,
+~36 B of dealer material and well under 1 us per element. The six rounds saved are
+worth ~240 ms on a 40 ms WAN, which the FSS compute repays up to ~10^4 elements (more
+would also cost dealer traffic the carry tree does not need); in one process they are
+worth a few ms, repaid only up to a couple of hundred elements: :func:`fss_limit`."""
 
 FSS_SECONDS_PER_ELEMENT = 20e-6
-"""FSS key generation and evaluation per element beyond the carry tree's (measured: a
-ReLU on 8,192 elements in one process, 158 ms FSS against 15 ms carry, load ~3)."""
-ROUND_SECONDS = 0.85e-3
-"""The runtime's own cost of one online round in one process (the crossover measured
-between 128 and 512 elements without latency, ~800 with 1 ms)."""
+"""FSS key generation and evaluation per element beyond the carry tree's, all actors in
+one process (ms per ReLU, FSS against carry, interleaved in one command, load 2-5):
+2,048 -> 4,096 elements at 10 ms latency 72.5 -> 117.6 ms (22 us per element); 2,048
+elements without latency 30.5 against 7.2 ms."""
+ROUND_SECONDS = 0.6e-3
+"""What one online round costs beside its latency (the runtime's scheduling, framing and
+the protocol's per-round work): fitted so that :func:`fss_limit` lands in the measured
+crossovers, FSS against carry ReLU in one process: between 160 and 192 elements without
+latency (also 128-192 and 128-256 in other runs), between 2,048 and 4,096 at 10 ms, and
+between 512 and 640 (another run: 768 and 1,024) at 1 ms. A loopback TLS cluster of
+node processes crossed between 128 and 256, as without latency."""
 ROUNDS_SAVED = 6
+"""The carry tree's 7 rounds against FSS's 1."""
 FSS_MIN_NUMEL = 64
+"""FSS is always used up to here (measured faster at every latency: 4.4 against 7.0 ms
+at 16 elements in one process, 8.4 against 12.4 over loopback TLS)."""
 
 
 def fss_limit(latency: float) -> int:
     """The element count up to which the FSS comparison is faster than the carry tree on
-    links of ``latency`` seconds: six rounds' worth of time over FSS's extra compute per
-    element, between :data:`FSS_MIN_NUMEL` and :data:`FSS_MAX_NUMEL` (no latency: 255;
-    1 ms: 555; 40 ms and more: 10^4)."""
-    if not (latency >= 0 and latency < float("inf")):
+    party links of ``latency`` seconds: six rounds' worth of time over FSS's extra compute
+    per element, kept between :data:`FSS_MIN_NUMEL` and :data:`FSS_MAX_NUMEL` (no latency:
+    180; 1 ms: 480; 10 ms: 3,180; from ~33 ms: 10^4). Bandwidth is left out: FSS sends
+    fewer online bytes than the carry tree, so a slow link only favours it more."""
+    if not (isinstance(latency, (int, float)) and 0 <= latency < float("inf")):
         raise ValueError(f"latency must be a finite number of seconds >= 0, got {latency!r}")
     n = ROUNDS_SAVED * (latency + ROUND_SECONDS) / FSS_SECONDS_PER_ELEMENT
     return int(min(FSS_MAX_NUMEL, max(FSS_MIN_NUMEL, round(n))))
@@ -181,8 +197,8 @@ _DEFAULTS: dict[int, Suite] = {}
 def default_suite(limit: int = FSS_MAX_NUMEL) -> Suite:
     """The ``default`` suite with the FSS comparison up to ``limit`` elements per op and the
     carry tree above (2 parties; local truncation), named ``"default"`` for
-    :data:`FSS_MAX_NUMEL` and ``"default@<limit>"`` otherwise (a name every node resolves
-    alike, :func:`get_suite`)."""
+    :data:`FSS_MAX_NUMEL` and ``"default@<limit>"`` otherwise: a name every node resolves
+    to the same protocols (:func:`get_suite`), since the choice must agree everywhere."""
     if not (isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0):
         raise ValueError(f"an FSS limit is an element count >= 0, got {limit!r}")
     if limit not in _DEFAULTS:
@@ -192,10 +208,27 @@ def default_suite(limit: int = FSS_MAX_NUMEL) -> Suite:
     return _DEFAULTS[limit]
 
 
+def fss_limit_of(suite: Suite) -> int | None:
+    """The FSS limit of a ``default`` suite, None for any other suite."""
+    return next((n for n, s in _DEFAULTS.items() if s is suite), None)
+
+
+def describe(suite: Suite) -> str:
+    """The suite's name, and for a ``default`` suite the limit it runs with: what a log
+    line or a report states, since ``"default"`` picks its limit by the link."""
+    limit = fss_limit_of(suite)
+    if limit is None:
+        return suite.name
+    return f"{suite.name} (FSS comparison up to {limit:,} elements per op, carry tree above)"
+
+
 DEFAULT = default_suite()
 """2 parties: FSS comparison for ops of at most FSS_MAX_NUMEL elements, the carry tree for
-larger ones; local truncation. A cluster in one process picks ``default_suite(fss_limit(
-its links' latency))`` when asked for ``"default"`` (or for nothing)."""
+larger ones; local truncation: the WAN form, what :func:`get_suite` gives for
+``"default"`` and what the communication report projects. ``Cluster.start`` asked for
+``"default"`` (or for nothing) runs ``default_suite(fss_limit(its party links'
+latency))`` instead, ``Cluster.connect`` the in-process limit when every node is on a
+loopback address."""
 
 SUITES: dict[str, Suite] = {s.name: s for s in (DEFAULT, CARRY, FSS, FSS_EXACT)}
 

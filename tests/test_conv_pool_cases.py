@@ -394,9 +394,12 @@ async def test_avg_pool_options_and_adaptive_grid() -> None:
 
 async def test_pool_costs() -> None:
     """Average and adaptive-average pools are local with 2 parties (masks and divisions by
-    public values); a max pool over k taps takes ceil(log2 k) rounds, + 1 for indices."""
+    public values); a max pool over k taps takes ceil(log2 k) rounds with FSS comparisons,
+    + 1 for indices."""
     x = uniform((1, 2, 7, 7), -6, 6, 13)
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=5) as c:
+    # the WAN default (FSS comparisons up to 10^4 elements): the 2x2 pool's first layer
+    # compares 256 elements, above the in-process default's limit (~255, carry: 7 rounds)
+    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=5, protocols="default@10000") as c:
         xs = c.share(x, **ENC)
         for fn, rounds in (
             (lambda t: F.avg_pool2d(t, 3, 2, 1, ceil_mode=True, count_include_pad=False), 0),
