@@ -125,7 +125,8 @@ class Cluster(Runtime):
         :class:`protocols.suite.Suite`; ``"default"`` (or None) uses the FSS comparison up
         to :func:`protocols.suite.fss_limit` of the slowest party link's latency (180
         elements per op without latency, 10^4 from ~33 ms), ``"default@N"`` up to N (the
-        chosen suite is logged: ``protocol_suite``). ``seed=None`` draws every key from the OS (secure).
+        chosen suite is ``cluster.suite``, named e.g. ``default@180``, and a debug event
+        ``protocol_suite``). ``seed=None`` draws every key from the OS (secure).
         An integer seed makes shares and dealer material reproducible and is INSECURE: for
         tests and reproducible runs. ``network`` is the delay profile of every
         party-to-party link; ``links`` overrides single ordered links (provider and
@@ -177,7 +178,7 @@ class Cluster(Runtime):
         cluster = cls(
             names, provider, coordinator, net, seed, suite, value_bound=value_bound, check=check
         )
-        cluster._log.info("protocol_suite", suite=suite.name, protocols=describe(suite))
+        cluster._log.debug("protocol_suite", suite=suite.name, protocols=describe(suite))
         dealer = CryptoProvider(provider, names, coordinator, net.endpoints[provider], seed, suite)
         cluster.dealer = dealer
         actors = [
@@ -285,7 +286,7 @@ class Cluster(Runtime):
             chaos.max_delay if chaos else 0.0,
         )
         cluster.session = session.id
-        cluster._log.info("protocol_suite", suite=suite.name, protocols=describe(suite))
+        cluster._log.debug("protocol_suite", suite=suite.name, protocols=describe(suite))
         try:
             async with trio.open_nursery() as nursery:
                 cluster._nursery = nursery

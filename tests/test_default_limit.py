@@ -12,6 +12,7 @@ the dealer's material would not match what the parties run).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -73,8 +74,14 @@ async def _rounds_at(c: object, numel: int) -> int:
     return stats.online_rounds
 
 
-async def test_start_picks_the_limit_from_the_party_links() -> None:
-    configure_logging()  # console logging at info, as a script gets it: loggers not cached
+@pytest.fixture
+def debug_logs() -> Iterator[None]:
+    configure_logging(level="debug")  # the pick is a debug event: start stays quiet
+    yield
+    configure_logging()
+
+
+async def test_start_picks_the_limit_from_the_party_links(debug_logs: None) -> None:
     with capture_logs() as logs:
         async with start_cluster(2, seed=1) as c:
             assert c.suite is default_suite(IN_MEMORY)
