@@ -438,7 +438,8 @@ async def _costs() -> None:
     element, forward without grad and backward with a shared upstream gradient."""
     x, cols = uniform((8, 4, 12, 12), -6, 6, 1), uniform((8, 36, 144), -6, 6, 4)
     w, wt = uniform((6, 4, 3, 3), -1, 1, 2), uniform((4, 6, 3, 3), -1, 1, 3)
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=3) as c:
+    # docs/ops.md's figures are the WAN default's (FSS comparisons up to 10^4 elements)
+    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=3, protocols="default@10000") as c:
         ws, wts = c.share(w, **ENC, requires_grad=True), c.share(wt, **ENC, requires_grad=True)
         ct = dict(stride=2, padding=1, output_padding=1)
         cases: list[tuple[str, Callable[[Any], Any], Callable[[Any], Any], torch.Tensor]] = [
