@@ -14,6 +14,7 @@ README. The runtime the frontend drives (issuing, batching, reveals, the op log)
 from __future__ import annotations
 
 import gc
+import ipaddress
 import math
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
@@ -26,7 +27,7 @@ import trio
 
 from protocols.errors import PartyFailure, ProtocolError
 from protocols.reference import Tolerance
-from protocols.suite import Suite, get_suite
+from protocols.suite import FSS_MAX_NUMEL, Suite, default_suite, describe, fss_limit, get_suite
 
 from .actor import first_error
 from .arguments import (
@@ -121,7 +122,11 @@ class Cluster(Runtime):
         """Start a cluster.
 
         ``protocols`` names the protocol suite (``"default"``, ``"fss"``) or is a
-        :class:`protocols.suite.Suite`. ``seed=None`` draws every key from the OS (secure).
+        :class:`protocols.suite.Suite`; ``"default"`` (or None) uses the FSS comparison up
+        to :func:`protocols.suite.fss_limit` of the slowest party link's latency (180
+        elements per op without latency, 10^4 from ~33 ms), ``"default@N"`` up to N (the
+        chosen suite is ``cluster.suite``, named e.g. ``default@180``, and a debug event
+        ``protocol_suite``). ``seed=None`` draws every key from the OS (secure).
         An integer seed makes shares and dealer material reproducible and is INSECURE: for
         tests and reproducible runs. ``network`` is the delay profile of every
         party-to-party link; ``links`` overrides single ordered links (provider and
@@ -156,6 +161,8 @@ class Cluster(Runtime):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         value_bound_of(value_bound), check_tolerance(check)  # refuse before starting anything
         suite = get_suite(protocols)
+        if protocols in (None, "default"):  # FSS only where its round repays its compute
+            suite = default_suite(fss_limit(_party_latency(names, network, links)))
         policies = legacy_policies(names, reveal_policy)
         pairs = {(a, b) for a in names for b in names if a != b}
         roles = Roles(coordinator, provider, frozenset(names))
@@ -171,6 +178,7 @@ class Cluster(Runtime):
         cluster = cls(
             names, provider, coordinator, net, seed, suite, value_bound=value_bound, check=check
         )
+        cluster._log.debug("protocol_suite", suite=suite.name, protocols=describe(suite))
         dealer = CryptoProvider(provider, names, coordinator, net.endpoints[provider], seed, suite)
         cluster.dealer = dealer
         actors = [
@@ -225,7 +233,10 @@ class Cluster(Runtime):
         chaos) and serve this one session. Same frames, meters and errors as
         :meth:`start`: a node that dies is reported as :class:`PartyFailure` naming it.
         ``value_bound`` and ``check`` as in :meth:`start` (check mode compares only what
-        the coordinator may reveal).
+        the coordinator may reveal). ``"default"`` (or None) uses FSS up to 180 elements
+        per op when every node's host is a loopback address (measured: a loopback TLS
+        cluster crosses over as one process does, between 128 and 256) and up to 10^4
+        otherwise (the links' latency is unknown; the WAN form); ``"default@N"`` sets N.
 
         What the coordinator cannot set: each party's reveal policy comes from its own
         node's configuration (``reveal_policy`` here raises ``TypeError``), and a ``seed``
@@ -247,6 +258,8 @@ class Cluster(Runtime):
         if protocols is not None and not isinstance(protocols, str):
             raise TypeError("over TLS the protocol suite is given by name")
         suite = get_suite(protocols)
+        if protocols in (None, "default"):  # the nodes get the limit in the suite's name
+            suite = default_suite(fss_limit(0.0) if _loopback(cfg) else FSS_MAX_NUMEL)
         names = list(cfg.parties)
         roles = Roles(cfg.coordinator, cfg.provider, frozenset(names))
         transport = TlsTransport(
@@ -265,7 +278,7 @@ class Cluster(Runtime):
         )
         session = Session(
             secrets.token_hex(16),
-            protocols or "default",
+            suite.name,
             seed,
             timeout,
             chaos.seed if chaos else 0,
@@ -273,6 +286,7 @@ class Cluster(Runtime):
             chaos.max_delay if chaos else 0.0,
         )
         cluster.session = session.id
+        cluster._log.debug("protocol_suite", suite=suite.name, protocols=describe(suite))
         try:
             async with trio.open_nursery() as nursery:
                 cluster._nursery = nursery
@@ -342,3 +356,30 @@ class Cluster(Runtime):
 
 
 __all__ = ["Cluster", "OpRecord", "access_denied"]
+
+
+def _party_latency(
+    names: Sequence[str],
+    network: NetworkProfile | None,
+    links: Mapping[tuple[str, str], NetworkProfile] | None,
+) -> float:
+    """The largest simulated latency of a party-to-party link (seconds)."""
+    lat = network.latency if network is not None else 0.0
+    for (a, b), prof in (links or {}).items():
+        if a in names and b in names:
+            lat = max(lat, prof.latency)
+    return lat
+
+
+def _loopback(cfg: ClusterConfig) -> bool:
+    """Whether every node (parties and provider) is reached on a loopback address."""
+    return all(_is_loopback(cfg.actors[n].host) for n in cfg.nodes)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: its latency is unknown
+        return False

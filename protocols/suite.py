@@ -27,7 +27,12 @@ Built-in suites (:data:`SUITES`), all with the same kinds:
   truncation pair for 3+, the carry-tree comparison (7 rounds);
 * ``"fss"``: with 2 parties the function-secret-sharing comparison (1 round) for every
   size (3+ parties: as ``carry``);
-* ``"default"``: FSS up to :data:`FSS_MAX_NUMEL` elements per op, the carry tree above;
+* ``"default"``: FSS up to a limit of elements per op, the carry tree above. By name
+  (:func:`get_suite`, :data:`DEFAULT`) the limit is :data:`FSS_MAX_NUMEL` (10^4, the WAN
+  form); a cluster asked for ``"default"`` picks its own: :func:`fss_limit` of its party
+  links' simulated latency in one process (180 without latency), the same 180 over TLS
+  when every node is on a loopback address, 10^4 between hosts. ``"default@N"`` names
+  the limit N (e.g. ``"default@10000"`` pins the WAN form anywhere);
 * ``"fss-exact"``: the FSS comparison and the exact FSS truncation (2 parties).
 """
 
@@ -45,11 +50,16 @@ from .params import Params
 
 __all__ = [
     "DEFAULT",
+    "FSS_MAX_NUMEL",
     "KINDS",
     "SUITES",
     "Cost",
     "OpKind",
     "Suite",
+    "default_suite",
+    "describe",
+    "fss_limit",
+    "fss_limit_of",
     "get_suite",
     "register_suite",
 ]
@@ -109,19 +119,50 @@ _FSS_SIGN = {
     "relu": _two_party("relu", _fss_sign("relu", True)),
 }
 FSS_MAX_NUMEL = 10_000
-"""The default suite's FSS comparison is used up to this many elements per op, the carry
-tree above it. Measured (scripts/bench_fss.py, scripts/bench_relu.py, here): an FSS ReLU
-costs 1 round but ~4.1 KB of dealer keys and ~25 us of key generation and evaluation per
-element; the bit-sliced carry tree costs 7 rounds, ~36 B of dealer material and well under
-1 us per element. The six rounds saved are worth ~240 ms on a 40 ms WAN and ~1.2 ms on a
-0.2 ms LAN, which the FSS compute repays up to ~10^4 elements on the WAN (the dealer's keys
-are offline traffic, sent ahead of the online phase). Network A's 16,384-element ReLUs
-therefore use the carry tree; the seed's, a softmax's or a 10^4-element sigmoid's use FSS."""
+"""The most elements per op for which a ``default`` suite uses the FSS comparison: the
+limit of :data:`DEFAULT`, the form for slow links (and over TLS between hosts, whose
+latency the coordinator does not know). Measured (scripts/bench_fss.py,
+scripts/bench_relu.py): an FSS ReLU costs 1 round but ~4.1 KB of dealer keys and ~20 us
+of key generation and evaluation per element; the bit-sliced carry tree costs 7 rounds,
+~36 B of dealer material and well under 1 us per element. The six rounds saved are
+worth ~240 ms on a 40 ms WAN, which the FSS compute repays up to ~10^4 elements (more
+would also cost dealer traffic the carry tree does not need); in one process they are
+worth a few ms, repaid only up to a couple of hundred elements: :func:`fss_limit`."""
+
+FSS_SECONDS_PER_ELEMENT = 20e-6
+"""FSS key generation and evaluation per element beyond the carry tree's, all actors in
+one process (ms per ReLU, FSS against carry, interleaved in one command, load 2-5):
+2,048 -> 4,096 elements at 10 ms latency 72.5 -> 117.6 ms (22 us per element); 2,048
+elements without latency 30.5 against 7.2 ms."""
+ROUND_SECONDS = 0.6e-3
+"""What one online round costs beside its latency (the runtime's scheduling, framing and
+the protocol's per-round work): fitted so that :func:`fss_limit` lands in the measured
+crossovers, FSS against carry ReLU in one process: between 160 and 192 elements without
+latency (also 128-192 and 128-256 in other runs), between 2,048 and 4,096 at 10 ms, and
+between 512 and 640 (another run: 768 and 1,024) at 1 ms. A loopback TLS cluster of
+node processes crossed between 128 and 256, as without latency."""
+ROUNDS_SAVED = 6
+"""The carry tree's 7 rounds against FSS's 1."""
+FSS_MIN_NUMEL = 64
+"""FSS is always used up to here (measured faster at every latency: 4.4 against 7.0 ms
+at 16 elements in one process, 8.4 against 12.4 over loopback TLS)."""
 
 
-def _by_size(name: str, small: Builder, large: Builder) -> Builder:
-    """``small`` for ops on at most :data:`FSS_MAX_NUMEL` elements, ``large`` above: the
-    choice depends only on the public shape, so the parties and the dealer agree."""
+def fss_limit(latency: float) -> int:
+    """The element count up to which the FSS comparison is faster than the carry tree on
+    party links of ``latency`` seconds: six rounds' worth of time over FSS's extra compute
+    per element, kept between :data:`FSS_MIN_NUMEL` and :data:`FSS_MAX_NUMEL` (no latency:
+    180; 1 ms: 480; 10 ms: 3,180; from ~33 ms: 10^4). Bandwidth is left out: FSS sends
+    fewer online bytes than the carry tree, so a slow link only favours it more."""
+    if not (isinstance(latency, (int, float)) and 0 <= latency < float("inf")):
+        raise ValueError(f"latency must be a finite number of seconds >= 0, got {latency!r}")
+    n = ROUNDS_SAVED * (latency + ROUND_SECONDS) / FSS_SECONDS_PER_ELEMENT
+    return int(min(FSS_MAX_NUMEL, max(FSS_MIN_NUMEL, round(n))))
+
+
+def _by_size(name: str, small: Builder, large: Builder, limit: int) -> Builder:
+    """``small`` for ops on at most ``limit`` elements, ``large`` above: the choice depends
+    only on the public shape and the suite, so the parties and the dealer agree."""
 
     def build(suite: Suite, n: int) -> OpKind:
         a, b = small(suite, n), large(suite, n)
@@ -129,7 +170,7 @@ def _by_size(name: str, small: Builder, large: Builder) -> Builder:
             return a
 
         def pick(shape: Shape) -> OpKind:
-            return a if _numel(shape) <= FSS_MAX_NUMEL else b
+            return a if _numel(shape) <= limit else b
 
         async def run(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
             kind = pick(tuple(x[0].value.shape))
@@ -150,12 +191,44 @@ def _by_size(name: str, small: Builder, large: Builder) -> Builder:
 CARRY = Suite("carry", KINDS.values())
 FSS = Suite("fss", _variant(_FSS_SIGN))
 FSS_EXACT = Suite("fss-exact", _variant({**_FSS_SIGN, "trunc": _two_party("trunc", _fss_trunc)}))
-DEFAULT = Suite(
-    "default",
-    _variant({k: _by_size(k, _FSS_SIGN[k], KINDS[k].build) for k in ("drelu", "relu")}),
-)
+_DEFAULTS: dict[int, Suite] = {}
+
+
+def default_suite(limit: int = FSS_MAX_NUMEL) -> Suite:
+    """The ``default`` suite with the FSS comparison up to ``limit`` elements per op and the
+    carry tree above (2 parties; local truncation), named ``"default"`` for
+    :data:`FSS_MAX_NUMEL` and ``"default@<limit>"`` otherwise: a name every node resolves
+    to the same protocols (:func:`get_suite`), since the choice must agree everywhere."""
+    if not (isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0):
+        raise ValueError(f"an FSS limit is an element count >= 0, got {limit!r}")
+    if limit not in _DEFAULTS:
+        name = "default" if limit == FSS_MAX_NUMEL else f"default@{limit}"
+        builds = {k: _by_size(k, _FSS_SIGN[k], KINDS[k].build, limit) for k in ("drelu", "relu")}
+        _DEFAULTS[limit] = Suite(name, _variant(builds))
+    return _DEFAULTS[limit]
+
+
+def fss_limit_of(suite: Suite) -> int | None:
+    """The FSS limit of a ``default`` suite, None for any other suite."""
+    return next((n for n, s in _DEFAULTS.items() if s is suite), None)
+
+
+def describe(suite: Suite) -> str:
+    """The suite's name, and for a ``default`` suite the limit it runs with: what a log
+    line or a report states, since ``"default"`` picks its limit by the link."""
+    limit = fss_limit_of(suite)
+    if limit is None:
+        return suite.name
+    return f"{suite.name} (FSS comparison up to {limit:,} elements per op, carry tree above)"
+
+
+DEFAULT = default_suite()
 """2 parties: FSS comparison for ops of at most FSS_MAX_NUMEL elements, the carry tree for
-larger ones; local truncation."""
+larger ones; local truncation: the WAN form, what :func:`get_suite` gives for
+``"default"`` and what the communication report projects. ``Cluster.start`` asked for
+``"default"`` (or for nothing) runs ``default_suite(fss_limit(its party links'
+latency))`` instead, ``Cluster.connect`` the in-process limit when every node is on a
+loopback address."""
 
 SUITES: dict[str, Suite] = {s.name: s for s in (DEFAULT, CARRY, FSS, FSS_EXACT)}
 
@@ -172,9 +245,14 @@ def get_suite(choice: str | Suite | None) -> Suite:
         return DEFAULT
     if isinstance(choice, Suite):
         return choice
+    if isinstance(choice, str) and choice.startswith("default@"):
+        limit = choice.removeprefix("default@")
+        if limit.isdigit() and limit == str(int(limit)):
+            return default_suite(int(limit))
     suite = SUITES.get(choice) if isinstance(choice, str) else None
     if suite is None:
         raise ValueError(
-            f"unknown protocol suite {choice!r}; known suites: {', '.join(sorted(SUITES))}"
+            f"unknown protocol suite {choice!r}; known suites: {', '.join(sorted(SUITES))} "
+            "(and default@N: FSS up to N elements)"
         )
     return suite

@@ -9,6 +9,12 @@ CrypTen 0.4.1").
 
 Rounds and bytes are ``cluster.stats()`` deltas around the op after ``await
 cluster.flush()``; bytes are online bytes sent per party divided by the input's elements.
+
+The suite is the default suite's WAN form, ``default@10000`` (FSS comparisons up to 10^4
+elements per op): the figures docs/ops.md states and the CrypTen targets are about (rounds
+matter on a network). ``--protocols default`` measures what ``Cluster.start`` picks in
+this process instead (FSS only up to ~180 elements: more rounds, fewer dealer bytes). The
+first line printed names the suite and its limit.
 """
 
 from __future__ import annotations
@@ -28,10 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import op_table
 
+from protocols.suite import describe
 from training import Cluster
 
 PARTIES = ["alice", "bob"]
 PROVIDER = "james"
+WAN_DEFAULT = "default@10000"
+"""The default suite as over a WAN link: the suite of docs/ops.md's figures."""
 
 
 @dataclass(frozen=True)
@@ -265,8 +274,9 @@ def render(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-async def run(all_ops: bool, shrink: int = 1) -> None:
-    async with Cluster.start(PARTIES, provider=PROVIDER, seed=3) as c:
+async def run(all_ops: bool, shrink: int = 1, protocols: str = WAN_DEFAULT) -> None:
+    async with Cluster.start(PARTIES, provider=PROVIDER, seed=3, protocols=protocols) as c:
+        print(f"suite: {describe(c.suite)}")
         rows = await targets(c, 10_000 // shrink)
         if all_ops:
             rows += await every_op(c, 4000 // shrink)
@@ -286,9 +296,15 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="inputs 2x smaller (a smoke run; the default suite still picks the same protocols, so rounds and bytes per element match; docs/ops.md is at full size)",
     )
+    p.add_argument(
+        "--protocols",
+        default=WAN_DEFAULT,
+        help=f"protocol suite (default {WAN_DEFAULT}, docs/ops.md's; 'default': the limit "
+        "Cluster.start picks in this process)",
+    )
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    trio.run(run, a.all, 2 if a.quick else 1)
+    trio.run(run, a.all, 2 if a.quick else 1, a.protocols)
 
 
 if __name__ == "__main__":

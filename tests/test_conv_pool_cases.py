@@ -394,9 +394,12 @@ async def test_avg_pool_options_and_adaptive_grid() -> None:
 
 async def test_pool_costs() -> None:
     """Average and adaptive-average pools are local with 2 parties (masks and divisions by
-    public values); a max pool over k taps takes ceil(log2 k) rounds, + 1 for indices."""
+    public values); a max pool over k taps takes ceil(log2 k) rounds with FSS comparisons,
+    + 1 for indices."""
     x = uniform((1, 2, 7, 7), -6, 6, 13)
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=5) as c:
+    # the WAN default (FSS comparisons up to 10^4 elements): the 2x2 pool's first layer
+    # compares 256 elements, above the in-process default's limit (~255, carry: 7 rounds)
+    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=5, protocols="default@10000") as c:
         xs = c.share(x, **ENC)
         for fn, rounds in (
             (lambda t: F.avg_pool2d(t, 3, 2, 1, ceil_mode=True, count_include_pad=False), 0),
@@ -435,7 +438,8 @@ async def _costs() -> None:
     element, forward without grad and backward with a shared upstream gradient."""
     x, cols = uniform((8, 4, 12, 12), -6, 6, 1), uniform((8, 36, 144), -6, 6, 4)
     w, wt = uniform((6, 4, 3, 3), -1, 1, 2), uniform((4, 6, 3, 3), -1, 1, 3)
-    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=3) as c:
+    # docs/ops.md's figures are the WAN default's (FSS comparisons up to 10^4 elements)
+    async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=3, protocols="default@10000") as c:
         ws, wts = c.share(w, **ENC, requires_grad=True), c.share(wt, **ENC, requires_grad=True)
         ct = dict(stride=2, padding=1, output_padding=1)
         cases: list[tuple[str, Callable[[Any], Any], Callable[[Any], Any], torch.Tensor]] = [

@@ -10,6 +10,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from protocols.suite import DEFAULT, describe, fss_limit
+
 from .engine import Report
 from .measure import IterationCost
 from .networks import NETWORKS
@@ -78,6 +80,11 @@ def markdown(rep: Report) -> str:
         f"{num(d.record.online_bytes)} online B, {num(d.record.offline_bytes)} dealer B per "
         f"iteration; suite `carry`: {c.record.online_rounds} rounds, "
         f"{num(c.record.online_bytes)} online B, {num(c.record.offline_bytes)} dealer B.",
+        f"- Suite `default` here is as named, the WAN form: {describe(DEFAULT)}; "
+        f"`Cluster.start` asked for `default` picks its limit by the party links' latency "
+        f"({fss_limit(0.0):,} elements without latency, {fss_limit(LAN.latency):,} at the "
+        f"LAN's {LAN.latency * 1e3:g} ms, {fss_limit(WAN.latency):,} at the WAN's "
+        f"{WAN.latency * 1e3:g} ms: `protocols.suite.fss_limit`).",
         f"- Projected per iteration (`default`, 2 parties): LAN "
         f"{ms(rep.projection('default', 2, LAN))}, WAN {ms(rep.projection('default', 2, WAN))}; "
         "against simulated runs: "

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from protocols.suite import FSS_MAX_NUMEL, describe, get_suite
+
 from .engine import Report
 from .measure import IterationCost, OpRow
 from .networks import NETWORKS
@@ -82,6 +84,8 @@ def ops_section(rep: Report) -> list[str]:
             body.append(cells)
         local_ok = all(r.equal and r.rounds == r.dealer == 0 for r in rows if not r.interactive)
         out += [f"### Suite `{suite}`", ""]
+        if describe(get_suite(suite)) != suite:
+            out += [f"As named: {describe(get_suite(suite))}.", ""]
         out += table(
             ["op", *(f"{n} parties: rounds / online B per party / dealer B" for n in cfg.parties)],
             body,
@@ -315,9 +319,9 @@ def networks_section(rep: Report, number: int = 6) -> list[str]:
         f"latency + busiest party's online B / bandwidth + the iteration's own wall time "
         f"without delays (LAN {LAN.latency * 1e3:g} ms, {LAN.bandwidth / 1e9:g} Gbit/s; WAN "
         f"{WAN.latency * 1e3:g} ms, {WAN.bandwidth / 1e6:g} Mbit/s). Batch "
-        f"{cfg.network_batch} measured directly (no scaling). The `default` suite uses FSS "
-        "comparisons for ops of at most 1024 elements and the carry tree above, so its "
-        "rounds depend on the batch.",
+        f"{cfg.network_batch} measured directly (no scaling). The `default` suite (as named, "
+        f"the WAN form) uses FSS comparisons for ops of at most {FSS_MAX_NUMEL:,} elements "
+        "and the carry tree above, so its rounds depend on the batch.",
         "",
         "Definitions (ours; architectures checked against the papers' public code, the "
         "letters A-D follow this project's brief and were not confirmed against the papers' "
@@ -355,7 +359,7 @@ def networks_section(rep: Report, number: int = 6) -> list[str]:
         out += [
             f"Suites `default` and `carry` cost the same for network(s) {', '.join(same)} at "
             f"batch {cfg.network_batch}: every comparison there (ReLU, max-pool) has more "
-            "than 1024 elements, so `default` also takes the carry tree.",
+            f"than {FSS_MAX_NUMEL:,} elements, so `default` also takes the carry tree.",
             "",
         ]
     out += [f"- {CRYPTEN_A}.", f"- {PAPERS_NOTE}", ""]
