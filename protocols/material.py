@@ -11,7 +11,7 @@ A :class:`MaterialSpec` lists *items* of four kinds (:class:`Kind`):
 
 ``RING``/``BITS``/``WORDS`` items are either uniformly random or *derived* (computed by the
 dealer from the random ones: a Beaver product, the bits of a mask, ...). Every party
-shares a ChaCha20 key with the dealer, set up once when the cluster starts. For each
+shares a PRG key (AES-256-CTR) with the dealer, set up once when the cluster starts. For each
 shared item, parties ``0 .. n-2`` draw their share from that key (one keystream per spec,
 labelled ``(op_id, sub)``); the last party does the same for random items, and for derived
 items receives a *correction* from the dealer. This is CrypTen's trusted-third-party trick

@@ -89,14 +89,18 @@ def test_wire_bytes_carry_no_padding_bit(n: int) -> None:
     assert torch.equal(bytes_to_words(single, n), back[0])
 
 
-def test_prg_array_is_the_chacha20_keystream() -> None:
-    """random_array writes ChaCha20's keystream (the nonce is the label) straight into its
-    array; random_bytes, ring and bits read the same stream."""
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+def test_prg_array_is_the_aes256_ctr_keystream() -> None:
+    """random_array writes AES-256-CTR's keystream (the label in the counter block's high
+    96 bits, big-endian, the block counter from 0 below) straight into its array;
+    random_bytes, ring and bits read the same stream; labels differing only in the stream
+    or in the op id give different streams."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
     prg = Prg.from_seed(5, "keystream test")
-    nonce = (0).to_bytes(4, "little") + (9).to_bytes(8, "little") + (2).to_bytes(4, "little")
-    want = Cipher(algorithms.ChaCha20(prg.key, nonce), mode=None).encryptor().update(bytes(4099))
+    block = (9).to_bytes(8, "big") + (2).to_bytes(4, "big") + bytes(4)
+    want = Cipher(algorithms.AES(prg.key), modes.CTR(block)).encryptor().update(bytes(4099))
+    assert prg.random_bytes(64, (9, 3)) != want[:64]
+    assert prg.random_bytes(64, (10, 2)) != want[:64]
     got = prg.random_array(4099, (9, 2))
     assert got.flags.writeable and got.tobytes() == want
     assert prg.random_bytes(4099, (9, 2)) == want

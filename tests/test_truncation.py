@@ -155,7 +155,8 @@ def test_ring_floor_and_ceil_division_match_exact_integers(d: int) -> None:
     """ring.floor_div / ceil_div (shifts and masks for powers of two, torch's floor division
     otherwise) against Python's exact integers, at the int64 extremes and around multiples
     of ``d``: the 2-party truncation is built on them."""
-    from protocols.ring import ceil_div, floor_div as ring_floor
+    from protocols.ring import ceil_div
+    from protocols.ring import floor_div as ring_floor
 
     gen = torch.Generator().manual_seed(d % 1000)
     edges = [-(2**63), -(2**63) + 1, 2**63 - 1, 2**63 - 2, 0, 1, -1]
