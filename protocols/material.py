@@ -28,7 +28,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache, reduce
+from functools import reduce
 from math import prod
 from operator import add, xor
 from typing import NamedTuple
@@ -162,16 +162,31 @@ class _Layout(NamedTuple):
     """What the last party receives: the corrections, then the keys."""
 
 
-@lru_cache(maxsize=1024)
+_LAYOUTS: dict[int, tuple[MaterialSpec, _Layout]] = {}
+_MAX_LAYOUTS = 1024
+
+
 def _layout(spec: MaterialSpec) -> _Layout:
+    """The layout of ``spec``, found by the spec's identity first: the spec builders are
+    cached, so the same object comes back op after op, and hashing a spec (every item,
+    each with its enum kind) on each of a step's draws cost more than the lookup it served.
+    An equal but distinct spec gets the same layout (computed again); the cache keeps the
+    spec alive so its id cannot be reused by another object."""
+    hit = _LAYOUTS.get(id(spec))
+    if hit is not None and hit[0] is spec:
+        return hit[1]
     shared = [i for i in spec.items if i.shared]
     keys = spec.keys
-    return _Layout(
+    lay = _Layout(
         _part([i for i in shared if not i.derived]),
         _part([i for i in shared if i.derived]),
         keys,
         (*spec.corrections, *keys),
     )
+    if len(_LAYOUTS) >= _MAX_LAYOUTS:
+        _LAYOUTS.clear()
+    _LAYOUTS[id(spec)] = (spec, lay)
+    return lay
 
 
 def _unpack(raw: np.ndarray, part: _Part, out: dict[str, torch.Tensor]) -> None:
