@@ -6,8 +6,10 @@ dealer variant as in CrypTen's trusted third party.
 ``mul(x, y)`` with a triple ``(a, b, c = a*b)`` from the dealer:
 
 1. every party opens ``eps = x - a`` and ``delta = y - b`` in one batched message;
-2. each party computes ``z_i = c_i + eps * b_i + a_i * delta`` and party 0 adds
-   ``eps * delta``. Then ``sum z_i = x * y``.
+2. each party computes ``z_i = c_i + eps * b_i + x_i * delta`` from its own share ``x_i``
+   of ``x``. Then ``sum z_i = ab + eps b + (eps + a) delta = x * y`` (the textbook form
+   ``c_i + eps b_i + a_i delta``, plus ``eps delta`` at party 0, has the same sum but one
+   more term at party 0).
 
 ``matmul`` is the same with ``@`` and ``c = a @ b``; ``square`` needs only ``(a, a*a)`` and
 opens ``eps`` alone: ``z_i = c_i + 2 * eps * a_i`` (+ ``eps**2`` at party 0).
@@ -75,9 +77,12 @@ async def mul(ctx: PartyContext, x: Share, y: Share, *, sub: int = 0) -> Share:
     (eps, delta), depth = await open_ring(
         ctx, f"mul{sub}", [x.value - t["a"], y.value - t["b"]], max(x.depth, y.depth)
     )
-    # eps b + a delta (+ eps delta at rank 0) as eps (b [+ delta]) + a delta: bilinearity
-    # saves one product per party (exact: the ring distributes)
-    z = t["c"] + eps * (t["b"] + delta if ctx.rank == 0 else t["b"]) + t["a"] * delta
+    # sum_i (c_i + eps b_i + x_i delta) = ab + eps b + (eps + a) delta = xy: bilinearity
+    # (exact: the ring distributes) saves one product per party, and using the party's own
+    # x_i instead of a_i removes party 0's extra "+ eps delta" term and its addition
+    z = eps * t["b"]
+    z += t["c"]
+    z += x.value * delta
     return Share(z, depth)
 
 
@@ -95,6 +100,9 @@ async def matmul(ctx: PartyContext, x: Share, y: Share, *, sub: int = 0) -> Shar
     (eps, delta), depth = await open_ring(
         ctx, f"mm{sub}", [x.value - t["a"], y.value - t["b"]], max(x.depth, y.depth)
     )
-    b = t["b"] + delta if ctx.rank == 0 else t["b"]  # one GEMM fewer at rank 0 (bilinearity)
-    z = t["c"] + ring_matmul(eps, b) + ring_matmul(t["a"], delta)
+    # as for mul: sum_i (c_i + eps b_i + x_i delta) = xy, two GEMMs per party and no
+    # party-0 term (which cost an addition the size of y)
+    z = ring_matmul(eps, t["b"])
+    z += t["c"]
+    z += ring_matmul(x.value, delta)
     return Share(z, depth)
