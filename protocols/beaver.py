@@ -41,6 +41,15 @@ from .ring import ring_matmul
 from .sharing import open_ring
 
 
+def masked(x: Share, mask: torch.Tensor) -> torch.Tensor:
+    """``x - mask`` written in the mask's (contiguous) layout: a transposed share (local
+    transposes are views) would otherwise give a transposed difference, which the opening
+    then copies again to send it."""
+    if x.value.shape != mask.shape or x.value.is_contiguous():
+        return x.value - mask
+    return torch.sub(x.value, mask, out=torch.empty_like(mask))
+
+
 @lru_cache(maxsize=256)
 def mul_spec(x_shape: tuple[int, ...], y_shape: tuple[int, ...], sub: int = 0) -> MaterialSpec:
     out = shapes.broadcast("mul", x_shape, y_shape)
@@ -77,7 +86,7 @@ async def mul(ctx: PartyContext, x: Share, y: Share, *, sub: int = 0) -> Share:
     """Elementwise product (with broadcasting) of two shared tensors; 1 round."""
     t = await ctx.material(mul_spec(tuple(x.value.shape), tuple(y.value.shape), sub))
     (eps, delta), depth = await open_ring(
-        ctx, f"mul{sub}", [x.value - t["a"], y.value - t["b"]], max(x.depth, y.depth)
+        ctx, f"mul{sub}", [masked(x, t["a"]), masked(y, t["b"])], max(x.depth, y.depth)
     )
     # sum_i (c_i + eps b_i + x_i delta) = ab + eps b + (eps + a) delta = xy: bilinearity
     # (exact: the ring distributes) saves one product per party, and using the party's own
@@ -91,7 +100,7 @@ async def mul(ctx: PartyContext, x: Share, y: Share, *, sub: int = 0) -> Share:
 async def square(ctx: PartyContext, x: Share, *, sub: int = 0) -> Share:
     """``x * x`` opening only ``x - a``; 1 round, half the bytes of ``mul(x, x)``."""
     t = await ctx.material(square_spec(tuple(x.value.shape), sub))
-    (eps,), depth = await open_ring(ctx, f"sq{sub}", [x.value - t["a"]], x.depth)
+    (eps,), depth = await open_ring(ctx, f"sq{sub}", [masked(x, t["a"])], x.depth)
     z = t["c"] + eps * (2 * t["a"] + eps if ctx.rank == 0 else 2 * t["a"])
     return Share(z, depth)
 
@@ -100,7 +109,7 @@ async def matmul(ctx: PartyContext, x: Share, y: Share, *, sub: int = 0) -> Shar
     """Matrix product of two shared tensors (torch.matmul semantics); 1 round."""
     t = await ctx.material(matmul_spec(tuple(x.value.shape), tuple(y.value.shape), sub))
     (eps, delta), depth = await open_ring(
-        ctx, f"mm{sub}", [x.value - t["a"], y.value - t["b"]], max(x.depth, y.depth)
+        ctx, f"mm{sub}", [masked(x, t["a"]), masked(y, t["b"])], max(x.depth, y.depth)
     )
     # as for mul: sum_i (c_i + eps b_i + x_i delta) = xy, two GEMMs per party and no
     # party-0 term (which cost an addition the size of y)
