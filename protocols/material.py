@@ -195,11 +195,11 @@ def _unpack(raw: np.ndarray, part: _Part, out: dict[str, torch.Tensor]) -> None:
     bools: Sequence[torch.Tensor] = ()
     if part.n_ring:
         whole = torch.from_numpy(raw[: 8 * part.n_ring].view(np.int64))
-        rings = whole.split(part.ring) if len(part.ring) > 1 else (whole,)
+        rings = whole.split_with_sizes(part.ring) if len(part.ring) > 1 else (whole,)
     if part.n_bits:
         packed = raw[8 * part.n_ring :]
         flat = torch.from_numpy(np.unpackbits(packed)[: part.n_bits].view(np.bool_))
-        bools = flat.split(part.bits) if len(part.bits) > 1 else (flat,)
+        bools = flat.split_with_sizes(part.bits) if len(part.bits) > 1 else (flat,)
     r = b = 0
     for name, is_bits, shape in part.shared:
         if is_bits:
