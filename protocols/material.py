@@ -241,8 +241,9 @@ def party_material(
     received: Sequence[torch.Tensor] = (),
 ) -> dict[str, torch.Tensor]:
     """A party's share of ``spec``; ``received`` is what the dealer sent it, in the order
-    of :meth:`MaterialSpec.received` (corrections for the last party, then keys)."""
-    out = draw_all(prg, spec, op_id)
+    of :meth:`MaterialSpec.received` (corrections for the last party, then keys). The last
+    party draws only the random items: its derived ones are the corrections received."""
+    out = draw_all(prg, spec, op_id, derived=rank != n_parties - 1)
     for item, value in zip(spec.received(rank, n_parties), received, strict=True):
         out[item.name] = value
     return out

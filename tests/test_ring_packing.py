@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from math import prod
 
+import numpy as np
 import pytest
 import torch
 
@@ -129,3 +130,30 @@ def test_material_per_element(with_relu: bool) -> None:
 
 # ring_matmul's exactness (torch int64 and the float64 limbs against a uint64 reference):
 # tests/test_kernels.py
+
+
+def test_last_party_draws_only_the_random_items() -> None:
+    """The derived items sit at the keystream's tail: party 0 (and the dealer for it) draws
+    a, b and c of a matmul triple, the last party (and the dealer for it) only a and b, as
+    it receives c's correction; the shares still make a triple."""
+    from protocols.beaver import matmul_spec
+    from protocols.material import dealer_messages, party_material
+
+    drawn: dict[bytes, list[int]] = {}
+
+    class Spy(Prg):
+        __slots__ = ()
+
+        def random_array(self, n: int, label: tuple[int, int]) -> np.ndarray:
+            drawn.setdefault(self.key, []).append(n)
+            return super().random_array(n, label)
+
+    prgs = [Spy(Prg.from_seed(s, "draw test").key) for s in (1, 2)]
+    spec = matmul_spec((3, 4), (4, 5))
+    msgs = dealer_messages(spec, prgs, 7, Prg.from_seed(3, "dealer"))
+    assert drawn == {prgs[0].key: [8 * (12 + 20 + 15)], prgs[1].key: [8 * (12 + 20)]}
+    drawn.clear()
+    shares = [party_material(spec, r, 2, prgs[r], 7, msgs[r]) for r in (0, 1)]
+    assert drawn == {prgs[0].key: [8 * (12 + 20 + 15)], prgs[1].key: [8 * (12 + 20)]}
+    a, b, c = (shares[0][k] + shares[1][k] for k in "abc")
+    assert torch.equal(c, a @ b)
