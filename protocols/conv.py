@@ -42,6 +42,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+from .beaver import masked
 from .context import PartyContext, Share
 from .errors import ShapeError
 from .material import Item, MaterialSpec
@@ -127,7 +128,7 @@ async def bilinear(
         bilinear_spec(kind, tuple(x.value.shape), tuple(y.value.shape), out, sub)
     )
     (eps, delta), depth = await open_ring(
-        ctx, f"{kind}{sub}", [x.value - t["a"], y.value - t["b"]], max(x.depth, y.depth)
+        ctx, f"{kind}{sub}", [masked(x, t["a"]), masked(y, t["b"])], max(x.depth, y.depth)
     )
     # f(eps, b) + f(a, delta) (+ f(eps, delta) at rank 0) with f(eps, b + delta) at rank 0:
     # two convolutions per party instead of three (exact: f is bilinear over the ring)

@@ -47,7 +47,10 @@ def sum_(rank: int, x: Sequence[Share], p: Params) -> list[Share]:
 
 
 def transpose(rank: int, x: Sequence[Share], p: Params) -> list[Share]:
-    return [Share(x[0].value.transpose(p.d0, p.d1).contiguous(), x[0].depth)]
+    """A view, not a copy: no op writes into its inputs' shares, and every consumer reads
+    strided tensors (an opening's ``x - a`` makes the contiguous copy it sends anyway), so
+    Network A's transposed weights and activations were each copied once for nothing."""
+    return [Share(x[0].value.transpose(p.d0, p.d1), x[0].depth)]
 
 
 def reshape(rank: int, x: Sequence[Share], p: Params) -> list[Share]:

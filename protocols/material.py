@@ -11,7 +11,7 @@ A :class:`MaterialSpec` lists *items* of four kinds (:class:`Kind`):
 
 ``RING``/``BITS``/``WORDS`` items are either uniformly random or *derived* (computed by the
 dealer from the random ones: a Beaver product, the bits of a mask, ...). Every party
-shares a ChaCha20 key with the dealer, set up once when the cluster starts. For each
+shares a PRG key (AES-256-CTR) with the dealer, set up once when the cluster starts. For each
 shared item, parties ``0 .. n-2`` draw their share from that key (one keystream per spec,
 labelled ``(op_id, sub)``); the last party does the same for random items, and for derived
 items receives a *correction* from the dealer. This is CrypTen's trusted-third-party trick
@@ -28,7 +28,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache, reduce
+from functools import reduce
 from math import prod
 from operator import add, xor
 from typing import NamedTuple
@@ -124,8 +124,8 @@ class MaterialSpec:
         return f"dealer{self.sub}"
 
 
-class _Layout(NamedTuple):
-    """What a draw and a receipt need of a spec, worked out once per distinct spec."""
+class _Part(NamedTuple):
+    """One run of a keystream: its 8-byte items, then its bit items packed together."""
 
     n_ring: int
     n_bits: int
@@ -134,48 +134,101 @@ class _Layout(NamedTuple):
     bits: list[int]
     """Element counts of the bit items, in item order."""
     shared: tuple[tuple[str, bool, tuple[int, ...]], ...]
-    """``(name, is bits, shape)`` of every shared item, in item order."""
+    """``(name, is bits, shape)`` of every item of the run, in item order."""
+
+    @property
+    def nbytes(self) -> int:
+        return 8 * self.n_ring + (self.n_bits + 7) // 8
+
+
+def _part(items: Sequence[Item]) -> _Part:
+    ring = [prod(i.shape) for i in items if i.kind is not Kind.BITS]
+    bits = [prod(i.shape) for i in items if i.kind is Kind.BITS]
+    shared = tuple((i.name, i.kind is Kind.BITS, i.shape) for i in items)
+    return _Part(sum(ring), sum(bits), ring, bits, shared)
+
+
+class _Layout(NamedTuple):
+    """What a draw and a receipt need of a spec, worked out once per distinct spec."""
+
+    random: _Part
+    """The random shared items: the head of the keystream."""
+    derived: _Part
+    """The derived shared items: the tail, drawn only by parties 0 .. n-2 (the last party
+    receives corrections in their place, so neither it nor the dealer on its behalf pays
+    for those bytes)."""
     keys: tuple[Item, ...]
     last: tuple[Item, ...]
     """What the last party receives: the corrections, then the keys."""
 
 
-@lru_cache(maxsize=1024)
+_LAYOUTS: dict[int, tuple[MaterialSpec, _Layout]] = {}
+_MAX_LAYOUTS = 1024
+
+
 def _layout(spec: MaterialSpec) -> _Layout:
-    ring = [prod(i.shape) for i in spec.items if i.shared and i.kind is not Kind.BITS]
-    bits = [prod(i.shape) for i in spec.items if i.kind is Kind.BITS]
-    shared = tuple((i.name, i.kind is Kind.BITS, i.shape) for i in spec.items if i.shared)
+    """The layout of ``spec``, found by the spec's identity first: the spec builders are
+    cached, so the same object comes back op after op, and hashing a spec (every item,
+    each with its enum kind) on each of a step's draws cost more than the lookup it served.
+    An equal but distinct spec gets the same layout (computed again); the cache keeps the
+    spec alive so its id cannot be reused by another object."""
+    hit = _LAYOUTS.get(id(spec))
+    if hit is not None and hit[0] is spec:
+        return hit[1]
+    shared = [i for i in spec.items if i.shared]
     keys = spec.keys
-    return _Layout(sum(ring), sum(bits), ring, bits, shared, keys, (*spec.corrections, *keys))
+    lay = _Layout(
+        _part([i for i in shared if not i.derived]),
+        _part([i for i in shared if i.derived]),
+        keys,
+        (*spec.corrections, *keys),
+    )
+    if len(_LAYOUTS) >= _MAX_LAYOUTS:
+        _LAYOUTS.clear()
+    _LAYOUTS[id(spec)] = (spec, lay)
+    return lay
 
 
-def draw_all(prg: Prg, spec: MaterialSpec, op_id: int) -> dict[str, torch.Tensor]:
-    """Every shared item of ``spec`` drawn from one ChaCha20 stream labelled ``(op_id, sub)``.
-
-    One keystream per spec (not per item) keeps the cost of a draw at one cipher setup:
-    first all 8-byte items (ring elements and words), then all bit items packed together.
-    The layout is the same for every holder of the key, so the dealer and the party agree.
-    """
-    n_ring, n_bits, ring, bits, shared, _, _ = _layout(spec)
-    raw = prg.random_array(8 * n_ring + (n_bits + 7) // 8, (op_id, spec.sub))
+def _unpack(raw: np.ndarray, part: _Part, out: dict[str, torch.Tensor]) -> None:
+    """The items of ``part`` as views of the keystream bytes ``raw`` (no copy)."""
     rings: Sequence[torch.Tensor] = ()
     bools: Sequence[torch.Tensor] = ()
-    if n_ring:
-        whole = torch.from_numpy(raw[: 8 * n_ring].view(np.int64))
-        rings = whole.split(ring) if len(ring) > 1 else (whole,)
-    if n_bits:
-        packed = raw[8 * n_ring :]
-        flat = torch.from_numpy(np.unpackbits(packed)[:n_bits].view(np.bool_))
-        bools = flat.split(bits) if len(bits) > 1 else (flat,)
-    out: dict[str, torch.Tensor] = {}
+    if part.n_ring:
+        whole = torch.from_numpy(raw[: 8 * part.n_ring].view(np.int64))
+        rings = whole.split_with_sizes(part.ring) if len(part.ring) > 1 else (whole,)
+    if part.n_bits:
+        packed = raw[8 * part.n_ring :]
+        flat = torch.from_numpy(np.unpackbits(packed)[: part.n_bits].view(np.bool_))
+        bools = flat.split_with_sizes(part.bits) if len(part.bits) > 1 else (flat,)
     r = b = 0
-    for name, is_bits, shape in shared:
+    for name, is_bits, shape in part.shared:
         if is_bits:
             out[name] = bools[b].view(shape)
             b += 1
         else:
             out[name] = rings[r].view(shape)
             r += 1
+
+
+def draw_all(
+    prg: Prg, spec: MaterialSpec, op_id: int, *, derived: bool = True
+) -> dict[str, torch.Tensor]:
+    """The shared items of ``spec`` drawn from one keystream labelled ``(op_id, sub)``: the
+    random items, and with ``derived`` (parties 0 .. n-2) the derived ones too.
+
+    One keystream per spec (not per item) keeps the cost of a draw at one cipher setup.
+    The random items come first (8-byte items, then bit items packed), the derived ones
+    after them in the same arrangement, so the last party's draw (``derived=False``) is a
+    prefix of the others' layout: the layout is the same for every holder of the key, so
+    the dealer and the party agree.
+    """
+    lay = _layout(spec)
+    n = lay.random.nbytes + (lay.derived.nbytes if derived else 0)
+    raw = prg.random_array(n, (op_id, spec.sub))
+    out: dict[str, torch.Tensor] = {}
+    _unpack(raw[: lay.random.nbytes], lay.random, out)
+    if derived:
+        _unpack(raw[lay.random.nbytes :], lay.derived, out)
     return out
 
 
@@ -188,8 +241,9 @@ def party_material(
     received: Sequence[torch.Tensor] = (),
 ) -> dict[str, torch.Tensor]:
     """A party's share of ``spec``; ``received`` is what the dealer sent it, in the order
-    of :meth:`MaterialSpec.received` (corrections for the last party, then keys)."""
-    out = draw_all(prg, spec, op_id)
+    of :meth:`MaterialSpec.received` (corrections for the last party, then keys). The last
+    party draws only the random items: its derived ones are the corrections received."""
+    out = draw_all(prg, spec, op_id, derived=rank != n_parties - 1)
     for item, value in zip(spec.received(rank, n_parties), received, strict=True):
         out[item.name] = value
     return out
@@ -212,7 +266,8 @@ def dealer_messages(
 
     The last party gets, for each derived item, the derived secret minus (or XOR) the other
     parties' PRG shares; with key items, every party also gets its own keys."""
-    draws = [draw_all(p, spec, op_id) for p in prgs]
+    last = len(prgs) - 1
+    draws = [draw_all(p, spec, op_id, derived=i != last) for i, p in enumerate(prgs)]
     secrets: dict[str, torch.Tensor] = {}
     for item in spec.items:
         if item.shared and not item.derived:

@@ -9,7 +9,7 @@ party knows: its material, everything it received and the depth of every message
 is what the security harness analyses.
 
 With ``Board(..., real_dealer=True)`` the board deals material the way the runtime does
-instead: every party holds its own ChaCha20 key (:class:`Prg`), draws its shares of the
+instead: every party holds its own PRG key (:class:`Prg`), draws its shares of the
 random items with :func:`protocols.material.party_material` under the label
 ``(op_id, sub)``, and the last party gets the dealer's corrections from
 :func:`protocols.material.dealer_messages`. A party's :class:`View` then also holds its key,
@@ -52,7 +52,7 @@ class View:
     inputs: list[torch.Tensor] = field(default_factory=list)
     """This party's shares of the inputs (filled by :func:`run_protocol`)."""
     prg_key: bytes | None = None
-    """The party's ChaCha20 key with the dealer (``real_dealer`` boards only)."""
+    """The party's PRG key with the dealer (``real_dealer`` boards only)."""
     kinds: dict[tuple[int, str], Kind] = field(default_factory=dict)
     """``(op id, item name) -> kind`` of every material item recorded (a view analysis
     unpacks ``WORDS`` items to per-element bits)."""

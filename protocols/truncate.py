@@ -35,7 +35,7 @@ from functools import lru_cache
 
 from .context import PartyContext, Share
 from .material import Item, MaterialSpec
-from .ring import floor_div
+from .ring import ceil_div, floor_div
 from .sharing import open_ring
 
 
@@ -53,10 +53,11 @@ def truncate_local(x: Share, divisor: int, rank: int) -> Share:
     """SecureML's 2-party local truncation (no communication): party 0 takes the floor of
     its share, party 1 the ceiling (computed without negating, which would map -2**63 to
     itself)."""
-    q = floor_div(x.value, divisor)
+    if divisor == 1:
+        return x
     if rank == 0:
-        return Share(q, x.depth)
-    return Share(q + (x.value != q * divisor).to(q.dtype), x.depth)
+        return Share(floor_div(x.value, divisor), x.depth)
+    return Share(ceil_div(x.value, divisor), x.depth)
 
 
 async def truncate_pair(ctx: PartyContext, x: Share, divisor: int, *, sub: int = 0) -> Share:

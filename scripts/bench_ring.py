@@ -4,8 +4,10 @@ For the matmul shapes of a Network A step (forward and backward), batched and lo
 shapes, prints the median ms of ``ring_matmul`` (torch's int64 matmul) and of
 ``ring_matmul_limbs`` (float64 BLAS on 22- or 16-bit limbs) and their ratio; for the
 MNIST-Net and LeNet convolutions, torch's int64 ``conv2d`` against the same limb split
-over float64 ``conv2d``. Configurations are interleaved (one call of each per round) so
-that a change in the machine's load hits both alike. Ratios above 1: int64 is faster.
+over float64 ``conv2d``; and the PRG's keystream (``Prg.random_array``, AES-256-CTR, into a
+fresh array as every draw is) against ChaCha20, the PRG before it, at 1 and 8 MiB.
+Configurations are interleaved (one call of each per round) so that a change in the
+machine's load hits both alike. Ratios above 1: the first column is faster.
 
 Usage: ``PYTHONPATH=. python scripts/bench_ring.py [--rounds 15] [--threads 1]``
 (threads: torch intra-op threads; default: the library's policy, see protocols.ring).
@@ -19,12 +21,15 @@ import time
 from collections.abc import Callable
 from functools import partial
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
+from protocols.prg import Prg, _zeros
 from protocols.ring import _limb_plan, _limbs, ring_matmul, ring_matmul_limbs
 
-Kernel = Callable[[], torch.Tensor]
+Kernel = Callable[[], object]
 
 MATMULS = [
     ("A fwd 128x784 @ 784x128", (128, 784), (784, 128)),
@@ -76,6 +81,14 @@ def interleaved(kernels: dict[str, Kernel], rounds: int) -> dict[str, float]:
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+def chacha20_array(key: bytes, n: int) -> np.ndarray:
+    """``n`` bytes of ChaCha20 keystream written as ``Prg.random_array`` writes its own."""
+    enc = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
+    out = np.empty(n + 16, np.uint8)
+    enc.update_into(_zeros(n), out.data)
+    return out[:n]
+
+
 def row(label: str, fast: float, slow: float) -> None:
     print(f"{label:<38} {fast:9.3f} {slow:9.3f} {slow / fast:7.1f}x")
 
@@ -112,6 +125,18 @@ def main(argv: list[str] | None = None) -> None:
             max(3, args.rounds // 3),
         )
         row(label, ms["int64"], ms["limbs"])
+    print(f"{'PRG keystream (median ms)':<38} {'AES-CTR':>9} {'ChaCha20':>9} {'ratio':>8}")
+    prg = Prg.from_seed(0, "bench_ring")
+    for mib in (1, 8):
+        n = mib << 20
+        ms = interleaved(
+            {
+                "aes": partial(prg.random_array, n, (1, 0)),
+                "chacha": partial(chacha20_array, prg.key, n),
+            },
+            args.rounds,
+        )
+        row(f"{mib} MiB into a fresh array", ms["aes"], ms["chacha"])
 
 
 if __name__ == "__main__":

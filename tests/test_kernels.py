@@ -66,6 +66,19 @@ def test_matmul_kernels_wrap_exactly(ash: tuple[int, ...], bsh: tuple[int, ...])
         assert torch.equal(ring_matmul(at, b), ref)
 
 
+@pytest.mark.parametrize(("ash", "bsh"), MATMUL_SHAPES[:3], ids=str)
+def test_addmm_wraps_exactly(ash: tuple[int, ...], bsh: tuple[int, ...]) -> None:
+    """torch's int64 ``addmm``/``addmm_`` (Beaver matmul's fused ``c + eps b + x delta``)
+    against the uint64 reference, on full-range operands and a transposed (strided) one."""
+    g = torch.Generator().manual_seed(sum(ash) + 3 * sum(bsh))
+    a, b, x, d = full_range(ash, g), full_range(bsh, g), full_range(ash, g), full_range(bsh, g)
+    c = full_range((ash[0], bsh[1]), g)
+    ref = i64(u64(c) + np.matmul(u64(a), u64(b)) + np.matmul(u64(x), u64(d)))
+    z = torch.addmm(c, a, b)
+    z.addmm_(x.t().contiguous().t(), d)
+    assert torch.equal(z, ref)
+
+
 def test_matmul_reference_catches_a_float_kernel() -> None:
     """The comparison can fail: a float64 product of full-range operands is not the ring's."""
     g = torch.Generator().manual_seed(5)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from math import prod
 
+import numpy as np
 import pytest
 import torch
 
@@ -89,14 +90,18 @@ def test_wire_bytes_carry_no_padding_bit(n: int) -> None:
     assert torch.equal(bytes_to_words(single, n), back[0])
 
 
-def test_prg_array_is_the_chacha20_keystream() -> None:
-    """random_array writes ChaCha20's keystream (the nonce is the label) straight into its
-    array; random_bytes, ring and bits read the same stream."""
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+def test_prg_array_is_the_aes256_ctr_keystream() -> None:
+    """random_array writes AES-256-CTR's keystream (the label in the counter block's high
+    96 bits, big-endian, the block counter from 0 below) straight into its array;
+    random_bytes, ring and bits read the same stream; labels differing only in the stream
+    or in the op id give different streams."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
     prg = Prg.from_seed(5, "keystream test")
-    nonce = (0).to_bytes(4, "little") + (9).to_bytes(8, "little") + (2).to_bytes(4, "little")
-    want = Cipher(algorithms.ChaCha20(prg.key, nonce), mode=None).encryptor().update(bytes(4099))
+    block = (9).to_bytes(8, "big") + (2).to_bytes(4, "big") + bytes(4)
+    want = Cipher(algorithms.AES(prg.key), modes.CTR(block)).encryptor().update(bytes(4099))
+    assert prg.random_bytes(64, (9, 3)) != want[:64]
+    assert prg.random_bytes(64, (10, 2)) != want[:64]
     got = prg.random_array(4099, (9, 2))
     assert got.flags.writeable and got.tobytes() == want
     assert prg.random_bytes(4099, (9, 2)) == want
@@ -125,3 +130,30 @@ def test_material_per_element(with_relu: bool) -> None:
 
 # ring_matmul's exactness (torch int64 and the float64 limbs against a uint64 reference):
 # tests/test_kernels.py
+
+
+def test_last_party_draws_only_the_random_items() -> None:
+    """The derived items sit at the keystream's tail: party 0 (and the dealer for it) draws
+    a, b and c of a matmul triple, the last party (and the dealer for it) only a and b, as
+    it receives c's correction; the shares still make a triple."""
+    from protocols.beaver import matmul_spec
+    from protocols.material import dealer_messages, party_material
+
+    drawn: dict[bytes, list[int]] = {}
+
+    class Spy(Prg):
+        __slots__ = ()
+
+        def random_array(self, n: int, label: tuple[int, int]) -> np.ndarray:
+            drawn.setdefault(self.key, []).append(n)
+            return super().random_array(n, label)
+
+    prgs = [Spy(Prg.from_seed(s, "draw test").key) for s in (1, 2)]
+    spec = matmul_spec((3, 4), (4, 5))
+    msgs = dealer_messages(spec, prgs, 7, Prg.from_seed(3, "dealer"))
+    assert drawn == {prgs[0].key: [8 * (12 + 20 + 15)], prgs[1].key: [8 * (12 + 20)]}
+    drawn.clear()
+    shares = [party_material(spec, r, 2, prgs[r], 7, msgs[r]) for r in (0, 1)]
+    assert drawn == {prgs[0].key: [8 * (12 + 20 + 15)], prgs[1].key: [8 * (12 + 20)]}
+    a, b, c = (shares[0][k] + shares[1][k] for k in "abc")
+    assert torch.equal(c, a @ b)

@@ -1,7 +1,7 @@
 """Security evidence that can fail: full views, A-vs-B and real-vs-simulated tests.
 
 Each protocol runs in the in-memory harness with the runtime's dealer path
-(``Board(real_dealer=True)``: per-party ChaCha20 keys, streams labelled ``(op_id, sub)``),
+(``Board(real_dealer=True)``: per-party PRG keys, streams labelled ``(op_id, sub)``),
 so a party's view holds its key, its PRG-derived material shares, its input shares,
 everything it receives and everything it opens. :mod:`protocols.analysis` compares the
 views of many independent runs on secret A with those on secret B (fixed vs fixed, fixed

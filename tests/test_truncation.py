@@ -148,3 +148,23 @@ async def test_protocol_failure_rate_near_2_to_60(n_parties: int) -> None:
     x = big_values(100_000, lx, seed=7 + n_parties)
     got, _ = await cluster_truncate(n_parties, x, seed=7)
     check_failure_rate(errors(got, x, D), x, lx)
+
+
+@pytest.mark.parametrize("d", [1, 2, 2**16, 2**62, 3, 1000, 2**31 - 1])
+def test_ring_floor_and_ceil_division_match_exact_integers(d: int) -> None:
+    """ring.floor_div / ceil_div (shifts and masks for powers of two, torch's floor division
+    otherwise) against Python's exact integers, at the int64 extremes and around multiples
+    of ``d``: the 2-party truncation is built on them."""
+    from protocols.ring import ceil_div
+    from protocols.ring import floor_div as ring_floor
+
+    gen = torch.Generator().manual_seed(d % 1000)
+    edges = [-(2**63), -(2**63) + 1, 2**63 - 1, 2**63 - 2, 0, 1, -1]
+    near = [k * d + e for k in (-3, -1, 0, 1, 5) for e in (-1, 0, 1)]
+    near = [v for v in near if -(2**63) <= v < 2**63]
+    rand = torch.randint(-(2**63), 2**63 - 1, (500,), generator=gen, dtype=torch.int64)
+    x = torch.cat([torch.tensor(edges + near, dtype=torch.int64), rand])
+    fl, ce = ring_floor(x, d).tolist(), ceil_div(x, d).tolist()
+    for v, f, c in zip(x.tolist(), fl, ce, strict=True):
+        assert f == v // d, (v, d)
+        assert c == -(-v // d), (v, d)

@@ -10,7 +10,7 @@
   all (byte-identical for the same seed).
 
 The share tests use seeded clusters (reproducible p-values; the seeded and the secure mode
-differ only in where the ChaCha20 keys come from); the online-view tests fresh keys, at a
+differ only in where the PRG keys come from); the online-view tests fresh keys, at a
 family-wise false-alarm rate ``FWER`` each.
 """
 

@@ -1,6 +1,6 @@
 """A party's full view of one run (:class:`FullView`), built from the harness's record.
 
-A view analysis judges everything a party holds or could compute from: its ChaCha20 key
+A view analysis judges everything a party holds or could compute from: its PRG key
 with the provider and the material shares it draws from it (and the corrections it
 receives), its input shares, every tensor it receives, and every value it *opens* (its
 own share of a masked value plus the peers' shares). :func:`full_view` assembles that
