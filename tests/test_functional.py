@@ -128,8 +128,8 @@ RELU, DRELU, SQUARE, MUL = (
 
 def symmetric_cost(n_knots: int) -> int:
     """relu, comparisons with the inner knots, u^2 beside the signed bits (sign x bit),
-    u^3 and u^4, the signed selection (sign x first segment + one product per bit)."""
-    return RELU + n_knots * DRELU + SQUARE + n_knots * MUL + MUL + SQUARE + (n_knots + 1) * MUL
+    u^3 and u^4, the signed selection (one product per bit, telescoped from the tail)."""
+    return RELU + n_knots * DRELU + SQUARE + n_knots * MUL + MUL + SQUARE + n_knots * MUL
 
 
 @pytest.mark.parametrize(
@@ -226,9 +226,7 @@ async def test_silu_forward_and_backward() -> None:
     # dropped (<= sigmoid(-8.75)); the products' truncations and the weight's encoding
     gref = xd.grad
     far = t >= SIGMOID_KNOTS[-1]
-    gtol = (eh * (1 + 2 * t) + (t + 1) * torch.sigmoid(-t) * far) * w + 8 * U16 * (
-        1 + gref.abs()
-    )
+    gtol = (eh * (1 + 2 * t) + (t + 1) * torch.sigmoid(-t) * far) * w + 8 * U16 * (1 + gref.abs())
     gerr = (grad - gref).abs()
     assert bool((gerr <= gtol).all()), float((gerr - gtol).max())
 

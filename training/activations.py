@@ -31,7 +31,8 @@ from .tensor import SharedTensor
 # Each inner knot costs a comparison, a sign product and a selection product: at 10^5
 # elements (carry tree) 43.5 dealer B/elt. sigmoid and tanh had 4 inner knots (242 B/elt,
 # above CrypTen's 232); 3 chosen by a search over a 1/16 grid of the derived bound
-# (tests/test_functional.py's segments_bound) give 198 B/elt, pieces' bound 3.8e-5
+# (tests/test_functional.py's segments_bound) give 198 B/elt (190 with the selection
+# telescoped from the tail, approximation._select_signed), pieces' bound 3.8e-5
 # (sigmoid, was 3.2e-5) and 7.2e-5 (tanh, was 5.5e-5), and a later last knot halves the
 # tail, the larger error: 1 - sigmoid(8.75) = 1.6e-4 (was 3.35e-4 at 8), 1 - tanh(4.5) =
 # 2.5e-4 (was 6.7e-4 at 4).
