@@ -361,15 +361,15 @@ def _int_select(sign: Any, bits: Sequence[SharedTensor], ints: Sequence[int]) ->
 
 def _select_signed(sign: Any, sel: Sequence[SharedTensor], values: Sequence[Any]) -> SharedTensor:
     """``sum_k (sign - sel[k]) (values[k] - values[k+1])`` (sel = sign * bits, one value
-    per segment, 0 beyond the last knot): the signed value of the selected segment, 1 round
-    (products by +-1/0 at precision 0). Telescoped from the tail, whose value is 0, rather
-    than from the first segment (``sign values[0] + sum_k sel[k] (values[k+1] -
-    values[k])``): one product per knot instead of one more for ``sign values[0]``, 8
-    dealer and 16 online bytes per element and party less. ``sign - sel[k]`` is ``sign [t < knot]``."""
+    per segment, 0 beyond the last knot; ``sign - sel[k]`` is ``sign [t < knot k]``): the
+    signed value of the selected segment, 1 round (products by +-1/0 at precision 0).
+    Telescoped from the tail, whose value is 0, rather than from the first segment (``sign
+    values[0] + sum_k sel[k] (values[k+1] - values[k])``): one product per knot instead of
+    one more for ``sign values[0]``, 8 dealer bytes and 16 online bytes per party and
+    element less."""
     out: Any = None
-    for k, b in enumerate(sel):
-        diff = values[k] - values[k + 1] if k + 1 < len(values) else values[k]
-        term = (sign - b) * diff
+    for b, v, nxt in zip(sel, values, [*values[1:], None], strict=True):
+        term = (sign - b) * (v if nxt is None else v - nxt)
         out = term if out is None else out + term
     assert isinstance(out, SharedTensor)
     return out
