@@ -295,8 +295,8 @@ def piecewise(
     * the powers are of ``u = t - c``, c the centre of t's segment, selected exactly from
       the bits (bits times integers at precision 0), so |u| <= half the widest segment;
       the products are taken exactly (operands read as integers) and each truncated once
-      by a chosen power of the base (sigmoid: u**2 2**33.2, u**3 2**32.8, u**4 2**32.3
-      raw). Powers of t itself reached t**4 = 2**44 raw on [5, 8] (sigmoid on 3 * 10**5
+      by a chosen power of the base (sigmoid, |u| <= 1.875: u**2 2**33.8, u**3 2**33.7,
+      u**4 2**33.6 raw, the sum 2**33.0; 4 knots, |u| <= 1.5: 2**33.2, 2**32.8, 2**32.3). Powers of t itself reached t**4 = 2**44 raw on [5, 8] (sigmoid on 3 * 10**5
       values there failed).
     * each segment's polynomial is a sum of exact integer products at w digits; the bits
       select among them (bit products need no truncation) and the sum is truncated once,
