@@ -52,10 +52,10 @@ EXP_LO, EXP_HI = exp_domain(_ENC16)  # type: ignore[arg-type]
 """exp's clamp points at 2/16: -13 and ln(0.99 2**15) = 10.387 (3 decimals)."""
 LOG_LO = 2.0 ** log_domain(_ENC16)[0]  # type: ignore[arg-type]
 TOP = 32767.99  # below 2**15: the largest encodable magnitude at 2/16
-SIGMOID_TOL = 4e-4
-"""sigmoid: the tail's 1 - sigmoid(8) = 3.35e-4 plus the pieces' fit and rounding."""
-TANH_TOL = 7e-4
-"""tanh: the tail's 1 - tanh(4) = 6.7e-4 plus the pieces' fit and rounding."""
+SIGMOID_TOL = 2e-4
+"""sigmoid: the tail's 1 - sigmoid(8.75) = 1.58e-4 plus the pieces' fit and rounding."""
+TANH_TOL = 3e-4
+"""tanh: the tail's 1 - tanh(4.5) = 2.47e-4 plus the pieces' fit and rounding."""
 SOFTPLUS_TOL = 3e-5
 """softplus: log1p(e^-12) = 6.1e-6 at the tail plus the pieces' fit and rounding."""
 
@@ -172,14 +172,14 @@ EDGES: list[Edge] = [
     ),
     Edge(
         "sigmoid",
-        lambda g, n: edges(g, n, both_signs([(5.0, 8.0)]), [*SIGMOID_KNOTS, 8.5, -8.0, -8.5]),
+        lambda g, n: edges(g, n, both_signs([(5.0, 8.75)]), [*SIGMOID_KNOTS, 9.25, -8.75, -9.25]),
         lambda c, s, o: s.sigmoid(),
         lambda x, o: x.sigmoid(),
         lambda x, ref: SIGMOID_TOL + 0 * ref,
     ),
     Edge(
         "tanh",
-        lambda g, n: edges(g, n, both_signs([(2.5, 8.0)]), [*TANH_KNOTS, 4.5, -4.0, -4.5]),
+        lambda g, n: edges(g, n, both_signs([(2.5, 8.0)]), [*TANH_KNOTS, 5.0, -4.5, -5.0]),
         lambda c, s, o: s.tanh(),
         lambda x, o: x.tanh(),
         lambda x, ref: TANH_TOL + 0 * ref,
@@ -193,7 +193,7 @@ EDGES: list[Edge] = [
     ),
     Edge(
         "silu",  # x sigmoid(x): sigmoid's error times |x| (docs)
-        lambda g, n: edges(g, n, both_signs([(5.0, 8.0)]), [*SIGMOID_KNOTS, -8.0]),
+        lambda g, n: edges(g, n, both_signs([(5.0, 8.75)]), [*SIGMOID_KNOTS, -8.75]),
         lambda c, s, o: F.silu(s),
         lambda x, o: F.silu(x),
         lambda x, ref: SIGMOID_TOL * x.abs() + 2 * U,
@@ -298,7 +298,7 @@ def test_edges_are_the_documented_ones() -> None:
     """The edges above are the functions' own (docs/ops.md), not a narrower guess."""
     assert abs(EXP_HI - math.log(0.99 * 2**15)) <= 1e-3 and EXP_LO <= -12
     assert LOG_LO == 2.0**-8
-    assert SIGMOID_KNOTS[-1] == 8.0 and TANH_KNOTS[-1] == 4.0 and SOFTPLUS_KNOTS[-1] == 12.0
+    assert SIGMOID_KNOTS[-1] == 8.75 and TANH_KNOTS[-1] == 4.5 and SOFTPLUS_KNOTS[-1] == 12.0
 
 
 KNOWN: dict[str, str] = {}

@@ -128,8 +128,8 @@ RELU, DRELU, SQUARE, MUL = (
 
 def symmetric_cost(n_knots: int) -> int:
     """relu, comparisons with the inner knots, u^2 beside the signed bits (sign x bit),
-    u^3 and u^4, the signed selection (sign x first segment + one product per bit)."""
-    return RELU + n_knots * DRELU + SQUARE + n_knots * MUL + MUL + SQUARE + (n_knots + 1) * MUL
+    u^3 and u^4, the signed selection (one product per bit, telescoped from the tail)."""
+    return RELU + n_knots * DRELU + SQUARE + n_knots * MUL + MUL + SQUARE + n_knots * MUL
 
 
 @pytest.mark.parametrize(
@@ -199,7 +199,7 @@ async def test_piecewise_at_other_encodings(base: int, prec: int) -> None:
 
 async def test_silu_forward_and_backward() -> None:
     """silu = relu(x) - t m (m = sigmoid(-t) = 1/2 - h(t)): off by t times h's error plus
-    one truncation (x's encoding in relu); beyond 8, m is an exact 0 and the error is t
+    one truncation (x's encoding in relu); beyond 8.75, m is an exact 0 and the error is t
     sigmoid(-t) itself. Backward g (sigmoid(x) + x m (1 - m)) against torch autograd."""
     x = torch.linspace(-10, 10, 4001)
     g = torch.Generator().manual_seed(1)
@@ -223,11 +223,10 @@ async def test_silu_forward_and_backward() -> None:
     knots = len(SIGMOID_KNOTS) - 1
     assert sent == x.numel() * (RELU + knots * DRELU + SQUARE + MUL + SQUARE + knots * MUL + MUL)
     # sigmoid(x) off by eh, x m (1 - m) by |x| (1 + 2 m) eh (m <= 1/2), the tails' m(1 - m)
-    # dropped (<= sigmoid(-8)); the products' truncations and the weight's encoding
+    # dropped (<= sigmoid(-8.75)); the products' truncations and the weight's encoding
     gref = xd.grad
-    gtol = (eh * (1 + 2 * t) + (t + 1) * torch.sigmoid(-t) * (t >= 8)) * w + 8 * U16 * (
-        1 + gref.abs()
-    )
+    far = t >= SIGMOID_KNOTS[-1]
+    gtol = (eh * (1 + 2 * t) + (t + 1) * torch.sigmoid(-t) * far) * w + 8 * U16 * (1 + gref.abs())
     gerr = (grad - gref).abs()
     assert bool((gerr <= gtol).all()), float((gerr - gtol).max())
 
@@ -457,7 +456,7 @@ async def test_refusals_name_the_function() -> None:
 def test_fits_are_as_documented() -> None:
     """The fit errors the docs quote (docs/ops.md) stay what they are."""
     assert max(fit_error("sigmoid_odd", a, b) for a, b in pairwise(SIGMOID_KNOTS)) < 2e-5
-    assert max(fit_error("tanh", a, b) for a, b in pairwise(TANH_KNOTS)) < 4e-5
+    assert max(fit_error("tanh", a, b) for a, b in pairwise(TANH_KNOTS)) < 4.5e-5
     assert fit_error("exp", 0, 1) < 6e-5
     assert fit_error("log1p", 0, 1) < 1.5e-4
     assert math.isclose(sum(fit("exp", 0, 1)), math.e, rel_tol=1e-4)

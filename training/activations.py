@@ -28,14 +28,22 @@ from .tensor import SharedTensor
 # Piecewise tables: (knots, function); a segment [k_i, k_{i+1}) has its own polynomial;
 # beyond the last knot the value is the constant ``tail``. Half the widest segment must
 # stay below 2 at 2/16 (u**2 below 2**34 raw): softplus's knot 8.5 (was 8: [8, 12]).
-SIGMOID_KNOTS = (0.0, 1.5, 3.0, 5.0, 8.0)
-TANH_KNOTS = (0.0, 0.75, 1.5, 2.5, 4.0)
+# Each inner knot costs a comparison, a sign product and a selection product: at 10^5
+# elements (carry tree) 43.5 dealer B/elt. sigmoid and tanh had 4 inner knots (242 B/elt,
+# above CrypTen's 232); 3 chosen by a search over a 1/16 grid of the derived bound
+# (tests/test_functional.py's segments_bound) give 198 B/elt (190 with the selection
+# telescoped from the tail, approximation._select_signed), pieces' bound 3.8e-5
+# (sigmoid, was 3.2e-5) and 7.2e-5 (tanh, was 5.5e-5), and a later last knot halves the
+# tail, the larger error: 1 - sigmoid(8.75) = 1.6e-4 (was 3.35e-4 at 8), 1 - tanh(4.5) =
+# 2.5e-4 (was 6.7e-4 at 4).
+SIGMOID_KNOTS = (0.0, 1.8125, 5.0, 8.75)
+TANH_KNOTS = (0.0, 0.9375, 2.5, 4.5)
 SOFTPLUS_KNOTS = (0.0, 1.5, 3.0, 5.0, 8.5, 12.0)
 
 
 @implements(torch.sigmoid, F.sigmoid, methods=("sigmoid",))
 def sigmoid(x: SharedTensor) -> SharedTensor:
-    """1/(1+e^-x): 0.5 + sign(x) h(|x|), h piecewise degree 4 on [0,1.5,3,5,8], then
+    """1/(1+e^-x): 0.5 + sign(x) h(|x|), h piecewise degree 4 on [0,1.8125,5,8.75], then
     0.5. 5 rounds."""
     x = expect_shared(x, "sigmoid")
     require_bits(x, "sigmoid")
@@ -47,7 +55,7 @@ def sigmoid(x: SharedTensor) -> SharedTensor:
 
 @implements(torch.tanh, F.tanh, methods=("tanh",))
 def tanh(x: SharedTensor) -> SharedTensor:
-    """sign(x) h(|x|), h piecewise degree 4 on [0,.75,1.5,2.5,4], then 1. 5 rounds."""
+    """sign(x) h(|x|), h piecewise degree 4 on [0,.9375,2.5,4.5], then 1. 5 rounds."""
     x = expect_shared(x, "tanh")
     require_bits(x, "tanh")
     with torch.no_grad():
@@ -75,9 +83,9 @@ def silu(x: SharedTensor) -> SharedTensor:
     pieces on t, no sign): the one product t m is below 0.28 (2**30.2 raw) where x
     sigmoid(x) reached |x| (2**35 raw at |x| = 8, beyond the documented 2**-30 failure
     rate from |x| > 4), and beyond the last knot m is exactly 0, so t m is an exact 0 for
-    every |x| >= 8. 6 rounds, as x * sigmoid(x). Backward ``g (sigmoid(x) + x m (1 - m))``
-    (sigmoid(x) = 1/2 + sign (1/2 - m); x m (1 - m) below 2**34 raw for |x| < 16, exactly 0
-    beyond 8)."""
+    every |x| >= 8.75. 6 rounds, as x * sigmoid(x). Backward ``g (sigmoid(x) + x m (1 -
+    m))`` (sigmoid(x) = 1/2 + sign (1/2 - m); x m (1 - m) below 2**34 raw for |x| < 16,
+    exactly 0 beyond 8.75)."""
     x = expect_shared(x, "silu")
     require_bits(x, "silu")
     with torch.no_grad():

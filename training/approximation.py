@@ -22,7 +22,8 @@ docs/ops.md for the measured table.
   cancel exactly in the ring, so no clamping is needed.
 * **odd/even symmetry** (:func:`abs_sign`, :func:`signed`): one ReLU gives ``t = |x|`` and
   the sign bit in 1 round; :func:`piecewise` folds the sign into the selection (the bits
-  times the sign beside u**2).
+  times the sign beside u**2; the signed sum telescoped from the tail's 0, one product
+  per bit).
 
 Accuracy needs fractional bits (:func:`require_bits`): use base 2 with 16 bits
 (``cluster.share(t, precision=16, base=2)``) for the smooth functions; the default base 10
@@ -294,8 +295,8 @@ def piecewise(
     * the powers are of ``u = t - c``, c the centre of t's segment, selected exactly from
       the bits (bits times integers at precision 0), so |u| <= half the widest segment;
       the products are taken exactly (operands read as integers) and each truncated once
-      by a chosen power of the base (sigmoid: u**2 2**33.2, u**3 2**32.8, u**4 2**32.3
-      raw). Powers of t itself reached t**4 = 2**44 raw on [5, 8] (sigmoid on 3 * 10**5
+      by a chosen power of the base (sigmoid, |u| <= 1.875: u**2 2**33.8, u**3 2**33.7,
+      u**4 2**33.6 raw, the sum 2**33.0; 4 knots, |u| <= 1.5: 2**33.2, 2**32.8, 2**32.3). Powers of t itself reached t**4 = 2**44 raw on [5, 8] (sigmoid on 3 * 10**5
       values there failed).
     * each segment's polynomial is a sum of exact integer products at w digits; the bits
       select among them (bit products need no truncation) and the sum is truncated once,
@@ -325,8 +326,11 @@ def piecewise(
             term = _reinterpret(p * k, pl.w)  # exact: p's digits plus k's are w
             q = term if q is None else q + term
         qs.append(q)
-    qs.append(qs[-1] * 0)  # the tail's non-constant part: a shared 0 at w digits (local)
-    y = select(sel, qs) if sign is None else _select_signed(sign, sel, qs)
+    if sign is None:
+        qs.append(qs[-1] * 0)  # the tail's non-constant part: a shared 0 at w digits (local)
+        y = select(sel, qs)
+    else:
+        y = _select_signed(sign, sel, qs)
     consts = [cs[0] for cs in pl.coeffs] + [tail]
     ints = [round(c * float(base) ** pl.cd) for c in consts]
     if max(abs(v) for v in ints) >= 2**31:
@@ -356,11 +360,17 @@ def _int_select(sign: Any, bits: Sequence[SharedTensor], ints: Sequence[int]) ->
 
 
 def _select_signed(sign: Any, sel: Sequence[SharedTensor], values: Sequence[Any]) -> SharedTensor:
-    """``sign values[0] + sum_k sel[k] (values[k+1] - values[k])`` (sel = sign * bits): the
-    signed value of the selected segment, 1 round (products by +-1/0 at precision 0)."""
-    out: Any = sign * values[0]
-    for b, lo, hi in zip(sel, values[:-1], values[1:], strict=True):
-        out = out + b * (hi - lo)
+    """``sum_k (sign - sel[k]) (values[k] - values[k+1])`` (sel = sign * bits, one value
+    per segment, 0 beyond the last knot; ``sign - sel[k]`` is ``sign [t < knot k]``): the
+    signed value of the selected segment, 1 round (products by +-1/0 at precision 0).
+    Telescoped from the tail, whose value is 0, rather than from the first segment (``sign
+    values[0] + sum_k sel[k] (values[k+1] - values[k])``): one product per knot instead of
+    one more for ``sign values[0]``, 8 dealer bytes and 16 online bytes per party and
+    element less."""
+    out: Any = None
+    for b, v, nxt in zip(sel, values, [*values[1:], None], strict=True):
+        term = (sign - b) * (v if nxt is None else v - nxt)
+        out = term if out is None else out + term
     assert isinstance(out, SharedTensor)
     return out
 
