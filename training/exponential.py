@@ -110,30 +110,48 @@ def _exp_pow2(x: SharedTensor) -> SharedTensor:
     f = x.fp.precision
     lo, hi, big_j, bits = exp_pow2_domain(x)
     shape = x.shape
-    fp1 = f + 1
-    xc = clamp(x, lo, hi).reshape(-1)
-    t = _times_log2e(xc, fp1) + float(big_j)  # in [0, 2**B - 1), at f + 1 bits
-    k = t._op("trunc", [], t.shape, Params(d=2**t.prec), prec=0)
-    u = t - k  # exact, in (-1, 1), at f + 1 bits
-    sizes = digit_bits(bits)
-    if len(sizes) != 2 or sizes[0] != DIGIT_BITS:
-        raise UnsupportedOperation(f"exp: a {bits}-bit exponent lookup is not supported")
+    k, u = _split(clamp(x, lo, hi).reshape(-1), big_j)
     q = big_j // 8
-    table = torch.zeros(3, lookup_rows(bits), dtype=torch.int64)
+    table = _pow2_table(bits, 3)
     table[0, :8] = 2 ** torch.arange(8)  # A = 2**d0
-    for dd in range(1 << sizes[1]):
+    for dd in range(table.shape[1] - 8):
         if dd < q:
             table[1, 8 + dd] = 2 ** (8 * dd)  # E- = [D < q] 2**(8D)
         else:
             table[2, 8 + dd] = 2 ** (8 * (dd - q))  # E+ = [D >= q] 2**(8(D - q))
     tab = k._op("digits", [], (3, *k.shape), Params(d=bits, pub=Pub.of(table)), prec=0)
     p = _exp2_poly(u)
-    m = _mul_at(p, tab[0], fp1)  # p 2**d0, exact (below 2**25 raw)
+    m = _mul_div(p, tab[0], 1, f + 1)  # p 2**d0, exact (below 2**25 raw)
     # D < q: p 2**(j - J) by one truncation to f bits; D >= q: exact (below 2**32 raw),
     # then lowered to f bits; the other branch is an exact 0 (its table entry is 0)
-    small = _mul_at(m, reinterpret(tab[1], big_j), f)
-    large = lower(m * tab[2], f)
-    return (small + large)._at_prec(f).reshape(shape)
+    small = _mul_div(m, tab[1], 2 ** (big_j + 1), f)
+    large = _mul_div(m, tab[2], 2, f)
+    return (small + large).reshape(shape)
+
+
+def _split(xc: SharedTensor, big_j: int) -> tuple[SharedTensor, SharedTensor]:
+    """(k, u) with k an integer (precision 0) and u = t - k exact in (-1, 1) at f + 1 bits,
+    for t = xc log2 e + J (:func:`_times_log2e`); k = trunc(t), one local truncation, is
+    floor(t) or one more (t >= 0 on the clamped domain: 1.44 units of 2**-(f+1) at exp's
+    lo, above the product's 1.25 units of rounding)."""
+    t = _times_log2e(xc, xc.fp.precision + 1) + float(big_j)
+    k = t._op("trunc", [], t.shape, Params(d=2**t.prec), prec=0)
+    return k, t - k
+
+
+def _pow2_table(bits: int, n_rows: int) -> torch.Tensor:
+    """An empty (zero) public table over the digits of a ``bits``-bit j = d0 + 8 D."""
+    sizes = digit_bits(bits)
+    if len(sizes) != 2 or sizes[0] != DIGIT_BITS:
+        raise UnsupportedOperation(f"exp: a {bits}-bit exponent lookup is not supported")
+    return torch.zeros(n_rows, lookup_rows(bits), dtype=torch.int64)
+
+
+def _mul_div(a: SharedTensor, b: SharedTensor, d: int, prec: int) -> SharedTensor:
+    """a * b (Beaver) with the raw product divided by d, read at ``prec``: one op (a
+    separate reinterpretation would be a second, a truncation by 1 after it a third)."""
+    shape = torch.broadcast_shapes(a.shape, b.shape)
+    return a._op("mul", [b], shape, Params(d=d), prec=prec)
 
 
 _EXP_COEFF_BITS = 16
@@ -278,43 +296,35 @@ def _table(
     return out
 
 
-EXP_SQUARINGS = 6
-"""exp_nonpositive(z) = p(z / 2**6) ** (2**6): 6 squarings after a degree-4 fit on
-[lo/64, 0] (fit error ~1e-7, times 64 after the squarings)."""
-
-_SQUARE_RAW_BITS = 20
-"""Each squaring's operand stays below 2**20 raw (its product below 2**40: a local
-truncation fails with probability < 2**-24 per element). For z <= 0 every operand is at
-most 1, so the squarings run at 20 fractional bits (4 more than the encoding's): their
-rounding, amplified by the later squarings, stays below ~64 * 2**-20 = 6e-5 relative.
-(For exp over its whole domain the same scheme would need the last squaring of values up
-to e^5.2 = 180 at 14 bits: 2**-14 absolute error near 0, 4x the knots' error; exp keeps
-its knots.)"""
-
-
-def _exp_squarings(xc: SharedTensor, lo: float, hi: float) -> SharedTensor:
-    """e^x for x in [lo, hi] (base 2; no autograd, no clamp): t = x / 64 is x's ring
-    integers read at 6 more fractional bits (exact), p(t) a degree-4 fit of e^t on
-    [lo/64, hi/64] evaluated at that precision (t**2; t**3, t**4: 2 rounds), then 6
-    squarings (6 rounds), each at the highest precision that keeps its product below
-    2**40 raw (:data:`_SQUARE_RAW_BITS`). 8 rounds, 9 products, no comparison."""
-    f = xc.fp.precision
-    m = EXP_SQUARINGS
-    t = reinterpret(xc, xc.prec + m)
-    y = poly(powers(t), fit("exp", lo / 2**m, hi / 2**m))
-    for j in range(m):
-        top = math.exp(hi / 2 ** (m - j))  # bound on the operand of squaring j (+ fit error)
-        y = lower(y, min(y.prec, math.floor(_SQUARE_RAW_BITS - math.log2(top) + 0.01)))
-        y = y**2
-    return lower(y, f)._at_prec(f)
-
-
 def exp_nonpositive(z: SharedTensor) -> SharedTensor:
-    """e^z for z <= 0 (softmax after subtracting the max): z clamped below at exp's lo
-    (one ReLU, 1 round), then :func:`_exp_squarings` on [lo, 0] (8 rounds); no backward
-    (callers record theirs). Every product stays below 2**40 raw, however negative z is
-    (the former piecewise fit took z**4 of the unreduced z: ~2**46 raw at z = -12)."""
+    """e^z for z <= 0 (softmax after subtracting the max), no backward (callers record
+    theirs): exp's base-2 scheme (:func:`_exp_pow2`) with a one-sided clamp, z clamped
+    below at lo = -J ln 2 (-11.09 at 2/16, e^lo one unit) by one ReLU; t = z log2 e + J
+    lies in [0, J], so p 2**k (k = trunc(t), p ~ 2**(t - k)) is ~2**t <= 2**J: one
+    branch where exp needs two. Base 2 with f fractional bits (2/16: raw bounds in
+    brackets, all below 2**34, however negative z is):
+
+    1. t and its split k + u as in :func:`_exp_pow2` [2**33];
+    2. the ``digits`` lookup of k = d0 + 8 D (2 rounds, beside p(u)'s 3) gives the exact
+       integers A = 2**d0 and E = 2**(8 D) (D <= 2: k <= J + 1);
+    3. m = p A, exact [2**25]; e^z = m E / 2**(J + 1) [2**33], one truncation to f bits.
+
+    Rounds: the ReLU + 5; 5 products; lookup 80 dealer bytes per element. The squarings
+    it replaces (6 of a degree-4 fit of e^(z/64)) truncated products at 2**39-2**40 raw:
+    at 10**7 elements some rows of log_softmax did not decode."""
     with torch.no_grad():
-        lo, _ = exp_domain(z)
-        zc = (z - float(lo)).relu() + float(lo)
-        return _exp_squarings(zc, float(lo), 0.0)
+        f = z.fp.precision
+        if z.fp.base != 2:
+            raise UnsupportedOperation("exp_nonpositive needs base 2")
+        lo, _, big_j, bits = exp_pow2_domain(z)
+        shape = z.shape
+        zc = (z.reshape(-1) - lo).relu() + lo
+        k, u = _split(zc, big_j)
+        table = _pow2_table(bits, 2)
+        table[0, :8] = 2 ** torch.arange(8)  # A = 2**d0
+        for dd in range(table.shape[1] - 8):
+            if 8 * dd <= big_j + 1:  # E = 2**(8D) where k can reach (0 above: unused)
+                table[1, 8 + dd] = 2 ** (8 * dd)
+        tab = k._op("digits", [], (2, *k.shape), Params(d=bits, pub=Pub.of(table)), prec=0)
+        m = _mul_div(_exp2_poly(u), tab[0], 1, f + 1)  # p 2**d0, exact (below 2**25 raw)
+        return _mul_div(m, tab[1], 2 ** (big_j + 1), f).reshape(shape)
