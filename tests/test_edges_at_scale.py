@@ -390,7 +390,6 @@ async def test_every_truncation_within_the_documented_rate(
     assert worst < 2**34, f"{name}: a truncation of 2**{math.log2(worst):.2f} raw"
 
 
-
 EXP_FAMILY = [("exp", lambda s: s.exp(), 12.0), ("exp_nonpositive", exp_nonpositive, 0.0)]
 
 
