@@ -111,22 +111,38 @@ def _exp_pow2(x: SharedTensor) -> SharedTensor:
     lo, hi, big_j, bits = exp_pow2_domain(x)
     shape = x.shape
     k, u = _split(clamp(x, lo, hi).reshape(-1), big_j)
-    q = big_j // 8
-    table = _pow2_table(bits, 3)
+    return _pow2_tail(k, u, big_j, bits, f).reshape(shape)
+
+
+_SMALL_DIGITS = 2
+"""q: the high digits D < q (k < 8 q = 16) take the branch truncated once by 2**(J + 1)
+(its product ~2**(t + f + 1) < 2**33 raw at 2/16), the others the branch divided by
+2**(J + 1 - 8 q) (its product ~2**(t - 8 q + f + 1) < 2**33 for t < 32)."""
+
+
+def _pow2_tail(k: SharedTensor, u: SharedTensor, big_j: int, bits: int, f: int) -> SharedTensor:
+    """p(u) 2**(k - J) at f bits for an integer k in [0, 2**bits) and u in (-1, 1) (at
+    f + 1 bits): with k = d0 + 8 D the ``digits`` lookup (2 rounds, beside p's 3) gives
+    A = 2**d0, ``E- = [D < q] 2**(8D)`` and ``E+ = [D >= q] 2**(8(D - q))`` as exact
+    integers; m = p A is exact [2**25]; then ``m E- / 2**(J + 1)`` where D < q (small
+    results keep their digits) plus ``m E+ / 2**(J + 1 - 8q)`` where D >= q (large ones
+    lose none to rounding); the other branch is an exact 0. 3 products after p's 3."""
+    q = _SMALL_DIGITS
+    sizes = digit_bits(bits)
+    if len(sizes) != 2 or sizes[0] != DIGIT_BITS or big_j + 1 < 8 * q:
+        raise UnsupportedOperation(f"exp: a {bits}-bit exponent lookup is not supported")
+    table = torch.zeros(3, lookup_rows(bits), dtype=torch.int64)
     table[0, :8] = 2 ** torch.arange(8)  # A = 2**d0
-    for dd in range(table.shape[1] - 8):
+    for dd in range(1 << sizes[1]):
         if dd < q:
             table[1, 8 + dd] = 2 ** (8 * dd)  # E- = [D < q] 2**(8D)
         else:
             table[2, 8 + dd] = 2 ** (8 * (dd - q))  # E+ = [D >= q] 2**(8(D - q))
     tab = k._op("digits", [], (3, *k.shape), Params(d=bits, pub=Pub.of(table)), prec=0)
-    p = _exp2_poly(u)
-    m = _mul_div(p, tab[0], 1, f + 1)  # p 2**d0, exact (below 2**25 raw)
-    # D < q: p 2**(j - J) by one truncation to f bits; D >= q: exact (below 2**32 raw),
-    # then lowered to f bits; the other branch is an exact 0 (its table entry is 0)
+    m = _mul_div(_exp2_poly(u), tab[0], 1, f + 1)  # p 2**d0, exact (below 2**25 raw)
     small = _mul_div(m, tab[1], 2 ** (big_j + 1), f)
-    large = _mul_div(m, tab[2], 2, f)
-    return (small + large).reshape(shape)
+    large = _mul_div(m, tab[2], 2 ** (big_j + 1 - 8 * q), f)
+    return small + large
 
 
 def _split(xc: SharedTensor, big_j: int) -> tuple[SharedTensor, SharedTensor]:
@@ -137,14 +153,6 @@ def _split(xc: SharedTensor, big_j: int) -> tuple[SharedTensor, SharedTensor]:
     t = _times_log2e(xc, xc.fp.precision + 1) + float(big_j)
     k = t._op("trunc", [], t.shape, Params(d=2**t.prec), prec=0)
     return k, t - k
-
-
-def _pow2_table(bits: int, n_rows: int) -> torch.Tensor:
-    """An empty (zero) public table over the digits of a ``bits``-bit j = d0 + 8 D."""
-    sizes = digit_bits(bits)
-    if len(sizes) != 2 or sizes[0] != DIGIT_BITS:
-        raise UnsupportedOperation(f"exp: a {bits}-bit exponent lookup is not supported")
-    return torch.zeros(n_rows, lookup_rows(bits), dtype=torch.int64)
 
 
 def _mul_div(a: SharedTensor, b: SharedTensor, d: int, prec: int) -> SharedTensor:
@@ -296,35 +304,28 @@ def _table(
     return out
 
 
+NONPOSITIVE_J = 24
+"""exp_nonpositive's J: its clamp lo = -J ln 2 + 4 u = -16.64 gives e^lo = 2**-24, a 256th
+of a unit at 2/16 (at J = 16 every clamped element would add one unit to softmax's sum:
+0.017 off on a softmax of 10**5 logits). k <= J + 1 = 25 still fits 5 bits."""
+
+
 def exp_nonpositive(z: SharedTensor) -> SharedTensor:
     """e^z for z <= 0 (softmax after subtracting the max), no backward (callers record
     theirs): exp's base-2 scheme (:func:`_exp_pow2`) with a one-sided clamp, z clamped
-    below at lo = -J ln 2 (-11.09 at 2/16, e^lo one unit) by one ReLU; t = z log2 e + J
-    lies in [0, J], so p 2**k (k = trunc(t), p ~ 2**(t - k)) is ~2**t <= 2**J: one
-    branch where exp needs two. Base 2 with f fractional bits (2/16: raw bounds in
-    brackets, all below 2**34, however negative z is):
-
-    1. t and its split k + u as in :func:`_exp_pow2` [2**33];
-    2. the ``digits`` lookup of k = d0 + 8 D (2 rounds, beside p(u)'s 3) gives the exact
-       integers A = 2**d0 and E = 2**(8 D) (D <= 2: k <= J + 1);
-    3. m = p A, exact [2**25]; e^z = m E / 2**(J + 1) [2**33], one truncation to f bits.
-
-    Rounds: the ReLU + 5; 5 products; lookup 80 dealer bytes per element. The squarings
-    it replaces (6 of a degree-4 fit of e^(z/64)) truncated products at 2**39-2**40 raw:
-    at 10**7 elements some rows of log_softmax did not decode."""
+    below at lo = -J ln 2 + 4 units (:data:`NONPOSITIVE_J`) by one ReLU; then t = z log2 e
+    + J in [0, J] (5.8 units of 2**-(f+1) above 0 at lo, where the split's error is 1.25)
+    split into k + u by one local truncation, and :func:`_pow2_tail`. Every product stays
+    below 2**34 raw at 2/16 however negative z is: the squarings this replaces (6 of a
+    degree-4 fit of e^(z/64)) truncated 2**39-2**40 raw, and at 10**7 elements some rows
+    of log_softmax did not decode. Rounds: the ReLU + 5; 6 products; the lookup's 80
+    dealer bytes per element."""
     with torch.no_grad():
         f = z.fp.precision
         if z.fp.base != 2:
             raise UnsupportedOperation("exp_nonpositive needs base 2")
-        lo, _, big_j, bits = exp_pow2_domain(z)
-        shape = z.shape
+        big_j = NONPOSITIVE_J
+        lo = -big_j * math.log(2) + 4 * 2.0**-f
         zc = (z.reshape(-1) - lo).relu() + lo
         k, u = _split(zc, big_j)
-        table = _pow2_table(bits, 2)
-        table[0, :8] = 2 ** torch.arange(8)  # A = 2**d0
-        for dd in range(table.shape[1] - 8):
-            if 8 * dd <= big_j + 1:  # E = 2**(8D) where k can reach (0 above: unused)
-                table[1, 8 + dd] = 2 ** (8 * dd)
-        tab = k._op("digits", [], (2, *k.shape), Params(d=bits, pub=Pub.of(table)), prec=0)
-        m = _mul_div(_exp2_poly(u), tab[0], 1, f + 1)  # p 2**d0, exact (below 2**25 raw)
-        return _mul_div(m, tab[1], 2 ** (big_j + 1), f).reshape(shape)
+        return _pow2_tail(k, u, big_j, 5, f).reshape(z.shape)
