@@ -121,7 +121,7 @@ _SMALL_DIGITS = 2
 
 
 def _pow2_tail(k: SharedTensor, u: SharedTensor, big_j: int, bits: int, f: int) -> SharedTensor:
-    """p(u) 2**(k - J) at f bits for an integer k in [0, 2**bits) and u in (-1, 1) (at
+    """p(u) 2**(k - J) at f bits (``f <= J + 1 - 8 q + u.prec``, the large branch's divisor >= 1) for an integer k in [0, 2**bits) and u in (-1, 1) (at
     f + 1 bits): with k = d0 + 8 D the ``digits`` lookup (2 rounds, beside p's 3) gives
     A = 2**d0, ``E- = [D < q] 2**(8D)`` and ``E+ = [D >= q] 2**(8(D - q))`` as exact
     integers; m = p A is exact [2**25]; then ``m E- / 2**(J + 1)`` where D < q (small
@@ -139,9 +139,10 @@ def _pow2_tail(k: SharedTensor, u: SharedTensor, big_j: int, bits: int, f: int) 
         else:
             table[2, 8 + dd] = 2 ** (8 * (dd - q))  # E+ = [D >= q] 2**(8(D - q))
     tab = k._op("digits", [], (3, *k.shape), Params(d=bits, pub=Pub.of(table)), prec=0)
-    m = _mul_div(_exp2_poly(u), tab[0], 1, f + 1)  # p 2**d0, exact (below 2**25 raw)
-    small = _mul_div(m, tab[1], 2 ** (big_j + 1), f)
-    large = _mul_div(m, tab[2], 2 ** (big_j + 1 - 8 * q), f)
+    m = _mul_div(_exp2_poly(u), tab[0], 1, u.prec)  # p 2**d0, exact (below 2**25 raw)
+    shift = u.prec - f  # m's precision over the result's
+    small = _mul_div(m, tab[1], 2 ** (big_j + shift), f)
+    large = _mul_div(m, tab[2], 2 ** (big_j + shift - 8 * q), f)
     return small + large
 
 
@@ -310,9 +311,11 @@ of a unit at 2/16 (at J = 16 every clamped element would add one unit to softmax
 0.017 off on a softmax of 10**5 logits). k <= J + 1 = 25 still fits 5 bits."""
 
 
-def exp_nonpositive(z: SharedTensor) -> SharedTensor:
-    """e^z for z <= 0 (softmax after subtracting the max), no backward (callers record
-    theirs): exp's base-2 scheme (:func:`_exp_pow2`) with a one-sided clamp, z clamped
+def exp_nonpositive(z: SharedTensor, extra_bits: int = 0) -> SharedTensor:
+    """e^z for z <= 0 (softmax after subtracting the max) at ``extra_bits`` (<= 9) more
+    fractional bits than z's (free: a smaller divisor in the last products, whose raw
+    values do not change; softmax sums its exponentials at 2 more), no backward (callers
+    record theirs): exp's base-2 scheme (:func:`_exp_pow2`) with a one-sided clamp, z clamped
     below at lo = -J ln 2 + 4 units (:data:`NONPOSITIVE_J`) by one ReLU; then t = z log2 e
     + J in [0, J] (5.8 units of 2**-(f+1) above 0 at lo, where the split's error is 1.25)
     split into k + u by one local truncation, and :func:`_pow2_tail`. Every product stays
@@ -328,4 +331,6 @@ def exp_nonpositive(z: SharedTensor) -> SharedTensor:
         lo = -big_j * math.log(2) + 4 * 2.0**-f
         zc = (z.reshape(-1) - lo).relu() + lo
         k, u = _split(zc, big_j)
-        return _pow2_tail(k, u, big_j, 5, f).reshape(z.shape)
+        if not 0 <= extra_bits <= big_j + 1 - 8 * _SMALL_DIGITS:
+            raise UnsupportedOperation(f"exp_nonpositive: extra_bits {extra_bits} not in [0, 9]")
+        return _pow2_tail(k, u, big_j, 5, f + extra_bits).reshape(z.shape)
