@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from protocols import shapes as S
 from protocols.errors import UnsupportedOperation
 from protocols.lookup import DIGIT_BITS, digit_bits
 from protocols.lookup import rows as lookup_rows
@@ -83,7 +84,7 @@ def _mul_at(a: SharedTensor, b: SharedTensor, prec: int) -> SharedTensor:
     """a * b (Beaver) truncated to precision ``prec`` (base 2): the raw product holds
     a.prec + b.prec fractional bits."""
     d = 2 ** (a.prec + b.prec - prec)
-    shape = torch.broadcast_shapes(a.shape, b.shape)
+    shape = S.broadcast("mul", a.shape, b.shape)
     return a._op("mul", [b], shape, Params(d=d), prec=prec)
 
 
@@ -159,7 +160,7 @@ def _split(xc: SharedTensor, big_j: int) -> tuple[SharedTensor, SharedTensor]:
 def _mul_div(a: SharedTensor, b: SharedTensor, d: int, prec: int) -> SharedTensor:
     """a * b (Beaver) with the raw product divided by d, read at ``prec``: one op (a
     separate reinterpretation would be a second, a truncation by 1 after it a third)."""
-    shape = torch.broadcast_shapes(a.shape, b.shape)
+    shape = S.broadcast("mul", a.shape, b.shape)
     return a._op("mul", [b], shape, Params(d=d), prec=prec)
 
 
@@ -217,6 +218,12 @@ def _divide(x: SharedTensor, d: int, prec: int) -> SharedTensor:
     return x._op("trunc", [], x.shape, Params(d=d), prec=prec)
 
 
+def _scale(x: SharedTensor, c: int, d: int, prec: int) -> SharedTensor:
+    """x's raw integers times the integer c, divided by d (one local op, the ``scale``
+    kind: the product and its truncation), read at ``prec``."""
+    return x._op("scale", [], x.shape, Params(pub=Pub.of(torch.tensor(c)), d=d), prec=prec)
+
+
 def _times_log2e(x: SharedTensor, prec: int) -> SharedTensor:
     """x log2 e at ``prec`` bits (base 2) for |x| < 2**(34 - 13.53 - x.prec) (11.6 at
     2/16: exp's clamped input): log2 e = C1 / 2**13 + C2 / 2**26 + (below 2**-27), each
@@ -226,8 +233,8 @@ def _times_log2e(x: SharedTensor, prec: int) -> SharedTensor:
     c1 = round(math.log2(math.e) * 2**13)
     c2 = round((math.log2(math.e) - c1 / 2**13) * 2**26)
     fine = prec + 3
-    hi = _divide(x * c1, 2 ** (x.prec + 13 - fine), fine)
-    lo_part = _divide(x * c2, 2 ** (x.prec + 26 - fine), fine)
+    hi = _scale(x, c1, 2 ** (x.prec + 13 - fine), fine)
+    lo_part = _scale(x, c2, 2 ** (x.prec + 26 - fine), fine)
     return lower(hi + lo_part, prec)
 
 

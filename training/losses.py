@@ -73,7 +73,7 @@ def _sum_bits(n: int, f: int) -> int:
 def _times(e: SharedTensor, r: SharedTensor) -> SharedTensor:
     """e r at r's precision f, one truncation (e at f + 1 bits, both <= 1 + a few units:
     below 2**33 raw)."""
-    shape = torch.broadcast_shapes(e.shape, r.shape)
+    shape = S.broadcast("mul", e.shape, r.shape)
     return e._op("mul", [r], shape, Params(d=2**e.prec), prec=r.prec)
 
 
