@@ -28,6 +28,7 @@ from .approximation import (
     require_bits,
 )
 from .normalisation import lower, reinterpret, search_levels
+from .operands import public
 from .registry import implements
 from .shaping import cat
 from .tensor import SharedTensor
@@ -111,8 +112,17 @@ def _exp_pow2(x: SharedTensor) -> SharedTensor:
     f = x.fp.precision
     lo, hi, big_j, bits = exp_pow2_domain(x)
     shape = x.shape
-    k, u = _split(clamp(x, lo, hi).reshape(-1), big_j)
+    k, u = _split(_clamp(x.reshape(-1), lo, hi), big_j)
     return _pow2_tail(k, u, big_j, bits, f).reshape(shape)
+
+
+def _clamp(x: SharedTensor, lo: float, hi: float) -> SharedTensor:
+    """clamp(x, lo, hi) of a 1-d x as lo + relu(x - lo) - relu(x - hi), both ReLUs in one
+    op of 2n elements (two ops of n each cost ~20% more at 10**5: the comparison's
+    messages and dealer requests go once)."""
+    bounds = torch.tensor([[lo], [hi]], dtype=torch.float64)
+    r = (x.unsqueeze(0) - public(bounds)).relu()
+    return r[0] - r[1] + lo
 
 
 _SMALL_DIGITS = 2
