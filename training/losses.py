@@ -42,11 +42,7 @@ from .tensor import SharedTensor
 
 
 def _denominator_domain(n: int) -> tuple[int, int]:
-    """[2**0, 2**k): the sum of n exponentials of z <= 0 (the max's e^0 among them) lies
-    in [1, n (1 + 2**-12)] (each e^z is at most 1 + 5e-5: its fit and roundings), so k is
-    the bit length of that bound (at least 2: the search needs a level): 4 for n = 10
-    (one comparison per row fewer than the former ceil(log2 n) + 1 = 5), 5 for n = 16."""
-    return 0, max(2, math.floor(math.log2(n * (1 + 2.0**-12))) + 1)
+    return 0, max(1, math.ceil(math.log2(max(n, 2)))) + 1
 
 
 def _softmax_parts(
