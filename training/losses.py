@@ -2,7 +2,7 @@
 binary cross entropy (on probabilities and on logits).
 
 * softmax: ``e^(x - max) / sum``: the max along the dimension (a tournament,
-  :mod:`training.maxima`), ``exp`` for ``z <= 0`` (4 rounds), the reciprocal of the sum on
+  :mod:`training.maxima`), ``exp`` for ``z <= 0`` (a ReLU + 5 rounds), the reciprocal of the sum on
   its known range [1, n] (7), one product. log-softmax takes ``z - log(sum)`` instead.
   Backward rules from the same exponentials: ``y (g - sum(g y))``.
 * cross entropy: ``-(T * log_softmax(x)).sum()`` with public one-hot (or probability)
@@ -95,7 +95,7 @@ def _constant_like(x: SharedTensor, value: float) -> SharedTensor:
 
 
 def softmax(x: SharedTensor, dim: int | None = None, **kwargs: Any) -> SharedTensor:
-    """e^(x - max) / sum: max (ceil(log2 n) rounds), exp for z <= 0 (4), reciprocal of
+    """e^(x - max) / sum: max (ceil(log2 n) rounds), exp for z <= 0 (ReLU + 5), reciprocal of
     the sum on [1, n] (7), product (1). Backward y (g - sum(g y))."""
     x = expect_shared(x, "softmax")
     require_bits(x, "softmax", base2=True)
@@ -113,7 +113,7 @@ def softmax(x: SharedTensor, dim: int | None = None, **kwargs: Any) -> SharedTen
 
 
 def log_softmax(x: SharedTensor, dim: int | None = None, **kwargs: Any) -> SharedTensor:
-    """z - log(sum e^z): max, exp (4), log of the sum on [1, n] (4). Backward
+    """z - log(sum e^z): max, exp (ReLU + 5), log of the sum on [1, n] (4). Backward
     g - softmax * sum(g)."""
     x = expect_shared(x, "log_softmax")
     require_bits(x, "log_softmax", base2=True)
