@@ -142,11 +142,18 @@ async def digits(
     mat = await ctx.material(digits_spec(shape, bits, ctx.n_parties))
     s, depth = x.value, x.depth
     out: list[torch.Tensor] = []
+    acc: torch.Tensor | None = None  # table @ rows, digit by digit (no concatenation)
+    col = 0
     for i, b in enumerate(sizes):
         m = 1 << b
         c, depth = await _open_residue(ctx, f"dg{i}", s + mat[f"r{i}"], m, depth)
         ind = _indicators(ctx, mat[f"e{i}"], c, m)
-        out.append(ind)
+        if table is not None and len(sizes) == len(digit_bits(bits)):
+            part = apply_table(table[:, col : col + m], ind)
+            acc = part if acc is None else acc + part
+            col += m
+        else:
+            out.append(ind)
         if i + 1 < len(sizes):  # exact halving of j - d_i by m (2 parties)
             ar = torch.arange(m, dtype=torch.int64).view(-1, *([1] * len(shape)))
             s = s - (ind * ar).sum(0)
@@ -154,6 +161,8 @@ async def digits(
             s = s >> b
             if ctx.rank == 0:
                 s = s + (low != 0).to(torch.int64)
+    if acc is not None:
+        return Share(acc, depth)
     if len(sizes) != len(digit_bits(bits)):  # 3+ parties: one digit of all B bits
         out = _split(out[0], bits)
     ind = torch.cat(out)
@@ -165,8 +174,7 @@ def apply_table(table: torch.Tensor, ind: torch.Tensor) -> torch.Tensor:
     table: a table over one digit touches only that digit's rows."""
     out = torch.zeros((table.shape[0], *ind.shape[1:]), dtype=torch.int64)
     for t, v in table.nonzero().tolist():
-        w = int(table[t, v])
-        out[t] += ind[v] if w == 1 else ind[v] * w
+        out[t].add_(ind[v], alpha=int(table[t, v]))  # in place, wrapping as the ring does
     return out
 
 

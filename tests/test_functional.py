@@ -635,12 +635,14 @@ async def test_pow_any_real_exponent(p: float) -> None:
         s = share16(c, x)
         _, rounds, _ = await cost(c, lambda: s**p)
     # relative error: integers by products (a few u per factor), the rest through the
-    # reciprocal (7e-5 relative each) or exp(p log x) (log 1.4e-4, exp 1.5e-4 relative)
+    # reciprocal (7e-5 relative each) or exp(p log x) (log 1.4e-4, exp 1.5e-4 relative);
+    # plus 2 units in the last place, which small outputs (6**-3 = 0.0046, its gradient
+    # 0.0023) cannot beat whatever the relative error (one unit there is ~3e-3 relative)
     integral = float(p).is_integer()
     rel_tol = 5e-4 if integral and p >= 0 else 2e-3
     for gv, wv in zip(got, want, strict=True):
-        err = float(((gv - wv).abs() / (wv.abs() + 1e-3)).max())
-        assert err <= rel_tol, (p, err)
+        excess = float(((gv - wv).abs() - rel_tol * wv.abs()).max())
+        assert excess <= 2 * 2**-16, (p, excess * 2**16)
     if integral and p >= 2:
         n = int(p)
         assert rounds == n.bit_length() - 1 + (0 if n & (n - 1) == 0 else 1)  # squaring

@@ -76,10 +76,11 @@ def test_digits_refuse_a_bad_width() -> None:
 async def test_exp_pow2_accuracy_rounds_and_dealer_bytes() -> None:
     """exp at 2/16 over [-15, 12] (both clamps) and a dense [-6, 6]: relative 5e-5 where
     e^x >= 1 (measured ~3e-5: the fit's 8e-6, p's ~1.5 units of 2**-17 at p = 1/2, t's
-    1.25 units, the final unit), 2 units below, saturation at e^hi; at 2,000 elements (FSS clamp: 1 round) 6 rounds and
-    80 (lookup) + 2 * 4,144 (ReLU keys) + 6 * 8 (products) dealer bytes per element."""
+    1.25 units, the final unit), 2 units below, saturation at e^hi; at 2,000 elements
+    with the WAN default (`default@10000`: FSS clamp, 1 round) 6 rounds and 80 (lookup) +
+    2 * 4,144 (ReLU keys) + 6 * 8 (products) dealer bytes per element."""
     x = torch.cat([torch.linspace(-15, 12, 1201), torch.linspace(-6, 6, 799)])
-    async with start_cluster(2, seed=6) as c:
+    async with start_cluster(2, seed=6, protocols="default@10000") as c:
         s = c.share(x, precision=16, base=2)
         await c.flush()
         before = c.stats()

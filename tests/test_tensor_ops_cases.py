@@ -235,9 +235,11 @@ async def test_exp_for_softmax_keeps_its_products_small_at_scale() -> None:
     """The softmax exponential on 3 x 10**5 values in [-12, 0]: with powers of z itself
     (z**4 up to 2**46 raw before truncation, failure up to ~2**-18 per element) this
     draw returned an element 34,100 off (inside the headroom: silently wrong; cluster
-    seeds 1 and 3 raised ValueOutOfRange); powers of z minus its segment's centre keep
-    every product below 2**38. Bound: the fit (6.4e-5 on [-1.5, 0]) + ~5 units of
-    rounding (measured 1.3e-4 to 1.4e-4 over six seeds)."""
+    seeds 1 and 3 raised ValueOutOfRange). ``exp_nonpositive`` now splits z log2 e + 24
+    into an exact integer and a fraction (one local truncation), reads 2**j from the
+    digit lookup and fits 2**u: every truncated value is below 2**34 raw
+    (tests/test_edges_at_scale.py taps them). Bound: exp's 2 units below 1 plus the fit,
+    well inside 2e-4."""
     z = -12.0 * torch.rand(300_000, generator=torch.Generator().manual_seed(0))
     async with Cluster.start(PARTIES[2], provider=PROVIDER, seed=5) as c:
         got = await exp_nonpositive(c.share(z, precision=16, base=2)).get(dtype=torch.float64)

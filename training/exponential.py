@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from protocols import shapes as S
 from protocols.errors import UnsupportedOperation
 from protocols.lookup import DIGIT_BITS, digit_bits
 from protocols.lookup import rows as lookup_rows
@@ -27,6 +28,7 @@ from .approximation import (
     require_bits,
 )
 from .normalisation import lower, reinterpret, search_levels
+from .operands import public
 from .registry import implements
 from .shaping import cat
 from .tensor import SharedTensor
@@ -83,7 +85,7 @@ def _mul_at(a: SharedTensor, b: SharedTensor, prec: int) -> SharedTensor:
     """a * b (Beaver) truncated to precision ``prec`` (base 2): the raw product holds
     a.prec + b.prec fractional bits."""
     d = 2 ** (a.prec + b.prec - prec)
-    shape = torch.broadcast_shapes(a.shape, b.shape)
+    shape = S.broadcast("mul", a.shape, b.shape)
     return a._op("mul", [b], shape, Params(d=d), prec=prec)
 
 
@@ -110,15 +112,36 @@ def _exp_pow2(x: SharedTensor) -> SharedTensor:
     f = x.fp.precision
     lo, hi, big_j, bits = exp_pow2_domain(x)
     shape = x.shape
-    fp1 = f + 1
-    xc = clamp(x, lo, hi).reshape(-1)
-    t = _times_log2e(xc, fp1) + float(big_j)  # in [0, 2**B - 1), at f + 1 bits
-    k = t._op("trunc", [], t.shape, Params(d=2**t.prec), prec=0)
-    u = t - k  # exact, in (-1, 1), at f + 1 bits
+    k, u = _split(_clamp(x.reshape(-1), lo, hi), big_j)
+    return _pow2_tail(k, u, big_j, bits, f).reshape(shape)
+
+
+def _clamp(x: SharedTensor, lo: float, hi: float) -> SharedTensor:
+    """clamp(x, lo, hi) of a 1-d x as lo + relu(x - lo) - relu(x - hi), both ReLUs in one
+    op of 2n elements (two ops of n each cost ~20% more at 10**5: the comparison's
+    messages and dealer requests go once)."""
+    bounds = torch.tensor([[lo], [hi]], dtype=torch.float64)
+    r = (x.unsqueeze(0) - public(bounds)).relu()
+    return r[0] - r[1] + lo
+
+
+_SMALL_DIGITS = 2
+"""q: the high digits D < q (k < 8 q = 16) take the branch truncated once by 2**(J + 1)
+(its product ~2**(t + f + 1) < 2**33 raw at 2/16), the others the branch divided by
+2**(J + 1 - 8 q) (its product ~2**(t - 8 q + f + 1) < 2**33 for t < 32)."""
+
+
+def _pow2_tail(k: SharedTensor, u: SharedTensor, big_j: int, bits: int, f: int) -> SharedTensor:
+    """p(u) 2**(k - J) at f bits (``f <= J + 1 - 8 q + u.prec``, the large branch's divisor >= 1) for an integer k in [0, 2**bits) and u in (-1, 1) (at
+    f + 1 bits): with k = d0 + 8 D the ``digits`` lookup (2 rounds, beside p's 3) gives
+    A = 2**d0, ``E- = [D < q] 2**(8D)`` and ``E+ = [D >= q] 2**(8(D - q))`` as exact
+    integers; m = p A is exact [2**25]; then ``m E- / 2**(J + 1)`` where D < q (small
+    results keep their digits) plus ``m E+ / 2**(J + 1 - 8q)`` where D >= q (large ones
+    lose none to rounding); the other branch is an exact 0. 3 products after p's 3."""
+    q = _SMALL_DIGITS
     sizes = digit_bits(bits)
-    if len(sizes) != 2 or sizes[0] != DIGIT_BITS:
+    if len(sizes) != 2 or sizes[0] != DIGIT_BITS or big_j + 1 < 8 * q:
         raise UnsupportedOperation(f"exp: a {bits}-bit exponent lookup is not supported")
-    q = big_j // 8
     table = torch.zeros(3, lookup_rows(bits), dtype=torch.int64)
     table[0, :8] = 2 ** torch.arange(8)  # A = 2**d0
     for dd in range(1 << sizes[1]):
@@ -127,13 +150,28 @@ def _exp_pow2(x: SharedTensor) -> SharedTensor:
         else:
             table[2, 8 + dd] = 2 ** (8 * (dd - q))  # E+ = [D >= q] 2**(8(D - q))
     tab = k._op("digits", [], (3, *k.shape), Params(d=bits, pub=Pub.of(table)), prec=0)
-    p = _exp2_poly(u)
-    m = _mul_at(p, tab[0], fp1)  # p 2**d0, exact (below 2**25 raw)
-    # D < q: p 2**(j - J) by one truncation to f bits; D >= q: exact (below 2**32 raw),
-    # then lowered to f bits; the other branch is an exact 0 (its table entry is 0)
-    small = _mul_at(m, reinterpret(tab[1], big_j), f)
-    large = lower(m * tab[2], f)
-    return (small + large)._at_prec(f).reshape(shape)
+    m = _mul_div(_exp2_poly(u), tab[0], 1, u.prec)  # p 2**d0, exact (below 2**25 raw)
+    shift = u.prec - f  # m's precision over the result's
+    small = _mul_div(m, tab[1], 2 ** (big_j + shift), f)
+    large = _mul_div(m, tab[2], 2 ** (big_j + shift - 8 * q), f)
+    return small + large
+
+
+def _split(xc: SharedTensor, big_j: int) -> tuple[SharedTensor, SharedTensor]:
+    """(k, u) with k an integer (precision 0) and u = t - k exact in (-1, 1) at f + 1 bits,
+    for t = xc log2 e + J (:func:`_times_log2e`); k = trunc(t), one local truncation, is
+    floor(t) or one more (t >= 0 on the clamped domain: 1.44 units of 2**-(f+1) at exp's
+    lo, above the product's 1.25 units of rounding)."""
+    t = _times_log2e(xc, xc.fp.precision + 1) + float(big_j)
+    k = t._op("trunc", [], t.shape, Params(d=2**t.prec), prec=0)
+    return k, t - k
+
+
+def _mul_div(a: SharedTensor, b: SharedTensor, d: int, prec: int) -> SharedTensor:
+    """a * b (Beaver) with the raw product divided by d, read at ``prec``: one op (a
+    separate reinterpretation would be a second, a truncation by 1 after it a third)."""
+    shape = S.broadcast("mul", a.shape, b.shape)
+    return a._op("mul", [b], shape, Params(d=d), prec=prec)
 
 
 _EXP_COEFF_BITS = 16
@@ -190,6 +228,12 @@ def _divide(x: SharedTensor, d: int, prec: int) -> SharedTensor:
     return x._op("trunc", [], x.shape, Params(d=d), prec=prec)
 
 
+def _scale(x: SharedTensor, c: int, d: int, prec: int) -> SharedTensor:
+    """x's raw integers times the integer c, divided by d (one local op, the ``scale``
+    kind: the product and its truncation), read at ``prec``."""
+    return x._op("scale", [], x.shape, Params(pub=Pub.of(torch.tensor(c)), d=d), prec=prec)
+
+
 def _times_log2e(x: SharedTensor, prec: int) -> SharedTensor:
     """x log2 e at ``prec`` bits (base 2) for |x| < 2**(34 - 13.53 - x.prec) (11.6 at
     2/16: exp's clamped input): log2 e = C1 / 2**13 + C2 / 2**26 + (below 2**-27), each
@@ -199,8 +243,8 @@ def _times_log2e(x: SharedTensor, prec: int) -> SharedTensor:
     c1 = round(math.log2(math.e) * 2**13)
     c2 = round((math.log2(math.e) - c1 / 2**13) * 2**26)
     fine = prec + 3
-    hi = _divide(x * c1, 2 ** (x.prec + 13 - fine), fine)
-    lo_part = _divide(x * c2, 2 ** (x.prec + 26 - fine), fine)
+    hi = _scale(x, c1, 2 ** (x.prec + 13 - fine), fine)
+    lo_part = _scale(x, c2, 2 ** (x.prec + 26 - fine), fine)
     return lower(hi + lo_part, prec)
 
 
@@ -278,43 +322,32 @@ def _table(
     return out
 
 
-EXP_SQUARINGS = 6
-"""exp_nonpositive(z) = p(z / 2**6) ** (2**6): 6 squarings after a degree-4 fit on
-[lo/64, 0] (fit error ~1e-7, times 64 after the squarings)."""
-
-_SQUARE_RAW_BITS = 20
-"""Each squaring's operand stays below 2**20 raw (its product below 2**40: a local
-truncation fails with probability < 2**-24 per element). For z <= 0 every operand is at
-most 1, so the squarings run at 20 fractional bits (4 more than the encoding's): their
-rounding, amplified by the later squarings, stays below ~64 * 2**-20 = 6e-5 relative.
-(For exp over its whole domain the same scheme would need the last squaring of values up
-to e^5.2 = 180 at 14 bits: 2**-14 absolute error near 0, 4x the knots' error; exp keeps
-its knots.)"""
+NONPOSITIVE_J = 24
+"""exp_nonpositive's J: its clamp lo = -J ln 2 + 4 u = -16.64 gives e^lo = 2**-24, a 256th
+of a unit at 2/16 (at J = 16 every clamped element would add one unit to softmax's sum:
+0.017 off on a softmax of 10**5 logits). k <= J + 1 = 25 still fits 5 bits."""
 
 
-def _exp_squarings(xc: SharedTensor, lo: float, hi: float) -> SharedTensor:
-    """e^x for x in [lo, hi] (base 2; no autograd, no clamp): t = x / 64 is x's ring
-    integers read at 6 more fractional bits (exact), p(t) a degree-4 fit of e^t on
-    [lo/64, hi/64] evaluated at that precision (t**2; t**3, t**4: 2 rounds), then 6
-    squarings (6 rounds), each at the highest precision that keeps its product below
-    2**40 raw (:data:`_SQUARE_RAW_BITS`). 8 rounds, 9 products, no comparison."""
-    f = xc.fp.precision
-    m = EXP_SQUARINGS
-    t = reinterpret(xc, xc.prec + m)
-    y = poly(powers(t), fit("exp", lo / 2**m, hi / 2**m))
-    for j in range(m):
-        top = math.exp(hi / 2 ** (m - j))  # bound on the operand of squaring j (+ fit error)
-        y = lower(y, min(y.prec, math.floor(_SQUARE_RAW_BITS - math.log2(top) + 0.01)))
-        y = y**2
-    return lower(y, f)._at_prec(f)
-
-
-def exp_nonpositive(z: SharedTensor) -> SharedTensor:
-    """e^z for z <= 0 (softmax after subtracting the max): z clamped below at exp's lo
-    (one ReLU, 1 round), then :func:`_exp_squarings` on [lo, 0] (8 rounds); no backward
-    (callers record theirs). Every product stays below 2**40 raw, however negative z is
-    (the former piecewise fit took z**4 of the unreduced z: ~2**46 raw at z = -12)."""
+def exp_nonpositive(z: SharedTensor, extra_bits: int = 0) -> SharedTensor:
+    """e^z for z <= 0 (softmax after subtracting the max) at ``extra_bits`` (<= 9) more
+    fractional bits than z's (free: a smaller divisor in the last products, whose raw
+    values do not change; softmax sums its exponentials at 2 more), no backward (callers
+    record theirs): exp's base-2 scheme (:func:`_exp_pow2`) with a one-sided clamp, z clamped
+    below at lo = -J ln 2 + 4 units (:data:`NONPOSITIVE_J`) by one ReLU; then t = z log2 e
+    + J in [0, J] (5.8 units of 2**-(f+1) above 0 at lo, where the split's error is 1.25)
+    split into k + u by one local truncation, and :func:`_pow2_tail`. Every product stays
+    below 2**34 raw at 2/16 however negative z is: the squarings this replaces (6 of a
+    degree-4 fit of e^(z/64)) truncated 2**39-2**40 raw, and at 10**7 elements some rows
+    of log_softmax did not decode. Rounds: the ReLU + 5; 6 products; the lookup's 80
+    dealer bytes per element."""
     with torch.no_grad():
-        lo, _ = exp_domain(z)
-        zc = (z - float(lo)).relu() + float(lo)
-        return _exp_squarings(zc, float(lo), 0.0)
+        f = z.fp.precision
+        if z.fp.base != 2:
+            raise UnsupportedOperation("exp_nonpositive needs base 2")
+        big_j = NONPOSITIVE_J
+        lo = -big_j * math.log(2) + 4 * 2.0**-f
+        zc = (z.reshape(-1) - lo).relu() + lo
+        k, u = _split(zc, big_j)
+        if not 0 <= extra_bits <= big_j + 1 - 8 * _SMALL_DIGITS:
+            raise UnsupportedOperation(f"exp_nonpositive: extra_bits {extra_bits} not in [0, 9]")
+        return _pow2_tail(k, u, big_j, 5, f + extra_bits).reshape(z.shape)

@@ -2,7 +2,7 @@
 binary cross entropy (on probabilities and on logits).
 
 * softmax: ``e^(x - max) / sum``: the max along the dimension (a tournament,
-  :mod:`training.maxima`), ``exp`` for ``z <= 0`` (4 rounds), the reciprocal of the sum on
+  :mod:`training.maxima`), ``exp`` for ``z <= 0`` (a ReLU + 5 rounds), the reciprocal of the sum on
   its known range [1, n] (7), one product. log-softmax takes ``z - log(sum)`` instead.
   Backward rules from the same exponentials: ``y (g - sum(g y))``.
 * cross entropy: ``-(T * log_softmax(x)).sum()`` with public one-hot (or probability)
@@ -28,11 +28,13 @@ import torch
 
 from protocols import shapes as S
 from protocols.errors import ShapeError, UnsupportedOperation
+from protocols.params import Params
 
 from .activations import abs_, sigmoid, softplus
 from .approximation import expect_shared, frac_bits, require_bits
 from .autograd import Value
 from .maxima import max_dim
+from .normalisation import lower
 from .operands import public
 from .range_reduction import exp_nonpositive, log, reciprocal_positive
 from .shaping import cat
@@ -46,13 +48,33 @@ def _denominator_domain(n: int) -> tuple[int, int]:
 def _softmax_parts(
     x: SharedTensor, dim: int
 ) -> tuple[SharedTensor, SharedTensor, SharedTensor, int]:
-    """(z = x - max, e = exp(z), S = sum e, n) along ``dim``, no autograd."""
+    """(z = x - max, e = exp(z), S = sum e, n) along ``dim``, no autograd. The
+    exponentials come at up to 2 more fractional bits (:func:`_sum_bits`) and are summed
+    there: S is rounded once to f bits instead of carrying n roundings of a unit (at 10**7
+    logits in rows of 10 that sum's error alone took softmax to 9e-5); e is kept at one
+    bit more (:func:`_times`)."""
+    f = x.fp.precision
+    n = int(x.shape[dim])
     with torch.no_grad():
         m, _ = max_dim(x.detach(), dim, keepdim=True, need_onehot=False)
         z = x.detach() - m
-        e = exp_nonpositive(z)
-        s = e.sum(dim, keepdim=True)
-    return z, e, s, int(x.shape[dim])
+        fine = exp_nonpositive(z, _sum_bits(n, f))
+        s = lower(fine.sum(dim, keepdim=True), f)
+        e = lower(fine, f + 1)
+    return z, e, s, n
+
+
+def _sum_bits(n: int, f: int) -> int:
+    """Extra bits of the exponentials summed: 2, fewer where the sum (<= n, n 2**(f + b)
+    raw) would reach 2**34 raw before it is lowered (a local truncation's failure rate)."""
+    return max(0, min(2, 33 - f - n.bit_length()))
+
+
+def _times(e: SharedTensor, r: SharedTensor) -> SharedTensor:
+    """e r at r's precision f, one truncation (e at f + 1 bits, both <= 1 + a few units:
+    below 2**33 raw)."""
+    shape = S.broadcast("mul", e.shape, r.shape)
+    return e._op("mul", [r], shape, Params(d=2**e.prec), prec=r.prec)
 
 
 def _softmax_dim(x: SharedTensor, dim: int | None) -> int:
@@ -73,7 +95,7 @@ def _constant_like(x: SharedTensor, value: float) -> SharedTensor:
 
 
 def softmax(x: SharedTensor, dim: int | None = None, **kwargs: Any) -> SharedTensor:
-    """e^(x - max) / sum: max (ceil(log2 n) rounds), exp for z <= 0 (4), reciprocal of
+    """e^(x - max) / sum: max (ceil(log2 n) rounds), exp for z <= 0 (ReLU + 5), reciprocal of
     the sum on [1, n] (7), product (1). Backward y (g - sum(g y))."""
     x = expect_shared(x, "softmax")
     require_bits(x, "softmax", base2=True)
@@ -82,7 +104,7 @@ def softmax(x: SharedTensor, dim: int | None = None, **kwargs: Any) -> SharedTen
         return _constant_like(x, 1.0)
     _, e, s, n = _softmax_parts(x, d)
     with torch.no_grad():
-        y = e * reciprocal_positive(s, _denominator_domain(n))
+        y = _times(e, reciprocal_positive(s, _denominator_domain(n)))
 
     def back(g: Value) -> tuple[Value]:
         return (y * (g - (g * y).sum(d, keepdim=True)),)
@@ -91,7 +113,7 @@ def softmax(x: SharedTensor, dim: int | None = None, **kwargs: Any) -> SharedTen
 
 
 def log_softmax(x: SharedTensor, dim: int | None = None, **kwargs: Any) -> SharedTensor:
-    """z - log(sum e^z): max, exp (4), log of the sum on [1, n] (4). Backward
+    """z - log(sum e^z): max, exp (ReLU + 5), log of the sum on [1, n] (4). Backward
     g - softmax * sum(g)."""
     x = expect_shared(x, "log_softmax")
     require_bits(x, "log_softmax", base2=True)
@@ -102,7 +124,7 @@ def log_softmax(x: SharedTensor, dim: int | None = None, **kwargs: Any) -> Share
     dom = _denominator_domain(n)
     with torch.no_grad():
         y = z - log(s, dom)
-        p = e * reciprocal_positive(s, dom) if x.requires_grad else None
+        p = _times(e, reciprocal_positive(s, dom)) if x.requires_grad else None
 
     def back(g: Value) -> tuple[Value]:
         assert p is not None
@@ -305,7 +327,7 @@ def cross_entropy(
             loss = _reduce(per, reduction)
         else:
             raise ValueError(f"{reduction!r} is not a valid value for reduction")
-        p = e * reciprocal_positive(s, dom) if x.requires_grad else None
+        p = _times(e, reciprocal_positive(s, dom)) if x.requires_grad else None
     rows = t.sum(cdim, keepdim=True)
 
     def back(g: Value) -> tuple[Value]:
