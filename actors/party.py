@@ -49,7 +49,7 @@ from .holdings import (
     shares_file,
     write_private,
 )
-from .log import get_logger
+from .log import debug_enabled, get_logger
 from .messages import Command, Reply, encode_control
 from .opcontext import OpContext, check_expect
 from .policy import NO_REVEALS, RevealLedger, RevealPolicy
@@ -308,18 +308,19 @@ class Party:
             slot.set(share)
         depth = max(r.depth for r in results)
         self.depth = max(self.depth, depth)
-        self._log.debug(
-            "protocol_run",
-            op_id=op,
-            kind=cmd.kind,
-            inputs=list(cmd.ins),
-            outputs=list(cmd.outs),
-            shapes=[list(s.value.shape) for s in shares],
-            rounds=depth - start,
-            depth=depth,
-            bytes_sent=ctx.bytes_sent,
-            dealer_bytes=ctx.dealer_bytes,
-        )
+        if debug_enabled():  # the event's fields cost more than a small op's bookkeeping
+            self._log.debug(
+                "protocol_run",
+                op_id=op,
+                kind=cmd.kind,
+                inputs=list(cmd.ins),
+                outputs=list(cmd.outs),
+                shapes=[list(s.value.shape) for s in shares],
+                rounds=depth - start,
+                depth=depth,
+                bytes_sent=ctx.bytes_sent,
+                dealer_bytes=ctx.dealer_bytes,
+            )
 
     async def _input_own(self, op: int, out: Slot, tensor: str, cmd: Command) -> None:
         """Share one of this party's own tensors: one share per peer, one kept."""

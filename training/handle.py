@@ -60,13 +60,20 @@ def function(name: str) -> Callable[..., Any]:
 
 
 class _Ref:
-    """Owns one tensor id; when the last handle using it is collected, the parties free it."""
+    """Owns one tensor id; when the last handle using it is collected, the parties free it.
 
-    __slots__ = ("__weakref__", "tid")
+    ``__del__``, not ``weakref.finalize``: every op's result makes one, and a finalizer
+    is a registry entry and several objects per tensor (the same release, called when the
+    last reference goes, also from the cyclic collector)."""
+
+    __slots__ = ("__weakref__", "_release", "tid")
 
     def __init__(self, cluster: Any, tid: int) -> None:
         self.tid = tid
-        cluster.track(self, tid)
+        self._release: Callable[[int], None] = cluster.release
+
+    def __del__(self) -> None:
+        self._release(self.tid)
 
 
 class Handle:
