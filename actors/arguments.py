@@ -56,7 +56,12 @@ def sizes(shape: Any, what: str) -> Shape:
 
 
 def shape_list(shapes: Any, what: str) -> tuple[Shape, ...]:
-    if isinstance(shapes, str | bytes) or not isinstance(shapes, Sequence | Iterator):
+    # a list or tuple (what the frontend passes) without the ABC checks, the rest with them
+    if (
+        type(shapes) is not list
+        and type(shapes) is not tuple
+        and (isinstance(shapes, str | bytes) or not isinstance(shapes, Sequence | Iterator))
+    ):
         raise TypeError(f"{what}: expected a sequence of shapes, got {shapes!r}")
     return tuple([sizes(s, what) for s in shapes])
 

@@ -198,8 +198,9 @@ class Party:
         if kind == "barrier":
             self._nursery.start_soon(self._barrier, op, list(self._running.values()))
             return
-        ins = [self._slot(t, op) for t in cmd.ins]
-        impl = None if kind in RUNTIME_KINDS else self._kind(kind)
+        store = self.store
+        ins = [store[t] if t in store else self._slot(t, op) for t in cmd.ins]
+        impl = None if kind in RUNTIME_KINDS else self._kinds.get(kind) or self._kind(kind)
         if impl is not None and (len(ins) != impl.n_in or len(cmd.outs) != impl.n_out):
             raise ProtocolError(
                 f"{self.name}: {kind} takes {impl.n_in} inputs and {impl.n_out} outputs, "
@@ -211,9 +212,10 @@ class Party:
             owners = frozenset().union(*[s.owners for s in ins]) if ins else NOBODY
         outs = []
         for tid in cmd.outs:
-            if tid in self.store:
+            if tid in store:
                 raise ProtocolError(f"{self.name}: operation {op} would overwrite tensor {tid}")
-            outs.append(self.store.setdefault(tid, Slot(owners)))
+            slot = store[tid] = Slot(owners)
+            outs.append(slot)
         if kind == "input" and cmd.owner is not None:
             source, tensor = cmd.owner, cmd.tensor
             if tensor is None:
