@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from math import prod
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,10 +42,10 @@ def _head(code: int, shape: tuple[int, ...]) -> bytes:
     return head
 
 
-def _records(tensors: Sequence[torch.Tensor]) -> tuple[list[bytes | np.ndarray], int, int]:
+def _records(tensors: Sequence[torch.Tensor]) -> tuple[list[Any], int, int]:
     """Each tensor's record header and data (numpy arrays the frame is joined from, one
     copy of the bytes), the records' total size and their payload bytes."""
-    out: list[bytes | np.ndarray] = []
+    out: list[Any] = []  # bytes and numpy arrays: buffers (numpy's stubs do not say so)
     size = payload = 0
     for t in tensors:
         code = _DTYPES.get(t.dtype)

@@ -22,8 +22,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from math import prod
+from typing import Any
 
-import numpy as np
 import torch
 
 from protocols.errors import ProtocolError
@@ -82,7 +82,7 @@ def pack_frame(
     if not 0 <= op < 2**64 or not 0 <= depth < 2**32:
         raise ProtocolError(f"op {op} or depth {depth} does not fit the frame header")
     if control is not None:
-        parts: list[bytes | np.ndarray] = [control]
+        parts: list[Any] = [control]
         size = payload = len(control)
     else:
         parts, size, payload = _records(tensors or ())

@@ -265,17 +265,19 @@ class Handle:
     ) -> list[Self]:
         """Issue one op; its results (``(shape, precision)`` each, None: this handle's)
         remember the op (kind, id, label) and, in check mode, are queued for checking."""
-        tids = self.cluster.submit(
+        cluster = self.cluster
+        tids = cluster.submit(  # it checks and copies the shapes (torch.Size is a tuple)
             kind,
-            [o.tid for o in operands],
-            [tuple(o.shape) for o in operands],
-            [tuple(shape) for shape, _ in outs],
+            [o._ref.tid for o in operands],
+            [o.shape for o in operands],
+            [shape for shape, _ in outs],
             params,
         )
-        origin = Origin(self.cluster.last_op, kind, self.cluster.current_label())
+        origin = Origin(cluster.last_op, kind, cluster.current_label())
         dtype = self.dtype
         for o in operands:
-            dtype = torch.promote_types(dtype, o.dtype)
+            if o.dtype is not dtype:
+                dtype = torch.promote_types(dtype, o.dtype)
         results = [self._new(t, shape, p, dtype) for t, (shape, p) in zip(tids, outs, strict=True)]
         for r in results:
             r._origin = origin
