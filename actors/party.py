@@ -42,9 +42,9 @@ from .endpoint import Endpoint
 from .envelope import Phase
 from .holdings import (
     NOBODY,
-    CheckpointRefused,
     OpReused,
     Slot,
+    checkpoint_dir,
     encode_local,
     shares_file,
     write_private,
@@ -104,7 +104,8 @@ class Party:
         self._floor = 0
         self._done_below = 0
         self._done: set[int] = set()
-        self._running: dict[int, trio.Event] = {}
+        self._running: dict[int, trio.Event | None] = {}
+        """Ops started and not finished; an event only once a barrier waits for the op."""
         self._nursery: trio.Nursery | None = None
         self._kinds: dict[str, OpKind] = {}
         """The suite's kinds by name, looked up once (the suite is fixed for the session)."""
@@ -196,7 +197,11 @@ class Party:
             self._finish(op)
             return
         if kind == "barrier":
-            self._nursery.start_soon(self._barrier, op, list(self._running.values()))
+            running = self._running
+            for o, ev in running.items():  # (an existing key: the dict does not resize)
+                if ev is None:
+                    running[o] = trio.Event()
+            self._nursery.start_soon(self._barrier, op, list(running.values()))
             return
         store = self.store
         ins = [store[t] if t in store else self._slot(t, op) for t in cmd.ins]
@@ -270,7 +275,7 @@ class Party:
         if not missing:
             run()
             return
-        self._running[op] = trio.Event()
+        self._running[op] = None
         count = [len(missing)]
 
         def arrived() -> None:
@@ -283,12 +288,13 @@ class Party:
             slot.callbacks.append(arrived)
 
     def _start(self, op: int, coro: Any) -> None:
-        done = self._running[op] = trio.Event()
+        self._running[op] = None
 
         async def runner() -> None:
             await coro
-            del self._running[op]
-            done.set()
+            done = self._running.pop(op)
+            if done is not None:
+                done.set()
             self._finish(op)
 
         assert self._nursery is not None
@@ -393,25 +399,10 @@ class Party:
         assert to is not None
         await self.endpoint.send(to, f"{op}/out", Phase.OUTPUT, share.depth, tensors=[share.value])
 
-    def _checkpoint_dir(self, op: int, cmd: Command) -> Path:
-        """The folder a save/load names, inside this party's checkpoint root."""
-        if cmd.directory is None:
-            raise ProtocolError(f"{self.name}: {cmd.kind} {op} names no directory")
-        if self.checkpoint_root is None:
-            return Path(cmd.directory)
-        root = self.checkpoint_root.resolve()
-        path = (root / cmd.directory).resolve()
-        if not path.is_relative_to(root):
-            raise CheckpointRefused(
-                f"{self.name}: {cmd.kind} {op} names {cmd.directory!r}, outside its checkpoint root "
-                f"{root} (a node's 'checkpoints' setting)"
-            )
-        return path
-
     async def _save(self, op: int, ins: list[Slot], cmd: Command) -> None:
         """Write this party's own shares of ``ins`` and their owners (nothing else) to its
         file, readable by this user only."""
-        path = shares_file(self._checkpoint_dir(op, cmd), self.name)
+        path = shares_file(checkpoint_dir(self.name, self.checkpoint_root, op, cmd), self.name)
         values = [(await s.get()).value for s in ins]
         owners = [sorted(s.owners) for s in ins]
         write_private(path, {"party": self.name, "shares": values, "owners": owners})
@@ -419,7 +410,7 @@ class Party:
     def _load(self, op: int, outs: list[Slot], cmd: Command) -> None:
         """Read back this party's own shares written by ``save`` (fresh depth 0), with the
         owners recorded beside them (at dispatch: later reveals need the owners)."""
-        path = shares_file(self._checkpoint_dir(op, cmd), self.name)
+        path = shares_file(checkpoint_dir(self.name, self.checkpoint_root, op, cmd), self.name)
         try:
             saved = torch.load(path, weights_only=True)
         except FileNotFoundError:
