@@ -197,11 +197,12 @@ class Party:
             self._finish(op)
             return
         if kind == "barrier":
-            running = self._running
-            for o, ev in running.items():  # (an existing key: the dict does not resize)
+            waits = []
+            for o, ev in self._running.items():  # (an existing key: the dict does not resize)
                 if ev is None:
-                    running[o] = trio.Event()
-            self._nursery.start_soon(self._barrier, op, list(running.values()))
+                    ev = self._running[o] = trio.Event()
+                waits.append(ev)
+            self._nursery.start_soon(self._barrier, op, waits)
             return
         store = self.store
         ins = [store[t] if t in store else self._slot(t, op) for t in cmd.ins]
