@@ -56,7 +56,12 @@ def sizes(shape: Any, what: str) -> Shape:
 
 
 def shape_list(shapes: Any, what: str) -> tuple[Shape, ...]:
-    if isinstance(shapes, str | bytes) or not isinstance(shapes, Sequence | Iterator):
+    # a list or tuple (what the frontend passes) without the ABC checks, the rest with them
+    if (
+        type(shapes) is not list
+        and type(shapes) is not tuple
+        and (isinstance(shapes, str | bytes) or not isinstance(shapes, Sequence | Iterator))
+    ):
         raise TypeError(f"{what}: expected a sequence of shapes, got {shapes!r}")
     return tuple([sizes(s, what) for s in shapes])
 
@@ -85,6 +90,16 @@ def check_tolerance(check: Any) -> Tolerance | None:
     raise TypeError(f"check must be True, False or a protocols.reference.Tolerance, got {check!r}")
 
 
+_CHECKED: set[bytes] = set()
+"""The wire encodings of params already checked: a training step issues the same few again
+and again (the same divisor, the same transpose), so each distinct one is decoded and
+checked once. Keyed by the encoding, not the struct, so ``d=True`` or ``d=1.0`` (equal to
+``d=1`` in Python, refused on the wire) is never taken for a checked ``d=1``. Bounded in
+count and in key size (a large public operand is checked every time, never stored)."""
+_MAX_CHECKED = 4096
+_MAX_KEY = 1024
+
+
 def checked_params(params: Any, what: str) -> Params | None:
     """``params`` if every field has its declared type and the wire can carry it."""
     if params is None:
@@ -92,7 +107,10 @@ def checked_params(params: Any, what: str) -> Params | None:
     if not isinstance(params, Params):
         raise TypeError(f"{what}: params must be a Params or None, got {type(params).__name__}")
     try:
-        checked = msgspec.msgpack.decode(msgspec.msgpack.encode(params), type=Params)
+        raw = msgspec.msgpack.encode(params)
+        if raw in _CHECKED:
+            return params
+        checked = msgspec.msgpack.decode(raw, type=Params)
     except (msgspec.DecodeError, TypeError, OverflowError) as exc:
         raise ValueError(f"{what}: malformed params {params!r}: {exc}") from None
     if checked.d < 1:
@@ -105,4 +123,6 @@ def checked_params(params: Any, what: str) -> Params | None:
         raise ValueError(
             f"{what}: the encoding scale must be a positive integer, got {checked.scale}"
         )
+    if len(raw) <= _MAX_KEY and len(_CHECKED) < _MAX_CHECKED:
+        _CHECKED.add(raw)
     return params

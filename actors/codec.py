@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from math import prod
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,19 +28,24 @@ _HEADS: dict[tuple[int, tuple[int, ...]], bytes] = {}
 and again, so each header is packed once (bounded: past the bound a new shape's header is
 packed every time, never stored)."""
 _MAX_HEADS = 4096
+_DIMS = [struct.Struct(f"<{n}I") for n in range(256)]
+"""The dims of a record of each rank (a record's ndim is one byte): one compiled struct per
+rank instead of a format string built for every record read."""
 
 
 def _head(code: int, shape: tuple[int, ...]) -> bytes:
     head = _HEADS.get((code, shape))
     if head is None:
-        head = _REC.pack(code, len(shape)) + struct.pack(f"<{len(shape)}I", *shape)
+        head = _REC.pack(code, len(shape)) + _DIMS[len(shape)].pack(*shape)
         if len(_HEADS) < _MAX_HEADS:
             _HEADS[(code, shape)] = head
     return head
 
 
-def _records(tensors: Sequence[torch.Tensor]) -> tuple[list[tuple[bytes, np.ndarray]], int, int]:
-    out = []
+def _records(tensors: Sequence[torch.Tensor]) -> tuple[list[Any], int, int]:
+    """Each tensor's record header and data (numpy arrays the frame is joined from, one
+    copy of the bytes), the records' total size and their payload bytes."""
+    out: list[Any] = []  # bytes and numpy arrays: buffers (numpy's stubs do not say so)
     size = payload = 0
     for t in tensors:
         code = _DTYPES.get(t.dtype)
@@ -48,51 +54,69 @@ def _records(tensors: Sequence[torch.Tensor]) -> tuple[list[tuple[bytes, np.ndar
         head = _head(code, tuple(t.shape))
         if t.requires_grad:
             t = t.detach()
-        arr = t.contiguous().numpy().reshape(-1)
-        data = np.packbits(arr) if code == 2 else arr.view(np.uint8)
-        out.append((head, data))
+        if not t.is_contiguous():
+            t = t.contiguous()
+        arr = t.numpy()
+        data = np.packbits(arr.reshape(-1)) if code == 2 else arr
+        out.append(head)
+        out.append(data)
         size += len(head) + data.nbytes
         payload += data.nbytes
     return out, size, payload
+
+
+def record_spans(body: memoryview | bytes) -> list[tuple[int, tuple[int, ...], int, int]]:
+    """``(code, shape, start, size)`` of every record of a tensor body, read once (the
+    receiver meters the payload and decodes the tensors from the same spans); a record
+    that claims more bytes than follow raises ProtocolError, other malformed bodies
+    struct.error or KeyError (the callers name them)."""
+    spans = []
+    pos = 0
+    end = len(body)
+    head = _REC.size
+    while pos < end:
+        code, ndim = _REC.unpack_from(body, pos)
+        dims = _DIMS[ndim]
+        shape = dims.unpack_from(body, pos + head)
+        pos += head + dims.size
+        n = prod(shape)
+        size = (n + 7) // 8 if code == 2 else n * (8 if code == 1 else 1)
+        if size > end - pos:
+            raise ProtocolError(
+                f"tensor record claims shape {tuple(shape)} but only {end - pos} bytes follow"
+            )
+        spans.append((code, shape, pos, size))
+        pos += size
+    return spans
 
 
 def encode_tensors(tensors: Sequence[torch.Tensor]) -> tuple[bytes, int]:
     """A tensor body on its own (what a frame carries after its header) and its payload
     bytes; for tests that build or tamper with envelopes."""
     records, _, payload = _records(tensors)
-    return b"".join(h + d.tobytes() for h, d in records), payload
+    return b"".join(records), payload
 
 
 def decode_tensors(body: memoryview | bytes) -> tuple[torch.Tensor, ...]:
     """Tensor records back to tensors; malformed bodies raise ProtocolError."""
     out: list[torch.Tensor] = []
-    view = memoryview(body)
-    pos = 0
     try:
-        while pos < len(view):
-            code, ndim = _REC.unpack_from(view, pos)
-            pos += _REC.size
-            shape = struct.unpack_from(f"<{ndim}I", view, pos)
-            pos += 4 * ndim
+        spans = record_spans(body)
+        # one writable copy of the body, each record viewed through numpy at its offset
+        # (cheaper per tensor than torch.frombuffer + reshape; the same bytes)
+        buf = bytearray(body) if spans else b""
+        for code, shape, pos, size in spans:
             dtype = _CODES[code]
             n = prod(shape)
-            size = (n + 7) // 8 if dtype == torch.bool else n * (8 if dtype == torch.int64 else 1)
-            if size > len(view) - pos:
-                raise ProtocolError(
-                    f"tensor record claims shape {tuple(shape)} but only {len(view) - pos} bytes follow"
-                )
             if dtype == torch.bool:
-                raw = np.frombuffer(view[pos : pos + size], np.uint8)
+                raw = np.frombuffer(buf, np.uint8, size, pos)
                 bits = np.unpackbits(raw)[:n].astype(np.bool_)
                 out.append(torch.from_numpy(bits).reshape(shape))
             elif n:
-                # a writable copy of the record, viewed through numpy (cheaper per tensor
-                # than torch.frombuffer + reshape; the same bytes)
-                chunk = np.frombuffer(bytearray(view[pos : pos + size]), _NP[code])
+                chunk = np.frombuffer(buf, _NP[code], n, pos)
                 out.append(torch.from_numpy(chunk.reshape(shape)))
             else:
                 out.append(torch.empty(shape, dtype=dtype))
-            pos += size
     except (struct.error, KeyError, RuntimeError, ValueError) as exc:
         raise ProtocolError(f"malformed tensor body: {exc}") from None
     return tuple(out)

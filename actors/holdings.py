@@ -13,6 +13,8 @@ import trio
 from protocols import Share
 from protocols.errors import ProtocolError
 
+from .messages import Command
+
 NOBODY: frozenset[str] = frozenset()
 
 
@@ -54,6 +56,23 @@ def encode_local(values: torch.Tensor, scale: int, party: str, name: str) -> tor
     if bool((e.abs() >= 2**62).any()):
         raise OwnInputError(party, f"{name!r}: too large for the ring at scale {scale}")
     return e.to(torch.int64)
+
+
+def checkpoint_dir(party: str, root: Path | None, op: int, cmd: Command) -> Path:
+    """The folder a save/load command names, inside ``party``'s checkpoint ``root`` (None:
+    any path, for one trusted process); CheckpointRefused outside it."""
+    if cmd.directory is None:
+        raise ProtocolError(f"{party}: {cmd.kind} {op} names no directory")
+    if root is None:
+        return Path(cmd.directory)
+    root = root.resolve()
+    path = (root / cmd.directory).resolve()
+    if not path.is_relative_to(root):
+        raise CheckpointRefused(
+            f"{party}: {cmd.kind} {op} names {cmd.directory!r}, outside its checkpoint root "
+            f"{root} (a node's 'checkpoints' setting)"
+        )
+    return path
 
 
 def write_private(path: Path, obj: object) -> None:

@@ -18,13 +18,14 @@ import structlog
 _configured = False
 _sink: IO[str] | None = None
 _debug = False
+_info = True
 
 
 def configure_logging(
     *, json_path: str | None = None, level: str = "info", stream: TextIO | None = None
 ) -> None:
     """(Re)configure structlog for the whole process."""
-    global _configured, _sink, _debug
+    global _configured, _sink, _debug, _info
     if _sink is not None:
         _sink.close()
         _sink = None
@@ -49,11 +50,17 @@ def configure_logging(
     )
     _configured = True
     _debug = logging.getLevelName(level.upper()) <= logging.DEBUG
+    _info = logging.getLevelName(level.upper()) <= logging.INFO
 
 
 def debug_enabled() -> bool:
     """Whether ``debug`` events are recorded (JSON logs or ``level="debug"``)."""
     return _debug
+
+
+def info_enabled() -> bool:
+    """Whether ``info`` events are recorded (a per-step event's fields are built only then)."""
+    return _info
 
 
 def get_logger(**bind: Any) -> Any:

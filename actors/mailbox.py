@@ -38,25 +38,33 @@ class Roles:
     parties: frozenset[str]
 
     def wrong_sender(self, receiver: str, sender: str, tag: str) -> str | None:
-        """Why ``sender`` may not send ``tag`` to ``receiver``, or None if it may."""
+        """Why ``sender`` may not send ``tag`` to ``receiver``, or None if it may (runs for
+        every message: the allowed senders are built only to name them in a refusal)."""
         if sender == receiver:
             return "an actor does not message itself"
         head, _, step = tag.partition("/")
-        if head in ("cmd", "req"):
-            allowed = {self.coordinator}
-        elif step == "in":  # shares of an input: from the coordinator or the owning party
-            allowed = {self.coordinator, *self.parties}
-        elif tag == "setup/key" or step.startswith("dealer"):
-            allowed = {self.provider}
-        else:
-            allowed = set(self.parties)
         if receiver == self.provider and head != "req":
             return "the provider accepts only dealer requests"
         if receiver == self.coordinator and step not in ("out", "done"):
             return "the coordinator accepts only outputs and barrier replies"
-        if sender not in allowed:
-            return f"only {sorted(allowed)} may send it"
-        return None
+        if head in ("cmd", "req"):
+            ok = sender == self.coordinator
+        elif step == "in":  # shares of an input: from the coordinator or the owning party
+            ok = sender == self.coordinator or sender in self.parties
+        elif tag == "setup/key" or step.startswith("dealer"):
+            ok = sender == self.provider
+        else:
+            ok = sender in self.parties
+        return None if ok else f"only {sorted(self._allowed(head, step, tag))} may send it"
+
+    def _allowed(self, head: str, step: str, tag: str) -> set[str]:
+        if head in ("cmd", "req"):
+            return {self.coordinator}
+        if step == "in":
+            return {self.coordinator, *self.parties}
+        if tag == "setup/key" or step.startswith("dealer"):
+            return {self.provider}
+        return set(self.parties)
 
 
 class Mailbox:

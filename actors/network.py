@@ -117,7 +117,7 @@ class Middleware:
         return self._chaos_rng.uniform(0, chaos.max_delay)
 
     async def capacity(self, sender: str, receiver: str) -> None:
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint_if_cancelled()
 
     def deliver_frame(self, endpoint: Endpoint, sender: str, frame: bytes | bytearray) -> None:
         """Unpack a frame that came over the link from ``sender``, pass it through the

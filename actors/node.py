@@ -40,6 +40,7 @@ from protocols.errors import ActorTimeout, PartyFailure
 from protocols.suite import get_suite
 
 from .actor import first_error
+from .cluster import collector_tuned
 from .config import ClusterConfig, ConfigError, load_config
 from .holdings import OwnInputError
 from .log import configure_logging, get_logger
@@ -187,12 +188,15 @@ async def _session(
             checkpoint_root=Path(options.checkpoints or me.checkpoints or "checkpoints"),
             seeded=session.seeded or session.seed is not None,
         )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(actor.run)
-        transport.send_ready({k: list(v.shape) for k, v in data.items()})
-        nursery.start_soon(_watch_coordinator, transport, config, trio.current_time())
-        await transport.bye_event.wait()
-        nursery.cancel_scope.cancel()
+    # the collector tuned as in one process (actors.cluster.collector_tuned): what exists
+    # now (imports, TLS set-up) is frozen, and young collections are rarer while it serves
+    with collector_tuned():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(actor.run)
+            transport.send_ready({k: list(v.shape) for k, v in data.items()})
+            nursery.start_soon(_watch_coordinator, transport, config, trio.current_time())
+            await transport.bye_event.wait()
+            nursery.cancel_scope.cancel()
     return EXIT_OK
 
 

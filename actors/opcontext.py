@@ -24,7 +24,7 @@ def check_expect(tensors: Sequence[torch.Tensor], expect: Expect, what: str) -> 
     if len(tensors) != len(expect):
         raise ProtocolError(f"{what}: expected {len(expect)} tensors, got {len(tensors)}")
     for t, (shape, dtype) in zip(tensors, expect, strict=True):
-        if tuple(t.shape) != tuple(shape) or t.dtype != dtype:
+        if t.dtype != dtype or t.shape != tuple(shape):  # torch.Size equals its tuple
             raise ProtocolError(
                 f"{what}: expected {dtype} {tuple(shape)}, got {t.dtype} {tuple(t.shape)}"
             )

@@ -42,14 +42,14 @@ from .endpoint import Endpoint
 from .envelope import Phase
 from .holdings import (
     NOBODY,
-    CheckpointRefused,
     OpReused,
     Slot,
+    checkpoint_dir,
     encode_local,
     shares_file,
     write_private,
 )
-from .log import get_logger
+from .log import debug_enabled, get_logger
 from .messages import Command, Reply, encode_control
 from .opcontext import OpContext, check_expect
 from .policy import NO_REVEALS, RevealLedger, RevealPolicy
@@ -104,7 +104,8 @@ class Party:
         self._floor = 0
         self._done_below = 0
         self._done: set[int] = set()
-        self._running: dict[int, trio.Event] = {}
+        self._running: dict[int, trio.Event | None] = {}
+        """Ops started and not finished; an event only once a barrier waits for the op."""
         self._nursery: trio.Nursery | None = None
         self._kinds: dict[str, OpKind] = {}
         """The suite's kinds by name, looked up once (the suite is fixed for the session)."""
@@ -196,10 +197,16 @@ class Party:
             self._finish(op)
             return
         if kind == "barrier":
-            self._nursery.start_soon(self._barrier, op, list(self._running.values()))
+            waits = []
+            for o, ev in self._running.items():  # (an existing key: the dict does not resize)
+                if ev is None:
+                    ev = self._running[o] = trio.Event()
+                waits.append(ev)
+            self._nursery.start_soon(self._barrier, op, waits)
             return
-        ins = [self._slot(t, op) for t in cmd.ins]
-        impl = None if kind in RUNTIME_KINDS else self._kind(kind)
+        store = self.store
+        ins = [store[t] if t in store else self._slot(t, op) for t in cmd.ins]
+        impl = None if kind in RUNTIME_KINDS else self._kinds.get(kind) or self._kind(kind)
         if impl is not None and (len(ins) != impl.n_in or len(cmd.outs) != impl.n_out):
             raise ProtocolError(
                 f"{self.name}: {kind} takes {impl.n_in} inputs and {impl.n_out} outputs, "
@@ -211,9 +218,10 @@ class Party:
             owners = frozenset().union(*[s.owners for s in ins]) if ins else NOBODY
         outs = []
         for tid in cmd.outs:
-            if tid in self.store:
+            if tid in store:
                 raise ProtocolError(f"{self.name}: operation {op} would overwrite tensor {tid}")
-            outs.append(self.store.setdefault(tid, Slot(owners)))
+            slot = store[tid] = Slot(owners)
+            outs.append(slot)
         if kind == "input" and cmd.owner is not None:
             source, tensor = cmd.owner, cmd.tensor
             if tensor is None:
@@ -268,7 +276,7 @@ class Party:
         if not missing:
             run()
             return
-        self._running[op] = trio.Event()
+        self._running[op] = None
         count = [len(missing)]
 
         def arrived() -> None:
@@ -281,12 +289,13 @@ class Party:
             slot.callbacks.append(arrived)
 
     def _start(self, op: int, coro: Any) -> None:
-        done = self._running[op] = trio.Event()
+        self._running[op] = None
 
         async def runner() -> None:
             await coro
-            del self._running[op]
-            done.set()
+            done = self._running.pop(op)
+            if done is not None:
+                done.set()
             self._finish(op)
 
         assert self._nursery is not None
@@ -308,18 +317,19 @@ class Party:
             slot.set(share)
         depth = max(r.depth for r in results)
         self.depth = max(self.depth, depth)
-        self._log.debug(
-            "protocol_run",
-            op_id=op,
-            kind=cmd.kind,
-            inputs=list(cmd.ins),
-            outputs=list(cmd.outs),
-            shapes=[list(s.value.shape) for s in shares],
-            rounds=depth - start,
-            depth=depth,
-            bytes_sent=ctx.bytes_sent,
-            dealer_bytes=ctx.dealer_bytes,
-        )
+        if debug_enabled():  # the event's fields cost more than a small op's bookkeeping
+            self._log.debug(
+                "protocol_run",
+                op_id=op,
+                kind=cmd.kind,
+                inputs=list(cmd.ins),
+                outputs=list(cmd.outs),
+                shapes=[list(s.value.shape) for s in shares],
+                rounds=depth - start,
+                depth=depth,
+                bytes_sent=ctx.bytes_sent,
+                dealer_bytes=ctx.dealer_bytes,
+            )
 
     async def _input_own(self, op: int, out: Slot, tensor: str, cmd: Command) -> None:
         """Share one of this party's own tensors: one share per peer, one kept."""
@@ -390,25 +400,10 @@ class Party:
         assert to is not None
         await self.endpoint.send(to, f"{op}/out", Phase.OUTPUT, share.depth, tensors=[share.value])
 
-    def _checkpoint_dir(self, op: int, cmd: Command) -> Path:
-        """The folder a save/load names, inside this party's checkpoint root."""
-        if cmd.directory is None:
-            raise ProtocolError(f"{self.name}: {cmd.kind} {op} names no directory")
-        if self.checkpoint_root is None:
-            return Path(cmd.directory)
-        root = self.checkpoint_root.resolve()
-        path = (root / cmd.directory).resolve()
-        if not path.is_relative_to(root):
-            raise CheckpointRefused(
-                f"{self.name}: {cmd.kind} {op} names {cmd.directory!r}, outside its checkpoint root "
-                f"{root} (a node's 'checkpoints' setting)"
-            )
-        return path
-
     async def _save(self, op: int, ins: list[Slot], cmd: Command) -> None:
         """Write this party's own shares of ``ins`` and their owners (nothing else) to its
         file, readable by this user only."""
-        path = shares_file(self._checkpoint_dir(op, cmd), self.name)
+        path = shares_file(checkpoint_dir(self.name, self.checkpoint_root, op, cmd), self.name)
         values = [(await s.get()).value for s in ins]
         owners = [sorted(s.owners) for s in ins]
         write_private(path, {"party": self.name, "shares": values, "owners": owners})
@@ -416,7 +411,7 @@ class Party:
     def _load(self, op: int, outs: list[Slot], cmd: Command) -> None:
         """Read back this party's own shares written by ``save`` (fresh depth 0), with the
         owners recorded beside them (at dispatch: later reveals need the owners)."""
-        path = shares_file(self._checkpoint_dir(op, cmd), self.name)
+        path = shares_file(checkpoint_dir(self.name, self.checkpoint_root, op, cmd), self.name)
         try:
             saved = torch.load(path, weights_only=True)
         except FileNotFoundError:

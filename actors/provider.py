@@ -1,6 +1,6 @@
 """The crypto provider (dealer): deals correlated randomness, learns only metadata.
 
-At start it draws one ChaCha20 key per party (from the OS, or from the seed in the
+At start it draws one AES-256 (CTR) PRG key per party (from the OS, or from the seed in the
 insecure deterministic mode) and sends it to that party (32 offline bytes each). After
 that it receives only dealer requests ``(op id, kind, shapes, divisor, keep units)`` from the
 coordinator, builds the op's material specs from the cluster's protocol suite, and sends

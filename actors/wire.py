@@ -22,17 +22,19 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from math import prod
+from typing import Any
 
-import numpy as np
 import torch
 
 from protocols.errors import ProtocolError
 
-from .codec import _CODES, _REC, _records
+from .codec import _DIMS, _REC, _records
 from .envelope import Envelope, Phase
 
 VERSION = 1
 HEADER = struct.Struct("<BBBBIQI")
+_PHASES = tuple(Phase)
+"""Phases by wire code (``Phase(code)`` costs an enum call per frame)."""
 
 # Tag forms: "<op>/<step>" (protocol messages), "<step>/<seq>" (command and request
 # batches), or a literal tag such as "setup/key".
@@ -80,25 +82,13 @@ def pack_frame(
     if not 0 <= op < 2**64 or not 0 <= depth < 2**32:
         raise ProtocolError(f"op {op} or depth {depth} does not fit the frame header")
     if control is not None:
-        records: list[tuple[bytes, np.ndarray]] = []
+        parts: list[Any] = [control]
         size = payload = len(control)
     else:
-        records, size, payload = _records(tensors or ())
-    start = HEADER.size + len(step_b)
-    frame = bytearray(start + size)
-    HEADER.pack_into(frame, 0, VERSION, int(phase), form, len(step_b), depth, op, size)
-    frame[HEADER.size : start] = step_b
-    pos = start
-    if control is not None:
-        frame[pos:] = control
-        return frame, payload
-    view = memoryview(frame)
-    for head, data in records:
-        view[pos : pos + len(head)] = head
-        pos += len(head)
-        view[pos : pos + data.nbytes] = data  # type: ignore[call-overload]
-        pos += data.nbytes
-    return frame, payload
+        parts, size, payload = _records(tensors or ())
+    # one copy of every piece into the frame (bytearray.join takes numpy's buffers)
+    head = HEADER.pack(VERSION, int(phase), form, len(step_b), depth, op, size)
+    return bytearray().join([head, step_b, *parts]), payload
 
 
 def unpack_frame(frame: bytes | bytearray, sender: str, receiver: str) -> Envelope:
@@ -114,9 +104,9 @@ def unpack_frame(frame: bytes | bytearray, sender: str, receiver: str) -> Envelo
             f"frame from {sender} is {len(frame)} bytes, its header says {start + size}"
         )
     try:
-        ph = Phase(phase)
-        step = bytes(frame[HEADER.size : start]).decode()
-    except (ValueError, UnicodeDecodeError) as exc:
+        ph = _PHASES[phase]
+        step = frame[HEADER.size : start].decode()
+    except (IndexError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"frame from {sender} has a bad header: {exc}") from None
     if form not in (_OP_TAG, _SEQ_TAG, _LITERAL):
         raise ProtocolError(f"frame from {sender} has an unknown tag form {form}")
@@ -134,20 +124,23 @@ def unpack_frame(frame: bytes | bytearray, sender: str, receiver: str) -> Envelo
 
 
 def _payload(phase: Phase, body: bytes) -> int:
-    if phase in (Phase.CONTROL, Phase.HEARTBEAT):
+    """The tensor data bytes of a body (what it claims, cut at its end: a malformed body
+    is metered as far as it goes and refused when decoded)."""
+    if phase is Phase.CONTROL or phase is Phase.HEARTBEAT:
         return len(body)
     total = 0
-    view = memoryview(body)
+    end = len(body)
     pos = 0
+    rec = _REC.size
     try:
-        while pos < len(view):
-            code, ndim = _REC.unpack_from(view, pos)
-            pos += _REC.size + 4 * ndim
-            shape = struct.unpack_from(f"<{ndim}I", view, pos - 4 * ndim)
+        while pos < end:
+            code, ndim = _REC.unpack_from(body, pos)
+            dims = _DIMS[ndim]
+            shape = dims.unpack_from(body, pos + rec)
+            pos += rec + dims.size
             n = prod(shape)
-            dtype = _CODES.get(code, torch.uint8)
-            size = (n + 7) // 8 if dtype == torch.bool else n * (8 if dtype == torch.int64 else 1)
-            total += min(size, len(view) - pos)
+            size = (n + 7) // 8 if code == 2 else n * (8 if code == 1 else 1)
+            total += min(size, end - pos)
             pos += size
     except struct.error:
         pass

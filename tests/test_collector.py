@@ -5,11 +5,15 @@ after the last cluster closes, also when the block raises, and nested clusters a
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 
 import pytest
 import torch
+import trio
 
-from actors.cluster import YOUNG_THRESHOLD
+from actors.cluster import YOUNG_THRESHOLD, _Collector
+from actors.config import load_config, write_local_config
+from actors.node import serve
 from training import Cluster
 
 
@@ -49,3 +53,31 @@ async def test_a_process_freeze_is_left_alone() -> None:
         assert 0 < gc.get_freeze_count() <= frozen
     finally:
         gc.unfreeze()
+
+
+async def test_node_processes_tune_the_collector_while_they_serve(tmp_path: Path) -> None:
+    """``python -m actors.node`` runs its actor inside ``collector_tuned`` too: the nodes of
+    a TLS cluster, run here in this process (``actors.node.serve``, the function the node
+    command runs), each count as a serving cluster while the session lasts, and the
+    collector is restored once they and the coordinator have closed."""
+    before = gc.get_threshold()
+    config_path = write_local_config(tmp_path, ["alice", "bob"], idle_timeout=20.0)
+    config = load_config(config_path)
+    codes: dict[str, int] = {}
+
+    async def node(name: str) -> None:
+        codes[name] = await serve(config, name)
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for name in ("alice", "bob", "james"):
+                nursery.start_soon(node, name)
+            async with Cluster.connect(config_path) as c:
+                x = c.share(torch.tensor([1.0, 2.0]))
+                assert (await (x * x).get()).tolist() == [1.0, 4.0]
+                # the coordinator and the three nodes' sessions
+                assert _Collector.serving == 4
+                assert gc.get_threshold()[0] == max(before[0], YOUNG_THRESHOLD)
+    assert codes == {"alice": 0, "bob": 0, "james": 0}
+    assert _Collector.serving == 0
+    assert gc.get_threshold() == before

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from actors import CommStats, OpRecord, get_logger
+from actors.log import info_enabled
 from actors.stats import LabelBook, LabelStats
 
 from .optim import SGD
@@ -201,19 +202,20 @@ class TrainingCoordinator:
             preds,
             labels,
         )
-        fields = delta.as_dict()
-        fields["wall_seconds"] = round(end.wall_seconds, 6)  # since the cluster started
-        self._log.info(
-            "train_iteration",
-            iteration=self.iteration,
-            loss=loss_value,
-            **fields,
-            seconds=round(seconds, 6),
-            phases={
-                k: [v.online_rounds, v.online_bytes, v.offline_bytes] for k, v in phases.items()
-            },
-            by_label={k: v.as_dict() for k, v in labels.items()},
-        )
+        if info_enabled():  # the event's fields cost more than a seed step's bookkeeping
+            fields = delta.as_dict()
+            fields["wall_seconds"] = round(end.wall_seconds, 6)  # since the cluster started
+            self._log.info(
+                "train_iteration",
+                iteration=self.iteration,
+                loss=loss_value,
+                **fields,
+                seconds=round(seconds, 6),
+                phases={
+                    k: [v.online_rounds, v.online_bytes, v.offline_bytes] for k, v in phases.items()
+                },
+                by_label={k: v.as_dict() for k, v in labels.items()},
+            )
         self.iteration += 1
         return record
 

@@ -60,13 +60,20 @@ def function(name: str) -> Callable[..., Any]:
 
 
 class _Ref:
-    """Owns one tensor id; when the last handle using it is collected, the parties free it."""
+    """Owns one tensor id; when the last handle using it is collected, the parties free it.
 
-    __slots__ = ("__weakref__", "tid")
+    ``__del__``, not ``weakref.finalize``: every op's result makes one, and a finalizer
+    is a registry entry and several objects per tensor (the same release, called when the
+    last reference goes, also from the cyclic collector)."""
+
+    __slots__ = ("__weakref__", "_release", "tid")
 
     def __init__(self, cluster: Any, tid: int) -> None:
         self.tid = tid
-        cluster.track(self, tid)
+        self._release: Callable[[int], None] = cluster.release
+
+    def __del__(self) -> None:
+        self._release(self.tid)
 
 
 class Handle:
@@ -258,17 +265,19 @@ class Handle:
     ) -> list[Self]:
         """Issue one op; its results (``(shape, precision)`` each, None: this handle's)
         remember the op (kind, id, label) and, in check mode, are queued for checking."""
-        tids = self.cluster.submit(
+        cluster = self.cluster
+        tids = cluster.submit(  # it checks and copies the shapes (torch.Size is a tuple)
             kind,
-            [o.tid for o in operands],
-            [tuple(o.shape) for o in operands],
-            [tuple(shape) for shape, _ in outs],
+            [o._ref.tid for o in operands],
+            [o.shape for o in operands],
+            [shape for shape, _ in outs],
             params,
         )
-        origin = Origin(self.cluster.last_op, kind, self.cluster.current_label())
+        origin = Origin(cluster.last_op, kind, cluster.current_label())
         dtype = self.dtype
         for o in operands:
-            dtype = torch.promote_types(dtype, o.dtype)
+            if o.dtype is not dtype:
+                dtype = torch.promote_types(dtype, o.dtype)
         results = [self._new(t, shape, p, dtype) for t, (shape, p) in zip(tids, outs, strict=True)]
         for r in results:
             r._origin = origin
