@@ -247,8 +247,30 @@ def _linear(x: Any, weight: Any, bias: Any = None) -> Any:
     out_shape = S.matmul(tuple(x.shape), wshape[::-1])  # refuse before queueing weight.t()
     if bias is not None:
         S.broadcast("linear", out_shape, tuple(bias.shape))
-    out = x @ weight.t()
+    if isinstance(x, SharedTensor) and isinstance(weight, SharedTensor) and x.dim() == 2:
+        out = _linear_shared(x, weight)
+    else:
+        out = x @ weight.t()
     return out if bias is None else out + bias
+
+
+def _linear_shared(x: SharedTensor, weight: SharedTensor) -> SharedTensor:
+    """``x @ weight.t()`` with the layer's own backward: ``g @ weight`` and ``g.t() @ x``.
+
+    Why: through the generic rules the gradients would be ``g @ (weight.t()).t()`` and
+    ``(x.t() @ g).t()``, three transposes per layer (two without an input gradient); these
+    are the same values (transposes are exact, a matmul's truncation is element-wise) with
+    one transpose, of ``g``, and only where the weight needs its gradient."""
+    wt = weight.detach().t()
+    out = x.detach() @ wt
+    return x._record(
+        out,
+        [x, weight],
+        lambda g: (
+            g @ weight.detach() if x.requires_grad else None,
+            g.t() @ x.detach() if weight.requires_grad else None,
+        ),
+    )
 
 
 def _relu(x: Any, inplace: bool = False) -> Any:
