@@ -256,3 +256,15 @@ def get_suite(choice: str | Suite | None) -> Suite:
             "(and default@N: FSS up to N elements)"
         )
     return suite
+
+
+def suite_arg(text: str) -> str:
+    """``--protocols`` / ``--suites`` for argparse: a known name or ``default@N``, kept as
+    written (the cluster resolves it); an unknown one fails with the message above."""
+    import argparse
+
+    try:
+        get_suite(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text

@@ -34,7 +34,7 @@ from seed_net import DATA, TARGET, loss_fn, make_net
 from torch import nn
 
 from actors import configure_logging
-from protocols.suite import SUITES
+from protocols.suite import suite_arg
 from training import SGD, Cluster, SharedTensor, TrainingCoordinator
 
 NAMES = ["alice", "bob", "carol", "dave"]
@@ -254,8 +254,10 @@ def bench_setup(ap: argparse.ArgumentParser, args: argparse.Namespace) -> list[s
         torch.set_num_threads(args.threads)
     suites = [s.strip() for s in args.suites.split(",") if s.strip()]
     for s in suites:
-        if s not in SUITES:
-            ap.error(f"unknown suite {s!r}; known: {', '.join(sorted(SUITES))}")
+        try:
+            suite_arg(s)
+        except argparse.ArgumentTypeError as e:
+            ap.error(str(e))
     return suites
 
 

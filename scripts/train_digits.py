@@ -27,7 +27,7 @@ from torch import nn
 
 from actors import configure_logging
 from protocols.errors import NumericError
-from protocols.suite import SUITES
+from protocols.suite import suite_arg
 from training import SGD, Adam, Cluster, SharedTensor, export_module
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.coordinator import predict
@@ -313,7 +313,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--lr", type=float, default=None, help="default 0.1 (sgd, momentum 0.9), 0.02 (adam)"
     )
     ap.add_argument("--parties", type=int, default=2)
-    ap.add_argument("--protocols", default="default", choices=sorted(SUITES))
+    ap.add_argument("--protocols", default="default", type=suite_arg)
     ap.add_argument(
         "--transport",
         choices=TRANSPORTS,

@@ -18,7 +18,7 @@ from seed_net import DATA, TARGET, loss_fn, make_net, plaintext_losses
 
 from actors import NetworkProfile, configure_logging
 from protocols.errors import NumericError
-from protocols.suite import SUITES
+from protocols.suite import SUITES, suite_arg
 from training import SGD, Cluster, TrainingCoordinator, launch
 from training.progress import ProgressBar
 
@@ -38,8 +38,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--protocols",
         default="default",
-        choices=sorted(SUITES),
-        help="protocol suite (default: 2 parties compare by FSS up to 10^4 elements per op, by the carry tree above; see README)",
+        type=suite_arg,
+        help=f"protocol suite: {', '.join(sorted(SUITES))} or default@N (default: 2 parties "
+        "compare by FSS up to a limit that follows the link's latency, 180 elements per op "
+        "in one process, and by the carry tree above; see README)",
     )
     ap.add_argument(
         "--init-seed", type=int, default=None, help="seed of torch's init with --random-init"

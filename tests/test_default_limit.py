@@ -122,3 +122,17 @@ async def test_loopback_tls_nodes_run_the_limit_the_coordinator_names() -> None:
         async with launch.open_cluster("tcp", ["alice", "bob"], seed=1) as c:
             assert c.suite is default_suite(IN_MEMORY)
             assert [await _rounds_at(c, n) for n in (IN_MEMORY, IN_MEMORY + 1)] == [1, 7]
+
+
+def test_scripts_take_default_at_n_and_name_unknown_suites() -> None:
+    """--protocols / --suites accept every name the cluster does (default@N too) and
+    refuse an unknown one with the list of known suites, not argparse's bare 'invalid'."""
+    import argparse
+
+    from protocols.suite import suite_arg
+
+    assert suite_arg("default@500") == "default@500"
+    assert suite_arg("carry") == "carry"
+    for bad in ("nope", "default@", "default@-3", "default@07"):
+        with pytest.raises(argparse.ArgumentTypeError, match="known suites: carry, default"):
+            suite_arg(bad)
