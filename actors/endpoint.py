@@ -10,7 +10,8 @@ for and files them in its :class:`actors.mailbox.Mailbox`.
 Liveness: every endpoint sends each peer a small heartbeat (metered apart) every quarter
 of the timeout, carrying whether its actor is busy and whom it is blocked on. A wait that
 runs past its bound blames the awaited peer only if that peer really stopped: nothing at
-all heard from it (not even a heartbeat), or it is idle, or blocked in a cycle; a peer that
+all heard from it (not even a heartbeat), or it is idle, or every actor it waits on is
+stuck too, or it closes a cycle of waits that have each lasted a whole bound; a peer that
 is computing, or waiting on one that is, gets more time. No endpoint ever reads another
 actor's mailbox: what it knows of a peer is what the peer's heartbeats said.
 """
@@ -147,12 +148,16 @@ class Endpoint:
         self._heard[env.sender] = trio.current_time()
         if env.phase == Phase.HEARTBEAT:
             try:
-                self._states[env.sender] = _HB_DEC.decode(env.body)
-                self._state_at[env.sender] = trio.current_time()
+                hb = _HB_DEC.decode(env.body)
             except msgspec.DecodeError:
+                hb = None
+            if hb is None or len(hb.waited) != len(hb.waiting):
                 self.mailbox.fail(
                     ProtocolError(f"{self.name}: malformed heartbeat from {env.sender}")
                 )
+            else:
+                self._states[env.sender] = hb
+                self._state_at[env.sender] = trio.current_time()
             return
         self.meter.received(env.phase, env.payload_bytes, env.frame_bytes)
         self.mailbox.deliver(env)
@@ -162,9 +167,8 @@ class Endpoint:
         self._stalled_at = trio.current_time()
 
     def heartbeat(self) -> bytes:
-        return _HB_ENC.encode(
-            Heartbeat(self.busy(), self.mailbox.waiting_for(), self.mailbox.stray_senders())
-        )
+        waiting, waited = self.mailbox.waits()
+        return _HB_ENC.encode(Heartbeat(self.busy(), waiting, self.mailbox.stray_senders(), waited))
 
     async def run_heartbeats(self, peers: Sequence[str]) -> None:
         interval = self.timeout / 4
@@ -191,29 +195,46 @@ class Endpoint:
         ``sender`` (or whoever it waits for) is still working."""
         if trio.current_time() - self._stalled_at < self.timeout:
             return None
-        chain = [self.name, sender]
-        since = trio.current_time() - waited
-        while True:
-            peer = chain[-1]
-            if self._silent(peer, waited):
-                return tuple(chain)
-            st = self._states.get(peer)
-            if st is None or self._state_at.get(peer, -math.inf) < since:
-                return None  # no state from during this wait yet: give it time
-            nxt = st.waiting[0] if st.waiting else None
-            if nxt is None:
-                return None if st.busy else tuple(chain)
+        return self._stuck([self.name, sender], trio.current_time() - waited, waited)
+
+    def _stuck(self, chain: list[str], since: float, waited: float) -> tuple[str, ...] | None:
+        """The chain to blame if ``chain[-1]`` cannot progress, else None. It cannot if it
+        is silent, or idle, or *every* actor it waits on cannot (an actor blocked on two
+        peers progresses through either), or a wait of it closes a cycle and has lasted a
+        whole bound (younger cycles are the normal state of a multi-round exchange)."""
+        peer = chain[-1]
+        if self._silent(peer, waited):
+            return tuple(chain)
+        st = self._states.get(peer)
+        if st is None or self._state_at.get(peer, -math.inf) < since:
+            return None  # no state from during this wait yet: give it time
+        if not st.waiting:
+            return None if st.busy else tuple(chain)
+        blame: tuple[str, ...] | None = None
+        found: tuple[str, ...] | None
+        for nxt, age in zip(st.waiting, st.waited, strict=True):
             if nxt == self.name or nxt in chain:
-                cycle = [*chain[chain.index(nxt) :], nxt] if nxt in chain else [*chain, nxt]
-                for waiter, awaited in pairwise(cycle):
-                    wst = self._states.get(waiter)
-                    if wst is not None and awaited in wst.stray:
-                        return (*chain[: chain.index(waiter) + 1], awaited)
-                # No one in the cycle sent something unasked to its waiter: an actor
-                # outside it that did (a message went to the wrong place) is to blame.
-                for waiter in cycle[:-1]:
-                    wst = self._states.get(waiter)
-                    if wst is not None and wst.stray and waiter in chain:
-                        return (*chain[: chain.index(waiter) + 1], wst.stray[0])
-                return tuple(chain)
-            chain.append(nxt)
+                if age < self.timeout:
+                    return None
+                found = self._cycle_blame(chain, nxt)
+            else:
+                found = self._stuck([*chain, nxt], since, waited)
+                if found is None:
+                    return None
+            blame = blame or found
+        return blame
+
+    def _cycle_blame(self, chain: list[str], nxt: str) -> tuple[str, ...]:
+        """Whom to blame for the old cycle that ``chain[-1]``'s wait on ``nxt`` closes."""
+        cycle = [*chain[chain.index(nxt) :], nxt] if nxt in chain else [*chain, nxt]
+        for waiter, awaited in pairwise(cycle):
+            wst = self._states.get(waiter)
+            if wst is not None and awaited in wst.stray:
+                return (*chain[: chain.index(waiter) + 1], awaited)
+        # No one in the cycle sent something unasked to its waiter: an actor outside it
+        # that did (a message went to the wrong place) is to blame.
+        for waiter in cycle[:-1]:
+            wst = self._states.get(waiter)
+            if wst is not None and wst.stray and waiter in chain:
+                return (*chain[: chain.index(waiter) + 1], wst.stray[0])
+        return tuple(chain)

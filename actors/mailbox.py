@@ -75,7 +75,7 @@ class Mailbox:
         self.timeout = timeout
         self._ready: dict[tuple[str, str], Envelope] = {}
         self._waiting: dict[tuple[str, str], trio.Event] = {}
-        self._blocked: dict[tuple[str, str], str] = {}
+        self._blocked: dict[tuple[str, str], tuple[str, float]] = {}
         self._pending_ops: dict[int, int] = defaultdict(int)
         self._fault: ProtocolError | None = None
         self.is_finished: Callable[[int], bool] = lambda op: False
@@ -92,9 +92,15 @@ class Mailbox:
         """Messages one sender may have waiting here, unclaimed."""
         self._buffered: dict[str, list[int]] = defaultdict(lambda: [0, 0])
 
-    def waiting_for(self) -> list[str]:
-        """Actors this mailbox's owner is blocked on right now (bounded waits only)."""
-        return sorted(set(self._blocked.values()))
+    def waits(self) -> tuple[list[str], list[float]]:
+        """The actors this mailbox's owner is blocked on (bounded waits only), sorted, and
+        how long its oldest wait on each has lasted, in seconds."""
+        oldest: dict[str, float] = {}
+        for sender, since in self._blocked.values():
+            oldest[sender] = min(since, oldest.get(sender, math.inf))
+        now = trio.current_time()
+        names = sorted(oldest)
+        return names, [now - oldest[n] for n in names]
 
     def stray_senders(self) -> list[str]:
         return sorted({s for s, _ in self._ready})
@@ -166,7 +172,7 @@ class Mailbox:
             limit = self.timeout if timeout is not None and timeout < 0 else timeout
             ev = self._waiting[key] = trio.Event()
             if limit is not None:
-                self._blocked[key] = sender
+                self._blocked[key] = (sender, trio.current_time())
             waited = 0.0
             suspect = False
             try:

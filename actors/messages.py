@@ -156,6 +156,10 @@ class Heartbeat(msgspec.Struct, frozen=True, array_like=True):
     """Actors it is blocked on right now (bounded waits only)."""
     stray: list[str]
     """Senders of messages that arrived and were not asked for (yet)."""
+    waited: list[float]
+    """For each of ``waiting``: seconds its oldest current wait has lasted (a cycle of
+    waits is a deadlock only once its waits are old: in a multi-round exchange any snapshot
+    shows the parties waiting on each other)."""
 
 
 # -- TLS sessions ----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,9 +45,10 @@ async def _train(
 
 
 @pytest.fixture(scope="module")
-def baseline() -> tuple[list[float], dict[str, torch.Tensor], dict[str, int]]:
+def baseline() -> Iterator[tuple[list[float], dict[str, torch.Tensor], dict[str, int]]]:
     configure_logging(level="critical")
-    return trio.run(_train, None)
+    yield trio.run(_train, None)
+    configure_logging()  # later modules' tests capture warnings (test_hardening's refusals)
 
 
 def test_delays_and_reorders_change_nothing(baseline: tuple) -> None:

@@ -1104,6 +1104,7 @@ CONTROL_SAMPLES.update(
             busy=st.integers(0, 5),
             waiting=st.lists(LINK_ENDS, max_size=2),
             stray=st.lists(LINK_ENDS, max_size=2),
+            waited=st.lists(st.floats(0, 10), max_size=2),
         ),
     }
 )
