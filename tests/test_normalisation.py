@@ -27,6 +27,11 @@ def _inputs(lo: float, hi: float, points: list[float], n: int = 6_000) -> torch.
     return enc(x).float()
 
 
+def _numerators(n: int) -> torch.Tensor:
+    """x / y's numerators: [-2, 2] (its documented range), the ends first."""
+    return torch.cat([torch.tensor([2.0, -2.0]), torch.linspace(-2, 2, n - 2)])
+
+
 POS = [0.0, -1.0, -TOP, U, 2 * U, LOG_LO, LOG_LO - U, 1.0, 2.0, 4.0, 2.0**14, TOP]
 CASES: list[tuple[str, Any, Any]] = [
     ("log", lambda c, s: s.log(), _inputs(LOG_LO, TOP, POS)),
@@ -35,7 +40,7 @@ CASES: list[tuple[str, Any, Any]] = [
     ("rsqrt", lambda c, s: s.rsqrt(), _inputs(LOG_LO, TOP, POS)),
     (
         "div",
-        lambda c, s: c.share(torch.linspace(-TOP, TOP, s.shape[0]).flip(0) * 0 + 1.0, precision=16, base=2) / s,
+        lambda c, s: c.share(_numerators(s.shape[0]), precision=16, base=2) / s,
         torch.cat([x := _inputs(LOG_LO, TOP, POS), -x]),
     ),
 ]

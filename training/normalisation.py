@@ -174,8 +174,8 @@ class Norm:
         The groups are one product op each, side by side (2 for 1/x on the default domain);
         3 rounds after the bits, as the single product was."""
         f = self.f
-        y = lower(y, f)
-        e0 = c + a * self.klo
+        extra = max(0, y.prec - f)  # y read at f + extra bits: its raw is y 2**(f + extra)
+        e0 = c + a * self.klo - extra
         ints: list[tuple[list[int], list[SharedTensor]]] = []
         halves: list[tuple[list[float], list[SharedTensor]]] = []
         for (s, r), bits in zip(self.levels, self.bits, strict=True):
@@ -200,7 +200,8 @@ class Norm:
         e0i = int(e0)
         if not ints:
             out = y * zero_bit if zero_bit is not None else y
-            return out * 2**e0i if e0i >= 0 else out / 2 ** (-e0i)
+            out = out * 2**e0i if e0i >= 0 else out / 2 ** (-e0i)
+            return reinterpret(out, f) if extra else out
         rest: Any = None
         rest_max = 0
         for exps, bits in ints[1:]:
@@ -208,7 +209,7 @@ class Norm:
             rest = factor if rest is None else rest * factor
             rest_max += max(exps)
         exps1, bits1 = ints[0]
-        limit = 33 - f - math.log2(ymax)
+        limit = 33 - y.prec - math.log2(ymax)
         groups: list[list[int]] = []
         for t in range(len(exps1)):
             trial = [*groups[-1], t] if groups else [t]

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from protocols.errors import UnsupportedOperation
+from protocols import shapes as S
 from protocols.params import Params
 
 from .approximation import (
@@ -103,7 +104,7 @@ def reciprocal_positive(
     with torch.no_grad():
         n = Norm(x, domain or log_domain(x), below=_below(domain, below))
         ymax = _NUMERATOR_MAX if numerator is not None else 1.0
-        out = n.times_pow2(_inverse_m(n.m, numerator), -1.0, ymax=ymax)
+        out = n.times_pow2(_inverse_m(n.m, numerator, max(0, -n.klo)), -1.0, ymax=ymax)
     return x._record(out, [x], lambda g: (-(g * out**2),))
 
 
@@ -195,16 +196,23 @@ _NUMERATOR_MAX = 2.0
 """1/m times a numerator of at most 2 in magnitude keeps the product below 2**33 raw."""
 
 
-def _inverse_m(m: SharedTensor, numerator: SharedTensor | None) -> SharedTensor:
+def _inverse_m(m: SharedTensor, numerator: SharedTensor | None, extra: int = 0) -> SharedTensor:
     """1/m for m in [1, 2) (times ``numerator``) by 2 Newton-Raphson steps from the start
     24/17 - 8/17 m: its coefficient as the integer round(8/17 2**16) (an exact product of
     2**32 raw, one truncation), each step's products below 2**34 raw."""
     f = m.prec
-    start = m * -round(8 / 17 * 2**16)
-    y = start._op("trunc", [], m.shape, Params(d=2**16)) + 24.0 / 17.0
+    start = m * -round(8 / 17 * 2**f)
+    y = start._op("trunc", [], m.shape, Params(d=2**f)) + 24.0 / 17.0
     for _ in range(2):
         y = y * (2.0 - m * y)
-    return y * numerator if numerator is not None else lower(y, f)
+    if numerator is None:
+        return lower(y, f)
+    # the quotient's digits: a / m at f + ``extra`` (-klo) bits, since 2**-k multiplies
+    # it by up to 2**-klo (256 at 2/16); the product's raw a y 2**(2f) is truncated once
+    num = lower(numerator, f)
+    q = f + extra
+    shape = S.broadcast("mul", y.shape, num.shape)
+    return y._op("mul", [num], shape, Params(d=2 ** (y.prec + num.prec - q)), prec=q)
 
 
 def _int_poly(
