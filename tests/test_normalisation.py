@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 import torch
+from test_edges_at_scale import LOG_LO, TOP, TruncationTap, U, enc
 
 from protocols import kinds
 from training.testing import reveal, start_cluster
-
-from test_edges_at_scale import LOG_LO, TOP, U, TruncationTap, enc
 
 
 def _inputs(lo: float, hi: float, points: list[float], n: int = 6_000) -> torch.Tensor:

@@ -253,7 +253,9 @@ _COEFF_BITS = 33
 and truncated once."""
 
 
-def _select_scale(y: SharedTensor, bits: list[SharedTensor], coeffs: list[float], ymax: float) -> Any:
+def _select_scale(
+    y: SharedTensor, bits: list[SharedTensor], coeffs: list[float], ymax: float
+) -> Any:
     """y * coeffs[t] for the level's t: integer coefficients round(c 2**b) times y and its
     exact products with the bits (1 round if there are bits), one truncation by 2**b of a
     value below 2**33 raw (b from ``ymax`` and the largest coefficient)."""

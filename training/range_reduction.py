@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 
-from protocols.errors import UnsupportedOperation
 from protocols import shapes as S
+from protocols.errors import UnsupportedOperation
 from protocols.params import Params
 
 from .approximation import (
