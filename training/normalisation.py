@@ -14,6 +14,7 @@ followed by one local truncation of a value below 2**34 raw.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from protocols.params import Params
@@ -175,7 +176,7 @@ class Norm:
         3 rounds after the bits, as the single product was."""
         f = self.f
         extra = max(0, y.prec - f)  # y read at f + extra bits: its raw is y 2**(f + extra)
-        e0 = c + a * self.klo - extra
+        e0: float = c + a * self.klo - extra
         ints: list[tuple[list[int], list[SharedTensor]]] = []
         halves: list[tuple[list[float], list[SharedTensor]]] = []
         for (s, r), bits in zip(self.levels, self.bits, strict=True):
@@ -221,7 +222,7 @@ class Norm:
                 groups[-1] = trial
             else:
                 groups.append([t])
-        out = None
+        total: Any = None
         for grp in groups:
             shift = max(0, -min(e0i + exps1[t] for t in grp))
             vals = [2 ** (e0i + exps1[t] + shift) if t in grp else 0 for t in range(len(exps1))]
@@ -229,12 +230,12 @@ class Norm:
             if rest is not None:
                 d = d * rest
             term = y._op("mul", [d], y.shape, Params(d=2**shift), prec=f)
-            out = term if out is None else out + term
-        assert out is not None
-        return out
+            total = term if total is None else total + term
+        assert total is not None
+        return total
 
 
-def _indicator_sum(bits: list[SharedTensor], vals: list[Any], first: Any) -> Any:
+def _indicator_sum(bits: list[SharedTensor], vals: Sequence[Any], first: Any) -> Any:
     """sum_t [level's t] vals[t], linear in the bits ([t] = b_t - b_(t+1), b_0 = 1 or
     ``first``): ``vals[0] b_0 + sum_t b_t (vals[t] - vals[t-1])``, integers at precision 0."""
     out: Any = vals[0] if first is None else (first * vals[0] if vals[0] else None)

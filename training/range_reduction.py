@@ -24,6 +24,7 @@ The pieces (fits, powers, selections) are :mod:`training.approximation`'s.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -216,8 +217,8 @@ def _inverse_m(m: SharedTensor, numerator: SharedTensor | None, extra: int = 0) 
 
 
 def _int_poly(
-    pw: list[Any],
-    coeffs: list[float],
+    pw: Sequence[Any],
+    coeffs: Sequence[float],
     bound: float,
     linear: tuple[SharedTensor, float] | None = None,
 ) -> SharedTensor:
