@@ -205,10 +205,10 @@ class Norm:
             return reinterpret(out, f) if extra else out
         rest: Any = None
         rest_max = 0
-        for exps, bits in ints[1:]:
-            factor = _indicator_sum(bits, [2**x for x in exps], None)
+        for iexps, ibits in ints[1:]:
+            factor = _indicator_sum(ibits, [2**x for x in iexps], None)
             rest = factor if rest is None else rest * factor
-            rest_max += max(exps)
+            rest_max += max(iexps)
         exps1, bits1 = ints[0]
         limit = 33 - y.prec - math.log2(ymax)
         groups: list[list[int]] = []
