@@ -14,6 +14,7 @@ followed by one local truncation of a value below 2**34 raw.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from protocols.params import Params
@@ -119,9 +120,10 @@ class Norm:
             if j == 0 and below:
                 self.c = d[r]
             zq = z._at_prec(q) if z.prec <= q else lower(z, q)
-            last = j == len(self.levels) - 1
-            if last and self.c is not None:
-                out: Any = self.c * (zq - 1.0) + 1.0  # bits imply c: 1 + c (z_new - 1)
+            if j == 0 and self.c is not None:
+                # the clamp in the first level's round: below the domain (0, negatives) z
+                # is 1 from here on, so no later level truncates a garbage value
+                out: Any = self.c * (zq - 1.0) + 1.0  # the bits imply c
             else:
                 out = zq
             prev = zq
@@ -150,55 +152,120 @@ class Norm:
         return self.exponent() * float(slope) + float(a + slope * self.klo)
 
     def times_pow2(
-        self, y: SharedTensor, a: float, c: float = 0.0, *, low_zero: bool = False
+        self,
+        y: SharedTensor,
+        a: float,
+        c: float = 0.0,
+        *,
+        low_zero: bool = False,
+        ymax: float = 2.0,
     ) -> SharedTensor:
-        """y * 2**(c + a k) for the selected k, a in {1, -1, 1/2, -1/2}; ``low_zero``
-        (a > 0): 0 below the domain. Each level's factor 2**(a s t) (a < 0: 2**(|a| s (r -
-        t)), so that it stays an integer) is linear in its bits and the factors are
-        multiplied at precision 0 (exact, no truncation); the product D is read at the
-        precision that makes it the constant and divided down to f bits (exact where the
-        constant is a multiple of 2**-f); a level with a s not an integer (s = 1, |a| =
-        1/2) and an irrational power of 2 left over are applied to the result, where they
-        are scalings of a value of the result's size."""
-        d: Any = None
-        total = 0
-        halves: list[tuple[int, list[SharedTensor]]] = []
+        """y * 2**(c + a k) for the selected k, a in {1, -1, 1/2, -1/2}, |y| <= ``ymax``;
+        ``low_zero``: 0 below the domain. Every truncation stays below 2**33 raw:
+
+        * a level with a s not an integer (s odd, |a| = 1/2) and the irrational part of
+          2**(c + a klo) scale y first: public integer coefficients round(2**h 2**b) on y
+          and on its products with the level's bits (exact), one truncation by 2**b;
+        * each other level's factor 2**(a s t - min) is linear in its bits, an integer at
+          precision 0; the factors of the levels after the first are multiplied exactly;
+        * the first level's values of t are grouped so that within a group the exponent
+          spans few bits: the group's factor (its indicators times 2**(e + T)) times the
+          rest, times y (exact), is divided by 2**T (one truncation of at most
+          ``ymax 2**(f + 17)``, none where T = 0: large results are exact products).
+        The groups are one product op each, side by side (2 for 1/x on the default domain);
+        3 rounds after the bits, as the single product was."""
+        f = self.f
+        extra = max(0, y.prec - f)  # y read at f + extra bits: its raw is y 2**(f + extra)
+        e0: float = c + a * self.klo - extra
+        ints: list[tuple[list[int], list[SharedTensor]]] = []
+        halves: list[tuple[list[float], list[SharedTensor]]] = []
         for (s, r), bits in zip(self.levels, self.bits, strict=True):
-            if not (a * s).is_integer():
-                halves.append((s, bits))
-                continue
-            g = int(abs(a) * s)
-            first = self.c if (low_zero and d is None and self.c is not None) else None
-            if a > 0:  # 1 + sum_t b_t (2**(g t) - 2**(g (t - 1)))
-                factor: Any = first if first is not None else 1
-                for t, bt in enumerate(bits, start=1):
-                    factor = bt * (2 ** (g * t) - 2 ** (g * (t - 1))) + factor
-            else:  # 2**(g r) + sum_t b_t (2**(g (r - t)) - 2**(g (r - t + 1)))
-                factor = 2 ** (g * r)
-                for t, bt in enumerate(bits, start=1):
-                    factor = bt * (2 ** (g * (r - t)) - 2 ** (g * (r - t + 1))) + factor
-                total += g * r
-            d = factor if d is None else d * factor
-        # the constant is D * 2**pe
-        pe = c + a * self.klo - total
-        p = -math.floor(pe)
-        frac = pe + p
-        if d is None:
-            const: Any = 2.0 ** (-p)
-        elif p >= 0:
-            const = lower(reinterpret(d, p), self.f) if p > self.f else reinterpret(d, p)
-        else:
-            const = d * 2 ** (-p)
-        out = lower(y * const, self.f)
-        for s, bits in halves:
-            prev_v, delta = 1.0, out
-            for t, bt in enumerate(bits, start=1):
-                v = 2.0 ** (a * s * t)
-                delta = delta + (out * bt) * (v - prev_v)
-                prev_v = v
-            out = delta
-        if frac:
-            out = out * 2.0**frac
-        if low_zero and self.c is not None and d is None:
-            out = out * self.c
-        return out
+            if (a * s).is_integer():
+                g = int(a * s)
+                mn = min(0, g * r)
+                e0 += mn
+                ints.append(([g * t - mn for t in range(r + 1)], bits))
+            else:
+                halves.append(([a * s * t for t in range(r + 1)], bits))
+        zero_bit = self.c if low_zero else None
+        if not halves and not float(e0).is_integer():
+            halves.append(([0.0], []))
+        for exps, bits in halves:
+            phi = e0 - math.floor(e0)
+            hs = [phi + x for x in exps]
+            n = math.floor(min(hs))
+            e0 = math.floor(e0) + n
+            coeffs = [2.0 ** (h - n) for h in hs]
+            y = _select_scale(y, bits, coeffs, ymax)
+            ymax *= max(coeffs)
+        e0i = int(e0)
+        if not ints:
+            out = y * zero_bit if zero_bit is not None else y
+            out = out * 2**e0i if e0i >= 0 else out / 2 ** (-e0i)
+            return reinterpret(out, f) if extra else out
+        rest: Any = None
+        rest_max = 0
+        for iexps, ibits in ints[1:]:
+            factor = _indicator_sum(ibits, [2**x for x in iexps], None)
+            rest = factor if rest is None else rest * factor
+            rest_max += max(iexps)
+        exps1, bits1 = ints[0]
+        limit = 33 - y.prec - math.log2(ymax)
+        groups: list[list[int]] = []
+        for t in range(len(exps1)):
+            trial = [*groups[-1], t] if groups else [t]
+            lo = min(e0i + exps1[u] for u in trial)
+            top = max(e0i + exps1[u] for u in trial) + max(0, -lo) + rest_max
+            if groups and (lo < 0 and top > limit):
+                groups.append([t])
+            elif groups:
+                groups[-1] = trial
+            else:
+                groups.append([t])
+        total: Any = None
+        for grp in groups:
+            shift = max(0, -min(e0i + exps1[t] for t in grp))
+            vals = [2 ** (e0i + exps1[t] + shift) if t in grp else 0 for t in range(len(exps1))]
+            d = _indicator_sum(bits1, vals, zero_bit)
+            if rest is not None:
+                d = d * rest
+            term = y._op("mul", [d], y.shape, Params(d=2**shift), prec=f)
+            total = term if total is None else total + term
+        assert total is not None
+        return total
+
+
+def _indicator_sum(bits: list[SharedTensor], vals: Sequence[Any], first: Any) -> Any:
+    """sum_t [level's t] vals[t], linear in the bits ([t] = b_t - b_(t+1), b_0 = 1 or
+    ``first``): ``vals[0] b_0 + sum_t b_t (vals[t] - vals[t-1])``, integers at precision 0."""
+    out: Any = vals[0] if first is None else (first * vals[0] if vals[0] else None)
+    for t, bt in enumerate(bits, start=1):
+        diff = vals[t] - vals[t - 1]
+        if diff:
+            term = bt * diff
+            out = term if out is None else term + out
+    if out is None:
+        return 0
+    return out
+
+
+_COEFF_BITS = 33
+"""Sums of products of a value with public integer coefficients are held below 2**33 raw
+and truncated once."""
+
+
+def _select_scale(
+    y: SharedTensor, bits: list[SharedTensor], coeffs: list[float], ymax: float
+) -> Any:
+    """y * coeffs[t] for the level's t: integer coefficients round(c 2**b) times y and its
+    exact products with the bits (1 round if there are bits), one truncation by 2**b of a
+    value below 2**33 raw (b from ``ymax`` and the largest coefficient)."""
+    f = y.prec
+    b = math.floor(_COEFF_BITS - f - math.log2(ymax * max(coeffs)))
+    ints = [round(cf * 2**b) for cf in coeffs]
+    acc: Any = y * ints[0]
+    for t, bt in enumerate(bits, start=1):
+        diff = ints[t] - ints[t - 1]
+        if diff:
+            acc = acc + (y * bt) * diff
+    return acc._op("trunc", [], acc.shape, Params(d=2**b))

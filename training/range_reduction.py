@@ -24,10 +24,12 @@ The pieces (fits, powers, selections) are :mod:`training.approximation`'s.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
+from protocols import shapes as S
 from protocols.errors import UnsupportedOperation
 from protocols.params import Params
 
@@ -42,7 +44,7 @@ from .approximation import (
     signed,
 )
 from .exponential import exp, exp_domain, exp_nonpositive, exp_pow2_domain
-from .normalisation import Norm
+from .normalisation import Norm, lower, reinterpret
 from .registry import implements
 from .tensor import SharedTensor
 
@@ -83,13 +85,17 @@ def log(
     require_bits(x, "log", base2=True)
     with torch.no_grad():
         n = Norm(x, domain or log_domain(x), below=_below(domain, below))
-        u = n.m - 1.0
-        y = poly(powers(u), fit("log1p", 0.0, 1.0)) + n.linear(0.0, math.log(2))
+        top = max(abs(n.klo), abs(n.klo + sum(s * r for s, r in n.levels))) * math.log(2) + 1
+        y = _int_poly(powers(n.m - 1.0), fit("log1p", 0.0, 1.0), top, (n.exponent(), n.klo))
     return x._record(y, [x], lambda g: (g * reciprocal_positive(x.detach(), domain, below=below),))
 
 
 def reciprocal_positive(
-    x: SharedTensor, domain: tuple[int, int] | None = None, *, below: bool | None = None
+    x: SharedTensor,
+    domain: tuple[int, int] | None = None,
+    *,
+    below: bool | None = None,
+    numerator: SharedTensor | None = None,
 ) -> SharedTensor:
     """1/x for x > 0: (1/m) s, 1/m by 2 Newton-Raphson steps from 24/17 - 8/17 m.
     7 rounds. Backward -g y^2. Below the domain (default: x < 2**-(f//2)) the result is
@@ -98,11 +104,8 @@ def reciprocal_positive(
     require_bits(x, "reciprocal", base2=True)
     with torch.no_grad():
         n = Norm(x, domain or log_domain(x), below=_below(domain, below))
-        m = n.m
-        y = m * (-8.0 / 17.0) + 24.0 / 17.0  # 48/17 - 32/17 (m/2), halved
-        for _ in range(2):
-            y = y * (2.0 - m * y)
-        out = n.times_pow2(y, -1.0)
+        ymax = _NUMERATOR_MAX if numerator is not None else 1.0
+        out = n.times_pow2(_inverse_m(n.m, numerator, max(0, -n.klo)), -1.0, ymax=ymax)
     return x._record(out, [x], lambda g: (-(g * out**2),))
 
 
@@ -137,8 +140,8 @@ def sqrt(
     require_bits(x, "sqrt", base2=True)
     with torch.no_grad():
         n = Norm(x, domain or sqrt_domain(x), below=_below(domain, below))
-        p = poly(powers(n.m - 1.0), fit("sqrt1p", 0.0, 1.0))
-        y = n.times_pow2(p, 0.5, low_zero=True)
+        p = _int_poly(powers(n.m - 1.0), fit("sqrt1p", 0.0, 1.0), 1.5)
+        y = n.times_pow2(p, 0.5, low_zero=True, ymax=1.5)
     return x._record(y, [x], lambda g: (g * (rsqrt(x.detach(), None) * 0.5),))
 
 
@@ -162,15 +165,82 @@ def rsqrt(
         raise UnsupportedOperation("rsqrt(scale_bits=...) has no backward; use no_grad")
     with torch.no_grad():
         n = Norm(x, domain or log_domain(x), below=_below(domain, below))
-        p = poly(powers(n.m - 1.0), fit("recip_sqrt1p", 0.0, 1.0))
-        y = n.times_pow2(p, -0.5, float(scale_bits))
+        p = _int_poly(powers(n.m - 1.0), fit("recip_sqrt1p", 0.0, 1.0), 1.01)
+        y = n.times_pow2(p, -0.5, float(scale_bits), ymax=1.01)
     return x._record(y, [x], lambda g: (-(g * (y**2 * y) * 0.5),))
 
 
 def div(a: Any, b: SharedTensor) -> SharedTensor:
-    """a / b for a shared b (nonzero): a * reciprocal(b)."""
+    """a / b for a shared b (nonzero). A shared a: ``a (1/m) 2**-k`` with b's sign on a
+    (the quotient's large values are exact products, no truncation of a large value:
+    every one below 2**33 raw for |a| <= 2); a public a: ``a * reciprocal(b)``."""
     require_bits(b, "division by a SharedTensor", base2=True)
-    return reciprocal(b) * a if not isinstance(a, SharedTensor) else a * reciprocal(b)
+    if not isinstance(a, SharedTensor):
+        return reciprocal(b) * a
+    b = expect_shared(b, "division")
+    t, sb = abs_sign(b)
+    num = signed(sb, a)
+    with torch.no_grad():
+        q = reciprocal_positive(t.detach(), numerator=num.detach())
+    inv = None
+
+    def back(g: Any) -> tuple[Any, Any]:
+        nonlocal inv
+        if inv is None:
+            inv = reciprocal(b.detach())
+        return (g * inv if a.requires_grad else None, -(g * q * inv) if b.requires_grad else None)
+
+    return q._record(q, [a, b], back)
+
+
+_NUMERATOR_MAX = 2.0
+"""1/m times a numerator of at most 2 in magnitude keeps the product below 2**33 raw."""
+
+
+def _inverse_m(m: SharedTensor, numerator: SharedTensor | None, extra: int = 0) -> SharedTensor:
+    """1/m for m in [1, 2) (times ``numerator``) by 2 Newton-Raphson steps from the start
+    24/17 - 8/17 m: its coefficient as the integer round(8/17 2**16) (an exact product of
+    2**32 raw, one truncation), each step's products below 2**34 raw."""
+    f = m.prec
+    start = m * -round(8 / 17 * 2**f)
+    y = start._op("trunc", [], m.shape, Params(d=2**f)) + 24.0 / 17.0
+    for _ in range(2):
+        y = y * (2.0 - m * y)
+    if numerator is None:
+        return lower(y, f)
+    # the quotient's digits: a / m at f + ``extra`` (-klo) bits, since 2**-k multiplies
+    # it by up to 2**-klo (256 at 2/16); the product's raw a y 2**(2f) is truncated once
+    num = lower(numerator, f)
+    q = f + extra
+    shape = S.broadcast("mul", y.shape, num.shape)
+    return y._op("mul", [num], shape, Params(d=2 ** (y.prec + num.prec - q)), prec=q)
+
+
+def _int_poly(
+    pw: Sequence[Any],
+    coeffs: Sequence[float],
+    bound: float,
+    linear: tuple[SharedTensor, float] | None = None,
+) -> SharedTensor:
+    """sum c_i pw[i] (pw[i] at precision f, |result| <= ``bound``): each power times the
+    integer round(c_i 2**b), summed and truncated once by 2**b (below 2**33 raw; the
+    public scalings poly uses truncate ~2**36). ``linear`` (k, klo) adds (k + klo) ln 2
+    for the integer share k: k round(ln 2 2**(f + b)) in the same sum, so ln 2's rounding
+    times k is ~2**-(f + b) instead of k 2**-(f + 1)."""
+    p1 = pw[1]
+    f = p1.prec
+    b = math.floor(33 - f - math.log2(bound))
+    acc: Any = None
+    for p, cf in zip(pw[1:], coeffs[1:], strict=False):
+        term = p * round(float(cf) * 2**b)
+        acc = term if acc is None else acc + term
+    const = float(coeffs[0])
+    if linear is not None:
+        k, klo = linear
+        kt = reinterpret(k * round(math.log(2) * 2 ** (f + b)), f)
+        acc = acc + kt
+        const += klo * math.log(2)
+    return acc._op("trunc", [], acc.shape, Params(d=2**b)) + const
 
 
 # -- sin / cos ----------------------------------------------------------------------------------
