@@ -43,7 +43,9 @@ from collections.abc import Sequence
 from functools import lru_cache
 from math import prod
 
+import numpy as np
 import torch
+from numba import njit
 
 from .context import PartyContext, Share
 from .errors import ProtocolError
@@ -147,16 +149,18 @@ async def digits(
     for i, b in enumerate(sizes):
         m = 1 << b
         c, depth = await _open_residue(ctx, f"dg{i}", s + mat[f"r{i}"], m, depth)
-        ind = _indicators(ctx, mat[f"e{i}"], c, m)
         if table is not None and len(sizes) == len(digit_bits(bits)):
-            part = apply_table(table[:, col : col + m], ind)
-            acc = part if acc is None else acc + part
+            if acc is None:
+                acc = torch.zeros((table.shape[0], *shape), dtype=torch.int64)
+            digit = _table_digit(ctx.rank == 0, mat[f"e{i}"], c, table[:, col : col + m], acc)
             col += m
         else:
+            ind = _indicators(ctx, mat[f"e{i}"], c, m)
             out.append(ind)
-        if i + 1 < len(sizes):  # exact halving of j - d_i by m (2 parties)
             ar = torch.arange(m, dtype=torch.int64).view(-1, *([1] * len(shape)))
-            s = s - (ind * ar).sum(0)
+            digit = (ind * ar).sum(0)
+        if i + 1 < len(sizes):  # exact halving of j - d_i by m (2 parties)
+            s = s - digit
             low = s & (m - 1)
             s = s >> b
             if ctx.rank == 0:
@@ -167,6 +171,56 @@ async def digits(
         out = _split(out[0], bits)
     ind = torch.cat(out)
     return Share(ind if table is None else apply_table(table, ind), depth)
+
+
+def _table_digit(
+    lead: bool, e: torch.Tensor, c: torch.Tensor, table: torch.Tensor, acc: torch.Tensor
+) -> torch.Tensor:
+    """One digit of a table lookup, fused (:func:`_digit_kernel`): adds ``table @ [d ==
+    v]`` to ``acc`` in place and returns the share of the digit d itself (for the halving),
+    the indicators never materialised: the same integers as :func:`_indicators` and
+    :func:`apply_table` modulo 2**64, ~10x faster at 10**5 elements."""
+    n = c.numel()
+    digit = torch.empty(c.shape, dtype=torch.int64)
+    _digit_kernel(
+        np.uint64(1 if lead else 0),
+        e.contiguous().view(e.shape[0], n).numpy().view(np.uint64),
+        c.contiguous().view(n).numpy(),
+        table.contiguous().numpy().view(np.uint64),
+        acc.view(acc.shape[0], n).numpy().view(np.uint64),
+        digit.view(n).numpy().view(np.uint64),
+    )
+    return digit
+
+
+@njit(cache=True)
+def _digit_kernel(
+    lead: np.uint64,
+    e: np.ndarray,
+    c: np.ndarray,
+    table: np.ndarray,
+    acc: np.ndarray,
+    digit: np.ndarray,
+) -> None:  # pragma: no cover - compiled (its results are tested against the reference)
+    """Per element i: the one-hot shares f_w (rows w < m - 1 dealt, the last ``lead -
+    sum``), ``[d == v] = f_{(c_i - v) mod m}``, ``acc[t, i] += table[t, v] [d == v]`` and
+    ``digit[i] = sum_v v [d == v]``; unsigned, so every sum wraps modulo 2**64."""
+    m1 = e.shape[0]
+    m = m1 + 1
+    for i in range(c.shape[0]):
+        last = lead
+        for w in range(m1):
+            last -= e[w, i]
+        ci = c[i]
+        d = np.uint64(0)
+        for v in range(m):
+            w = (ci - v) & (m - 1)
+            f = last if w == m1 else e[w, i]
+            d += np.uint64(v) * f
+            for t in range(table.shape[0]):
+                if table[t, v] != 0:
+                    acc[t, i] += table[t, v] * f
+        digit[i] = d
 
 
 def apply_table(table: torch.Tensor, ind: torch.Tensor) -> torch.Tensor:

@@ -129,3 +129,29 @@ def test_exp_pow2_products_stay_below_2_to_the_34() -> None:
     c1 = round(math.log2(math.e) * 2**13)
     assert 11.1 * 2**f * c1 < 2**34
     assert f == 16
+
+
+@pytest.mark.parametrize("m", [2, 4, 8])
+def test_fused_table_digit_is_indicators_times_table(m: int) -> None:
+    """The fused kernel (lookup._table_digit) gives, for both parties' shares, exactly
+    ``apply_table(table, indicators)`` and the digit's share ``sum v [d == v]`` modulo
+    2**64, with shares and tables that wrap (full-range int64)."""
+    from types import SimpleNamespace
+
+    from protocols.lookup import _indicators, _table_digit, apply_table
+
+    g = torch.Generator().manual_seed(m)
+    n = 1_000
+    full = torch.iinfo(torch.int64)
+    table = torch.randint(full.min, full.max, (3, m), generator=g, dtype=torch.int64)
+    table[1, 0] = 0  # a zero entry is skipped, not mistaken
+    for rank in (0, 1):
+        e = torch.randint(full.min, full.max, (m - 1, 5, n // 5), generator=g, dtype=torch.int64)
+        c = torch.randint(0, m, (5, n // 5), generator=g, dtype=torch.int64)
+        ind = _indicators(SimpleNamespace(rank=rank), e, c, m)  # type: ignore[arg-type]
+        ar = torch.arange(m, dtype=torch.int64).view(-1, 1, 1)
+        start = torch.randint(full.min, full.max, (3, 5, n // 5), generator=g, dtype=torch.int64)
+        acc = start.clone()
+        digit = _table_digit(rank == 0, e, c, table, acc)
+        assert torch.equal(acc, start + apply_table(table, ind))
+        assert torch.equal(digit, (ind * ar).sum(0))
