@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocols.params import Params
-from protocols.suite import Cost
+from protocols.suite import Cost, OpKind, Suite
 
 Shape = tuple[int, ...]
 
@@ -50,3 +50,36 @@ class OpRecord:
     interactive: bool
     cost: Cost
     """The suite's closed form for this op (rounds, online bytes per party, dealer bytes)."""
+
+
+class OpFacts:
+    """What the coordinator derives from an op's public facts ``(kind, shapes, out,
+    param)``: whether it needs dealer material, and its closed-form cost. Both are pure
+    functions of those facts and the suite, so each distinct op is worked out once (a
+    training step issues the same few ops again and again); bounded in count."""
+
+    MAX = 4096
+
+    def __init__(self, suite: Suite, n_parties: int) -> None:
+        self.suite, self.n = suite, n_parties
+        self._seen: dict[tuple[str, tuple[Shape, ...], Shape, int], tuple[bool, Cost | None]] = {}
+
+    def of(
+        self,
+        kind: str,
+        impl: OpKind,
+        shapes: tuple[Shape, ...],
+        out: Shape,
+        param: int,
+        costed: bool,
+    ) -> tuple[bool, Cost | None]:
+        """``(needs dealer material, cost if costed else maybe None)``."""
+        key = (kind, shapes, out, param)
+        facts = self._seen.get(key)
+        if facts is None or (costed and facts[1] is None):
+            dealt = bool(impl.specs(shapes, out, param, self.n))
+            cost = self.suite.cost(kind, shapes, out, param, self.n) if costed else None
+            facts = (dealt, cost)
+            if len(self._seen) < self.MAX:
+                self._seen[key] = facts
+        return facts

@@ -55,7 +55,7 @@ from .messages import (
     encode_control,
 )
 from .opcontext import check_expect
-from .oplog import OpRecord, Shape, iteration_var, label_var, scoped
+from .oplog import OpFacts, OpRecord, Shape, iteration_var, label_var, scoped
 from .policy import RevealRefused
 from .provider import CryptoProvider
 from .stats import CommStats, LabelBook
@@ -123,6 +123,7 @@ class Runtime:
         self._started = time.perf_counter()
         self._constants = PublicCache()
         """Public operands sent before go by reference (:mod:`actors.constants`)."""
+        self._facts = OpFacts(suite, len(self.parties))
         self._waits = 0
         self._endpoint.busy = lambda: self._waits
         self._log = get_logger(actor=coordinator)
@@ -223,17 +224,18 @@ class Runtime:
         params = checked_params(params, kind)
         given = NO_PARAMS if params is None else params
         param = impl.param(given)
-        specs = impl.specs(in_shapes, out_shapes[0], param, n)
+        logged = self._op_log is not None or debug_enabled()
+        dealt, cost = self._facts.of(kind, impl, in_shapes, out_shapes[0], param, logged)
         op = self._op_id()
         outs = [self.new_tid() for _ in out_shapes]
-        if specs:
+        if dealt:
             request = DealerRequest(op, kind, list(in_shapes), out_shapes[0], given.d, given.keep)
             self._reqs.append(request)
         sent = self._constants.outgoing(params)
         self._command(Command(kind, op, tuple(inputs), tuple(outs), sent))
         self.last_op = op
-        if self._op_log is not None or debug_enabled():
-            cost = self.suite.cost(kind, in_shapes, out_shapes[0], param, n)
+        if logged:
+            assert cost is not None
             self._record(op, kind, in_shapes, out_shapes, given, impl.interactive, cost)
         return outs
 
@@ -252,21 +254,22 @@ class Runtime:
         )
         if self._op_log is not None:
             self._op_log.append(rec)
-        self._log.debug(
-            "op_issued",
-            op_id=op,
-            kind=kind,
-            label=rec.label,
-            iteration=rec.iteration,
-            shapes=[list(s) for s in shapes],
-            out=[list(s) for s in out],
-            divisor=params.d,
-            keep=params.keep,
-            interactive=interactive,
-            rounds=cost.rounds,
-            online_bytes=cost.online_bytes,
-            dealer_bytes=cost.dealer_bytes,
-        )
+        if debug_enabled():  # the event's fields cost more than the op's bookkeeping
+            self._log.debug(
+                "op_issued",
+                op_id=op,
+                kind=kind,
+                label=rec.label,
+                iteration=rec.iteration,
+                shapes=[list(s) for s in shapes],
+                out=[list(s) for s in out],
+                divisor=params.d,
+                keep=params.keep,
+                interactive=interactive,
+                rounds=cost.rounds,
+                online_bytes=cost.online_bytes,
+                dealer_bytes=cost.dealer_bytes,
+            )
 
     def release(self, tid: int) -> None:
         """Forget a tensor at the parties (called when its handle is garbage collected)."""
