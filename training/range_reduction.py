@@ -237,7 +237,13 @@ def _int_poly(
     const = float(coeffs[0])
     if linear is not None:
         k, klo = linear
-        kt = reinterpret(k * round(math.log(2) * 2 ** (f + b)), f)
+        # public integer factors stay below 2**31: past 2**30 ln 2 is taken at 30 bits and
+        # shifted (a small domain, e.g. log of [1, 2], has f + b up to 33)
+        e = min(f + b, 30)
+        kt = k * round(math.log(2) * 2**e)
+        if f + b > e:
+            kt = kt * 2 ** (f + b - e)
+        kt = reinterpret(kt, f)
         acc = acc + kt
         const += klo * math.log(2)
     return acc._op("trunc", [], acc.shape, Params(d=2**b)) + const
