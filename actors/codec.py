@@ -7,7 +7,7 @@ element, bool packed 8 to a byte, uint8 as is. Malformed bodies raise ProtocolEr
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from math import prod
 from typing import Any
 
@@ -65,12 +65,9 @@ def _records(tensors: Sequence[torch.Tensor]) -> tuple[list[Any], int, int]:
     return out, size, payload
 
 
-def record_spans(body: memoryview | bytes) -> list[tuple[int, tuple[int, ...], int, int]]:
-    """``(code, shape, start, size)`` of every record of a tensor body, read once (the
-    receiver meters the payload and decodes the tensors from the same spans); a record
-    that claims more bytes than follow raises ProtocolError, other malformed bodies
-    struct.error or KeyError (the callers name them)."""
-    spans = []
+def record_heads(body: memoryview | bytes) -> Iterator[tuple[int, tuple[int, ...], int, int]]:
+    """``(code, shape, start, size)`` of each record of a tensor body as its header claims
+    it, *not* checked against the body's end (a header cut short raises struct.error)."""
     pos = 0
     end = len(body)
     head = _REC.size
@@ -81,12 +78,23 @@ def record_spans(body: memoryview | bytes) -> list[tuple[int, tuple[int, ...], i
         pos += head + dims.size
         n = prod(shape)
         size = (n + 7) // 8 if code == 2 else n * (8 if code == 1 else 1)
+        yield code, shape, pos, size
+        pos += size
+
+
+def record_spans(body: memoryview | bytes) -> list[tuple[int, tuple[int, ...], int, int]]:
+    """``(code, shape, start, size)`` of every record of a tensor body, read once (the
+    receiver meters the payload and decodes the tensors from the same spans); a record
+    that claims more bytes than follow raises ProtocolError, other malformed bodies
+    struct.error or KeyError (the callers name them)."""
+    spans = []
+    end = len(body)
+    for code, shape, pos, size in record_heads(body):
         if size > end - pos:
             raise ProtocolError(
                 f"tensor record claims shape {tuple(shape)} but only {end - pos} bytes follow"
             )
         spans.append((code, shape, pos, size))
-        pos += size
     return spans
 
 

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from math import prod
 from typing import Any
 
 import torch
 
 from protocols.errors import ProtocolError
 
-from .codec import _DIMS, _REC, _records
+from .codec import _records, record_heads
 from .envelope import Envelope, Phase
 
 VERSION = 1
@@ -130,18 +129,9 @@ def _payload(phase: Phase, body: bytes) -> int:
         return len(body)
     total = 0
     end = len(body)
-    pos = 0
-    rec = _REC.size
     try:
-        while pos < end:
-            code, ndim = _REC.unpack_from(body, pos)
-            dims = _DIMS[ndim]
-            shape = dims.unpack_from(body, pos + rec)
-            pos += rec + dims.size
-            n = prod(shape)
-            size = (n + 7) // 8 if code == 2 else n * (8 if code == 1 else 1)
+        for _, _, pos, size in record_heads(body):
             total += min(size, end - pos)
-            pos += size
     except struct.error:
         pass
     return total
