@@ -210,7 +210,7 @@ class Norm:
             rest = factor if rest is None else rest * factor
             rest_max += max(iexps)
         exps1, bits1 = ints[0]
-        limit = 33 - y.prec - math.log2(ymax)
+        limit = COEFF_BITS - y.prec - math.log2(ymax)
         groups: list[list[int]] = []
         for t in range(len(exps1)):
             trial = [*groups[-1], t] if groups else [t]
@@ -249,7 +249,7 @@ def _indicator_sum(bits: list[SharedTensor], vals: Sequence[Any], first: Any) ->
     return out
 
 
-_COEFF_BITS = 33
+COEFF_BITS = 33
 """Sums of products of a value with public integer coefficients are held below 2**33 raw
 and truncated once."""
 
@@ -261,7 +261,7 @@ def _select_scale(
     exact products with the bits (1 round if there are bits), one truncation by 2**b of a
     value below 2**33 raw (b from ``ymax`` and the largest coefficient)."""
     f = y.prec
-    b = math.floor(_COEFF_BITS - f - math.log2(ymax * max(coeffs)))
+    b = math.floor(COEFF_BITS - f - math.log2(ymax * max(coeffs)))
     ints = [round(cf * 2**b) for cf in coeffs]
     acc: Any = y * ints[0]
     for t, bt in enumerate(bits, start=1):

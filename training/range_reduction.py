@@ -44,7 +44,7 @@ from .approximation import (
     signed,
 )
 from .exponential import exp, exp_domain, exp_nonpositive, exp_pow2_domain
-from .normalisation import Norm, lower, reinterpret
+from .normalisation import COEFF_BITS, Norm, lower, reinterpret
 from .registry import implements
 from .tensor import SharedTensor
 
@@ -229,7 +229,7 @@ def _int_poly(
     times k is ~2**-(f + b) instead of k 2**-(f + 1)."""
     p1 = pw[1]
     f = p1.prec
-    b = math.floor(33 - f - math.log2(bound))
+    b = math.floor(COEFF_BITS - f - math.log2(bound))
     acc: Any = None
     for p, cf in zip(pw[1:], coeffs[1:], strict=False):
         term = p * round(float(cf) * 2**b)
