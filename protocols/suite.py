@@ -44,6 +44,7 @@ from math import prod
 from . import fss
 from . import kinds as _kinds  # noqa: F401  (registers the arithmetic kinds)
 from . import layers as _layers  # noqa: F401  (registers the layer kinds)
+from . import reuse as _reuse  # noqa: F401  (registers the kept-mask layer products)
 from .context import PartyContext, Share
 from .opkind import FREE, KINDS, Builder, Cost, OpKind, Registration, Shape, Suite
 from .params import Params

@@ -121,23 +121,27 @@ async def test_conv_costs_match_closed_form(n: int) -> None:
         async with measure(c) as m:
             y = F.conv2d(xs, ws)
         d = m.stats
-        # backward: conv_dx and conv_dw side by side, each its closed form
+        # backward: one conv_grad (the kernel needs its gradient: the forward was
+        # conv_keep, protocols/reuse.py), which opens only the gradient
         async with measure(c) as mb:
             y.backward(gs)
         db = mb.stats
-    dx = DEFAULT.cost("conv_dx", [out, w_shape], x_shape, 1000, n)
-    dw = DEFAULT.cost("conv_dw", [x_shape, out], w_shape, 1000, n)
-    assert db.online_rounds == max(dx.rounds, dw.rounds) == d.online_rounds
-    assert db.online_bytes == n * (dx.online_bytes + dw.online_bytes)
-    assert db.offline_bytes == dx.dealer_bytes + dw.dealer_bytes
-    want = DEFAULT.cost("conv", [x_shape, w_shape], out, 1000, n)
+    grad_in = [out, x_shape, w_shape, x_shape, w_shape, out, w_shape, x_shape]
+    back = DEFAULT.cost("conv_grad", grad_in, x_shape, 1000, n)
+    nx, nw, nz = 2 * 3 * 8 * 8, 4 * 3 * 3 * 3, 2 * 4 * 6 * 6
+    trunc_back = 8 * (nx + nw) * (n - 1) if n > 2 else 0  # one pair over both gradients
+    assert back.online_bytes == 8 * nz * (n - 1) + trunc_back
+    assert db.online_rounds == back.rounds == d.online_rounds
+    assert db.online_bytes == n * back.online_bytes
+    assert db.offline_bytes == back.dealer_bytes == (8 * (nx + nw) if n > 2 else 0)
+    want = DEFAULT.cost("conv_keep", [x_shape, w_shape], out, 1000, n)
     assert tuple(y.shape) == out
     assert d.online_rounds == want.rounds == (1 if n == 2 else 2)
     assert d.online_bytes == n * want.online_bytes
-    assert want.online_bytes == 8 * (2 * 3 * 8 * 8 + 4 * 3 * 3 * 3) * (n - 1) + (
-        8 * 2 * 4 * 6 * 6 * (n - 1) if n > 2 else 0
-    )
-    assert d.offline_bytes == want.dealer_bytes
+    assert want.online_bytes == 8 * (nx + nw) * (n - 1) + (8 * nz * (n - 1) if n > 2 else 0)
+    # the forward deals c, and for the backward conv_dw(a, r) and conv_dx(r, b): the same
+    # as the three Beaver convolutions' c (+ the truncation pair's rt with 3+)
+    assert d.offline_bytes == want.dealer_bytes == 8 * (nz + nw + nx) + (8 * nz if n > 2 else 0)
 
 
 async def test_conv1d_against_torch() -> None:

@@ -158,6 +158,9 @@ class Arithmetic(Shaping):
     def __matmul__(self, other: Any) -> Self:
         if isinstance(other, Arithmetic):
             shape = S.matmul(self.shape, other.shape)
+            if other.requires_grad and torch.is_grad_enabled() and self._reuses_masks(other):
+                b = other.detach()
+                return self._kept_product(b, [self, other], weight_grad_transposed=True)
             prec, d = max(self.prec, other.prec), self.fp.base ** min(self.prec, other.prec)
             out = self._op("matmul", [other], shape, Params(d=d), prec=prec)
             a, b = self, other
@@ -170,6 +173,48 @@ class Arithmetic(Shaping):
                 ),
             )
         return self._matmul_public(as_public(other), left=False)
+
+    def _reuses_masks(self, other: Arithmetic) -> bool:
+        """``self @ other`` can deal its backward ahead (:mod:`protocols.reuse`): 2-d
+        operands of one cluster and encoding, and a suite that has the kinds."""
+        return (
+            self.dim() == 2
+            and other.dim() == 2
+            and self.cluster is other.cluster
+            and self.fp.base == other.fp.base
+            and self.prec == other.prec
+            and "linear_keep" in self.cluster.suite
+        )
+
+    def _kept_product(
+        self, wt: Arithmetic, parents: list[Arithmetic], *, weight_grad_transposed: bool
+    ) -> Self:
+        """``self @ wt`` as ``linear_keep``: the backward opens only the gradient g and gives
+        ``g @ wt^T`` (when ``parents[0]`` needs it) and the weight's gradient, ``g^T @ self``
+        (``parents[1]`` is ``wt^T``, ``nn.Linear``'s weight) or its transpose (``parents[1]``
+        is ``wt`` itself, ``x @ w``)."""
+        both = parents[0].requires_grad
+        m, k, n = self.shape[0], self.shape[1], wt.shape[1]
+        shapes = [(m, n), (m, k), (k, n), (m, n), (n, k), *([(m, k)] if both else [])]
+        d = Params(d=self.fp.base**self.prec)
+        x = self.detach()
+        kind = "linear_keep" if both else "linear_keep_w"
+        out, *kept = x._submit(kind, [x, wt], [(s, None) for s in shapes], d)
+
+        def back(g: Value) -> tuple[Value | None, Value | None]:
+            if not (isinstance(g, Arithmetic) and g.prec == self.prec and g.fp == self.fp):
+                gw: Value = g.t() @ x
+                return (g @ wt.t() if both else None, gw if not weight_grad_transposed else gw.t())
+            if both:
+                gx, gw = g._submit(
+                    "linear_grad", [g, x, wt, *kept], [((m, k), None), ((n, k), None)], d
+                )
+            else:
+                ex, _, r, cw = kept
+                gx, (gw,) = None, g._submit("linear_grad_w", [g, x, ex, r, cw], [((n, k), None)], d)
+            return gx, gw.t() if weight_grad_transposed else gw
+
+        return self._record(out, parents, back)
 
     def __rmatmul__(self, other: Any) -> Self:
         return self._matmul_public(as_public(other), left=True)

@@ -236,14 +236,49 @@ def _conv_shared(
     khe, kwe = int(wp_.shape[2]), int(wp_.shape[3])
     xp = _crop(pad2d(x, pads), 0, 0, (ho - 1) * s[0] + khe, (wo - 1) * s[1] + kwe)
     out_shape = (int(x.shape[0]), int(w.shape[0]), ho, wo)
-    out = _bilinear("conv", xp, wp_, out_shape)
     xs, ws = tuple(xp.shape), tuple(wp_.shape)
+    if wp_.requires_grad and torch.is_grad_enabled() and _reuses(xp, wp_):
+        return _conv_kept(xp, wp_, out_shape)
+    out = _bilinear("conv", xp, wp_, out_shape)
 
     def back(g: Value) -> tuple[Value, Value]:
         gs = _shared_operand(g, xp, "conv2d backward")
         gx = _bilinear("conv_dx", gs, wp_.detach(), xs) if xp.requires_grad else None
         gw = _bilinear("conv_dw", xp.detach(), gs, ws) if wp_.requires_grad else None
         return gx, gw
+
+    return xp._record(out, [xp, wp_], back)
+
+
+def _reuses(x: SharedTensor, w: SharedTensor) -> bool:
+    """The kernel's gradient will be needed and the suite can deal the backward ahead
+    (:mod:`protocols.reuse`): one encoding for both."""
+    return x.fp == w.fp and x.prec == w.prec and "conv_keep" in x.cluster.suite
+
+
+def _conv_kept(xp: SharedTensor, wp_: SharedTensor, out_shape: tuple[int, ...]) -> SharedTensor:
+    """``conv(xp, wp_)`` as ``conv_keep``: its backward opens only the gradient."""
+    both = xp.requires_grad
+    xs, ws = tuple(xp.shape), tuple(wp_.shape)
+    shapes = [out_shape, xs, ws, out_shape, ws, *([xs] if both else [])]
+    d = xp.fp.base**xp.prec
+    x, w = xp.detach(), wp_.detach()
+    kind = "conv_keep" if both else "conv_keep_w"
+    out, *kept = x._submit(kind, [x, w], [(s, None) for s in shapes], Params(d=d, shape=out_shape))
+
+    def back(g: Value) -> tuple[Value, Value]:
+        gs = _shared_operand(g, xp, "conv2d backward")
+        if gs.fp != xp.fp or gs.prec != xp.prec:
+            gx = _bilinear("conv_dx", gs, w, xs) if both else None
+            return gx, _bilinear("conv_dw", x, gs, ws)
+        if both:
+            gx, gw = gs._submit(
+                "conv_grad", [gs, x, w, *kept], [(xs, None), (ws, None)], Params(d=d)
+            )
+            return gx, gw
+        ex, _, r, cy = kept
+        (gw,) = gs._submit("conv_grad_w", [gs, x, ex, r, cy], [(ws, None)], Params(d=d))
+        return None, gw
 
     return xp._record(out, [xp, wp_], back)
 

@@ -260,8 +260,12 @@ def _linear_shared(x: SharedTensor, weight: SharedTensor) -> SharedTensor:
     Why: through the generic rules the gradients would be ``g @ (weight.t()).t()`` and
     ``(x.t() @ g).t()``, three transposes per layer (two without an input gradient); these
     are the same values (transposes are exact, a matmul's truncation is element-wise) with
-    one transpose, of ``g``, and only where the weight needs its gradient."""
+    one transpose, of ``g``, and only where the weight needs its gradient. When the weight's
+    gradient will be needed, the forward is ``linear_keep`` (:mod:`protocols.reuse`): the
+    dealer deals the backward's material with it, and the backward opens only ``g``."""
     wt = weight.detach().t()
+    if weight.requires_grad and torch.is_grad_enabled() and x._reuses_masks(weight):
+        return x._kept_product(wt, [x, weight], weight_grad_transposed=False)
     out = x.detach() @ wt
     return x._record(
         out,
