@@ -80,7 +80,9 @@ def hand_over(tensors: Sequence[torch.Tensor]) -> tuple[tuple[torch.Tensor, ...]
         data = n * 8 if code == 1 else ((n + 7) // 8 if code == 2 else n)
         size += len(_head(code, shape)) + data
         payload += data
-        out.append(t.detach().clone(memory_format=torch.contiguous_format))
+        if t.requires_grad:
+            t = t.detach()
+        out.append(t.clone() if t.is_contiguous() else t.contiguous())
     return tuple(out), size, payload
 
 

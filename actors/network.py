@@ -269,6 +269,8 @@ class Network(Middleware):
             for (a, b), link in self._links.items():
                 if link.recv_ch is not None:
                     nursery.start_soon(self._pump, a, b, link)
+            for ep in self.endpoints.values():
+                nursery.start_soon(ep.mailbox.watch)
             if self.heartbeats:
                 for name, ep in self.endpoints.items():
                     peers = [p for p in self.endpoints if p != name]
