@@ -65,6 +65,27 @@ def _records(tensors: Sequence[torch.Tensor]) -> tuple[list[Any], int, int]:
     return out, size, payload
 
 
+def hand_over(tensors: Sequence[torch.Tensor]) -> tuple[tuple[torch.Tensor, ...], int, int]:
+    """What an in-memory link passes instead of records: one contiguous copy of each tensor
+    (the receiver owns it, the sender may go on mutating its own), with the size and payload
+    bytes the records would have had (checked as :func:`_records` checks them)."""
+    out = []
+    size = payload = 0
+    for t in tensors:
+        code = _DTYPES.get(t.dtype)
+        if code is None:
+            raise ProtocolError(f"cannot send a tensor of dtype {t.dtype}")
+        shape = tuple(t.shape)
+        n = t.numel()
+        data = n * 8 if code == 1 else ((n + 7) // 8 if code == 2 else n)
+        size += len(_head(code, shape)) + data
+        payload += data
+        if t.requires_grad:
+            t = t.detach()
+        out.append(t.clone() if t.is_contiguous() else t.contiguous())
+    return tuple(out), size, payload
+
+
 def record_heads(body: memoryview | bytes) -> Iterator[tuple[int, tuple[int, ...], int, int]]:
     """``(code, shape, start, size)`` of each record of a tensor body as its header claims
     it, *not* checked against the body's end (a header cut short raises struct.error)."""

@@ -33,7 +33,7 @@ from .envelope import Envelope, Phase
 from .mailbox import Mailbox
 from .messages import Heartbeat
 from .stats import ActorStats, Meter
-from .wire import pack_frame
+from .wire import hand_over, pack_frame
 
 _HB_DEC = msgspec.msgpack.Decoder(Heartbeat)
 _HB_ENC = msgspec.msgpack.Encoder()
@@ -77,6 +77,7 @@ class Transport(Carrier, Metered, Protocol):
     in memory) and :class:`actors.tls.TlsTransport` (one actor, TLS links)."""
 
     observers: list[Observer]
+    hands_over: bool
 
     @property
     def mailboxes(self) -> dict[str, Mailbox]: ...
@@ -120,12 +121,23 @@ class Endpoint:
         tensors: Sequence[torch.Tensor] | None = None,
         control: bytes | None = None,
     ) -> int:
-        """Frame, meter and hand over one message; returns its payload bytes."""
-        frame, payload = pack_frame(tag, phase, depth, tensors=tensors, control=control)
+        """Frame, meter and hand over one message; returns its payload bytes. An in-memory
+        transport without observers (``hands_over``) takes the envelope itself, with the
+        frame's length (:func:`actors.wire.hand_over`)."""
+        net = self.network
+        msg: bytearray | Envelope
+        if net.hands_over and not net.observers:
+            msg = hand_over(
+                self.name, receiver, tag, phase, depth, tensors=tensors, control=control
+            )
+            payload, size = msg.payload_bytes, msg.frame_bytes
+        else:
+            msg, payload = pack_frame(tag, phase, depth, tensors=tensors, control=control)
+            size = len(msg)
         if phase != Phase.HEARTBEAT:
-            self.network.before_send(self.name)
-        self.meter.sent(phase, payload, len(frame), depth, tag)
-        self.network.carry(self.name, receiver, frame)
+            net.before_send(self.name)
+        self.meter.sent(phase, payload, size, depth, tag)
+        net.carry(self.name, receiver, msg)  # type: ignore[arg-type]
         return payload
 
     async def send(

@@ -3,7 +3,7 @@ depth, and its body. The bytes on the wire are a frame (:mod:`actors.wire`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import msgspec
@@ -11,7 +11,7 @@ import torch
 
 from protocols.errors import ProtocolError
 
-from .codec import decode_tensors
+from .codec import decode_tensors, encode_tensors
 from .messages import decode_control
 from .phase import Phase, op_of
 
@@ -38,13 +38,25 @@ class Envelope:
     """Bytes of tensor data (or the whole control body): what the metering tables count."""
     frame_bytes: int = 0
     """Length of the frame on the wire (header, tag, record headers and payload)."""
+    held: tuple[torch.Tensor, ...] | None = None
+    """The tensors themselves when an in-memory link handed them over instead of a body
+    (:func:`actors.wire.hand_over`: copies the receiver owns); ``body`` is then empty."""
 
     @property
     def header_bytes(self) -> int:
         return self.frame_bytes - self.payload_bytes
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
+        if self.held is not None:
+            return self.held
         return decode_tensors(self.body)
+
+    def framed(self) -> Envelope:
+        """This envelope with its tensors as a body of records (what observers see)."""
+        if self.held is None:
+            return self
+        body, _ = encode_tensors(self.held)
+        return replace(self, body=body, held=None)
 
     def control(self, kind: type[T] | None = None) -> Any:
         """The control body, validated as ``kind`` (or untyped msgpack)."""

@@ -1,5 +1,9 @@
 """One actor's mailbox: messages matched by (sender, tag), whatever their arrival order.
 
+Bounded waits share one timer per mailbox when its transport runs :meth:`Mailbox.watch`
+(the in-memory network does: no cancel scope per wait); at each bound the endpoint is
+asked whom to blame and the wait is woken with the error.
+
 Arrival checks (a bad message poisons the mailbox; the owner's next wait raises
 ProtocolError): a malformed tag, a sender the :class:`Roles` do not allow for the tag, a
 duplicate, a message for an op that already finished, and a sender over its budget of
@@ -67,6 +71,53 @@ class Roles:
         return set(self.parties)
 
 
+class _Wait:
+    """One bounded wait: the mailbox's watchdog checks it at each bound (not a timer of
+    its own) and, when the endpoint blames someone, wakes it with the error."""
+
+    __slots__ = (
+        "bound",
+        "deadline",
+        "error",
+        "event",
+        "limit",
+        "orphaned",
+        "sender",
+        "since",
+        "suspect",
+        "tag",
+        "waited",
+    )
+
+    def __init__(self, sender: str, tag: str, limit: float, event: trio.Event) -> None:
+        self.sender = sender
+        self.tag = tag
+        self.limit = limit
+        self.event = event
+        self.since = trio.current_time()
+        self.bound = limit
+        self.deadline = self.since + limit
+        self.waited = 0.0
+        self.suspect = False
+        self.error: BaseException | None = None
+        self.orphaned = False
+        """Woken because the watchdog ended, not by a message or a verdict."""
+
+
+class _Watchdog:
+    """The sleep of :meth:`Mailbox.watch`, woken earlier when a wait's bound comes first."""
+
+    __slots__ = ("scope",)
+
+    def __init__(self) -> None:
+        self.scope: trio.CancelScope | None = None
+
+    def wake_by(self, deadline: float) -> None:
+        scope = self.scope
+        if scope is not None and deadline < scope.deadline:
+            scope.deadline = deadline
+
+
 class Mailbox:
     """An actor's inbox: messages wait here until the actor asks for ``(sender, tag)``."""
 
@@ -75,7 +126,9 @@ class Mailbox:
         self.timeout = timeout
         self._ready: dict[tuple[str, str], Envelope] = {}
         self._waiting: dict[tuple[str, str], trio.Event] = {}
-        self._blocked: dict[tuple[str, str], tuple[str, float]] = {}
+        self._blocked: dict[tuple[str, str], _Wait] = {}
+        self._watchdog: _Watchdog | None = None
+        """The timer of every bounded wait while :meth:`watch` runs."""
         self._pending_ops: dict[int, int] = defaultdict(int)
         self._fault: ProtocolError | None = None
         self.is_finished: Callable[[int], bool] = lambda op: False
@@ -96,8 +149,8 @@ class Mailbox:
         """The actors this mailbox's owner is blocked on (bounded waits only), sorted, and
         how long its oldest wait on each has lasted, in seconds."""
         oldest: dict[str, float] = {}
-        for sender, since in self._blocked.values():
-            oldest[sender] = min(since, oldest.get(sender, math.inf))
+        for w in self._blocked.values():
+            oldest[w.sender] = min(w.since, oldest.get(w.sender, math.inf))
         now = trio.current_time()
         names = sorted(oldest)
         return names, [now - oldest[n] for n in names]
@@ -163,7 +216,7 @@ class Mailbox:
     async def recv(self, sender: str, tag: str, timeout: float | None = -1.0) -> Envelope:
         """The message ``tag`` from ``sender``; waits at most ``timeout`` seconds (the
         mailbox default when omitted, forever when None) unless the sender is known to be
-        working (see the module doc)."""
+        working (see the module doc and :meth:`_expired`)."""
         key = (sender, tag)
         if self._fault is not None:
             raise self._fault
@@ -171,38 +224,36 @@ class Mailbox:
         if env is None:
             limit = self.timeout if timeout is not None and timeout < 0 else timeout
             ev = self._waiting[key] = trio.Event()
+            wait = None
             if limit is not None:
-                self._blocked[key] = (sender, trio.current_time())
-            waited = 0.0
-            suspect = False
+                wait = self._blocked[key] = _Wait(sender, tag, limit, ev)
             try:
                 while True:
-                    bound = math.inf if limit is None else (limit / 4 if suspect else limit)
-                    deadline = trio.current_time() + bound
-                    with trio.move_on_after(bound) as scope:
+                    if wait is None:
                         await ev.wait()
-                    if not scope.cancelled_caught or limit is None:
                         break
-                    waited += bound
-                    if trio.current_time() - deadline > bound / 4:
-                        # Woken long after the deadline: this process's loop was blocked
-                        # by a computation, which proves nothing about the peer.
-                        self.stalled()
-                        suspect = False
+                    if self._watchdog is not None:  # one timer for every wait
+                        self._watchdog.wake_by(wait.deadline)
+                        await ev.wait()
+                        if not wait.orphaned:
+                            break
+                        # the watchdog ended (its transport is closing): time it here
+                        wait.orphaned = False
+                        ev = self._waiting[key] = wait.event = trio.Event()
                         continue
-                    chain = self.judge(sender, waited)
-                    if chain is None:
-                        suspect = False
-                    elif not suspect:
-                        # Look once more after a short grace before blaming: when a
-                        # computation has just released this process's loop, this timer
-                        # can fire before the peers' heartbeats (due as long) are sent.
-                        suspect = True
-                    else:
-                        raise ActorTimeout(self.owner, sender, repr(tag), waited, chain)
+                    with trio.move_on_at(wait.deadline):
+                        await ev.wait()
+                    if ev.is_set():
+                        break
+                    self._expired(wait, trio.current_time())
+                    if wait.error is not None:
+                        break
             finally:
                 del self._waiting[key]
-                self._blocked.pop(key, None)
+                if wait is not None:
+                    del self._blocked[key]
+            if wait is not None and wait.error is not None:
+                raise wait.error
             if self._fault is not None:
                 raise self._fault
             env = self._ready.pop(key)
@@ -217,6 +268,58 @@ class Mailbox:
             else:
                 del self._pending_ops[op]
         return env
+
+    async def watch(self) -> None:
+        """Serve every bounded wait of this mailbox from one timer until cancelled (the
+        in-memory network runs one per endpoint); without it each wait times itself."""
+        dog = self._watchdog = _Watchdog()
+        try:
+            while True:
+                due = min((w.deadline for w in self._blocked.values()), default=math.inf)
+                with trio.CancelScope(deadline=due) as dog.scope:
+                    await trio.sleep_forever()
+                dog.scope = None
+                now = trio.current_time()
+                for wait in list(self._blocked.values()):
+                    if wait.deadline <= now and not wait.event.is_set():
+                        self._expired(wait, now)
+                        if wait.error is not None:
+                            wait.event.set()
+        finally:
+            self._watchdog = None
+            for wait in self._blocked.values():
+                if not wait.event.is_set():
+                    wait.orphaned = True
+                    wait.event.set()
+
+    def _expired(self, wait: _Wait, now: float) -> None:
+        """What the wait loop did at each bound: a wait woken long after its deadline (this
+        process's loop was blocked by a computation, which proves nothing about the peer)
+        starts again; otherwise the endpoint judges, and a first verdict is looked at once
+        more after a quarter bound (when a computation has just released the loop, this
+        timer can fire before the peers' heartbeats, due as long, are sent)."""
+        bound = wait.bound
+        wait.waited += bound
+        try:
+            if now - wait.deadline > bound / 4:
+                self.stalled()
+                wait.suspect = False
+            else:
+                chain = self.judge(wait.sender, wait.waited)
+                if chain is None:
+                    wait.suspect = False
+                elif not wait.suspect:
+                    wait.suspect = True
+                else:
+                    wait.error = ActorTimeout(
+                        self.owner, wait.sender, repr(wait.tag), wait.waited, chain
+                    )
+        except Exception as exc:  # noqa: BLE001  (not into the watchdog: the waiter raises it)
+            wait.error = exc
+        if wait.error is not None:
+            return
+        wait.bound = wait.limit / 4 if wait.suspect else wait.limit
+        wait.deadline = now + wait.bound
 
     def leftovers(self, op: int) -> list[tuple[str, str]]:
         """Messages of ``op`` that arrived but were never asked for."""

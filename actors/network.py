@@ -83,6 +83,10 @@ class Middleware:
     """What every transport shares: observers (taps, corruption, drops) and fault
     injection (:class:`Chaos`), applied the same way whatever carries the frames."""
 
+    hands_over = False
+    """Whether :meth:`carry` takes envelopes in place of frames (the in-memory network;
+    a test that corrupts frames on the link turns it off)."""
+
     def __init__(self) -> None:
         self.observers: list[Observer] = []
         self.chaos: Chaos | None = None
@@ -128,6 +132,10 @@ class Middleware:
         except ProtocolError as exc:
             endpoint.mailbox.fail(exc)
             return
+        self.deliver_envelope(endpoint, env)
+
+    def deliver_envelope(self, endpoint: Endpoint, env: Envelope | None) -> None:
+        """Pass an envelope through the observers (not heartbeats) to ``endpoint``."""
         assert env is not None
         if env.phase != Phase.HEARTBEAT:
             for obs in list(self.observers):
@@ -144,13 +152,22 @@ class _Link:
         self.profile = profile
         self.busy_until = 0.0
         if profile is not None and profile.delays:
-            self.send_ch, self.recv_ch = trio.open_memory_channel[tuple[float, bytearray]](math.inf)
+            self.send_ch, self.recv_ch = trio.open_memory_channel[
+                tuple[float, bytearray | Envelope]
+            ](math.inf)
         else:
             self.send_ch = self.recv_ch = None  # type: ignore[assignment]
 
 
 class Network(Middleware):
-    """The in-memory transport of one cluster: links, endpoints, observers."""
+    """The in-memory transport of one cluster: links, endpoints, observers.
+
+    Without observers an endpoint hands a message over as an envelope holding copies of
+    its tensors (:func:`actors.wire.hand_over`) instead of packing a frame that the
+    receiver would unpack and copy again; it is delayed and metered by the length the frame
+    would have had. With observers (taps, corruption) every message travels as a frame."""
+
+    hands_over = True
 
     def __init__(
         self,
@@ -206,15 +223,18 @@ class Network(Middleware):
     def take_ops(self) -> list[dict[int, list[int]]]:
         return [ep.meter.take_ops() for ep in self.endpoints.values()]
 
-    def carry(self, sender: str, receiver: str, frame: bytearray) -> None:
-        """Move one frame over the link ``sender -> receiver``."""
+    def carry(self, sender: str, receiver: str, frame: bytearray | Envelope) -> None:
+        """Move one frame over the link ``sender -> receiver`` (or, from
+        :meth:`Endpoint.send_nowait`, an envelope handed over in place of its frame:
+        delayed and metered by the frame's length all the same)."""
         link = self._links.get((sender, receiver))
         if link is None:
             raise ProtocolError(f"no link from {sender!r} to {receiver!r}")
-        delay = self.chaos_delay() if self._nursery is not None else None
-        if delay is not None and self._nursery is not None:
-            self._nursery.start_soon(self._deliver_later, delay, sender, receiver, frame)
-            return
+        if self._nursery is not None and self.chaos is not None:
+            delay = self.chaos_delay()
+            if delay is not None:
+                self._nursery.start_soon(self._deliver_later, delay, sender, receiver, frame)
+                return
         if link.send_ch is None:
             self._deliver(sender, receiver, frame)
             return
@@ -222,14 +242,22 @@ class Network(Middleware):
         assert prof is not None
         now = trio.current_time()
         start = max(now, link.busy_until)
-        link.busy_until = start + prof.transmit_seconds(len(frame))
+        size = frame.frame_bytes if isinstance(frame, Envelope) else len(frame)
+        link.busy_until = start + prof.transmit_seconds(size)
         link.send_ch.send_nowait((link.busy_until + prof.latency, frame))
 
-    def _deliver(self, sender: str, receiver: str, frame: bytearray) -> None:
-        self.deliver_frame(self.endpoints[receiver], sender, frame)
+    def _deliver(self, sender: str, receiver: str, frame: bytearray | Envelope) -> None:
+        endpoint = self.endpoints[receiver]
+        if not isinstance(frame, Envelope):
+            self.deliver_frame(endpoint, sender, frame)
+        elif self.observers and frame.phase != Phase.HEARTBEAT:
+            # an observer came after the send: it sees the body the frame would have had
+            self.deliver_envelope(endpoint, frame.framed())
+        else:
+            endpoint.receive(frame)
 
     async def _deliver_later(
-        self, delay: float, sender: str, receiver: str, frame: bytearray
+        self, delay: float, sender: str, receiver: str, frame: bytearray | Envelope
     ) -> None:
         await trio.sleep(delay)
         self._deliver(sender, receiver, frame)
@@ -241,6 +269,8 @@ class Network(Middleware):
             for (a, b), link in self._links.items():
                 if link.recv_ch is not None:
                     nursery.start_soon(self._pump, a, b, link)
+            for ep in self.endpoints.values():
+                nursery.start_soon(ep.mailbox.watch)
             if self.heartbeats:
                 for name, ep in self.endpoints.items():
                     peers = [p for p in self.endpoints if p != name]

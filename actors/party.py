@@ -20,7 +20,7 @@ them: a save and load cannot launder a party's data into the coordinator's.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -165,8 +165,7 @@ class Party:
                                 self._dispatch(cmd, self.coordinator)
 
     async def _exchange_policies(self) -> None:
-        """Tell every peer this party's reveal rules and learn theirs, over the
-        authenticated links (never from the coordinator)."""
+        """Tell every peer this party's reveal rules, learn theirs (never via the coordinator)."""
         body = encode_control(self.policy)
         for peer in self.parties:
             if peer != self.name:
@@ -241,7 +240,10 @@ class Party:
         elif kind == "input":
             self._start(op, self._input(op, outs[0], cmd))
         elif kind == "reveal":
-            self._start(op, self._reveal(op, ins[0], cmd, sender, self._decide(op, ins[0], cmd)))
+            no = self._decide(op, ins[0], cmd)
+            self._when_ready(
+                op, ins, cmd, lambda: self._start(op, self._reveal(op, ins[0], cmd, sender, no))
+            )
         elif kind == "save":
             self._start(op, self._save(op, ins, cmd))
         elif kind == "load":
@@ -251,14 +253,15 @@ class Party:
             self._local_when_ready(op, impl, ins, outs, cmd)
         else:
             assert impl is not None
-            self._start(op, self._run_op(op, impl, ins, outs, cmd, self._floor))
+            f = self._floor  # an op issued after a synchronisation starts no earlier
+            self._when_ready(
+                op, ins, cmd, lambda: self._start(op, self._run_op(op, impl, ins, outs, cmd, f))
+            )
 
     def _local_when_ready(
         self, op: int, impl: OpKind, ins: list[Slot], outs: list[Slot], cmd: Command
     ) -> None:
-        """Run a local op now if its inputs exist, else as soon as the last one is set
-        (a callback, not a task: local ops need no scheduling of their own)."""
-        missing = [s for s in ins if s.share is None]
+        """Run a local op once its inputs exist: a callback, never a task of its own."""
         fn = impl.local
         assert fn is not None
         params = cmd.params or NO_PARAMS
@@ -273,6 +276,12 @@ class Party:
                 done.set()
             self._finish(op)
 
+        self._when_ready(op, ins, cmd, run)
+
+    def _when_ready(self, op: int, ins: list[Slot], cmd: Command, run: Callable[[], None]) -> None:
+        """``run()`` now if every slot of ``ins`` is set, else when the last one is (the op
+        counts as running meanwhile): a task is spawned with its inputs, not to wait for them."""
+        missing = [s for s in ins if s.share is None]
         if not missing:
             run()
             return
@@ -289,17 +298,16 @@ class Party:
             slot.callbacks.append(arrived)
 
     def _start(self, op: int, coro: Any) -> None:
-        self._running[op] = None
-
-        async def runner() -> None:
-            await coro
-            done = self._running.pop(op)
-            if done is not None:
-                done.set()
-            self._finish(op)
-
+        self._running.setdefault(op, None)  # (a barrier may wait for it already)
         assert self._nursery is not None
-        self._nursery.start_soon(runner)
+        self._nursery.start_soon(self._runner, op, coro)
+
+    async def _runner(self, op: int, coro: Any) -> None:
+        await coro
+        done = self._running.pop(op)
+        if done is not None:
+            done.set()
+        self._finish(op)
 
     # -- command kinds ----------------------------------------------------------------
     async def _run_op(

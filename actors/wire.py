@@ -28,6 +28,7 @@ import torch
 from protocols.errors import ProtocolError
 
 from .codec import _records, record_heads
+from .codec import hand_over as _hand_over
 from .envelope import Envelope, Phase
 
 VERSION = 1
@@ -61,6 +62,20 @@ def _join_tag(form: int, op: int, step: str) -> str:
     return step
 
 
+def _tag_head(tag: str, depth: int) -> tuple[int, int, str, bytes]:
+    """The tag's form, op, step and encoded step, checked to fit the frame header."""
+    form, op, step = _split_tag(tag)
+    try:
+        step_b = step.encode()
+    except UnicodeEncodeError as exc:
+        raise ProtocolError(f"tag {tag!r} is not UTF-8: {exc}") from None
+    if len(step_b) > 255:
+        raise ProtocolError(f"tag step {step!r} is longer than 255 bytes")
+    if not 0 <= op < 2**64 or not 0 <= depth < 2**32:
+        raise ProtocolError(f"op {op} or depth {depth} does not fit the frame header")
+    return form, op, step, step_b
+
+
 def pack_frame(
     tag: str,
     phase: Phase,
@@ -71,15 +86,7 @@ def pack_frame(
 ) -> tuple[bytearray, int]:
     """One frame, built with a single copy of each tensor's bytes; returns ``(frame,
     payload bytes)``."""
-    form, op, step = _split_tag(tag)
-    try:
-        step_b = step.encode()
-    except UnicodeEncodeError as exc:
-        raise ProtocolError(f"tag {tag!r} is not UTF-8: {exc}") from None
-    if len(step_b) > 255:
-        raise ProtocolError(f"tag step {step!r} is longer than 255 bytes")
-    if not 0 <= op < 2**64 or not 0 <= depth < 2**32:
-        raise ProtocolError(f"op {op} or depth {depth} does not fit the frame header")
+    form, op, _, step_b = _tag_head(tag, depth)
     if control is not None:
         parts: list[Any] = [control]
         size = payload = len(control)
@@ -88,6 +95,32 @@ def pack_frame(
     # one copy of every piece into the frame (bytearray.join takes numpy's buffers)
     head = HEADER.pack(VERSION, int(phase), form, len(step_b), depth, op, size)
     return bytearray().join([head, step_b, *parts]), payload
+
+
+def hand_over(
+    sender: str,
+    receiver: str,
+    tag: str,
+    phase: Phase,
+    depth: int,
+    *,
+    tensors: Sequence[torch.Tensor] | None = None,
+    control: bytes | None = None,
+) -> Envelope:
+    """The envelope :func:`unpack_frame` would make of :func:`pack_frame`'s frame, without
+    the frame (an in-memory link): the tag as the frame would carry it, the tensors as one
+    copy the receiver owns, and the frame's exact length and payload bytes for the meters."""
+    form, op, step, step_b = _tag_head(tag, depth)
+    if control is not None:
+        held = None
+        body = bytes(control)
+        size = payload = len(body)
+    else:
+        held, size, payload = _hand_over(tensors or ())
+        body = b""
+    frame = HEADER.size + len(step_b) + size
+    tag = _join_tag(form, op, step)
+    return Envelope(sender, receiver, tag, phase, depth, body, payload, frame, held)
 
 
 def unpack_frame(frame: bytes | bytearray, sender: str, receiver: str) -> Envelope:

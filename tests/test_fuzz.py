@@ -476,6 +476,7 @@ class Corrupter:
                 carry(sender, receiver, self.on_frame(sender, receiver, frame))
 
             net.carry = corrupt_carry  # type: ignore[method-assign]
+            net.hands_over = False  # frames on the link, not envelopes handed over
         else:
             net.observe(self)
 

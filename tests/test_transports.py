@@ -62,7 +62,9 @@ class _Reordering(Network):
 
 
 class _WrongSender(Network):
-    """Vouches for the receiver as the sender."""
+    """Vouches for the receiver as the sender (of frames: it takes no envelopes)."""
+
+    hands_over = False
 
     def _deliver(self, sender: str, receiver: str, frame: bytearray) -> None:
         self.deliver_frame(self.endpoints[receiver], receiver, frame)

@@ -1,0 +1,80 @@
+"""The in-memory network hands envelopes over instead of frames: the same tag, tensors and
+meters as a frame would give, and copies the receiver owns."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import trio
+
+from actors.envelope import Phase
+from actors.network import Network
+from actors.wire import hand_over, pack_frame, unpack_frame
+from protocols.errors import ProtocolError
+
+CASES = [
+    ("7/x", [torch.arange(5, dtype=torch.int64), torch.tensor([True, False, True])]),
+    ("007/step", [torch.zeros((2, 0, 3), dtype=torch.int64)]),
+    ("cmd/012", [torch.arange(9, dtype=torch.uint8).reshape(3, 3).t()]),
+    ("setup/key", [torch.tensor(3, dtype=torch.int64)]),
+]
+
+
+@pytest.mark.parametrize(("tag", "tensors"), CASES)
+def test_hand_over_is_what_the_frame_would_give(tag: str, tensors: list[torch.Tensor]) -> None:
+    frame, payload = pack_frame(tag, Phase.ONLINE, 4, tensors=tensors)
+    framed = unpack_frame(frame, "alice", "bob")
+    env = hand_over("alice", "bob", tag, Phase.ONLINE, 4, tensors=tensors)
+    assert (env.tag, env.depth, env.phase) == (framed.tag, framed.depth, framed.phase)
+    assert (env.payload_bytes, env.frame_bytes) == (payload, len(frame))
+    for a, b in zip(env.tensors(), framed.tensors(), strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+        assert a.is_contiguous()
+    assert env.framed().body == framed.body
+
+
+def test_hand_over_of_a_control_body() -> None:
+    frame, payload = pack_frame("cmd/3", Phase.CONTROL, 0, control=b"\x93\x01\x02\x03")
+    env = hand_over("alice", "bob", "cmd/3", Phase.CONTROL, 0, control=b"\x93\x01\x02\x03")
+    assert env.body == unpack_frame(frame, "alice", "bob").body
+    assert (env.payload_bytes, env.frame_bytes) == (payload, len(frame))
+
+
+def test_hand_over_checks_as_the_frame_does() -> None:
+    with pytest.raises(ProtocolError, match="dtype"):
+        hand_over("a", "b", "1/x", Phase.ONLINE, 0, tensors=[torch.zeros(2)])
+    with pytest.raises(ProtocolError, match="255"):
+        hand_over("a", "b", "1/" + "x" * 256, Phase.ONLINE, 0, tensors=[])
+    with pytest.raises(ProtocolError, match="does not fit"):
+        hand_over("a", "b", "1/x", Phase.ONLINE, 2**32, tensors=[])
+
+
+async def test_the_receiver_owns_what_it_gets() -> None:
+    net = Network(["alice", "bob"], timeout=5, heartbeats=False)
+    t = torch.arange(4, dtype=torch.int64)
+    w = torch.ones(3, dtype=torch.int64, requires_grad=False)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(net.run)
+        sent = net.endpoints["alice"].send_nowait("bob", "1/x", Phase.ONLINE, tensors=[t, w])
+        t.add_(100)  # the sender goes on mutating its own tensor
+        env = await net.endpoints["bob"].mailbox.recv("alice", "1/x")
+        got = env.tensors()
+        assert torch.equal(got[0], torch.arange(4)) and got[0].data_ptr() != t.data_ptr()
+        assert env.payload_bytes == sent == 7 * 8
+        nursery.cancel_scope.cancel()
+    a, b = net.endpoints["alice"].meter.snapshot(), net.endpoints["bob"].meter.snapshot()
+    assert a.sent[Phase.ONLINE] == b.received[Phase.ONLINE] == 56
+
+
+async def test_observers_see_the_frame_body() -> None:
+    net = Network(["alice", "bob"], timeout=5, heartbeats=False)
+    seen = []
+    net.observe(lambda env: seen.append(env) or env)
+    t = torch.arange(3, dtype=torch.int64)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(net.run)
+        net.endpoints["alice"].send_nowait("bob", "1/x", Phase.ONLINE, tensors=[t])
+        await net.endpoints["bob"].mailbox.recv("alice", "1/x")
+        nursery.cancel_scope.cancel()
+    frame, _ = pack_frame("1/x", Phase.ONLINE, 0, tensors=[t])
+    assert seen[0].held is None and seen[0].body == unpack_frame(frame, "alice", "bob").body
