@@ -103,7 +103,7 @@ def reciprocal_positive(
     x = expect_shared(x, "reciprocal")
     require_bits(x, "reciprocal", base2=True)
     with torch.no_grad():
-        n = Norm(x, domain or log_domain(x), below=_below(domain, below))
+        n = Norm(x, domain or log_domain(x), below=_below(domain, below), step=2)
         ymax = _NUMERATOR_MAX if numerator is not None else 1.0
         out = n.times_pow2(_inverse_m(n.m, numerator, max(0, -n.klo)), -1.0, ymax=ymax)
     return x._record(out, [x], lambda g: (-(g * out**2),))
@@ -139,9 +139,8 @@ def sqrt(
     x = expect_shared(x, "sqrt")
     require_bits(x, "sqrt", base2=True)
     with torch.no_grad():
-        n = Norm(x, domain or sqrt_domain(x), below=_below(domain, below))
-        p = _int_poly(powers(n.m - 1.0), fit("sqrt1p", 0.0, 1.0), 1.5)
-        y = n.times_pow2(p, 0.5, low_zero=True, ymax=1.5)
+        n = Norm(x, domain or sqrt_domain(x), below=_below(domain, below), step=2)
+        y = n.times_pow2(_mantissa_poly(n.m, "sqrt1p"), 0.5, low_zero=True, ymax=2.0)
     return x._record(y, [x], lambda g: (g * (rsqrt(x.detach(), None) * 0.5),))
 
 
@@ -164,10 +163,30 @@ def rsqrt(
     if scale_bits and torch.is_grad_enabled() and x.requires_grad:
         raise UnsupportedOperation("rsqrt(scale_bits=...) has no backward; use no_grad")
     with torch.no_grad():
-        n = Norm(x, domain or log_domain(x), below=_below(domain, below))
-        p = _int_poly(powers(n.m - 1.0), fit("recip_sqrt1p", 0.0, 1.0), 1.01)
+        n = Norm(x, domain or log_domain(x), below=_below(domain, below), step=2)
+        p = _mantissa_poly(n.m, "recip_sqrt1p")
         y = n.times_pow2(p, -0.5, float(scale_bits), ymax=1.01)
     return x._record(y, [x], lambda g: (-(g * (y**2 * y) * 0.5),))
+
+
+_MANTISSA_DEGREE = {"sqrt1p": 7, "recip_sqrt1p": 8}
+"""Degrees of sqrt(m) and 1/sqrt(m) on m in [1, 4) (least-squares errors 7.9e-6 and
+1.9e-5: `fit_error("sqrt1p", 0, 3, 7)`); the powers of v = (m - 2.5) / 2 in [-3/4, 3/4)
+are below 2**32 raw."""
+
+
+def _mantissa_poly(m: SharedTensor, name: str) -> SharedTensor:
+    """sqrt(m) or 1/sqrt(m) for m in [1, 4): a polynomial in v = (m - 2.5) / 2 (m - 2.5
+    read at one more bit, exact, then one local truncation), its coefficients as integers
+    and one truncation (:func:`_int_poly`, below 2**33 raw). 3 rounds (degree <= 8)."""
+    f = m.prec
+    v = lower(reinterpret(m - 2.5, f + 1), f)
+    deg = _MANTISSA_DEGREE[name]
+    c = fit(name, 0.0, 3.0, deg, 1.5)
+    coeffs = [ci * 2.0**i for i, ci in enumerate(c)]
+    ends = [float(sum(ci * (w**i) for i, ci in enumerate(coeffs))) for w in (-0.75, 0.75)]
+    bound = max(abs(e - coeffs[0]) for e in ends) * 1.05
+    return _int_poly(powers(v, deg), coeffs, bound)
 
 
 def div(a: Any, b: SharedTensor) -> SharedTensor:
@@ -197,19 +216,33 @@ _NUMERATOR_MAX = 2.0
 """1/m times a numerator of at most 2 in magnitude keeps the product below 2**33 raw."""
 
 
+_INVERSE_GUARD = 2
+"""Bits 1/m keeps beyond f (1/m in (1/4, 1]: 2 more bits keep its relative rounding as on
+[1/2, 1])."""
+
+
 def _inverse_m(m: SharedTensor, numerator: SharedTensor | None, extra: int = 0) -> SharedTensor:
-    """1/m for m in [1, 2) (times ``numerator``) by 2 Newton-Raphson steps from the start
-    24/17 - 8/17 m: its coefficient as the integer round(8/17 2**16) (an exact product of
-    2**32 raw, one truncation), each step's products below 2**34 raw."""
+    """1/m for m in [1, 4) (times ``numerator``) by 3 Newton-Raphson steps from the
+    start 40/41 - 8/41 m (relative error 9/41, the best linear start on [1, 4]; 3 steps
+    leave (9/41)**8 < 5.5e-6): its coefficient as the integer round(8/41 2**16) (an exact
+    product below 2**32 raw, one truncation); each step's products m y ~ 1 and
+    y (2 - m y) < 1 stay below 2**33 raw. The last step is ``y + y e``, e = 1 - m y
+    (|e| < 2.3e-3), at f + 2 bits: 1/m at f + 2 bits (the numerator's product reads it at f)."""
     f = m.prec
-    start = m * -round(8 / 17 * 2**f)
-    y = start._op("trunc", [], m.shape, Params(d=2**f)) + 24.0 / 17.0
+    g = f + _INVERSE_GUARD
+    start = m * -round(8 / 41 * 2**f)
+    y = start._op("trunc", [], m.shape, Params(d=2**f)) + 40.0 / 41.0
     for _ in range(2):
         y = y * (2.0 - m * y)
+    my = m._op("mul", [y], m.shape, Params(d=2 ** (m.prec + y.prec - g)), prec=g)
+    e = 1.0 - my  # at g bits
+    ye = y._op("mul", [e], y.shape, Params(d=2 ** (y.prec + e.prec - g)), prec=g)
+    y = y._at_prec(g) + ye
     if numerator is None:
-        return lower(y, f)
+        return y
     # the quotient's digits: a / m at f + ``extra`` (-klo) bits, since 2**-k multiplies
     # it by up to 2**-klo (256 at 2/16); the product's raw a y 2**(2f) is truncated once
+    y = lower(y, f)
     num = lower(numerator, f)
     q = f + extra
     shape = S.broadcast("mul", y.shape, num.shape)
