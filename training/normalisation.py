@@ -167,6 +167,7 @@ class Norm:
         *,
         low_zero: bool = False,
         ymax: float = 2.0,
+        factor: SharedTensor | None = None,
     ) -> SharedTensor:
         """y * 2**(c + a k) for the selected k, a in {1, -1, 1/2, -1/2}, |y| <= ``ymax``;
         ``low_zero``: 0 below the domain. Every truncation stays below 2**33 raw:
@@ -208,14 +209,16 @@ class Norm:
             ymax *= max(coeffs)
         e0i = int(e0)
         if not ints:
+            if factor is not None:
+                y = y * factor
             out = y * zero_bit if zero_bit is not None else y
             out = out * 2**e0i if e0i >= 0 else out / 2 ** (-e0i)
             return reinterpret(out, f) if extra else out
-        rest: Any = None
+        rest: Any = factor  # an integer share of magnitude 1 (reciprocal's sign), or None
         rest_max = 0
         for iexps, ibits in ints[1:]:
-            factor = _indicator_sum(ibits, [2**x for x in iexps], None)
-            rest = factor if rest is None else rest * factor
+            level = _indicator_sum(ibits, [2**x for x in iexps], None)
+            rest = level if rest is None else rest * level
             rest_max += max(iexps)
         exps1, bits1 = ints[0]
         # P = y rest once (an exact product); a group of the first level's t reads P at

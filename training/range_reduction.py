@@ -96,6 +96,7 @@ def reciprocal_positive(
     *,
     below: bool | None = None,
     numerator: SharedTensor | None = None,
+    sign: SharedTensor | None = None,
 ) -> SharedTensor:
     """1/x for x > 0: (1/m) s, 1/m by 2 Newton-Raphson steps from 24/17 - 8/17 m.
     7 rounds. Backward -g y^2. Below the domain (default: x < 2**-(f//2)) the result is
@@ -105,7 +106,8 @@ def reciprocal_positive(
     with torch.no_grad():
         n = Norm(x, domain or log_domain(x), below=_below(domain, below), step=2)
         ymax = _NUMERATOR_MAX if numerator is not None else 1.0
-        out = n.times_pow2(_inverse_m(n.m, numerator, max(0, -n.klo)), -1.0, ymax=ymax)
+        y = _inverse_m(n.m, numerator, max(0, -n.klo))
+        out = n.times_pow2(y, -1.0, ymax=ymax, factor=sign)
     return x._record(out, [x], lambda g: (-(g * out**2),))
 
 
@@ -122,7 +124,7 @@ def reciprocal(x: SharedTensor) -> SharedTensor:
     require_bits(x, "reciprocal", base2=True)
     with torch.no_grad():
         t, b = abs_sign(x)
-        out = signed(b, reciprocal_positive(t))
+        out = reciprocal_positive(t, sign=b * 2 - 1)
     return x._record(out, [x], lambda g: (-(g * out**2),))
 
 
@@ -222,31 +224,35 @@ _INVERSE_GUARD = 2
 
 
 def _inverse_m(m: SharedTensor, numerator: SharedTensor | None, extra: int = 0) -> SharedTensor:
-    """1/m for m in [1, 4) (times ``numerator``) by 3 Newton-Raphson steps from the
-    start 40/41 - 8/41 m (relative error 9/41, the best linear start on [1, 4]; 3 steps
-    leave (9/41)**8 < 5.5e-6): its coefficient as the integer round(8/41 2**16) (an exact
-    product below 2**32 raw, one truncation); each step's products m y ~ 1 and
-    y (2 - m y) < 1 stay below 2**33 raw. The last step is ``y + y e``, e = 1 - m y
-    (|e| < 2.3e-3), at f + 2 bits: 1/m at f + 2 bits (the numerator's product reads it at f)."""
+    """1/m for m in [1, 4) (times ``numerator``): one Newton-Raphson step from the start
+    40/41 - 8/41 m (relative error e0 = 9/41, the best linear start on [1, 4]) gives y1
+    with e1 = 1 - m y1 = e0**2 < 0.049; then ``Y = y1 + y1 e1`` and ``Y + Y e1**2`` (=
+    y1 (1 + e1)(1 + e1**2), relative error e1**4 < 5.5e-6; e1 y1 and e1**2 side by side:
+    5 rounds, 6 products). The start's coefficient is the integer round(8/41 2**16) (an
+    exact product below 2**32 raw, one truncation); m y ~ 1 and y (2 - m y) < 1 stay below
+    2**33 raw, the corrections are small. 1/m at f + 2 bits (the numerator's product
+    reads it at f)."""
     f = m.prec
     g = f + _INVERSE_GUARD
     start = m * -round(8 / 41 * 2**f)
     y = start._op("trunc", [], m.shape, Params(d=2**f)) + 40.0 / 41.0
-    for _ in range(2):
-        y = y * (2.0 - m * y)
-    my = m._op("mul", [y], m.shape, Params(d=2 ** (m.prec + y.prec - g)), prec=g)
-    e = 1.0 - my  # at g bits
-    ye = y._op("mul", [e], y.shape, Params(d=2 ** (y.prec + e.prec - g)), prec=g)
-    y = y._at_prec(g) + ye
+    y = y * (2.0 - m * y)
+    e = 1.0 - _mul_at(m, y, g)  # at g bits
+    big = y._at_prec(g) + _mul_at(y, e, g)
+    y = big + _mul_at(big, _mul_at(e, e, g), g)
     if numerator is None:
         return y
     # the quotient's digits: a / m at f + ``extra`` (-klo) bits, since 2**-k multiplies
     # it by up to 2**-klo (256 at 2/16); the product's raw a y 2**(2f) is truncated once
     y = lower(y, f)
     num = lower(numerator, f)
-    q = f + extra
-    shape = S.broadcast("mul", y.shape, num.shape)
-    return y._op("mul", [num], shape, Params(d=2 ** (y.prec + num.prec - q)), prec=q)
+    return _mul_at(y, num, f + extra)
+
+
+def _mul_at(a: SharedTensor, b: SharedTensor, prec: int) -> SharedTensor:
+    """a * b (Beaver) truncated to precision ``prec`` (base 2)."""
+    shape = S.broadcast("mul", a.shape, b.shape)
+    return a._op("mul", [b], shape, Params(d=2 ** (a.prec + b.prec - prec)), prec=prec)
 
 
 def _int_poly(
