@@ -1,7 +1,8 @@
 """Range normalisation by powers of two for the smooth functions of
 :mod:`training.range_reduction` (log, reciprocal, sqrt, rsqrt): ``x = m 2**k`` with m in
-[1, 2) from a few comparison levels (:class:`Norm`), and the precision helpers they use
-(reading a share's ring integers at another precision, lowering a precision).
+[1, 2) (or [1, 4): ``step=2``) from a few comparison levels (:class:`Norm`), and the
+precision helpers they use (reading a share's ring integers at another precision,
+lowering a precision).
 
 Why a search: one comparison per power of two (the former reduction) cost 24 comparisons
 per element for the default domains, and at 10**5 elements, where the default suite
@@ -177,12 +178,14 @@ class Norm:
           and on its products with the level's bits (exact), one truncation by 2**b;
         * each other level's factor 2**(a s t - min) is linear in its bits, an integer at
           precision 0; the factors of the levels after the first are multiplied exactly;
-        * the first level's values of t are grouped so that within a group the exponent
-          spans few bits: the group's factor (its indicators times 2**(e + T)) times the
-          rest, times y (exact), is divided by 2**T (one truncation of at most
-          ``ymax 2**(f + 17)``, none where T = 0: large results are exact products).
-        The groups are one product op each, side by side (2 for 1/x on the default domain);
-        3 rounds after the bits, as the single product was."""
+        * the product P = y * (those factors, and ``factor``: reciprocal's sign) is taken
+          once (exact); the first level's values of t are grouped so that within a group
+          the exponent spans few bits: P read at ``lose`` fewer bits (a local truncation
+          whose unit, times the group's largest power, is at most one unit of the result)
+          times the group's indicators times 2**(e + lose + T) (exact integers), divided
+          by 2**T: one truncation below 2**33 raw, none where T = 0.
+        The groups are one product op each, side by side (2 for 1/x and x / y on the
+        default domain); 2 rounds after y."""
         f = self.f
         extra = max(0, y.prec - f)  # y read at f + extra bits: its raw is y 2**(f + extra)
         e0: float = c + a * self.klo - extra

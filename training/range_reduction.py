@@ -4,11 +4,12 @@ division by a share, sin and cos.
 * **exp** (and softmax's exp for z <= 0) is :mod:`training.exponential`'s, re-exported here.
 * **range normalisation by powers of two** (log, reciprocal, sqrt, rsqrt): a search over
   the exponent (:class:`~training.normalisation.Norm`: 6 comparisons in 3 levels for the
-  default domains) gives ``m = x 2**-k`` in [1, 2), ``k`` linearly and the constants
-  ``2**(a k)`` as exact integer products. Then a degree-4 polynomial in ``m - 1`` (log,
-  sqrt, rsqrt) or Newton-Raphson for ``1/m`` from the linear start ``24/17 - 8/17 m``
-  (the classic 48/17 - 32/17 m' start for m' = m/2 in [1/2, 1), relative error 1/17; 2
-  iterations leave (1/17)**4 < 1.2e-5). Powers of two must be exact in fixed point,
+  default domains; reciprocal, sqrt and rsqrt search even exponents only, 4 comparisons,
+  sqrt's wider domain 5) gives ``m = x 2**-k`` in [1, 2) (log) or [1, 4), ``k`` linearly
+  and the constants ``2**(a k)`` as exact integer products. Then a degree-4 polynomial in
+  ``m - 1`` (log), degree 7 / 8 in ``(m - 2.5) / 2`` (sqrt, rsqrt) or Newton-Raphson for
+  ``1/m`` from the linear start ``40/41 - 8/41 m`` (relative error 9/41 on [1, 4];
+  :func:`_inverse_m` leaves (9/41)**8 < 5.5e-6). Powers of two must be exact in fixed point,
   hence base 2: with f fractional bits the domain is [2**-(f//2), 2**(31-f)), every
   encodable value above 2**-(f//2) (sqrt: from 2**-f). Below it (0, negative or tiny
   inputs) every search bit is 0, m is set to 1 and the constants are those of klo: a
@@ -98,8 +99,8 @@ def reciprocal_positive(
     numerator: SharedTensor | None = None,
     sign: SharedTensor | None = None,
 ) -> SharedTensor:
-    """1/x for x > 0: (1/m) s, 1/m by 2 Newton-Raphson steps from 24/17 - 8/17 m.
-    7 rounds. Backward -g y^2. Below the domain (default: x < 2**-(f//2)) the result is
+    """1/x for x > 0: (1/m) 2**-k, 1/m by :func:`_inverse_m` (5 rounds), times
+    ``sign`` (an integer share of +-1, reciprocal's) in the same products. Backward -g y^2. Below the domain (default: x < 2**-(f//2)) the result is
     2**(f//2) (256 at 2/16), as :class:`~training.normalisation.Norm` says."""
     x = expect_shared(x, "reciprocal")
     require_bits(x, "reciprocal", base2=True)
@@ -114,7 +115,7 @@ def reciprocal_positive(
 @implements(torch.reciprocal, methods=("reciprocal",))
 def reciprocal(x: SharedTensor) -> SharedTensor:
     """1/x for x != 0: |x| and the sign from one ReLU, then :func:`reciprocal_positive`
-    and one product with the sign. 9 rounds.
+    with the sign in its power-of-two factor (no product of its own).
 
     Domain |x| in [2**-(f//2), 2**(31-f)) ([0.0039, 32768) at 2/16: every encodable value
     above 2**-8). For |x| < 2**-8 the result is +-2**8 = +-256 with the sign of x
@@ -132,7 +133,7 @@ def reciprocal(x: SharedTensor) -> SharedTensor:
 def sqrt(
     x: SharedTensor, domain: tuple[int, int] | None = None, *, below: bool | None = None
 ) -> SharedTensor:
-    """sqrt(x) for x >= 0: 2**(k/2) sqrt(m), sqrt(m) = p(m - 1) degree 4. 5 rounds.
+    """sqrt(x) for x >= 0: 2**(k/2) sqrt(m), k even, sqrt(m) by :func:`_mantissa_poly`.
     Backward g * 0.5 * rsqrt(x).
 
     Domain (default): every positive encoding, [2**-f, 2**(31-f)); 0 and negative inputs
@@ -154,7 +155,8 @@ def rsqrt(
     scale_bits: int = 0,
     below: bool | None = None,
 ) -> SharedTensor:
-    """1/sqrt(x) for x > 0: 2**(-k/2) p(m - 1). 5 rounds. Backward -g y^3 / 2.
+    """1/sqrt(x) for x > 0: 2**(-k/2) p(m), k even (:func:`_mantissa_poly`). Backward
+    -g y^3 / 2.
     Default domain as :func:`log`; below it the result is 2**(f//4) (16 at 2/16).
 
     ``scale_bits`` s > 0 returns ``2**s / sqrt(x)`` (no autograd): the selected constants
