@@ -1,6 +1,6 @@
 """The range-normalised functions (log, reciprocal, sqrt, rsqrt, division by a shared
-tensor) keep every local truncation below 2**34 raw at base 2 / 16 bits over their
-documented domains, edges included (failure probability < 2**-30 per element: README,
+tensor) keep every local truncation at or below 2**33 raw at base 2 / 16 bits over their
+documented domains, edges included (failure probability <= 2**-31 per element: README,
 "Truncation failure"), instrumented with :class:`tests.test_edges_at_scale.TruncationTap`
 (both parties' shares of every truncated value, paired by op)."""
 
@@ -46,7 +46,7 @@ CASES: list[tuple[str, Any, Any]] = [
 
 
 @pytest.mark.parametrize(("name", "fn", "x"), CASES, ids=[c[0] for c in CASES])
-async def test_every_truncation_below_2_34(
+async def test_every_truncation_at_most_2_33(
     name: str, fn: Any, x: torch.Tensor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tap = TruncationTap()
@@ -56,4 +56,4 @@ async def test_every_truncation_below_2_34(
     assert tap.unpaired == 0 and not tap.pending, (tap.unpaired, list(tap.pending))
     worst = max(tap.raw.values())
     print(name, sorted(((math.log2(v + 1), k) for k, v in tap.raw.items()), reverse=True)[:6])
-    assert worst < 2**34, f"{name}: a truncation of 2**{math.log2(worst):.2f} raw"
+    assert worst <= 2**33, f"{name}: a truncation of 2**{math.log2(worst):.6f} raw"

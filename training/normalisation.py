@@ -1,7 +1,8 @@
 """Range normalisation by powers of two for the smooth functions of
 :mod:`training.range_reduction` (log, reciprocal, sqrt, rsqrt): ``x = m 2**k`` with m in
-[1, 2) from a few comparison levels (:class:`Norm`), and the precision helpers they use
-(reading a share's ring integers at another precision, lowering a precision).
+[1, 2) (or [1, 4): ``step=2``) from a few comparison levels (:class:`Norm`), and the
+precision helpers they use (reading a share's ring integers at another precision,
+lowering a precision).
 
 Why a search: one comparison per power of two (the former reduction) cost 24 comparisons
 per element for the default domains, and at 10**5 elements, where the default suite
@@ -80,7 +81,12 @@ def _above(z: SharedTensor, e: int) -> SharedTensor:
 
 
 class Norm:
-    """x = m * 2**k with m in [1, 2), by a search over the exponent.
+    """x = m * 2**k with m in [1, 2**step), by a search over the exponent.
+
+    ``step`` w > 1 searches k in steps of w (k - klo a multiple of w): the levels of
+    :func:`search_levels` for ``ceil(span / w)``, scaled by w, and m in [1, 2**w). Step 2
+    (reciprocal, sqrt, rsqrt): 5 comparisons (6 for sqrt's wider domain) where step 1
+    takes 7 (8), and 2**(k/2) an integer power for even k.
 
     With z = x * 2**-klo (x's ring integers read at f + klo fractional bits: exact) and
     the levels of :func:`search_levels`: a level compares z with 2**s .. 2**rs (one
@@ -102,12 +108,15 @@ class Norm:
     integer at precision 0, one product per level, one division by a power of two, one
     product with y)."""
 
-    def __init__(self, x: SharedTensor, domain: tuple[int, int], *, below: bool = False) -> None:
+    def __init__(
+        self, x: SharedTensor, domain: tuple[int, int], *, below: bool = False, step: int = 1
+    ) -> None:
         klo, khi = domain
         f = x.fp.precision
-        self.klo, self.below, self.f = klo, below, f
-        self.levels = search_levels(max(khi - klo, 1))
-        q = f + 2  # z's precision between levels: 2 guard bits for m
+        self.klo, self.below, self.f, self.step = klo, below, f, step
+        units = search_levels(max(-(-(khi - klo) // step), 1))
+        self.levels = [(s * step, r) for s, r in units]
+        q = f + 2  # z's precision between levels: 2 guard bits for m (< 2**step)
         z = reinterpret(x, f + klo) if f + klo >= 0 else x * 2 ** (-klo - f)
         self.bits: list[list[SharedTensor]] = []
         self.c: SharedTensor | None = None
@@ -159,6 +168,7 @@ class Norm:
         *,
         low_zero: bool = False,
         ymax: float = 2.0,
+        factor: SharedTensor | None = None,
     ) -> SharedTensor:
         """y * 2**(c + a k) for the selected k, a in {1, -1, 1/2, -1/2}, |y| <= ``ymax``;
         ``low_zero``: 0 below the domain. Every truncation stays below 2**33 raw:
@@ -168,12 +178,14 @@ class Norm:
           and on its products with the level's bits (exact), one truncation by 2**b;
         * each other level's factor 2**(a s t - min) is linear in its bits, an integer at
           precision 0; the factors of the levels after the first are multiplied exactly;
-        * the first level's values of t are grouped so that within a group the exponent
-          spans few bits: the group's factor (its indicators times 2**(e + T)) times the
-          rest, times y (exact), is divided by 2**T (one truncation of at most
-          ``ymax 2**(f + 17)``, none where T = 0: large results are exact products).
-        The groups are one product op each, side by side (2 for 1/x on the default domain);
-        3 rounds after the bits, as the single product was."""
+        * the product P = y * (those factors, and ``factor``: reciprocal's sign) is taken
+          once (exact); the first level's values of t are grouped so that within a group
+          the exponent spans few bits: P read at ``lose`` fewer bits (a local truncation
+          whose unit, times the group's largest power, is at most one unit of the result)
+          times the group's indicators times 2**(e + lose + T) (exact integers), divided
+          by 2**T: one truncation below 2**33 raw, none where T = 0.
+        The groups are one product op each, side by side (2 for 1/x and x / y on the
+        default domain); 2 rounds after y."""
         f = self.f
         extra = max(0, y.prec - f)  # y read at f + extra bits: its raw is y 2**(f + extra)
         e0: float = c + a * self.klo - extra
@@ -200,36 +212,47 @@ class Norm:
             ymax *= max(coeffs)
         e0i = int(e0)
         if not ints:
+            if factor is not None:
+                y = y * factor
             out = y * zero_bit if zero_bit is not None else y
             out = out * 2**e0i if e0i >= 0 else out / 2 ** (-e0i)
             return reinterpret(out, f) if extra else out
-        rest: Any = None
+        rest: Any = factor  # an integer share of magnitude 1 (reciprocal's sign), or None
         rest_max = 0
         for iexps, ibits in ints[1:]:
-            factor = _indicator_sum(ibits, [2**x for x in iexps], None)
-            rest = factor if rest is None else rest * factor
+            level = _indicator_sum(ibits, [2**x for x in iexps], None)
+            rest = level if rest is None else rest * level
             rest_max += max(iexps)
         exps1, bits1 = ints[0]
-        limit = COEFF_BITS - y.prec - math.log2(ymax)
+        # P = y rest once (an exact product); a group of the first level's t reads P at
+        # ``lose`` fewer bits (a local truncation: its unit times 2**(e + lose) <= 1 unit
+        # of the result) and multiplies by its indicators times 2**(e + lose + shift)
+        # (exact integers), then divides by 2**shift: the product stays below 2**33 raw
+        p_all = y * rest if rest is not None else y
+        limit = COEFF_BITS - y.prec - math.log2(ymax) - rest_max
+
+        def fits(grp: list[int]) -> bool:
+            es = [e0i + exps1[u] for u in grp]
+            lose = max(0, -max(es))
+            return max(es) + lose + max(0, -min(es) - lose) - lose <= limit
+
         groups: list[list[int]] = []
         for t in range(len(exps1)):
-            trial = [*groups[-1], t] if groups else [t]
-            lo = min(e0i + exps1[u] for u in trial)
-            top = max(e0i + exps1[u] for u in trial) + max(0, -lo) + rest_max
-            if groups and (lo < 0 and top > limit):
-                groups.append([t])
-            elif groups:
-                groups[-1] = trial
+            if groups and fits([*groups[-1], t]):
+                groups[-1].append(t)
             else:
                 groups.append([t])
         total: Any = None
         for grp in groups:
-            shift = max(0, -min(e0i + exps1[t] for t in grp))
-            vals = [2 ** (e0i + exps1[t] + shift) if t in grp else 0 for t in range(len(exps1))]
+            es = [e0i + exps1[t] for t in grp]
+            lose = max(0, -max(es))
+            shift = max(0, -min(es) - lose)
+            vals = [
+                2 ** (e0i + exps1[t] + lose + shift) if t in grp else 0 for t in range(len(exps1))
+            ]
             d = _indicator_sum(bits1, vals, zero_bit)
-            if rest is not None:
-                d = d * rest
-            term = y._op("mul", [d], y.shape, Params(d=2**shift), prec=f)
+            pg = lower(p_all, p_all.prec - lose) if lose else p_all
+            term = pg._op("mul", [d], pg.shape, Params(d=2**shift), prec=f)
             total = term if total is None else total + term
         assert total is not None
         return total

@@ -4,11 +4,12 @@ division by a share, sin and cos.
 * **exp** (and softmax's exp for z <= 0) is :mod:`training.exponential`'s, re-exported here.
 * **range normalisation by powers of two** (log, reciprocal, sqrt, rsqrt): a search over
   the exponent (:class:`~training.normalisation.Norm`: 6 comparisons in 3 levels for the
-  default domains) gives ``m = x 2**-k`` in [1, 2), ``k`` linearly and the constants
-  ``2**(a k)`` as exact integer products. Then a degree-4 polynomial in ``m - 1`` (log,
-  sqrt, rsqrt) or Newton-Raphson for ``1/m`` from the linear start ``24/17 - 8/17 m``
-  (the classic 48/17 - 32/17 m' start for m' = m/2 in [1/2, 1), relative error 1/17; 2
-  iterations leave (1/17)**4 < 1.2e-5). Powers of two must be exact in fixed point,
+  default domains; reciprocal, sqrt and rsqrt search even exponents only, 4 comparisons,
+  sqrt's wider domain 5) gives ``m = x 2**-k`` in [1, 2) (log) or [1, 4), ``k`` linearly
+  and the constants ``2**(a k)`` as exact integer products. Then a degree-4 polynomial in
+  ``m - 1`` (log), degree 7 / 8 in ``(m - 2.5) / 2`` (sqrt, rsqrt) or Newton-Raphson for
+  ``1/m`` from the linear start ``40/41 - 8/41 m`` (relative error 9/41 on [1, 4];
+  :func:`_inverse_m` leaves (9/41)**8 < 5.5e-6). Powers of two must be exact in fixed point,
   hence base 2: with f fractional bits the domain is [2**-(f//2), 2**(31-f)), every
   encodable value above 2**-(f//2) (sqrt: from 2**-f). Below it (0, negative or tiny
   inputs) every search bit is 0, m is set to 1 and the constants are those of klo: a
@@ -96,23 +97,25 @@ def reciprocal_positive(
     *,
     below: bool | None = None,
     numerator: SharedTensor | None = None,
+    sign: SharedTensor | None = None,
 ) -> SharedTensor:
-    """1/x for x > 0: (1/m) s, 1/m by 2 Newton-Raphson steps from 24/17 - 8/17 m.
-    7 rounds. Backward -g y^2. Below the domain (default: x < 2**-(f//2)) the result is
+    """1/x for x > 0: (1/m) 2**-k, 1/m by :func:`_inverse_m` (5 rounds), times
+    ``sign`` (an integer share of +-1, reciprocal's) in the same products. Backward -g y^2. Below the domain (default: x < 2**-(f//2)) the result is
     2**(f//2) (256 at 2/16), as :class:`~training.normalisation.Norm` says."""
     x = expect_shared(x, "reciprocal")
     require_bits(x, "reciprocal", base2=True)
     with torch.no_grad():
-        n = Norm(x, domain or log_domain(x), below=_below(domain, below))
+        n = Norm(x, domain or log_domain(x), below=_below(domain, below), step=2)
         ymax = _NUMERATOR_MAX if numerator is not None else 1.0
-        out = n.times_pow2(_inverse_m(n.m, numerator, max(0, -n.klo)), -1.0, ymax=ymax)
+        y = _inverse_m(n.m, numerator, max(0, -n.klo))
+        out = n.times_pow2(y, -1.0, ymax=ymax, factor=sign)
     return x._record(out, [x], lambda g: (-(g * out**2),))
 
 
 @implements(torch.reciprocal, methods=("reciprocal",))
 def reciprocal(x: SharedTensor) -> SharedTensor:
     """1/x for x != 0: |x| and the sign from one ReLU, then :func:`reciprocal_positive`
-    and one product with the sign. 9 rounds.
+    with the sign in its power-of-two factor (no product of its own).
 
     Domain |x| in [2**-(f//2), 2**(31-f)) ([0.0039, 32768) at 2/16: every encodable value
     above 2**-8). For |x| < 2**-8 the result is +-2**8 = +-256 with the sign of x
@@ -122,7 +125,7 @@ def reciprocal(x: SharedTensor) -> SharedTensor:
     require_bits(x, "reciprocal", base2=True)
     with torch.no_grad():
         t, b = abs_sign(x)
-        out = signed(b, reciprocal_positive(t))
+        out = reciprocal_positive(t, sign=b * 2 - 1)
     return x._record(out, [x], lambda g: (-(g * out**2),))
 
 
@@ -130,7 +133,7 @@ def reciprocal(x: SharedTensor) -> SharedTensor:
 def sqrt(
     x: SharedTensor, domain: tuple[int, int] | None = None, *, below: bool | None = None
 ) -> SharedTensor:
-    """sqrt(x) for x >= 0: 2**(k/2) sqrt(m), sqrt(m) = p(m - 1) degree 4. 5 rounds.
+    """sqrt(x) for x >= 0: 2**(k/2) sqrt(m), k even, sqrt(m) by :func:`_mantissa_poly`.
     Backward g * 0.5 * rsqrt(x).
 
     Domain (default): every positive encoding, [2**-f, 2**(31-f)); 0 and negative inputs
@@ -139,9 +142,8 @@ def sqrt(
     x = expect_shared(x, "sqrt")
     require_bits(x, "sqrt", base2=True)
     with torch.no_grad():
-        n = Norm(x, domain or sqrt_domain(x), below=_below(domain, below))
-        p = _int_poly(powers(n.m - 1.0), fit("sqrt1p", 0.0, 1.0), 1.5)
-        y = n.times_pow2(p, 0.5, low_zero=True, ymax=1.5)
+        n = Norm(x, domain or sqrt_domain(x), below=_below(domain, below), step=2)
+        y = n.times_pow2(_mantissa_poly(n.m, "sqrt1p"), 0.5, low_zero=True, ymax=2.0)
     return x._record(y, [x], lambda g: (g * (rsqrt(x.detach(), None) * 0.5),))
 
 
@@ -153,7 +155,8 @@ def rsqrt(
     scale_bits: int = 0,
     below: bool | None = None,
 ) -> SharedTensor:
-    """1/sqrt(x) for x > 0: 2**(-k/2) p(m - 1). 5 rounds. Backward -g y^3 / 2.
+    """1/sqrt(x) for x > 0: 2**(-k/2) p(m), k even (:func:`_mantissa_poly`). Backward
+    -g y^3 / 2.
     Default domain as :func:`log`; below it the result is 2**(f//4) (16 at 2/16).
 
     ``scale_bits`` s > 0 returns ``2**s / sqrt(x)`` (no autograd): the selected constants
@@ -164,10 +167,30 @@ def rsqrt(
     if scale_bits and torch.is_grad_enabled() and x.requires_grad:
         raise UnsupportedOperation("rsqrt(scale_bits=...) has no backward; use no_grad")
     with torch.no_grad():
-        n = Norm(x, domain or log_domain(x), below=_below(domain, below))
-        p = _int_poly(powers(n.m - 1.0), fit("recip_sqrt1p", 0.0, 1.0), 1.01)
+        n = Norm(x, domain or log_domain(x), below=_below(domain, below), step=2)
+        p = _mantissa_poly(n.m, "recip_sqrt1p")
         y = n.times_pow2(p, -0.5, float(scale_bits), ymax=1.01)
     return x._record(y, [x], lambda g: (-(g * (y**2 * y) * 0.5),))
+
+
+_MANTISSA_DEGREE = {"sqrt1p": 7, "recip_sqrt1p": 8}
+"""Degrees of sqrt(m) and 1/sqrt(m) on m in [1, 4) (least-squares errors 7.9e-6 and
+1.9e-5: `fit_error("sqrt1p", 0, 3, 7)`); the powers of v = (m - 2.5) / 2 in [-3/4, 3/4)
+are below 2**32 raw."""
+
+
+def _mantissa_poly(m: SharedTensor, name: str) -> SharedTensor:
+    """sqrt(m) or 1/sqrt(m) for m in [1, 4): a polynomial in v = (m - 2.5) / 2 (m - 2.5
+    read at one more bit, exact, then one local truncation), its coefficients as integers
+    and one truncation (:func:`_int_poly`, below 2**33 raw). 3 rounds (degree <= 8)."""
+    f = m.prec
+    v = lower(reinterpret(m - 2.5, f + 1), f)
+    deg = _MANTISSA_DEGREE[name]
+    c = fit(name, 0.0, 3.0, deg, 1.5)
+    coeffs = [ci * 2.0**i for i, ci in enumerate(c)]
+    ends = [float(sum(ci * (w**i) for i, ci in enumerate(coeffs))) for w in (-0.75, 0.75)]
+    bound = max(abs(e - coeffs[0]) for e in ends) * 1.05
+    return _int_poly(powers(v, deg), coeffs, bound)
 
 
 def div(a: Any, b: SharedTensor) -> SharedTensor:
@@ -197,23 +220,41 @@ _NUMERATOR_MAX = 2.0
 """1/m times a numerator of at most 2 in magnitude keeps the product below 2**33 raw."""
 
 
+_INVERSE_GUARD = 2
+"""Bits 1/m keeps beyond f (1/m in (1/4, 1]: 2 more bits keep its relative rounding as on
+[1/2, 1])."""
+
+
 def _inverse_m(m: SharedTensor, numerator: SharedTensor | None, extra: int = 0) -> SharedTensor:
-    """1/m for m in [1, 2) (times ``numerator``) by 2 Newton-Raphson steps from the start
-    24/17 - 8/17 m: its coefficient as the integer round(8/17 2**16) (an exact product of
-    2**32 raw, one truncation), each step's products below 2**34 raw."""
+    """1/m for m in [1, 4) (times ``numerator``): one Newton-Raphson step from the start
+    40/41 - 8/41 m (relative error e0 = 9/41, the best linear start on [1, 4]) gives y1
+    with e1 = 1 - m y1 = e0**2 < 0.049; then ``Y = y1 + y1 e1`` and ``Y + Y e1**2`` (=
+    y1 (1 + e1)(1 + e1**2), relative error e1**4 < 5.5e-6; e1 y1 and e1**2 side by side:
+    5 rounds, 6 products). The start's coefficient is the integer round(8/41 2**16) (an
+    exact product below 2**32 raw, one truncation); m y ~ 1 and y (2 - m y) < 1 stay below
+    2**33 raw, the corrections are small. 1/m at f + 2 bits (the numerator's product
+    reads it at f)."""
     f = m.prec
-    start = m * -round(8 / 17 * 2**f)
-    y = start._op("trunc", [], m.shape, Params(d=2**f)) + 24.0 / 17.0
-    for _ in range(2):
-        y = y * (2.0 - m * y)
+    g = f + _INVERSE_GUARD
+    start = m * -round(8 / 41 * 2**f)
+    y = start._op("trunc", [], m.shape, Params(d=2**f)) + 40.0 / 41.0
+    y = y * (2.0 - m * y)
+    e = 1.0 - _mul_at(m, y, g)  # at g bits
+    big = y._at_prec(g) + _mul_at(y, e, g)
+    y = big + _mul_at(big, _mul_at(e, e, g), g)
     if numerator is None:
-        return lower(y, f)
+        return y
     # the quotient's digits: a / m at f + ``extra`` (-klo) bits, since 2**-k multiplies
     # it by up to 2**-klo (256 at 2/16); the product's raw a y 2**(2f) is truncated once
+    y = lower(y, f)
     num = lower(numerator, f)
-    q = f + extra
-    shape = S.broadcast("mul", y.shape, num.shape)
-    return y._op("mul", [num], shape, Params(d=2 ** (y.prec + num.prec - q)), prec=q)
+    return _mul_at(y, num, f + extra)
+
+
+def _mul_at(a: SharedTensor, b: SharedTensor, prec: int) -> SharedTensor:
+    """a * b (Beaver) truncated to precision ``prec`` (base 2)."""
+    shape = S.broadcast("mul", a.shape, b.shape)
+    return a._op("mul", [b], shape, Params(d=2 ** (a.prec + b.prec - prec)), prec=prec)
 
 
 def _int_poly(
