@@ -21,21 +21,27 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-import trio
-from peers import number, run_peer
-from seed_net import DATA, TARGET, loss_fn, make_net
-from torch import nn
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # use this checkout's packages, not another installed copy
+    sys.path.insert(0, str(ROOT))
 
-from actors import configure_logging
-from protocols.suite import suite_arg
-from training import SGD, Cluster, SharedTensor, TrainingCoordinator
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import trio  # noqa: E402
+from peers import number, run_peer  # noqa: E402
+from seed_net import DATA, TARGET, loss_fn, make_net  # noqa: E402
+from torch import nn  # noqa: E402
+
+from actors import configure_logging  # noqa: E402
+from protocols.suite import suite_arg  # noqa: E402
+from training import SGD, Cluster, SharedTensor, TrainingCoordinator  # noqa: E402
 
 NAMES = ["alice", "bob", "carol", "dave"]
 
