@@ -21,7 +21,7 @@ factor times the incoming one, summed down to the operand's shape where it broad
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 import torch
@@ -181,7 +181,7 @@ class Arithmetic(Shaping):
             self.dim() == 2
             and other.dim() == 2
             and self.cluster is other.cluster
-            and self.fp.base == other.fp.base
+            and self.fp == other.fp
             and self.prec == other.prec
             and "linear_keep" in self.cluster.suite
         )
@@ -189,30 +189,65 @@ class Arithmetic(Shaping):
     def _kept_product(
         self, wt: Arithmetic, parents: list[Arithmetic], *, weight_grad_transposed: bool
     ) -> Self:
-        """``self @ wt`` as ``linear_keep``: the backward opens only the gradient g and gives
-        ``g @ wt^T`` (when ``parents[0]`` needs it) and the weight's gradient, ``g^T @ self``
-        (``parents[1]`` is ``wt^T``, ``nn.Linear``'s weight) or its transpose (``parents[1]``
-        is ``wt`` itself, ``x @ w``)."""
-        both = parents[0].requires_grad
+        """``self @ wt`` as ``linear_keep``: the weight's gradient is ``g^T @ self`` when
+        ``parents[1]`` is ``wt^T`` (``nn.Linear``'s weight), its transpose when it is ``wt``
+        itself (``x @ w``)."""
         m, k, n = self.shape[0], self.shape[1], wt.shape[1]
-        shapes = [(m, n), (m, k), (k, n), (m, n), (n, k), *([(m, k)] if both else [])]
-        d = Params(d=self.fp.base**self.prec)
         x = self.detach()
-        kind = "linear_keep" if both else "linear_keep_w"
-        out, *kept = x._submit(kind, [x, wt], [(s, None) for s in shapes], d)
+
+        def fallback(g: Value, both: bool) -> tuple[Value | None, Value | None]:
+            gw: Value = g.t() @ x
+            return (g @ wt.t() if both else None, gw.t() if weight_grad_transposed else gw)
+
+        return self._kept_bilinear(
+            "linear",
+            wt,
+            parents,
+            (m, n),
+            (n, k),
+            Params(d=self.fp.base**self.prec),
+            fallback,
+            post=(lambda gw: gw.t()) if weight_grad_transposed else None,
+        )
+
+    def _kept_bilinear(
+        self,
+        family: str,
+        y: Arithmetic,
+        parents: Sequence[Arithmetic],
+        out_shape: tuple[int, ...],
+        gy_shape: tuple[int, ...],
+        params: Params,
+        fallback: Callable[[Value, bool], tuple[Value | None, Value | None]],
+        *,
+        shared: Callable[[Value], Value] | None = None,
+        post: Callable[[Arithmetic], Value] | None = None,
+    ) -> Self:
+        """``f(self, y)`` of a :mod:`protocols.reuse` family as ``<family>_keep`` (or
+        ``_keep_w`` when ``parents[0]``, the input, needs no gradient): its backward opens
+        only the gradient g (made shared by ``shared``). A gradient of another encoding
+        takes ``fallback(g, input needs its gradient)``; ``post`` maps the weight's."""
+        both = parents[0].requires_grad
+        xs = tuple(self.shape)
+        shapes = [out_shape, xs, tuple(y.shape), out_shape, gy_shape, *([xs] if both else [])]
+        x = self.detach()
+        kind = f"{family}_keep" if both else f"{family}_keep_w"
+        out, *kept = x._submit(kind, [x, y], [(s, None) for s in shapes], params)
+        d = Params(d=params.d)
 
         def back(g: Value) -> tuple[Value | None, Value | None]:
-            if not (isinstance(g, Arithmetic) and g.prec == self.prec and g.fp == self.fp):
-                gw: Value = g.t() @ x
-                return (g @ wt.t() if both else None, gw if not weight_grad_transposed else gw.t())
+            g = g if shared is None else shared(g)
+            if not (isinstance(g, Arithmetic) and g.fp == self.fp and g.prec == self.prec):
+                return fallback(g, both)
+            gx: Arithmetic | None = None
             if both:
-                gx, gw = g._submit(
-                    "linear_grad", [g, x, wt, *kept], [((m, k), None), ((n, k), None)], d
+                gx, gy = g._submit(
+                    f"{family}_grad", [g, x, y, *kept], [(xs, None), (gy_shape, None)], d
                 )
             else:
-                ex, _, r, cw = kept
-                gx, (gw,) = None, g._submit("linear_grad_w", [g, x, ex, r, cw], [((n, k), None)], d)
-            return gx, gw.t() if weight_grad_transposed else gw
+                ex, _, r, cy = kept
+                (gy,) = g._submit(f"{family}_grad_w", [g, x, ex, r, cy], [(gy_shape, None)], d)
+            return gx, gy if post is None else post(gy)
 
         return self._record(out, parents, back)
 

@@ -258,29 +258,25 @@ def _reuses(x: SharedTensor, w: SharedTensor) -> bool:
 
 def _conv_kept(xp: SharedTensor, wp_: SharedTensor, out_shape: tuple[int, ...]) -> SharedTensor:
     """``conv(xp, wp_)`` as ``conv_keep``: its backward opens only the gradient."""
-    both = xp.requires_grad
     xs, ws = tuple(xp.shape), tuple(wp_.shape)
-    shapes = [out_shape, xs, ws, out_shape, ws, *([xs] if both else [])]
-    d = xp.fp.base**xp.prec
     x, w = xp.detach(), wp_.detach()
-    kind = "conv_keep" if both else "conv_keep_w"
-    out, *kept = x._submit(kind, [x, w], [(s, None) for s in shapes], Params(d=d, shape=out_shape))
 
-    def back(g: Value) -> tuple[Value, Value]:
+    def fallback(g: Value, both: bool) -> tuple[Value, Value]:
         gs = _shared_operand(g, xp, "conv2d backward")
-        if gs.fp != xp.fp or gs.prec != xp.prec:
-            gx = _bilinear("conv_dx", gs, w, xs) if both else None
-            return gx, _bilinear("conv_dw", x, gs, ws)
-        if both:
-            gx, gw = gs._submit(
-                "conv_grad", [gs, x, w, *kept], [(xs, None), (ws, None)], Params(d=d)
-            )
-            return gx, gw
-        ex, _, r, cy = kept
-        (gw,) = gs._submit("conv_grad_w", [gs, x, ex, r, cy], [(ws, None)], Params(d=d))
-        return None, gw
+        gx = _bilinear("conv_dx", gs, w, xs) if both else None
+        return gx, _bilinear("conv_dw", x, gs, ws)
 
-    return xp._record(out, [xp, wp_], back)
+    d = xp.fp.base**xp.prec
+    return xp._kept_bilinear(
+        "conv",
+        w,
+        [xp, wp_],
+        out_shape,
+        ws,
+        Params(d=d, shape=out_shape),
+        fallback,
+        shared=lambda g: _shared_operand(g, xp, "conv2d backward"),
+    )
 
 
 def conv1d(
