@@ -39,10 +39,11 @@ one AES-ECB batch of 2^19 blocks; AES wins by orders of magnitude.
 
 Implementation: the level arithmetic runs in compiled numba kernels
 (:mod:`protocols.fss_kernel`: per level one AES call and one kernel, ~2 calls instead of
-~40 numpy calls), bit-identical to the vectorised numpy code kept here as the reference
+~40 numpy calls; for small batches the whole key generation or evaluation is ONE call, the
+AES running inside the kernels on AES-NI, :mod:`protocols.aesni`), bit-identical to the vectorised numpy code kept here as the reference
 (``impl="numpy"``; tests/test_fss.py compares keys and shares). The first DCF call of a
 process loads the kernels from numba's on-disk cache (~0.4-0.6 s) or compiles them when the
-cache is cold (~2.5-3.5 s); :func:`warm_up` pays that up front.
+cache is cold (~5-6 s); :func:`warm_up` pays that up front.
 
 Key layout (one int64 tensor of shape ``(W, N)`` per party, N elements, word-major so each
 field is a contiguous row):
@@ -300,10 +301,17 @@ def warm_up() -> float:
     """Load (or, with a cold on-disk cache, compile) the DCF kernels now; seconds taken.
 
     The first DCF call of a process pays numba's start-up: ~0.4-0.6 s with the kernels
-    cached on disk, ~2.5-3.5 s when they must be compiled (a fresh clone's first run). A
-    long-lived process can call this before its timed work so the first op does not."""
+    cached on disk, ~5-6 s when they must be compiled (a fresh clone's first run: the level
+    kernels and the one-call drivers of small batches, ~3 s each). A long-lived process can
+    call this before its timed work so the first op does not."""
     t0 = time.perf_counter()
     one = torch.ones(1, dtype=torch.int64)
-    k0, _ = dcf_keygen(one, one[:, None], 2, bytes(dcf_seed_bytes(1)))
-    dcf_eval(0, k0, one, 2)
+    saved = fss_kernel.IN_KERNEL_AES
+    try:
+        for in_kernel in {saved, False}:  # both paths a process may take
+            fss_kernel.IN_KERNEL_AES = in_kernel
+            k0, _ = dcf_keygen(one, one[:, None], 2, bytes(dcf_seed_bytes(1)))
+            dcf_eval(0, k0, one, 2)
+    finally:
+        fss_kernel.IN_KERNEL_AES = saved
     return time.perf_counter() - t0

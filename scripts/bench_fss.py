@@ -4,8 +4,11 @@ Usage: ``python scripts/bench_fss.py [log2 numel ...] [--reps R] [--no-reference
 (default sizes 3, 14 and 18: 8, 16384 and 262144 elements). For each size and each of
 DReLU (63-bit DCF, payload 1), ReLU (63-bit, payload 2) and truncation by 1000 (64-bit +
 10-bit DCFs) prints the median milliseconds of key generation (both parties' keys) and of
-one party's evaluation, for the compiled kernels (protocols.fss_kernel) and, unless
-``--no-reference``, for the numpy reference, interleaved in the same loop, with the ratio,
+one party's evaluation, for the compiled kernels (protocols.fss_kernel) with the AES inside
+the kernels (protocols.aesni: one call per key generation or evaluation), the same kernels
+around OpenSSL's AES (a Python loop over the levels, the fallback without AES-NI) and,
+unless ``--no-reference``, the numpy reference, interleaved in the same loop, with ratios
+(the library picks between the first two by size: ``fss_kernel.IN_KERNEL_MAX``),
 after one untimed run of each (a fresh process's first touch of the ~0.8 GB of 2^18 keys
 was measured at ~2.4 s on this machine, whichever code touches it).
 First prints the compiled kernels' first-call time in this process (their compile time
@@ -22,6 +25,7 @@ import time
 import numpy as np
 import torch
 
+from protocols import fss_kernel
 from protocols.dcf import Impl, dcf_eval, dcf_key_words, dcf_keygen, dcf_seed_bytes
 
 PROTOCOLS: list[tuple[str, list[tuple[int, int]]]] = [
@@ -46,17 +50,32 @@ def first_call_ms() -> float:
     return 1e3 * (time.perf_counter() - t0)
 
 
-def run(dcfs: list[tuple[int, int]], inputs: list[tuple], impl: Impl) -> tuple[float, float]:
+VARIANTS: dict[str, tuple[Impl, bool]] = {
+    "in-kernel": ("compiled", True),
+    "openssl": ("compiled", False),
+    "numpy": ("numpy", False),
+}
+"""Label: (dcf impl, AES inside the kernels)."""
+
+
+def run(dcfs: list[tuple[int, int]], inputs: list[tuple], variant: str) -> tuple[float, float]:
     """(keygen ms, eval ms) of one run of the protocol's DCFs."""
+    impl, in_kernel = VARIANTS[variant]
+    saved = fss_kernel.IN_KERNEL_AES, fss_kernel.IN_KERNEL_MAX
+    fss_kernel.IN_KERNEL_AES = in_kernel  # forced either way, whatever the size
+    fss_kernel.IN_KERNEL_MAX = {"keygen": 1 << 62, "eval": 1 << 62}
     gen_ms = eval_ms = 0.0
-    for (n_bits, m), (alpha, beta, x, seed) in zip(dcfs, inputs, strict=True):
-        t0 = time.perf_counter()
-        k0, _ = dcf_keygen(alpha, beta, n_bits, seed, impl=impl)
-        t1 = time.perf_counter()
-        dcf_eval(0, k0, x, n_bits, m, impl=impl)
-        t2 = time.perf_counter()
-        gen_ms += 1e3 * (t1 - t0)
-        eval_ms += 1e3 * (t2 - t1)
+    try:
+        for (n_bits, m), (alpha, beta, x, seed) in zip(dcfs, inputs, strict=True):
+            t0 = time.perf_counter()
+            k0, _ = dcf_keygen(alpha, beta, n_bits, seed, impl=impl)
+            t1 = time.perf_counter()
+            dcf_eval(0, k0, x, n_bits, m, impl=impl)
+            t2 = time.perf_counter()
+            gen_ms += 1e3 * (t1 - t0)
+            eval_ms += 1e3 * (t2 - t1)
+    finally:
+        fss_kernel.IN_KERNEL_AES, fss_kernel.IN_KERNEL_MAX = saved
     return gen_ms, eval_ms
 
 
@@ -67,21 +86,23 @@ def bench(name: str, dcfs: list[tuple[int, int]], numel: int, reps: int, referen
         alpha, x = _random_ring(numel) & mask, _random_ring(numel) & mask
         beta = _random_ring(numel * m).reshape(numel, m)
         inputs.append((alpha, beta, x, os.urandom(dcf_seed_bytes(numel))))
-    impls: list[Impl] = ["compiled", "numpy"] if reference else ["compiled"]
-    times: dict[str, list[tuple[float, float]]] = {i: [] for i in impls}
-    for impl in impls:  # untimed: the process's first touch of this much memory is slow
-        run(dcfs, inputs, impl)
+    names = ["in-kernel", "openssl"] if fss_kernel.aesni.available() else ["openssl"]
+    names += ["numpy"] if reference else []
+    times: dict[str, list[tuple[float, float]]] = {i: [] for i in names}
+    for v in names:  # untimed: the process's first touch of this much memory is slow
+        run(dcfs, inputs, v)
     for _ in range(reps):  # interleaved: a change in the machine's load hits both alike
-        for impl in impls:
-            times[impl].append(run(dcfs, inputs, impl))
-    med = {i: tuple(statistics.median(t[k] for t in times[i]) for k in (0, 1)) for i in impls}
+        for v in names:
+            times[v].append(run(dcfs, inputs, v))
+    med = {v: tuple(statistics.median(t[k] for t in times[v]) for k in (0, 1)) for v in names}
     words = sum(dcf_key_words(n, m) for n, m in dcfs)
-    line = f"{name:>12} 2^{numel.bit_length() - 1:<2}: compiled keygen {med['compiled'][0]:9.2f}"
-    line += f" eval {med['compiled'][1]:8.2f} ms"
-    if reference:
-        g, e = med["numpy"]
-        line += f" | numpy keygen {g:9.2f} eval {e:8.2f} ms"
-        line += f" | {g / med['compiled'][0]:5.1f}x / {e / med['compiled'][1]:5.1f}x"
+    g0, e0 = med[names[0]]
+    line = f"{name:>12} 2^{numel.bit_length() - 1:<2}:"
+    for v in names:
+        g, e = med[v]
+        line += f" | {v} keygen {g:8.2f} eval {e:7.2f} ms"
+        if v != names[0]:
+            line += f" ({g / g0:4.1f}x / {e / e0:4.1f}x)"
     print(f"{line}   ({8 * words} key bytes/element/party)")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numba
 import numpy as np
 import pytest
 import torch
@@ -23,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols import dcf
+from protocols import aesni, dcf, fss_kernel
 from protocols.context import Share
 from protocols.dcf import dcf_eval, dcf_key_words, dcf_keygen, dcf_seed_bytes
 from protocols.fss import (
@@ -76,6 +77,32 @@ def test_fixed_key_aes_is_mmo_of_aes() -> None:
         assert (out == want).all()
     with pytest.raises(ValueError):
         fixed_key_aes(np.zeros((4, 3), np.uint64))
+
+
+def test_aes_key_schedule_matches_fips_197() -> None:
+    """FIPS-197 appendix A.1: the expansion of 2b7e1516 28aed2a6 abf71588 09cf4f3c."""
+    rk = aesni.round_keys(bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c"))
+    assert rk[0].tobytes().hex() == "2b7e151628aed2a6abf7158809cf4f3c"
+    assert rk[1].tobytes().hex() == "a0fafe1788542cb123a339392a6c7605"
+    assert rk[10].tobytes().hex() == "d014f9a8c9ee2589e13f0cc8b6630ca6"
+    with pytest.raises(ValueError, match="16-byte key"):
+        aesni.round_keys(bytes(32))
+
+
+@pytest.mark.skipif(not aesni.available(), reason="this CPU has no AES instructions")
+@pytest.mark.parametrize("blocks", [0, 1, 3, 4, 5, 67])
+def test_in_kernel_aes_is_openssl_aes(blocks: int) -> None:
+    """The kernels' AES-NI rounds give OpenSSL's AES-128-ECB under the fixed key, for block
+    counts on both sides of the 4-block groups, also in place."""
+    src = ring(2 * blocks, blocks, "aesni").numpy().reshape(blocks, 2)
+    enc = Cipher(algorithms.AES(FIXED_AES_KEY), modes.ECB()).encryptor()
+    want = np.frombuffer(enc.update(src.tobytes()), np.int64).reshape(blocks, 2)
+    run = numba.njit(lambda rk, a, b: aesni.ecb(rk, a, b))
+    dst = np.empty_like(src)
+    run(aesni.FIXED_ROUND_KEYS, src, dst)
+    assert np.array_equal(dst, want)
+    run(aesni.FIXED_ROUND_KEYS, src, src)
+    assert np.array_equal(src, want)
 
 
 # ------------------------------------------------------------------------------------ DCF
@@ -145,12 +172,19 @@ def test_dcf_rejects_bad_arguments() -> None:
         (64, 3, None),
     ],
 )
+@pytest.mark.parametrize("aes", ["in-kernel", "openssl"])
 def test_compiled_dcf_is_bit_identical_to_the_numpy_reference(
-    n_bits: int, m: int, chunk: int | None, monkeypatch: pytest.MonkeyPatch
+    n_bits: int, m: int, chunk: int | None, aes: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The numba kernels (protocols.fss_kernel) give exactly the numpy reference's keys and
     shares: same seeds, same PRG, same layout; also across chunk boundaries (a chunk of 16
-    or 40 over 97 elements leaves a partial last chunk)."""
+    or 40 over 97 elements leaves a partial last chunk); with the AES inside the kernels
+    (one call per key generation or evaluation) and around them (OpenSSL, level by level)."""
+    if aes == "in-kernel":
+        if not aesni.available():
+            pytest.skip("this CPU has no AES instructions")
+        monkeypatch.setattr(fss_kernel, "IN_KERNEL_MAX", {"keygen": 1 << 20, "eval": 1 << 20})
+    monkeypatch.setattr(fss_kernel, "IN_KERNEL_AES", aes == "in-kernel")
     if chunk is not None:
         monkeypatch.setattr(dcf, "CHUNK", chunk)
         monkeypatch.setattr(dcf, "KERNEL_CHUNK", chunk)
