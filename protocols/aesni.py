@@ -21,6 +21,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+import numba
 import numpy as np
 from llvmlite import binding, ir
 from numba import njit, types
@@ -137,6 +138,11 @@ FIXED_ROUND_KEYS = round_keys(FIXED_AES_KEY)
 
 @lru_cache(maxsize=1)
 def available() -> bool:
-    """Whether this CPU has the AES instructions (as LLVM sees the host)."""
-    features = binding.get_host_cpu_features()
-    return bool(features.get("aes", False))
+    """Whether this CPU has the AES instructions (as LLVM sees the host) and numba compiles
+    for the host: a portable target (``NUMBA_CPU_NAME=generic``, or explicit
+    ``NUMBA_CPU_FEATURES`` without ``+aes``) cannot select the intrinsics."""
+    if numba.config.CPU_NAME not in (None, "host"):
+        return False
+    if numba.config.CPU_FEATURES is not None and "+aes" not in numba.config.CPU_FEATURES:
+        return False
+    return bool(binding.get_host_cpu_features().get("aes", False))
