@@ -141,8 +141,8 @@ def available() -> bool:
     """Whether this CPU has the AES instructions (as LLVM sees the host) and numba compiles
     for the host: a portable target (``NUMBA_CPU_NAME=generic``, or explicit
     ``NUMBA_CPU_FEATURES`` without ``+aes``) cannot select the intrinsics."""
-    if numba.config.CPU_NAME not in (None, "host"):
-        return False
-    if numba.config.CPU_FEATURES is not None and "+aes" not in numba.config.CPU_FEATURES:
+    name = getattr(numba.config, "CPU_NAME", None)
+    features = getattr(numba.config, "CPU_FEATURES", None)
+    if name not in (None, "host") or (features is not None and "+aes" not in features):
         return False
     return bool(binding.get_host_cpu_features().get("aes", False))

@@ -3,7 +3,8 @@
 examples the communication report measures, and whether it truncates. The layer kinds
 (convolutions, dropout, gathers) are declared the same way in :mod:`protocols.layers`.
 
-* local linear kinds (``add`` ... ``expand``): every party applies the op to its share
+* local linear kinds (``add`` ... ``expand``, ``slice``: basic indexing as a strided
+  view): every party applies the op to its share
   (party 0 alone adds a public value). Free.
 * ``trunc``: SecureML local truncation with 2 parties (0 rounds; fails with probability
   ``|x| / 2**64`` per element), the ABY3 truncation pair with 3+ (1 round).
@@ -98,6 +99,11 @@ _local(
     "transpose",
     L.transpose,
     lambda v, m: [Example("", ((m[0], m[1]),), ((m[1], m[0]),), Params(d0=0, d1=1))],
+)
+_local(
+    "slice",
+    L.strided,
+    lambda v, m: [Example("every other", ((2 * v,),), ((v,),), Params(dims=(1, 2, v), shape=(v,)))],
 )
 _local("reshape", L.reshape, lambda v, m: [Example("", ((v,),), ((v, 1),), Params(shape=(v, 1)))])
 _local("expand", L.expand, lambda v, m: [Example("", ((1, v),), ((2, v),), Params(shape=(2, v)))])

@@ -7,6 +7,7 @@ alone; everything else is linear and every party applies it to its own share.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from math import prod
 
 from .context import Share
 from .params import Params
@@ -51,6 +52,32 @@ def transpose(rank: int, x: Sequence[Share], p: Params) -> list[Share]:
     strided tensors (an opening's ``x - a`` makes the contiguous copy it sends anyway), so
     Network A's transposed weights and activations were each copied once for nothing."""
     return [Share(x[0].value.transpose(p.d0, p.d1), x[0].depth)]
+
+
+def strided(rank: int, x: Sequence[Share], p: Params) -> list[Share]:
+    """Basic slicing as a view: ``p.dims`` holds ``(start, step, length)`` for every input
+    dimension, ``p.shape`` the result's shape (the same numel: integer indices drop their
+    dimension). A view, not a copy, as :func:`transpose`."""
+    v = x[0].value
+    spec = p.dims
+    if spec is None or len(spec) != 3 * v.dim() or p.shape is None:
+        raise ValueError(
+            f"slice of a {v.dim()}-d share needs (start, step, length) per dimension and the "
+            f"result's shape, got {spec} and {p.shape}"
+        )
+    index = []
+    for d, size in enumerate(v.shape):
+        start, step, length = spec[3 * d : 3 * d + 3]
+        if step < 1 or length < 0 or start < 0 or (length and start + step * (length - 1) >= size):
+            raise ValueError(
+                f"slice: dimension {d} of size {size} has no {length} elements "
+                f"from {start} in steps of {step}"
+            )
+        index.append(slice(start, start + step * (length - 1) + 1 if length else start, step))
+    out = v[tuple(index)]
+    if out.numel() != prod(p.shape):
+        raise ValueError(f"slice: {tuple(out.shape)} cannot be shaped {p.shape}")
+    return [Share(out.reshape(p.shape), x[0].depth)]
 
 
 def reshape(rank: int, x: Sequence[Share], p: Params) -> list[Share]:

@@ -68,7 +68,8 @@ class Params(msgspec.Struct, frozen=True, omit_defaults=True):
     left: bool = False
     """matmul_pub: the public operand is on the left."""
     dims: tuple[int, ...] | None = None
-    """sum: dimensions to reduce (None: all)."""
+    """sum: dimensions to reduce (None: all); slice: ``(start, step, length)`` for every
+    input dimension."""
     keepdim: bool = False
     shape: tuple[int, ...] | None = None
     """reshape / expand / input: the target shape."""

@@ -59,8 +59,8 @@ def max_last(x: SharedTensor, onehot: bool) -> tuple[SharedTensor, SharedTensor 
     n = int(x.shape[-1])
     cur = x
     # (candidates, n) per position; public until the first level's bits
-    eye = torch.eye(n)
-    oh: Any = eye.expand(*x.shape[:-1], n, n) if onehot else None
+    eye = torch.eye(n) if onehot else None  # (never n x n for a plain max)
+    oh: Any = eye.expand(*x.shape[:-1], n, n) if eye is not None else None
     with torch.no_grad():
         while int(cur.shape[-1]) > 1:
             m = int(cur.shape[-1])
@@ -74,6 +74,7 @@ def max_last(x: SharedTensor, onehot: bool) -> tuple[SharedTensor, SharedTensor 
                 bit = r._bit.unsqueeze(-1)
                 if isinstance(oa, torch.Tensor):  # the first level: eye rows, public,
                     # sent un-broadcast ((h, n), not the batch's copies of them)
+                    assert eye is not None
                     ea, eb = eye[0 : 2 * h : 2], eye[1 : 2 * h : 2]
                     new = bit * public(ea - eb) + public(eb)
                 else:

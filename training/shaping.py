@@ -44,6 +44,40 @@ def _shape_arg(shape: tuple[Any, ...]) -> tuple[int, ...]:
     return tuple(shape)
 
 
+def _basic_index(
+    parts: tuple[Any, ...], shape: tuple[int, ...]
+) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """``(start, step, length)`` per dimension and the result's shape for a key of slices
+    with positive steps, integers and at most one Ellipsis, selecting something; None for
+    any other key (the gather path handles it, and names torch's refusal)."""
+    if sum(k is Ellipsis for k in parts) > 1:
+        return None
+    named = [k for k in parts if k is not Ellipsis]
+    if len(named) > len(shape):
+        return None
+    fill = [slice(None)] * (len(shape) - len(named))
+    if Ellipsis in parts:
+        at = parts.index(Ellipsis)
+        keys = [*parts[:at], *fill, *parts[at + 1 :]]
+    else:
+        keys = [*parts, *fill]
+    spec: list[int] = []
+    out: list[int] = []
+    for k, size in zip(keys, shape, strict=True):
+        if isinstance(k, slice):
+            start, stop, step = k.indices(size)
+            length = len(range(start, stop, step))
+            if step < 1 or length == 0:
+                return None
+            spec += [start, step, length]
+            out.append(length)
+        elif isinstance(k, int) and not isinstance(k, bool) and -size <= k < size:
+            spec += [k % size, 1, 1]
+        else:
+            return None
+    return tuple(spec), tuple(out)
+
+
 def take_any(v: Value, idx: torch.Tensor) -> Value:
     """Gather on a SharedTensor or a public tensor alike."""
     if isinstance(v, Shaping):
@@ -236,6 +270,18 @@ class Shaping(Handle):
             raise UnsupportedOperation(
                 "indexing with a secret index is not supported; use a public index, or "
                 "multiply by a shared one-hot mask and sum"
+            )
+        basic = _basic_index(parts, tuple(int(s) for s in self.shape))
+        if basic is not None:  # slices and integers: a strided view, no index tensor
+            spec, shape = basic
+            if shape == tuple(self.shape) and spec == tuple(
+                v for s in self.shape for v in (0, 1, int(s))
+            ):
+                return self
+            out = self._op("slice", [], shape, Params(dims=spec, shape=shape))
+            in_shape = tuple(self.shape)
+            return self._record(
+                out, [self], lambda g: (put_any(g, self._positions()[key], in_shape),)
             )
         try:
             idx = self._positions()[key]
