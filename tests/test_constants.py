@@ -54,7 +54,10 @@ async def test_a_cnn_step_sends_its_public_operands_once(monkeypatch: pytest.Mon
     plain_losses, plain_control, plain_online = await _two_steps()
     assert losses == plain_losses  # same seed, same ops: bit-identical
     assert plain_online == online
-    assert plain_control > online / 3  # what it cost before: comparable to online
+    # what it costs without the cache: ~19% of online here (as much as online before basic
+    # indexing became a strided view, which sends no index tensor), 20x the cached step's
+    assert plain_control > online / 10
+    assert plain_control > 10 * control
 
 
 def test_both_sides_agree_under_eviction() -> None:
