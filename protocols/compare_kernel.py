@@ -39,18 +39,20 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.contiguous().numpy()
 
 
-_LANES = 8
-"""Groups transposed side by side: one row of the working block is 8 words (one AVX-512
-register, two AVX2 ones), so each swap step is a few vector instructions per row pair."""
+_LANES = 64
+"""Groups transposed side by side (a block of 64 x 64 words, 32 KiB, stays in L1): row k of
+the block holds word k of each group's 64, so every swap step is a vector loop over the
+groups, and the loop overhead is paid once per 64 groups (measured 86-112 ns per group of 64
+elements against ~200 with 8 groups side by side and ~250 for 1 group)."""
 
 
 @njit(cache=True, inline="always")
-def _swap_step(v: np.ndarray, j: int, mask: np.int64) -> None:
-    """One block swap of the transpose in every lane: rows k (bit j of k clear) and k + j
-    (row k of lane b is ``v[k * _LANES + b]``)."""
+def _swap_step(v: np.ndarray, nb: int, j: int, mask: np.int64) -> None:
+    """One block swap of the transpose in the ``nb`` lanes: rows k (bit j of k clear) and
+    k + j (row k of lane b is ``v[k * _LANES + b]``)."""
     for k in range(64):
         if k & j == 0:
-            for b in range(_LANES):
+            for b in range(nb):
                 lo = v[k * _LANES + b]
                 hi = v[(k + j) * _LANES + b]
                 t = ((lo >> j) ^ hi) & mask
@@ -59,11 +61,11 @@ def _swap_step(v: np.ndarray, j: int, mask: np.int64) -> None:
 
 
 @njit(cache=True, inline="always")
-def _transpose_block(x: np.ndarray, w0: int, v: np.ndarray) -> None:
+def _transpose_block(x: np.ndarray, w0: int, nb: int, v: np.ndarray) -> None:
     """``v[j * _LANES + b]`` := bit plane j of the 64 elements of group ``w0 + b`` of
-    ``x`` (zeros past the end of ``x``), for the ``_LANES`` lanes b."""
+    ``x`` (zeros past the end of ``x``), for the lanes ``b < nb``."""
     n = x.shape[0]
-    for b in range(_LANES):
+    for b in range(nb):
         start = 64 * (w0 + b)
         if start + 64 <= n:
             for k in range(64):
@@ -72,12 +74,12 @@ def _transpose_block(x: np.ndarray, w0: int, v: np.ndarray) -> None:
             for k in range(64):
                 i = start + k
                 v[k * _LANES + b] = x[i] if i < n else 0
-    _swap_step(v, 32, _M32)
-    _swap_step(v, 16, _M16)
-    _swap_step(v, 8, _M8)
-    _swap_step(v, 4, _M4)
-    _swap_step(v, 2, _M2)
-    _swap_step(v, 1, _M1)
+    _swap_step(v, nb, 32, _M32)
+    _swap_step(v, nb, 16, _M16)
+    _swap_step(v, nb, 8, _M8)
+    _swap_step(v, nb, 4, _M4)
+    _swap_step(v, nb, 2, _M2)
+    _swap_step(v, nb, 1, _M1)
 
 
 @njit(cache=True)
@@ -85,8 +87,8 @@ def _planes_kernel(x: np.ndarray, out: np.ndarray) -> None:
     v = np.empty(64 * _LANES, np.int64)
     width = out.shape[1]
     for w0 in range(0, width, _LANES):
-        _transpose_block(x, w0, v)
         nb = min(_LANES, width - w0)
+        _transpose_block(x, w0, nb, v)
         for j in range(64):
             for b in range(nb):
                 out[j, w0 + b] = v[j * _LANES + b]
@@ -97,8 +99,8 @@ def _planes_pairs_kernel(x: np.ndarray, planes: np.ndarray, pairs: np.ndarray) -
     v = np.empty(64 * _LANES, np.int64)
     width = planes.shape[1]
     for w0 in range(0, width, _LANES):
-        _transpose_block(x, w0, v)
         nb = min(_LANES, width - w0)
+        _transpose_block(x, w0, nb, v)
         for j in range(64):
             for b in range(nb):
                 planes[j, w0 + b] = v[j * _LANES + b]
@@ -142,8 +144,8 @@ def _level0_kernel(
     v = np.empty(64 * _LANES, np.int64)
     width = g.shape[1]
     for w0 in range(0, width, _LANES):
-        _transpose_block(c_elems, w0, v)
         nb = min(_LANES, width - w0)
+        _transpose_block(c_elems, w0, nb, v)
         for b in range(nb):
             c_top[w0 + b] = v[63 * _LANES + b]
         for i in range(n_pairs):
