@@ -52,12 +52,12 @@ def _swap_step(v: np.ndarray, nb: int, j: int, mask: np.int64) -> None:
     k + j (row k of lane b is ``v[k * _LANES + b]``)."""
     for k in range(64):
         if k & j == 0:
+            lo = v[k * _LANES : (k + 1) * _LANES]
+            hi = v[(k + j) * _LANES : (k + j + 1) * _LANES]
             for b in range(nb):
-                lo = v[k * _LANES + b]
-                hi = v[(k + j) * _LANES + b]
-                t = ((lo >> j) ^ hi) & mask
-                v[(k + j) * _LANES + b] = hi ^ t
-                v[k * _LANES + b] = lo ^ (t << j)
+                t = ((lo[b] >> j) ^ hi[b]) & mask
+                hi[b] ^= t
+                lo[b] ^= t << j
 
 
 @njit(cache=True, inline="always")
@@ -68,8 +68,9 @@ def _transpose_block(x: np.ndarray, w0: int, nb: int, v: np.ndarray) -> None:
     for b in range(nb):
         start = 64 * (w0 + b)
         if start + 64 <= n:
+            src = x[start : start + 64]
             for k in range(64):
-                v[k * _LANES + b] = x[start + k]
+                v[k * _LANES + b] = src[k]
         else:
             for k in range(64):
                 i = start + k
@@ -82,6 +83,18 @@ def _transpose_block(x: np.ndarray, w0: int, nb: int, v: np.ndarray) -> None:
     _swap_step(v, nb, 1, _M1)
 
 
+@njit(cache=True, inline="always")
+def _store_rows(v: np.ndarray, j0: int, j1: int, nb: int, out: np.ndarray, w0: int) -> None:
+    """``out[j, w0 + b] = v[j * _LANES + b]`` for rows ``j0 <= j < j1`` and lanes b < nb.
+    (Every loop in this module indexes 1-d slices by the bare loop variable: numba's
+    ``a[i, w0 + b]`` measured ~10x slower, it does not vectorise.)"""
+    for j in range(j0, j1):
+        dst = out[j, w0 : w0 + nb]
+        src = v[j * _LANES : j * _LANES + nb]
+        for b in range(nb):
+            dst[b] = src[b]
+
+
 @njit(cache=True)
 def _planes_kernel(x: np.ndarray, out: np.ndarray) -> None:
     v = np.empty(64 * _LANES, np.int64)
@@ -89,9 +102,7 @@ def _planes_kernel(x: np.ndarray, out: np.ndarray) -> None:
     for w0 in range(0, width, _LANES):
         nb = min(_LANES, width - w0)
         _transpose_block(x, w0, nb, v)
-        for j in range(64):
-            for b in range(nb):
-                out[j, w0 + b] = v[j * _LANES + b]
+        _store_rows(v, 0, 64, nb, out, w0)
 
 
 @njit(cache=True)
@@ -101,12 +112,13 @@ def _planes_pairs_kernel(x: np.ndarray, planes: np.ndarray, pairs: np.ndarray) -
     for w0 in range(0, width, _LANES):
         nb = min(_LANES, width - w0)
         _transpose_block(x, w0, nb, v)
-        for j in range(64):
-            for b in range(nb):
-                planes[j, w0 + b] = v[j * _LANES + b]
+        _store_rows(v, 0, 64, nb, planes, w0)
         for i in range(pairs.shape[0]):
+            hi = v[(2 * i + 1) * _LANES : (2 * i + 2) * _LANES]
+            lo = v[2 * i * _LANES : (2 * i + 1) * _LANES]
+            dst = pairs[i, w0 : w0 + nb]
             for b in range(nb):
-                pairs[i, w0 + b] = ~(v[(2 * i + 1) * _LANES + b] | v[2 * i * _LANES + b])
+                dst[b] = ~(hi[b] | lo[b])
 
 
 def planes(x: torch.Tensor) -> torch.Tensor:
@@ -145,32 +157,34 @@ def _level0_kernel(
     width = g.shape[1]
     for w0 in range(0, width, _LANES):
         nb = min(_LANES, width - w0)
+        w1 = w0 + nb
         _transpose_block(c_elems, w0, nb, v)
+        top_row = c_top[0, w0:w1]
+        top_src = v[63 * _LANES : 64 * _LANES]
         for b in range(nb):
-            c_top[w0 + b] = v[63 * _LANES + b]
+            top_row[b] = top_src[b]
         for i in range(n_pairs):
+            chs = v[(2 * i + 1) * _LANES : (2 * i + 2) * _LANES]
+            cls = v[2 * i * _LANES : (2 * i + 1) * _LANES]
+            rhs, rls, ms = r[2 * i + 1, w0:w1], r[2 * i, w0:w1], pairs[i, w0:w1]
+            gs, ps = g[i, w0:w1], p[i, w0:w1]
             for b in range(nb):
-                w = w0 + b
-                ch = v[(2 * i + 1) * _LANES + b]
-                cl = v[2 * i * _LANES + b]
-                rh = r[2 * i + 1, w]
-                rl = r[2 * i, w]
-                m = pairs[i, w]
+                ch, cl, rh, rl, m = chs[b], cls[b], rhs[b], rls[b], ms[b]
                 chl = ch & cl
-                g[i, w] = (ch & rh) ^ (chl & rl) ^ (cl & m) ^ ((ch ^ chl) & ld)
-                p[i, w] = (ch & rl) ^ (cl & rh) ^ m ^ ((ch ^ cl ^ chl) & ld)
-        for b in range(nb):  # leaf 0 carries the carry-in: its generate is c_0 | nr_0
-            w = w0 + b
-            c0 = v[b]
-            c1 = v[_LANES + b]
+                gs[b] = (ch & rh) ^ (chl & rl) ^ (cl & m) ^ ((ch ^ chl) & ld)
+                ps[b] = (ch & rl) ^ (cl & rh) ^ m ^ ((ch ^ cl ^ chl) & ld)
+        # leaf 0 carries the carry-in: its generate is c_0 | nr_0
+        c0s, c1s = v[0:_LANES], v[_LANES : 2 * _LANES]
+        r0s, r1s, m0s, g0s = r[0, w0:w1], r[1, w0:w1], pairs[0, w0:w1], g[0, w0:w1]
+        c62s = v[top * _LANES : (top + 1) * _LANES]
+        r62s, gls, pls = r[top, w0:w1], g[n_pairs, w0:w1], p[n_pairs, w0:w1]
+        for b in range(nb):
+            c0, c1, rh = c0s[b], c1s[b], r1s[b]
             nc0 = ~c0
-            rh = r[1, w]
-            g[0, w] = (c1 & rh) ^ (c1 & nc0 & r[0, w]) ^ (c0 & rh) ^ (nc0 & pairs[0, w])
-            g[0, w] ^= c0 & ld
-            c62 = v[top * _LANES + b]
-            r62 = r[top, w]
-            g[n_pairs, w] = (c62 & r62) ^ (c62 & ld)
-            p[n_pairs, w] = r62 ^ ((c62 ^ np.int64(-1)) & ld)
+            g0s[b] = (c1 & rh) ^ (c1 & nc0 & r0s[b]) ^ (c0 & rh) ^ (nc0 & m0s[b]) ^ (c0 & ld)
+            c62, r62 = c62s[b], r62s[b]
+            gls[b] = (c62 & r62) ^ (c62 & ld)
+            pls[b] = r62 ^ (~c62 & ld)
 
 
 def level0(
@@ -184,7 +198,7 @@ def level0(
     nodes = pairs.shape[0] + 1
     g = torch.empty((nodes, w), dtype=torch.int64)
     p = torch.empty((nodes, w), dtype=torch.int64)
-    top = torch.empty((w,), dtype=torch.int64)
+    top = torch.empty((1, w), dtype=torch.int64)
     _level0_kernel(
         flat.numpy(),
         r.contiguous().numpy(),
@@ -194,20 +208,22 @@ def level0(
         p.numpy(),
         top.numpy(),
     )
-    return g, p, top
+    return g, p, top[0]
 
 
 @njit(cache=True)
 def _mask_kernel(
     g: np.ndarray, p: np.ndarray, a: np.ndarray, b: np.ndarray, bb: np.ndarray, out: np.ndarray
 ) -> None:
-    both = out.shape[0] == 3
     for i in range(a.shape[0]):
+        d, e, ph, gl, ai, bi = out[0, i], out[1, i], p[2 * i + 1], g[2 * i], a[i], b[i]
         for w in range(a.shape[1]):
-            out[0, i, w] = p[2 * i + 1, w] ^ a[i, w]
-            out[1, i, w] = g[2 * i, w] ^ b[i, w]
-            if both:
-                out[2, i, w] = p[2 * i, w] ^ bb[i, w]
+            d[w] = ph[w] ^ ai[w]
+            e[w] = gl[w] ^ bi[w]
+        if out.shape[0] == 3:
+            f, pl, bbi = out[2, i], p[2 * i], bb[i]
+            for w in range(a.shape[1]):
+                f[w] = pl[w] ^ bbi[w]
 
 
 def mask_level(
@@ -237,19 +253,15 @@ def _combine_kernel(
     g_out: np.ndarray,
     p_out: np.ndarray,
 ) -> None:
+    ld = np.int64(-1) if lead else np.int64(0)  # party 0 adds d & e
     for i in range(a.shape[0]):
+        di, ei, ai, bi, ci, gh, go = d[i], e[i], a[i], b[i], c[i], g[2 * i + 1], g_out[i]
         for w in range(a.shape[1]):
-            di = d[i, w]
-            ai = a[i, w]
-            z = c[i, w] ^ (di & b[i, w]) ^ (e[i, w] & ai)
-            if lead:
-                z ^= di & e[i, w]
-            g_out[i, w] = g[2 * i + 1, w] ^ z
-            if both:
-                y = cc[i, w] ^ (di & bb[i, w]) ^ (f[i, w] & ai)
-                if lead:
-                    y ^= di & f[i, w]
-                p_out[i, w] = y
+            go[w] = gh[w] ^ ci[w] ^ (di[w] & bi[w]) ^ (ei[w] & ai[w]) ^ (di[w] & ei[w] & ld)
+        if both:
+            fi, bbi, cci, po = f[i], bb[i], cc[i], p_out[i]
+            for w in range(a.shape[1]):
+                po[w] = cci[w] ^ (di[w] & bbi[w]) ^ (fi[w] & ai[w]) ^ (di[w] & fi[w] & ld)
 
 
 def combine_level(
