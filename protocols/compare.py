@@ -14,8 +14,11 @@ neighbouring mask bits make it local (the "public operand" trick of masked compa
 Packed layout (bit-slicing, :mod:`protocols.ring`): the N elements are cut into groups of
 64 (the last padded); bit plane ``j`` of a group is one int64 word whose bit ``i`` is bit
 ``j`` of element ``64 w + i``. Every tree node is a tensor of planes ``(nodes, ceil(N/64))``
-and each ``&``/``^`` handles 64 elements; ``c`` is turned into planes by a vectorised 64x64
-bit-matrix transpose (six mask-and-shift steps over all groups at once). The dealer's bit
+and each ``&``/``^`` handles 64 elements; ``c`` is turned into planes by a 64x64 bit-matrix
+transpose (six mask-and-shift steps). The local work (transpose, level 0, each AND level's
+masking and combining, the last step; the dealer's planes of r and alpha) runs in the
+compiled kernels of :mod:`protocols.compare_kernel`, one pass each, bit for bit the torch
+code they replaced (kept as the reference in tests/test_compare_kernel.py). The dealer's bit
 material is packed the same way (``Kind.WORDS`` items): a party holds 47.125 bytes of
 material per element for DReLU, 55.125 for ReLU (r, its 64 bits, 31 level-0 products, 153
 planes of AND triples, alpha as a word bit and as a ring share, and ``r * alpha``).
