@@ -306,15 +306,20 @@ def _finish_kernel(
     bit: np.ndarray,
     y: np.ndarray,
 ) -> None:
-    for i in range(m_a.shape[0]):
-        s = -((k[i >> 6] >> (i & 63)) & 1)  # 0 or all ones
-        v = (m_a[i] ^ s) - s
-        if lead:
-            v -= s
-        bit[i] = v
-        if with_relu:
-            u = c[i] * m_a[i] - r_a[i]
-            y[i] = ((u ^ s) - s) + (x[i] & s)
+    n = m_a.shape[0]
+    ld = np.int64(-1) if lead else np.int64(0)  # party 0 subtracts s once more
+    s = np.empty(n, np.int64)  # -k per element: 0 or all ones
+    for w in range(k.shape[0]):
+        kw = k[w]
+        row = s[64 * w : min(n, 64 * w + 64)]
+        for t in range(row.shape[0]):
+            row[t] = -((kw >> t) & 1)
+    for i in range(n):
+        bit[i] = (m_a[i] ^ s[i]) - s[i] - (s[i] & ld)
+    if with_relu:
+        for i in range(n):
+            si = s[i]
+            y[i] = ((c[i] * m_a[i] - r_a[i]) ^ si) - si + (x[i] & si)
 
 
 def finish(
