@@ -14,8 +14,11 @@ neighbouring mask bits make it local (the "public operand" trick of masked compa
 Packed layout (bit-slicing, :mod:`protocols.ring`): the N elements are cut into groups of
 64 (the last padded); bit plane ``j`` of a group is one int64 word whose bit ``i`` is bit
 ``j`` of element ``64 w + i``. Every tree node is a tensor of planes ``(nodes, ceil(N/64))``
-and each ``&``/``^`` handles 64 elements; ``c`` is turned into planes by a vectorised 64x64
-bit-matrix transpose (six mask-and-shift steps over all groups at once). The dealer's bit
+and each ``&``/``^`` handles 64 elements; ``c`` is turned into planes by a 64x64 bit-matrix
+transpose (six mask-and-shift steps). The local work (transpose, level 0, each AND level's
+masking and combining, the last step; the dealer's planes of r and alpha) runs in the
+compiled kernels of :mod:`protocols.compare_kernel`, one pass each, bit for bit the torch
+code they replaced (kept as the reference in tests/test_compare_kernel.py). The dealer's bit
 material is packed the same way (``Kind.WORDS`` items): a party holds 47.125 bytes of
 material per element for DReLU, 55.125 for ReLU (r, its 64 bits, 31 level-0 products, 153
 planes of AND triples, alpha as a word bit and as a ring share, and ``r * alpha``).
@@ -70,9 +73,10 @@ from math import ceil, prod
 
 import torch
 
+from . import compare_kernel as kernel
 from .context import PartyContext, Share
 from .material import Item, Kind, MaterialSpec
-from .ring import RING_BITS, bytes_to_words, n_words, to_planes, unpack_words, words_to_bytes
+from .ring import RING_BITS, bytes_to_words, n_words, words_to_bytes
 from .sharing import open_bits, open_ring
 
 LEAF_PAIRS = (RING_BITS - 2) // 2
@@ -81,14 +85,6 @@ products ``~r_{2i+1} & ~r_{2i}``; leaf 62 pairs with the identity padding."""
 
 LEVELS = (16, 8, 4, 2, 1)
 """Nodes left after each interactive AND level of the carry tree (32 nodes after level 0)."""
-
-
-def _and_share(
-    rank: int, c: torch.Tensor, d: torch.Tensor, e: torch.Tensor, a: torch.Tensor, b: torch.Tensor
-) -> torch.Tensor:
-    """Share of ``u & v`` from opened ``d = u ^ a``, ``e = v ^ b`` and the triple share."""
-    z = c ^ (d & b) ^ (e & a)
-    return z ^ (d & e) if rank == 0 else z
 
 
 @lru_cache(maxsize=256)
@@ -114,52 +110,18 @@ def drelu_spec(shape: tuple[int, ...], *, with_relu: bool, sub: int = 0) -> Mate
         items.append(Item("r_a", shape, derived=True))
 
     def derive(s: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        rbits = to_planes(s["r"])
-        hi, lo = rbits[1 : 2 * LEAF_PAIRS : 2], rbits[0 : 2 * LEAF_PAIRS : 2]
-        out = {"rbits": rbits, "rpairs": torch.bitwise_or(hi, lo).bitwise_not_()}  # ~hi & ~lo
+        rbits, rpairs = kernel.planes_and_pairs(s["r"], LEAF_PAIRS)  # rpairs: ~hi & ~lo
+        out = {"rbits": rbits, "rpairs": rpairs}
         for lvl, q in enumerate(LEVELS):
             out[f"c{lvl}"] = s[f"a{lvl}"] & s[f"b{lvl}"]
             if q > 1:
                 out[f"cc{lvl}"] = s[f"a{lvl}"] & s[f"bb{lvl}"]
-        alpha = unpack_words(s["fa"], numel).reshape(shape).to(torch.int64)
-        out["m_a"] = alpha
-        if with_relu:
-            out["r_a"] = s["r"] * alpha
+        out["m_a"], r_a = kernel.alpha_items(s["fa"], s["r"], with_relu)
+        if r_a is not None:
+            out["r_a"] = r_a
         return out
 
     return MaterialSpec("relu" if with_relu else "drelu", sub, tuple(items), derive)
-
-
-def _level0(
-    c: torch.Tensor, r: torch.Tensor, pairs: torch.Tensor, lead: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shares of the 32 (G, P) nodes of level 0, without interaction.
-
-    With ``c`` public, the generate/propagate of the pair of bits (hi, lo) is affine in the
-    shared bits ``nr_hi``, ``nr_lo`` and their product ``M`` (dealt as ``rpairs``):
-    ``G = c_hi nr_hi ^ c_hi c_lo nr_lo ^ c_lo M`` and
-    ``P = c_hi c_lo ^ c_hi nr_lo ^ c_lo nr_hi ^ M``. Leaf 0 carries the carry-in: its
-    generate is ``c_0 | nr_0 = c_0 ^ ~c_0 nr_0``. ``r`` is this party's share of the bits of
-    r; as ``nr = r ^ 1`` the flips become public terms, added by party 0 only (so ``~r`` is
-    never materialised): ``c_hi ^ c_hi c_lo`` in G, ``c_hi ^ c_lo ^ c_hi c_lo`` in P.
-    """
-    n2 = 2 * LEAF_PAIRS
-    ch, cl, rh, rl = c[1:n2:2], c[0:n2:2], r[1:n2:2], r[0:n2:2]
-    chl = ch & cl
-    g = (ch & rh) ^ (chl & rl) ^ (cl & pairs)
-    p = (ch & rl) ^ (cl & rh) ^ pairs
-    c0, c1, nc0 = c[0], c[1], ~c[0]
-    g[0] = (c1 & rh[0]) ^ (c1 & nc0 & rl[0]) ^ (c0 & rh[0]) ^ (nc0 & pairs[0])
-    last = n2  # leaf 62 with the padding (G, P) = (0, 1) as its high neighbour
-    g_last = c[last] & r[last]
-    p_last = r[last]
-    if lead:
-        g[1:] ^= ch[1:] ^ chl[1:]
-        g[0] ^= c0  # c1 ^ c1 ~c0 ^ c0 ^ c1 c0
-        p ^= ch ^ cl ^ chl
-        g_last = g_last ^ c[last]
-        p_last = ~(p_last ^ c[last])
-    return torch.cat([g, g_last[None]]), torch.cat([p, p_last[None]])
 
 
 async def _open_planes(
@@ -188,47 +150,32 @@ async def _open_planes(
 
 async def _sign(ctx: PartyContext, x: Share, with_relu: bool) -> tuple[Share, Share | None]:
     shape = tuple(x.value.shape)
-    numel = x.value.numel()
     m = await ctx.material(drelu_spec(shape, with_relu=with_relu))
     lead = ctx.rank == 0
 
     (opened_c,), depth = await open_ring(ctx, "cmp", [x.value + m["r"]], x.depth)
-    c = to_planes(opened_c)
-    G, P = _level0(c, m["rbits"], m["rpairs"], lead)
+    G, P, c_top = kernel.level0(opened_c, m["rbits"], m["rpairs"], lead)
 
     for lvl, q in enumerate(LEVELS):
-        g_lo, g_hi, p_lo, p_hi = G[0::2], G[1::2], P[0::2], P[1::2]
-        a, b = m[f"a{lvl}"], m[f"b{lvl}"]
-        masked = [p_hi ^ a, g_lo ^ b]
-        if q > 1:  # the root's propagate is never used
-            masked.append(p_lo ^ m[f"bb{lvl}"])
-        o, depth = await _open_planes(ctx, f"and{lvl}", masked, depth, shape)
-        G = g_hi ^ _and_share(ctx.rank, m[f"c{lvl}"], o[0], o[1], a, b)
-        if q > 1:
-            P = _and_share(ctx.rank, m[f"cc{lvl}"], o[0], o[2], a, m[f"bb{lvl}"])
+        masked = kernel.mask_level(G, P, m[f"a{lvl}"], m[f"b{lvl}"], m.get(f"bb{lvl}"))
+        o, depth = await _open_planes(ctx, f"and{lvl}", list(masked), depth, shape)
+        G, P_next = kernel.combine_level(G, o, m, lvl, lead)
+        if P_next is not None:  # the root's propagate is never used
+            P = P_next
         if G.shape[0] != q:  # pragma: no cover - internal invariant
             raise AssertionError("carry tree shape")
 
     # [x >= 0] = 1 ^ msb(x) = 1 ^ c_63 ^ nr_63 ^ carry into bit 63 = c_63 ^ r_63 ^ carry
     big_k = m["rbits"][RING_BITS - 1] ^ G[0]
     if lead:
-        big_k ^= c[RING_BITS - 1]
+        big_k ^= c_top
     (k,), depth = await _open_planes(ctx, "fin", [big_k ^ m["fa"]], depth, shape)
-    # bit = alpha if k = 0, 1 - alpha if k = 1 (alpha arithmetic-shared as m_a). With the
-    # mask s = -k (0 or all ones), (v ^ s) - s is v or -v: a few in-place integer ops.
-    s = unpack_words(k, numel).reshape(shape).to(torch.int64).neg_()
-    bit = m["m_a"] ^ s
-    bit -= s
-    if lead:
-        bit -= s
-    if not with_relu:
+    # bit = alpha if k = 0, 1 - alpha if k = 1 (alpha arithmetic-shared as m_a): with the
+    # mask s = -k (0 or all ones), (v ^ s) - s is v or -v. For ReLU, x bit = x alpha if
+    # k = 0, x - x alpha if k = 1, and x alpha = c alpha - r alpha. One compiled pass.
+    bit, y = kernel.finish(k, m, lead, opened_c, x.value, with_relu)
+    if y is None:
         return Share(bit, depth), None
-    # x bit = x alpha if k = 0, x - x alpha if k = 1, and x alpha = c alpha - r alpha
-    y = opened_c * m["m_a"]
-    y -= m["r_a"]
-    y ^= s
-    y -= s
-    y += x.value & s
     return Share(y, depth), Share(bit, depth)
 
 

@@ -19,7 +19,8 @@ Then, unless ``--no-crypten``, it builds CrypTen 0.4.1 with ``../shared/peers/
 setup_crypten.sh`` (once; its own venv) and runs ``crypten_relu.py N`` on the same number
 of elements, and prints the time ratio. If that fails, it says so and carries on.
 
-Usage: ``python scripts/bench_relu.py --size 2^18`` (or ``--size 8192x512``).
+Usage: ``python scripts/bench_relu.py --size 2^18`` (or ``--size 8192x512``, ``10^4``,
+``10^5``, ``10^6``).
 """
 
 from __future__ import annotations
@@ -43,7 +44,13 @@ from peers import number, run_peer  # noqa: E402
 
 from training import Cluster  # noqa: E402
 
-SIZES: dict[str, tuple[int, ...]] = {"2^18": (2**18,), "8192x512": (8192, 512)}
+SIZES: dict[str, tuple[int, ...]] = {
+    "2^18": (2**18,),
+    "8192x512": (8192, 512),
+    "10^4": (10**4,),
+    "10^5": (10**5,),
+    "10^6": (10**6,),
+}
 
 
 def rss_bytes() -> int:
