@@ -73,6 +73,7 @@ def apply_thread_policy() -> None:
 
 
 apply_thread_policy()
+from . import allocator  # noqa: E402, F401  (its malloc thresholds, set at import)
 
 if sys.byteorder != "little":  # pragma: no cover - the packed views below assume it
     raise ImportError("protocols.ring's bit packing assumes a little-endian machine")
