@@ -103,16 +103,6 @@ def _store_rows(v: np.ndarray, j0: int, j1: int, nb: int, out: np.ndarray, w0: i
 
 
 @njit(cache=True)
-def _planes_kernel(x: np.ndarray, out: np.ndarray) -> None:
-    v = np.empty(64 * _LANES, np.int64)
-    width = out.shape[1]
-    for w0 in range(0, width, _LANES):
-        nb = min(_LANES, width - w0)
-        _transpose_block(x, w0, nb, v)
-        _store_rows(v, 0, 64, nb, out, w0)
-
-
-@njit(cache=True)
 def _planes_pairs_kernel(x: np.ndarray, planes: np.ndarray, pairs: np.ndarray) -> None:
     v = np.empty(64 * _LANES, np.int64)
     width = planes.shape[1]
@@ -130,10 +120,7 @@ def _planes_pairs_kernel(x: np.ndarray, planes: np.ndarray, pairs: np.ndarray) -
 
 def planes(x: torch.Tensor) -> torch.Tensor:
     """:func:`protocols.ring.to_planes`: bit planes ``(64, ceil(N / 64))`` of ``x``."""
-    flat = x.reshape(-1).contiguous()
-    out = torch.empty((64, -(-flat.numel() // 64)), dtype=torch.int64)
-    _planes_kernel(flat.numpy(), out.numpy())
-    return out
+    return planes_and_pairs(x, 0)[0]
 
 
 def planes_and_pairs(x: torch.Tensor, n_pairs: int) -> tuple[torch.Tensor, torch.Tensor]:
