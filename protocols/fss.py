@@ -220,16 +220,19 @@ async def _sign(ctx: PartyContext, x: Share, with_relu: bool, sub: int) -> tuple
     mat = await ctx.material(spec)
     x_hat, depth = await _open_masked(ctx, f"fss_sign{sub}", x, mat["r"])
     flat = x_hat.reshape(-1)
-    out = dcf_eval(ctx.rank, mat["k0"], flat & _LOW63, 63, 2 if with_relu else 1)
-    a = (x_hat < 0).long()  # msb of x_hat, public
+    m = 2 if with_relu else 1
+    out = dcf_eval(ctx.rank, mat["k0"], flat & _LOW63, 63, m).view(*shape, m)
+    neg = x_hat < 0  # msb of x_hat, public
     lead = 1 if ctx.rank == 0 else 0
-    c = mat["rb"] + out[:, 0].reshape(shape)  # share of b ^ w
-    d = (1 - a) * lead + (2 * a - 1) * c  # [x >= 0] = a ? c : 1 - c
+    c = mat["rb"] + out[..., 0]  # share of b ^ w
+    d = torch.where(neg, c, lead - c)  # [x >= 0] = msb ? c : 1 - c
     if not with_relu:
         return Share(d, depth), Share(d, depth)
-    cr = mat["rbr"] + out[:, 1].reshape(shape)  # share of (b ^ w) r
-    dr = (1 - a) * mat["r"] + (2 * a - 1) * cr  # share of d r
-    return Share(d * x_hat - dr, depth), Share(d, depth)
+    cr = mat["rbr"] + out[..., 1]  # share of (b ^ w) r
+    dr = torch.where(neg, cr, mat["r"] - cr)  # share of d r
+    z = d * x_hat
+    z -= dr
+    return Share(z, depth), Share(d, depth)
 
 
 async def drelu_fss(ctx: PartyContext, x: Share, *, sub: int = 0) -> Share:

@@ -166,6 +166,37 @@ register(
 )
 
 
+def _sub_scaled(suite: Suite, n: int) -> OpKind:
+    """``x - trunc(y * pub)``: an optimiser's update ``p - lr g`` as one op (the same ring
+    values as ``scale`` then ``sub``, one command instead of two per parameter)."""
+    t = suite.kind("trunc", n)
+    if t.local is not None:
+        fn = t.local
+
+        def local(rank: int, x: Sequence[Share], p: Params) -> list[Share]:
+            (step,) = fn(rank, [L.public_product(x[1:], p)], p)
+            return L.sub(rank, [x[0], step], p)
+
+        return OpKind("sub_scaled", local=local, n_in=2)
+    assert t.run is not None
+    tr = t.run
+
+    async def run(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
+        (step,) = await tr(ctx, [L.public_product(x[1:], p)], p)
+        return L.sub(ctx.rank, [x[0], step], p)
+
+    return OpKind("sub_scaled", run=run, specs=t.specs, cost=t.cost, n_in=2)
+
+
+register(
+    "sub_scaled",
+    _sub_scaled,
+    reference=lambda x, p, out, got: [x[0] - x[1] * p.public().to(torch.float64) / p.d],
+    examples=lambda v, m: [Example("", ((v,), (v,)), ((v,),), Params(pub=example_pub((v,)), d=D))],
+    truncating=True,
+)
+
+
 def _public_matmul(
     x: Sequence[torch.Tensor], p: Params, out: Sequence[Shape], got: Sequence[torch.Tensor]
 ) -> list[torch.Tensor]:

@@ -157,3 +157,65 @@ def test_last_party_draws_only_the_random_items() -> None:
     assert drawn == {prgs[0].key: [8 * (12 + 20 + 15)], prgs[1].key: [8 * (12 + 20)]}
     a, b, c = (shares[0][k] + shares[1][k] for k in "abc")
     assert torch.equal(c, a @ b)
+
+
+def _additive_specs() -> list[object]:
+    from protocols.beaver import matmul_spec, mul_spec, square_spec
+    from protocols.fss import relu_fss_spec, trunc_fss_spec
+    from protocols.reuse import keep_spec
+    from protocols.truncate import trunc_spec
+
+    return [
+        mul_spec((4, 2), (4, 2)),
+        mul_spec((3, 1), (3, 5)),  # broadcast: c has the product's shape
+        square_spec((7,)),
+        matmul_spec((3, 4), (4, 5)),
+        keep_spec("linear", (6, 4), (4, 3), (6, 3), True),
+        trunc_spec((9,), 2**16, sub=1),
+        relu_fss_spec((5,)),  # with keys: the keygen sees the same values
+        trunc_fss_spec((4,), 2**16),
+    ]
+
+
+@pytest.mark.parametrize("n_parties", [2, 3])
+@pytest.mark.parametrize("index", range(8))
+def test_additive_dealer_path_is_item_path(index: int, n_parties: int) -> None:
+    """The dealer's whole-run path for additive specs sends exactly what the item-by-item
+    path sends (corrections and keys, bit for bit), and the parties' shares still make the
+    triple; a run mis-assigned between items would change the corrections."""
+    from protocols import material as M
+
+    spec = _additive_specs()[index]
+    assert isinstance(spec, M.MaterialSpec)
+    facts = M._layout(spec)
+    assert facts.additive
+    if spec.keys and n_parties != 2:
+        pytest.skip("FSS keys are 2-party only")
+    prgs = [Prg.from_seed(s, "additive dealer") for s in range(n_parties)]
+    fast = M._deal_additive(spec, facts, prgs, 11)
+    slow = M._deal_items(spec, facts, prgs, 11)
+    assert fast[0].keys() >= slow[0].keys()
+    for name, value in slow[0].items():
+        assert torch.equal(fast[0][name], value), name
+    assert len(fast[1]) == len(slow[1])
+    for a, b in zip(fast[1], slow[1], strict=True):
+        assert a.shape == b.shape and a.is_contiguous() and torch.equal(a, b)
+    msgs = M.dealer_messages(spec, prgs, 11, Prg.from_seed(99, "dealer"))
+    shares = [M.party_material(spec, r, n_parties, prgs[r], 11, msgs[r]) for r in range(n_parties)]
+    for item in spec.items:
+        if item.shared:
+            total = sum(s[item.name] for s in shares)
+            assert torch.equal(total, slow[0][item.name]), item.name
+
+
+def test_additive_dealer_refuses_a_misshapen_derived_item() -> None:
+    from protocols import material as M
+
+    spec = M.MaterialSpec(
+        "bad",
+        0,
+        (M.Item("a", (2, 3)), M.Item("c", (2, 3), derived=True)),
+        lambda s: {"c": s["a"].reshape(-1)},
+    )
+    with pytest.raises(ValueError, match="derived 'c' is \\(6,\\), not \\(2, 3\\)"):
+        M.dealer_messages(spec, [Prg.from_seed(1, "x"), Prg.from_seed(2, "y")], 1, Prg.fresh())

@@ -68,7 +68,8 @@ class Arithmetic(Shaping):
             a, b = self._at_prec(p), other._at_prec(p)
             shape = S.broadcast("sub", a.shape, b.shape)
             out = a._op("sub", [b], shape)
-            return out._record_binary(a, b, lambda g: (g, -g))
+            # the subtrahend's -g only where it is wanted (a target's is not: one op less)
+            return out._record_binary(a, b, lambda g: (g, -g if b.requires_grad else None))
         return self + public(-as_public(other))
 
     def __rsub__(self, other: Any) -> Self:
@@ -92,6 +93,25 @@ class Arithmetic(Shaping):
         return self._record(out, [self], lambda g: (unbroadcast(g * pub, sshape),))
 
     __rmul__ = __mul__
+
+    def _minus_scaled(self, other: Arithmetic, factor: float) -> Self:
+        """``self - other * factor`` for a public non-integer ``factor`` (an optimiser's
+        ``p - lr g``): one ``sub_scaled`` op where no gradient is recorded and both sides
+        have one shape and the product lands at ``self``'s precision, else the two ops
+        (the same ring values either way)."""
+        pub = as_public(factor)
+        fused = (
+            not torch.is_grad_enabled()
+            and not integral(pub)
+            and pub.dim() == 0
+            and tuple(self.shape) == tuple(other.shape)
+        )
+        if fused:
+            prec, q, d = other._public_scaling(pub)
+            if prec == self.prec:
+                params = Params(pub=other._encode_public(pub, q), d=d)
+                return self._op("sub_scaled", [other], self.shape, params, prec=prec)
+        return self - other * factor
 
     def _public_scaling(self, pub: torch.Tensor) -> tuple[int, int, int]:
         """(result precision, the public factor's precision, truncation divisor)."""
@@ -153,7 +173,12 @@ class Arithmetic(Shaping):
     def _square(self) -> Self:
         d = self.fp.base**self.prec
         out = self._op("square", [], self.shape, Params(d=d))
-        return self._record(out, [self], lambda g: (g * (self * 2),))
+        # a public g (the loss's seed) folds into one public product: x (2 g), not (x 2) g
+        return self._record(
+            out,
+            [self],
+            lambda g: (self * (g * 2) if isinstance(g, torch.Tensor) else g * (self * 2),),
+        )
 
     def __matmul__(self, other: Any) -> Self:
         if isinstance(other, Arithmetic):

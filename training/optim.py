@@ -190,7 +190,7 @@ class SGD(Optimizer):
                             buf = buf * mu + (g * damp if damp != 1.0 else g)
                         state["momentum_buffer"] = buf
                         g = g + buf * mu if group["nesterov"] else buf
-                    p._assign(p - g * lr)
+                    p._assign(p._minus_scaled(g, lr))
 
 
 NOISE_FLOOR = 64.0
