@@ -112,7 +112,10 @@ def _check_dcf(n_bits: int, m: int) -> None:
 
 
 def u64(t: torch.Tensor) -> np.ndarray:
-    """The unsigned 64-bit reading of an int64 tensor (a numpy view when possible)."""
+    """The unsigned 64-bit reading of an int64 tensor (a numpy view when possible; a
+    contiguous int64 tensor, the usual case, without the four conversions' ~5 us)."""
+    if t.dtype is torch.int64 and not t.requires_grad and t.is_contiguous():
+        return t.numpy().view(np.uint64)
     return t.detach().to(torch.int64).contiguous().numpy().view(np.uint64)
 
 

@@ -103,11 +103,14 @@ def _sign_keygen(with_relu: bool) -> KeyGen:
         values: dict[str, torch.Tensor], n_parties: int, prg: Prg, label: tuple[int, int]
     ) -> list[dict[str, torch.Tensor]]:
         _require_two(n_parties)
-        r = values["r"].reshape(-1)
-        sign = 1 - 2 * values["rb"].reshape(-1)  # (-1)^b
-        beta = [sign, sign * r] if with_relu else [sign]
-        seed = prg.random_bytes(dcf_seed_bytes(r.numel()), label)
-        return _key_pair([dcf_keygen(r & _LOW63, torch.stack(beta, 1), 63, seed)])
+        r = u64(values["r"].reshape(-1)).view(np.int64)
+        beta = np.empty((r.size, 2 if with_relu else 1), np.int64)  # numpy: tiny ops cost less
+        np.subtract(1, 2 * u64(values["rb"].reshape(-1)).view(np.int64), out=beta[:, 0])
+        if with_relu:  # (-1)^b and (-1)^b r, wrapping as the ring does
+            np.multiply(beta[:, 0], r, out=beta[:, 1])
+        seed = prg.random_bytes(dcf_seed_bytes(r.size), label)
+        alpha = torch.from_numpy(r & np.int64(_LOW63))
+        return _key_pair([dcf_keygen(alpha, torch.from_numpy(beta), 63, seed)])
 
     return keygen
 
