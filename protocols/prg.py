@@ -25,10 +25,16 @@ import numpy as np
 import torch
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from . import aesctr
+
 KEY_BYTES = 32
 MAX_BYTES_PER_LABEL = 16 * 2**32
 """One label's counter range: 2^32 AES blocks (the low 32 bits of the counter block), so
 the counter never carries into the label bits."""
+
+IN_KERNEL_AES = aesctr.available()
+"""Whether :meth:`Prg.random_array` uses the compiled kernel (:mod:`protocols.aesctr`);
+otherwise ``cryptography``'s AES-256-CTR (the same bytes)."""
 
 FIXED_AES_KEY = hashlib.sha256(b"smpc fixed-key AES (public)").digest()[:16]
 """The public AES-128 key of :func:`fixed_key_aes` (a constant, not a secret)."""
@@ -37,13 +43,14 @@ FIXED_AES_KEY = hashlib.sha256(b"smpc fixed-key AES (public)").digest()[:16]
 class Prg:
     """AES-256-CTR keystream generator addressed by ``(op_id, stream)`` labels."""
 
-    __slots__ = ("_counter", "_key")
+    __slots__ = ("_counter", "_key", "_round_keys")
 
     def __init__(self, key: bytes) -> None:
         if not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES:
             raise ValueError(f"a PRG key is {KEY_BYTES} bytes, got {key!r:.40}")
         self._key = bytes(key)
         self._counter = 0
+        self._round_keys: np.ndarray | None = None  # the kernel's schedule, on first use
 
     @classmethod
     def fresh(cls) -> Prg:
@@ -77,6 +84,14 @@ class Prg:
         # CTR increments the whole 16-byte block as a big-endian integer: label on top,
         # the block counter in the low 4 bytes, from 0.
         block = struct.pack(">QII", op_id, stream, 0)
+        if IN_KERNEL_AES:
+            rk = self._round_keys
+            if rk is None:
+                rk = self._round_keys = aesctr.round_keys(self._key)
+            arr = np.empty((n + 15) & ~15, np.uint8)
+            lo, hi = _WORDS.unpack(block)
+            aesctr.keystream(rk, arr.view(np.int64), lo, hi)
+            return arr[:n]
         enc = Cipher(algorithms.AES(self._key), modes.CTR(block)).encryptor()
         out = np.empty(n + 16, np.uint8)  # update_into wants room for a block's slack
         done = enc.update_into(_zeros(n), out.data) if n else 0
@@ -106,6 +121,7 @@ class Prg:
         return torch.from_numpy(np.unpackbits(raw)[:n].astype(np.bool_)).reshape(shape)
 
 
+_WORDS = struct.Struct("<qq")  # a counter block as the kernel's two little-endian words
 _ZEROS = np.zeros(0, np.uint8)
 
 
