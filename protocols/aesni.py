@@ -11,7 +11,8 @@ Constant time: the rounds are the ``aesenc`` / ``aesenclast`` instructions (LLVM
 ``llvm.x86.aesni.*`` intrinsics, emitted through :func:`numba.extending.intrinsic`); no
 table is ever indexed by a block. The key schedule is computed in Python from the PUBLIC
 key :data:`protocols.prg.FIXED_AES_KEY` only (its S-box lookups touch no secret).
-:func:`available` says whether this CPU has the instructions; without them the kernels fall
+:func:`available` (shared with :mod:`protocols.aesctr`, the PRG's AES-256-CTR kernel)
+says whether this CPU has the instructions; without them the kernels fall
 back to OpenSSL's AES, level by level, with bit-identical output (tests/test_fss.py checks
 both against ``cryptography``'s AES-ECB and the numpy reference).
 """
