@@ -121,7 +121,8 @@ def _ctr_group(blocks: int, lanes: int) -> Any:
     ``b + blocks - 1`` (int64, two words a block; not bounds-checked) under the schedule
     ``rk`` (:func:`round_keys`); ``lo`` and ``hi`` are the label's counter block as two
     little-endian words, its block index (big-endian, bytes 12-15) 0.
-    ``lanes`` blocks share one instruction: 1 is ``aesenc`` on xmm, 2 is VAES on ymm. The
+    ``lanes`` blocks share one instruction: 1 is ``aesenc`` on xmm, 2 and 4 are VAES on ymm
+    and zmm. The
     rounds are unrolled straight-line IR on vectors (nothing goes back through scalars)."""
     suffix = {1: "", 2: ".256", 4: ".512"}[lanes]
     vec = ir.VectorType(_I64, 2 * lanes)

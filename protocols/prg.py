@@ -82,9 +82,11 @@ class Prg:
         array (every draw goes through here). The op id must fit 64 bits and the stream 32
         (they form the counter block's high 96 bits: nothing is masked away, so two labels
         never alias), and one label yields at most 2**32 blocks of 16 bytes (the 32-bit
-        block counter never carries into the label). The keystream is written straight into the array (``update_into``
-        over a shared zero source): ``update(bytes(n))`` and a copy into a tensor took 3x
-        as long (1.0 against 3.2 GB/s measured)."""
+        block counter never carries into the label). The keystream is written straight into
+        the array: by the compiled kernel (:mod:`protocols.aesctr`, whole blocks, the
+        array's tail past ``n`` cut off) when :data:`IN_KERNEL_AES`, else by
+        ``update_into`` over a shared zero source (``update(bytes(n))`` and a copy into a
+        tensor took 3x as long: 1.0 against 3.2 GB/s measured)."""
         op_id, stream = label
         if not (isinstance(op_id, int) and 0 <= op_id < 2**64):
             raise ValueError(f"PRG label op id {op_id!r} is not an unsigned 64-bit integer")
