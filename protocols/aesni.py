@@ -11,23 +11,23 @@ Constant time: the rounds are the ``aesenc`` / ``aesenclast`` instructions (LLVM
 ``llvm.x86.aesni.*`` intrinsics, emitted through :func:`numba.extending.intrinsic`); no
 table is ever indexed by a block. The key schedule is computed in Python from the PUBLIC
 key :data:`protocols.prg.FIXED_AES_KEY` only (its S-box lookups touch no secret).
-:func:`available` says whether this CPU has the instructions; without them the kernels fall
+:func:`available` (shared with :mod:`protocols.aesctr`, the PRG's AES-256-CTR kernel)
+says whether this CPU has the instructions; without them the kernels fall
 back to OpenSSL's AES, level by level, with bit-identical output (tests/test_fss.py checks
 both against ``cryptography``'s AES-ECB and the numpy reference).
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
-import numba
 import numpy as np
-from llvmlite import binding, ir
+from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .aesctr import available as available
 from .prg import FIXED_AES_KEY
 
 _V2 = ir.VectorType(ir.IntType(64), 2)
@@ -134,15 +134,3 @@ def round_keys(key: bytes) -> np.ndarray:
 
 FIXED_ROUND_KEYS = round_keys(FIXED_AES_KEY)
 """The schedule of the public fixed key the DCF's hash uses."""
-
-
-@lru_cache(maxsize=1)
-def available() -> bool:
-    """Whether this CPU has the AES instructions (as LLVM sees the host) and numba compiles
-    for the host: a portable target (``NUMBA_CPU_NAME=generic``, or explicit
-    ``NUMBA_CPU_FEATURES`` without ``+aes``) cannot select the intrinsics."""
-    name = getattr(numba.config, "CPU_NAME", None)
-    features = getattr(numba.config, "CPU_FEATURES", None)
-    if name not in (None, "host") or (features is not None and "+aes" not in features):
-        return False
-    return bool(binding.get_host_cpu_features().get("aes", False))

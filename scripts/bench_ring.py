@@ -5,11 +5,13 @@ shapes, prints the median ms of ``ring_matmul`` (torch's int64 matmul) and of
 ``ring_matmul_limbs`` (float64 BLAS on 22- or 16-bit limbs) and their ratio; for the
 MNIST-Net and LeNet convolutions, torch's int64 ``conv2d`` against the same limb split
 over float64 ``conv2d``; and the PRG's keystream (``Prg.random_array``, AES-256-CTR, into a
-fresh array as every draw is) against ChaCha20, the PRG before it, at 1 and 8 MiB.
+fresh array as every draw is) on its two paths, the compiled kernel (protocols.aesctr)
+against ``cryptography``, from 64 B to 8 MiB (median us per draw), then ``cryptography``'s
+AES-CTR against ChaCha20, the PRG before it, at 1 and 8 MiB.
 Configurations are interleaved (one call of each per round) so that a change in the
 machine's load hits both alike. Ratios above 1: the first column is faster.
 
-Usage: ``PYTHONPATH=. python scripts/bench_ring.py [--rounds 15] [--threads 1]``
+Usage: ``PYTHONPATH=. python scripts/bench_ring.py [--rounds 15] [--threads 1] [--prg-only]``
 (threads: torch intra-op threads; default: the library's policy, see protocols.ring).
 """
 
@@ -26,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
+from protocols import aesctr
+from protocols import prg as prg_module
 from protocols.prg import Prg, _zeros
 from protocols.ring import _limb_plan, _limbs, ring_matmul, ring_matmul_limbs
 
@@ -68,16 +72,18 @@ def conv_limbs(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def interleaved(kernels: dict[str, Kernel], rounds: int) -> dict[str, float]:
-    """Median ms of each kernel; one call of each per round, after one warm-up call."""
+def interleaved(kernels: dict[str, Kernel], rounds: int, reps: int = 1) -> dict[str, float]:
+    """Median ms per call of each kernel; ``reps`` calls of each per round (one call's
+    time is too fine to read for a small draw), after one warm-up call."""
     for k in kernels.values():
         k()
     times: dict[str, list[float]] = {name: [] for name in kernels}
     for _ in range(rounds):
         for name, k in kernels.items():
             t0 = time.perf_counter()
-            k()
-            times[name].append(1e3 * (time.perf_counter() - t0))
+            for _ in range(reps):
+                k()
+            times[name].append(1e3 * (time.perf_counter() - t0) / reps)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -89,6 +95,52 @@ def chacha20_array(key: bytes, n: int) -> np.ndarray:
     return out[:n]
 
 
+def draw(prg: Prg, kernel: bool, n: int) -> np.ndarray:
+    """``prg.random_array(n, (1, 0))`` on the kernel path or on ``cryptography``'s."""
+    prg_module.IN_KERNEL_AES = kernel
+    return prg.random_array(n, (1, 0))
+
+
+PRG_SIZES = [
+    ("64 B", 64),
+    ("1 KiB", 1 << 10),
+    ("64 KiB", 1 << 16),
+    ("1 MiB", 1 << 20),
+    ("8 MiB", 8 << 20),
+]
+
+
+def prg_section(rounds: int) -> None:
+    prg = Prg.from_seed(0, "bench_ring")
+    kernel = prg_module.IN_KERNEL_AES
+    if kernel:
+        print(f"{'PRG draw (median us)':<38} {'kernel':>9} {'cryptogr.':>9} {'ratio':>8}")
+        for label, n in PRG_SIZES:
+            if draw(prg, True, n).tobytes() != draw(prg, False, n).tobytes():
+                raise SystemExit(f"PRG {label}: the two paths disagree")
+            ms = interleaved(
+                {"kernel": partial(draw, prg, True, n), "openssl": partial(draw, prg, False, n)},
+                rounds,
+                reps=max(1, (256 << 10) // n),
+            )
+            row(f"{label} ({aesctr.best()})", 1e3 * ms["kernel"], 1e3 * ms["openssl"])
+        prg_module.IN_KERNEL_AES = kernel
+    else:
+        print("PRG: no AES instructions (or a portable numba target): cryptography only")
+    print(f"{'PRG keystream (median ms)':<38} {'AES-CTR':>9} {'ChaCha20':>9} {'ratio':>8}")
+    for mib in (1, 8):
+        n = mib << 20
+        ms = interleaved(
+            {
+                "aes": partial(draw, prg, False, n),
+                "chacha": partial(chacha20_array, prg.key, n),
+            },
+            rounds,
+        )
+        row(f"{mib} MiB into a fresh array (cryptography)", ms["aes"], ms["chacha"])
+    prg_module.IN_KERNEL_AES = kernel
+
+
 def row(label: str, fast: float, slow: float) -> None:
     print(f"{label:<38} {fast:9.3f} {slow:9.3f} {slow / fast:7.1f}x")
 
@@ -97,11 +149,15 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--prg-only", action="store_true", help="only the PRG section")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s)")
+    if args.prg_only:
+        prg_section(args.rounds)
+        return
     print(f"{'matmul (median ms)':<38} {'int64':>9} {'limbs':>9} {'limbs/int64':>8}")
     for label, ash, bsh in MATMULS:
         a, b = full_range(*ash), full_range(*bsh)
@@ -125,18 +181,7 @@ def main(argv: list[str] | None = None) -> None:
             max(3, args.rounds // 3),
         )
         row(label, ms["int64"], ms["limbs"])
-    print(f"{'PRG keystream (median ms)':<38} {'AES-CTR':>9} {'ChaCha20':>9} {'ratio':>8}")
-    prg = Prg.from_seed(0, "bench_ring")
-    for mib in (1, 8):
-        n = mib << 20
-        ms = interleaved(
-            {
-                "aes": partial(prg.random_array, n, (1, 0)),
-                "chacha": partial(chacha20_array, prg.key, n),
-            },
-            args.rounds,
-        )
-        row(f"{mib} MiB into a fresh array", ms["aes"], ms["chacha"])
+    prg_section(args.rounds)
 
 
 if __name__ == "__main__":
