@@ -214,3 +214,37 @@ async def test_adam_says_which_eps_it_uses(monkeypatch: pytest.MonkeyPatch) -> N
             opt = Adam([p], lr=0.01)
         assert opt.param_groups[0]["effective_eps"] == NOISE_FLOOR * 2.0**-16
         assert Adam([p], lr=0.01, noise_floor=0).param_groups[0]["effective_eps"] == 1e-8
+
+
+@pytest.mark.parametrize("parties", [2, 3])
+async def test_fused_update_equals_scale_then_sub(parties: int) -> None:
+    """SGD's ``p - lr g`` is one ``sub_scaled`` op; it reveals exactly (in the ring) what
+    ``scale`` then ``sub`` give, with 2 parties (local truncation) and 3 (the dealer pair,
+    drawn the same way in two clusters of the same seed); a public gradient, another
+    precision or recorded autograd fall back to the two ops."""
+    g0 = torch.Generator().manual_seed(3)
+    p_val, g_val = torch.randn(4, 3, generator=g0), torch.randn(4, 3, generator=g0)
+    got = []
+    for fused in (True, False):
+        async with start_cluster(parties, seed=9) as c:
+            c.track_op_costs()
+            p, g = c.share(p_val, precision=16, base=2), c.share(g_val, precision=16, base=2)
+            with torch.no_grad():
+                out = p._minus_scaled(g, 0.05) if fused else p - g * 0.05
+            got.append(await c.reveal(out._ref.tid, out.shape))
+            await c.flush()
+            kinds = [r.kind for r, *_ in c.take_op_costs()]
+            assert ("sub_scaled" in kinds) is fused, kinds
+    assert torch.equal(got[0], got[1])
+    async with start_cluster(2, seed=9) as c:
+        c.track_op_costs()
+        p, g = c.share(p_val, precision=16, base=2), c.share(g_val, precision=16, base=2)
+        with torch.no_grad():
+            a = p._minus_scaled(g_val, 0.05)  # a public gradient
+            b = p._minus_scaled(g, 2.0)  # an integer factor: no truncation to fuse
+        c_ = p._minus_scaled(g, 0.05)  # grad mode: recorded as two ops
+        assert torch.allclose(await a.get(), p_val - 0.05 * g_val, atol=1e-4)
+        assert torch.allclose(await b.get(), p_val - 2 * g_val, atol=1e-4)
+        assert torch.allclose(await c_.get(), p_val - 0.05 * g_val, atol=1e-4)
+        await c.flush()
+        assert "sub_scaled" not in [r.kind for r, *_ in c.take_op_costs()]

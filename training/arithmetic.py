@@ -94,14 +94,15 @@ class Arithmetic(Shaping):
 
     __rmul__ = __mul__
 
-    def _minus_scaled(self, other: Arithmetic, factor: float) -> Self:
+    def _minus_scaled(self, other: Any, factor: float) -> Self:
         """``self - other * factor`` for a public non-integer ``factor`` (an optimiser's
-        ``p - lr g``): one ``sub_scaled`` op where no gradient is recorded and both sides
-        have one shape and the product lands at ``self``'s precision, else the two ops
-        (the same ring values either way)."""
+        ``p - lr g``): one ``sub_scaled`` op where no gradient is recorded, both sides are
+        shared with one shape and the product lands at ``self``'s precision, else the two
+        ops (the same ring values either way)."""
         pub = as_public(factor)
         fused = (
-            not torch.is_grad_enabled()
+            isinstance(other, Arithmetic)  # (a gradient may be a public tensor)
+            and not torch.is_grad_enabled()
             and not integral(pub)
             and pub.dim() == 0
             and tuple(self.shape) == tuple(other.shape)
