@@ -251,5 +251,12 @@ def keystream(rk: np.ndarray, out: np.ndarray, lo: int, hi: int, first: int = 0)
     AES-256-CTR keystream under ``rk`` for the label's counter block ``lo, hi`` (its two
     little-endian words as signed int64, the low 32 bits of the block 0) from block index
     ``first`` on (``first`` plus the block count at most 2^32: the index never carries into
-    the label), with the :func:`best` kernel."""
+    the label), with the :func:`best` kernel. The kernels write whole blocks without bounds
+    checks, so anything else is refused here (ValueError), before they run."""
+    if out.dtype != np.int64 or out.ndim != 1 or out.size % 2 or not out.flags.c_contiguous:
+        raise ValueError("keystream writes whole blocks into a contiguous 1-d int64 array")
+    if rk.shape != (ROUNDS + 1, 2) or rk.dtype != np.int64:
+        raise ValueError(f"an AES-256 schedule is int64 ({ROUNDS + 1}, 2), got {rk.shape}")
+    if not 0 <= first <= 2**32 - out.size // 2:
+        raise ValueError("the block index would carry into the label (2^32 blocks a label)")
     KERNELS[best()](rk, out, lo, hi, first)

@@ -181,3 +181,21 @@ def test_random_array_property(key: bytes, n: int, op_id: int, stream: int) -> N
     assert Prg(key).random_array(n, (op_id, stream)).tobytes() == openssl_ctr(
         key, (op_id, stream), n
     )
+
+
+@needs_aes
+def test_keystream_refuses_what_its_kernels_would_overrun() -> None:
+    """The kernels write whole blocks unchecked: an odd word count, a strided or
+    non-int64 buffer, a wrong schedule or a block index that would carry into the label
+    are refused before any kernel runs."""
+    rk = aesctr.round_keys(bytes(32))
+    good = np.zeros(8, np.int64)
+    aesctr.keystream(rk, good, 0, 0)
+    for bad in (np.zeros(7, np.int64), np.zeros(16, np.int64)[::2], np.zeros(8, np.int32)):
+        with pytest.raises(ValueError, match="whole blocks"):
+            aesctr.keystream(rk, bad, 0, 0)
+    with pytest.raises(ValueError, match="schedule"):
+        aesctr.keystream(rk[:14], good, 0, 0)
+    with pytest.raises(ValueError, match="carry into the label"):
+        aesctr.keystream(rk, good, 0, 0, first=2**32 - 3)
+    aesctr.keystream(rk, good, 0, 0, first=2**32 - 4)  # the label's last four blocks
