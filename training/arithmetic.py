@@ -35,6 +35,20 @@ from .handle import function
 from .operands import as_public, integral, public, public_precision
 from .shaping import Shaping, cat
 
+_SCALED: dict[tuple[Any, ...], tuple[int, Params] | None] = {}
+"""``_minus_scaled``'s encoded factor by (factor, encoding, precision): an optimiser passes
+the same learning rate at every step (encoding it took ~16 us a parameter)."""
+
+
+def _scaled(x: Arithmetic, factor: Any) -> tuple[int, Params] | None:
+    """(the product's precision, ``scale``'s params) of ``x * factor`` for a public
+    non-integer scalar, or None (an integer or a tensor factor: not fused)."""
+    pub = as_public(factor)
+    if integral(pub) or pub.dim() != 0:
+        return None
+    prec, q, d = x._public_scaling(pub)
+    return prec, Params(pub=x._encode_public(pub, q), d=d)
+
 
 class Arithmetic(Shaping):
     """Sums, products and divisions of a SharedTensor (see module doc)."""
@@ -99,19 +113,19 @@ class Arithmetic(Shaping):
         ``p - lr g``): one ``sub_scaled`` op where no gradient is recorded, both sides are
         shared with one shape and the product lands at ``self``'s precision, else the two
         ops (the same ring values either way)."""
-        pub = as_public(factor)
-        fused = (
+        if (
             isinstance(other, Arithmetic)  # (a gradient may be a public tensor)
             and not torch.is_grad_enabled()
-            and not integral(pub)
-            and pub.dim() == 0
             and tuple(self.shape) == tuple(other.shape)
-        )
-        if fused:
-            prec, q, d = other._public_scaling(pub)
-            if prec == self.prec:
-                params = Params(pub=other._encode_public(pub, q), d=d)
-                return self._op("sub_scaled", [other], self.shape, params, prec=prec)
+        ):
+            key = (factor, other.fp, other.prec)
+            scaled = _SCALED.get(key) if type(factor) is float else None
+            if scaled is None:
+                scaled = _scaled(other, factor)
+                if type(factor) is float and len(_SCALED) < 256:
+                    _SCALED[key] = scaled
+            if scaled is not None and scaled[0] == self.prec:
+                return self._op("sub_scaled", [other], self.shape, scaled[1], prec=scaled[0])
         return self - other * factor
 
     def _public_scaling(self, pub: torch.Tensor) -> tuple[int, int, int]:
