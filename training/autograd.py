@@ -27,9 +27,10 @@ def unbroadcast(grad: Value, shape: tuple[int, ...]) -> Value:
     if gshape == shape:
         return grad
     lead = len(gshape) - len(shape)
-    dims = list(range(lead)) + [
-        lead + i for i, n in enumerate(shape) if n == 1 and gshape[lead + i] != 1
-    ]
+    kept = [lead + i for i, n in enumerate(shape) if n == 1 and gshape[lead + i] != 1]
+    if lead and not kept:  # only leading dims go (a bias's gradient): one sum, no reshape
+        return grad.sum(dim=tuple(range(lead)))
+    dims = list(range(lead)) + kept
     out = grad.sum(dim=tuple(dims), keepdim=True) if dims else grad
     return out.reshape(shape)
 
