@@ -123,9 +123,9 @@ class Cluster(Runtime):
 
         ``protocols`` names the protocol suite (``"default"``, ``"fss"``) or is a
         :class:`protocols.suite.Suite`; ``"default"`` (or None) uses the FSS comparison up
-        to :func:`protocols.suite.fss_limit` of the slowest party link's latency (180
-        elements per op without latency, 10^4 from ~33 ms), ``"default@N"`` up to N (the
-        chosen suite is ``cluster.suite``, named e.g. ``default@180``, and a debug event
+        to :func:`protocols.suite.fss_limit` of the slowest party link's latency (205
+        elements per op without latency, 10^4 from ~12 ms), ``"default@N"`` up to N (the
+        chosen suite is ``cluster.suite``, named e.g. ``default@205``, and a debug event
         ``protocol_suite``). ``seed=None`` draws every key from the OS (secure).
         An integer seed makes shares and dealer material reproducible and is INSECURE: for
         tests and reproducible runs. ``network`` is the delay profile of every
@@ -233,7 +233,7 @@ class Cluster(Runtime):
         chaos) and serve this one session. Same frames, meters and errors as
         :meth:`start`: a node that dies is reported as :class:`PartyFailure` naming it.
         ``value_bound`` and ``check`` as in :meth:`start` (check mode compares only what
-        the coordinator may reveal). ``"default"`` (or None) uses FSS up to 180 elements
+        the coordinator may reveal). ``"default"`` (or None) uses FSS up to 205 elements
         per op when every node's host is a loopback address (measured: a loopback TLS
         cluster crosses over as one process does, between 128 and 256) and up to 10^4
         otherwise (the links' latency is unknown; the WAN form); ``"default@N"`` sets N.

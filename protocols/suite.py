@@ -30,7 +30,7 @@ Built-in suites (:data:`SUITES`), all with the same kinds:
 * ``"default"``: FSS up to a limit of elements per op, the carry tree above. By name
   (:func:`get_suite`, :data:`DEFAULT`) the limit is :data:`FSS_MAX_NUMEL` (10^4, the WAN
   form); a cluster asked for ``"default"`` picks its own: :func:`fss_limit` of its party
-  links' simulated latency in one process (180 without latency), the same 180 over TLS
+  links' simulated latency in one process (205 without latency), the same 205 over TLS
   when every node is on a loopback address, 10^4 between hosts. ``"default@N"`` names
   the limit N (e.g. ``"default@10000"`` pins the WAN form anywhere);
 * ``"fss-exact"``: the FSS comparison and the exact FSS truncation (2 parties).
@@ -123,25 +123,28 @@ FSS_MAX_NUMEL = 10_000
 """The most elements per op for which a ``default`` suite uses the FSS comparison: the
 limit of :data:`DEFAULT`, the form for slow links (and over TLS between hosts, whose
 latency the coordinator does not know). Measured (scripts/bench_fss.py,
-scripts/bench_relu.py): an FSS ReLU costs 1 round but ~4.1 KB of dealer keys and ~20 us
+scripts/bench_relu.py): an FSS ReLU costs 1 round but ~4.1 KB of dealer keys and ~7 us
 of key generation and evaluation per element; the bit-sliced carry tree costs 7 rounds,
 ~36 B of dealer material and well under 1 us per element. The six rounds saved are
-worth ~240 ms on a 40 ms WAN, which the FSS compute repays up to ~10^4 elements (more
-would also cost dealer traffic the carry tree does not need); in one process they are
-worth a few ms, repaid only up to a couple of hundred elements: :func:`fss_limit`."""
+worth ~240 ms on a 40 ms WAN, which the FSS compute repays up to ~3 10^4 elements (more
+would cost dealer traffic the carry tree does not need: the limit stays 10^4); in one
+process they are worth ~1.5 ms, repaid up to a couple of hundred elements:
+:func:`fss_limit`."""
 
-FSS_SECONDS_PER_ELEMENT = 20e-6
+FSS_SECONDS_PER_ELEMENT = 7.3e-6
 """FSS key generation and evaluation per element beyond the carry tree's, all actors in
-one process (ms per ReLU, FSS against carry, interleaved in one command, load 2-5):
-2,048 -> 4,096 elements at 10 ms latency 72.5 -> 117.6 ms (22 us per element); 2,048
-elements without latency 30.5 against 7.2 ms."""
-ROUND_SECONDS = 0.6e-3
+one process (ms per ReLU, FSS against carry, medians of 2 interleaved clusters, 2026-12-03
+after the in-kernel AES and PRG): 4,096 -> 16,384 elements at 10 ms latency 44.5 -> 133.4
+ms (7.2 us per element; the carry tree 81 ms at every size); 64 -> 512 elements without
+latency 1.12 -> 4.49 ms (7.5 us; carry 1.8-1.9 ms). Before those kernels: 20 us."""
+ROUND_SECONDS = 0.25e-3
 """What one online round costs beside its latency (the runtime's scheduling, framing and
 the protocol's per-round work): fitted so that :func:`fss_limit` lands in the measured
-crossovers, FSS against carry ReLU in one process: between 160 and 192 elements without
-latency (also 128-192 and 128-256 in other runs), between 2,048 and 4,096 at 10 ms, and
-between 512 and 640 (another run: 768 and 1,024) at 1 ms. A loopback TLS cluster of
-node processes crossed between 128 and 256, as without latency."""
+crossovers, FSS against carry ReLU in one process (fss / carry time, 2026-12-03): 192
+elements 0.98, 256 1.09 without latency; 512 0.46, 1,024 1.01, 2,048 1.17 at 1 ms; 4,096
+0.55, 8,192 0.91, 16,384 1.66 at 10 ms. (Before the kernels: 160-192, 512-640 and
+2,048-4,096; a loopback TLS cluster of node processes then crossed between 128 and 256,
+as without latency.)"""
 ROUNDS_SAVED = 6
 """The carry tree's 7 rounds against FSS's 1."""
 FSS_MIN_NUMEL = 64
@@ -153,7 +156,7 @@ def fss_limit(latency: float) -> int:
     """The element count up to which the FSS comparison is faster than the carry tree on
     party links of ``latency`` seconds: six rounds' worth of time over FSS's extra compute
     per element, kept between :data:`FSS_MIN_NUMEL` and :data:`FSS_MAX_NUMEL` (no latency:
-    180; 1 ms: 480; 10 ms: 3,180; from ~33 ms: 10^4). Bandwidth is left out: FSS sends
+    205; 1 ms: 1,027; 10 ms: 8,425; from ~12 ms: 10^4). Bandwidth is left out: FSS sends
     fewer online bytes than the carry tree, so a slow link only favours it more."""
     if not (isinstance(latency, (int, float)) and 0 <= latency < float("inf")):
         raise ValueError(f"latency must be a finite number of seconds >= 0, got {latency!r}")

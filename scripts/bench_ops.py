@@ -13,7 +13,7 @@ cluster.flush()``; bytes are online bytes sent per party divided by the input's 
 The suite is the default suite's WAN form, ``default@10000`` (FSS comparisons up to 10^4
 elements per op): the figures docs/ops.md states and the CrypTen targets are about (rounds
 matter on a network). ``--protocols default`` measures what ``Cluster.start`` picks in
-this process instead (FSS only up to ~180 elements: more rounds, fewer dealer bytes). The
+this process instead (FSS only up to ~205 elements: more rounds, fewer dealer bytes). The
 first line printed names the suite and its limit.
 """
 

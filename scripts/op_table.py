@@ -4,7 +4,7 @@ bytes per element and wall-clock milliseconds, each at 10**3 and 10**5 input ele
 (2 parties, base 2 / 16 bits, the default suite's WAN form ``default@10000`` that
 bench_ops.py runs). That suite uses the FSS comparison up to 10**4 elements per op and the
 carry tree above, so rounds and bytes differ between the two sizes (in one process
-``Cluster.start``'s own ``default`` switches at ~180 elements: both sizes carry tree). Times are one run each (the first includes no warm-up beyond the cluster's
+``Cluster.start``'s own ``default`` switches at ~205 elements: both sizes carry tree). Times are one run each (the first includes no warm-up beyond the cluster's
 start), on whatever machine runs it.
 """
 

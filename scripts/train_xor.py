@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="default",
         type=suite_arg,
         help=f"protocol suite: {', '.join(sorted(SUITES))} or default@N (default: 2 parties "
-        "compare by FSS up to a limit that follows the link's latency, 180 elements per op "
+        "compare by FSS up to a limit that follows the link's latency, 205 elements per op "
         "in one process, and by the carry tree above; see README)",
     )
     ap.add_argument(

@@ -1,6 +1,6 @@
 """Dealer bytes and rounds of the range-normalised functions (reciprocal, x / y, sqrt,
 rsqrt) at a size where every comparison takes the carry tree (the in-process default
-above 180 elements), asserted equal to their closed forms, and their results against
+above 205 elements), asserted equal to their closed forms, and their results against
 float64 torch within docs/ops.md's tolerances.
 
 Closed forms per element (2 parties, N a multiple of 64; ``protocols/compare.py``):
