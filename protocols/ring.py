@@ -27,9 +27,11 @@ from __future__ import annotations
 import os
 import sys
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
+from numba import njit
 
 RING_BITS = 64
 DTYPE = torch.int64
@@ -89,27 +91,62 @@ def floor_div(x: torch.Tensor, d: int) -> torch.Tensor:
 
     A power of two ``d = 2^k`` is an arithmetic shift ``x >> k`` (the same floor, exact for
     every int64): base-2 encodings truncate by one, and torch's int64 floor division was
-    measured ~18x slower than the shift (300 against 16 us of CPU on 10^5 elements).
-    ``d = 1`` returns ``x`` itself (no copy)."""
+    measured ~18x slower than the shift (300 against 16 us of CPU on 10^5 elements). Other
+    divisors: torch's floor division on small tensors, the compiled loop from
+    :data:`_KERNEL_MIN` elements (458 against 280 us on 10^5). ``d = 1`` returns ``x``
+    itself (no copy)."""
     if d == 1:
         return x
     if d > 0 and d & (d - 1) == 0:
         return x >> (d.bit_length() - 1)
-    return torch.div(x, d, rounding_mode="floor")
+    if x.numel() < _KERNEL_MIN:
+        return torch.div(x, d, rounding_mode="floor")
+    return _compiled(_floor_kernel, x, d)
 
 
 def ceil_div(x: torch.Tensor, d: int) -> torch.Tensor:
     """Signed ceiling division by a positive public integer, without negating ``x`` (which
-    would map -2^63 to itself): ``floor(x / d)`` plus one where ``d`` does not divide ``x``.
-    For ``d = 2^k`` the remainder test is a mask (``x & (d - 1)``), not a product."""
-    q = floor_div(x, d)
+    would map -2^63 to itself): ``floor(x / d)`` plus one where ``d`` does not divide ``x``,
+    in one compiled pass (a shift and a mask for ``d = 2^k``): 5 against 13 us on 8
+    elements, 303 against 765 us on 10^5 (``d = 1000``), where the torch ops took four
+    calls (floor, remainder, test, add)."""
     if d == 1:
         return x
     if d & (d - 1) == 0:
-        rem = x & (d - 1)
-    else:
-        rem = x - q * d
-    return q.add_(rem.ne_(0))  # q is a fresh tensor here
+        return _compiled(_ceil_shift_kernel, x, d.bit_length() - 1)
+    return _compiled(_ceil_kernel, x, d)
+
+
+_KERNEL_MIN = 64
+"""Elements from which :func:`floor_div` by a non-power of two runs compiled (below, the
+call's wrapping costs more than torch's own division: 3.5 against 3.0 us on 8)."""
+
+
+def _compiled(kernel: Any, x: torch.Tensor, d: int) -> torch.Tensor:
+    src = x.contiguous()
+    out = torch.empty(src.shape, dtype=torch.int64)
+    kernel(src.numpy().reshape(-1), d, out.numpy().reshape(-1))
+    return out
+
+
+@njit(cache=True)
+def _floor_kernel(x: np.ndarray, d: int, out: np.ndarray) -> None:
+    for i in range(x.size):
+        out[i] = x[i] // d  # numba's integer // floors, as Python's
+
+
+@njit(cache=True)
+def _ceil_kernel(x: np.ndarray, d: int, out: np.ndarray) -> None:
+    for i in range(x.size):
+        q = x[i] // d
+        out[i] = q + (1 if x[i] - q * d != 0 else 0)  # |q d| <= |x|: no wrap
+
+
+@njit(cache=True)
+def _ceil_shift_kernel(x: np.ndarray, k: int, out: np.ndarray) -> None:
+    mask = (1 << k) - 1
+    for i in range(x.size):
+        out[i] = (x[i] >> k) + (1 if x[i] & mask else 0)
 
 
 def n_words(numel: int) -> int:

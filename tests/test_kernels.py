@@ -238,3 +238,23 @@ def test_tuned_malloc_reuses_freed_tensors() -> None:
         faults[mode] = int(count)
     assert faults["off"] > 10 * 16384 * 0.9  # 16,384 pages per allocation, every time
     assert faults["on"] < faults["off"] / 5, faults
+
+
+@pytest.mark.parametrize("n", [0, 1, 8, 63, 64, 1000, 20_003])
+@pytest.mark.parametrize("d", [2, 3, 7, 1000, 2**16, 2**62, 10**18])
+def test_floor_and_ceil_division_are_exact_on_every_int64(n: int, d: int) -> None:
+    """The local truncation's floor (party 0) and ceiling (party 1) against Python's
+    integers, on both sides of the compiled kernels' size threshold and on the ring's edges
+    (-2^63, 2^63 - 1, multiples and near-multiples of d); a transposed view comes out
+    right too."""
+    from protocols.ring import ceil_div, floor_div
+
+    x = torch.randint(-(2**63), 2**63 - 1, (n,), generator=torch.Generator().manual_seed(n))
+    edges = [-(2**63), 2**63 - 1, -d, -d + 1, d, d - 1, 0, -1]
+    x[: min(n, len(edges))] = torch.tensor(edges[:n], dtype=torch.int64)
+    values = x.tolist()
+    assert floor_div(x, d).tolist() == [v // d for v in values]
+    assert ceil_div(x, d).tolist() == [-(-v // d) for v in values]
+    view = x[: n - n % 4].reshape(4, -1).t()
+    want = [[-(-v // d) for v in row] for row in view.tolist()]
+    assert ceil_div(view, d).tolist() == want
