@@ -229,8 +229,12 @@ async def _sign(ctx: PartyContext, x: Share, with_relu: bool, sub: int) -> tuple
     d = torch.empty(shape, dtype=torch.int64)
     z = torch.empty(shape, dtype=torch.int64) if with_relu else d
     rbr, r = (mat["rbr"], mat["r"]) if with_relu else (d, d)
+    x_hat_, rb_, rbr_, r_ = (u64(t.reshape(-1)).view(np.int64) for t in (x_hat, mat["rb"], rbr, r))
     _sign_finish(
-        *(u64(t.reshape(-1)).view(np.int64) for t in (x_hat, mat["rb"], rbr, r)),
+        x_hat_,
+        rb_,
+        rbr_,
+        r_,
         out.numpy(),
         1 if ctx.rank == 0 else 0,
         z.numpy().reshape(-1),
