@@ -255,8 +255,8 @@ def keystream(rk: np.ndarray, out: np.ndarray, lo: int, hi: int, first: int = 0)
     checks, so anything else is refused here (ValueError), before they run."""
     if out.dtype != np.int64 or out.ndim != 1 or out.size % 2 or not out.flags.c_contiguous:
         raise ValueError("keystream writes whole blocks into a contiguous 1-d int64 array")
-    if rk.shape != (ROUNDS + 1, 2) or rk.dtype != np.int64:
-        raise ValueError(f"an AES-256 schedule is int64 ({ROUNDS + 1}, 2), got {rk.shape}")
+    if rk.shape != (ROUNDS + 1, 2) or rk.dtype != np.int64 or not rk.flags.c_contiguous:
+        raise ValueError(f"an AES-256 schedule is C-contiguous int64 ({ROUNDS + 1}, 2)")
     if not 0 <= first <= 2**32 - out.size // 2:
         raise ValueError("the block index would carry into the label (2^32 blocks a label)")
     KERNELS[best()](rk, out, lo, hi, first)

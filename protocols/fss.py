@@ -230,6 +230,9 @@ async def _sign(ctx: PartyContext, x: Share, with_relu: bool, sub: int) -> tuple
     z = torch.empty(shape, dtype=torch.int64) if with_relu else d
     rbr, r = (mat["rbr"], mat["r"]) if with_relu else (d, d)
     x_hat_, rb_, rbr_, r_ = (u64(t.reshape(-1)).view(np.int64) for t in (x_hat, mat["rb"], rbr, r))
+    n = x_hat_.size  # the kernel does not check bounds: every operand has n elements
+    if rb_.size != n or rbr_.size != n or r_.size != n or tuple(out.shape) != (n, m):
+        raise ValueError(f"FSS sign: material of {rb_.size} elements for {n} opened values")
     _sign_finish(
         x_hat_,
         rb_,

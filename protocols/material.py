@@ -313,7 +313,7 @@ def _deal_additive(spec: MaterialSpec, facts: _Layout, prgs: Sequence[Prg], op_i
         total += raw[:nr].view(np.int64)  # numpy's int64 wraps: the ring's sum
     values: dict[str, torch.Tensor] = {}
     _unpack(raws[0][:nr], facts.random, values)
-    if not nd:
+    if not facts.derived.shared:
         return values, []
     derived = spec.derive(values)
     flat = []

@@ -139,7 +139,8 @@ def _floor_kernel(x: np.ndarray, d: int, out: np.ndarray) -> None:
 def _ceil_kernel(x: np.ndarray, d: int, out: np.ndarray) -> None:
     for i in range(x.size):
         q = x[i] // d
-        out[i] = q + (1 if x[i] - q * d != 0 else 0)  # |q d| <= |x|: no wrap
+        # q d may wrap (x = -2^63, d = 3), x - q d is still the remainder mod 2^64
+        out[i] = q + (1 if x[i] - q * d != 0 else 0)
 
 
 @njit(cache=True)

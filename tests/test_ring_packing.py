@@ -174,11 +174,15 @@ def _additive_specs() -> list[object]:
         trunc_spec((9,), 2**16, sub=1),
         relu_fss_spec((5,)),  # with keys: the keygen sees the same values
         trunc_fss_spec((4,), 2**16),
+        mul_spec((0,), (0,)),  # empty: its derived item still gets an (empty) correction
+        mul_spec((0, 3), (0, 3)),
+        relu_fss_spec((0,)),
+        mul_spec((), ()),
     ]
 
 
 @pytest.mark.parametrize("n_parties", [2, 3])
-@pytest.mark.parametrize("index", range(8))
+@pytest.mark.parametrize("index", range(12))
 def test_additive_dealer_path_is_item_path(index: int, n_parties: int) -> None:
     """The dealer's whole-run path for additive specs sends exactly what the item-by-item
     path sends (corrections and keys, bit for bit), and the parties' shares still make the
