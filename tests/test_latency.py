@@ -3,6 +3,9 @@ a simulated per-message latency L takes about rounds x L (DESIGN: metering)."""
 
 from __future__ import annotations
 
+import threading
+
+import pytest
 import torch
 import trio
 
@@ -78,3 +81,25 @@ async def test_sub_millisecond_latency_is_simulated_as_given() -> None:
     waits.sort()
     assert waits[0] >= 2e-4
     assert waits[10] < 9e-4, waits
+
+
+def test_precise_sleep_under_an_autojump_clock_is_a_plain_sleep() -> None:
+    """Under a MockClock that jumps when every task sleeps, spinning would keep the clock
+    still forever: the precise sleep must sleep plainly there (this test would hang)."""
+    from actors.network import sleep_until_precisely
+
+    async def main() -> float:
+        start = trio.current_time()
+        await sleep_until_precisely(start + 5.0)
+        return trio.current_time() - start
+
+    got: list[float] = []  # in a daemon thread: a regression fails here instead of hanging
+    t = threading.Thread(
+        target=lambda: got.append(
+            trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+        ),
+        daemon=True,
+    )
+    t.start()
+    t.join(timeout=20)
+    assert got == [pytest.approx(5.0)], "the precise sleep never returned under a MockClock"
