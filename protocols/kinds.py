@@ -44,7 +44,7 @@ from .opkind import (
     register,
     truncated_product,
 )
-from .params import Params, Pub
+from .params import NO_PARAMS, Params, Pub
 from .reference import linear
 from .truncate import trunc_spec, truncate_local, truncate_pair
 
@@ -137,22 +137,35 @@ register(
 )
 
 
-def _public_then_trunc(name: str, product: Callable[[Sequence[Share], Params], Share]) -> Builder:
-    """A local product with a public operand, then the suite's truncation: local when the
-    truncation is."""
+def _public_then_trunc(
+    name: str,
+    product: Callable[[Sequence[Share], Params], Share],
+    finish: Callable[[int, Sequence[Share], Share], list[Share]] | None = None,
+    n_in: int = 1,
+) -> Builder:
+    """A local product with a public operand, then the suite's truncation (local when the
+    truncation is), then ``finish(rank, inputs, truncated)`` (default: the truncated
+    product alone)."""
+    done = finish or (lambda rank, x, z: [z])
 
     def build(suite: Suite, n: int) -> OpKind:
         t = suite.kind("trunc", n)
         if t.local is not None:
             fn = t.local
-            return OpKind(name, local=lambda rank, x, p: fn(rank, [product(x, p)], p))
+
+            def local(rank: int, x: Sequence[Share], p: Params) -> list[Share]:
+                (z,) = fn(rank, [product(x, p)], p)
+                return done(rank, x, z)
+
+            return OpKind(name, local=local, n_in=n_in)
         assert t.run is not None
         tr = t.run
 
         async def run(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
-            return await tr(ctx, [product(x, p)], p)
+            (z,) = await tr(ctx, [product(x, p)], p)
+            return done(ctx.rank, x, z)
 
-        return OpKind(name, run=run, specs=t.specs, cost=t.cost)
+        return OpKind(name, run=run, specs=t.specs, cost=t.cost, n_in=n_in)
 
     return build
 
@@ -166,31 +179,16 @@ register(
 )
 
 
-def _sub_scaled(suite: Suite, n: int) -> OpKind:
-    """``x - trunc(y * pub)``: an optimiser's update ``p - lr g`` as one op (the same ring
-    values as ``scale`` then ``sub``, one command instead of two per parameter)."""
-    t = suite.kind("trunc", n)
-    if t.local is not None:
-        fn = t.local
-
-        def local(rank: int, x: Sequence[Share], p: Params) -> list[Share]:
-            (step,) = fn(rank, [L.public_product(x[1:], p)], p)
-            return L.sub(rank, [x[0], step], p)
-
-        return OpKind("sub_scaled", local=local, n_in=2)
-    assert t.run is not None
-    tr = t.run
-
-    async def run(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
-        (step,) = await tr(ctx, [L.public_product(x[1:], p)], p)
-        return L.sub(ctx.rank, [x[0], step], p)
-
-    return OpKind("sub_scaled", run=run, specs=t.specs, cost=t.cost, n_in=2)
-
-
 register(
     "sub_scaled",
-    _sub_scaled,
+    # x - trunc(y * pub): an optimiser's update p - lr g as one op (the same ring values as
+    # ``scale`` then ``sub``, one command instead of two per parameter)
+    _public_then_trunc(
+        "sub_scaled",
+        lambda x, p: L.public_product(x[1:], p),
+        lambda rank, x, z: L.sub(rank, [x[0], z], NO_PARAMS),
+        n_in=2,
+    ),
     reference=lambda x, p, out, got: [x[0] - x[1] * p.public().to(torch.float64) / p.d],
     examples=lambda v, m: [Example("", ((v,), (v,)), ((v,),), Params(pub=example_pub((v,)), d=D))],
     truncating=True,
