@@ -103,7 +103,9 @@ class Prg:
                 rk = self._round_keys = aesctr.round_keys(self._key)
             arr = np.empty((n + 15) & ~15, np.uint8)
             lo, hi = _WORDS.unpack(block)
-            aesctr.keystream(rk, arr.view(np.int64), lo, hi)
+            # the buffer is built here whole-block and contiguous, the schedule by
+            # round_keys: the kernel itself, without keystream()'s checks (~1 us a draw)
+            aesctr.KERNELS[aesctr.best()](rk, arr.view(np.int64), lo, hi, 0)
             return arr[:n]
         enc = Cipher(algorithms.AES(self._key), modes.CTR(block)).encryptor()
         out = np.empty(n + 16, np.uint8)  # update_into wants room for a block's slack
