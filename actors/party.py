@@ -104,8 +104,10 @@ class Party:
         self._floor = 0
         self._done_below = 0
         self._done: set[int] = set()
-        self._running: dict[int, trio.Event | None] = {}
-        """Ops started and not finished; an event only once a barrier waits for the op."""
+        self._running: set[int] = set()
+        """Ops started and not finished."""
+        self._barriers: list[tuple[set[int], trio.Event]] = []
+        """Each waiting barrier's ops still running, and its event, set when none is left."""
         self._nursery: trio.Nursery | None = None
         self._kinds: dict[str, OpKind] = {}
         """The suite's kinds by name, looked up once (the suite is fixed for the session)."""
@@ -196,12 +198,12 @@ class Party:
             self._finish(op)
             return
         if kind == "barrier":
-            waits = []
-            for o, ev in self._running.items():  # (an existing key: the dict does not resize)
-                if ev is None:
-                    ev = self._running[o] = trio.Event()
-                waits.append(ev)
-            self._nursery.start_soon(self._barrier, op, waits)
+            done = trio.Event()
+            if self._running:
+                self._barriers.append((set(self._running), done))
+            else:
+                done.set()
+            self._nursery.start_soon(self._barrier, op, done)
             return
         store = self.store
         ins = [store[t] if t in store else self._slot(t, op) for t in cmd.ins]
@@ -271,9 +273,7 @@ class Party:
             results = fn(self.rank, shares, params)  # type: ignore[arg-type]
             for slot, share in zip(outs, results, strict=True):
                 slot.set(share)
-            done = self._running.pop(op, None)
-            if done is not None:
-                done.set()
+            self._stopped(op)
             self._finish(op)
 
         self._when_ready(op, ins, cmd, run)
@@ -285,7 +285,7 @@ class Party:
         if not missing:
             run()
             return
-        self._running[op] = None
+        self._running.add(op)
         count = [len(missing)]
 
         def arrived() -> None:
@@ -298,16 +298,27 @@ class Party:
             slot.callbacks.append(arrived)
 
     def _start(self, op: int, coro: Any) -> None:
-        self._running.setdefault(op, None)  # (a barrier may wait for it already)
+        self._running.add(op)  # (a barrier may wait for it already)
         assert self._nursery is not None
         self._nursery.start_soon(self._runner, op, coro)
 
     async def _runner(self, op: int, coro: Any) -> None:
         await coro
-        done = self._running.pop(op)
-        if done is not None:
-            done.set()
+        self._stopped(op)
         self._finish(op)
+
+    def _stopped(self, op: int) -> None:
+        """``op`` is no longer running: release the barriers that waited for it last."""
+        self._running.discard(op)
+        if self._barriers:
+            left = []
+            for waiting, done in self._barriers:
+                waiting.discard(op)
+                if waiting:
+                    left.append((waiting, done))
+                else:
+                    done.set()
+            self._barriers = left
 
     # -- command kinds ----------------------------------------------------------------
     async def _run_op(
@@ -442,9 +453,8 @@ class Party:
             slot.owners = frozenset(owned)
             slot.set(Share(value, 0))
 
-    async def _barrier(self, op: int, running: list[trio.Event]) -> None:
-        for ev in running:
-            await ev.wait()
+    async def _barrier(self, op: int, done: trio.Event) -> None:
+        await done.wait()
         reply = encode_control(Reply(depth=max(self.depth, self.endpoint.meter.depth)))
         await self.endpoint.send(self.coordinator, f"{op}/done", Phase.CONTROL, control=reply)
         self._finish(op)

@@ -303,16 +303,25 @@ class Runtime:
         self._labels.measure(self.network.take_ops())
         return self._labels.take(log)
 
-    async def reveal(self, tid: int, shape: Sequence[int], to: str | None = None) -> torch.Tensor:
+    async def reveal(
+        self, tid: int, shape: Sequence[int], to: str | None = None, *, flush: bool = False
+    ) -> torch.Tensor:
         """Reveal a value to its owner (this coordinator) as the raw ring tensor."""
-        (out,) = await self.reveal_many([(tid, shape)], to)
+        (out,) = await self.reveal_many([(tid, shape)], to, flush=flush)
         return out
 
     async def reveal_many(
-        self, items: Sequence[tuple[int, Sequence[int]]], to: str | None = None
+        self,
+        items: Sequence[tuple[int, Sequence[int]]],
+        to: str | None = None,
+        *,
+        flush: bool = False,
     ) -> list[torch.Tensor]:
         """Reveal several values ``(tid, shape)`` at once (one batch of commands, every
-        answer awaited together) as raw ring tensors."""
+        answer awaited together) as raw ring tensors. ``flush=True`` also waits, as
+        :meth:`flush`, for every op issued so far, its barrier sent in the same batch as
+        the reveals (one exchange with the parties instead of two: a training step's
+        loss and its end)."""
         self._check_open()
         wanted = [(ids([tid], "reveal")[0], sizes(shape, "reveal")) for tid, shape in items]
         to = self.coordinator if to is None else to
@@ -327,6 +336,7 @@ class Runtime:
             self._command(
                 Command("reveal", ops[-1], (tid,), (), Params(shape=shape), Recipient(to))
             )
+        barrier = self._barrier() if flush else None
         self._send_pending()
         out: list[torch.Tensor] = []
         denied: AccessDenied | ProtocolError | None = None
@@ -349,6 +359,8 @@ class Runtime:
                     self._floor = max(self._floor, env.depth)
                 if total is not None:
                     out.append(total)
+            if barrier is not None:  # every party answers it, a refused reveal or not
+                await self._barrier_done(barrier)
         finally:
             self._waits -= 1
         if denied is not None:
@@ -379,17 +391,25 @@ class Runtime:
     async def flush(self) -> None:
         """Wait until every op issued so far has finished at every party."""
         self._check_open()
-        op = self._op_id()
-        self._command(Command("barrier", op))
+        op = self._barrier()
         self._send_pending()
         self._waits += 1
         try:
-            for party in self.parties:
-                env = await self._mailbox.recv(party, f"{op}/done")
-                self._floor = max(self._floor, env.control(Reply).depth)
-            await self.network.settle()
+            await self._barrier_done(op)
         finally:
             self._waits -= 1
+
+    def _barrier(self) -> int:
+        op = self._op_id()
+        self._command(Command("barrier", op))
+        return op
+
+    async def _barrier_done(self, op: int) -> None:
+        """Every party's answer to barrier ``op``, then the network's meters settled."""
+        for party in self.parties:
+            env = await self._mailbox.recv(party, f"{op}/done")
+            self._floor = max(self._floor, env.control(Reply).depth)
+        await self.network.settle()
 
     def stats(self, *, by_label: bool = False) -> CommStats:
         """Measured communication so far (call after ``await flush()`` for settled numbers).

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from protocols.compare import DRELU_ROUNDS
+from protocols.errors import AccessDenied
 from protocols.suite import DEFAULT
 from training import SGD, TrainingCoordinator, reveal_module
 from training.testing import measure, start_cluster
@@ -350,3 +351,25 @@ def test_train_xor_script_runs(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "final loss" in out
     assert "per iteration     6 online rounds" in out
+
+
+async def test_get_with_flush_waits_for_every_op_and_survives_a_refusal() -> None:
+    """``get(flush=True)`` (a step's end: the barrier in the reveal's batch) leaves the
+    stats where a separate ``flush()`` would, every op settled; a reveal the owner's rules
+    refuse still takes every barrier answer, so the session goes on without a stray."""
+    data = {"alice": {"f": torch.ones(3)}}
+    async with start_cluster(["alice", "bob"], seed=None, data=data) as c:
+        a, b = c.share(torch.ones(4)), c.share(torch.full((4,), 2.0))
+        loss = (a * b).sum()
+        _ = (a * b * a).relu()  # still running when the reveal is answered
+        got = await loss.get(flush=True)
+        merged = c.stats()
+        await c.flush()
+        assert c.stats().online_bytes == merged.online_bytes
+        assert c.stats().online_rounds == merged.online_rounds
+        assert float(got) == pytest.approx(8.0, abs=0.01)
+        private = c.share_from("alice", "f") * 1
+        with pytest.raises(AccessDenied, match="alice"):
+            await private.get(flush=True)
+        await c.flush()
+        assert float(await (a + b).sum().get(flush=True)) == pytest.approx(12.0, abs=0.01)

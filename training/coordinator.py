@@ -180,9 +180,10 @@ class TrainingCoordinator:
         with c.label("update"):
             self.optimizer.step()
         await settle("update")
-        loss_value = float((await loss.get(dtype=torch.float64)).reshape(-1)[0])
-        preds = await pred.get(dtype=torch.float64) if reveal_predictions else None
-        await c.flush()
+        # the step's barrier goes with its last reveal (one exchange with the parties)
+        revealed = await loss.get(dtype=torch.float64, flush=not reveal_predictions)
+        loss_value = float(revealed.reshape(-1)[0])
+        preds = await pred.get(dtype=torch.float64, flush=True) if reveal_predictions else None
         seconds = time.perf_counter() - t0
         end = c.stats()
         delta = end - start_stats

@@ -342,30 +342,34 @@ class Handle:
         return True
 
     # -- reveal ---------------------------------------------------------------------------------
-    async def get(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+    async def get(self, dtype: torch.dtype | None = None, *, flush: bool = False) -> torch.Tensor:
         """Reveal to the coordinator that owns the value, as ``dtype`` (default
         :attr:`dtype`, the dtype it was shared with: float32 in, float32 out, as torch keeps
         an op's input dtype; ``get(dtype=torch.float64)`` keeps every fixed-point digit,
         which float32 loses above 2**24 units of the encoding, e.g. 16,384 at base 10 /
         precision 3). ValueOutOfRange if a value exceeds the cluster's ``value_bound`` (it
         wrapped or a truncation failed; see training.check); in check mode every op issued
-        so far is checked first (ShadowMismatch names the first wrong one)."""
-        return await self.reveal_to(self.cluster.coordinator, dtype=dtype)
+        so far is checked first (ShadowMismatch names the first wrong one). ``flush=True``
+        also waits for every op issued so far, as ``await cluster.flush()`` after it would,
+        in the same exchange with the parties (the end of a training step)."""
+        return await self.reveal_to(self.cluster.coordinator, dtype=dtype, flush=flush)
 
     @property
     def origin(self) -> Origin | None:
         """The op that produced this value: kind, op id and label."""
         return self._origin
 
-    async def reveal_to(self, actor: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    async def reveal_to(
+        self, actor: str, dtype: torch.dtype | None = None, *, flush: bool = False
+    ) -> torch.Tensor:
         """Reveal to ``actor`` as ``dtype`` (default :attr:`dtype`); refused with
-        AccessDenied unless it owns the value."""
+        AccessDenied unless it owns the value (``flush``: as :meth:`get`)."""
         if dtype is not None and not isinstance(dtype, torch.dtype):
             raise TypeError(f"get(dtype=...) takes a torch.dtype, got {type(dtype).__name__}")
         checker = getattr(self.cluster, "checker", None)
         if checker is not None and actor == self.cluster.coordinator:
             await checker.verify(self.cluster)
-        raw = await self.cluster.reveal(self.tid, self.shape, to=actor)
+        raw = await self.cluster.reveal(self.tid, self.shape, to=actor, flush=flush)
         return check_range(self, raw).to(self.dtype if dtype is None else dtype)
 
     # -- precision alignment -------------------------------------------------------------------
