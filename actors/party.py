@@ -209,10 +209,9 @@ class Party:
         ins = [store[t] if t in store else self._slot(t, op) for t in cmd.ins]
         impl = None if kind in RUNTIME_KINDS else self._kinds.get(kind) or self._kind(kind)
         if impl is not None and (len(ins) != impl.n_in or len(cmd.outs) != impl.n_out):
-            raise ProtocolError(
-                f"{self.name}: {kind} takes {impl.n_in} inputs and {impl.n_out} outputs, "
-                f"operation {op} names {len(ins)} and {len(cmd.outs)}"
-            )
+            why = impl.arity_error(len(ins), len(cmd.outs))
+            if why is not None:
+                raise ProtocolError(f"{self.name}: operation {op}: {why}")
         if len(ins) == 1:
             owners = ins[0].owners
         else:

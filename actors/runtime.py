@@ -215,10 +215,9 @@ class Runtime:
         in_shapes = shape_list(shapes, kind)
         out_shapes = shape_list(out, kind)
         if len(inputs) != impl.n_in or len(out_shapes) != impl.n_out:
-            raise ValueError(
-                f"op kind {kind!r} takes {impl.n_in} inputs and {impl.n_out} outputs, "
-                f"got {len(inputs)} and {len(out_shapes)}"
-            )
+            why = impl.arity_error(len(inputs), len(out_shapes))
+            if why is not None:
+                raise ValueError(why)
         if len(in_shapes) != len(inputs):
             raise ValueError(f"{kind}: {len(inputs)} inputs but {len(in_shapes)} shapes")
         params = checked_params(params, kind)

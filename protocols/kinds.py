@@ -44,7 +44,7 @@ from .opkind import (
     register,
     truncated_product,
 )
-from .params import NO_PARAMS, Params, Pub
+from .params import Params, Pub
 from .reference import linear
 from .truncate import trunc_spec, truncate_local, truncate_pair
 
@@ -179,18 +179,69 @@ register(
 )
 
 
+def _sub_scaled(suite: Suite, n: int) -> OpKind:
+    """``x_i - trunc(y_i pub)`` for every pair ``(x_i, y_i)`` of the operands (grouped):
+    an optimiser's update ``p - lr g`` of every parameter of a group as one op, the same
+    ring values as ``scale`` then ``sub`` per parameter. 2 parties: local; 3+: one
+    truncation of all the products together (one dealer pair, one round)."""
+    t = suite.kind("trunc", n)
+    if t.local is not None:
+        fn = t.local
+
+        def local(rank: int, x: Sequence[Share], p: Params) -> list[Share]:
+            out = []
+            for i in range(0, len(x), 2):
+                (z,) = fn(rank, [L.public_product(x[i + 1 : i + 2], p)], p)
+                out.append(Share(x[i].value - z.value, max(x[i].depth, z.depth)))
+            return out
+
+        return OpKind("sub_scaled", local=local, n_in=2, grouped=True)
+    tr = t.run
+    assert tr is not None
+
+    def flat(s: Sequence[Shape]) -> Shape:
+        return (sum(prod(y) for y in s[1::2]),)
+
+    async def run(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
+        ys = [L.public_product([y], p).value.reshape(-1) for y in x[1::2]]
+        depth = max(y.depth for y in x[1::2])
+        (z,) = await tr(ctx, [Share(torch.cat(ys), depth)], p)
+        parts = z.value.split([y.numel() for y in ys])
+        return [
+            Share(xi.value - part.view(xi.value.shape), max(xi.depth, z.depth))
+            for xi, part in zip(x[0::2], parts, strict=True)
+        ]
+
+    return OpKind(
+        "sub_scaled",
+        run=run,
+        specs=lambda s, out, d, n: t.specs([flat(s)], flat(s), d, n),
+        cost=lambda s, out, d, n: t.cost([flat(s)], flat(s), d, n),
+        n_in=2,
+        grouped=True,
+    )
+
+
+def _sub_scaled_reference(
+    x: Sequence[torch.Tensor], p: Params, out: Sequence[Shape], got: Sequence[torch.Tensor]
+) -> list[torch.Tensor]:
+    f = p.public().to(torch.float64) / p.d
+    return [x[i] - x[i + 1] * f for i in range(0, len(x), 2)]
+
+
 register(
     "sub_scaled",
-    # x - trunc(y * pub): an optimiser's update p - lr g as one op (the same ring values as
-    # ``scale`` then ``sub``, one command instead of two per parameter)
-    _public_then_trunc(
-        "sub_scaled",
-        lambda x, p: L.public_product(x[1:], p),
-        lambda rank, x, z: L.sub(rank, [x[0], z], NO_PARAMS),
-        n_in=2,
-    ),
-    reference=lambda x, p, out, got: [x[0] - x[1] * p.public().to(torch.float64) / p.d],
-    examples=lambda v, m: [Example("", ((v,), (v,)), ((v,),), Params(pub=example_pub((v,)), d=D))],
+    _sub_scaled,
+    reference=_sub_scaled_reference,
+    examples=lambda v, m: [
+        Example("", ((v,), (v,)), ((v,),), Params(pub=example_pub((v,)), d=D)),
+        Example(
+            "2 tensors",
+            ((v,), (v,), (m[0], m[1]), (m[0], m[1])),
+            ((v,), (m[0], m[1])),
+            Params(pub=example_pub(()), d=D),
+        ),
+    ],
     truncating=True,
 )
 

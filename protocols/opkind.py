@@ -85,6 +85,9 @@ class OpKind:
     """Rounds and online bytes; :meth:`Suite.cost` adds the dealer bytes from ``specs``."""
     n_out: int = 1
     n_in: int = 1
+    grouped: bool = False
+    """The op may take k >= 1 groups of ``n_in`` operands and give k groups of ``n_out``
+    results (``sub_scaled``: every parameter of an optimiser's group in one command)."""
     param: Callable[[Params], int] = field(default=_divisor)
     """The public integer ``specs`` and ``cost`` take from the op's params (and the dealer
     from its request): the divisor ``params.d``, unless the kind reads another field
@@ -97,6 +100,23 @@ class OpKind:
     @property
     def interactive(self) -> bool:
         return self.run is not None
+
+    def arity_error(self, n_in: int, n_out: int) -> str | None:
+        """Why ``n_in`` operands and ``n_out`` results do not fit this kind, or None."""
+        if self.grouped:
+            k, rest = divmod(n_in, self.n_in)
+            if k and not rest and n_out == k * self.n_out:
+                return None
+            return (
+                f"op kind {self.name!r} takes k >= 1 groups of {self.n_in} inputs and "
+                f"{self.n_out} outputs, got {n_in} and {n_out}"
+            )
+        if n_in == self.n_in and n_out == self.n_out:
+            return None
+        return (
+            f"op kind {self.name!r} takes {self.n_in} inputs and {self.n_out} outputs, "
+            f"got {n_in} and {n_out}"
+        )
 
 
 Builder = Callable[["Suite", int], OpKind]

@@ -24,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from protocols.params import Params
 from training import SGD, Adam, AdamW, reveal_module
+from training.arithmetic import minus_scaled
 from training.optim import NOISE_FLOOR
 from training.testing import start_cluster
 
@@ -218,33 +220,59 @@ async def test_adam_says_which_eps_it_uses(monkeypatch: pytest.MonkeyPatch) -> N
 
 @pytest.mark.parametrize("parties", [2, 3])
 async def test_fused_update_equals_scale_then_sub(parties: int) -> None:
-    """SGD's ``p - lr g`` is one ``sub_scaled`` op; it reveals exactly (in the ring) what
-    ``scale`` then ``sub`` give, with 2 parties (local truncation) and 3 (the dealer pair,
-    drawn the same way in two clusters of the same seed); a public gradient, another
-    precision or recorded autograd fall back to the two ops."""
+    """SGD's ``p - lr g`` for every parameter is one grouped ``sub_scaled`` op; it reveals
+    exactly (in the ring) what ``scale`` then ``sub`` give for each with 2 parties (local
+    truncation), and within the pair's unit of rounding with 3 (one dealer pair over the
+    group against one per parameter: other randomness); a public gradient, an integer
+    factor or recorded autograd fall back to the two ops."""
     g0 = torch.Generator().manual_seed(3)
-    p_val, g_val = torch.randn(4, 3, generator=g0), torch.randn(4, 3, generator=g0)
+    shapes = [(4, 3), (3,), ()]
+    vals = [(torch.randn(s, generator=g0), torch.randn(s, generator=g0)) for s in shapes]
     got = []
     for fused in (True, False):
         async with start_cluster(parties, seed=9) as c:
             c.track_op_costs()
-            p, g = c.share(p_val, precision=16, base=2), c.share(g_val, precision=16, base=2)
+            ps = [c.share(p, precision=16, base=2) for p, _ in vals]
+            gs = [c.share(g, precision=16, base=2) for _, g in vals]
             with torch.no_grad():
-                out = p._minus_scaled(g, 0.05) if fused else p - g * 0.05
-            got.append(await c.reveal(out._ref.tid, out.shape))
+                if fused:
+                    outs = minus_scaled(ps, gs, 0.05)
+                else:
+                    outs = [p - g * 0.05 for p, g in zip(ps, gs, strict=True)]
+            got.append([await c.reveal(o._ref.tid, o.shape) for o in outs])
             await c.flush()
             kinds = [r.kind for r, *_ in c.take_op_costs()]
-            assert ("sub_scaled" in kinds) is fused, kinds
-    assert torch.equal(got[0], got[1])
+            assert kinds.count("sub_scaled") == (1 if fused else 0), kinds
+    for a, b in zip(*got, strict=True):
+        if parties == 2:
+            assert torch.equal(a, b)
+        else:  # another pair's randomness: the truncation's floor or one more, either way
+            assert int((a - b).abs().max()) <= 1, a - b
     async with start_cluster(2, seed=9) as c:
         c.track_op_costs()
+        p_val, g_val = vals[0]
         p, g = c.share(p_val, precision=16, base=2), c.share(g_val, precision=16, base=2)
+        q = c.share(vals[1][0], precision=16, base=2)
         with torch.no_grad():
-            a = p._minus_scaled(g_val, 0.05)  # a public gradient
-            b = p._minus_scaled(g, 2.0)  # an integer factor: no truncation to fuse
-        c_ = p._minus_scaled(g, 0.05)  # grad mode: recorded as two ops
+            a, a2 = minus_scaled([p, q], [g_val, c.share(vals[1][1], 16, 2)], 0.05)
+            (b,) = minus_scaled([p], [g], 2.0)  # an integer factor: no truncation to fuse
+        (c_,) = minus_scaled([p], [g], 0.05)  # grad mode: recorded as two ops
         assert torch.allclose(await a.get(), p_val - 0.05 * g_val, atol=1e-4)
+        assert torch.allclose(await a2.get(), vals[1][0] - 0.05 * vals[1][1], atol=1e-4)
         assert torch.allclose(await b.get(), p_val - 2 * g_val, atol=1e-4)
         assert torch.allclose(await c_.get(), p_val - 0.05 * g_val, atol=1e-4)
         await c.flush()
-        assert "sub_scaled" not in [r.kind for r, *_ in c.take_op_costs()]
+        kinds = [r.kind for r, *_ in c.take_op_costs()]
+        assert kinds.count("sub_scaled") == 1, kinds  # a2 alone: a's gradient is public
+
+
+async def test_grouped_kind_refuses_a_wrong_count() -> None:
+    """A grouped kind takes whole groups: 3 operands of ``sub_scaled`` (pairs) are refused
+    by name before anything is queued."""
+    async with start_cluster(2, seed=9) as c:
+        x = c.share(torch.ones(2), precision=16, base=2)
+        t = x._ref.tid
+        with pytest.raises(ValueError, match="groups of 2 inputs"):
+            c.submit("sub_scaled", [t, t, t], [(2,)] * 3, [(2,)], Params(d=2))
+        with pytest.raises(ValueError, match="groups of 2 inputs"):
+            c.submit("sub_scaled", [t, t], [(2,)] * 2, [(2,), (2,)], Params(d=2))

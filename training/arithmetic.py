@@ -36,7 +36,7 @@ from .operands import as_public, integral, public, public_precision
 from .shaping import Shaping, cat
 
 _SCALED: dict[tuple[Any, ...], tuple[int, Params] | None] = {}
-"""``_minus_scaled``'s encoded factor by (factor, encoding, precision): an optimiser passes
+"""``minus_scaled``'s encoded factor by (factor, encoding, precision): an optimiser passes
 the same learning rate at every step (encoding it took ~16 us a parameter)."""
 
 
@@ -48,6 +48,28 @@ def _scaled(x: Arithmetic, factor: Any) -> tuple[int, Params] | None:
         return None
     prec, q, d = x._public_scaling(pub)
     return prec, Params(pub=x._encode_public(pub, q), d=d)
+
+
+def minus_scaled(xs: Sequence[Any], ys: Sequence[Any], factor: float) -> list[Any]:
+    """``x - y * factor`` for each pair, a public non-integer ``factor`` (an optimiser's
+    ``p - lr g`` for every parameter of a group): the pairs :meth:`Arithmetic._fusable`
+    accepts with the same encoded factor go as one grouped ``sub_scaled`` op, the others as
+    two ops each (the same ring values either way)."""
+    out: list[Any] = [None] * len(xs)
+    groups: dict[tuple[Any, int, Params], list[int]] = {}
+    for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        fused = x._fusable(y, factor)
+        if fused is None or y.cluster is not x.cluster:
+            out[i] = x - y * factor
+        else:
+            groups.setdefault((x.cluster, *fused), []).append(i)
+    for (_, prec, params), idx in groups.items():
+        first = xs[idx[0]]
+        operands = [t for i in idx for t in (xs[i], ys[i])]
+        results = first._submit("sub_scaled", operands, [(xs[i].shape, prec) for i in idx], params)
+        for i, r in zip(idx, results, strict=True):
+            out[i] = r
+    return out
 
 
 class Arithmetic(Shaping):
@@ -108,25 +130,23 @@ class Arithmetic(Shaping):
 
     __rmul__ = __mul__
 
-    def _minus_scaled(self, other: Any, factor: float) -> Self:
-        """``self - other * factor`` for a public non-integer ``factor`` (an optimiser's
-        ``p - lr g``): one ``sub_scaled`` op where no gradient is recorded, both sides are
-        shared with one shape and the product lands at ``self``'s precision, else the two
-        ops (the same ring values either way)."""
+    def _fusable(self, other: Any, factor: float) -> tuple[int, Params] | None:
+        """``sub_scaled``'s (precision, params) for ``self - other * factor``, or None where
+        it does not apply (a public or differently shaped ``other``, recorded autograd, an
+        integer or tensor factor, a product at another precision)."""
         if (
-            isinstance(other, Arithmetic)  # (a gradient may be a public tensor)
-            and not torch.is_grad_enabled()
-            and tuple(self.shape) == tuple(other.shape)
+            not isinstance(other, Arithmetic)  # (a gradient may be a public tensor)
+            or torch.is_grad_enabled()
+            or tuple(self.shape) != tuple(other.shape)
         ):
-            key = (factor, other.fp, other.prec)
-            scaled = _SCALED.get(key) if type(factor) is float else None
-            if scaled is None:
-                scaled = _scaled(other, factor)
-                if type(factor) is float and len(_SCALED) < 256:
-                    _SCALED[key] = scaled
-            if scaled is not None and scaled[0] == self.prec:
-                return self._op("sub_scaled", [other], self.shape, scaled[1], prec=scaled[0])
-        return self - other * factor
+            return None
+        key = (factor, other.fp, other.prec)
+        scaled = _SCALED.get(key) if type(factor) is float else None
+        if scaled is None:
+            scaled = _scaled(other, factor)
+            if type(factor) is float and len(_SCALED) < 256:
+                _SCALED[key] = scaled
+        return scaled if scaled is not None and scaled[0] == self.prec else None
 
     def _public_scaling(self, pub: torch.Tensor) -> tuple[int, int, int]:
         """(result precision, the public factor's precision, truncation divisor)."""

@@ -36,6 +36,7 @@ import torch
 from protocols.params import Params
 
 from .approximation import frac_bits, require_bits
+from .arithmetic import minus_scaled
 from .precision import check_learning_rate, note_adam_eps
 from .range_reduction import rsqrt
 from .tensor import SharedTensor, cat
@@ -172,6 +173,7 @@ class SGD(Optimizer):
         with torch.no_grad():
             for group in self.param_groups:
                 lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+                ps, gs = [], []
                 for p in group["params"]:
                     if self._frozen(p):
                         continue
@@ -190,7 +192,11 @@ class SGD(Optimizer):
                             buf = buf * mu + (g * damp if damp != 1.0 else g)
                         state["momentum_buffer"] = buf
                         g = g + buf * mu if group["nesterov"] else buf
-                    p._assign(p._minus_scaled(g, lr))
+                    ps.append(p)
+                    gs.append(g)
+                # every parameter's p - lr g in one command (training.arithmetic.minus_scaled)
+                for p, new in zip(ps, minus_scaled(ps, gs, lr), strict=True):
+                    p._assign(new)
 
 
 NOISE_FLOOR = 64.0
