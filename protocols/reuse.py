@@ -24,8 +24,10 @@ or b again. ``tests/test_reuse.py`` checks the views, and that two realistic bro
 variants are caught: the next step's weight masked with the old b, and g masked with a.
 
 Kinds, per family (``linear``: x (m, k), y = wt (k, n), the weight's gradient as
-``g^T @ x`` (n, k), nn.Linear's; ``conv``: x (N, C, H, W), y = w, out in ``params.shape``,
-the geometry of :mod:`protocols.conv`), with N the element counts:
+``g^T @ x`` (n, k), nn.Linear's; ``linear_t``: the same with the weight operand w = y^T
+(n, k) as nn.Linear holds it, transposed on entry, so a layer needs no transpose command;
+``conv``: x (N, C, H, W), y = w, out in ``params.shape``, the geometry of
+:mod:`protocols.conv`), with N the element counts:
 
 ================== ======= ================================= ==============================
 kind               rounds  online bytes sent by each party   dealer bytes (2 parties)
@@ -223,14 +225,28 @@ async def grad_products(
     return [Share(gx, depth), Share(gy, depth)]
 
 
-def _keep_kind(family: str, with_input_grad: bool) -> Builder:
+def _t(y: Share) -> Share:
+    """A ``_t`` kind's weight operand (n, k) as the family's maps take it: its transpose, a
+    view (the opening's ``y - b`` makes the contiguous copy it sends anyway)."""
+    return Share(y.value.t(), y.depth)
+
+
+def _keep_kind(family: str, with_input_grad: bool, transposed: bool = False) -> Builder:
+    """``<family>_keep(_w)``; ``transposed``: ``linear_t_keep(_w)``, the weight operand as
+    nn.Linear holds it (n, k), transposed on entry (the same ring values and material as
+    ``linear_keep`` on its transpose, one transpose command fewer per layer)."""
     fam = FAMILIES[family]
-    name = f"{family}_keep" if with_input_grad else f"{family}_keep_w"
+    base = f"{family}_t" if transposed else family
+    name = f"{base}_keep" if with_input_grad else f"{base}_keep_w"
+
+    def ys(s: Sequence[Shape]) -> Shape:
+        return tuple(s[1])[::-1] if transposed else tuple(s[1])
 
     def build(suite: Suite, n: int) -> OpKind:
         async def run(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
-            shapes = tuple(x[0].value.shape), tuple(x[1].value.shape)
-            out = await keep_product(ctx, family, x[0], x[1], fam.out(*shapes, p), with_input_grad)
+            y = _t(x[1]) if transposed else x[1]
+            shapes = tuple(x[0].value.shape), tuple(y.value.shape)
+            out = await keep_product(ctx, family, x[0], y, fam.out(*shapes, p), with_input_grad)
             (z,) = await _truncate(ctx, suite, out[:1], p)
             return [z, *out[1:]]
 
@@ -242,7 +258,7 @@ def _keep_kind(family: str, with_input_grad: bool) -> Builder:
             name,
             run=run,
             specs=lambda s, out, d, n: [
-                keep_spec(family, s[0], s[1], out, with_input_grad),
+                keep_spec(family, s[0], ys(s), out, with_input_grad),
                 *_truncation(suite, n, [out], d),
             ],
             cost=cost,
@@ -253,10 +269,12 @@ def _keep_kind(family: str, with_input_grad: bool) -> Builder:
     return build
 
 
-def _grad_kind(family: str, with_input_grad: bool) -> Builder:
-    """Inputs ``g, x, (y,) ex, (ey,) r, cy(, cx)``; outputs ``(grad_x,) grad_y``."""
+def _grad_kind(family: str, with_input_grad: bool, transposed: bool = False) -> Builder:
+    """Inputs ``g, x, (y,) ex, (ey,) r, cy(, cx)``; outputs ``(grad_x,) grad_y``
+    (``transposed``: ``linear_t_grad(_w)``, y as ``linear_t_keep`` takes it, ey as it gave it)."""
     fam = FAMILIES[family]
-    name = f"{family}_grad" if with_input_grad else f"{family}_grad_w"
+    base = f"{family}_t" if transposed else family
+    name = f"{base}_grad" if with_input_grad else f"{base}_grad_w"
 
     def out_shapes(s: Sequence[Shape]) -> list[Shape]:
         """The results' shapes, once the operands' are checked against each other."""
@@ -264,7 +282,10 @@ def _grad_kind(family: str, with_input_grad: bool) -> Builder:
             raise ValueError(f"{name}: {len(s)} operands, expected {8 if with_input_grad else 5}")
         g, x, cy = s[0], s[1], s[-2 if with_input_grad else -1]
         y = s[2] if with_input_grad else None
-        want = [g, x, *([y] if y else []), x, *([y] if y else []), g, cy, *([x] if y else [])]
+        if y is not None and transposed:
+            y = tuple(y)[::-1]  # the family's y; the operand is its transpose
+        yo = [tuple(s[2])] if y else []
+        want = [g, x, *yo, x, *([y] if y else []), g, cy, *([x] if y else [])]
         if list(s) != want or (y is not None and fam.gy_shape(x, y) != cy):
             raise ValueError(f"{name}: operands {list(s)} do not agree: expected {want}")
         return [x, cy] if with_input_grad else [cy]
@@ -272,9 +293,8 @@ def _grad_kind(family: str, with_input_grad: bool) -> Builder:
     def build(suite: Suite, n: int) -> OpKind:
         async def run(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
             if with_input_grad:  # g, x, y, ex, ey, r, cy, cx
-                z = await grad_products(
-                    ctx, family, x[0], x[1], x[3], x[5], x[6], (x[2], x[4], x[7])
-                )
+                y = _t(x[2]) if transposed else x[2]
+                z = await grad_products(ctx, family, x[0], x[1], x[3], x[5], x[6], (y, x[4], x[7]))
             else:  # g, x, ex, r, cy
                 z = await grad_products(ctx, family, x[0], x[1], x[2], x[3], x[4])
             return await _truncate(ctx, suite, z, p)
@@ -296,18 +316,23 @@ def _grad_kind(family: str, with_input_grad: bool) -> Builder:
     return build
 
 
-def _reference(family: str, backward: bool) -> Reference:
+def _reference(family: str, backward: bool, transposed: bool = False) -> Reference:
     """The forward's product (its kept tensors are random, masked differences and dealt
-    shares: the backward products that use them are checked instead), or the gradients."""
+    shares: the backward products that use them are checked instead), or the gradients
+    (``transposed``: the weight operand as ``linear_t`` takes it)."""
     fam = FAMILIES[family]
 
     def ref(
         x: Sequence[torch.Tensor], p: Params, out: Sequence[Shape], got: Sequence[torch.Tensor]
     ) -> list[torch.Tensor]:
         if not backward:
-            return [fam.f(x[0], x[1], out[0]) / p.d, *got[1:]]
+            y = x[1].t() if transposed else x[1]
+            return [fam.f(x[0], y, out[0]) / p.d, *got[1:]]
         gy = fam.gy(x[1], x[0], out[-1]) / p.d
-        return [fam.gx(x[0], x[2], out[0]) / p.d, gy] if len(out) == 2 else [gy]
+        if len(out) == 1:
+            return [gy]
+        y = x[2].t() if transposed else x[2]
+        return [fam.gx(x[0], y, out[0]) / p.d, gy]
 
     return ref
 
@@ -319,35 +344,42 @@ _EXAMPLE: dict[str, tuple[Shape, Shape, Shape, Params]] = {
 """Per family: x, y, the result and the params of the measured op."""
 
 
-def _examples(family: str, kind: str) -> Callable[[int, tuple[int, int, int]], list[Example]]:
+def _examples(
+    family: str, kind: str, transposed: bool = False
+) -> Callable[[int, tuple[int, int, int]], list[Example]]:
     def examples(size: int, mat: tuple[int, int, int]) -> list[Example]:
         x, y, z, p = _EXAMPLE[family]
         if family == "linear":
             (m, k, n) = mat
             x, y, z = (m, k), (k, n), (m, n)
         gy = FAMILIES[family].gy_shape(x, y)
+        w = y[::-1] if transposed else y  # the weight operand; y is what is masked and kept
         if kind == "keep":
-            return [Example("", (x, y), (z, x, y, z, gy, x), p)]
+            return [Example("", (x, w), (z, x, y, z, gy, x), p)]
         if kind == "keep_w":
-            return [Example("", (x, y), (z, x, y, z, gy), p)]
+            return [Example("", (x, w), (z, x, y, z, gy), p)]
         if kind == "grad":
-            return [Example("", (z, x, y, x, y, z, gy, x), (x, gy), p)]
+            return [Example("", (z, x, w, x, y, z, gy, x), (x, gy), p)]
         return [Example("", (z, x, x, z, gy), (gy,), p)]
 
     return examples
 
 
-for _family in FAMILIES:
+for _family, _transposed in (*((f, False) for f in FAMILIES), ("linear", True)):
     for _kind, _builder, _ref in (
-        ("keep", _keep_kind(_family, True), _reference(_family, False)),
-        ("keep_w", _keep_kind(_family, False), _reference(_family, False)),
-        ("grad", _grad_kind(_family, True), _reference(_family, True)),
-        ("grad_w", _grad_kind(_family, False), _reference(_family, True)),
+        ("keep", _keep_kind(_family, True, _transposed), _reference(_family, False, _transposed)),
+        (
+            "keep_w",
+            _keep_kind(_family, False, _transposed),
+            _reference(_family, False, _transposed),
+        ),
+        ("grad", _grad_kind(_family, True, _transposed), _reference(_family, True, _transposed)),
+        ("grad_w", _grad_kind(_family, False, _transposed), _reference(_family, True, _transposed)),
     ):
         register(
-            f"{_family}_{_kind}",
+            f"{_family}{'_t' if _transposed else ''}_{_kind}",
             _builder,
             reference=_ref,
-            examples=_examples(_family, _kind),
+            examples=_examples(_family, _kind, _transposed),
             truncating=True,
         )

@@ -16,6 +16,7 @@ from torch import nn
 from protocols.analysis import Ctx, Program, a_vs_b, expect_caught, real_vs_sim
 from protocols.context import Share
 from protocols.opkind import Suite
+from protocols.params import Params
 from protocols.reuse import grad_products, keep_product
 from protocols.suite import DEFAULT
 from training import Cluster
@@ -185,29 +186,54 @@ LAYER = Program(
 )
 
 
+async def _layer_t_step(ctx: Ctx, s: list[Share]) -> Any:
+    """:func:`_layer_step` through the ``linear_t`` kinds: the weight as nn.Linear holds
+    it, (L, K), transposed on entry (the programs call the kinds' protocols directly)."""
+    x, w, g, w2 = s
+    c31 = ctx(31)
+    keep, grad = (DEFAULT.kind(k, c31.n_parties) for k in ("linear_t_keep", "linear_t_grad"))
+    assert keep.run is not None and grad.run is not None
+    p = Params(d=1)  # (the kinds' truncation by 1: exact)
+    z, ex, ew, r, cw, cx = await keep.run(c31, [x, w], p)
+    gx, gw = await grad.run(ctx(32), [g, x, w, ex, ew, r, cw, cx], p)
+    z2, *_ = await keep.run(ctx(33), [x, w2], p)
+    return [z, gx, gw, z2]
+
+
+LAYER_T = Program(
+    "linear layer step, w (L, K)",
+    ((M, K), (L, K), (M, L), (L, K)),
+    _layer_t_step,
+    lambda s: [s[0] @ s[1].t(), s[2] @ s[1], s[2].t() @ s[0], s[0] @ s[3].t()],
+)
+
+
+@pytest.mark.parametrize("program", [LAYER, LAYER_T], ids=["wt", "w"])
 @pytest.mark.parametrize("n", [2, 3])
-async def test_layer_views_are_independent_of_the_data(n: int) -> None:
-    assert_secure(await a_vs_b(LAYER, n, "B"))
-    assert_secure(await real_vs_sim(LAYER, n))
+async def test_layer_views_are_independent_of_the_data(n: int, program: Program) -> None:
+    assert_secure(await a_vs_b(program, n, "B"))
+    assert_secure(await real_vs_sim(program, n))
 
 
-async def test_a_mask_reused_for_the_next_weight_is_caught() -> None:
+@pytest.mark.parametrize("program", [LAYER, LAYER_T], ids=["wt", "w"])
+async def test_a_mask_reused_for_the_next_weight_is_caught(program: Program) -> None:
     """BROKEN (the board): every op draws under one label, so the next step's forward
     masks the new weight with the old b: ``(wt - b) - (wt2 - b) = wt - wt2``."""
-    report = await a_vs_b(LAYER, 2, "B", board=nonce_reuse_board)
+    report = await a_vs_b(program, 2, "B", board=nonce_reuse_board)
     expect_caught(report, FWER, "(c) pair open op31 keep[1] and open op33 keep[1]: diff")
 
 
 def _r_is_a(spec: Any) -> Any:
     """BROKEN: the gradient's mask is the forward's mask of x (one mask, two values)."""
-    if spec.kind != "linear_keep":
+    if spec.kind != "linear_keep":  # (linear_t_keep deals linear_keep's material)
         return None
     return _with_raw(spec, "r", lambda raw, s: s["a"])
 
 
-async def test_the_gradient_masked_like_the_input_is_caught() -> None:
+@pytest.mark.parametrize("program", [LAYER, LAYER_T], ids=["wt", "w"])
+async def test_the_gradient_masked_like_the_input_is_caught(program: Program) -> None:
     """``(x - a) - (g - a) = x - g``: still the right gradients, but the views differ."""
-    report = await a_vs_b(LAYER, 2, "B", wrap=swapped(_r_is_a))
+    report = await a_vs_b(program, 2, "B", wrap=swapped(_r_is_a))
     expect_caught(report, FWER, "(c) pair open op31 keep[0] and open op32 grad[0]: diff")
 
 
@@ -235,6 +261,6 @@ async def test_check_mode_checks_the_kept_kinds(monkeypatch: pytest.MonkeyPatch)
         "conv_keep",
         "conv_grad",
         "conv_grad_w",
-        "linear_keep",
-        "linear_grad",
+        "linear_t_keep",
+        "linear_t_grad",
     } <= set(seen)

@@ -270,6 +270,20 @@ class Arithmetic(Shaping):
             post=(lambda gw: gw.t()) if weight_grad_transposed else None,
         )
 
+    def _kept_linear(self, w: Arithmetic) -> Self:
+        """``self @ w^T`` (nn.Linear's ``w`` (n, k), as it holds it) as ``linear_t_keep``:
+        the weight's gradient ``g^T @ self`` in w's layout, and no transpose command."""
+        m, k, n = self.shape[0], self.shape[1], w.shape[0]
+        x, wd = self.detach(), w.detach()
+
+        def fallback(g: Value, both: bool) -> tuple[Value | None, Value | None]:
+            return (g @ wd if both else None, g.t() @ x)
+
+        params = Params(d=self.fp.base**self.prec)
+        return self._kept_bilinear(
+            "linear_t", wd, [self, w], (m, n), (n, k), params, fallback, kept_y=(k, n)
+        )
+
     def _kept_bilinear(
         self,
         family: str,
@@ -282,14 +296,17 @@ class Arithmetic(Shaping):
         *,
         shared: Callable[[Value], Value] | None = None,
         post: Callable[[Arithmetic], Value] | None = None,
+        kept_y: tuple[int, ...] | None = None,
     ) -> Self:
         """``f(self, y)`` of a :mod:`protocols.reuse` family as ``<family>_keep`` (or
         ``_keep_w`` when ``parents[0]``, the input, needs no gradient): its backward opens
         only the gradient g (made shared by ``shared``). A gradient of another encoding
-        takes ``fallback(g, input needs its gradient)``; ``post`` maps the weight's."""
+        takes ``fallback(g, input needs its gradient)``; ``post`` maps the weight's;
+        ``kept_y`` is the kept ``ey``'s shape where it is not y's (``linear_t``)."""
         both = parents[0].requires_grad
         xs = tuple(self.shape)
-        shapes = [out_shape, xs, tuple(y.shape), out_shape, gy_shape, *([xs] if both else [])]
+        ey = tuple(y.shape) if kept_y is None else kept_y  # the masked y the kind keeps
+        shapes = [out_shape, xs, ey, out_shape, gy_shape, *([xs] if both else [])]
         x = self.detach()
         kind = f"{family}_keep" if both else f"{family}_keep_w"
         out, *kept = x._submit(kind, [x, y], [(s, None) for s in shapes], params)

@@ -261,12 +261,12 @@ def _linear_shared(x: SharedTensor, weight: SharedTensor) -> SharedTensor:
     ``(x.t() @ g).t()``, three transposes per layer (two without an input gradient); these
     are the same values (transposes are exact, a matmul's truncation is element-wise) with
     one transpose, of ``g``, and only where the weight needs its gradient. When the weight's
-    gradient will be needed, the forward is ``linear_keep`` (:mod:`protocols.reuse`): the
+    gradient will be needed, the forward is ``linear_t_keep`` (:mod:`protocols.reuse`:
+    ``linear_keep`` taking the weight as nn.Linear holds it, no transpose command): the
     dealer deals the backward's material with it, and the backward opens only ``g``."""
-    wt = weight.detach().t()
     if weight.requires_grad and torch.is_grad_enabled() and x._reuses_masks(weight):
-        return x._kept_product(wt, [x, weight], weight_grad_transposed=False)
-    out = x.detach() @ wt
+        return x._kept_linear(weight)
+    out = x.detach() @ weight.detach().t()
     return x._record(
         out,
         [x, weight],
