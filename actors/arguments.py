@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import msgspec
+import torch
 import trio
 
 from protocols.layers import KEEP_UNITS
@@ -55,6 +56,21 @@ def sizes(shape: Any, what: str) -> Shape:
     return int64s(shape, what, "sizes", "a shape is a sequence of integers")
 
 
+_SIZES: dict[Shape, Shape] = {}
+"""torch.Size shapes already checked (a Size holds ints only; equal tuples hash alike)."""
+
+
+def _size(s: Any, what: str) -> Shape:
+    if type(s) is torch.Size:
+        got = _SIZES.get(s)
+        if got is None:
+            got = sizes(s, what)
+            if len(_SIZES) < 4096:
+                _SIZES[got] = got
+        return got
+    return sizes(s, what)
+
+
 def shape_list(shapes: Any, what: str) -> tuple[Shape, ...]:
     # a list or tuple (what the frontend passes) without the ABC checks, the rest with them
     if (
@@ -63,7 +79,7 @@ def shape_list(shapes: Any, what: str) -> tuple[Shape, ...]:
         and (isinstance(shapes, str | bytes) or not isinstance(shapes, Sequence | Iterator))
     ):
         raise TypeError(f"{what}: expected a sequence of shapes, got {shapes!r}")
-    return tuple([sizes(s, what) for s in shapes])
+    return tuple([_size(s, what) for s in shapes])
 
 
 ValueBound = float | str | None

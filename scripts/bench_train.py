@@ -267,11 +267,42 @@ def bench_setup(ap: argparse.ArgumentParser, args: argparse.Namespace) -> list[s
     return suites
 
 
+def _medians(
+    runs: list[tuple[list[Row], float | None]],
+) -> tuple[list[Row], float | None, list[float | None]]:
+    """Per suite the row of median ms (its p90 and the dealer's ms median too; the bytes and
+    rounds are the same in every run), CrypTen's median ms, and per suite the median of
+    the runs' ratios (each run's ours against the CrypTen run just after it)."""
+    peers = [p for _, p in runs if p is not None]
+    peer = statistics.median(peers) if peers else None
+    rows, ratios = [], []
+    for i, first in enumerate(runs[0][0]):
+        mine = [rs[i] for rs, _ in runs]
+        rows.append(
+            replace(
+                first,
+                ms=statistics.median(r.ms for r in mine),
+                p90=statistics.median(r.p90 for r in mine),
+                dealer_ms=statistics.median(r.dealer_ms for r in mine),
+            )
+        )
+        paired = [p / rs[i].ms for rs, p in runs if p is not None]
+        ratios.append(statistics.median(paired) if paired else None)
+    return rows, peer, ratios
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = bench_parser(__doc__.splitlines()[0])
     ap.add_argument("--iterations", type=int, default=None, help="default 200 (seed) / 5")
     ap.add_argument("--warmup", type=int, default=None, help="default 10 (seed) / 1")
     ap.add_argument("--no-crypten", action="store_true", help="skip the CrypTen comparison")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="alternate ours and CrypTen's runs this many times; print each run and the "
+        "medians (this machine's speed drifts within minutes: one pair can mislead)",
+    )
     ap.add_argument("--batch", type=int, default=32, help="mnist-net's batch (default 32)")
     ap.add_argument(
         "--encoding",
@@ -280,6 +311,8 @@ def main(argv: list[str] | None = None) -> None:
         "depend on it, smooth functions and losses need base 2)",
     )
     args = ap.parse_args(argv)
+    if args.repeat < 1:
+        ap.error(f"--repeat takes a positive count, got {args.repeat}")
     suites = bench_setup(ap, args)
     w = mnist_workload(args.batch) if args.workload == "mnist-net" else WORKLOADS[args.workload]
     if args.encoding:
@@ -291,8 +324,19 @@ def main(argv: list[str] | None = None) -> None:
     iterations = args.iterations or (200 if w.name == "seed" else 5)
     warmup = args.warmup if args.warmup is not None else (10 if w.name == "seed" else 1)
     plain = plaintext_ms(w, iterations + warmup)
-    rows = [trio.run(encrypted, w, s, args.parties, iterations, warmup) for s in suites]
-    peer = None if args.no_crypten or args.parties != 2 else crypten_ms(w)
+    runs: list[tuple[list[Row], float | None]] = []
+    for k in range(args.repeat):
+        rows = [trio.run(encrypted, w, s, args.parties, iterations, warmup) for s in suites]
+        peer = None if args.no_crypten or args.parties != 2 else crypten_ms(w)
+        runs.append((rows, peer))
+        if args.repeat > 1:
+            vs = "" if peer is None else f"CrypTen {peer:.1f} ms; "
+            mine = ", ".join(
+                f"{r.suite} {r.ms:.2f} ms" + ("" if peer is None else f" ({peer / r.ms:.1f}x)")
+                for r in rows
+            )
+            print(f"run {k + 1} of {args.repeat}: {vs}{mine}", flush=True)
+    rows, peer, ratios = _medians(runs)
     print(
         f"\n{w.name}, {args.parties} parties, {iterations} iterations (median ms per iteration, "
         f"torch threads {torch.get_num_threads()}, encoding {w.base}/{w.precision})"
@@ -304,8 +348,12 @@ def main(argv: list[str] | None = None) -> None:
         f"{'suite':<10} {'ms':>9} {'p90':>9} {'x plain':>8} {'CrypTen/x':>9} {'rounds':>6} "
         f"{'online B':>11} {'dealer B':>12} {'control B':>9} {'dealer ms':>9} {'online ms':>9}"
     )
-    for r in rows:
-        vs = f"{peer / r.ms:9.1f}" if peer is not None else f"{'-':>9}"
+    if args.repeat > 1:
+        print(
+            f"(medians of {args.repeat} runs, ours then CrypTen's in each; CrypTen/x: the median of the runs' ratios)"
+        )
+    for r, ratio in zip(rows, ratios, strict=True):
+        vs = f"{ratio:9.1f}" if ratio is not None else f"{'-':>9}"
         print(
             f"{r.suite:<10} {r.ms:9.2f} {r.p90:9.2f} {r.ms / plain:8.1f} {vs} {r.rounds:>6} "
             f"{r.online:>11,} {r.dealer:>12,} {r.control:>9,} {r.dealer_ms:9.2f} "

@@ -149,10 +149,11 @@ def test_bench_train_seed_without_crypten(
 ) -> None:
     import bench_train
 
-    bench_train.main(
-        ["--suites", "default,carry", "--iterations", "3", "--warmup", "1", "--no-crypten"]
-    )
+    argv = ["--suites", "default,carry", "--iterations", "3", "--warmup", "1", "--no-crypten"]
+    bench_train.main([*argv, "--repeat", "2"])
     out = capsys.readouterr().out
+    assert re.search(r"^run 1 of 2: default [\d.]+ ms, carry [\d.]+ ms$", out, re.M), out
+    assert re.search(r"^run 2 of 2: default", out, re.M) and "(medians of 2 runs" in out
     assert "seed, 2 parties, 3 iterations (median ms per iteration" in out
     assert re.search(r"^plaintext torch\s+\d+\.\d{3} ms$", out, re.M)
     assert "CrypTen 0.4.1" not in out  # no peer figure without the peer
@@ -165,6 +166,9 @@ def test_bench_train_seed_without_crypten(
     }
     assert rows["default"][1:3] == ("-", "6") and rows["carry"][1:3] == ("-", "12"), out
     assert rows["default"][3] == "992", out  # the README's 0.99 KB online per iteration
+    with pytest.raises(SystemExit):
+        bench_train.main([*argv, "--repeat", "0"])
+    assert "--repeat takes a positive count, got 0" in capsys.readouterr().err
 
 
 def test_bench_train_network_a_without_crypten(
