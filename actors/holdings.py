@@ -4,7 +4,7 @@ encoded, its private checkpoint files, and the errors a party raises about them.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -115,3 +115,35 @@ class Slot:
             await self._event.wait()
         assert self.share is not None
         return self.share
+
+
+def save_own(path: Path, party: str, values: list[torch.Tensor], slots: Sequence[Slot]) -> None:
+    """A party's own shares ``values`` of ``slots`` and their owners, to its private file."""
+    owners = [sorted(s.owners) for s in slots]
+    write_private(path, {"party": party, "shares": values, "owners": owners})
+
+
+def load_own(path: Path, party: str, parties: Sequence[str], outs: Sequence[Slot], op: int) -> None:
+    """Set ``outs`` (depth 0) and their owners from ``party``'s file written by
+    :func:`save_own`, refusing a file that is not that party's or records no owners."""
+    try:
+        saved = torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        raise ProtocolError(f"{party}: no checkpoint shares at {path}") from None
+    values = saved.get("shares") if isinstance(saved, dict) else None
+    owners = saved.get("owners") if isinstance(saved, dict) else None
+    if saved.get("party") != party or not isinstance(values, list):
+        raise ProtocolError(f"{party}: {path} does not hold this party's shares")
+    if not isinstance(owners, list) or len(owners) != len(values):
+        raise ProtocolError(f"{party}: {path} does not record the shares' owners")
+    if len(values) != len(outs):
+        raise ProtocolError(
+            f"{party}: {path} holds {len(values)} shares, load {op} expects {len(outs)}"
+        )
+    for slot, value, owned in zip(outs, values, owners, strict=True):
+        if not isinstance(value, torch.Tensor) or value.dtype != torch.int64:
+            raise ProtocolError(f"{party}: {path} holds a non-share")
+        if not isinstance(owned, list) or not set(owned) <= set(parties):
+            raise ProtocolError(f"{party}: {path} records owners that are not parties")
+        slot.owners = frozenset(owned)
+        slot.set(Share(value, 0))

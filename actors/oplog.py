@@ -11,6 +11,8 @@ from typing import Any
 from protocols.params import Params
 from protocols.suite import Cost, OpKind, Suite
 
+from .log import debug_enabled
+
 Shape = tuple[int, ...]
 
 label_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("smpc_label", default=None)
@@ -51,6 +53,23 @@ class OpRecord:
     cost: Cost
     """The suite's closed form for this op (rounds, online bytes per party, dealer bytes)."""
 
+    def event(self) -> dict[str, Any]:
+        """The ``op_issued`` log event's fields."""
+        return {
+            "op_id": self.op,
+            "kind": self.kind,
+            "label": self.label,
+            "iteration": self.iteration,
+            "shapes": [list(s) for s in self.shapes],
+            "out": [list(s) for s in self.out],
+            "divisor": self.params.d,
+            "keep": self.params.keep,
+            "interactive": self.interactive,
+            "rounds": self.cost.rounds,
+            "online_bytes": self.cost.online_bytes,
+            "dealer_bytes": self.cost.dealer_bytes,
+        }
+
 
 class OpFacts:
     """What the coordinator derives from an op's public facts ``(kind, shapes, out,
@@ -83,3 +102,24 @@ class OpFacts:
             if len(self._seen) < self.MAX:
                 self._seen[key] = facts
         return facts
+
+
+def log_op(
+    op_log: list[OpRecord] | None,
+    log: Any,
+    op: int,
+    kind: str,
+    shapes: tuple[Shape, ...],
+    out: tuple[Shape, ...],
+    params: Params,
+    interactive: bool,
+    cost: Cost,
+) -> None:
+    """Append one issued op to ``op_log`` (if kept) and log it at debug level (if on)."""
+    rec = OpRecord(
+        op, kind, label_var.get(), iteration_var.get(), shapes, out, params, interactive, cost
+    )
+    if op_log is not None:
+        op_log.append(rec)
+    if debug_enabled():  # the event's fields cost more than the op's bookkeeping
+        log.debug("op_issued", **rec.event())

@@ -46,8 +46,9 @@ from .holdings import (
     Slot,
     checkpoint_dir,
     encode_local,
+    load_own,
+    save_own,
     shares_file,
-    write_private,
 )
 from .log import debug_enabled, get_logger
 from .messages import Command, Reply, encode_control
@@ -422,35 +423,13 @@ class Party:
         """Write this party's own shares of ``ins`` and their owners (nothing else) to its
         file, readable by this user only."""
         path = shares_file(checkpoint_dir(self.name, self.checkpoint_root, op, cmd), self.name)
-        values = [(await s.get()).value for s in ins]
-        owners = [sorted(s.owners) for s in ins]
-        write_private(path, {"party": self.name, "shares": values, "owners": owners})
+        save_own(path, self.name, [(await s.get()).value for s in ins], ins)
 
     def _load(self, op: int, outs: list[Slot], cmd: Command) -> None:
         """Read back this party's own shares written by ``save`` (fresh depth 0), with the
         owners recorded beside them (at dispatch: later reveals need the owners)."""
         path = shares_file(checkpoint_dir(self.name, self.checkpoint_root, op, cmd), self.name)
-        try:
-            saved = torch.load(path, weights_only=True)
-        except FileNotFoundError:
-            raise ProtocolError(f"{self.name}: no checkpoint shares at {path}") from None
-        values = saved.get("shares") if isinstance(saved, dict) else None
-        owners = saved.get("owners") if isinstance(saved, dict) else None
-        if saved.get("party") != self.name or not isinstance(values, list):
-            raise ProtocolError(f"{self.name}: {path} does not hold this party's shares")
-        if not isinstance(owners, list) or len(owners) != len(values):
-            raise ProtocolError(f"{self.name}: {path} does not record the shares' owners")
-        if len(values) != len(outs):
-            raise ProtocolError(
-                f"{self.name}: {path} holds {len(values)} shares, load {op} expects {len(outs)}"
-            )
-        for slot, value, owned in zip(outs, values, owners, strict=True):
-            if not isinstance(value, torch.Tensor) or value.dtype != torch.int64:
-                raise ProtocolError(f"{self.name}: {path} holds a non-share")
-            if not isinstance(owned, list) or not set(owned) <= set(self.parties):
-                raise ProtocolError(f"{self.name}: {path} records owners that are not parties")
-            slot.owners = frozenset(owned)
-            slot.set(Share(value, 0))
+        load_own(path, self.name, self.parties, outs, op)
 
     async def _barrier(self, op: int, done: trio.Event) -> None:
         await done.wait()

@@ -55,7 +55,7 @@ from .messages import (
     encode_control,
 )
 from .opcontext import check_expect
-from .oplog import OpFacts, OpRecord, Shape, iteration_var, label_var, scoped
+from .oplog import OpFacts, OpRecord, Shape, iteration_var, label_var, log_op, scoped
 from .policy import RevealRefused
 from .provider import CryptoProvider
 from .stats import CommStats, LabelBook
@@ -166,7 +166,7 @@ class Runtime:
         params = Params(shape=shape)
         self._command(Command("input", op, (), (tid,), params))
         self.last_op = op
-        self._record(op, "input", (), (shape,), params, False, Cost(0, 0, 0))
+        log_op(self._op_log, self._log, op, "input", (), (shape,), params, False, Cost(0, 0, 0))
         return tid
 
     def input_from(self, owner: str, name: str, scale: int) -> tuple[int, Shape]:
@@ -190,7 +190,7 @@ class Runtime:
         params = Params(scale=scale, shape=shape)
         self._command(Command("input", op, (), (tid,), params, FromParty(owner, name)))
         self.last_op = op
-        self._record(op, "input", (), (shape,), params, False, Cost(0, 0, 0))
+        log_op(self._op_log, self._log, op, "input", (), (shape,), params, False, Cost(0, 0, 0))
         return tid, shape
 
     def submit(
@@ -235,40 +235,18 @@ class Runtime:
         self.last_op = op
         if logged:
             assert cost is not None
-            self._record(op, kind, in_shapes, out_shapes, given, impl.interactive, cost)
-        return outs
-
-    def _record(
-        self,
-        op: int,
-        kind: str,
-        shapes: tuple[Shape, ...],
-        out: tuple[Shape, ...],
-        params: Params,
-        interactive: bool,
-        cost: Cost,
-    ) -> None:
-        rec = OpRecord(
-            op, kind, label_var.get(), iteration_var.get(), shapes, out, params, interactive, cost
-        )
-        if self._op_log is not None:
-            self._op_log.append(rec)
-        if debug_enabled():  # the event's fields cost more than the op's bookkeeping
-            self._log.debug(
-                "op_issued",
-                op_id=op,
-                kind=kind,
-                label=rec.label,
-                iteration=rec.iteration,
-                shapes=[list(s) for s in shapes],
-                out=[list(s) for s in out],
-                divisor=params.d,
-                keep=params.keep,
-                interactive=interactive,
-                rounds=cost.rounds,
-                online_bytes=cost.online_bytes,
-                dealer_bytes=cost.dealer_bytes,
+            log_op(
+                self._op_log,
+                self._log,
+                op,
+                kind,
+                in_shapes,
+                out_shapes,
+                given,
+                impl.interactive,
+                cost,
             )
+        return outs
 
     def release(self, tid: int) -> None:
         """Forget a tensor at the parties (called when its handle is garbage collected)."""

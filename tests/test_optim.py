@@ -26,9 +26,9 @@ from torch import nn
 
 from protocols.params import Params
 from training import SGD, Adam, AdamW, reveal_module
-from training.arithmetic import minus_scaled
 from training.optim import NOISE_FLOOR
 from training.testing import start_cluster
+from training.updates import minus_scaled
 
 U = 2.0**-16
 GRAD_ERR = 1e-4

@@ -35,42 +35,6 @@ from .handle import function
 from .operands import as_public, integral, public, public_precision
 from .shaping import Shaping, cat
 
-_SCALED: dict[tuple[Any, ...], tuple[int, Params] | None] = {}
-"""``minus_scaled``'s encoded factor by (factor, encoding, precision): an optimiser passes
-the same learning rate at every step (encoding it took ~16 us a parameter)."""
-
-
-def _scaled(x: Arithmetic, factor: Any) -> tuple[int, Params] | None:
-    """(the product's precision, ``scale``'s params) of ``x * factor`` for a public
-    non-integer scalar, or None (an integer or a tensor factor: not fused)."""
-    pub = as_public(factor)
-    if integral(pub) or pub.dim() != 0:
-        return None
-    prec, q, d = x._public_scaling(pub)
-    return prec, Params(pub=x._encode_public(pub, q), d=d)
-
-
-def minus_scaled(xs: Sequence[Any], ys: Sequence[Any], factor: float) -> list[Any]:
-    """``x - y * factor`` for each pair, a public non-integer ``factor`` (an optimiser's
-    ``p - lr g`` for every parameter of a group): the pairs :meth:`Arithmetic._fusable`
-    accepts with the same encoded factor go as one grouped ``sub_scaled`` op, the others as
-    two ops each (the same ring values either way)."""
-    out: list[Any] = [None] * len(xs)
-    groups: dict[tuple[Any, int, Params], list[int]] = {}
-    for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
-        fused = x._fusable(y, factor)
-        if fused is None or y.cluster is not x.cluster:
-            out[i] = x - y * factor
-        else:
-            groups.setdefault((x.cluster, *fused), []).append(i)
-    for (_, prec, params), idx in groups.items():
-        first = xs[idx[0]]
-        operands = [t for i in idx for t in (xs[i], ys[i])]
-        results = first._submit("sub_scaled", operands, [(xs[i].shape, prec) for i in idx], params)
-        for i, r in zip(idx, results, strict=True):
-            out[i] = r
-    return out
-
 
 class Arithmetic(Shaping):
     """Sums, products and divisions of a SharedTensor (see module doc)."""
@@ -129,24 +93,6 @@ class Arithmetic(Shaping):
         return self._record(out, [self], lambda g: (unbroadcast(g * pub, sshape),))
 
     __rmul__ = __mul__
-
-    def _fusable(self, other: Any, factor: float) -> tuple[int, Params] | None:
-        """``sub_scaled``'s (precision, params) for ``self - other * factor``, or None where
-        it does not apply (a public or differently shaped ``other``, recorded autograd, an
-        integer or tensor factor, a product at another precision)."""
-        if (
-            not isinstance(other, Arithmetic)  # (a gradient may be a public tensor)
-            or torch.is_grad_enabled()
-            or tuple(self.shape) != tuple(other.shape)
-        ):
-            return None
-        key = (factor, other.fp, other.prec)
-        scaled = _SCALED.get(key) if type(factor) is float else None
-        if scaled is None:
-            scaled = _scaled(other, factor)
-            if type(factor) is float and len(_SCALED) < 256:
-                _SCALED[key] = scaled
-        return scaled if scaled is not None and scaled[0] == self.prec else None
 
     def _public_scaling(self, pub: torch.Tensor) -> tuple[int, int, int]:
         """(result precision, the public factor's precision, truncation divisor)."""

@@ -36,10 +36,10 @@ import torch
 from protocols.params import Params
 
 from .approximation import frac_bits, require_bits
-from .arithmetic import minus_scaled
 from .precision import check_learning_rate, note_adam_eps
 from .range_reduction import rsqrt
 from .tensor import SharedTensor, cat
+from .updates import minus_scaled
 
 
 def _check_number(name: str, v: Any, *, positive: bool = False, below_one: bool = False) -> float:
@@ -194,7 +194,7 @@ class SGD(Optimizer):
                         g = g + buf * mu if group["nesterov"] else buf
                     ps.append(p)
                     gs.append(g)
-                # every parameter's p - lr g in one command (training.arithmetic.minus_scaled)
+                # every parameter's p - lr g in one command (training.updates.minus_scaled)
                 for p, new in zip(ps, minus_scaled(ps, gs, lr), strict=True):
                     p._assign(new)
 
