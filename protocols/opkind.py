@@ -88,6 +88,8 @@ class OpKind:
     grouped: bool = False
     """The op may take k >= 1 groups of ``n_in`` operands and give k groups of ``n_out``
     results (``sub_scaled``: every parameter of an optimiser's group in one command)."""
+    optional_in: int = 0
+    """Up to this many operands more (``linear_t_keep``'s bias, added to the result)."""
     param: Callable[[Params], int] = field(default=_divisor)
     """The public integer ``specs`` and ``cost`` take from the op's params (and the dealer
     from its request): the divisor ``params.d``, unless the kind reads another field
@@ -111,10 +113,11 @@ class OpKind:
                 f"op kind {self.name!r} takes k >= 1 groups of {self.n_in} inputs and "
                 f"{self.n_out} outputs, got {n_in} and {n_out}"
             )
-        if n_in == self.n_in and n_out == self.n_out:
+        if self.n_in <= n_in <= self.n_in + self.optional_in and n_out == self.n_out:
             return None
+        more = f" (or up to {self.optional_in} more)" if self.optional_in else ""
         return (
-            f"op kind {self.name!r} takes {self.n_in} inputs and {self.n_out} outputs, "
+            f"op kind {self.name!r} takes {self.n_in} inputs{more} and {self.n_out} outputs, "
             f"got {n_in} and {n_out}"
         )
 

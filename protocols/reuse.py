@@ -225,6 +225,13 @@ async def grad_products(
     return [Share(gx, depth), Share(gy, depth)]
 
 
+def _bias(name: str, s: Sequence[Shape], out: Shape) -> list[MaterialSpec]:
+    """No material; ValueError (before anything is queued) for a bias that is not (n,)."""
+    if len(s) == 3 and tuple(s[2]) != tuple(out)[-1:]:
+        raise ValueError(f"{name}: a bias of shape {tuple(s[2])} for a result {tuple(out)}")
+    return []
+
+
 def _t(y: Share) -> Share:
     """A ``_t`` kind's weight operand (n, k) as the family's maps take it: its transpose, a
     view (the opening's ``y - b`` makes the contiguous copy it sends anyway)."""
@@ -234,7 +241,9 @@ def _t(y: Share) -> Share:
 def _keep_kind(family: str, with_input_grad: bool, transposed: bool = False) -> Builder:
     """``<family>_keep(_w)``; ``transposed``: ``linear_t_keep(_w)``, the weight operand as
     nn.Linear holds it (n, k), transposed on entry (the same ring values and material as
-    ``linear_keep`` on its transpose, one transpose command fewer per layer)."""
+    ``linear_keep`` on its transpose, one transpose command fewer per layer), and an
+    optional third operand, the layer's bias (n,), added to the truncated result (local:
+    one add command fewer per layer)."""
     fam = FAMILIES[family]
     base = f"{family}_t" if transposed else family
     name = f"{base}_keep" if with_input_grad else f"{base}_keep_w"
@@ -248,6 +257,10 @@ def _keep_kind(family: str, with_input_grad: bool, transposed: bool = False) -> 
             shapes = tuple(x[0].value.shape), tuple(y.value.shape)
             out = await keep_product(ctx, family, x[0], y, fam.out(*shapes, p), with_input_grad)
             (z,) = await _truncate(ctx, suite, out[:1], p)
+            if len(x) == 3:  # the bias: every party adds its share
+                b = x[2]
+                _bias(name, [*shapes, tuple(b.value.shape)], tuple(z.value.shape))
+                z = Share(z.value + b.value, max(z.depth, b.depth))
             return [z, *out[1:]]
 
         def cost(s: Sequence[Shape], out: Shape, d: int, n: int) -> Cost:
@@ -260,10 +273,12 @@ def _keep_kind(family: str, with_input_grad: bool, transposed: bool = False) -> 
             specs=lambda s, out, d, n: [
                 keep_spec(family, s[0], ys(s), out, with_input_grad),
                 *_truncation(suite, n, [out], d),
+                *_bias(name, s, out),
             ],
             cost=cost,
             n_in=2,
             n_out=6 if with_input_grad else 5,
+            optional_in=1 if transposed else 0,
         )
 
     return build
@@ -327,7 +342,8 @@ def _reference(family: str, backward: bool, transposed: bool = False) -> Referen
     ) -> list[torch.Tensor]:
         if not backward:
             y = x[1].t() if transposed else x[1]
-            return [fam.f(x[0], y, out[0]) / p.d, *got[1:]]
+            z = fam.f(x[0], y, out[0]) / p.d
+            return [z + x[2] if len(x) == 3 else z, *got[1:]]
         gy = fam.gy(x[1], x[0], out[-1]) / p.d
         if len(out) == 1:
             return [gy]
@@ -354,10 +370,15 @@ def _examples(
             x, y, z = (m, k), (k, n), (m, n)
         gy = FAMILIES[family].gy_shape(x, y)
         w = y[::-1] if transposed else y  # the weight operand; y is what is masked and kept
+        bias = [
+            Example(
+                "with a bias", (x, w, z[-1:]), (z, x, y, z, gy, x)[: 6 if kind == "keep" else 5], p
+            )
+        ]
         if kind == "keep":
-            return [Example("", (x, w), (z, x, y, z, gy, x), p)]
+            return [Example("", (x, w), (z, x, y, z, gy, x), p), *(bias if transposed else [])]
         if kind == "keep_w":
-            return [Example("", (x, w), (z, x, y, z, gy), p)]
+            return [Example("", (x, w), (z, x, y, z, gy), p), *(bias if transposed else [])]
         if kind == "grad":
             return [Example("", (z, x, w, x, y, z, gy, x), (x, gy), p)]
         return [Example("", (z, x, x, z, gy), (gy,), p)]

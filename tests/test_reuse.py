@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from test_security_views import FWER, _with_raw, assert_secure, nonce_reuse_board, swapped
 from torch import nn
 
@@ -125,6 +126,57 @@ async def test_only_a_weight_needing_its_gradient_deals_ahead(how: str) -> None:
     m, k, n = 4, 3, 2
     assert dealt == 8 * m * n + (8 * n * k if how == "weight needs grad" else 0)
     assert "linear_keep" in DEFAULT and "linear_keep" not in PLAIN
+
+
+@pytest.mark.parametrize("n", [2, 3])
+async def test_a_linear_layers_bias_rides_in_its_product(n: int) -> None:
+    """nn.Linear issues one ``linear_t_keep`` with the weight as it holds it and the bias:
+    no transpose or add command; the output and all three gradients track torch; a bias
+    of another precision is added apart; a malformed bias or operand count is refused
+    before anything is queued."""
+    torch.manual_seed(2)
+    net = nn.Linear(3, 2)
+    x = torch.randn(5, 3, requires_grad=True)
+    (net(x) ** 2).sum().backward()
+    assert x.grad is not None
+    async with Cluster.start(PARTIES[:n], provider="james") as c:
+        c.track_op_costs()
+        model = c.share_module(net, precision=16, base=2)
+        xs = c.share(x.detach(), precision=16, base=2, requires_grad=True)
+        out = model(xs)
+        (out**2).sum().backward()
+        await c.flush()
+        kinds = [r.kind for r, *_ in c.take_op_costs()]
+        assert "linear_t_keep" in kinds and "add" not in kinds and "transpose" not in kinds
+        got = {
+            "out": await out.get(),
+            "x": await xs.grad.get(),
+            "weight": await model.weight.grad.get(),
+            "bias": await model.bias.grad.get(),
+        }
+        w = c.share(net.weight.detach(), precision=16, base=2)
+        b = c.share(net.bias.detach(), precision=12, base=2)
+        w.requires_grad_(True)
+        plain = (x @ net.weight.t() + net.bias).detach()
+        mixed = F.linear(c.share(x.detach(), precision=16, base=2), w, b)
+        assert torch.allclose(await mixed.get(), plain, atol=2e-3)
+        await c.flush()
+        assert "add" in [r.kind for r, *_ in c.take_op_costs()]  # 12 bits: apart
+        xt, wt = xs._ref.tid, model.weight._ref.tid
+        with pytest.raises(ValueError, match=r"bias of shape \(3,\)"):
+            c.submit(
+                "linear_t_keep_w",
+                [xt, wt, wt],
+                [(5, 3), (2, 3), (3,)],
+                [(5, 2), (5, 3), (3, 2), (5, 2), (2, 3)],
+                Params(d=2**16),
+            )
+        with pytest.raises(ValueError, match=r"takes 2 inputs \(or up to 1 more\)"):
+            c.submit("linear_t_keep_w", [xt] * 4, [(5, 3)] * 4, [(5, 2)] * 5, Params(d=2**16))
+    assert torch.allclose(got["out"].float(), net(x).detach(), atol=1e-3)
+    assert torch.allclose(got["x"].float(), x.grad, atol=2e-3)
+    assert torch.allclose(got["weight"].float(), net.weight.grad, atol=2e-3)
+    assert torch.allclose(got["bias"].float(), net.bias.grad, atol=2e-3)
 
 
 def _cnn() -> nn.Module:

@@ -216,19 +216,37 @@ class Arithmetic(Shaping):
             post=(lambda gw: gw.t()) if weight_grad_transposed else None,
         )
 
-    def _kept_linear(self, w: Arithmetic) -> Self:
+    def _kept_linear(self, w: Arithmetic, bias: Any = None) -> tuple[Self, bool]:
         """``self @ w^T`` (nn.Linear's ``w`` (n, k), as it holds it) as ``linear_t_keep``:
-        the weight's gradient ``g^T @ self`` in w's layout, and no transpose command."""
+        the weight's gradient ``g^T @ self`` in w's layout, and no transpose command; a
+        shared ``bias`` (n,) of this encoding and precision is added in the same op (then
+        True, else the caller adds it)."""
         m, k, n = self.shape[0], self.shape[1], w.shape[0]
         x, wd = self.detach(), w.detach()
+        fused = (
+            isinstance(bias, Arithmetic)
+            and bias.cluster is self.cluster
+            and bias.fp == self.fp
+            and bias.prec == self.prec
+            and tuple(bias.shape) == (n,)
+        )
 
         def fallback(g: Value, both: bool) -> tuple[Value | None, Value | None]:
             return (g @ wd if both else None, g.t() @ x)
 
         params = Params(d=self.fp.base**self.prec)
-        return self._kept_bilinear(
-            "linear_t", wd, [self, w], (m, n), (n, k), params, fallback, kept_y=(k, n)
+        out = self._kept_bilinear(
+            "linear_t",
+            wd,
+            [self, w],
+            (m, n),
+            (n, k),
+            params,
+            fallback,
+            kept_y=(k, n),
+            bias=bias if fused else None,
         )
+        return out, fused
 
     def _kept_bilinear(
         self,
@@ -243,22 +261,25 @@ class Arithmetic(Shaping):
         shared: Callable[[Value], Value] | None = None,
         post: Callable[[Arithmetic], Value] | None = None,
         kept_y: tuple[int, ...] | None = None,
+        bias: Arithmetic | None = None,
     ) -> Self:
         """``f(self, y)`` of a :mod:`protocols.reuse` family as ``<family>_keep`` (or
         ``_keep_w`` when ``parents[0]``, the input, needs no gradient): its backward opens
         only the gradient g (made shared by ``shared``). A gradient of another encoding
         takes ``fallback(g, input needs its gradient)``; ``post`` maps the weight's;
-        ``kept_y`` is the kept ``ey``'s shape where it is not y's (``linear_t``)."""
+        ``kept_y`` is the kept ``ey``'s shape where it is not y's (``linear_t``); ``bias``
+        (``linear_t``) is added in the op, a third parent with the gradient ``g`` summed."""
         both = parents[0].requires_grad
         xs = tuple(self.shape)
         ey = tuple(y.shape) if kept_y is None else kept_y  # the masked y the kind keeps
         shapes = [out_shape, xs, ey, out_shape, gy_shape, *([xs] if both else [])]
         x = self.detach()
         kind = f"{family}_keep" if both else f"{family}_keep_w"
-        out, *kept = x._submit(kind, [x, y], [(s, None) for s in shapes], params)
+        operands: list[Arithmetic] = [x, y] if bias is None else [x, y, bias.detach()]
+        out, *kept = x._submit(kind, operands, [(s, None) for s in shapes], params)
         d = Params(d=params.d)
 
-        def back(g: Value) -> tuple[Value | None, Value | None]:
+        def grads(g: Value) -> tuple[Value | None, Value | None]:
             g = g if shared is None else shared(g)
             if not (isinstance(g, Arithmetic) and g.fp == self.fp and g.prec == self.prec):
                 return fallback(g, both)
@@ -272,7 +293,10 @@ class Arithmetic(Shaping):
                 (gy,) = g._submit(f"{family}_grad_w", [g, x, ex, r, cy], [(gy_shape, None)], d)
             return gx, gy if post is None else post(gy)
 
-        return self._record(out, parents, back)
+        if bias is None:
+            return self._record(out, parents, grads)
+        bshape = tuple(bias.shape)
+        return self._record(out, [*parents, bias], lambda g: (*grads(g), unbroadcast(g, bshape)))
 
     def __rmatmul__(self, other: Any) -> Self:
         return self._matmul_public(as_public(other), left=True)

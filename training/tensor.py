@@ -248,6 +248,9 @@ def _linear(x: Any, weight: Any, bias: Any = None) -> Any:
     if bias is not None:
         S.broadcast("linear", out_shape, tuple(bias.shape))
     if isinstance(x, SharedTensor) and isinstance(weight, SharedTensor) and x.dim() == 2:
+        if weight.requires_grad and torch.is_grad_enabled() and x._reuses_masks(weight):
+            out, biased = x._kept_linear(weight, bias)  # the bias in the same op if it can
+            return out if biased else (out if bias is None else out + bias)
         out = _linear_shared(x, weight)
     else:
         out = x @ weight.t()
@@ -261,11 +264,10 @@ def _linear_shared(x: SharedTensor, weight: SharedTensor) -> SharedTensor:
     ``(x.t() @ g).t()``, three transposes per layer (two without an input gradient); these
     are the same values (transposes are exact, a matmul's truncation is element-wise) with
     one transpose, of ``g``, and only where the weight needs its gradient. When the weight's
-    gradient will be needed, the forward is ``linear_t_keep`` (:mod:`protocols.reuse`:
-    ``linear_keep`` taking the weight as nn.Linear holds it, no transpose command): the
-    dealer deals the backward's material with it, and the backward opens only ``g``."""
-    if weight.requires_grad and torch.is_grad_enabled() and x._reuses_masks(weight):
-        return x._kept_linear(weight)
+    gradient will be needed, :func:`_linear` issues ``linear_t_keep`` instead
+    (:mod:`protocols.reuse`: ``linear_keep`` taking the weight as nn.Linear holds it and
+    the bias, no transpose or add command): the dealer deals the backward's material with
+    it, and the backward opens only ``g``."""
     out = x.detach() @ weight.detach().t()
     return x._record(
         out,
