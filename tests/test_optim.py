@@ -276,3 +276,18 @@ async def test_grouped_kind_refuses_a_wrong_count() -> None:
             c.submit("sub_scaled", [t, t, t], [(2,)] * 3, [(2,)], Params(d=2))
         with pytest.raises(ValueError, match="groups of 2 inputs"):
             c.submit("sub_scaled", [t, t], [(2,)] * 2, [(2,), (2,)], Params(d=2))
+
+
+async def test_a_party_refuses_a_grouped_command_of_the_wrong_arity() -> None:
+    """Defence in depth: a ``sub_scaled`` command naming 3 operands (not whole pairs) that
+    reached the parties is refused there by name, before it runs."""
+    from actors.messages import Command
+    from protocols.errors import PartyFailure
+
+    with pytest.raises(PartyFailure, match=r"'(alice|bob)' failed: .*groups of 2 inputs.*got 3"):
+        async with start_cluster(2, seed=9) as c:
+            x = c.share(torch.ones(2), precision=16, base=2)
+            await c.flush()
+            t = x._ref.tid
+            c._command(Command("sub_scaled", c._op_id(), (t, t, t), (c.new_tid(),), Params(d=2)))
+            await c.flush()
