@@ -267,6 +267,11 @@ class Runtime:
     def current_label(self) -> str | None:
         return label_var.get()
 
+    @property
+    def logs_ops(self) -> bool:
+        """Whether issued ops are kept in the op log or logged (their labels are read)."""
+        return self._op_log is not None or debug_enabled()
+
     def track_op_costs(self) -> None:
         """Start the op log and per-op metering (see :meth:`take_op_costs`)."""
         self.network.track_ops()

@@ -373,3 +373,24 @@ async def test_get_with_flush_waits_for_every_op_and_survives_a_refusal() -> Non
             await private.get(flush=True)
         await c.flush()
         assert float(await (a + b).sum().get(flush=True)) == pytest.approx(12.0, abs=0.01)
+
+
+@pytest.mark.parametrize("op_log", [False, True])
+async def test_layer_labels_only_where_something_reads_them(op_log: bool) -> None:
+    """Without measure_phases, a step labels its ops per layer only when the op log is on
+    (``cluster.track_op_costs()``); otherwise by phase, with no hooks on the model."""
+    async with start_cluster(2, seed=3) as c:
+        if op_log:
+            c.track_op_costs()
+        model = c.share_module(make_net())
+        seen: list[str | None] = []
+        fc1 = next(m for m in model.modules() if isinstance(m, nn.Linear))
+        fc1.register_forward_hook(lambda mod, args, out: seen.append(c.current_label()))
+        coord = TrainingCoordinator(
+            c, model, SGD(model.parameters(), lr=0.1), loss_fn, measure_phases=False
+        )
+        await coord.step(c.share(DATA), c.share(TARGET))
+        hooks = sum(len(m._forward_pre_hooks) for m in model.modules())
+    name = next(n for n, m in model.named_modules() if m is fc1)
+    assert seen == [f"forward/{name}" if op_log else "forward"]
+    assert hooks == 0  # the labels' hooks are removed after the step either way
