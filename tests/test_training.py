@@ -16,7 +16,7 @@ from torch import nn
 from protocols.compare import DRELU_ROUNDS
 from protocols.errors import AccessDenied
 from protocols.suite import DEFAULT
-from training import SGD, TrainingCoordinator, reveal_module
+from training import SGD, TrainingCoordinator, public, reveal_module
 from training.testing import measure, start_cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -394,3 +394,21 @@ async def test_layer_labels_only_where_something_reads_them(op_log: bool) -> Non
     name = next(n for n, m in model.named_modules() if m is fc1)
     assert seen == [f"forward/{name}" if op_log else "forward"]
     assert hooks == 0  # the labels' hooks are removed after the step either way
+
+
+async def test_a_sums_gradient_stays_one_public_scalar() -> None:
+    """The seed's loss ``((pred - y) ** 2).sum()``: the square's backward multiplies by
+    ``2 g`` for g the sum's expanded 1, as one public scalar (not a tensor of 2s; the same
+    ring values); a public tensor that is one value expanded is a scalar factor too."""
+    async with start_cluster(2, seed=3) as c:
+        c.track_op_costs()
+        x = c.share(torch.tensor([[1.0], [-2.0], [0.5], [3.0]]), requires_grad=True)
+        (x**2).sum().backward()
+        assert x.grad is not None
+        got = await x.grad.get()
+        y = x.detach() * public(torch.full((1, 1), 3.0).expand(4, 1))
+        assert torch.allclose(await y.get(), torch.tensor([[3.0], [-6.0], [1.5], [9.0]]))
+        await c.flush()
+        pubs = [r.params.pub for r, *_ in c.take_op_costs() if r.kind == "mul_pub"]
+    assert torch.allclose(got, torch.tensor([[2.0], [-4.0], [1.0], [6.0]]))
+    assert len(pubs) == 2 and all(p is not None and tuple(p.shape) == () for p in pubs), pubs
