@@ -351,3 +351,15 @@ def test_scripts_take_the_bases_default_precision_and_refuse_bad_encodings(
         with pytest.raises(SystemExit):
             train_xor.parse_args(bad)
         assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+async def test_a_one_element_reveal_beyond_the_headroom_raises(sign: float) -> None:
+    """A loss-sized (1-element) reveal takes the scalar decode; beyond the ring's headroom
+    it still raises ValueOutOfRange naming the op, and just inside it decodes exactly."""
+    async with start_cluster(2, seed=4) as c:
+        x = c.share(torch.tensor([2000.0 * sign]))
+        inside = c.share(torch.tensor([1700.0]))
+        assert float(await (inside * inside).sum().get(dtype=torch.float64)) == 2_890_000.0
+        with pytest.raises(ValueOutOfRange, match=r"revealed value -?4e\+06 of .*sum"):
+            await (x * x * sign).sum().get()

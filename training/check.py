@@ -92,9 +92,14 @@ def _encoding(fp: FixedPoint, prec: int) -> str:
 
 def check_range(t: Handle, raw: torch.Tensor) -> torch.Tensor:
     """``raw`` decoded, or :class:`ValueOutOfRange` if a value exceeds the cluster's bound."""
-    fp = t.fp.with_precision(t.prec)
-    values = fp.decode(raw)
+    fp = t.fp if t.prec == t.fp.precision else t.fp.with_precision(t.prec)
     setting = getattr(t.cluster, "value_bound", "headroom")
+    if raw.numel() == 1 and setting is not None:  # a loss: the same float64 steps in Python
+        v = float(int(raw.reshape(()).item())) / float(fp.scale)
+        bound = fp.headroom if setting == "headroom" else float(setting)
+        if abs(v) < bound:
+            return torch.tensor(v, dtype=torch.float64).reshape(raw.shape)
+    values = fp.decode(raw)
     if setting is None or not values.numel():
         return values
     bound = fp.headroom if setting == "headroom" else float(setting)
