@@ -268,8 +268,7 @@ class Runtime:
         return label_var.get()
 
     @property
-    def logs_ops(self) -> bool:
-        """Whether issued ops are kept in the op log or logged (their labels are read)."""
+    def logs_ops(self) -> bool:  # (then something reads the ops' labels)
         return self._op_log is not None or debug_enabled()
 
     def track_op_costs(self) -> None:
@@ -300,10 +299,8 @@ class Runtime:
         flush: bool = False,
     ) -> list[torch.Tensor]:
         """Reveal several values ``(tid, shape)`` at once (one batch of commands, every
-        answer awaited together) as raw ring tensors. ``flush=True`` also waits, as
-        :meth:`flush`, for every op issued so far, its barrier sent in the same batch as
-        the reveals (one exchange with the parties instead of two: a training step's
-        loss and its end)."""
+        answer awaited together) as raw ring tensors; ``flush=True``: and :meth:`flush`,
+        its barrier in the same batch (one exchange with the parties instead of two)."""
         self._check_open()
         wanted = [(ids([tid], "reveal")[0], sizes(shape, "reveal")) for tid, shape in items]
         to = self.coordinator if to is None else to

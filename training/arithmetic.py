@@ -30,26 +30,10 @@ from protocols import shapes as S
 from protocols.errors import ShapeError, UnsupportedOperation
 from protocols.params import Params, Pub
 
-from .autograd import Value, unbroadcast
+from .autograd import Value, one_value, twice, unbroadcast
 from .handle import function
 from .operands import as_public, integral, public, public_precision
 from .shaping import Shaping, cat
-
-
-def _one_value(t: torch.Tensor) -> bool:
-    """A tensor of 2+ elements that is one value expanded (every stride of a dimension
-    longer than 1 is 0: a sum's gradient)."""
-    return t.numel() > 1 and all(
-        st == 0 or n == 1 for st, n in zip(t.stride(), t.shape, strict=True)
-    )
-
-
-def _twice(g: torch.Tensor) -> torch.Tensor:
-    """``2 g`` for a public gradient, still one value expanded if ``g`` was (a loss's sum:
-    the product with it is then one public scalar, not a tensor of them)."""
-    if _one_value(g):
-        return (g[(0,) * g.dim()] * 2).expand(g.shape)
-    return g * 2
 
 
 class Arithmetic(Shaping):
@@ -99,7 +83,7 @@ class Arithmetic(Shaping):
             return self._mul_shared(other)
         pub = as_public(other)
         shape = S.broadcast("mul", self.shape, pub.shape)
-        if _one_value(pub) and shape == tuple(self.shape):
+        if one_value(pub) and shape == tuple(self.shape):
             pub = pub[(0,) * pub.dim()]  # one value expanded (a sum's gradient): a scalar
         if integral(pub):
             out = self._op("mul_pub", [], shape, Params(pub=Pub.of(pub.to(torch.int64))))
@@ -176,7 +160,7 @@ class Arithmetic(Shaping):
         return self._record(
             out,
             [self],
-            lambda g: (self * _twice(g) if isinstance(g, torch.Tensor) else g * (self * 2),),
+            lambda g: (self * twice(g) if isinstance(g, torch.Tensor) else g * (self * 2),),
         )
 
     def __matmul__(self, other: Any) -> Self:

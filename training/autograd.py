@@ -35,6 +35,22 @@ def unbroadcast(grad: Value, shape: tuple[int, ...]) -> Value:
     return out.reshape(shape)
 
 
+def one_value(t: torch.Tensor) -> bool:
+    """A tensor of 2+ elements that is one value expanded (every stride of a dimension
+    longer than 1 is 0: a sum's gradient)."""
+    return t.numel() > 1 and all(
+        st == 0 or n == 1 for st, n in zip(t.stride(), t.shape, strict=True)
+    )
+
+
+def twice(g: torch.Tensor) -> torch.Tensor:
+    """``2 g`` for a public gradient, still one value expanded if ``g`` was (a loss's sum:
+    the product with it is then one public scalar, not a tensor of them)."""
+    if one_value(g):
+        return (g[(0,) * g.dim()] * 2).expand(g.shape)
+    return g * 2
+
+
 def backward(root: Handle, gradient: Value | None = None) -> None:
     """Accumulate d(root)/d(leaf) into ``leaf.grad`` for every leaf that requires grad."""
     if gradient is None:
