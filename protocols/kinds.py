@@ -137,16 +137,9 @@ register(
 )
 
 
-def _public_then_trunc(
-    name: str,
-    product: Callable[[Sequence[Share], Params], Share],
-    finish: Callable[[int, Sequence[Share], Share], list[Share]] | None = None,
-    n_in: int = 1,
-) -> Builder:
+def _public_then_trunc(name: str, product: Callable[[Sequence[Share], Params], Share]) -> Builder:
     """A local product with a public operand, then the suite's truncation (local when the
-    truncation is), then ``finish(rank, inputs, truncated)`` (default: the truncated
-    product alone)."""
-    done = finish or (lambda rank, x, z: [z])
+    truncation is)."""
 
     def build(suite: Suite, n: int) -> OpKind:
         t = suite.kind("trunc", n)
@@ -154,18 +147,16 @@ def _public_then_trunc(
             fn = t.local
 
             def local(rank: int, x: Sequence[Share], p: Params) -> list[Share]:
-                (z,) = fn(rank, [product(x, p)], p)
-                return done(rank, x, z)
+                return fn(rank, [product(x, p)], p)
 
-            return OpKind(name, local=local, n_in=n_in)
+            return OpKind(name, local=local)
         assert t.run is not None
         tr = t.run
 
         async def run(ctx: PartyContext, x: Sequence[Share], p: Params) -> list[Share]:
-            (z,) = await tr(ctx, [product(x, p)], p)
-            return done(ctx.rank, x, z)
+            return await tr(ctx, [product(x, p)], p)
 
-        return OpKind(name, run=run, specs=t.specs, cost=t.cost, n_in=n_in)
+        return OpKind(name, run=run, specs=t.specs, cost=t.cost)
 
     return build
 
