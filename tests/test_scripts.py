@@ -98,6 +98,9 @@ def test_run_sh_command_train_xor_prints_the_readmes_table() -> None:
         (want,) = [r for r in readme if r.startswith(prefix)]
         assert want in lines, (want, out.stdout)
     assert re.search(r"^final loss\s+0\.0\d\d\d \(plaintext 0\.0041\)$", out.stdout, re.M)
+    # the first step also loads the kernels: the summary's time is the later steps' median
+    time_line = r"^time\s+[\d.]+ ms per iteration \(the median after iteration 0, which took "
+    assert re.search(time_line + r"[\d.]+ ms; [\d.]+ s in all\)$", out.stdout, re.M), out.stdout
     assert re.search(r"^predictions\s+\[.*\] for targets \[0.0, 0.0, 1.0, 1.0\]$", out.stdout, re.M)
 
 
