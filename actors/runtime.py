@@ -223,7 +223,7 @@ class Runtime:
         params = checked_params(params, kind)
         given = NO_PARAMS if params is None else params
         param = impl.param(given)
-        logged = self._op_log is not None or debug_enabled()
+        logged = self.logs_ops
         dealt, cost = self._facts.of(kind, impl, in_shapes, out_shapes[0], param, logged)
         op = self._op_id()
         outs = [self.new_tid() for _ in out_shapes]

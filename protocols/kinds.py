@@ -138,18 +138,14 @@ register(
 
 
 def _public_then_trunc(name: str, product: Callable[[Sequence[Share], Params], Share]) -> Builder:
-    """A local product with a public operand, then the suite's truncation (local when the
-    truncation is)."""
+    """A local product with a public operand, then the suite's truncation: local when the
+    truncation is."""
 
     def build(suite: Suite, n: int) -> OpKind:
         t = suite.kind("trunc", n)
         if t.local is not None:
             fn = t.local
-
-            def local(rank: int, x: Sequence[Share], p: Params) -> list[Share]:
-                return fn(rank, [product(x, p)], p)
-
-            return OpKind(name, local=local)
+            return OpKind(name, local=lambda rank, x, p: fn(rank, [product(x, p)], p))
         assert t.run is not None
         tr = t.run
 

@@ -370,15 +370,10 @@ def _examples(
             x, y, z = (m, k), (k, n), (m, n)
         gy = FAMILIES[family].gy_shape(x, y)
         w = y[::-1] if transposed else y  # the weight operand; y is what is masked and kept
-        bias = [
-            Example(
-                "with a bias", (x, w, z[-1:]), (z, x, y, z, gy, x)[: 6 if kind == "keep" else 5], p
-            )
-        ]
-        if kind == "keep":
-            return [Example("", (x, w), (z, x, y, z, gy, x), p), *(bias if transposed else [])]
-        if kind == "keep_w":
-            return [Example("", (x, w), (z, x, y, z, gy), p), *(bias if transposed else [])]
+        if kind in ("keep", "keep_w"):
+            kept = (z, x, y, z, gy, x) if kind == "keep" else (z, x, y, z, gy)
+            biased = [Example("with a bias", (x, w, z[-1:]), kept, p)] if transposed else []
+            return [Example("", (x, w), kept, p), *biased]
         if kind == "grad":
             return [Example("", (z, x, w, x, y, z, gy, x), (x, gy), p)]
         return [Example("", (z, x, x, z, gy), (gy,), p)]

@@ -168,7 +168,7 @@ class Arithmetic(Shaping):
             shape = S.matmul(self.shape, other.shape)
             if other.requires_grad and torch.is_grad_enabled() and self._reuses_masks(other):
                 b = other.detach()
-                return self._kept_product(b, [self, other], weight_grad_transposed=True)
+                return self._kept_product(b, [self, other])
             prec, d = max(self.prec, other.prec), self.fp.base ** min(self.prec, other.prec)
             out = self._op("matmul", [other], shape, Params(d=d), prec=prec)
             a, b = self, other
@@ -194,28 +194,26 @@ class Arithmetic(Shaping):
             and "linear_keep" in self.cluster.suite
         )
 
-    def _kept_product(
-        self, wt: Arithmetic, parents: list[Arithmetic], *, weight_grad_transposed: bool
-    ) -> Self:
-        """``self @ wt`` as ``linear_keep``: the weight's gradient is ``g^T @ self`` when
-        ``parents[1]`` is ``wt^T`` (``nn.Linear``'s weight), its transpose when it is ``wt``
-        itself (``x @ w``)."""
-        m, k, n = self.shape[0], self.shape[1], wt.shape[1]
+    def _kept_product(self, w: Arithmetic, parents: list[Arithmetic]) -> Self:
+        """``self @ w`` (a shared ``w`` that needs its gradient) as ``linear_keep``: the
+        family's weight gradient ``g^T @ self`` is transposed back to w's layout
+        (nn.Linear's weight takes ``linear_t_keep``, :meth:`_kept_linear`)."""
+        m, k, n = self.shape[0], self.shape[1], w.shape[1]
         x = self.detach()
 
         def fallback(g: Value, both: bool) -> tuple[Value | None, Value | None]:
             gw: Value = g.t() @ x
-            return (g @ wt.t() if both else None, gw.t() if weight_grad_transposed else gw)
+            return (g @ w.t() if both else None, gw.t())
 
         return self._kept_bilinear(
             "linear",
-            wt,
+            w,
             parents,
             (m, n),
             (n, k),
             Params(d=self.fp.base**self.prec),
             fallback,
-            post=(lambda gw: gw.t()) if weight_grad_transposed else None,
+            post=lambda gw: gw.t(),
         )
 
     def _kept_linear(self, w: Arithmetic, bias: Any = None) -> tuple[Self, bool]:

@@ -94,15 +94,16 @@ def check_range(t: Handle, raw: torch.Tensor) -> torch.Tensor:
     """``raw`` decoded, or :class:`ValueOutOfRange` if a value exceeds the cluster's bound."""
     fp = t.fp if t.prec == t.fp.precision else t.fp.with_precision(t.prec)
     setting = getattr(t.cluster, "value_bound", "headroom")
-    if raw.numel() == 1 and setting is not None:  # a loss: the same float64 steps in Python
+    if setting is None:
+        return fp.decode(raw)
+    bound = fp.headroom if setting == "headroom" else float(setting)
+    if raw.numel() == 1:  # a loss: the same float64 steps in Python
         v = float(int(raw.reshape(()).item())) / float(fp.scale)
-        bound = fp.headroom if setting == "headroom" else float(setting)
         if abs(v) < bound:
             return torch.tensor(v, dtype=torch.float64).reshape(raw.shape)
     values = fp.decode(raw)
-    if setting is None or not values.numel():
+    if not values.numel():
         return values
-    bound = fp.headroom if setting == "headroom" else float(setting)
     big = values.abs()
     if float(big.max()) < bound:
         return values

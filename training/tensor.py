@@ -250,8 +250,10 @@ def _linear(x: Any, weight: Any, bias: Any = None) -> Any:
     if isinstance(x, SharedTensor) and isinstance(weight, SharedTensor) and x.dim() == 2:
         if weight.requires_grad and torch.is_grad_enabled() and x._reuses_masks(weight):
             out, biased = x._kept_linear(weight, bias)  # the bias in the same op if it can
-            return out if biased else (out if bias is None else out + bias)
-        out = _linear_shared(x, weight)
+            if biased:
+                return out
+        else:
+            out = _linear_shared(x, weight)
     else:
         out = x @ weight.t()
     return out if bias is None else out + bias
