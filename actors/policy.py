@@ -27,10 +27,16 @@ data (a loss, or one pixel), up to ``max_total`` of them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from protocols.errors import AccessDenied
+from protocols.errors import AccessDenied, ProtocolError
+
+from .messages import Reply
+
+if TYPE_CHECKING:
+    from .envelope import Envelope
 
 
 class RevealRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -149,3 +155,15 @@ class RevealRefused(AccessDenied):
     """A party refused a reveal: the value is derived from a party's data and that party's
     own policy does not allow the recipient (the message names the owner and the rule).
     Nothing but the refusal was sent."""
+
+
+def access_denied(env: Envelope) -> AccessDenied | ProtocolError:
+    """The refusal a party sent instead of a share: :class:`RevealRefused` (its policy
+    or an owner's), ProtocolError for a malformed reveal command or a reply that is not a
+    refusal."""
+    reply = env.control(Reply)
+    if reply.denied is None:
+        raise ProtocolError(f"{env.sender} answered {env.tag!r} with a reply that is not a refusal")
+    if reply.malformed:
+        return ProtocolError(reply.denied)
+    return RevealRefused(reply.denied)

@@ -41,7 +41,7 @@ from .arguments import (
 )
 from .constants import PublicCache
 from .endpoint import Transport
-from .envelope import Envelope, Phase
+from .envelope import Phase
 from .log import debug_enabled, get_logger
 from .messages import (
     Batch,
@@ -56,21 +56,10 @@ from .messages import (
 )
 from .opcontext import check_expect
 from .oplog import OpFacts, OpRecord, Shape, iteration_var, label_var, log_op, scoped
-from .policy import RevealRefused
+from .policy import access_denied
 from .provider import CryptoProvider
+from .recording import Entry, Recording
 from .stats import CommStats, LabelBook
-
-
-def access_denied(env: Envelope) -> AccessDenied | ProtocolError:
-    """The refusal a party sent instead of a share: :class:`RevealRefused` (its policy
-    or an owner's), ProtocolError for a malformed reveal command or a reply that is not a
-    refusal."""
-    reply = env.control(Reply)
-    if reply.denied is None:
-        raise ProtocolError(f"{env.sender} answered {env.tag!r} with a reply that is not a refusal")
-    if reply.malformed:
-        return ProtocolError(reply.denied)
-    return RevealRefused(reply.denied)
 
 
 class Runtime:
@@ -133,6 +122,8 @@ class Runtime:
         """Named tensors each party holds: name -> shape (see :meth:`input_from`)."""
         self.dealer: CryptoProvider | None = None
         """The provider actor when it runs in this process (its ``compute_seconds``)."""
+        self.recording: Recording | None = None
+        """Where :meth:`submit` records while a span is recorded (:mod:`actors.recording`)."""
 
     def _check_open(self) -> None:
         if self._closed or self._nursery is None:
@@ -156,6 +147,8 @@ class Runtime:
             raise TypeError(f"input expects an encoded int64 tensor, got {encoded.dtype}")
         if encoded.numel() == 0:
             raise ShapeError(f"cannot share an empty tensor (shape {tuple(encoded.shape)})")
+        if self.recording is not None:
+            self.recording.block("it shares an input")
         tid = self.new_tid()
         op = self._op_id()
         for party, piece in zip(
@@ -183,6 +176,8 @@ class Runtime:
                 f"{owner} holds no tensor named {name!r} "
                 f"(it holds {sorted(self.catalog.get(owner, {}))})"
             )
+        if self.recording is not None:
+            self.recording.block("a party shares an input")
         tid = self.new_tid()
         op = self._op_id()
         if not isinstance(scale, int) or scale < 1:
@@ -233,6 +228,9 @@ class Runtime:
         sent = self._constants.outgoing(params)
         self._command(Command(kind, op, tuple(inputs), tuple(outs), sent))
         self.last_op = op
+        if self.recording is not None:
+            facts = (in_shapes, out_shapes[0], params, dealt, label_var.get())
+            self.recording.add(Entry(kind, inputs, tuple(outs), *facts))
         if logged:
             assert cost is not None
             log_op(
@@ -302,6 +300,8 @@ class Runtime:
         answer awaited together) as raw ring tensors; ``flush=True``: and :meth:`flush`,
         its barrier in the same batch (one exchange with the parties instead of two)."""
         self._check_open()
+        if self.recording is not None:
+            self.recording.block("it reveals")
         wanted = [(ids([tid], "reveal")[0], sizes(shape, "reveal")) for tid, shape in items]
         to = self.coordinator if to is None else to
         if to != self.coordinator:

@@ -13,7 +13,10 @@ bytes of a step depend on neither). For each suite:
 median ms per iteration (p90), and the measured online rounds, online, dealer and control
 bytes per iteration, and the dealer's computation per iteration (key generation and PRG
 draws, timed in the provider: the offline work; "online ms" is the rest of the step).
-CrypTen runs in its own venv (``--no-crypten`` skips it).
+CrypTen runs in its own venv (``--no-crypten`` skips it). The coordinator's workloads
+(seed, network-a) replay their steps by default (``TrainingCoordinator(replay=True)``,
+training/replay.py: the step's ops recorded twice, then issued without the frontend);
+``--replay off`` times the traced steps, ``--replay both`` prints a row for each.
 """
 
 from __future__ import annotations
@@ -157,6 +160,9 @@ def plaintext_ms(w: Workload, iterations: int) -> float:
 @dataclass
 class Row:
     suite: str
+    replay: str
+    """``yes``: the coordinator's step replay ran every timed step; ``no``; ``-``: no
+    coordinator (mnist-net's plain loop)."""
     ms: float
     p90: float
     rounds: int
@@ -168,26 +174,28 @@ class Row:
 
 
 def on_cluster(
-    cluster: Cluster, w: Workload
+    cluster: Cluster, w: Workload, replay: bool = False
 ) -> tuple[TrainingCoordinator, SharedTensor, SharedTensor]:
     """The workload shared on ``cluster``: its coordinator (SGD), data and targets."""
     x, y = w.data()
     model = cluster.share_module(w.model(), precision=w.precision, base=w.base)
-    coord = TrainingCoordinator(
-        cluster, model, SGD(model.parameters(), lr=w.lr), w.loss, measure_phases=False
-    )
+    opt = SGD(model.parameters(), lr=w.lr)
+    coord = TrainingCoordinator(cluster, model, opt, w.loss, measure_phases=False, replay=replay)
     xs = cluster.share(x, precision=w.precision, base=w.base)
     return coord, xs, cluster.share(y, precision=w.precision, base=w.base)
 
 
-def stepper(cluster: Cluster, w: Workload) -> Callable[[], Awaitable[object]]:
-    """One training step of ``w`` on ``cluster``: the coordinator's (loss revealed), or for
-    class labels (a public index into the shared log-probabilities, as torch's nll_loss
-    takes them) the plain PyTorch loop, also revealing the loss."""
+def stepper(
+    cluster: Cluster, w: Workload, replay: bool = False
+) -> tuple[Callable[[], Awaitable[object]], TrainingCoordinator | None]:
+    """One training step of ``w`` on ``cluster`` and its coordinator: the coordinator's
+    step (loss revealed; ``replay``: its step replay, training.replay), or for class
+    labels (a public index into the shared log-probabilities, as torch's nll_loss takes
+    them) the plain PyTorch loop, also revealing the loss (no coordinator)."""
     x, y = w.data()
     if torch.is_floating_point(y):
-        coord, xs, ys = on_cluster(cluster, w)
-        return lambda: coord.step(xs, ys)
+        coord, xs, ys = on_cluster(cluster, w, replay)
+        return (lambda: coord.step(xs, ys)), coord
     model = cluster.share_module(w.model(), precision=w.precision, base=w.base)
     model.train()
     opt = SGD(model.parameters(), lr=w.lr)
@@ -200,12 +208,16 @@ def stepper(cluster: Cluster, w: Workload) -> Callable[[], Awaitable[object]]:
         opt.step()
         return await loss.get()
 
-    return step
+    return step, None
 
 
-async def encrypted(w: Workload, suite: str, parties: int, iterations: int, warmup: int) -> Row:
+async def encrypted(
+    w: Workload, suite: str, parties: int, iterations: int, warmup: int, replay: bool
+) -> Row:
     async with Cluster.start(NAMES[:parties], provider="james", protocols=suite) as cluster:
-        step = stepper(cluster, w)
+        step, coord = stepper(cluster, w, replay)
+        if coord is not None and replay:
+            warmup = max(warmup, 2)  # the two steps whose recordings agree
         times = []
         for i in range(warmup + iterations):
             if i == warmup:
@@ -220,8 +232,12 @@ async def encrypted(w: Workload, suite: str, parties: int, iterations: int, warm
         d = cluster.stats() - before
         dealer_s = (cluster.dealer.compute_seconds if cluster.dealer else 0.0) - dealt
     times.sort()
+    rep = None if coord is None else coord.replay
+    if rep is not None and rep.replayed < iterations:  # every timed step must be a replay
+        raise RuntimeError(f"{w.name}: {rep.replayed} steps replayed: {rep.why_not}")
     return Row(
         suite,
+        "-" if coord is None else "yes" if rep is not None else "no",
         statistics.median(times),
         times[math.ceil(0.9 * (len(times) - 1))],
         d.online_rounds // iterations,
@@ -305,6 +321,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--batch", type=int, default=32, help="mnist-net's batch (default 32)")
     ap.add_argument(
+        "--replay",
+        choices=["on", "off", "both"],
+        default="on",
+        help="the coordinator's step replay (training.replay; seed and network-a): on "
+        "(default), off, or both (a row each)",
+    )
+    ap.add_argument(
         "--encoding",
         metavar="BASE/PRECISION",
         help="fixed point of the shares, e.g. 10/3 (default: the workload's; the costs do not "
@@ -326,13 +349,19 @@ def main(argv: list[str] | None = None) -> None:
     plain = plaintext_ms(w, iterations + warmup)
     runs: list[tuple[list[Row], float | None]] = []
     for k in range(args.repeat):
-        rows = [trio.run(encrypted, w, s, args.parties, iterations, warmup) for s in suites]
+        modes = {"on": [True], "off": [False], "both": [True, False]}[args.replay]
+        rows = [
+            trio.run(encrypted, w, s, args.parties, iterations, warmup, r)
+            for s in suites
+            for r in modes
+        ]
         peer = None if args.no_crypten or args.parties != 2 else crypten_ms(w)
         runs.append((rows, peer))
         if args.repeat > 1:
             vs = "" if peer is None else f"CrypTen {peer:.1f} ms; "
             mine = ", ".join(
-                f"{r.suite} {r.ms:.2f} ms" + ("" if peer is None else f" ({peer / r.ms:.1f}x)")
+                f"{r.suite}{'' if r.replay != 'no' else ' (no replay)'} {r.ms:.2f} ms"
+                + ("" if peer is None else f" ({peer / r.ms:.1f}x)")
                 for r in rows
             )
             print(f"run {k + 1} of {args.repeat}: {vs}{mine}", flush=True)
@@ -345,7 +374,7 @@ def main(argv: list[str] | None = None) -> None:
     if peer is not None:
         print(f"CrypTen 0.4.1     {peer:9.1f} ms  (2 parties + TTP, same command)")
     print(
-        f"{'suite':<10} {'ms':>9} {'p90':>9} {'x plain':>8} {'CrypTen/x':>9} {'rounds':>6} "
+        f"{'suite':<10} {'replay':>6} {'ms':>9} {'p90':>9} {'x plain':>8} {'CrypTen/x':>9} {'rounds':>6} "
         f"{'online B':>11} {'dealer B':>12} {'control B':>9} {'dealer ms':>9} {'online ms':>9}"
     )
     if args.repeat > 1:
@@ -355,7 +384,7 @@ def main(argv: list[str] | None = None) -> None:
     for r, ratio in zip(rows, ratios, strict=True):
         vs = f"{ratio:9.1f}" if ratio is not None else f"{'-':>9}"
         print(
-            f"{r.suite:<10} {r.ms:9.2f} {r.p90:9.2f} {r.ms / plain:8.1f} {vs} {r.rounds:>6} "
+            f"{r.suite:<10} {r.replay:>6} {r.ms:9.2f} {r.p90:9.2f} {r.ms / plain:8.1f} {vs} {r.rounds:>6} "
             f"{r.online:>11,} {r.dealer:>12,} {r.control:>9,} {r.dealer_ms:9.2f} "
             f"{r.ms - r.dealer_ms:9.2f}"
         )

@@ -70,6 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(e.g. alice,bob); by default the coordinator shares both",
     )
     launch.add_check_args(ap)
+    ap.add_argument(
+        "--replay",
+        action="store_true",
+        help="replay the recorded step (training.replay): later steps issue the same ops "
+        "without the frontend; the per-phase split is then not measured",
+    )
     ap.add_argument("--quiet", action="store_true", help="only the summary")
     args = ap.parse_args(argv)
     launch.check_script_args(ap, args)
@@ -136,7 +142,9 @@ async def train(args: argparse.Namespace) -> dict[str, object]:
             y = cluster.share(TARGET, precision=args.precision, base=args.base)
         model = cluster.share_module(net, precision=args.precision, base=args.base)
         opt = SGD(model.parameters(), lr=args.lr)
-        coord = TrainingCoordinator(cluster, model, opt, loss_fn)
+        coord = TrainingCoordinator(
+            cluster, model, opt, loss_fn, measure_phases=not args.replay, replay=args.replay
+        )
         await cluster.flush()
         setup = cluster.stats()
         if not args.quiet and not show_progress:
@@ -167,6 +175,7 @@ async def train(args: argparse.Namespace) -> dict[str, object]:
         elapsed = time.perf_counter() - t0
         total = cluster.stats() - setup
         checker = cluster.checker
+        replayed = coord.replay
     gaps = [abs(r.loss - p) for r, p in zip(records, plain, strict=True)]
     worst = max(range(len(gaps)), key=gaps.__getitem__)
     phases = records[-1].phases
@@ -188,11 +197,11 @@ async def train(args: argparse.Namespace) -> dict[str, object]:
     )
     print(f"final loss        {records[-1].loss:.4f} (plaintext {plain[-1]:.4f})")
     print(f"largest |gap|     {gaps[worst]:.4f} at iteration {worst}")
+    split = ", ".join(f"{k} {v.online_rounds}" for k, v in phases.items())
     print(
         f"per iteration     {records[-1].online_rounds} online rounds "
-        + "("
-        + ", ".join(f"{k} {v.online_rounds}" for k, v in phases.items())
-        + f"), {records[-1].online_bytes} online bytes, {records[-1].offline_bytes} offline bytes"
+        + (f"({split})" if split else "(phases not measured with --replay)")
+        + f", {records[-1].online_bytes} online bytes, {records[-1].offline_bytes} offline bytes"
     )
     print(
         f"totals            {total.online_rounds} rounds, {total.online_bytes} online B, "
@@ -207,6 +216,12 @@ async def train(args: argparse.Namespace) -> dict[str, object]:
         )
     else:
         print(f"time              {1000 * elapsed:.1f} ms for the one iteration")
+    if replayed is not None:
+        why = "" if replayed.why_not is None else f"; the last recorded: {replayed.why_not}"
+        print(
+            f"replay            {replayed.replayed} of {len(records)} steps replayed, "
+            f"{replayed.recorded} recorded{why}"
+        )
     if preds is not None:
         shown = ", ".join(f"{v:.3f}" for v in preds.reshape(-1).tolist())
         print(f"predictions       [{shown}] for targets {TARGET.reshape(-1).tolist()}")

@@ -104,6 +104,22 @@ def test_run_sh_command_train_xor_prints_the_readmes_table() -> None:
     assert re.search(r"^predictions\s+\[.*\] for targets \[0.0, 0.0, 1.0, 1.0\]$", out.stdout, re.M)
 
 
+def test_train_xor_replay(in_process: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--replay``: all but the recorded steps are replayed, with the same rounds and
+    bytes per step as the measured run; the phases are not measured."""
+    import train_xor
+
+    assert train_xor.main(["--replay", "--iterations", "8", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "per iteration     6 online rounds (phases not measured with --replay), 992 online "
+        "bytes, 33456 offline bytes" in out
+    ), out
+    # steps 0 and 1 recorded, 2-7 replayed (the last reveals the predictions too)
+    assert re.search(r"^replay\s+6 of 8 steps replayed, 2 recorded$", out, re.M), out
+    assert re.search(r"^predictions\s+\[.*\] for targets \[0.0, 0.0, 1.0, 1.0\]$", out, re.M)
+
+
 def test_comm_report_command_writes_the_report(tmp_path: Path) -> None:
     """The README's ``python scripts/comm_report.py --out reports/``, into a temporary
     folder and ``--quick``: it asserts every measured figure against its closed form."""
@@ -153,22 +169,28 @@ def test_bench_train_seed_without_crypten(
     import bench_train
 
     argv = ["--suites", "default,carry", "--iterations", "3", "--warmup", "1", "--no-crypten"]
-    bench_train.main([*argv, "--repeat", "2"])
+    bench_train.main([*argv, "--repeat", "2", "--replay", "both"])
     out = capsys.readouterr().out
-    assert re.search(r"^run 1 of 2: default [\d.]+ ms, carry [\d.]+ ms$", out, re.M), out
+    run = r"^run 1 of 2: default [\d.]+ ms, default \(no replay\) [\d.]+ ms, carry [\d.]+ ms, "
+    assert re.search(run + r"carry \(no replay\) [\d.]+ ms$", out, re.M), out
     assert re.search(r"^run 2 of 2: default", out, re.M) and "(medians of 2 runs" in out
     assert "seed, 2 parties, 3 iterations (median ms per iteration" in out
     assert re.search(r"^plaintext torch\s+\d+\.\d{3} ms$", out, re.M)
     assert "CrypTen 0.4.1" not in out  # no peer figure without the peer
-    assert re.search(r"^suite\s+ms\s+p90\s+x plain\s+CrypTen/x\s+rounds\s+online B", out, re.M)
+    header = r"^suite\s+replay\s+ms\s+p90\s+x plain\s+CrypTen/x\s+rounds\s+online B"
+    assert re.search(header, out, re.M), out
     rows = {
-        m[0]: m
+        m[:2]: m[2:]
         for m in re.findall(
-            r"^(default|carry)\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+(-)\s+(\d+)\s+([\d,]+)", out, re.M
+            r"^(default|carry)\s+(yes|no)\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+(-)\s+(\d+)\s+([\d,]+)",
+            out,
+            re.M,
         )
     }
-    assert rows["default"][1:3] == ("-", "6") and rows["carry"][1:3] == ("-", "12"), out
-    assert rows["default"][3] == "992", out  # the README's 0.99 KB online per iteration
+    assert len(rows) == 4, out  # a replayed and a traced row per suite, the same costs
+    for replay in ("yes", "no"):
+        assert rows[("default", replay)] == ("-", "6", "992"), out  # README: 0.99 KB online
+        assert rows[("carry", replay)][:2] == ("-", "12"), out
     with pytest.raises(SystemExit):
         bench_train.main([*argv, "--repeat", "0"])
     assert "--repeat takes a positive count, got 0" in capsys.readouterr().err
@@ -183,7 +205,7 @@ def test_bench_train_network_a_without_crypten(
     bench_train.main([*argv, "--warmup", "0", "--no-crypten"])
     out = capsys.readouterr().out
     assert "network-a, 2 parties, 1 iterations" in out and "CrypTen 0.4.1" not in out
-    assert re.search(r"^default\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+-\s+22\s", out, re.M), out
+    assert re.search(r"^default\s+yes\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+-\s+22\s", out, re.M), out
 
 
 def test_bench_train_mnist_net_without_crypten(
@@ -202,7 +224,7 @@ def test_bench_train_mnist_net_without_crypten(
     assert "mnist-net, 2 parties, 1 iterations" in out, out
     assert re.search(r"^suite .* control B\s+dealer ms\s+online ms$", out, re.M), out
     row = re.search(
-        r"^default\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+-\s+(\d+)\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)"
+        r"^default\s+-\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+-\s+(\d+)\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)"
         r"\s+([\d.]+)\s+([\d.]+)$",
         out,
         re.M,

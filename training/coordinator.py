@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ from actors.stats import LabelBook, LabelStats
 
 from .optim import SGD
 from .progress import ProgressBar, ProgressOption
+from .replay import StepReplay
 from .tensor import SharedTensor
 
 PHASES = ("forward", "loss", "backward", "update")
@@ -127,6 +128,7 @@ class TrainingCoordinator:
         *,
         measure_phases: bool = True,
         phase_barriers: bool = False,
+        replay: bool = False,
     ) -> None:
         self.cluster = cluster
         self.model = model
@@ -138,6 +140,14 @@ class TrainingCoordinator:
             cluster.track_op_costs()
         self.iteration = 0
         self._log = get_logger(actor=cluster.coordinator)
+        if replay and (measure_phases or phase_barriers):
+            raise ValueError(
+                "replay=True re-issues a recorded step's ops without measuring each: "
+                "pass measure_phases=False (and no phase_barriers)"
+            )
+        self.replay = StepReplay(cluster, model, optimizer) if replay else None
+        """The step replay (``replay=True``): its ``replayed``/``recorded`` counts and
+        ``why_not`` (:mod:`training.replay`)."""
 
     async def step(
         self, data: SharedTensor, target: Any, *, reveal_predictions: bool = False
@@ -174,24 +184,37 @@ class TrainingCoordinator:
                 mark = now
 
         self.optimizer.zero_grad()
-        # per-layer labels only where something reads them (the op log, debug logging):
-        # their hooks cost ~2% of a seed step; otherwise ops are labelled by phase
-        layers = _layer_labels(c, self.model) if c.logs_ops else nullcontext()
-        with c.label("forward"), layers:
-            pred = self.model(data)
-        await settle("forward")
-        with c.label("loss"):
-            loss = self.loss_fn(pred, target)
-        await settle("loss")
-        loss.backward()
-        await settle("backward")
-        with c.label("update"):
-            self.optimizer.step()
-        await settle("update")
+        replay = self.replay
+        key = None if replay is None else replay.key(data, target)
+        if replay is not None and key is not None and replay.ready(key):
+            loss, pred = replay.run(data, target, reveal_predictions)
+        else:
+            recording: AbstractContextManager[list[Any]] = nullcontext([])
+            if replay is not None and key is not None:
+                recording = replay.record(key, data, target)
+            with recording as result:
+                # per-layer labels only where something reads them (the op log, debug
+                # logging): their hooks cost ~2% of a seed step; else labels by phase
+                layers = _layer_labels(c, self.model) if c.logs_ops else nullcontext()
+                with c.label("forward"), layers:
+                    pred = self.model(data)
+                await settle("forward")
+                with c.label("loss"):
+                    loss = self.loss_fn(pred, target)
+                await settle("loss")
+                loss.backward()
+                await settle("backward")
+                with c.label("update"):
+                    self.optimizer.step()
+                await settle("update")
+                result += [loss, pred]
         # the step's barrier goes with its last reveal (one exchange with the parties)
         revealed = await loss.get(dtype=torch.float64, flush=not reveal_predictions)
         loss_value = float(revealed.reshape(-1)[0])
-        preds = await pred.get(dtype=torch.float64, flush=True) if reveal_predictions else None
+        preds = None
+        if reveal_predictions:
+            assert pred is not None  # (a replay returns it when asked)
+            preds = await pred.get(dtype=torch.float64, flush=True)
         seconds = time.perf_counter() - t0
         end = c.stats()
         costs = c.take_op_costs() if self.measure_phases else []

@@ -132,6 +132,10 @@ class SGD(Optimizer):
     ``b = mu b + (1 - dampening) g`` (``b = g`` on the first step), Nesterov
     ``g + mu b``, then ``p - lr g``."""
 
+    replayable = True
+    """Its step's ops follow from ``param_groups`` and the state's presence alone (the
+    momentum buffer's first step differs, and is recorded apart): see training.replay."""
+
     def __init__(
         self,
         params: Iterable[Any],

@@ -1,0 +1,285 @@
+"""Step replay: a training step's ops recorded once, then issued again without the frontend.
+
+The coordinator's Python cannot branch on a secret, so for the same public facts (the
+shapes and encodings of data and targets, the parameters, the hyper-parameters, the
+modules' train/eval modes) a step issues the same ops. ``TrainingCoordinator(...,
+replay=True)`` records a step's ops (:mod:`actors.recording`); once two consecutive
+steps recorded the same ops (the first step may differ: SGD's momentum buffer starts as
+the gradient), later steps with the same public facts re-issue them directly: no module
+calls, no autograd, no submit checks. The parameters, their gradients, the optimiser's
+state and the loss are rebound to the new results; the step's intermediates are freed.
+
+What the replay holds to:
+- it only runs where nothing else reads the ops: not with the op log (``measure_phases``,
+  ``track_op_costs``), debug logging, check mode or phase barriers;
+- the optimiser must say its step follows from its ``param_groups`` alone
+  (``replayable = True``: :class:`training.optim.SGD`; Adam's step depends on its count);
+- every operand created before the step must be the data, the targets, a parameter or an
+  optimiser state tensor (a module buffer that a step rewrites, e.g. batch norm's running
+  statistics, is none of these, so such a model is never replayed);
+- a change of a public fact (a learning-rate schedule, ``model.eval()``, a last smaller
+  batch) records again.
+
+The one promise left to the user (hence opt-in): the model's forward and the loss issue
+the same ops whenever those public facts are the same, with no Python state of their
+own that changes the ops from one step to the next (``if self.steps > 100: ...``). A
+module attribute assigned inside ``forward`` is not updated by a replayed step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from actors.recording import Recording, recording
+
+from .check import Origin
+from .handle import Handle
+
+Role = tuple[Any, ...]
+"""What an operand created before the step is: ``("data",)``, ``("param", i)``, ..."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Out:
+    """A result of the step that outlives it: what to rebind, and to which result."""
+
+    role: Role
+    tid: int
+    cls: type
+    shape: torch.Size
+    fp: Any
+    prec: int
+    dtype: torch.dtype
+    entry: int
+    """The recorded op that made it (its origin in error messages)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    rec: Recording
+    roles: dict[int, Role]
+    """Recorded external operand -> its role."""
+    outs: tuple[_Out, ...]
+    dead: tuple[int, ...]
+    """The internal ids that do not outlive the step (freed after a replay)."""
+
+    def shape_of(self) -> tuple[Any, ...]:
+        """The recording with its ids relative: two steps that issue the same ops compare
+        equal."""
+        first = self.rec.first_tid
+
+        def rel(t: int) -> Any:
+            return t - first if self.rec.internal(t) else self.roles[t]
+
+        ops = tuple(
+            (e.kind, tuple(map(rel, e.ins)), tuple(map(rel, e.outs)), e.shapes, e.params, e.dealt)
+            for e in self.rec.entries
+        )
+        outs = tuple((o.role, rel(o.tid), o.cls, o.shape, o.fp, o.prec, o.dtype) for o in self.outs)
+        # (o.entry follows from the ops and the ids)
+        return (self.rec.end_tid - first, ops, outs)
+
+
+class StepReplay:
+    """The replay of one coordinator's steps (see the module doc)."""
+
+    def __init__(self, cluster: Any, model: nn.Module, optimizer: Any) -> None:
+        self.cluster = cluster
+        self.model = model
+        self.optimizer = optimizer
+        self.replayed = 0
+        """Steps issued by replay so far."""
+        self.recorded = 0
+        """Steps recorded so far."""
+        self.why_not: str | None = None
+        """Why the last step was not replayed (None: it was)."""
+        self._last: dict[tuple[Any, ...], _Template] = {}
+        """The last recording of each step's facts."""
+        self._ready: dict[tuple[Any, ...], _Template] = {}
+        """The recordings two steps with the same facts agreed on (replayed from then on)."""
+        self._current: _Template | None = None
+
+    # -- the public facts a step's ops follow from -----------------------------------------
+    def _params(self) -> list[Handle]:
+        seen: dict[int, Handle] = {}
+        for p in [*self.model.parameters(), *self.optimizer.params]:
+            if isinstance(p, Handle):
+                seen.setdefault(id(p), p)
+        return list(seen.values())
+
+    def _state(self, params: list[Handle]) -> Iterator[tuple[int, str, Any]]:
+        for i, p in enumerate(params):
+            for name, value in self.optimizer.state.get(id(p), {}).items():
+                yield i, name, value
+
+    def key(self, data: Handle, target: Handle) -> tuple[Any, ...] | None:
+        """The step's public facts, or None (and :attr:`why_not`) where a replay cannot hold."""
+        c = self.cluster
+        why = None
+        if c.logs_ops:
+            why = "the op log or debug logging reads every op"
+        elif getattr(c, "checker", None) is not None:
+            why = "check mode checks every op"
+        elif not getattr(self.optimizer, "replayable", False):
+            why = f"{type(self.optimizer).__name__}'s step depends on more than its param_groups"
+        elif data.requires_grad or target.requires_grad:
+            why = "the data or the targets require gradients"
+        elif not torch.is_grad_enabled():
+            why = "gradients are disabled"
+        if why is not None:
+            self.why_not = why
+            return None
+        params = self._params()
+        groups = tuple(
+            (
+                tuple(id(p) for p in g["params"]),
+                tuple((k, repr(v)) for k, v in g.items() if k != "params"),
+            )
+            for g in self.optimizer.param_groups
+        )
+        state = tuple(
+            (i, name, "shared" if isinstance(v, Handle) else repr(v))
+            for i, name, v in self._state(params)
+        )
+        return (
+            tuple((h.shape, h.fp, h.prec, h.dtype) for h in (data, target)),
+            tuple((id(p), p.shape, p.fp, p.prec, p.dtype, p.requires_grad) for p in params),
+            groups,
+            state,
+            tuple(m.training for m in self.model.modules()),
+        )
+
+    # -- recording --------------------------------------------------------------------------
+    def _roles(self, data: Handle, target: Handle) -> dict[int, Role]:
+        params = self._params()
+        roles: dict[int, Role] = {data.tid: ("data",), target.tid: ("target",)}
+        for i, p in enumerate(params):
+            roles.setdefault(p.tid, ("param", i))
+        for i, name, v in self._state(params):
+            if isinstance(v, Handle):
+                roles.setdefault(v.tid, ("state", i, name))
+        return roles
+
+    @contextmanager
+    def record(self, key: tuple[Any, ...], data: Handle, target: Handle) -> Iterator[list[Any]]:
+        """Record the step run inside; the caller puts ``[loss, pred]`` in the list it
+        gets, and the recording becomes the template once two with ``key`` agree."""
+        roles = self._roles(data, target)
+        result: list[Any] = []
+        with recording(self.cluster) as rec:
+            yield result
+        self.recorded += 1
+        template = self._template(rec, roles, result, key)
+        last = self._last.pop(key, None)
+        if template is None:
+            return
+        if last is not None and last.shape_of() == template.shape_of():
+            _keep(self._ready, key, template)
+        else:
+            if last is not None:
+                self.why_not = "the last two steps with these facts issued different ops"
+            _keep(self._last, key, template)
+
+    def _template(
+        self, rec: Recording, roles: dict[int, Role], result: list[Any], key: tuple[Any, ...]
+    ) -> _Template | None:
+        if rec.blocker is not None:
+            self.why_not = f"the step cannot be replayed: {rec.blocker}"
+            return None
+        stray = sorted(rec.externals() - roles.keys())
+        if stray:
+            self.why_not = (
+                f"the step reads tensors made before it that are not the data, targets, "
+                f"parameters or optimiser state (ids {stray[:5]}): e.g. a module buffer"
+            )
+            return None
+        loss, pred = result
+        params = self._params()
+        outs: list[tuple[Role, Any]] = [(("loss",), loss), (("pred",), pred)]
+        for i, p in enumerate(params):
+            outs.append((("param", i), p))
+            if p.grad is not None:
+                outs.append((("grad", i), p.grad))
+        for i, name, v in self._state(params):
+            outs.append((("state", i, name), v))
+        made = {t: i for i, e in enumerate(rec.entries) for t in e.outs}
+        kept: list[_Out] = []
+        for role, h in outs:
+            if not isinstance(h, Handle):
+                self.why_not = f"the step's {role[0]} is not a SharedTensor"
+                return None
+            if rec.internal(h.tid):
+                facts = (type(h), h.shape, h.fp, h.prec, h.dtype, made.get(h.tid, -1))
+                kept.append(_Out(role, h.tid, *facts))
+            elif roles.get(h.tid) != role:  # an untouched parameter keeps its tensor
+                self.why_not = f"the step's {role[0]} is a tensor made before the step"
+                return None
+        live = {o.tid for o in kept}
+        dead = tuple(t for t in range(rec.first_tid, rec.end_tid) if t not in live)
+        return _Template(rec, roles, tuple(kept), dead)
+
+    # -- replaying ----------------------------------------------------------------------------
+    def ready(self, key: tuple[Any, ...]) -> bool:
+        """Whether a step with these facts is replayed (the next :meth:`run`)."""
+        self._current = self._ready.get(key)
+        if self._current is None:
+            self.why_not = "no two recorded steps with these facts agree yet (recording)"
+        return self._current is not None
+
+    def run(self, data: Handle, target: Handle, pred: bool) -> tuple[Handle, Handle | None]:
+        """Issue the recorded step again; returns ``(loss, the predictions if pred)``."""
+        t = self._current
+        assert t is not None, "run() follows a ready() that returned True"
+        c = self.cluster
+        params = self._params()
+        now: dict[Role, int] = {("data",): data.tid, ("target",): target.tid}
+        for i, p in enumerate(params):
+            now[("param", i)] = p.tid
+        state = self.optimizer.state
+        for i, name, v in self._state(params):
+            now[("state", i, name)] = v.tid
+        offset, ops = t.rec.replay(c, {tid: now[role] for tid, role in t.roles.items()})
+        entries = t.rec.entries
+        got: dict[Role, Handle] = {}
+        by_tid: dict[int, Handle] = {}  # (SGD's first momentum buffer is the gradient)
+        for o in t.outs:
+            if o.role == ("pred",) and not pred:
+                if all(x.tid != o.tid for x in t.outs if x is not o):
+                    c.release(o.tid + offset)  # (kept where the loss is the prediction)
+                continue
+            h = by_tid.get(o.tid)
+            if h is None:
+                h = by_tid[o.tid] = o.cls(c, o.tid + offset, o.shape, o.fp, o.prec, o.dtype)
+                if o.entry >= 0:
+                    e = entries[o.entry]
+                    h._origin = Origin(ops[o.entry], e.kind, e.label)
+            got[o.role] = h
+            what = o.role[0]
+            if what == "param":
+                params[o.role[1]]._assign(h)
+            elif what == "grad":
+                params[o.role[1]].grad = h
+            elif what == "state":
+                state[id(params[o.role[1]])][o.role[2]] = h
+        for tid in t.dead:
+            c.release(tid + offset)
+        self.replayed += 1
+        self.why_not = None
+        return got[("loss",)], got.get(("pred",))
+
+
+TEMPLATES = 8
+"""Recordings kept per coordinator (each for one set of public facts; oldest dropped)."""
+
+
+def _keep(book: dict[tuple[Any, ...], _Template], key: tuple[Any, ...], t: _Template) -> None:
+    book.pop(key, None)
+    book[key] = t
+    while len(book) > TEMPLATES:
+        del book[next(iter(book))]
