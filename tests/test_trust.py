@@ -351,21 +351,21 @@ async def test_over_tls_a_seed_is_refused_and_never_reaches_a_party(tmp_path: Pa
 
 
 @tls
+@pytest.mark.parametrize("replay", [False, True])
 def test_train_xor_with_data_owners_over_tls_prints_losses(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], replay: bool
 ) -> None:
     """The README's ``--transport tcp --data-owners alice,bob``: the owners' nodes allow the
     coordinator 1-element values, so the losses print and track plaintext; the predictions
-    (4 elements) are not revealed, and the run says why."""
+    (4 elements) are not revealed, and the run says why. With ``--replay`` the replayed
+    steps' reveals are decided by the owners' rules alike."""
     import train_xor
 
-    assert (
-        train_xor.main(
-            ["--transport", "tcp", "--data-owners", "alice,bob", "--iterations", "3", "--quiet"]
-        )
-        == 0
-    )
+    argv = ["--transport", "tcp", "--data-owners", "alice,bob", "--iterations", "4", "--quiet"]
+    assert train_xor.main(argv + (["--replay"] if replay else [])) == 0
     out = capsys.readouterr().out
+    if replay:
+        assert re.search(r"^replay\s+2 of 4 steps replayed, 2 recorded$", out, re.M), out
     final = re.search(r"^final loss\s+([\d.]+) \(plaintext ([\d.]+)\)", out, re.M)
     assert final is not None, out
     assert abs(float(final[1]) - float(final[2])) < 0.01
