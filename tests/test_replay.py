@@ -76,6 +76,21 @@ async def test_replayed_steps_equal_traced_steps(n: int, opt: dict[str, Any]) ->
     assert rep.why_not is None
 
 
+async def test_dropout_is_replayed_with_fresh_masks() -> None:
+    """Dropout's masks are the dealer's (keyed by op id), not the coordinator's: a model
+    with dropout is replayed and equals the traced run (whose masks are drawn afresh per op),
+    and the masks act: the run differs from the same model without dropout."""
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(2, 6), nn.ReLU(), nn.Dropout(0.5), nn.Linear(6, 1))
+    plain, p_plain, _ = await _run(2, False, 8, model=net)
+    fast, p_fast, rep = await _run(2, True, 8, model=net)
+    assert fast == plain and all(torch.equal(a, b) for a, b in zip(p_fast, p_plain, strict=True))
+    assert rep is not None and rep.replayed == 6
+    torch.manual_seed(1)
+    still = nn.Sequential(nn.Linear(2, 6), nn.ReLU(), nn.Linear(6, 1))
+    assert fast != (await _run(2, True, 8, model=still))[0]  # the masks did something
+
+
 async def test_a_changed_public_fact_records_again() -> None:
     """A learning-rate change (what a scheduler does) and eval/train switches: the steps
     after the change are recorded again, and the run equals the unreplayed one."""
