@@ -110,6 +110,31 @@ async def test_a_changed_public_fact_records_again() -> None:
     assert (rep.recorded, rep.replayed) == (5, 5)
 
 
+async def test_the_data_as_its_own_target_is_a_fact_of_its_own() -> None:
+    """An autoencoder-style step whose data is its target, then steps with a separate
+    target of the same shape: the recording of one is not replayed for the other (each
+    recorded operand is mapped by its role), and the run equals the traced one."""
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2))
+    data = DATA * 0.5
+
+    async def run(replay: bool) -> list[float]:
+        async with start_cluster(2, seed=7) as c:
+            m = c.share_module(net)
+            coord = TrainingCoordinator(
+                c, m, SGD(m.parameters(), lr=0.1), loss_fn, measure_phases=False, replay=replay
+            )
+            x, other = c.share(data), c.share(data.flip(1))
+            losses = [(await coord.step(x, x)).loss for _ in range(4)]
+            losses += [(await coord.step(x, other)).loss for _ in range(4)]
+            if replay:
+                assert coord.replay is not None
+                assert (coord.replay.recorded, coord.replay.replayed) == (4, 4)
+            return losses
+
+    assert await run(True) == await run(False)
+
+
 @pytest.mark.filterwarnings("ignore::training.precision.PrecisionWarning")
 async def test_what_cannot_be_replayed_is_not() -> None:
     """Adam's step depends on its count; a model reading a module buffer the step

@@ -147,7 +147,14 @@ class StepReplay:
             (i, name, "shared" if isinstance(v, Handle) else repr(v))
             for i, name, v in self._state(params)
         )
+        # which of these name the same tensor (the data as its own target, say): a
+        # replay maps each recorded operand by its role
+        tids = [data.tid, target.tid, *(p.tid for p in params)]
+        tids += [v.tid for _, _, v in self._state(params) if isinstance(v, Handle)]
+        first: dict[int, int] = {}
+        aliases = tuple(first.setdefault(t, i) for i, t in enumerate(tids))
         return (
+            aliases,
             tuple((h.shape, h.fp, h.prec, h.dtype) for h in (data, target)),
             tuple((id(p), p.shape, p.fp, p.prec, p.dtype, p.requires_grad) for p in params),
             groups,
@@ -175,7 +182,7 @@ class StepReplay:
         with recording(self.cluster) as rec:
             yield result
         self.recorded += 1
-        template = self._template(rec, roles, result, key)
+        template = self._template(rec, roles, result)
         last = self._last.pop(key, None)
         if template is None:
             return
@@ -187,7 +194,7 @@ class StepReplay:
             _keep(self._last, key, template)
 
     def _template(
-        self, rec: Recording, roles: dict[int, Role], result: list[Any], key: tuple[Any, ...]
+        self, rec: Recording, roles: dict[int, Role], result: list[Any]
     ) -> _Template | None:
         if rec.blocker is not None:
             self.why_not = f"the step cannot be replayed: {rec.blocker}"
