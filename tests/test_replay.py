@@ -155,8 +155,13 @@ async def test_what_cannot_be_replayed_is_not() -> None:
 async def test_replay_refuses_what_it_would_not_measure() -> None:
     async with start_cluster(2) as c:
         m = c.share_module(make_net(False, 0))
+        opt = SGD(m.parameters(), lr=0.1)
         with pytest.raises(ValueError, match="measure_phases=False"):
-            TrainingCoordinator(c, m, SGD(m.parameters(), lr=0.1), loss_fn, replay=True)
+            TrainingCoordinator(c, m, opt, loss_fn, measure_phases=True, replay=True)
+        with pytest.raises(ValueError, match="no phase_barriers"):
+            TrainingCoordinator(c, m, opt, loss_fn, phase_barriers=True, replay=True)
+        coord = TrainingCoordinator(c, m, opt, loss_fn, replay=True)  # measures per step
+        assert not coord.measure_phases and coord.replay is not None
 
 
 async def test_replayed_steps_free_their_intermediates() -> None:

@@ -114,10 +114,13 @@ def _layer_labels(cluster: Any, model: nn.Module) -> Iterator[None]:
 class TrainingCoordinator:
     """Drives ``zero_grad / forward / loss / backward / step`` on shares.
 
-    ``measure_phases`` (default) keeps the op log: per-phase and per-label costs in each
-    :class:`IterationRecord`, and ops labelled per layer (``forward/fc1``, also in error
-    messages). Without it (and without ``cluster.track_op_costs()`` or debug logging) a
-    step skips that bookkeeping and its ops are labelled by phase (``forward``)."""
+    ``measure_phases`` (the default without ``replay``) keeps the op log: per-phase and
+    per-label costs in each :class:`IterationRecord`, and ops labelled per layer
+    (``forward/fc1``, also in error messages). Without it (and without
+    ``cluster.track_op_costs()`` or debug logging) a step skips that bookkeeping and its ops
+    are labelled by phase (``forward``). ``replay=True`` records the step's ops and issues
+    them again for later steps with the same public facts (:mod:`training.replay`); it
+    measures each step's rounds and bytes, not each op's (no ``measure_phases``)."""
 
     def __init__(
         self,
@@ -126,10 +129,16 @@ class TrainingCoordinator:
         optimizer: SGD,
         loss_fn: Callable[[Any, Any], SharedTensor],
         *,
-        measure_phases: bool = True,
+        measure_phases: bool | None = None,
         phase_barriers: bool = False,
         replay: bool = False,
     ) -> None:
+        if replay and (measure_phases or phase_barriers):
+            raise ValueError(
+                "replay=True re-issues a recorded step's ops without measuring each: "
+                "pass measure_phases=False (or leave it out) and no phase_barriers"
+            )
+        measure_phases = not replay if measure_phases is None else measure_phases
         self.cluster = cluster
         self.model = model
         self.optimizer = optimizer
@@ -140,11 +149,6 @@ class TrainingCoordinator:
             cluster.track_op_costs()
         self.iteration = 0
         self._log = get_logger(actor=cluster.coordinator)
-        if replay and (measure_phases or phase_barriers):
-            raise ValueError(
-                "replay=True re-issues a recorded step's ops without measuring each: "
-                "pass measure_phases=False (and no phase_barriers)"
-            )
         self.replay = StepReplay(cluster, model, optimizer) if replay else None
         """The step replay (``replay=True``): its ``replayed``/``recorded`` counts and
         ``why_not`` (:mod:`training.replay`)."""

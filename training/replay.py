@@ -11,7 +11,8 @@ state and the loss are rebound to the new results; the step's intermediates are 
 
 What the replay holds to:
 - it only runs where nothing else reads the ops: not with the op log (``measure_phases``,
-  ``track_op_costs``), debug logging, check mode or phase barriers;
+  off by default with ``replay``; ``track_op_costs``), debug logging, check mode or phase
+  barriers;
 - the optimiser must say its step follows from its ``param_groups`` alone
   (``replayable = True``: :class:`training.optim.SGD`; Adam's step depends on its count);
 - every operand created before the step must be the data, the targets, a parameter or an
