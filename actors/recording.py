@@ -13,8 +13,9 @@ Tensor ids are of two sorts in a recording: *internal* (created inside the span:
 ids the runtime handed out from :attr:`Recording.first_tid` on, mapped by an offset) and
 *external* (created before: the data, the parameters). A replay is given the new value
 of every external id (a parameter's current tensor); one it is not given is a
-``KeyError`` naming the id, never a stale operand. A span that shares inputs or reveals
-cannot be replayed (:attr:`Recording.blocker` says why): those are not queued ops alone.
+``KeyError`` naming the id, never a stale operand. A span that shares inputs, reveals,
+saves or loads cannot be replayed (:attr:`Recording.blocker` says why): those are not
+queued ops alone.
 
 The parties see what they would have seen: the same commands with new op ids, so the
 dealer deals fresh material for each op and every opening is masked afresh.
@@ -85,14 +86,14 @@ class Recording:
         internal id ``t`` becomes ``t + offset``. Returns ``(offset, op ids)``, the op ids in
         the recorded order. Issued at the runtime's next checkpoint, as submitted ops are."""
         runtime._check_open()
+        missing = self.externals() - externals.keys()
+        if missing:
+            raise KeyError(f"replay: no new value given for tensors {sorted(missing)}")
         count = self.end_tid - self.first_tid
         base = runtime._next_tid + 1
         runtime._next_tid += count
         offset = base - self.first_tid
         first, end = self.first_tid, self.end_tid
-        missing = self.externals() - externals.keys()
-        if missing:
-            raise KeyError(f"replay: no new value given for tensors {sorted(missing)}")
         ops = []
         for e in self.entries:
             op = runtime._op_id()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import threading
 import time
-import weakref
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -147,8 +146,7 @@ class Runtime:
             raise TypeError(f"input expects an encoded int64 tensor, got {encoded.dtype}")
         if encoded.numel() == 0:
             raise ShapeError(f"cannot share an empty tensor (shape {tuple(encoded.shape)})")
-        if self.recording is not None:
-            self.recording.block("it shares an input")
+        self._unreplayable("it shares an input")
         tid = self.new_tid()
         op = self._op_id()
         for party, piece in zip(
@@ -176,8 +174,7 @@ class Runtime:
                 f"{owner} holds no tensor named {name!r} "
                 f"(it holds {sorted(self.catalog.get(owner, {}))})"
             )
-        if self.recording is not None:
-            self.recording.block("a party shares an input")
+        self._unreplayable("a party shares an input")
         tid = self.new_tid()
         op = self._op_id()
         if not isinstance(scale, int) or scale < 1:
@@ -246,13 +243,14 @@ class Runtime:
             )
         return outs
 
+    def _unreplayable(self, why: str) -> None:
+        if self.recording is not None:  # (not queued ops alone)
+            self.recording.block(why)
+
     def release(self, tid: int) -> None:
         """Forget a tensor at the parties (called when its handle is garbage collected)."""
         if not self._closed:
             self._to_free.append(tid)
-
-    def track(self, handle: object, tid: int) -> None:
-        weakref.finalize(handle, self.release, tid)
 
     def label(self, name: str) -> AbstractContextManager[None]:
         """Label the ops issued inside (e.g. ``"forward/fc1"``); logs and reports group by it."""
@@ -300,8 +298,7 @@ class Runtime:
         answer awaited together) as raw ring tensors; ``flush=True``: and :meth:`flush`,
         its barrier in the same batch (one exchange with the parties instead of two)."""
         self._check_open()
-        if self.recording is not None:
-            self.recording.block("it reveals")
+        self._unreplayable("it reveals")
         wanted = [(ids([tid], "reveal")[0], sizes(shape, "reveal")) for tid, shape in items]
         to = self.coordinator if to is None else to
         if to != self.coordinator:
@@ -350,6 +347,7 @@ class Runtime:
         """Have every party write its own shares of ``tids`` to ``<directory>/<party>.shares.pt``
         (in-process clusters: the parties see this file system). Done at the next flush."""
         self._check_open()
+        self._unreplayable("it saves shares")
         op = self._op_id()
         self._command(Command("save", op, ids(tids, "save"), target=Folder(str(directory))))
 
@@ -357,6 +355,7 @@ class Runtime:
         """Have every party read back its own ``count`` shares saved by :meth:`save_shares`;
         returns the new tensor ids (in the saved order)."""
         self._check_open()
+        self._unreplayable("it loads shares")
         op = self._op_id()
         tids = [self.new_tid() for _ in range(count)]
         self._command(Command("load", op, (), tuple(tids), target=Folder(str(directory))))

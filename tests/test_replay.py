@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from actors.holdings import OpReused
+from actors.recording import recording
 from protocols.errors import PartyFailure
 from training import SGD, Adam, TrainingCoordinator, reveal_module
-from training.replay import StepReplay
+from training.replay import ReplayWarning, StepReplay
 from training.testing import start_cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -135,6 +136,110 @@ async def test_the_data_as_its_own_target_is_a_fact_of_its_own() -> None:
     assert await run(True) == await run(False)
 
 
+async def test_a_tensor_the_loss_closes_over_is_not_taken_for_new_data() -> None:
+    """The loss closes over ``xa``, the data of the recorded steps: a later step on other
+    data of the same shape is not a replay of them (``xa`` would become the new data);
+    it is recorded, reads ``xa`` as a tensor without a role, and runs as traced."""
+    xs = [DATA, DATA.flip(0) * 0.5]
+
+    async def run(replay: bool) -> tuple[list[float], StepReplay | None]:
+        async with start_cluster(2, seed=9) as c:
+            m = c.share_module(make_net(False, 0))
+            xa, xb = c.share(xs[0]), c.share(xs[1])
+            y = c.share(TARGET)
+            loss = lambda p, t: loss_fn(p, t) + ((xa - 0.5) ** 2).sum() * 0.0  # noqa: E731
+            coord = TrainingCoordinator(c, m, SGD(m.parameters(), lr=0.1), loss, replay=replay)
+            out = [(await coord.step(x, y)).loss for x in (xa, xa, xa, xb, xb, xb)]
+            return out, coord.replay
+
+    (plain, _), (fast, rep) = await run(False), await run(True)
+    assert fast == plain
+    assert rep is not None and (rep.recorded, rep.replayed) == (5, 1)
+    assert "closes over" in (rep.why_not or "")
+
+
+async def test_what_the_coordinator_runs_is_read_every_step() -> None:
+    """Reassigning the coordinator's loss or optimiser, or a module's setting (Dropout's
+    p, in its extra_repr), is a new set of facts: recorded again, equal to traced."""
+
+    async def run(replay: bool) -> list[float]:
+        async with start_cluster(2, seed=13) as c:
+            torch.manual_seed(1)
+            net = nn.Sequential(nn.Linear(2, 6), nn.ReLU(), nn.Dropout(0.5), nn.Linear(6, 1))
+            m = c.share_module(net)
+            coord = TrainingCoordinator(c, m, SGD(m.parameters(), lr=0.1), loss_fn, replay=replay)
+            x, y = c.share(DATA), c.share(TARGET)
+            out = []
+            for i in range(12):
+                if i == 4:
+                    coord.loss_fn = lambda p, t: loss_fn(p, t) * 0.5
+                if i == 7:
+                    coord.optimizer = SGD(m.parameters(), lr=0.02)
+                if i == 9:
+                    m[2].p = 0.1
+                out.append((await coord.step(x, y)).loss)
+            if replay:
+                assert coord.replay is not None
+                assert (coord.replay.recorded, coord.replay.replayed) == (8, 4)
+            return out
+
+    assert await run(True) == await run(False)
+
+
+async def test_an_sgd_subclass_declares_replayable_itself() -> None:
+    class Warmup(SGD):
+        """Triples lr every 4th step inside step(): not a param_groups fact."""
+
+        calls = 0
+
+        def step(self, closure: Any = None) -> None:  # type: ignore[override]
+            self.calls += 1
+            scale = 3.0 if self.calls % 4 == 0 else 1.0
+            for g in self.param_groups:
+                g["lr"] *= scale
+            super().step()
+            for g in self.param_groups:
+                g["lr"] /= scale
+
+    class Declared(SGD):
+        replayable = True
+
+    for cls, replayed in ((Warmup, 0), (Declared, 6)):
+        make = lambda ps, cls=cls: cls(ps, lr=0.05)  # noqa: E731
+        plain, _, _ = await _run(2, False, 8, make_opt=make)
+        fast, _, rep = await _run(2, True, 8, make_opt=make)
+        assert fast == plain and rep is not None and rep.replayed == replayed
+        if not replayed:
+            assert "Warmup does not declare replayable = True" in (rep.why_not or "")
+
+
+async def test_a_broken_promise_is_caught_by_the_periodic_check() -> None:
+    """A model whose ops change by its own Python state (a flag the loop sets, not in any
+    fact): every ``verify_every + 1``th step is recorded again and compared; the first
+    check after the change warns (ReplayWarning) and the replay stops for those facts."""
+    async with start_cluster(2, seed=3) as c:
+        m = c.share_module(make_net(False, 0))
+        coord = TrainingCoordinator(c, m, SGD(m.parameters(), lr=0.1), loss_fn, replay=True)
+        rep = coord.replay
+        assert rep is not None
+        rep.verify_every = 3
+        doubled = [False]
+        base = m.forward
+        m.forward = lambda x: base(x) * 2 if doubled[0] else base(x)  # type: ignore[method-assign]
+        x, y = c.share(DATA), c.share(TARGET)
+        # recorded 0, 1; replayed 2-4; checked 5 (agrees); replayed 6-8; checked 9: differs
+        for i in range(9):
+            doubled[0] = i >= 7
+            await coord.step(x, y)
+        assert (rep.recorded, rep.replayed) == (3, 6)
+        with pytest.warns(ReplayWarning, match="issued other ops than it"):
+            await coord.step(x, y)
+        for _ in range(3):
+            await coord.step(x, y)
+        assert (rep.recorded, rep.replayed) == (7, 6)
+        assert "replays stopped" in (rep.why_not or "")
+
+
 @pytest.mark.filterwarnings("ignore::training.precision.PrecisionWarning")
 async def test_what_cannot_be_replayed_is_not() -> None:
     """Adam's step depends on its count; a model reading a module buffer the step
@@ -149,7 +254,7 @@ async def test_what_cannot_be_replayed_is_not() -> None:
     torch.manual_seed(0)
     bn = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.ReLU(), nn.Linear(3, 1))
     fast, _, rep = await _run(2, True, 4, model=bn, base2=True)
-    assert rep is not None and rep.replayed == 0 and "made before it" in (rep.why_not or "")
+    assert rep is not None and rep.replayed == 0 and "module buffer" in (rep.why_not or "")
 
 
 async def test_replay_refuses_what_it_would_not_measure() -> None:
@@ -233,3 +338,32 @@ async def test_predictions_and_fit_with_replay() -> None:
 
     (a, pa), (b, pb) = await run(False), await run(True)
     assert a == b and torch.equal(pa, pb)
+
+
+async def test_a_recording_names_what_blocks_it_and_what_a_replay_lacks(tmp_path: Path) -> None:
+    """Shares, reveals, saves and loads are not queued ops alone: a span with one cannot be
+    replayed (``blocker``); a replay not given every operand made before the span raises
+    KeyError naming it, before it queues anything; a good one computes the same."""
+    async with start_cluster(2) as c:
+        x = c.share(DATA)
+        for what, act in [
+            ("it shares an input", lambda: c.share(DATA)),
+            ("it saves shares", lambda: c.save_shares([x.tid], tmp_path)),
+            ("it loads shares", lambda: c.load_shares(tmp_path, 1)),
+        ]:
+            with recording(c) as rec:
+                act()
+            assert rec.blocker == what
+            await c.flush()  # (the save is written before the load reads it)
+        await c.flush()
+        with recording(c) as rec:
+            y = x * 2 + x
+        assert rec.blocker is None and rec.externals() == {x.tid}
+        before = c._next_tid, c.last_op
+        with pytest.raises(KeyError, match=f"tensors \\[{x.tid}\\]"):
+            rec.replay(c, {})
+        assert (c._next_tid, c.last_op) == before
+        z = c.share(DATA * 3)
+        offset, _ = rec.replay(c, {x.tid: z.tid})
+        raw = await c.reveal(y.tid + offset, y.shape)
+        assert torch.equal(y.fp.decode(raw).float(), DATA * 9)

@@ -149,7 +149,7 @@ class TrainingCoordinator:
             cluster.track_op_costs()
         self.iteration = 0
         self._log = get_logger(actor=cluster.coordinator)
-        self.replay = StepReplay(cluster, model, optimizer) if replay else None
+        self.replay = StepReplay(self) if replay else None
         """The step replay (``replay=True``): its ``replayed``/``recorded`` counts and
         ``why_not`` (:mod:`training.replay`)."""
 
@@ -190,7 +190,7 @@ class TrainingCoordinator:
         self.optimizer.zero_grad()
         replay = self.replay
         key = None if replay is None else replay.key(data, target)
-        if replay is not None and key is not None and replay.ready(key):
+        if replay is not None and key is not None and replay.ready(key, data, target):
             loss, pred = replay.run(data, target, reveal_predictions)
         else:
             recording: AbstractContextManager[list[Any]] = nullcontext([])
