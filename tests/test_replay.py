@@ -5,6 +5,7 @@ a replayed step frees its intermediates; every replayed op has a fresh op id."""
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 from typing import Any
@@ -293,6 +294,7 @@ async def test_replayed_steps_free_their_intermediates() -> None:
                     for t in coord.replay._ready.values():
                         object.__setattr__(t, "dead", ())
                 await coord.step(x, y)
+            gc.collect()  # the recorded steps' autograd graphs are cycles: free them now
             await c.flush()
             return c._next_tid - len(freed)
 
