@@ -28,18 +28,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from protocols.params import NO_PARAMS, Params
+from protocols.params import Params
 
-from .messages import Command, DealerRequest
 from .oplog import Shape
 
 if TYPE_CHECKING:
     from .runtime import Runtime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Entry:
-    """One recorded op."""
+    """One op as submitted (kept where a span is recorded)."""
 
     kind: str
     ins: tuple[int, ...]
@@ -49,7 +48,8 @@ class Entry:
     params: Params | None
     """As the frontend gave them (before public constants become references)."""
     dealt: bool
-    label: str | None
+    label: str | None = None
+    """The label it was issued under (set where it is recorded)."""
 
 
 @dataclass(slots=True)
@@ -99,17 +99,8 @@ class Recording:
             op = runtime._op_id()
             ins = tuple(t + offset if first <= t < end else externals[t] for t in e.ins)
             outs = tuple(t + offset for t in e.outs)
-            if e.dealt:
-                given = NO_PARAMS if e.params is None else e.params
-                request = DealerRequest(
-                    op, e.kind, list(e.shapes), e.out_shape, given.d, given.keep
-                )
-                runtime._reqs.append(request)
-            sent = runtime._constants.outgoing(e.params)
-            runtime._command(Command(e.kind, op, ins, outs, sent))
+            runtime._queue(e, op, ins, outs)
             ops.append(op)
-        if ops:
-            runtime.last_op = ops[-1]
         return offset, ops
 
 

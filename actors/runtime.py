@@ -218,30 +218,28 @@ class Runtime:
         logged = self.logs_ops
         dealt, cost = self._facts.of(kind, impl, in_shapes, out_shapes[0], param, logged)
         op = self._op_id()
-        outs = [self.new_tid() for _ in out_shapes]
-        if dealt:
-            request = DealerRequest(op, kind, list(in_shapes), out_shapes[0], given.d, given.keep)
-            self._reqs.append(request)
-        sent = self._constants.outgoing(params)
-        self._command(Command(kind, op, tuple(inputs), tuple(outs), sent))
-        self.last_op = op
+        outs = tuple(self.new_tid() for _ in out_shapes)
+        entry = Entry(kind, inputs, outs, in_shapes, out_shapes[0], params, dealt)
+        self._queue(entry, op, inputs, outs)
         if self.recording is not None:
-            facts = (in_shapes, out_shapes[0], params, dealt, label_var.get())
-            self.recording.add(Entry(kind, inputs, tuple(outs), *facts))
+            entry.label = label_var.get()
+            self.recording.add(entry)
         if logged:
             assert cost is not None
+            interactive = impl.interactive
             log_op(
-                self._op_log,
-                self._log,
-                op,
-                kind,
-                in_shapes,
-                out_shapes,
-                given,
-                impl.interactive,
-                cost,
+                self._op_log, self._log, op, kind, in_shapes, out_shapes, given, interactive, cost
             )
-        return outs
+        return list(outs)
+
+    def _queue(self, e: Entry, op: int, ins: tuple[int, ...], outs: tuple[int, ...]) -> None:
+        """Queue op ``op`` of kind and facts ``e`` on tensors ``ins`` -> ``outs``, and its
+        dealer request where it is dealt for: :meth:`submit`'s last step, and a replay's."""
+        if e.dealt:
+            g = NO_PARAMS if e.params is None else e.params
+            self._reqs.append(DealerRequest(op, e.kind, list(e.shapes), e.out_shape, g.d, g.keep))
+        self._command(Command(e.kind, op, ins, outs, self._constants.outgoing(e.params)))
+        self.last_op = op
 
     def _unreplayable(self, why: str) -> None:
         if self.recording is not None:  # (not queued ops alone)

@@ -142,9 +142,7 @@ async def train(args: argparse.Namespace) -> dict[str, object]:
             y = cluster.share(TARGET, precision=args.precision, base=args.base)
         model = cluster.share_module(net, precision=args.precision, base=args.base)
         opt = SGD(model.parameters(), lr=args.lr)
-        coord = TrainingCoordinator(
-            cluster, model, opt, loss_fn, measure_phases=not args.replay, replay=args.replay
-        )
+        coord = TrainingCoordinator(cluster, model, opt, loss_fn, replay=args.replay)
         await cluster.flush()
         setup = cluster.stats()
         if not args.quiet and not show_progress:

@@ -53,6 +53,13 @@ async def _run(
         return losses, params, coord.replay
 
 
+def _seed_coordinator(c: Any, replay: bool) -> TrainingCoordinator:
+    """The seed's Net shared on ``c``, trained by SGD at lr 0.1 (with ``replay`` or not)."""
+    m = c.share_module(make_net(False, 0))
+    opt = SGD(m.parameters(), lr=0.1)
+    return TrainingCoordinator(c, m, opt, loss_fn, measure_phases=False, replay=replay)
+
+
 @pytest.mark.parametrize("n", [2, 3])
 @pytest.mark.parametrize(
     "opt",
@@ -219,8 +226,8 @@ async def test_a_broken_promise_is_caught_by_the_periodic_check() -> None:
     fact): every ``verify_every + 1``th step is recorded again and compared; the first
     check after the change warns (ReplayWarning) and the replay stops for those facts."""
     async with start_cluster(2, seed=3) as c:
-        m = c.share_module(make_net(False, 0))
-        coord = TrainingCoordinator(c, m, SGD(m.parameters(), lr=0.1), loss_fn, replay=True)
+        coord = _seed_coordinator(c, True)
+        m = coord.model
         rep = coord.replay
         assert rep is not None
         rep.verify_every = 3
@@ -284,10 +291,7 @@ async def test_replayed_steps_free_their_intermediates() -> None:
                 release(tid)
 
             c.release = counting  # type: ignore[method-assign]
-            m = c.share_module(make_net(False, 0))
-            coord = TrainingCoordinator(
-                c, m, SGD(m.parameters(), lr=0.1), loss_fn, measure_phases=False, replay=True
-            )
+            coord = _seed_coordinator(c, True)
             x, y = c.share(DATA), c.share(TARGET)
             for _ in range(steps):
                 if leak and coord.replay is not None:
@@ -308,10 +312,7 @@ async def test_every_replayed_op_is_new_to_the_parties() -> None:
     the parties refuse it (OpReused, not new in this session)."""
     with pytest.raises((OpReused, PartyFailure), match="not new in this session"):
         async with start_cluster(2) as c:
-            m = c.share_module(make_net(False, 0))
-            coord = TrainingCoordinator(
-                c, m, SGD(m.parameters(), lr=0.1), loss_fn, measure_phases=False, replay=True
-            )
+            coord = _seed_coordinator(c, True)
             x, y = c.share(DATA), c.share(TARGET)
             for _ in range(3):
                 await coord.step(x, y)
@@ -327,10 +328,7 @@ async def test_predictions_and_fit_with_replay() -> None:
 
     async def run(replay: bool) -> tuple[list[float], torch.Tensor]:
         async with start_cluster(2, seed=5) as c:
-            m = c.share_module(make_net(False, 0))
-            coord = TrainingCoordinator(
-                c, m, SGD(m.parameters(), lr=0.1), loss_fn, measure_phases=False, replay=replay
-            )
+            coord = _seed_coordinator(c, replay)
             x = c.share(torch.cat([DATA, DATA[:3]]))
             y = c.share(torch.cat([TARGET, TARGET[:3]]))
             recs = await coord.fit(x, y, epochs=4, batch_size=4, progress=False)

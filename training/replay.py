@@ -152,6 +152,17 @@ class StepReplay:
             for name, value in self.optimizer.state.get(id(p), {}).items():
                 yield i, name, value
 
+    def _operands(
+        self, data: Handle, target: Handle, params: list[Handle]
+    ) -> list[tuple[Role, Handle]]:
+        """The tensors a step may read that were made before it, each with its role."""
+        out: list[tuple[Role, Handle]] = [(("data",), data), (("target",), target)]
+        out += [(("param", i), p) for i, p in enumerate(params)]
+        out += [
+            (("state", i, name), v) for i, name, v in self._state(params) if isinstance(v, Handle)
+        ]
+        return out
+
     def key(self, data: Handle, target: Handle) -> tuple[Any, ...] | None:
         """The step's public facts, or None (and :attr:`why_not`) where a replay cannot hold."""
         c = self.cluster
@@ -186,10 +197,9 @@ class StepReplay:
         )
         # which of these name the same tensor (the data as its own target, say): a
         # replay maps each recorded operand by its role
-        tids = [data.tid, target.tid, *(p.tid for p in params)]
-        tids += [v.tid for _, _, v in self._state(params) if isinstance(v, Handle)]
         first: dict[int, int] = {}
-        aliases = tuple(first.setdefault(t, i) for i, t in enumerate(tids))
+        operands = self._operands(data, target, params)
+        aliases = tuple(first.setdefault(h.tid, i) for i, (_, h) in enumerate(operands))
         return (
             aliases,
             tuple((h.shape, h.fp, h.prec, h.dtype) for h in (data, target)),
@@ -202,21 +212,13 @@ class StepReplay:
         )
 
     # -- recording --------------------------------------------------------------------------
-    def _roles(self, data: Handle, target: Handle) -> dict[int, Role]:
-        params = self._params()
-        roles: dict[int, Role] = {data.tid: ("data",), target.tid: ("target",)}
-        for i, p in enumerate(params):
-            roles.setdefault(p.tid, ("param", i))
-        for i, name, v in self._state(params):
-            if isinstance(v, Handle):
-                roles.setdefault(v.tid, ("state", i, name))
-        return roles
-
     @contextmanager
     def record(self, key: tuple[Any, ...], data: Handle, target: Handle) -> Iterator[list[Any]]:
         """Record the step run inside; the caller puts ``[loss, pred]`` in the list it
         gets, and the recording becomes the template once two with ``key`` agree."""
-        roles = self._roles(data, target)
+        roles: dict[int, Role] = {}
+        for role, h in self._operands(data, target, self._params()):
+            roles.setdefault(h.tid, role)  # (an aliased tensor: its first role)
         result: list[Any] = []
         with recording(self.cluster) as rec:
             yield result
@@ -317,12 +319,8 @@ class StepReplay:
         assert t is not None, "run() follows a ready() that returned True"
         c = self.cluster
         params = self._params()
-        now: dict[Role, int] = {("data",): data.tid, ("target",): target.tid}
-        for i, p in enumerate(params):
-            now[("param", i)] = p.tid
+        now = {role: h.tid for role, h in self._operands(data, target, params)}
         state = self.optimizer.state
-        for i, name, v in self._state(params):
-            now[("state", i, name)] = v.tid
         offset, ops = t.rec.replay(c, {tid: now[role] for tid, role in t.roles.items()})
         entries = t.rec.entries
         got: dict[Role, Handle] = {}
