@@ -13,7 +13,10 @@ bytes of a step depend on neither). For each suite:
 median ms per iteration (p90), and the measured online rounds, online, dealer and control
 bytes per iteration, and the dealer's computation per iteration (key generation and PRG
 draws, timed in the provider: the offline work; "online ms" is the rest of the step).
-CrypTen runs in its own venv (``--no-crypten`` skips it). The coordinator's workloads
+CrypTen runs in its own venv (``--no-crypten`` skips it); ours runs before and after it
+and the row pools both runs' iterations: this machine's speed changes by up to 1.7x within
+seconds (a pure-Python loop, timed in blocks, took 10 or 14-17 ms), so one block of ours
+against CrypTen's longer run compares two different speeds. The coordinator's workloads
 (seed, network-a) replay their steps by default (``TrainingCoordinator(replay=True)``,
 training/replay.py: the step's ops recorded twice, then issued without the frontend);
 ``--replay off`` times the traced steps, ``--replay both`` prints a row for each.
@@ -171,6 +174,29 @@ class Row:
     control: int
     dealer_ms: float
     """The provider's material computation per iteration (the offline work)."""
+    times: tuple[float, ...] = ()
+    """The timed iterations' ms (sorted); :func:`pooled` joins two runs' into one row."""
+    parts: tuple[float, ...] = ()
+    """The medians of the runs a pooled row joins (empty for one run)."""
+
+
+def _p90(times: list[float]) -> float:
+    return times[math.ceil(0.9 * (len(times) - 1))]
+
+
+def pooled(a: Row, b: Row) -> Row:
+    """One row of two runs of the same suite and replay (ours before and after CrypTen's
+    run): the median and p90 of their iterations together, the dealer's mean. The bytes
+    and rounds are the same in both."""
+    times = sorted(a.times + b.times)
+    return replace(
+        a,
+        ms=statistics.median(times),
+        p90=_p90(times),
+        dealer_ms=(a.dealer_ms + b.dealer_ms) / 2,
+        times=tuple(times),
+        parts=(a.ms, b.ms),
+    )
 
 
 def on_cluster(
@@ -239,12 +265,13 @@ async def encrypted(
         suite,
         "-" if coord is None else "yes" if rep is not None else "no",
         statistics.median(times),
-        times[math.ceil(0.9 * (len(times) - 1))],
+        _p90(times),
         d.online_rounds // iterations,
         d.online_bytes // iterations,
         d.offline_bytes // iterations,
         d.control_bytes // iterations,
         1000 * dealer_s / iterations,
+        tuple(times),
     )
 
 
@@ -288,7 +315,7 @@ def _medians(
 ) -> tuple[list[Row], float | None, list[float | None]]:
     """Per suite the row of median ms (its p90 and the dealer's ms median too; the bytes and
     rounds are the same in every run), CrypTen's median ms, and per suite the median of
-    the runs' ratios (each run's ours against the CrypTen run just after it)."""
+    the runs' ratios (each run's ours against the CrypTen run between its two halves)."""
     peers = [p for _, p in runs if p is not None]
     peer = statistics.median(peers) if peers else None
     rows, ratios = [], []
@@ -348,19 +375,26 @@ def main(argv: list[str] | None = None) -> None:
     warmup = args.warmup if args.warmup is not None else (10 if w.name == "seed" else 1)
     plain = plaintext_ms(w, iterations + warmup)
     runs: list[tuple[list[Row], float | None]] = []
-    for k in range(args.repeat):
-        modes = {"on": [True], "off": [False], "both": [True, False]}[args.replay]
-        rows = [
+    modes = {"on": [True], "off": [False], "both": [True, False]}[args.replay]
+
+    def ours() -> list[Row]:
+        return [
             trio.run(encrypted, w, s, args.parties, iterations, warmup, r)
             for s in suites
             for r in modes
         ]
+
+    for k in range(args.repeat):
+        rows = ours()
         peer = None if args.no_crypten or args.parties != 2 else crypten_ms(w)
+        if peer is not None:  # ours again after CrypTen's: both sides span the same minutes
+            rows = [pooled(a, b) for a, b in zip(rows, ours(), strict=True)]
         runs.append((rows, peer))
         if args.repeat > 1:
             vs = "" if peer is None else f"CrypTen {peer:.1f} ms; "
             mine = ", ".join(
                 f"{r.suite}{'' if r.replay != 'no' else ' (no replay)'} {r.ms:.2f} ms"
+                + ("" if not r.parts else f" ({r.parts[0]:.2f} before, {r.parts[1]:.2f} after)")
                 + ("" if peer is None else f" ({peer / r.ms:.1f}x)")
                 for r in rows
             )
@@ -379,7 +413,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.repeat > 1:
         print(
-            f"(medians of {args.repeat} runs, ours then CrypTen's in each; CrypTen/x: the median of the runs' ratios)"
+            f"(medians of {args.repeat} runs, ours before and after CrypTen's in each; CrypTen/x: the median of the runs' ratios)"
         )
     for r, ratio in zip(rows, ratios, strict=True):
         vs = f"{ratio:9.1f}" if ratio is not None else f"{'-':>9}"

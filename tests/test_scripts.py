@@ -163,6 +163,25 @@ def test_train_digits(
     ), out
 
 
+def test_bench_train_pools_the_runs_around_crypten() -> None:
+    """Ours runs before and after CrypTen's run; the row is the median and p90 of both runs'
+    iterations together, not of either run (a slow half pulls it only by its share)."""
+    import bench_train
+
+    def row(times: list[float], dealer: float) -> bench_train.Row:
+        t = sorted(times)
+        return bench_train.Row(
+            "default", "yes", t[len(t) // 2], t[-1], 6, 992, 1, 2, dealer, tuple(t)
+        )
+
+    fast, slow = row([3.0, 3.1, 3.2], 0.4), row([5.0, 5.5, 6.0, 6.5], 0.6)
+    both = bench_train.pooled(fast, slow)
+    assert both.times == (3.0, 3.1, 3.2, 5.0, 5.5, 6.0, 6.5)
+    assert both.ms == 5.0 and both.p90 == 6.5 and both.parts == (3.1, 6.0)
+    assert abs(both.dealer_ms - 0.5) < 1e-12
+    assert (both.rounds, both.online, both.dealer, both.control) == (6, 992, 1, 2)
+
+
 def test_bench_train_seed_without_crypten(
     in_process: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
