@@ -3,7 +3,6 @@ depth, and its body. The bytes on the wire are a frame (:mod:`actors.wire`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import msgspec
@@ -20,9 +19,9 @@ __all__ = ["Envelope", "Phase", "op_of"]
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """One message on one link, as received."""
+class Envelope(msgspec.Struct, frozen=True):
+    """One message on one link, as received (a frozen msgspec struct: built for every
+    message, ~9x cheaper than a frozen dataclass; ``msgspec.structs.replace`` derives one)."""
 
     sender: str
     """Actor that sent it: set by the transport from the link, never read from the frame."""
@@ -56,7 +55,7 @@ class Envelope:
         if self.held is None:
             return self
         body, _ = encode_tensors(self.held)
-        return replace(self, body=body, held=None)
+        return msgspec.structs.replace(self, body=body, held=None)
 
     def control(self, kind: type[T] | None = None) -> Any:
         """The control body, validated as ``kind`` (or untyped msgpack)."""

@@ -124,6 +124,12 @@ class Middleware:
     async def capacity(self, sender: str, receiver: str) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
 
+    def immediate(self, sender: str, receiver: str) -> Endpoint | None:
+        """The receiver's endpoint when a message on ``sender -> receiver`` may be handed
+        to it at once (in memory, nothing on the way: no observer, no chaos, no delay),
+        else None (the message takes :meth:`Endpoint.send_nowait`'s path)."""
+        return None
+
     def deliver_frame(self, endpoint: Endpoint, sender: str, frame: bytes | bytearray) -> None:
         """Unpack a frame that came over the link from ``sender``, pass it through the
         observers (not heartbeats) and hand it to ``endpoint``; a malformed frame poisons
@@ -223,6 +229,14 @@ class Network(Middleware):
 
     def take_ops(self) -> list[dict[int, list[int]]]:
         return [ep.meter.take_ops() for ep in self.endpoints.values()]
+
+    def immediate(self, sender: str, receiver: str) -> Endpoint | None:
+        if self.observers or self.chaos is not None:
+            return None
+        link = self._links.get((sender, receiver))
+        if link is None or link.send_ch is not None:
+            return None  # no link (carry names it) or a delayed one
+        return self.endpoints[receiver]
 
     def carry(self, sender: str, receiver: str, frame: bytearray | Envelope) -> None:
         """Move one frame over the link ``sender -> receiver`` (or, from

@@ -97,6 +97,24 @@ def pack_frame(
     return bytearray().join([head, step_b, *parts]), payload
 
 
+_STEP_BYTES: dict[str, int] = {}
+"""The encoded length of each tag step :func:`hand_over` has checked (a session sends a few
+dozen distinct steps; bounded: past the bound a step is checked every time)."""
+_MAX_STEPS = 4096
+
+
+def _step_bytes(tag: str, step: str, op: int, depth: int) -> int:
+    """What :func:`_tag_head` checks, the step's own checks once per distinct step."""
+    n = _STEP_BYTES.get(step)
+    if n is None:
+        n = len(_tag_head(tag, depth)[3])
+        if len(_STEP_BYTES) < _MAX_STEPS:
+            _STEP_BYTES[step] = n
+    if not 0 <= op < 2**64 or not 0 <= depth < 2**32:
+        raise ProtocolError(f"op {op} or depth {depth} does not fit the frame header")
+    return n
+
+
 def hand_over(
     sender: str,
     receiver: str,
@@ -108,9 +126,11 @@ def hand_over(
     control: bytes | None = None,
 ) -> Envelope:
     """The envelope :func:`unpack_frame` would make of :func:`pack_frame`'s frame, without
-    the frame (an in-memory link): the tag as the frame would carry it, the tensors as one
-    copy the receiver owns, and the frame's exact length and payload bytes for the meters."""
-    form, op, step, step_b = _tag_head(tag, depth)
+    the frame (an in-memory link): the tag as the frame would carry it (the given string
+    itself unless a number in it has a leading zero), the tensors as one copy the receiver
+    owns, and the frame's exact length and payload bytes for the meters."""
+    form, op, step = _split_tag(tag)
+    nstep = _step_bytes(tag, step, op, depth)
     if control is not None:
         held = None
         body = bytes(control)
@@ -118,8 +138,9 @@ def hand_over(
     else:
         held, size, payload = _hand_over(tensors or ())
         body = b""
-    frame = HEADER.size + len(step_b) + size
-    tag = _join_tag(form, op, step)
+    frame = HEADER.size + nstep + size
+    if tag[:1] == "0" or "/0" in tag:  # a number with a leading zero: as the frame has it
+        tag = _join_tag(form, op, step)
     return Envelope(sender, receiver, tag, phase, depth, body, payload, frame, held)
 
 

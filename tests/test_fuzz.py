@@ -324,11 +324,11 @@ def random_tensor(arg: int) -> torch.Tensor:
 
 def with_tensors(env: Envelope, tensors: Sequence[torch.Tensor]) -> Envelope:
     body, n = encode_tensors(tensors)
-    return dataclasses.replace(env, body=body, payload_bytes=n)
+    return msgspec.structs.replace(env, body=body, payload_bytes=n)
 
 
 def with_body(env: Envelope, body: bytes) -> Envelope:
-    return dataclasses.replace(env, body=body, payload_bytes=len(body))
+    return msgspec.structs.replace(env, body=body, payload_bytes=len(body))
 
 
 def new_shape(t: torch.Tensor, arg: int) -> torch.Tensor:
@@ -385,10 +385,10 @@ def mutate(env: Envelope, m: Mutation) -> Envelope:
         steps = [s for s in (*STEPS, m.text) if s != step]
         tag = f"{op}/{steps[arg % len(steps)]}"
     if kind.startswith("tag"):
-        return dataclasses.replace(env, tag=tag if tag != env.tag else tag + "x")
+        return msgspec.structs.replace(env, tag=tag if tag != env.tag else tag + "x")
     if kind == "phase":
         others_p = [p for p in Phase if p != env.phase]
-        return dataclasses.replace(env, phase=others_p[arg % len(others_p)])
+        return msgspec.structs.replace(env, phase=others_p[arg % len(others_p)])
     raise AssertionError(kind)  # pragma: no cover - the other kinds are handled by the caller
 
 

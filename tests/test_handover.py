@@ -17,6 +17,10 @@ CASES = [
     ("007/step", [torch.zeros((2, 0, 3), dtype=torch.int64)]),
     ("cmd/012", [torch.arange(9, dtype=torch.uint8).reshape(3, 3).t()]),
     ("setup/key", [torch.tensor(3, dtype=torch.int64)]),
+    ("12/x0", [torch.arange(2, dtype=torch.int64)]),  # a zero, not a leading one
+    ("cmd/0", [torch.arange(2, dtype=torch.int64)]),
+    ("0x/y", [torch.arange(2, dtype=torch.int64)]),  # a literal tag
+    ("8/x", [torch.arange(2, dtype=torch.int64)]),  # step "x" again: its length is cached
 ]
 
 
@@ -47,6 +51,15 @@ def test_hand_over_checks_as_the_frame_does() -> None:
         hand_over("a", "b", "1/" + "x" * 256, Phase.ONLINE, 0, tensors=[])
     with pytest.raises(ProtocolError, match="does not fit"):
         hand_over("a", "b", "1/x", Phase.ONLINE, 2**32, tensors=[])
+    # the step's checks are cached, the op's and the depth's run every time
+    hand_over("a", "b", "1/y", Phase.ONLINE, 0, tensors=[])
+    with pytest.raises(ProtocolError, match="does not fit"):
+        hand_over("a", "b", f"{2**64}/y", Phase.ONLINE, 0, tensors=[])
+    with pytest.raises(ProtocolError, match="does not fit"):
+        hand_over("a", "b", "1/y", Phase.ONLINE, -1, tensors=[])
+    for _ in range(2):  # a refused step is never cached
+        with pytest.raises(ProtocolError, match="255"):
+            hand_over("a", "b", "2/" + "z" * 256, Phase.ONLINE, 0, tensors=[])
 
 
 async def test_the_receiver_owns_what_it_gets() -> None:
@@ -78,3 +91,32 @@ async def test_observers_see_the_frame_body() -> None:
         nursery.cancel_scope.cancel()
     frame, _ = pack_frame("1/x", Phase.ONLINE, 0, tensors=[t])
     assert seen[0].held is None and seen[0].body == unpack_frame(frame, "alice", "bob").body
+
+
+async def test_an_immediate_send_is_the_layered_one() -> None:
+    """``Endpoint.send`` hands a message on an immediate link (no observer, chaos or delay)
+    straight to the receiver: the same envelope and meters as ``send_nowait``'s path through
+    the network's carry, which it takes again as soon as an observer is on the network."""
+    t = torch.arange(6, dtype=torch.int64).reshape(2, 3)
+    results = []
+    for path in ("send", "send_nowait", "observed send"):
+        net = Network(["alice", "bob"], timeout=5, heartbeats=False)
+        seen: list[object] = []
+        if path == "observed send":
+            net.observe(lambda env, seen=seen: seen.append(env) or env)
+        a, b = net.endpoints["alice"], net.endpoints["bob"]
+        assert (net.immediate("alice", "bob") is b) == (path != "observed send")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(net.run)
+            if path == "send_nowait":
+                n = a.send_nowait("bob", "5/x", Phase.ONLINE, 3, tensors=[t])
+            else:
+                n = await a.send("bob", "5/x", Phase.ONLINE, 3, tensors=[t])
+            env = await b.mailbox.recv("alice", "5/x")
+            nursery.cancel_scope.cancel()
+        assert len(seen) == (path == "observed send")
+        results.append(
+            (n, env.tag, env.depth, env.frame_bytes, a.meter.snapshot(), b.meter.snapshot())
+        )
+        assert torch.equal(env.tensors()[0], t)
+    assert results[0] == results[1] == results[2], results

@@ -4,9 +4,9 @@ recorded views that see what a party saw."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
+import msgspec
 import pytest
 import torch
 
@@ -115,5 +115,5 @@ async def test_recorded_views_pass_and_catch_a_leak() -> None:
     for rec, secret in ((leak_a, 1.0), (leak_b, -3.0)):
         env = rec.received("bob", [Phase.ONLINE])[0]
         body, size = encode_tensors([torch.full_like(t, int(secret * 1000)) for t in env.tensors()])
-        rec.envs[rec.envs.index(env)] = dataclasses.replace(env, body=body, payload_bytes=size)
+        rec.envs[rec.envs.index(env)] = msgspec.structs.replace(env, body=body, payload_bytes=size)
     assert analyse(leak_a, leak_b).rejected(1e-6)
