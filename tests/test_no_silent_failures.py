@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from protocols import FixedPoint
+from protocols import FixedPoint, Share
 from protocols.errors import ShadowMismatch, UnsupportedOperation, ValueOutOfRange
 from protocols.reference import Tolerance
 from protocols.suite import DEFAULT, Suite
@@ -274,7 +274,7 @@ def _off_by(units: int) -> Suite:
 
         async def run(ctx: Any, x: Any, p: Any) -> Any:
             (z,) = await real.run(ctx, x, p)  # type: ignore[misc]
-            return [dataclasses.replace(z, value=z.value + units)] if ctx.rank == 0 else [z]
+            return [Share(z.value + units, z.depth)] if ctx.rank == 0 else [z]
 
         return dataclasses.replace(real, run=run)
 
