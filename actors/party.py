@@ -209,8 +209,10 @@ class Party:
         store = self.store
         ins = [store[t] if t in store else self._slot(t, op) for t in cmd.ins]
         impl = None if kind in RUNTIME_KINDS else self._kinds.get(kind) or self._kind(kind)
-        if impl is not None and (len(ins) != impl.n_in or len(cmd.outs) != impl.n_out):
-            why = impl.arity_error(len(ins), len(cmd.outs))
+        if impl is not None and (
+            len(ins) != impl.n_in or len(cmd.outs) != impl.n_out or impl.optional_out
+        ):
+            why = impl.arity_error(len(ins), len(cmd.outs), cmd.params)
             if why is not None:
                 raise ProtocolError(f"{self.name}: operation {op}: {why}")
         if len(ins) == 1:

@@ -206,13 +206,13 @@ class Runtime:
         inputs = ids(inputs, kind)
         in_shapes = shape_list(shapes, kind)
         out_shapes = shape_list(out, kind)
-        if len(inputs) != impl.n_in or len(out_shapes) != impl.n_out:
-            why = impl.arity_error(len(inputs), len(out_shapes))
-            if why is not None:
-                raise ValueError(why)
         if len(in_shapes) != len(inputs):
             raise ValueError(f"{kind}: {len(inputs)} inputs but {len(in_shapes)} shapes")
         params = checked_params(params, kind)
+        if len(inputs) != impl.n_in or len(out_shapes) != impl.n_out or impl.optional_out:
+            why = impl.arity_error(len(inputs), len(out_shapes), params)
+            if why is not None:
+                raise ValueError(why)
         given = NO_PARAMS if params is None else params
         param = impl.param(given)
         logged = self.logs_ops

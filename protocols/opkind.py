@@ -90,6 +90,9 @@ class OpKind:
     results (``sub_scaled``: every parameter of an optimiser's group in one command)."""
     optional_in: int = 0
     """Up to this many operands more (``linear_t_keep``'s bias, added to the result)."""
+    optional_out: int = 0
+    """This many results more exactly when ``params.dims`` names dimensions (a ``*_grad``
+    kind's bias gradient: the gradient operand summed over them, a local sum in the op)."""
     param: Callable[[Params], int] = field(default=_divisor)
     """The public integer ``specs`` and ``cost`` take from the op's params (and the dealer
     from its request): the divisor ``params.d``, unless the kind reads another field
@@ -103,8 +106,9 @@ class OpKind:
     def interactive(self) -> bool:
         return self.run is not None
 
-    def arity_error(self, n_in: int, n_out: int) -> str | None:
-        """Why ``n_in`` operands and ``n_out`` results do not fit this kind, or None."""
+    def arity_error(self, n_in: int, n_out: int, params: Params | None = None) -> str | None:
+        """Why ``n_in`` operands and ``n_out`` results (with ``params``) do not fit this kind,
+        or None."""
         if self.grouped:
             k, rest = divmod(n_in, self.n_in)
             if k and not rest and n_out == k * self.n_out:
@@ -113,11 +117,15 @@ class OpKind:
                 f"op kind {self.name!r} takes k >= 1 groups of {self.n_in} inputs and "
                 f"{self.n_out} outputs, got {n_in} and {n_out}"
             )
-        if self.n_in <= n_in <= self.n_in + self.optional_in and n_out == self.n_out:
+        extra = self.optional_out if params is not None and params.dims is not None else 0
+        if self.n_in <= n_in <= self.n_in + self.optional_in and n_out == self.n_out + extra:
             return None
         more = f" (or up to {self.optional_in} more)" if self.optional_in else ""
+        outs = f"{self.n_out} outputs"
+        if self.optional_out:
+            outs += f" ({self.n_out + self.optional_out} with params.dims)"
         return (
-            f"op kind {self.name!r} takes {self.n_in} inputs{more} and {self.n_out} outputs, "
+            f"op kind {self.name!r} takes {self.n_in} inputs{more} and {outs}, "
             f"got {n_in} and {n_out}"
         )
 

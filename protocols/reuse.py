@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from math import prod
 
+import msgspec
 import torch
 
 from .beaver import masked
@@ -312,7 +313,10 @@ def _grad_kind(family: str, with_input_grad: bool, transposed: bool = False) -> 
                 z = await grad_products(ctx, family, x[0], x[1], x[3], x[5], x[6], (y, x[4], x[7]))
             else:  # g, x, ex, r, cy
                 z = await grad_products(ctx, family, x[0], x[1], x[2], x[3], x[4])
-            return await _truncate(ctx, suite, z, p)
+            out = await _truncate(ctx, suite, z, p)
+            if p.dims is not None:  # the layer's bias gradient: g summed (no sum command)
+                out.append(Share(x[0].value.sum(dim=tuple(p.dims)), x[0].depth))
+            return out
 
         def cost(s: Sequence[Shape], out: Shape, d: int, n: int) -> Cost:
             flat = (sum(prod(o) for o in out_shapes(s)),)
@@ -326,6 +330,7 @@ def _grad_kind(family: str, with_input_grad: bool, transposed: bool = False) -> 
             cost=cost,
             n_in=8 if with_input_grad else 5,
             n_out=2 if with_input_grad else 1,
+            optional_out=1,
         )
 
     return build
@@ -344,11 +349,12 @@ def _reference(family: str, backward: bool, transposed: bool = False) -> Referen
             y = x[1].t() if transposed else x[1]
             z = fam.f(x[0], y, out[0]) / p.d
             return [z + x[2] if len(x) == 3 else z, *got[1:]]
-        gy = fam.gy(x[1], x[0], out[-1]) / p.d
-        if len(out) == 1:
-            return [gy]
+        bias = [x[0].sum(dim=tuple(p.dims))] if p.dims is not None else []
+        gy = fam.gy(x[1], x[0], out[len(out) - len(bias) - 1]) / p.d
+        if len(out) == 1 + len(bias):
+            return [gy, *bias]
         y = x[2].t() if transposed else x[2]
-        return [fam.gx(x[0], y, out[0]) / p.d, gy]
+        return [fam.gx(x[0], y, out[0]) / p.d, gy, *bias]
 
     return ref
 
@@ -374,9 +380,14 @@ def _examples(
             kept = (z, x, y, z, gy, x) if kind == "keep" else (z, x, y, z, gy)
             biased = [Example("with a bias", (x, w, z[-1:]), kept, p)] if transposed else []
             return [Example("", (x, w), kept, p), *biased]
+        # the bias gradient too: g summed over every dimension but the channels'
+        dims, b = ((0,), z[-1:]) if family == "linear" else ((0, 2, 3), z[1:2])
+        summed = msgspec.structs.replace(p, dims=dims)
         if kind == "grad":
-            return [Example("", (z, x, w, x, y, z, gy, x), (x, gy), p)]
-        return [Example("", (z, x, x, z, gy), (gy,), p)]
+            ins: tuple[Shape, ...] = (z, x, w, x, y, z, gy, x)
+            return [Example("", ins, (x, gy), p), Example("with a bias", ins, (x, gy, b), summed)]
+        ins = (z, x, x, z, gy)
+        return [Example("", ins, (gy,), p), Example("with a bias", ins, (gy, b), summed)]
 
     return examples
 

@@ -148,6 +148,8 @@ async def test_a_linear_layers_bias_rides_in_its_product(n: int) -> None:
         await c.flush()
         kinds = [r.kind for r, *_ in c.take_op_costs()]
         assert "linear_t_keep" in kinds and "add" not in kinds and "transpose" not in kinds
+        # the bias's gradient comes out of linear_t_grad: the loss's is the only sum
+        assert kinds.count("sum") == 1 and "linear_t_grad" in kinds, kinds
         got = {
             "out": await out.get(),
             "x": await xs.grad.get(),
@@ -173,10 +175,33 @@ async def test_a_linear_layers_bias_rides_in_its_product(n: int) -> None:
             )
         with pytest.raises(ValueError, match=r"takes 2 inputs \(or up to 1 more\)"):
             c.submit("linear_t_keep_w", [xt] * 4, [(5, 3)] * 4, [(5, 2)] * 5, Params(d=2**16))
+        grad_w = [(5, 2), (5, 3), (5, 3), (5, 2), (3, 2)]  # g, x, ex, r, cy
+        for params, outs in ((Params(d=2**16, dims=(0,)), 1), (Params(d=2**16), 2)):
+            # the bias gradient is a result more exactly when the params name its dims
+            with pytest.raises(ValueError, match=r"1 outputs \(2 with params.dims\)"):
+                c.submit("linear_t_grad_w", [xt] * 5, grad_w, [(3, 2), (2,)][:outs], params)
     assert torch.allclose(got["out"].float(), net(x).detach(), atol=1e-3)
     assert torch.allclose(got["x"].float(), x.grad, atol=2e-3)
     assert torch.allclose(got["weight"].float(), net.weight.grad, atol=2e-3)
     assert torch.allclose(got["bias"].float(), net.bias.grad, atol=2e-3)
+
+
+async def test_a_party_refuses_a_bias_gradient_without_its_dims() -> None:
+    """Defence in depth: a ``linear_t_grad_w`` command naming a second result (the bias
+    gradient) without ``params.dims`` that reached the parties is refused there by name."""
+    from actors.messages import Command
+    from protocols.errors import PartyFailure
+
+    with pytest.raises(
+        PartyFailure, match=r"failed: .*1 outputs \(2 with params.dims\).*got 5 and 2"
+    ):
+        async with Cluster.start(PARTIES[:2], provider="james") as c:
+            x = c.share(torch.ones(2, 2), precision=16, base=2)
+            await c.flush()
+            t = x._ref.tid
+            outs = (c.new_tid(), c.new_tid())
+            c._command(Command("linear_t_grad_w", c._op_id(), (t,) * 5, outs, Params(d=2)))
+            await c.flush()
 
 
 def _cnn() -> nn.Module:

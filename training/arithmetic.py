@@ -277,26 +277,31 @@ class Arithmetic(Shaping):
         kind = f"{family}_keep" if both else f"{family}_keep_w"
         operands: list[Arithmetic] = [x, y] if bias is None else [x, y, bias.detach()]
         out, *kept = x._submit(kind, operands, [(s, None) for s in shapes], params)
-        d = Params(d=params.d)
+        bshape = None if bias is None else tuple(bias.shape)
+        # with a bias (n,) the gradient op also gives g summed over the batch: no sum command
+        d = Params(d=params.d, dims=None if bias is None else (0,))
+        extra = [] if bshape is None else [(bshape, None)]
 
-        def grads(g: Value) -> tuple[Value | None, Value | None]:
+        def grads(g: Value) -> tuple[Value | None, ...]:
             g = g if shared is None else shared(g)
             if not (isinstance(g, Arithmetic) and g.fp == self.fp and g.prec == self.prec):
-                return fallback(g, both)
+                fell = fallback(g, both)
+                return fell if bshape is None else (*fell, unbroadcast(g, bshape))
             gx: Arithmetic | None = None
             if both:
-                gx, gy = g._submit(
-                    f"{family}_grad", [g, x, y, *kept], [(xs, None), (gy_shape, None)], d
+                gx, gy, *gb = g._submit(
+                    f"{family}_grad", [g, x, y, *kept], [(xs, None), (gy_shape, None), *extra], d
                 )
             else:
                 ex, _, r, cy = kept
-                (gy,) = g._submit(f"{family}_grad_w", [g, x, ex, r, cy], [(gy_shape, None)], d)
-            return gx, gy if post is None else post(gy)
+                gy, *gb = g._submit(
+                    f"{family}_grad_w", [g, x, ex, r, cy], [(gy_shape, None), *extra], d
+                )
+            return (gx, gy if post is None else post(gy), *gb)
 
         if bias is None:
             return self._record(out, parents, grads)
-        bshape = tuple(bias.shape)
-        return self._record(out, [*parents, bias], lambda g: (*grads(g), unbroadcast(g, bshape)))
+        return self._record(out, [*parents, bias], grads)
 
     def __rmatmul__(self, other: Any) -> Self:
         return self._matmul_public(as_public(other), left=True)
