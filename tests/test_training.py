@@ -412,3 +412,27 @@ async def test_a_sums_gradient_stays_one_public_scalar() -> None:
         pubs = [r.params.pub for r, *_ in c.take_op_costs() if r.kind == "mul_pub"]
     assert torch.allclose(got, torch.tensor([[2.0], [-4.0], [1.0], [6.0]]))
     assert len(pubs) == 2 and all(p is not None and tuple(p.shape) == () for p in pubs), pubs
+
+
+@pytest.mark.parametrize("replay", [False, True])
+async def test_a_steps_record_counts_what_the_stats_count(replay: bool) -> None:
+    """A step's record gives its rounds and bytes: the difference of the stats around the
+    step, traced and replayed."""
+    async with start_cluster(2, seed=7) as c:
+        model = c.share_module(make_net())
+        coord = TrainingCoordinator(
+            c, model, SGD(model.parameters(), lr=0.1), loss_fn, measure_phases=False, replay=replay
+        )
+        x, y = c.share(DATA), c.share(TARGET)
+        await c.flush()
+        for _ in range(4):
+            before = c.stats()
+            rec = await coord.step(x, y)
+            diff = c.stats() - before
+            assert (rec.online_rounds, rec.online_bytes, rec.offline_bytes) == (
+                diff.online_rounds,
+                diff.online_bytes,
+                diff.offline_bytes,
+            )
+            assert (rec.online_rounds, rec.online_bytes, rec.offline_bytes) == (6, 992, 33456)
+        assert coord.replay is None or coord.replay.replayed == 2

@@ -371,6 +371,8 @@ def test_train_xor_with_data_owners_over_tls_prints_losses(
     assert abs(float(final[1]) - float(final[2])) < 0.01
     assert "predictions       not revealed: alice and bob allow" in out
     assert "node exit codes" not in out
+    # each step's counts come from the nodes' meters, the same as in memory
+    assert "992 online bytes, 33456 offline bytes" in out, out
 
 
 def test_train_xor_refuses_a_seed_with_data_owners(capsys: pytest.CaptureFixture[str]) -> None:
