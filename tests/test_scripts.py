@@ -182,6 +182,26 @@ def test_bench_train_pools_the_runs_around_crypten() -> None:
     assert (both.rounds, both.online, both.dealer, both.control) == (6, 992, 1, 2)
 
 
+def test_bench_train_pairs_each_run_around_the_peer(
+    in_process: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a peer figure (here a stand-in for CrypTen's run), each run times ours before and
+    after it, prints both halves, and the ratios against the pooled median and the mean."""
+    import bench_train
+
+    monkeypatch.setattr(bench_train, "crypten_ms", lambda w: 400.0)
+    argv = ["--suites", "default", "--iterations", "3", "--warmup", "1", "--repeat", "2"]
+    bench_train.main(argv)
+    out = capsys.readouterr().out
+    run = r"^run 1 of 2: CrypTen 400\.0 ms; default ([\d.]+) ms \(([\d.]+) before, ([\d.]+) after\)"
+    m = re.search(run + r" \(([\d.]+)x\)$", out, re.M)
+    assert m, out
+    pooled, before, after, ratio = (float(v) for v in m.groups())
+    assert min(before, after) <= pooled <= max(before, after), out
+    assert abs(ratio - 400.0 / pooled) < 0.01 * ratio + 0.05, out
+    assert re.search(r"^mean ms   default\s+yes\s+[\d.]+, CrypTen/mean [\d.]+x$", out, re.M), out
+
+
 def test_bench_train_seed_without_crypten(
     in_process: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -207,6 +227,9 @@ def test_bench_train_seed_without_crypten(
         )
     }
     assert len(rows) == 4, out  # a replayed and a traced row per suite, the same costs
+    # the mean beside the median (CrypTen's figure is a mean); no ratio without the peer
+    means = re.findall(r"^mean ms   (default|carry)\s+(yes|no)\s+(\d+\.\d\d)$", out, re.M)
+    assert len(means) == 4 and all(float(m[2]) > 0 for m in means), out
     for replay in ("yes", "no"):
         assert rows[("default", replay)] == ("-", "6", "992"), out  # README: 0.99 KB online
         assert rows[("carry", replay)][:2] == ("-", "12"), out
