@@ -161,6 +161,7 @@ class Endpoint:
         if net.hands_over:
             to = net.immediate(self.name, receiver)
             if to is not None:
+                await trio.lowlevel.checkpoint_if_cancelled()  # a send is a cancel point
                 env = hand_over(
                     self.name, receiver, tag, phase, depth, tensors=tensors, control=control
                 )

@@ -10,8 +10,8 @@ sum-of-squares loss, SGD, random data, as ``shared/peers/crypten_mlp.py``, but l
 and base 2 / 16 bits: the peer's 0.01 diverges within two steps, which our reveal check
 refuses, and at base 10 / 3 digits steps of 1e-4 round to zero; the ops, rounds and
 bytes of a step depend on neither). For each suite:
-median ms per iteration (p90; and the mean, as CrypTen's figure is its run's seconds per
-iteration), and the measured online rounds, online, dealer and control
+median ms per iteration (p90; and the mean, as CrypTen's seed figure is its run's seconds
+per iteration: CrypTen/mean for the seed only), and the measured online rounds, online, dealer and control
 bytes per iteration, and the dealer's computation per iteration (key generation and PRG
 draws, timed in the provider: the offline work; "online ms" is the rest of the step).
 CrypTen runs in its own venv (``--no-crypten`` skips it); ours runs before and after it
@@ -423,12 +423,16 @@ def main(argv: list[str] | None = None) -> None:
             f"{r.online:>11,} {r.dealer:>12,} {r.control:>9,} {r.dealer_ms:9.2f} "
             f"{r.ms - r.dealer_ms:9.2f}"
         )
-    # CrypTen's figure is its run's seconds per iteration, a mean: ours as a mean beside it
+    # the seed's CrypTen figure is its run's seconds per iteration, a mean: ours as a mean
+    # beside it (the other peer scripts print their median step, so no ratio there)
     for i, r in enumerate(rows):
         means = [statistics.fmean(rs[i].times) for rs, _ in runs if rs[i].times]
         if not means:
             continue
-        paired = [p / statistics.fmean(rs[i].times) for rs, p in runs if p is not None]
+        mean_peer = w.name == "seed"
+        paired = [
+            p / statistics.fmean(rs[i].times) for rs, p in runs if p is not None and mean_peer
+        ]
         vs = f", CrypTen/mean {statistics.median(paired):.1f}x" if paired else ""
         print(f"mean ms   {r.suite:<10} {r.replay:>3} {statistics.median(means):9.2f}{vs}")
 

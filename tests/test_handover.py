@@ -120,3 +120,18 @@ async def test_an_immediate_send_is_the_layered_one() -> None:
         )
         assert torch.equal(env.tensors()[0], t)
     assert results[0] == results[1] == results[2], results
+
+
+async def test_an_immediate_send_is_a_cancel_point() -> None:
+    """A send on an immediate link made after its task was cancelled raises Cancelled and
+    sends nothing, as the layered path's flow-control checkpoint did."""
+    net = Network(["alice", "bob"], timeout=5, heartbeats=False)
+    a, b = net.endpoints["alice"], net.endpoints["bob"]
+    assert net.immediate("alice", "bob") is b
+    with trio.CancelScope() as cs:
+        cs.cancel()
+        await a.send("bob", "1/x", Phase.ONLINE, tensors=[torch.arange(2, dtype=torch.int64)])
+        raise AssertionError("the send went on after the cancel")
+    assert cs.cancelled_caught
+    assert a.meter.snapshot().sent[Phase.ONLINE] == 0 == b.meter.snapshot().received[Phase.ONLINE]
+    assert b.mailbox.unclaimed() == []
