@@ -3,6 +3,8 @@ meters as a frame would give, and copies the receiver owns."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 import trio
@@ -135,3 +137,25 @@ async def test_an_immediate_send_is_a_cancel_point() -> None:
     assert cs.cancelled_caught
     assert a.meter.snapshot().sent[Phase.ONLINE] == 0 == b.meter.snapshot().received[Phase.ONLINE]
     assert b.mailbox.unclaimed() == []
+
+
+async def test_a_network_that_carries_its_own_way_sees_every_send() -> None:
+    """A Network subclass overriding ``carry`` (a test's reordering or dropping link) is
+    never bypassed by the immediate path: every ``send`` goes through its ``carry``."""
+    carried: list[str] = []
+
+    class Counting(Network):
+        def carry(self, sender: str, receiver: str, frame: Any) -> None:
+            carried.append(frame.tag)
+            super().carry(sender, receiver, frame)
+
+    net = Counting(["alice", "bob"], timeout=5, heartbeats=False)
+    assert net.immediate("alice", "bob") is None
+    async with trio.open_nursery() as nursery:
+        await nursery.start(net.run)
+        await net.endpoints["alice"].send(
+            "bob", "3/x", Phase.ONLINE, tensors=[torch.ones(1, dtype=torch.int64)]
+        )
+        await net.endpoints["bob"].mailbox.recv("alice", "3/x")
+        nursery.cancel_scope.cancel()
+    assert carried == ["3/x"]
