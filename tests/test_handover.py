@@ -95,19 +95,30 @@ async def test_observers_see_the_frame_body() -> None:
     assert seen[0].held is None and seen[0].body == unpack_frame(frame, "alice", "bob").body
 
 
+class _Layered(Network):
+    """A network that carries every message itself (a subclass overriding ``carry``), so no
+    send takes the immediate path: the layered path, for comparison."""
+
+    def carry(self, sender: str, receiver: str, frame: Any) -> None:
+        super().carry(sender, receiver, frame)
+
+
 async def test_an_immediate_send_is_the_layered_one() -> None:
-    """``Endpoint.send`` hands a message on an immediate link (no observer, chaos or delay)
-    straight to the receiver: the same envelope and meters as ``send_nowait``'s path through
-    the network's carry, which it takes again as soon as an observer is on the network."""
+    """``Endpoint.send`` and ``send_nowait`` hand a message on an immediate link (no
+    observer, chaos or delay) straight to the receiver: the same envelope and meters as
+    the path through the network's carry, which they take again as soon as an observer is
+    on the network."""
     t = torch.arange(6, dtype=torch.int64).reshape(2, 3)
     results = []
-    for path in ("send", "send_nowait", "observed send"):
-        net = Network(["alice", "bob"], timeout=5, heartbeats=False)
+    for path in ("send", "send_nowait", "layered send", "observed send"):
+        net = (_Layered if path == "layered send" else Network)(
+            ["alice", "bob"], timeout=5, heartbeats=False
+        )
         seen: list[object] = []
         if path == "observed send":
             net.observe(lambda env, seen=seen: seen.append(env) or env)
         a, b = net.endpoints["alice"], net.endpoints["bob"]
-        assert (net.immediate("alice", "bob") is b) == (path != "observed send")
+        assert (net.immediate("alice", "bob") is b) == (path in ("send", "send_nowait"))
         async with trio.open_nursery() as nursery:
             await nursery.start(net.run)
             if path == "send_nowait":
@@ -121,7 +132,7 @@ async def test_an_immediate_send_is_the_layered_one() -> None:
             (n, env.tag, env.depth, env.frame_bytes, a.meter.snapshot(), b.meter.snapshot())
         )
         assert torch.equal(env.tensors()[0], t)
-    assert results[0] == results[1] == results[2], results
+    assert results[0] == results[1] == results[2] == results[3], results
 
 
 async def test_an_immediate_send_is_a_cancel_point() -> None:
