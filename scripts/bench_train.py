@@ -425,16 +425,16 @@ def main(argv: list[str] | None = None) -> None:
         )
     # the seed's CrypTen figure is its run's seconds per iteration, a mean: ours as a mean
     # beside it (the other peer scripts print their median step, so no ratio there)
+    mean_peer = w.name == "seed"
     for i, r in enumerate(rows):
-        means = [statistics.fmean(rs[i].times) for rs, _ in runs if rs[i].times]
+        means = [(statistics.fmean(rs[i].times), p) for rs, p in runs if rs[i].times]
         if not means:
             continue
-        mean_peer = w.name == "seed"
-        paired = [
-            p / statistics.fmean(rs[i].times) for rs, p in runs if p is not None and mean_peer
-        ]
+        paired = [p / m for m, p in means if p is not None and mean_peer]
         vs = f", CrypTen/mean {statistics.median(paired):.1f}x" if paired else ""
-        print(f"mean ms   {r.suite:<10} {r.replay:>3} {statistics.median(means):9.2f}{vs}")
+        print(
+            f"mean ms   {r.suite:<10} {r.replay:>3} {statistics.median(m for m, _ in means):9.2f}{vs}"
+        )
 
 
 if __name__ == "__main__":

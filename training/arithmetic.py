@@ -299,9 +299,7 @@ class Arithmetic(Shaping):
                 )
             return (gx, gy if post is None else post(gy), *gb)
 
-        if bias is None:
-            return self._record(out, parents, grads)
-        return self._record(out, [*parents, bias], grads)
+        return self._record(out, parents if bias is None else [*parents, bias], grads)
 
     def __rmatmul__(self, other: Any) -> Self:
         return self._matmul_public(as_public(other), left=True)
