@@ -8,6 +8,7 @@ bytes and time; then a summary. Run with --help for the flags.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -79,6 +80,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quiet", action="store_true", help="only the summary")
     args = ap.parse_args(argv)
     launch.check_script_args(ap, args)
+    if args.log_json is not None:  # a usage error now, not a traceback after set-up
+        folder = os.path.dirname(os.path.abspath(args.log_json))
+        if not os.path.isdir(folder):
+            ap.error(f"--log-json {args.log_json}: the folder {folder} does not exist")
     if not 2 <= args.parties <= len(PARTY_NAMES):
         ap.error(f"--parties must be between 2 and {len(PARTY_NAMES)}")
     if args.iterations < 1:

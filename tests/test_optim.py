@@ -158,30 +158,48 @@ async def test_adam_small_gradients_match_torch_per_step() -> None:
     normalised step is still a full lr): each step's update within 1% of lr of torch's
     on the same (encodable) gradients. Keeping v as ``v_hat`` at 16 bits (the squares of 8 g
     truncated to 2**-16) shrank these updates by up to a third."""
-    lr, n, steps = 0.01, 256, 6
-    gen = torch.Generator().manual_seed(3)
-    mag = 10 ** (torch.rand(n, generator=gen) - 3.5)
+    mag = 10 ** (torch.rand(256, generator=torch.Generator().manual_seed(3)) - 3.5)
+    worst = await _worst_step_against_torch(mag, seed=6, noise_floor=0)
+    assert worst <= 0.01, worst
+
+
+async def test_adam_follows_torch_with_the_eps_it_names_per_step() -> None:
+    """With the default noise floor Adam is ``torch.optim.Adam(eps=effective_eps)``, the
+    call its PrecisionWarning names: gradients from 0.1 to 30 times eps (1e-4 to 3e-2),
+    each step within 1% of lr of torch's. The denominator ``rsqrt(v_hat + eps**2)``
+    alone gave steps up to sqrt(2) times torch's where sqrt(v_hat) is near eps."""
+    mag = 10 ** (torch.rand(256, generator=torch.Generator().manual_seed(5)) * 2.5 - 4)
+    worst = await _worst_step_against_torch(mag, seed=9)
+    assert worst <= 0.01, worst
+
+
+async def _worst_step_against_torch(mag: torch.Tensor, *, seed: int, **adam: Any) -> float:
+    """The largest difference, in units of lr, between one step of our Adam and one of
+    ``torch.optim.Adam(eps=effective_eps)`` over 6 steps on the same encodable gradients of
+    magnitudes ``mag`` (random signs, times 0.5-1.5)."""
+    lr, n = 0.01, mag.numel()
+    gen = torch.Generator().manual_seed(seed)
     sign = torch.randint(0, 2, (n,), generator=gen) * 2 - 1
-    ref = torch.zeros(n, requires_grad=True)
-    ropt = torch.optim.Adam([ref], lr=lr)
-    async with start_cluster(2, seed=6) as c:
+    async with start_cluster(2, seed=seed) as c:
         p = c.share(torch.zeros(n), precision=16, base=2, requires_grad=True)
-        opt = Adam([p], lr=lr, noise_floor=0)
+        opt = Adam([p], lr=lr, **adam)
+        ref = torch.zeros(n, dtype=torch.float64, requires_grad=True)
+        ropt = torch.optim.Adam([ref], lr=lr, eps=opt.param_groups[0]["effective_eps"])
         before = torch.zeros(n, dtype=torch.float64)
         worst = 0.0
-        for _ in range(steps):
+        for _ in range(6):
             g = sign * mag * (0.5 + torch.rand(n, generator=gen))
             g = torch.round(g * 2**16) / 2**16  # exactly encodable: torch sees our gradient
             p.grad = c.share(g, precision=16, base=2)
             opt.step()
-            ref.grad = g.clone()
-            r0 = ref.detach().clone().to(torch.float64)
+            ref.grad = g.to(torch.float64)
+            r0 = ref.detach().clone()
             ropt.step()
             after = (await p.get()).to(torch.float64)
-            ours, theirs = after - before, ref.detach().to(torch.float64) - r0
+            ours, theirs = after - before, ref.detach() - r0
             worst = max(worst, float((ours - theirs).abs().max()) / lr)
             before = after
-    assert worst <= 0.01, worst
+    return worst
 
 
 async def test_adam_noise_floor_keeps_rounding_noise_from_moving_weights() -> None:

@@ -120,6 +120,19 @@ def test_train_xor_replay(in_process: None, capsys: pytest.CaptureFixture[str]) 
     assert re.search(r"^predictions\s+\[.*\] for targets \[0.0, 0.0, 1.0, 1.0\]$", out, re.M)
 
 
+def test_train_xor_refuses_a_log_file_in_a_missing_folder(
+    in_process: None, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A usage error naming the folder, before any actor starts (was a FileNotFoundError
+    traceback)."""
+    import train_xor
+
+    with pytest.raises(SystemExit) as exc:
+        train_xor.main(["--log-json", str(tmp_path / "missing" / "x.json"), "--quiet"])
+    assert exc.value.code == 2
+    assert f"the folder {tmp_path / 'missing'} does not exist" in capsys.readouterr().err
+
+
 def test_comm_report_command_writes_the_report(tmp_path: Path) -> None:
     """The README's ``python scripts/comm_report.py --out reports/``, into a temporary
     folder and ``--quick``: it asserts every measured figure against its closed form."""

@@ -21,7 +21,7 @@ factor times the incoming one, summed down to the operand's shape where it broad
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Self
 
 import torch
@@ -32,11 +32,12 @@ from protocols.params import Params, Pub
 
 from .autograd import Value, one_value, twice, unbroadcast
 from .handle import function
+from .kept import KeptProducts
 from .operands import as_public, integral, public, public_precision
-from .shaping import Shaping, cat
+from .shaping import cat
 
 
-class Arithmetic(Shaping):
+class Arithmetic(KeptProducts):
     """Sums, products and divisions of a SharedTensor (see module doc)."""
 
     __slots__ = ()
@@ -166,6 +167,8 @@ class Arithmetic(Shaping):
     def __matmul__(self, other: Any) -> Self:
         if isinstance(other, Arithmetic):
             shape = S.matmul(self.shape, other.shape)
+            if self.dim() == 1 or other.dim() == 1:
+                return _vector_matmul(self, other, shape)
             if other.requires_grad and torch.is_grad_enabled() and self._reuses_masks(other):
                 b = other.detach()
                 return self._kept_product(b, [self, other])
@@ -176,133 +179,20 @@ class Arithmetic(Shaping):
                 out,
                 [a, b],
                 lambda g: (
-                    g @ b.t() if a.requires_grad else None,
-                    a.t() @ g if b.requires_grad else None,
+                    unbroadcast(g @ _mt(b), tuple(a.shape)) if a.requires_grad else None,
+                    unbroadcast(_mt(a) @ g, tuple(b.shape)) if b.requires_grad else None,
                 ),
             )
-        return self._matmul_public(as_public(other), left=False)
-
-    def _reuses_masks(self, other: Arithmetic) -> bool:
-        """``self @ other`` can deal its backward ahead (:mod:`protocols.reuse`): 2-d
-        operands of one cluster and encoding, and a suite that has the kinds."""
-        return (
-            self.dim() == 2
-            and other.dim() == 2
-            and self.cluster is other.cluster
-            and self.fp == other.fp
-            and self.prec == other.prec
-            and "linear_keep" in self.cluster.suite
-        )
-
-    def _kept_product(self, w: Arithmetic, parents: list[Arithmetic]) -> Self:
-        """``self @ w`` (a shared ``w`` that needs its gradient) as ``linear_keep``: the
-        family's weight gradient ``g^T @ self`` is transposed back to w's layout
-        (nn.Linear's weight takes ``linear_t_keep``, :meth:`_kept_linear`)."""
-        m, k, n = self.shape[0], self.shape[1], w.shape[1]
-        x = self.detach()
-
-        def fallback(g: Value, both: bool) -> tuple[Value | None, Value | None]:
-            gw: Value = g.t() @ x
-            return (g @ w.t() if both else None, gw.t())
-
-        return self._kept_bilinear(
-            "linear",
-            w,
-            parents,
-            (m, n),
-            (n, k),
-            Params(d=self.fp.base**self.prec),
-            fallback,
-            post=lambda gw: gw.t(),
-        )
-
-    def _kept_linear(self, w: Arithmetic, bias: Any = None) -> tuple[Self, bool]:
-        """``self @ w^T`` (nn.Linear's ``w`` (n, k), as it holds it) as ``linear_t_keep``:
-        the weight's gradient ``g^T @ self`` in w's layout, and no transpose command; a
-        shared ``bias`` (n,) of this encoding and precision is added in the same op (then
-        True, else the caller adds it)."""
-        m, k, n = self.shape[0], self.shape[1], w.shape[0]
-        x, wd = self.detach(), w.detach()
-        fused = (
-            isinstance(bias, Arithmetic)
-            and bias.cluster is self.cluster
-            and bias.fp == self.fp
-            and bias.prec == self.prec
-            and tuple(bias.shape) == (n,)
-        )
-
-        def fallback(g: Value, both: bool) -> tuple[Value | None, Value | None]:
-            return (g @ wd if both else None, g.t() @ x)
-
-        params = Params(d=self.fp.base**self.prec)
-        out = self._kept_bilinear(
-            "linear_t",
-            wd,
-            [self, w],
-            (m, n),
-            (n, k),
-            params,
-            fallback,
-            kept_y=(k, n),
-            bias=bias if fused else None,
-        )
-        return out, fused
-
-    def _kept_bilinear(
-        self,
-        family: str,
-        y: Arithmetic,
-        parents: Sequence[Arithmetic],
-        out_shape: tuple[int, ...],
-        gy_shape: tuple[int, ...],
-        params: Params,
-        fallback: Callable[[Value, bool], tuple[Value | None, Value | None]],
-        *,
-        shared: Callable[[Value], Value] | None = None,
-        post: Callable[[Arithmetic], Value] | None = None,
-        kept_y: tuple[int, ...] | None = None,
-        bias: Arithmetic | None = None,
-    ) -> Self:
-        """``f(self, y)`` of a :mod:`protocols.reuse` family as ``<family>_keep`` (or
-        ``_keep_w`` when ``parents[0]``, the input, needs no gradient): its backward opens
-        only the gradient g (made shared by ``shared``). A gradient of another encoding
-        takes ``fallback(g, input needs its gradient)``; ``post`` maps the weight's;
-        ``kept_y`` is the kept ``ey``'s shape where it is not y's (``linear_t``); ``bias``
-        (``linear_t``) is added in the op, a third parent with the gradient ``g`` summed."""
-        both = parents[0].requires_grad
-        xs = tuple(self.shape)
-        ey = tuple(y.shape) if kept_y is None else kept_y  # the masked y the kind keeps
-        shapes = [out_shape, xs, ey, out_shape, gy_shape, *([xs] if both else [])]
-        x = self.detach()
-        kind = f"{family}_keep" if both else f"{family}_keep_w"
-        operands: list[Arithmetic] = [x, y] if bias is None else [x, y, bias.detach()]
-        out, *kept = x._submit(kind, operands, [(s, None) for s in shapes], params)
-        bshape = None if bias is None else tuple(bias.shape)
-        # with a bias (n,) the gradient op also gives g summed over the batch: no sum command
-        d = Params(d=params.d, dims=None if bias is None else (0,))
-        extra = [] if bshape is None else [(bshape, None)]
-
-        def grads(g: Value) -> tuple[Value | None, ...]:
-            g = g if shared is None else shared(g)
-            if not (isinstance(g, Arithmetic) and g.fp == self.fp and g.prec == self.prec):
-                fell = fallback(g, both)
-                return fell if bshape is None else (*fell, unbroadcast(g, bshape))
-            gx: Arithmetic | None = None
-            if both:
-                gx, gy, *gb = g._submit(
-                    f"{family}_grad", [g, x, y, *kept], [(xs, None), (gy_shape, None), *extra], d
-                )
-            else:
-                ex, _, r, cy = kept
-                gy, *gb = g._submit(
-                    f"{family}_grad_w", [g, x, ex, r, cy], [(gy_shape, None), *extra], d
-                )
-            return (gx, gy if post is None else post(gy), *gb)
-
-        return self._record(out, parents if bias is None else [*parents, bias], grads)
+        pub = as_public(other)
+        if self.dim() == 1 or pub.dim() == 1:
+            return _vector_matmul(self, pub, S.matmul(self.shape, pub.shape))
+        return self._matmul_public(pub, left=False)
 
     def __rmatmul__(self, other: Any) -> Self:
-        return self._matmul_public(as_public(other), left=True)
+        pub = as_public(other)
+        if self.dim() == 1 or pub.dim() == 1:
+            return _vector_matmul(pub, self, S.matmul(pub.shape, self.shape))
+        return self._matmul_public(pub, left=True)
 
     def _matmul_public(self, pub: torch.Tensor, *, left: bool) -> Self:
         shapes = (pub.shape, self.shape) if left else (self.shape, pub.shape)
@@ -310,19 +200,26 @@ class Arithmetic(Shaping):
         prec, q, d = self._public_scaling(pub)
         params = Params(pub=self._encode_public(pub, q), d=d, left=left)
         out = self._op("matmul_pub", [], shape, params, prec=prec)
-        pt = pub.t() if pub.dim() == 2 else pub
+        pt = pub.mT
+        mine = tuple(self.shape)
 
         def back(g: Value) -> tuple[Value]:
             if isinstance(g, torch.Tensor):  # a public gradient: torch's matmul needs one dtype
                 g = g.to(torch.promote_types(g.dtype, pt.dtype))
-            return ((pt @ g) if left else (g @ pt),)
+            return (unbroadcast((pt @ g) if left else (g @ pt), mine),)
 
         return self._record(out, [self], back)
 
     # -- shape ops ---------------------------------------------------------------------------
     def sum(
-        self, dim: int | Sequence[int] | None = None, keepdim: bool = False, *, axis: Any = None
+        self,
+        dim: int | Sequence[int] | None = None,
+        keepdim: bool = False,
+        *,
+        axis: Any = None,
+        dtype: Any = None,
     ) -> Self:
+        _float_dtype("sum", dtype)
         dim = axis if dim is None else dim  # numpy's name, which torch accepts too
         if dim is None:
             dims = None
@@ -346,8 +243,14 @@ class Arithmetic(Shaping):
         return self._record(out, [self], back)
 
     def mean(
-        self, dim: int | Sequence[int] | None = None, keepdim: bool = False, *, axis: Any = None
+        self,
+        dim: int | Sequence[int] | None = None,
+        keepdim: bool = False,
+        *,
+        axis: Any = None,
+        dtype: Any = None,
     ) -> Self:
+        _float_dtype("mean", dtype)
         total = self.sum(axis if dim is None else dim, keepdim)
         return total / (self.numel() // max(total.numel(), 1))
 
@@ -445,3 +348,30 @@ class Arithmetic(Shaping):
         return -self
 
     subtract, multiply, divide, true_divide, mm, negative = sub, mul, div, div, matmul, neg
+
+
+def _mt(x: Value) -> Value:
+    """The transpose of the last two dimensions (``x.t()`` for a matrix)."""
+    return x.t() if x.dim() == 2 else x.transpose(-2, -1)
+
+
+def _vector_matmul(a: Any, b: Any, shape: tuple[int, ...]) -> Any:
+    """torch.matmul with a 1-d operand: the vector as a matrix (a row on the left, a column
+    on the right), the product of matrices, the added dimension dropped (``shape``), as
+    torch defines it; autograd goes through the reshapes."""
+    a2 = a.reshape(1, a.shape[0]) if a.dim() == 1 else a
+    b2 = b.reshape(b.shape[0], 1) if b.dim() == 1 else b
+    # a public operand was unwrapped (and warned about) once: marked, it is not again
+    a2, b2 = (public(t) if isinstance(t, torch.Tensor) else t for t in (a2, b2))
+    left: Any = a2
+    return (left @ b2).reshape(shape)
+
+
+def _float_dtype(name: str, dtype: Any) -> None:
+    """``sum(dtype=torch.float64)``: a floating dtype changes nothing on shares (they keep
+    their fixed-point encoding); any other is refused by name."""
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise UnsupportedOperation(
+            f"{name}(dtype={dtype}) on a SharedTensor: shares are fixed point; only a "
+            "floating dtype (which changes nothing) is accepted"
+        )

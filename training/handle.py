@@ -35,7 +35,7 @@ from protocols.params import Params, Pub
 from . import autograd
 from .autograd import Value, unbroadcast
 from .check import Origin, Shadow, check_range
-from .errors import ClusterMismatch, NotCopyable, UnsupportedAttribute, in_layer
+from .errors import ClusterMismatch, NotCopyable, RevealRequired, UnsupportedAttribute, in_layer
 from .precision import check_values
 
 if TYPE_CHECKING:
@@ -198,7 +198,13 @@ class Handle:
         )
 
     def __len__(self) -> int:
-        return int(self.shape[0]) if self.shape else 0
+        if not self.shape:  # a TypeError, as torch's; torch.tensor(x) asks for it
+            raise RevealRequired(
+                "len() of a 0-d tensor; its value is secret (a SharedTensor): for a torch "
+                "tensor of a SharedTensor's values reveal it first: "
+                "`torch.as_tensor(await x.get())`"
+            )
+        return int(self.shape[0])
 
     def __deepcopy__(self, memo: Any) -> Self:
         raise NotCopyable(

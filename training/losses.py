@@ -8,7 +8,8 @@ binary cross entropy (on probabilities and on logits).
 * cross entropy: ``-(T * log_softmax(x)).sum()`` with public one-hot (or probability)
   targets T, and the backward ``(softmax(x) rowsum(T) - T) / N`` from the same
   exponentials, never differentiating the approximations; class weights, ignore_index
-  and label smoothing go into T, public.
+  and label smoothing go into T as torch's (:func:`_class_targets`). Shared targets that
+  require grad get torch's gradient here and in both BCEs, from the forward's values (local).
 * MSE (one square) and L1 (one ReLU) work at any encoding; NLL is a public selection.
 * binary cross entropy: log on every positive encoding [2**-f, 1] (0 gives ln 2**-f,
   -11.09 at 2/16; torch clamps at -100), the gradient exact for p (1 - p) >= 2**(2-f)
@@ -218,56 +219,70 @@ def l1_loss(
     return _reduce(abs_(diff), reduction)
 
 
+def _class_weights(input: SharedTensor, weight: Any) -> torch.Tensor | None:
+    """``weight`` (C,) as float64, shaped to broadcast along the class dimension."""
+    if weight is None:
+        return None
+    cdim = 1 if input.dim() > 1 else 0
+    w = torch.as_tensor(weight, dtype=torch.float64)
+    if tuple(w.shape) != (int(input.shape[cdim]),):
+        raise ShapeError(f"weight of shape {tuple(w.shape)} for {input.shape[cdim]} classes")
+    return w.reshape([-1 if d == cdim else 1 for d in range(input.dim())])
+
+
 def _class_targets(
-    input: SharedTensor, target: Any, weight: Any, ignore_index: int, name: str
+    input: SharedTensor, target: Any, weight: Any, ignore_index: int, name: str, eps: float = 0.0
 ) -> tuple[Any, float]:
-    """Public per-element weights T (N, C, ...) and the mean's denominator."""
-    if isinstance(target, SharedTensor):
-        if tuple(target.shape) == tuple(input.shape):
-            if weight is not None:
-                raise UnsupportedOperation(f"{name}: weight= with probability targets")
-            return target, float(target.numel() // input.shape[1] if input.dim() > 1 else 1)
-        raise UnsupportedOperation(
-            f"{name}: shared class indices cannot select entries; share one-hot targets "
-            "(F.one_hot(y, C).float()) as probabilities instead"
-        )
-    try:
-        t = torch.as_tensor(target)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise UnsupportedOperation(f"{name}: cannot use a {type(target).__name__} target") from exc
+    """Per-element weights T (N, C, ...) of -log_softmax and the mean's denominator, as
+    torch: probability targets t give ``(t (1 - eps) + eps / C) w`` over N samples (public
+    or shared); class indices y give ``((1 - eps) onehot(y) + eps / C) w``, 0 where y is
+    ignore_index, over ``sum w[y]`` of the samples kept (public)."""
     c = int(input.shape[1]) if input.dim() > 1 else int(input.shape[0])
-    if t.is_floating_point():
+    rows = float(input.numel() // c)
+    wb = _class_weights(input, weight)
+    if isinstance(target, SharedTensor):
+        if tuple(target.shape) != tuple(input.shape):
+            raise UnsupportedOperation(
+                f"{name}: shared class indices cannot select entries; share one-hot targets "
+                "(F.one_hot(y, C).float()) as probabilities instead"
+            )
+        t: Any = target
+    else:
+        try:
+            t = torch.as_tensor(target)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            msg = f"{name}: cannot use a {type(target).__name__} target"
+            raise UnsupportedOperation(msg) from exc
+        if not t.is_floating_point():
+            return _index_targets(input, t, weight, ignore_index, name, eps, c)
         if tuple(t.shape) != tuple(input.shape):
             raise ShapeError(
                 f"{name}: probability target shape {tuple(t.shape)} != {tuple(input.shape)}"
             )
-        t64 = t.to(torch.float64)
-        if weight is not None:
-            w = torch.as_tensor(weight, dtype=torch.float64)
-            shape = [1] * input.dim()
-            shape[1 if input.dim() > 1 else 0] = c
-            t64 = t64 * w.reshape(shape)
-        return t64, float(t.numel() // c)
+        t = t.to(torch.float64)
+    if eps:
+        t = t * (1.0 - eps) + eps / c
+    return (t if wb is None else t * wb), rows
+
+
+def _index_targets(
+    input: SharedTensor, t: torch.Tensor, weight: Any, ignore: int, name: str, eps: float, c: int
+) -> tuple[torch.Tensor, float]:
+    """:func:`_class_targets` for class indices (public)."""
     t = t.to(torch.int64)
     want = tuple(input.shape[:1]) + tuple(input.shape[2:]) if input.dim() > 1 else ()
     if tuple(t.shape) != want:
         raise ShapeError(f"{name}: class-index target shape {tuple(t.shape)}, expected {want}")
-    valid = t != ignore_index
+    valid = t != ignore
     safe = torch.where(valid, t, torch.zeros_like(t))
     if bool(((safe < 0) | (safe >= c)).any()):
         raise ShapeError(f"{name}: class index out of range [0, {c})")
+    wb = _class_weights(input, weight)
+    w = torch.ones(c, dtype=torch.float64) if wb is None else wb.reshape(-1)
     onehot = torch.nn.functional.one_hot(safe, c).to(torch.float64)
-    onehot = onehot * valid.unsqueeze(-1)
-    w = (
-        torch.ones(c, dtype=torch.float64)
-        if weight is None
-        else torch.as_tensor(weight, dtype=torch.float64)
-    )
-    onehot = onehot * w
+    big_t = (onehot * (1.0 - eps) + eps / c) * w * valid.unsqueeze(-1)
     denom = float((w[safe] * valid).sum())
-    if input.dim() > 1:
-        onehot = onehot.movedim(-1, 1)
-    return onehot, denom
+    return (big_t.movedim(-1, 1) if input.dim() > 1 else big_t), denom
 
 
 def nll_loss(
@@ -285,10 +300,7 @@ def nll_loss(
     t, denom = _class_targets(x, target, weight, ignore_index, "nll_loss")
     picked = x * t
     cdim = 1 if x.dim() > 1 else 0
-    per = -(picked.sum(cdim))
-    if reduction == "mean":
-        return per.sum() * (1.0 / denom) if not denom.is_integer() else per.sum() / int(denom)
-    return _reduce(per, reduction)
+    return _reduce(-(picked.sum(cdim)), reduction, denom)
 
 
 def cross_entropy(
@@ -301,45 +313,46 @@ def cross_entropy(
     reduction: str = "mean",
     label_smoothing: float = 0.0,
 ) -> SharedTensor:
-    """-(T * log_softmax(x)).sum(); the backward is (softmax(x) rowsum(T) - T) / N from
-    the same exponentials (no differentiation of the approximations)."""
+    """-(T * log_softmax(x)).sum() with torch's T (:func:`_class_targets`); the backward is
+    (softmax(x) rowsum(T) - T) s from the same exponentials (no differentiation of the
+    approximations), s the reduction's factor; a shared probability target t that requires
+    grad gets -(1 - eps) w log_softmax(x) s (local)."""
     x = expect_shared(input, "cross_entropy")
     require_bits(x, "cross_entropy", base2=True)
     reduction = _legacy(size_average, reduce, reduction)
-    t, denom = _class_targets(x, target, weight, ignore_index, "cross_entropy")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{reduction!r} is not a valid value for reduction")
+    eps = float(label_smoothing)
+    with torch.no_grad():  # T's gradient is taken below, in one product
+        t, denom = _class_targets(x, target, weight, ignore_index, "cross_entropy", eps)
     cdim = 1 if x.dim() > 1 else 0
-    c = int(x.shape[cdim])
-    if label_smoothing:
-        if isinstance(t, SharedTensor):
-            t = t * (1.0 - label_smoothing) + label_smoothing / c
-        else:
-            rows = t.sum(cdim, keepdim=True)
-            t = t * (1.0 - label_smoothing) + rows * (label_smoothing / c)
+    shared = isinstance(t, SharedTensor)
     z, e, s, n = _softmax_parts(x, cdim)
     dom = _denominator_domain(n)
     with torch.no_grad():
         lsm = z - log(s, dom)
-        indices = isinstance(target, torch.Tensor) and not target.is_floating_point()
-        per = -((lsm * (public(t) if indices else t)).sum(cdim))  # class indices: public
-        if reduction == "mean":
-            loss = per.sum() * (1.0 / denom) if not denom.is_integer() else per.sum() / int(denom)
-        elif reduction in ("sum", "none"):
-            loss = _reduce(per, reduction)
-        else:
-            raise ValueError(f"{reduction!r} is not a valid value for reduction")
+        loss = _reduce(-((lsm * (t if shared else public(t))).sum(cdim)), reduction, denom)
         p = _times(e, reciprocal_positive(s, dom)) if x.requires_grad else None
-    rows = t.sum(cdim, keepdim=True)
+    wb = _class_weights(x, weight)
+    dt = -(1.0 - eps) * (1.0 if wb is None else wb)  # d T / d target, times -1
 
-    def back(g: Value) -> tuple[Value]:
-        assert p is not None
-        grad = p * rows - t
-        if reduction == "mean":
-            return (grad * (g / denom),)
-        if reduction == "none":
-            return (grad * g.unsqueeze(cdim),)
-        return (grad * g,)
+    def back(g: Value) -> tuple[Value | None, ...]:
+        scale = (
+            g / denom if reduction == "mean" else g.unsqueeze(cdim) if reduction == "none" else g
+        )
+        gx = None
+        if x.requires_grad:
+            assert p is not None
+            gx = (p * t.sum(cdim, keepdim=True) - t) * scale
+        if not shared:
+            return (gx,)
+        if not target.requires_grad:
+            return gx, None
+        if isinstance(scale, torch.Tensor):  # public: one product
+            return gx, lsm * public(dt * scale)
+        return gx, (lsm * public(torch.as_tensor(dt))) * scale
 
-    return x._record(loss, [x], back)
+    return x._record(loss, [x, target] if shared else [x], back)
 
 
 def binary_cross_entropy(
@@ -362,27 +375,29 @@ def binary_cross_entropy(
     f = frac_bits(p)
     dom = (-f, 1)  # every positive encoding of p and 1 - p; 0 gives ln 2**-f
     with torch.no_grad():
-        per = -(
-            log(p.detach(), dom, below=True) * t
-            + log(1.0 - p.detach(), dom, below=True) * (1.0 - t)
-        )
-        loss = _reduce(per, reduction)
+        lp, lq = log(p.detach(), dom, below=True), log(1.0 - p.detach(), dom, below=True)
+        loss = _reduce(-(lp * t + lq * (1.0 - t)), reduction)
     count = p.numel()
 
-    def back(g: Value) -> tuple[Value]:
-        q = p.detach()
-        # (p - t) / (p (1 - p)) = (1 - t) / (1 - p) - t / p: 1 - p and p are exact
-        # where p (1 - p) = q - q**2 was rounded to a unit (1.4% off at p = 0.999), and
-        # with public t the combination is local. Both reciprocals in one op, exact from
-        # 2**(2-f) (6.1e-5 at 2/16), clamped below to 2**(f-2) = 16384 (must encode)
-        pair = cat([q.unsqueeze(0), (1.0 - q).unsqueeze(0)])
-        both = reciprocal_positive(pair, (2 - f, 1), below=True)
-        grad = both[1] * (1.0 - t) - both[0] * t
-        if reduction == "mean":
-            return (grad * (g / count),)
-        return (grad * g,)
+    def back(g: Value) -> tuple[Value | None, ...]:
+        scale = g / count if reduction == "mean" else g
+        gp = None
+        if p.requires_grad:
+            q = p.detach()
+            # (p - t) / (p (1 - p)) = (1 - t) / (1 - p) - t / p: 1 - p and p are exact
+            # where p (1 - p) = q - q**2 was rounded to a unit (1.4% off at p = 0.999), and
+            # with public t the combination is local. Both reciprocals in one op, exact from
+            # 2**(2-f) (6.1e-5 at 2/16), clamped below to 2**(f-2) = 16384 (must encode)
+            pair = cat([q.unsqueeze(0), (1.0 - q).unsqueeze(0)])
+            both = reciprocal_positive(pair, (2 - f, 1), below=True)
+            gp = (both[1] * (1.0 - t) - both[0] * t) * scale
+        if not isinstance(t, SharedTensor):
+            return (gp,)
+        return gp, (
+            lq - lp
+        ) * scale if t.requires_grad else None  # d/dt: log(1 - p) - log p, the forward's logs
 
-    return p._record(loss, [p], back)
+    return p._record(loss, [p, t] if isinstance(t, SharedTensor) else [p], back)
 
 
 def binary_cross_entropy_with_logits(
@@ -408,10 +423,11 @@ def binary_cross_entropy_with_logits(
         loss = _reduce(per, reduction)
     count = x.numel()
 
-    def back(g: Value) -> tuple[Value]:
-        grad = sigmoid(x.detach()) - t
-        if reduction == "mean":
-            return (grad * (g / count),)
-        return (grad * g,)
+    def back(g: Value) -> tuple[Value | None, ...]:
+        scale = g / count if reduction == "mean" else g
+        gx = (sigmoid(x.detach()) - t) * scale if x.requires_grad else None
+        if not isinstance(t, SharedTensor):
+            return (gx,)
+        return gx, x.detach() * -scale if t.requires_grad else None  # d/dt: -x
 
-    return x._record(loss, [x], back)
+    return x._record(loss, [x, t] if isinstance(t, SharedTensor) else [x], back)

@@ -39,6 +39,7 @@ _CORE = frozenset(
         "training.shaping",
         "training.arithmetic",
         "training.tensor",
+        "training.dispatch",
     }
 )
 """The modules that implement SharedTensor's operators: their frames are skipped when
@@ -70,14 +71,17 @@ class public:  # noqa: N801 - reads as a marker, like torch.no_grad
         return NotImplemented
 
 
-def _from_library() -> bool:
+def _issuer() -> tuple[bool, int]:
     """Whether the operation was issued by this library's own code (a loss, a layer, an
-    optimizer combining shares with its constants), not by the user's."""
+    optimizer combining shares with its constants), not by the user's, and the stack level
+    of the issuing line (for the warning to name the user's line)."""
     frame = sys._getframe(2)
+    level = 2  # (warnings.warn in as_public: 1 is as_public, 2 its caller)
     while frame is not None and frame.f_globals.get("__name__") in _CORE:
         frame = frame.f_back  # type: ignore[assignment]
+        level += 1
     caller = str(frame.f_globals.get("__name__", "")) if frame is not None else ""
-    return caller.startswith("training.")
+    return caller.startswith("training."), level
 
 
 def as_public(v: Any) -> torch.Tensor:
@@ -94,15 +98,18 @@ def as_public(v: Any) -> torch.Tensor:
         )
     if isinstance(v, public):
         v = v.tensor
-    elif isinstance(v, torch.Tensor) and v.numel() > 1 and not _from_library():
-        warnings.warn(
-            PublicOperandWarning(
-                f"a plaintext tensor of shape {tuple(v.shape)} is combined with a SharedTensor:"
-                " its values go in clear to every party; share it with cluster.share(...) to"
-                " keep it secret, or wrap it in training.public(...) to say it is public"
-            ),
-            stacklevel=3,
-        )
+    elif isinstance(v, torch.Tensor) and v.numel() > 1:
+        library, level = _issuer()
+        if not library:
+            warnings.warn(
+                PublicOperandWarning(
+                    f"a plaintext tensor of shape {tuple(v.shape)} is combined with a "
+                    "SharedTensor: its values go in clear to every party; share it with "
+                    "cluster.share(...) to keep it secret, or wrap it in training.public(...) "
+                    "to say it is public"
+                ),
+                stacklevel=level,
+            )
     if isinstance(v, torch.Tensor):
         if v.is_complex():
             raise EncodingError("complex public operands cannot be encoded in fixed point")

@@ -13,10 +13,12 @@ follows the bias correction's sum of weights, not by ``2**f``), so a gradient of
 (6 units at 16 bits) still has ~40 units in ``v``; the first moment keeps ``f/4`` extra
 bits; ``rsqrt`` (:func:`training.range_reduction.rsqrt`, 5 rounds, over [2**-f, 2**(f+8)))
 returns ``2**(f/4) / sqrt`` so that large ``v`` keep their significant bits, and the bias
-corrections are public factors of the update. ``eps`` is added under the root
-(``rsqrt(v_hat + eps**2)``) beside a floor of about ``2**-(f-1)`` in gradient units
-(1.5e-5 at 16 bits: one unit of the gradient's encoding) that acts as eps when eps is
-smaller. With base 2 and 16 fractional bits (required) each step is within ~0.5% of lr
+corrections are public factors of the update. ``eps`` enters as torch's does,
+``1 / (sqrt(v_hat) + eps)``: ``r = rsqrt(v_hat + eps**2)`` times a polynomial
+``c(eps r)`` (:func:`training.range_reduction.sqrt_plus_correction`, 3 rounds; ``r`` alone is up to sqrt(2) times
+torch's step where sqrt(v_hat) is near eps), beside a floor of about ``2**-(f-1)`` in
+gradient units (1.5e-5 at 16 bits: one unit of the gradient's encoding) under the root
+that acts as eps when eps is smaller. With base 2 and 16 fractional bits (required) each step is within ~0.5% of lr
 of torch's for gradients of 1.5e-4 to 10 (tests/test_optim.py); decays by ``beta`` are
 products by small integers and a truncation (see :func:`_decay`) so the truncated
 products stay below ~2**43 for gradients up to 1 (failure probability ``2**-20`` per
@@ -36,8 +38,9 @@ import torch
 from protocols.params import Params
 
 from .approximation import frac_bits, require_bits
+from .normalisation import lower
 from .precision import check_learning_rate, note_adam_eps
-from .range_reduction import rsqrt
+from .range_reduction import rsqrt, sqrt_plus_correction
 from .tensor import SharedTensor, cat
 from .updates import minus_scaled
 
@@ -306,7 +309,7 @@ class Adam(Optimizer):
     def step(self, closure: Any = None) -> None:  # type: ignore[override]
         if closure is not None:
             raise ValueError("closures are not supported on SharedTensor optimizers")
-        pending: list[tuple[SharedTensor, SharedTensor, SharedTensor, float]] = []
+        pending: list[tuple[SharedTensor, SharedTensor, SharedTensor, float, float]] = []
         with torch.no_grad():
             for group in self.param_groups:
                 lr, (b1, b2) = group["lr"], group["betas"]
@@ -346,36 +349,59 @@ class Adam(Optimizer):
                     c1 = (1 - b1) / (1 - b1**t)
                     eps_f = self._effective_eps(group, f)
                     floor = eps_f**2 * 2.0**f / rho + 2.0**-f
-                    pending.append((p, m, v + floor, lr * c1 / math.sqrt(rho) / 2**a))
+                    eps_v = eps_f * 2.0 ** (f / 2) / math.sqrt(rho)  # eps in V's units
+                    pending.append((p, m, v + floor, lr * c1 / math.sqrt(rho) / 2**a, eps_v))
             self._apply(pending)
 
     @staticmethod
-    def _apply(pending: list[tuple[SharedTensor, SharedTensor, SharedTensor, float]]) -> None:
-        """One rsqrt over every parameter's V at once (flattened and concatenated: the
-        same rounds and bytes, far fewer ops), then the updates."""
+    def _apply(
+        pending: list[tuple[SharedTensor, SharedTensor, SharedTensor, float, float]],
+    ) -> None:
+        """One rsqrt over every parameter's ``V + floor`` at once (flattened and
+        concatenated: the same rounds and bytes, far fewer ops), torch's denominator from
+        it (:func:`training.range_reduction.sqrt_plus_correction`), then the updates."""
         if not pending:
             return
-        flat = (
-            cat([x.reshape(-1) for _, _, x, _ in pending])
-            if len(pending) > 1
-            else (pending[0][2].reshape(-1))
-        )
+        xs = [x.reshape(-1) for _, _, x, _, _ in pending]
+        flat = cat(xs) if len(pending) > 1 else xs[0]
         f = frac_bits(flat)
         s = f // 4  # 2**s / sqrt(V): relative precision for V up to the domain's top
         r_all = rsqrt(flat, (-f, f + 8), scale_bits=s)
-        offset = 0
-        for p, m, x, step in pending:
-            n = x.numel()
-            r = (
-                r_all[offset : offset + n].reshape(x.shape)
-                if len(pending) > 1
-                else (r_all.reshape(x.shape))
-            )
-            offset += n
+        # u = E / sqrt(V + floor) in (0, 1), E eps in V's units (floor = E**2 + 2**-f):
+        # one public factor per parameter
+        ks = [e / 2**s for *_, e in pending]
+        if all(k == ks[0] for k in ks):
+            u = r_all * ks[0]
+        else:
+            u = cat([r * k for r, k in zip(_slices(r_all, pending), ks, strict=True)])
+        c_all = lower(sqrt_plus_correction(u), _C_BITS)
+        for (p, m, _x, step, _), r, c in zip(
+            pending, _slices(r_all, pending), _slices(c_all, pending), strict=True
+        ):
             # M r 2**(f/2 - s) = M rsqrt(V) 2**(f/2): the product truncated by 2**(f-h)
             h = f // 2 - s
             mr = m._op("mul", [r], m.shape, Params(d=2 ** (r.prec - h)), prec=m.prec)
+            mr = mr._op("mul", [c], m.shape, Params(d=2**_C_BITS), prec=m.prec)
             p._assign(p - mr * (step * 2.0 ** (f / 2 - s - h)))
+
+
+_C_BITS = 10
+"""torch's denominator's correction is applied at 10 bits (2**-10 relative: a tenth of its
+fit's error), which keeps the product with ``M rsqrt(V)`` small in the ring."""
+
+
+def _slices(flat: SharedTensor, pending: list[Any]) -> list[SharedTensor]:
+    """``flat`` cut back into each pending parameter's shape."""
+    out, offset = [], 0
+    for _, _, x, _, _ in pending:
+        n = x.numel()
+        out.append(
+            flat[offset : offset + n].reshape(x.shape)
+            if len(pending) > 1
+            else flat.reshape(x.shape)
+        )
+        offset += n
+    return out
 
 
 class AdamW(Adam):

@@ -19,7 +19,7 @@ scatter to a gradient that may be shared or public.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Self, cast
 
 import numpy as np
@@ -96,13 +96,16 @@ def put_any(v: Value, idx: torch.Tensor, shape: Sequence[int]) -> Value:
 
 def cat(tensors: Sequence[Any], dim: int = 0) -> SharedTensor:
     """``torch.cat`` of SharedTensors (local: each is scattered into place, then added)."""
-    items = list(tensors)
-    shared = [t for t in items if isinstance(t, Shaping)]
-    if not shared:
+    items: list[Any] = []
+    for t in tensors:  # a plaintext tensor is unwrapped (and warned about) once, here
+        if not isinstance(t, Shaping | torch.Tensor | public):
+            raise UnsupportedOperation(
+                f"cannot cat a SharedTensor with a {type(t).__name__} (SharedTensors, torch "
+                "tensors and training.public(...) tensors only)"
+            )
+        items.append(t if isinstance(t, Shaping) else as_public(t))
+    if not any(isinstance(t, Shaping) for t in items):
         raise UnsupportedOperation("cat needs at least one SharedTensor")
-    for t in items:
-        if not isinstance(t, Shaping | torch.Tensor):
-            raise UnsupportedOperation(f"cannot cat a SharedTensor with a {type(t).__name__}")
     try:
         pos = torch.cat([torch.zeros(tuple(t.shape)) for t in items], dim)
     except (RuntimeError, IndexError) as exc:
@@ -111,17 +114,20 @@ def cat(tensors: Sequence[Any], dim: int = 0) -> SharedTensor:
     d = dim % pos.dim()
     offset = 0
     out: Any = None
+    plain: Any = None  # the plaintext parts, scattered into place and summed in torch
     for t in items:
         n = int(t.shape[d])
         idx = flat.narrow(d, offset, n)
         offset += n
         if isinstance(t, Shaping):
-            part: Any = t._put(idx, tuple(pos.shape))
+            part = t._put(idx, tuple(pos.shape))
+            out = part if out is None else out + part
         else:
-            part = put_any(as_public(t), idx, tuple(pos.shape))
-        out = part if out is None else (out + part if isinstance(out, Shaping) else part + out)
+            scattered = put_any(t, idx, tuple(pos.shape))
+            plain = scattered if plain is None else plain + scattered
     assert isinstance(out, Shaping)
-    return cast("SharedTensor", out)
+    whole: Any = out  # (a SharedTensor: Shaping is one of its levels)
+    return cast("SharedTensor", whole if plain is None else whole + public(plain))
 
 
 def stack(tensors: Sequence[Any], dim: int = 0) -> SharedTensor:
@@ -131,7 +137,10 @@ def stack(tensors: Sequence[Any], dim: int = 0) -> SharedTensor:
     nd = len(items[0].shape) + 1
     d = dim % nd
     return cat(
-        [t.unsqueeze(d) if isinstance(t, Shaping) else as_public(t).unsqueeze(d) for t in items],
+        [
+            t.unsqueeze(d) if isinstance(t, Shaping) else public(as_public(t).unsqueeze(d))
+            for t in items
+        ],
         d,
     )
 
@@ -263,6 +272,12 @@ class Shaping(Handle):
 
     def _positions(self) -> torch.Tensor:
         return torch.arange(self.numel(), dtype=torch.int64).reshape(self.shape)
+
+    def __iter__(self) -> Iterator[Self]:
+        """The rows, as torch iterates a tensor (``for row in x``, ``a, b = x``)."""
+        if not self.shape:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(int(self.shape[0])))
 
     def __getitem__(self, key: Any) -> Self:
         parts = key if isinstance(key, tuple) else (key,)

@@ -287,12 +287,12 @@ def _relu(x: Any, inplace: bool = False) -> Any:
     return x.relu()
 
 
-def _sum(x: Any, dim: Any = None, keepdim: bool = False, **kw: Any) -> Any:
-    return x.sum(dim, keepdim)
+def _sum(x: Any, dim: Any = None, keepdim: bool = False, *, dtype: Any = None) -> Any:
+    return x.sum(dim, keepdim, dtype=dtype)
 
 
-def _mean(x: Any, dim: Any = None, keepdim: bool = False, **kw: Any) -> Any:
-    return x.mean(dim, keepdim)
+def _mean(x: Any, dim: Any = None, keepdim: bool = False, *, dtype: Any = None) -> Any:
+    return x.mean(dim, keepdim, dtype=dtype)
 
 
 bind(
