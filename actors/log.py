@@ -1,6 +1,8 @@
 """structlog, configured in one place.
 
-Console output for people by default (level ``info``); JSON lines with
+Console output for people; unconfigured (a library imported into someone's program) only
+warnings and errors, ``configure_logging()`` for ``info`` (a line per training step,
+cluster start and close); JSON lines with
 ``configure_logging(json_path=...)``, which also records the ``debug`` events: one
 ``protocol_run`` per op per party (op id, kind, shapes, rounds, bytes). The communication
 report is computed from those lines. Actor, op id and iteration are bound through
@@ -64,6 +66,6 @@ def info_enabled() -> bool:
 
 
 def get_logger(**bind: Any) -> Any:
-    if not _configured:
-        configure_logging()
+    if not _configured:  # a library's default: quiet until the program asks for more
+        configure_logging(level="warning")
     return structlog.get_logger().bind(**bind)

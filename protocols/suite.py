@@ -217,9 +217,16 @@ def fss_limit_of(suite: Suite) -> int | None:
     return next((n for n, s in _DEFAULTS.items() if s is suite), None)
 
 
-def describe(suite: Suite) -> str:
+def describe(suite: Suite, parties: int = 2) -> str:
     """The suite's name, and for a ``default`` suite the limit it runs with: what a log
-    line or a report states, since ``"default"`` picks its limit by the link."""
+    line or a report states, since ``"default"`` picks its limit by the link. With 3 or
+    more parties a suite other than ``carry`` says that it runs as ``carry`` (FSS keys are
+    2-party objects: comparisons take the carry tree, truncations the dealer's pair)."""
+    if parties > 2 and suite.name != "carry":
+        return (
+            f"{suite.name} (with {parties} parties as carry: FSS is 2-party, so the carry "
+            "tree and the dealer's truncation pair)"
+        )
     limit = fss_limit_of(suite)
     if limit is None:
         return suite.name

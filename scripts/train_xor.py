@@ -20,7 +20,7 @@ from seed_net import DATA, TARGET, loss_fn, make_net, plaintext_losses
 
 from actors import NetworkProfile, configure_logging
 from protocols.errors import NumericError
-from protocols.suite import SUITES, suite_arg
+from protocols.suite import SUITES, describe, get_suite, suite_arg
 from training import SGD, Cluster, TrainingCoordinator, launch
 from training.progress import ProgressBar
 
@@ -185,7 +185,7 @@ async def train(args: argparse.Namespace) -> dict[str, object]:
     preds = records[-1].predictions
     print()
     print(
-        f"parties {args.parties}, protocols {args.protocols}, base {args.base}, "
+        f"parties {args.parties}, protocols {protocols_line(args)}, base {args.base}, "
         f"precision {args.precision}, lr {args.lr}, transport {args.transport}"
         + (
             f" ({args.parties + 1} node processes, mutual TLS)"
@@ -236,6 +236,13 @@ async def train(args: argparse.Namespace) -> dict[str, object]:
     if checker is not None:  # the closing flush has checked the last ops too
         print(checker.summary())
     return {"records": records, "plain": plain, "max_gap": gaps[worst], "total": total}
+
+
+def protocols_line(args: argparse.Namespace) -> str:
+    """The suite as asked for, and with 3+ parties what it runs as (protocols.suite)."""
+    if args.parties <= 2:
+        return str(args.protocols)
+    return describe(get_suite(str(args.protocols)), args.parties)
 
 
 def main(argv: list[str] | None = None) -> int:

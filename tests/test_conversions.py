@@ -80,3 +80,14 @@ async def test_sum_and_mean_take_a_floating_dtype() -> None:
         assert (await torch.sum(x, 0, dtype=torch.float64).get()).tolist() == [4.0, 6.0]
         with pytest.raises(UnsupportedOperation, match=r"sum\(dtype=torch.int64\)"):
             x.sum(dtype=torch.int64)
+
+
+async def test_backward_of_a_value_that_needs_no_gradient_raises_as_torch() -> None:
+    """torch raises when nothing would get a gradient; it did nothing here, silently."""
+    async with start_cluster(2) as c:
+        x = c.share(X, precision=16, base=2)
+        with pytest.raises(RuntimeError, match="does not require grad"):
+            (x * 2).sum().backward()
+        w = c.share(X, precision=16, base=2, requires_grad=True)
+        (w * 2).sum().backward()  # still fine
+        assert w.grad is not None

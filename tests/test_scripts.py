@@ -133,6 +133,27 @@ def test_train_xor_refuses_a_log_file_in_a_missing_folder(
     assert f"the folder {tmp_path / 'missing'} does not exist" in capsys.readouterr().err
 
 
+def test_train_xor_says_what_a_two_party_suite_runs_as_with_three(
+    in_process: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--protocols fss-exact --parties 3`` runs the carry tree and the dealer's pair (FSS
+    keys are 2-party objects), with carry's rounds and bytes: the summary says so instead of
+    naming fss-exact alone (a user trial's report)."""
+    import train_xor
+
+    lines = {}
+    for suite in ("fss-exact", "carry"):
+        assert (
+            train_xor.main(["--parties", "3", "--protocols", suite, "--iterations", "2", "--quiet"])
+            == 0
+        )
+        out = capsys.readouterr().out
+        lines[suite] = re.search(r"^per iteration .*$", out, re.M).group(0)  # type: ignore[union-attr]
+        if suite == "fss-exact":
+            assert "protocols fss-exact (with 3 parties as carry: FSS is 2-party" in out, out
+    assert lines["fss-exact"] == lines["carry"]
+
+
 def test_comm_report_command_writes_the_report(tmp_path: Path) -> None:
     """The README's ``python scripts/comm_report.py --out reports/``, into a temporary
     folder and ``--quick``: it asserts every measured figure against its closed form."""

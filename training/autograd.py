@@ -53,6 +53,12 @@ def twice(g: torch.Tensor) -> torch.Tensor:
 
 def backward(root: Handle, gradient: Value | None = None) -> None:
     """Accumulate d(root)/d(leaf) into ``leaf.grad`` for every leaf that requires grad."""
+    if not root.requires_grad:  # torch's error: nothing would get a gradient
+        raise RuntimeError(
+            "element 0 of tensors does not require grad and does not have a grad_fn (no "
+            "input of this SharedTensor requires grad: share it with requires_grad=True, "
+            "or call backward outside torch.no_grad())"
+        )
     if gradient is None:
         if root.numel() != 1:
             raise RuntimeError("grad can be implicitly created only for scalar outputs")

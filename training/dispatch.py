@@ -26,6 +26,7 @@ from . import convolution as conv
 from . import layers as L
 from . import losses as loss
 from . import maxima as mx
+from . import more_ops  # noqa: F401 - binds split, chunk, bmm, masked_fill, layer_norm, ...
 from . import norms as nm
 from . import pooling as pool
 from . import range_reduction as rr

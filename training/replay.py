@@ -168,7 +168,11 @@ class StepReplay:
         c = self.cluster
         why = None
         if c.logs_ops:
-            why = "the op log or debug logging reads every op"
+            why = (
+                "the op log or debug logging reads every op (the op log is on once a "
+                "TrainingCoordinator with measure_phases, the default without replay, or "
+                "cluster.track_op_costs() ran on this cluster; a new cluster has it off)"
+            )
         elif getattr(c, "checker", None) is not None:
             why = "check mode checks every op"
         elif vars(type(self.optimizer)).get("replayable") is not True:  # not inherited
