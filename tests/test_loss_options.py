@@ -244,3 +244,62 @@ async def test_bce_shared_targets_get_torch_gradients(kind: str) -> None:
                     assert xr.grad is not None
                     xerr = (await reveal(sx.grad) - xr.grad).abs()
                     assert bool((xerr <= xtol_unit * s.abs() + SLACK).all()), (kind, reduction)
+
+
+E_SP = 4.5e-5  # softplus: the pieces' derived bound (docs/ops.md)
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["public", "shared"])
+async def test_bce_with_logits_weight_and_pos_weight(shared: bool) -> None:
+    """torch's ``w [(1 + (p - 1) t) softplus(x) - p t x]`` (refused by name before):
+    weight (per element, broadcast) x pos_weight (per class) x reduction, public and
+    shared targets, the input's and a shared target's gradients. Per element the loss is
+    within |w| (|1 + (p - 1) t| E_SP + a few units) of torch's, the input's gradient within
+    |w| |1 + (p - 1) t| E_SIG per unit of output gradient, the target's within |w| |p - 1|
+    E_SP."""
+    g = gen(41)
+    x = q(torch.randn(6, 3, generator=g) * 3)
+    t = q(torch.rand(6, 3, generator=g))
+    w = q(torch.rand(6, 1, generator=g) * 2 + 0.25, 8)
+    p = torch.tensor([0.5, 1.0, 3.0], dtype=torch.float64)
+    lead = (1 + (p - 1) * t).abs()
+    async with start_cluster(2, seed=8) as c:
+        for i, reduction in enumerate(REDUCTIONS):
+            for weight, pos in ((w, None), (None, p), (w, p)):
+                xr, tr = x.clone().requires_grad_(True), t.clone().requires_grad_(shared)
+                ref = F.binary_cross_entropy_with_logits(
+                    xr, tr, weight=weight, pos_weight=pos, reduction=reduction
+                )
+                gout = out_grad(reduction, tuple(ref.shape), i)
+                ref.backward(gout)
+                sx = share(c, x)
+                st = share(c, t, grad=True) if shared else t
+                loss = F.binary_cross_entropy_with_logits(
+                    sx, st, weight=weight, pos_weight=pos, reduction=reduction
+                )
+                loss.backward(gout)
+                wa = (w if weight is not None else torch.ones(1, dtype=torch.float64)).abs()
+                la = lead if pos is not None else torch.ones_like(x)
+                s = (
+                    gout.abs()
+                    if gout is not None
+                    else torch.full_like(x, 1 / x.numel() if reduction == "mean" else 1.0)
+                )
+                per = wa * (la * E_SP + 4 * U)
+                lt = float(per.sum() / (x.numel() if reduction == "mean" else 1))
+                got = await reveal(loss)
+                if reduction == "none":
+                    assert bool(((got - ref.detach()).abs() <= per + SLACK).all()), reduction
+                else:
+                    assert abs(float(got) - float(ref.detach())) <= lt + SLACK, (
+                        reduction,
+                        weight,
+                        pos,
+                    )
+                xerr = (await reveal(sx.grad) - xr.grad).abs()
+                assert bool((xerr <= wa * la * E_SIG * s + SLACK).all()), (reduction, xerr.max())
+                if shared:
+                    assert st.grad is not None and tr.grad is not None
+                    pm = (p - 1).abs() if pos is not None else torch.zeros(3, dtype=torch.float64)
+                    terr = (await reveal(st.grad) - tr.grad).abs()
+                    assert bool((terr <= wa * (pm * E_SP + 4 * U) * s + SLACK).all()), reduction

@@ -16,13 +16,25 @@ ReLU, clamp and hardtanh two side by side (1 round), at any encoding.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from protocols.errors import UnsupportedOperation
 
-from .approximation import abs_sign, expect_shared, piecewise, require_bits
+from .approximation import (
+    _exact,
+    _reinterpret,
+    _to_prec,
+    abs_sign,
+    expect_shared,
+    piecewise,
+    require_bits,
+)
+from .handle import function
 from .registry import implements
+from .shaping import cat
 from .tensor import SharedTensor
 
 # Piecewise tables: (knots, function); a segment [k_i, k_{i+1}) has its own polynomial;
@@ -39,6 +51,13 @@ from .tensor import SharedTensor
 SIGMOID_KNOTS = (0.0, 1.8125, 5.0, 8.75)
 TANH_KNOTS = (0.0, 0.9375, 2.5, 4.5)
 SOFTPLUS_KNOTS = (0.0, 1.5, 3.0, 5.0, 8.5, 12.0)
+# GELU's Phi(t) - 1/2 changes ~1.7x faster than the sigmoid, but sigmoid's knots / 1.7
+# ([0,1.0625,2.9375,5.125]) fit its middle segment to 1.3e-4; [0,1.5,3.25,5] (a 1/16 grid
+# search of the derived bound) fit 1.8e-5, 1.7e-5, 6.1e-6, pieces' bound 4.3e-5 (|u| <=
+# 0.875), and the tail 1 - Phi(5) = 2.9e-7 (t Phi(-t) = 1.4e-6 at 5).
+GELU_KNOTS = (0.0, 1.5, 3.25, 5.0)
+PHI_CLAMP = 6.0
+"""|x| is clamped here where phi(x) or 1 - tanh is needed: phi(6) = 6e-9, below a unit."""
 
 
 @implements(torch.sigmoid, F.sigmoid, methods=("sigmoid",))
@@ -101,6 +120,122 @@ def silu(x: SharedTensor) -> SharedTensor:
         return (g * (sig + x.detach() * (m - m * m)),)
 
     return x._record(y, [x], back)
+
+
+def _times(v: SharedTensor, b: float, top: float, prec: int) -> SharedTensor:
+    """b v for |v| <= top, at ``prec`` bits (base 2): v times the integer round(b 2**k)
+    (exact), one truncation of raw below 2**33 (a public real factor is encoded at up to
+    2**20 and its product truncated above 2**34 raw)."""
+    k = min(30, math.floor(33 - math.log2(abs(b) * top)) - v.prec)
+    return _to_prec(_reinterpret(v * round(b * 2.0**k), v.prec + k), prec)
+
+
+def _clamped_square(tc: SharedTensor) -> SharedTensor:
+    """tc**2 for 0 <= tc <= 6 at min(f, 14) bits: (6 2**14)**2 = 2**33.2 raw (at 16 bits
+    2**37.2)."""
+    t14 = _to_prec(tc, min(tc.prec, 14))
+    return t14 * t14
+
+
+@implements(F.gelu)
+def gelu(x: SharedTensor, approximate: str = "none") -> SharedTensor:
+    """x Phi(x), or with ``approximate='tanh'`` torch's tanh form; see :func:`_gelu_erf`
+    and :func:`_gelu_tanh`. Base 2, at least MIN_BITS fractional bits."""
+    x = expect_shared(x, "gelu")
+    require_bits(x, "gelu", base2=True)
+    if approximate == "none":
+        return _gelu_erf(x)
+    if approximate == "tanh":
+        return _gelu_tanh(x)
+    raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+
+
+def _gelu_erf(x: SharedTensor) -> SharedTensor:
+    """x Phi(x) = relu(x) - t m, t = |x| and m = Phi(-t) = 1/2 - h(t), h = Phi - 1/2 by the
+    pieces on :data:`GELU_KNOTS` (no sign): t m is below 0.17 and an exact 0 beyond 5, as
+    silu's. 6 rounds. Backward ``g (Phi(x) + x phi(x)) = g (1/2 + sign (h + tc phi(tc)))``,
+    tc = min(t, 6) (x phi(x) < 4e-8 beyond), phi(tc) = exp_nonpositive(-tc**2/2 -
+    ln sqrt(2 pi)) (tc**2 at 14 bits), tc phi(tc) below 0.25: every product below 2**34
+    raw. 11 rounds."""
+    with torch.no_grad():
+        r = x.relu()
+        assert r._bit is not None
+        bit = r._bit
+        t = r * 2 - x
+        h = piecewise(t, "normal_cdf_odd", GELU_KNOTS, 0.5)
+        y = r - t * (0.5 - h)
+
+    def back(g: SharedTensor) -> tuple[SharedTensor]:
+        tc = t - (t - PHI_CLAMP).relu()
+        sq = _clamped_square(tc)  # -tc**2 / 2: the halving a reinterpretation
+        z = _reinterpret(-sq, sq.prec + 1) - 0.5 * math.log(2 * math.pi)
+        z = _to_prec(z, x.fp.precision)
+        phi = function("exp_nonpositive")(z)
+        return (g * ((bit * 2 - 1) * (h + tc * phi) + 0.5),)
+
+    return x._record(y, [x], back)
+
+
+_TANH_S = math.sqrt(2 / math.pi)
+_TANH_C = 0.044715
+
+
+def _gelu_tanh(x: SharedTensor) -> SharedTensor:
+    """0.5 x (1 + tanh(s (x + c x**3))) = relu(x) - 0.5 tc n, n = 1 - tanh(s (tc + c
+    tc**3)) and tc = min(|x|, 6) (t, relu(x - 6), relu(-x - 6) in one op): z = tc q, q = s
+    + s c tc**2 at 15 bits (tc**2 at 14 bits), tanh's pieces on z >= 0 (no sign; 1 beyond
+    4.5, so n is an exact 0 from |x| ~ 3.58, and tc = t where n is not 0). Every product
+    below 2**34 raw (z at 16 x 15 bits: 2**32.6). 8 rounds. Backward ``g (1/2 + sign (T/2
+    + tc (1 - T**2) z'(tc) / 2))``, T = 1 - n, z' = s + 3 s c tc**2 (5 rounds)."""
+    f = x.prec
+    with torch.no_grad():
+        rs = cat([x.unsqueeze(0), (x - PHI_CLAMP).unsqueeze(0), (-x - PHI_CLAMP).unsqueeze(0)])
+        rr = rs.relu()
+        assert rr._bit is not None
+        bit, r = rr._bit[0], rr[0]
+        t = r * 2 - x
+        tc = t - rr[1] - rr[2]
+        sq = _clamped_square(tc)
+        top = PHI_CLAMP**2
+        q = _times(sq, _TANH_S * _TANH_C, top, f - 1) + _TANH_S
+        n = 1.0 - piecewise(tc * q, "tanh", TANH_KNOTS, 1.0)
+        y = r - _to_prec(_reinterpret(_exact(tc, n), 2 * f + 1), f)
+
+    def back(g: SharedTensor) -> tuple[SharedTensor]:
+        tt = 1.0 - n
+        dz = _times(sq, 3 * _TANH_S * _TANH_C, top, f - 1) + _TANH_S
+        w = (1.0 - tt * tt) * dz
+        inner = _to_prec(_reinterpret(tt + tc * w, f + 1), f)
+        return (g * ((bit * 2 - 1) * inner + 0.5),)
+
+    return x._record(y, [x], back)
+
+
+@implements(F.elu)
+def elu(x: SharedTensor, alpha: float = 1.0, inplace: bool = False) -> SharedTensor:
+    """relu(x) + alpha (e^min(x, 0) - 1), min(x, 0) = x - relu(x), the exponential by
+    :func:`~training.exponential.exp_nonpositive` (every product below 2**34 raw however
+    negative x is), alpha times it as an integer product (raw below 2**33). 7 rounds.
+    Backward ``g (alpha e + [x >= 0] (1 - alpha e))`` from the forward's e (1 round; at
+    x = 0 the right-hand 1, torch alpha: docs/ops.md, "Gradients at a kink")."""
+    x = expect_shared(x, "elu")
+    require_bits(x, "elu", base2=True)
+    if inplace:
+        raise UnsupportedOperation("in-place elu is not supported on SharedTensor")
+    a = float(alpha)
+    if a == 0.0:
+        return x.relu()
+    f = x.prec
+    with torch.no_grad():
+        r = x.relu()
+        assert r._bit is not None
+        bit = r._bit
+        e = function("exp_nonpositive")(_to_prec(x - r, x.fp.precision))
+        am1 = e - 1.0 if a == 1.0 else _times(e - 1.0, a, 1.0, f)  # alpha (e - 1)
+        y = r + am1
+        ae = am1 + a
+
+    return x._record(y, [x], lambda g: (g * (bit * (1.0 - ae) + ae),))
 
 
 def leaky_relu(x: SharedTensor, negative_slope: float = 0.01) -> SharedTensor:

@@ -57,10 +57,16 @@ def _log1p_exp_neg(t: np.ndarray) -> np.ndarray:
     return np.log1p(np.exp(-t))
 
 
+def _normal_cdf_odd(t: np.ndarray) -> np.ndarray:
+    """Phi(t) - 1/2 = erf(t / sqrt 2) / 2 (GELU's pieces)."""
+    return 0.5 * np.vectorize(math.erf, otypes=[float])(np.asarray(t) / math.sqrt(2.0))
+
+
 FUNCS: dict[str, Any] = {
     "sigmoid_odd": lambda t: 1.0 / (1.0 + np.exp(-t)) - 0.5,
     "tanh": np.tanh,
     "softplus_even": _log1p_exp_neg,
+    "normal_cdf_odd": _normal_cdf_odd,
     "exp": np.exp,
     "log1p": np.log1p,
     "recip_sqrt1p": lambda u: 1.0 / np.sqrt(1.0 + u),

@@ -23,10 +23,14 @@ from protocols.errors import UnsupportedOperation
 from . import activations as act
 from . import composite as comp
 from . import convolution as conv
+from . import exponential as ex
 from . import layers as L
+from . import (
+    logit_losses,
+    more_ops,  # noqa: F401 - binds split, chunk, bmm, masked_fill, layer_norm, ...
+)
 from . import losses as loss
 from . import maxima as mx
-from . import more_ops  # noqa: F401 - binds split, chunk, bmm, masked_fill, layer_norm, ...
 from . import norms as nm
 from . import pooling as pool
 from . import range_reduction as rr
@@ -296,7 +300,7 @@ ENTRIES: dict[Any, Callable[..., Any]] = {
     F.cross_entropy: loss.cross_entropy,
     F.nll_loss: loss.nll_loss,
     F.binary_cross_entropy: loss.binary_cross_entropy,
-    F.binary_cross_entropy_with_logits: loss.binary_cross_entropy_with_logits,
+    F.binary_cross_entropy_with_logits: logit_losses.binary_cross_entropy_with_logits,
     # layers
     F.conv2d: conv.conv2d,
     F.conv1d: conv.conv1d,
@@ -330,6 +334,7 @@ METHODS: dict[str, Callable[..., Any]] = {
     "softmax": loss.softmax,
     "norm": nm.norm,
     "log_softmax": loss.log_softmax,
+    "exp_nonpositive": ex.exp_nonpositive,  # GELU's and ELU's (training.activations)
 }
 """The SharedTensor methods whose implementation is a function module's (see
 :func:`training.handle.function`)."""

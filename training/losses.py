@@ -31,9 +31,10 @@ from protocols import shapes as S
 from protocols.errors import ShapeError, UnsupportedOperation
 from protocols.params import Params
 
-from .activations import abs_, sigmoid, softplus
+from .activations import abs_
 from .approximation import expect_shared, frac_bits, require_bits
 from .autograd import Value
+from .loss_parts import _legacy, _reduce, _target
 from .maxima import max_dim
 from .normalisation import lower
 from .operands import public
@@ -135,43 +136,6 @@ def log_softmax(x: SharedTensor, dim: int | None = None, **kwargs: Any) -> Share
 
 
 # -- losses -----------------------------------------------------------------------------------------
-
-
-def _reduce(v: SharedTensor, reduction: str, count: int | float | None = None) -> SharedTensor:
-    if reduction == "mean":
-        c = v.numel() if count is None else count
-        return v.sum() * (1.0 / c) if not float(c).is_integer() else v.sum() / int(c)
-    if reduction == "sum":
-        return v.sum()
-    if reduction == "none":
-        return v
-    raise ValueError(f"{reduction!r} is not a valid value for reduction")
-
-
-def _legacy(size_average: Any, reduce: Any, reduction: str) -> str:
-    if size_average is not None or reduce is not None:
-        raise UnsupportedOperation(
-            "size_average/reduce are deprecated and not supported; use reduction="
-        )
-    return reduction
-
-
-def _target(target: Any, like: SharedTensor, name: str) -> Any:
-    if isinstance(target, SharedTensor):
-        if tuple(target.shape) != tuple(like.shape):
-            raise ShapeError(
-                f"{name}: target shape {tuple(target.shape)} != input {tuple(like.shape)}"
-            )
-        return target
-    try:
-        t = torch.as_tensor(target, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise UnsupportedOperation(
-            f"{name}: cannot use a {type(target).__name__} target: {exc}"
-        ) from None
-    if tuple(t.shape) != tuple(like.shape):
-        raise ShapeError(f"{name}: target shape {tuple(t.shape)} != input {tuple(like.shape)}")
-    return t
 
 
 def _difference(
@@ -398,36 +362,3 @@ def binary_cross_entropy(
         ) * scale if t.requires_grad else None  # d/dt: log(1 - p) - log p, the forward's logs
 
     return p._record(loss, [p, t] if isinstance(t, SharedTensor) else [p], back)
-
-
-def binary_cross_entropy_with_logits(
-    input: Any,
-    target: Any,
-    weight: Any = None,
-    size_average: Any = None,
-    reduce: Any = None,
-    reduction: str = "mean",
-    pos_weight: Any = None,
-) -> SharedTensor:
-    """softplus(x) - t x; backward (sigmoid(x) - t) / N."""
-    x = expect_shared(input, "binary_cross_entropy_with_logits")
-    require_bits(x, "binary_cross_entropy_with_logits", base2=True)
-    reduction = _legacy(size_average, reduce, reduction)
-    if weight is not None or pos_weight is not None:
-        raise UnsupportedOperation(
-            "binary_cross_entropy_with_logits: weight=/pos_weight= are not supported"
-        )
-    t = _target(target, x, "binary_cross_entropy_with_logits")
-    with torch.no_grad():
-        per = softplus(x.detach()) - x.detach() * t
-        loss = _reduce(per, reduction)
-    count = x.numel()
-
-    def back(g: Value) -> tuple[Value | None, ...]:
-        scale = g / count if reduction == "mean" else g
-        gx = (sigmoid(x.detach()) - t) * scale if x.requires_grad else None
-        if not isinstance(t, SharedTensor):
-            return (gx,)
-        return gx, x.detach() * -scale if t.requires_grad else None  # d/dt: -x
-
-    return x._record(loss, [x, t] if isinstance(t, SharedTensor) else [x], back)
