@@ -271,3 +271,45 @@ async def test_pool1d_through_the_2d_pools() -> None:
         assert torch.equal((await idx.get()).long(), ri)
         unbatched = F.avg_pool1d(x[0], 2)  # (C, L) input, as torch allows
         assert err(await reveal(unbatched), F.avg_pool1d(t[0], 2)) <= 2 * U
+
+
+@pytest.mark.parametrize("kind", ["batch_norm", "layer_norm"])
+async def test_normalisation_of_small_variances_equals_torch(kind: str) -> None:
+    """Features of variance ~1e-3 (below 2**-8): rsqrt's default domain clamped
+    1/sqrt(var) at 16 there, a user trial's BatchNorm/LayerNorm output off by 1.1 with no
+    error (d2l's BatchNorm LeNet at batch 4 diverged). Now every positive encoding of the
+    variance is normalised; the error is the variance's own resolution: |xhat| (2 u / var
+    + 1.5e-4) + 2 u inv per element, u = 2**-16. The backward is the closed form (autograd
+    through rsqrt's -y**3/2 passed 2**34 raw there): per feature or row within (2 u / var
+    + 2%) of its largest entry."""
+    torch.manual_seed(3)
+    x = (0.03 * torch.randn(16, 4, dtype=torch.float64)).round(decimals=4)
+    w = torch.linspace(-1, 1, x.numel(), dtype=torch.float64).reshape(x.shape)
+    dims = 0 if kind == "batch_norm" else 1
+    xr = x.clone().requires_grad_(True)
+    var = xr.detach().var(dims, unbiased=False, keepdim=True)
+    if kind == "batch_norm":
+        ref = F.batch_norm(xr, None, None, training=True)
+    else:
+        ref = F.layer_norm(xr, (4,))
+    (ref * w).sum().backward()
+    assert xr.grad is not None
+    u = 2.0**-16
+    inv = 1 / torch.sqrt(var + 1e-5)
+    tol = ref.detach().abs() * (2 * u / var + 1.5e-4) + 2 * u * inv
+    async with start_cluster(2) as c:
+        xs = c.share(x, precision=16, base=2, requires_grad=True)
+        if kind == "batch_norm":
+            y = F.batch_norm(xs, None, None, training=True)
+        else:
+            y = F.layer_norm(xs, (4,))
+        (y * public(w)).sum().backward()
+        got = (await y.get()).double()
+        assert xs.grad is not None
+        gx = (await xs.grad.get()).double()
+    assert bool(((got - ref.detach()).abs() <= tol).all()), float((got - ref.detach()).abs().max())
+    # per feature (batch norm) or row (layer norm): the variance's resolution 2 u / var
+    # carries into inv and so into every entry, plus 2% for the products' truncations
+    gmax = xr.grad.abs().amax(dims, keepdim=True)
+    gtol = gmax * (2 * u / var + 0.02)
+    assert bool(((gx - xr.grad).abs() <= gtol).all()), float((gx - xr.grad).abs().max())

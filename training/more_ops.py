@@ -28,9 +28,9 @@ from protocols.errors import ShapeError, UnsupportedOperation
 from . import pooling as pool
 from .approximation import require_bits
 from .composite import where
+from .layers import normalize
 from .losses import _difference, _reduce
 from .operands import public
-from .range_reduction import rsqrt
 from .registry import implements
 from .tensor import SharedTensor
 
@@ -162,10 +162,7 @@ def layer_norm(
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and tuple(int(s) for s in p.shape) != norm:
             raise ShapeError(f"layer_norm: {name} of shape {tuple(p.shape)}, expected {norm}")
-    dims = list(range(x.dim() - k, x.dim()))
-    xc = x - x.mean(dims, keepdim=True)
-    var = (xc**2).mean(dims, keepdim=True)
-    y = xc * rsqrt(var + eps)
+    y, _, _ = normalize(x, list(range(x.dim() - k, x.dim())), eps)
     if weight is not None:
         y = y * weight
     if bias is not None:
