@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
+import _checkout  # noqa: F401  (this checkout's packages first on sys.path)
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
+import _checkout  # noqa: F401  (this checkout's packages first on sys.path)
 import torch
 import trio
 from bench_train import NAMES, WORKLOADS, Workload, bench_parser, bench_setup, on_cluster

@@ -22,6 +22,7 @@ import os
 import statistics
 import time
 
+import _checkout  # noqa: F401  (this checkout's packages first on sys.path)
 import numpy as np
 import torch
 

@@ -20,19 +20,15 @@ first line printed names the suite and its limit.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+import _checkout  # noqa: F401  (this checkout's packages first on sys.path)
+import op_table
 import torch
 import torch.nn.functional as F
 import trio
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import op_table
 
 from protocols.suite import describe
 from training import Cluster

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 
+import _checkout  # noqa: F401  (this checkout's packages first on sys.path)
 import numpy as np
 import torch
 import torch.nn.functional as F

@@ -14,6 +14,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import _checkout  # noqa: F401  (this checkout's packages first on sys.path)
 import trio
 from seed_net import DATA, TARGET, loss_fn, make_net
 

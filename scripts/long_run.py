@@ -12,6 +12,7 @@ import os
 import statistics
 import time
 
+import _checkout  # noqa: F401  (this checkout's packages first on sys.path)
 import trio
 from seed_net import DATA, TARGET, loss_fn, make_net
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import _checkout  # noqa: F401  (this checkout's packages first on sys.path)
 import torch
 import torch.nn.functional as F
 

@@ -13,6 +13,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import _checkout  # noqa: F401  (this checkout's packages first on sys.path)
+
 PEERS = Path(__file__).resolve().parents[2] / "shared" / "peers"
 OURS = Path(__file__).resolve().parent / "peer_workloads"
 """Peer workloads written here (e.g. the MNIST Net step), run the same way."""

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import io
 
+import _checkout  # noqa: F401  (this checkout's packages first on sys.path)
 import trio
 from train_xor import parse_args, train
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _checkout  # noqa: F401  (this checkout's packages first on sys.path)
 import torch
 import torch.nn.functional as F
 from torch import nn

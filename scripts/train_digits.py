@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _checkout  # noqa: F401  (this checkout's packages first on sys.path)
 import torch
 import torch.nn.functional as F
 import trio

@@ -14,6 +14,7 @@ import sys
 import time
 from contextlib import AbstractAsyncContextManager
 
+import _checkout  # noqa: F401  (this checkout's packages first on sys.path)
 import torch
 import trio
 from seed_net import DATA, TARGET, loss_fn, make_net, plaintext_losses

@@ -21,10 +21,10 @@ import trio
 from torch import nn
 
 from protocols.errors import UnsupportedOperation
-from training import Cluster, export_module, launch, reveal_module
+from training import SGD, Cluster, export_module, launch, reveal_module
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.errors import NotCopyable
-from training.testing import start_cluster
+from training.testing import reveal, start_cluster
 
 FP = {"precision": 16, "base": 2}
 
@@ -218,3 +218,40 @@ async def test_digits_checkpoint_and_resume_over_tcp(
     assert resumed.encrypted_acc == straight.encrypted_acc[1:]
     assert resumed.plaintext_loss == straight.plaintext_loss[1:]
     assert resumed.revealed_acc == straight.revealed_acc
+
+
+async def test_checkpoint_keeps_plaintext_buffers_for_batch_norm_momentum_none(
+    tmp_path: Path,
+) -> None:
+    """BatchNorm with momentum=None averages its running statistics over
+    num_batches_tracked, a plaintext buffer: the checkpoint dropped it, so a resumed
+    model weighted its next batch as the first (running_mean off after 2 + 2 steps)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3, momentum=None))
+    x = torch.randn(4, 8, 4)
+
+    async def steps(c, model, opt, xs, first: int) -> None:  # type: ignore[no-untyped-def]
+        for i in range(first, first + 2):
+            opt.zero_grad()
+            model(xs[i]).pow(2).sum().backward()
+            opt.step()
+
+    async def run(resume_from: Path | None) -> tuple[torch.Tensor, int]:
+        async with start_cluster(2, seed=5) as c:
+            xs = [c.share(x[i], **FP) for i in range(4)]
+            if resume_from is None:
+                model = c.share_module(copy.deepcopy(net), **FP)
+                opt = SGD(model.parameters(), lr=0.01)
+                await steps(c, model, opt, xs, 0)
+                await save_checkpoint(c, tmp_path, model, opt)
+            else:
+                r = await load_checkpoint(c, resume_from, net, lambda p: SGD(p, lr=0.01))
+                model, opt = r.model, r.optimizer
+            await steps(c, model, opt, xs, 2)
+            bn = model[1]
+            return await reveal(bn.running_mean), int(bn.num_batches_tracked)
+
+    straight_mean, straight_count = await run(None)
+    resumed_mean, resumed_count = await run(tmp_path)
+    assert straight_count == resumed_count == 4
+    assert torch.equal(straight_mean, resumed_mean)

@@ -472,3 +472,31 @@ def test_readme_module_commands_certs_and_node_help(tmp_path: Path) -> None:
     )  # fmt: skip
     assert bad.returncode == 2, bad.stderr  # argparse's usage error, before any socket
     assert "--allow-reveal 'coordinator:x': limits must be integers" in bad.stderr, bad.stderr
+
+
+def test_every_script_runs_its_own_checkouts_library(tmp_path: Path) -> None:
+    """A script run from a second checkout (a worktree) imports that checkout's packages,
+    not the installed (editable) one: each script imports ``_checkout`` first (or puts
+    its root on sys.path itself), and ``_checkout`` wins over the install. A copy whose
+    ``training`` says who it is shows it."""
+    for path in sorted((ROOT / "scripts").glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        text = path.read_text()
+        assert "import _checkout" in text or "sys.path.insert(0, str(ROOT))" in text, path.name
+    other = tmp_path / "other"
+    (other / "scripts").mkdir(parents=True)
+    (other / "training").mkdir()
+    (other / "training" / "__init__.py").write_text("WHO = 'the other checkout'\n")
+    (other / "scripts" / "_checkout.py").write_text((ROOT / "scripts" / "_checkout.py").read_text())
+    (other / "scripts" / "probe.py").write_text(
+        "import _checkout  # noqa: F401\nimport training\nprint(training.WHO)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(other / "scripts" / "probe.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert out.stdout.strip() == "the other checkout"

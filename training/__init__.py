@@ -2,6 +2,7 @@
 Adam, AdamW), smooth functions, losses and layers (see docs/ops.md), coordinator."""
 
 from . import dispatch as _dispatch  # noqa: F401  (fills the torch dispatch table)
+from .clipping import clip_grad_norm_, clip_grad_value_
 from .cluster import Cluster
 from .coordinator import IterationRecord, PhaseCost, TrainingCoordinator
 from .module import export_module, reveal_module, share_module
@@ -20,6 +21,8 @@ __all__ = [
     "PublicOperandWarning",
     "SharedTensor",
     "TrainingCoordinator",
+    "clip_grad_norm_",
+    "clip_grad_value_",
     "export_module",
     "public",
     "reveal_module",

@@ -4,8 +4,9 @@
 and buffers and of the optimiser's shared state (momentum, Adam moments) to
 ``<dir>/<party>.shares.pt`` (runtime command ``save``); the coordinator writes only public
 metadata to ``<dir>/checkpoint.json``: names, shapes, fixed-point encodings, the
-optimiser's hyper-parameters and step counts, the next op id, and the caller's ``extra``
-(e.g. the epoch). No file holds a plaintext weight or two parties' shares.
+optimiser's hyper-parameters and step counts, the model's plaintext buffers (BatchNorm's
+``num_batches_tracked``: public counts), the next op id, and the caller's ``extra`` (e.g.
+the epoch). No file holds a plaintext weight or two parties' shares.
 
 ``load_checkpoint`` rebuilds the shared model from a plaintext *template* of the same
 architecture (only its structure is used: no weight of it is shared or sent), has every
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from protocols import FixedPoint
@@ -112,11 +114,38 @@ async def save_checkpoint(
         "version": VERSION,
         "parties": list(cluster.parties),
         "tensors": entries,
+        "public_buffers": _public_buffers(model),
         "optimizer": opt,
         "next_op": cluster._next_op,
         "extra": extra or {},
     }
     (directory / META).write_text(json.dumps(meta, indent=1))
+
+
+def _public_buffers(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """The model's plaintext buffers (BatchNorm's ``num_batches_tracked``, which
+    ``momentum=None`` divides by): public already, so their values go in the metadata."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, b in model.named_buffers():
+        if isinstance(b, torch.Tensor):
+            out[name] = {"dtype": str(b.dtype).removeprefix("torch."), "values": b.tolist()}
+    return out
+
+
+def _restore_public(model: nn.Module, saved: dict[str, dict[str, Any]]) -> None:
+    for mname, sub in model.named_modules():
+        prefix = f"{mname}." if mname else ""
+        for bname, b in list(sub._buffers.items()):
+            entry = saved.get(prefix + bname)
+            if entry is None or not isinstance(b, torch.Tensor):
+                continue
+            value = torch.tensor(entry["values"], dtype=getattr(torch, entry["dtype"]))
+            if tuple(value.shape) != tuple(b.shape):
+                raise ValueError(
+                    f"checkpoint buffer {prefix + bname} is {tuple(value.shape)}, the "
+                    f"template's {tuple(b.shape)}"
+                )
+            sub._buffers[bname] = value
 
 
 @dataclass
@@ -168,6 +197,7 @@ async def load_checkpoint(
         for bname, b in list(sub._buffers.items()):
             if b is not None and prefix + bname in by_name:
                 sub._buffers[bname] = by_name[prefix + bname]  # type: ignore[assignment]
+    _restore_public(model, meta.get("public_buffers", {}))
     optimizer = None
     opt = meta["optimizer"]
     if make_optimizer is not None:
